@@ -1,0 +1,138 @@
+"""The one exception tree of fades.
+
+Every error a user can meet derives from :class:`FadesError`, so ``except FadesError`` catches
+everything that fades raises on purpose, while a plain bug still surfaces as itself::
+
+    FadesError
+    ├── TaskError                 the task itself is wrong
+    │   ├── TaskValidationError   malformed task (names the field and the reason)
+    │   └── TaskNotFound
+    ├── ArtifactError             function artifacts
+    │   ├── ArtifactFormatError   not a fades artifact / corrupt
+    │   ├── SignatureError        unsigned, tampered, or signed by an untrusted key
+    │   └── BuildError            could not build an artifact from source
+    ├── SandboxError              the function ran and failed
+    │   ├── MemoryLimitExceeded   "memory limit N MiB exceeded"
+    │   ├── TimeLimitExceeded     CPU/time budget exhausted
+    │   ├── SandboxViolation      tried to use a capability it was not granted
+    │   └── FunctionCrashed       trapped or raised inside the sandbox
+    ├── BrokerError               data retrieval
+    │   ├── AccessDenied          the tenant's policy does not cover what was asked
+    │   ├── ConnectorError        a connector failed or is unknown
+    │   └── DatasetError          a dataset could not be loaded or generated
+    ├── OrchestratorError         the node itself (capacity, shutdown, persistence)
+    └── PlacementError            the placement engine (infeasible instance, bad config)
+
+Errors carry context (task id, tenant, node) as attributes so that logs and API replies can
+name what failed without parsing the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FadesError(Exception):
+    """Root of every error fades raises on purpose."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context: dict[str, Any] = {k: v for k, v in context.items() if v is not None}
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def kind(self) -> str:
+        """Short machine-readable name of the error class, e.g. ``"MemoryLimitExceeded"``."""
+        return type(self).__name__
+
+
+# --- tasks -----------------------------------------------------------------------------------
+class TaskError(FadesError):
+    """The task is wrong or unknown."""
+
+
+class TaskValidationError(TaskError):
+    """A malformed task. ``problems`` lists ``(field, reason)`` pairs."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None, **ctx: Any):
+        super().__init__(message, **ctx)
+        self.problems = problems or []
+
+
+class TaskNotFound(TaskError):
+    """No task with that id is known to the node."""
+
+
+# --- artifacts -------------------------------------------------------------------------------
+class ArtifactError(FadesError):
+    """A function artifact could not be used."""
+
+
+class ArtifactFormatError(ArtifactError):
+    """The bytes are not a well-formed fades artifact."""
+
+
+class SignatureError(ArtifactError):
+    """The artifact is unsigned, was tampered with, or is signed by a key the node distrusts."""
+
+
+class BuildError(ArtifactError):
+    """Building an artifact from source failed."""
+
+
+# --- sandbox ---------------------------------------------------------------------------------
+class SandboxError(FadesError):
+    """The function failed inside its sandbox."""
+
+
+class MemoryLimitExceeded(SandboxError):
+    """The function needed more linear memory than its cap."""
+
+    def __init__(self, limit_mib: int, **ctx: Any) -> None:
+        super().__init__(f"memory limit {limit_mib} MiB exceeded", **ctx)
+        self.limit_mib = limit_mib
+
+
+class TimeLimitExceeded(SandboxError):
+    """The function ran past its CPU/time budget and was interrupted."""
+
+    def __init__(self, budget_ms: int, **ctx: Any) -> None:
+        super().__init__(f"time limit {budget_ms} ms exceeded; the function was interrupted", **ctx)
+        self.budget_ms = budget_ms
+
+
+class SandboxViolation(SandboxError):
+    """The function tried to use a capability (file, socket, ...) it was not granted."""
+
+
+class FunctionCrashed(SandboxError):
+    """The function trapped or raised an exception."""
+
+
+# --- broker ----------------------------------------------------------------------------------
+class BrokerError(FadesError):
+    """Data retrieval failed."""
+
+
+class AccessDenied(BrokerError):
+    """The tenant's access policy does not cover the data the task asked for."""
+
+
+class ConnectorError(BrokerError):
+    """A connector is unknown, misconfigured, or failed while fetching."""
+
+
+class DatasetError(BrokerError):
+    """A dataset could not be generated or loaded."""
+
+
+# --- node / placement ------------------------------------------------------------------------
+class OrchestratorError(FadesError):
+    """The node could not accept or run work (capacity, shutdown, persistence)."""
+
+
+class PlacementError(FadesError):
+    """The placement engine was given an impossible instance or a bad configuration."""
