@@ -1,0 +1,365 @@
+"""The node's local time-series store, in one SQLite file.
+
+Schema (normalised, so that a reading costs three numbers on disk)::
+
+    sensors(id INTEGER PRIMARY KEY, sensor_type, unit, location, device)
+        UNIQUE (sensor_type, location, device)
+    readings(sensor_id, ts REAL, value REAL, PRIMARY KEY (sensor_id, ts)) WITHOUT ROWID
+
+``readings`` is clustered on ``(sensor_id, ts)``: the primary key *is* the index, so a time
+window of one sensor is one contiguous range scan and no second copy of the rows exists. A
+sensor holds at most one reading per timestamp; writing the same ``(sensor, ts)`` again
+replaces the value. The file runs in WAL mode, so readers never block the writer.
+
+Every thread gets its own connection (SQLite connections must not be shared between
+threads), writes are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fades.broker.base import CATEGORICAL, U16, Dataset, DataSummary
+from fades.errors import ConnectorError
+from fades.task import Selector
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sensors (
+    id INTEGER PRIMARY KEY,
+    sensor_type TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    location TEXT NOT NULL,
+    device TEXT NOT NULL,
+    UNIQUE (sensor_type, location, device)
+);
+CREATE TABLE IF NOT EXISTS readings (
+    sensor_id INTEGER NOT NULL REFERENCES sensors(id),
+    ts REAL NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (sensor_id, ts)
+) WITHOUT ROWID;
+"""
+
+_ROW = np.dtype([("ts", np.float64), ("value", np.float64)])
+
+Categorical = str | Sequence[str] | npt.NDArray[Any]
+_Sensor = tuple[int, str, str, str, str]  # id, sensor_type, unit, location, device
+
+
+class SQLiteConnector:
+    """Readings in a local SQLite file; see the module docstring for the schema.
+
+    Args:
+        path: the database file; created (with its directory) if missing.
+        timeout: seconds to wait for a lock held by another process.
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConnectorError(
+                f"cannot open SQLite store {self.path}: {exc}", connector="sqlite"
+            ) from exc
+
+    # --- connections ---------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA mmap_size=268435456")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> SQLiteConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- sensors -------------------------------------------------------------------------
+    def _sensors(self) -> list[_Sensor]:
+        rows = (
+            self._conn()
+            .execute("SELECT id, sensor_type, unit, location, device FROM sensors")
+            .fetchall()
+        )
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+    def _sensor_id(
+        self, conn: sqlite3.Connection, sensor_type: str, unit: str, location: str, device: str
+    ) -> int:
+        for name, v in (("sensor_type", sensor_type), ("location", location), ("device", device)):
+            if not v:
+                raise ConnectorError(f"a reading needs a non-empty {name}", connector="sqlite")
+        row = conn.execute(
+            "SELECT id, unit FROM sensors WHERE sensor_type=? AND location=? AND device=?",
+            (sensor_type, location, device),
+        ).fetchone()
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO sensors(sensor_type, unit, location, device) VALUES (?,?,?,?)",
+                (sensor_type, unit, location, device),
+            )
+            return int(cur.lastrowid or 0)
+        if row[1] != unit:
+            raise ConnectorError(
+                f"sensor {device!r} ({sensor_type} at {location}) stores unit {row[1]!r}, "
+                f"not {unit!r}",
+                connector="sqlite",
+            )
+        return int(row[0])
+
+    # --- writing -------------------------------------------------------------------------
+    def add(
+        self, ts: float, value: float, sensor_type: str, unit: str, location: str, device: str
+    ) -> None:
+        """Store one reading (slow path; use :meth:`write_columns` for bulk data)."""
+        self.write_columns([ts], [value], sensor_type, location, device, unit)
+
+    def write(self, dataset: Dataset) -> int:
+        """Store every reading of ``dataset``; units come from ``dataset.units``."""
+        if len(dataset) == 0:
+            return 0
+        st = np.asarray(dataset.labels["sensor_type"], dtype=object)[dataset.codes["sensor_type"]]
+        unit_of = np.asarray(
+            [dataset.units.get(s, "") for s in dataset.labels["sensor_type"]], dtype=object
+        )
+        return self.write_columns(
+            dataset.ts,
+            dataset.value,
+            st,
+            np.asarray(dataset.labels["location"], dtype=object)[dataset.codes["location"]],
+            np.asarray(dataset.labels["device"], dtype=object)[dataset.codes["device"]],
+            unit_of[dataset.codes["sensor_type"]],
+        )
+
+    def write_columns(
+        self,
+        ts: Sequence[float] | npt.NDArray[np.float64],
+        value: Sequence[float] | npt.NDArray[np.float64],
+        sensor_type: Categorical,
+        location: Categorical,
+        device: Categorical,
+        unit: Categorical,
+    ) -> int:
+        """Bulk-store readings given as columns; returns the number of rows written.
+
+        ``ts`` (epoch seconds) and ``value`` are sequences or arrays of equal length. Each
+        categorical is either one string (the same for every reading) or a sequence of the
+        same length.
+        """
+        ts_a = np.asarray(ts, np.float64).reshape(-1)
+        val_a = np.asarray(value, np.float64).reshape(-1)
+        n = len(ts_a)
+        if len(val_a) != n:
+            raise ConnectorError(
+                f"ts has {n} entries but value has {len(val_a)}", connector="sqlite"
+            )
+        if n == 0:
+            return 0
+        if not np.all(np.isfinite(ts_a)):
+            raise ConnectorError("timestamps must be finite numbers", connector="sqlite")
+        uniques: list[list[str]] = []
+        inverses: list[npt.NDArray[np.int64]] = []
+        for name, col in zip(
+            ("sensor_type", "location", "device", "unit"),
+            (sensor_type, location, device, unit),
+            strict=True,
+        ):
+            if isinstance(col, str):
+                uniques.append([col])
+                inverses.append(np.zeros(n, np.int64))
+                continue
+            arr = np.asarray(col, dtype=object).reshape(-1)
+            if len(arr) != n:
+                raise ConnectorError(
+                    f"column {name} has {len(arr)} entries, expected {n}", connector="sqlite"
+                )
+            uniq, inv = np.unique(arr.astype(str), return_inverse=True)
+            uniques.append([str(u) for u in uniq])
+            inverses.append(inv.reshape(-1).astype(np.int64))
+        key = np.zeros(n, np.int64)
+        for u, inv in zip(uniques, inverses, strict=True):
+            key = key * len(u) + inv
+        combos, combo_inv = np.unique(key, return_inverse=True)
+        with self._write_lock:
+            conn = self._conn()
+            try:
+                with conn:
+                    ids = np.empty(len(combos), np.int64)
+                    for i, k in enumerate(combos.tolist()):
+                        parts: list[str] = []
+                        for u in reversed(uniques):
+                            k, r = divmod(k, len(u))
+                            parts.append(u[r])
+                        unit_s, dev_s, loc_s, st_s = parts
+                        ids[i] = self._sensor_id(conn, st_s, unit_s, loc_s, dev_s)
+                    sid = ids[combo_inv.reshape(-1)]
+                    order = np.lexsort((ts_a, sid))
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO readings(sensor_id, ts, value) VALUES (?,?,?)",
+                        zip(
+                            sid[order].tolist(),
+                            ts_a[order].tolist(),
+                            val_a[order].tolist(),
+                            strict=True,
+                        ),
+                    )
+            except sqlite3.Error as exc:
+                raise ConnectorError(
+                    f"writing {n} readings to {self.path} failed: {exc}", connector="sqlite"
+                ) from exc
+        return n
+
+    # --- reading -------------------------------------------------------------------------
+    def fetch(self, select: Selector, now: float | None = None) -> Dataset:
+        """The readings ``select`` selects, ordered by time (window ``since <= ts < until``).
+
+        ``now`` (epoch seconds) anchors ``last_seconds``; by default the current time.
+        """
+        try:
+            return self._fetch(select, now)
+        except sqlite3.Error as exc:
+            raise ConnectorError(
+                f"reading from SQLite store {self.path} failed: {exc}", connector="sqlite"
+            ) from exc
+
+    def _match(self, select: Selector) -> list[_Sensor]:
+        st, loc, dev = select.sensor_types, select.locations, select.devices
+        return [
+            s
+            for s in self._sensors()
+            if (st is None or s[1] in st)
+            and (loc is None or s[3] in loc)
+            and (dev is None or s[4] in dev)
+        ]
+
+    def _fetch(self, select: Selector, now: float | None) -> Dataset:
+        sensors = self._match(select)
+        if not sensors:
+            return Dataset.empty()
+        start, end = select.time_bounds(
+            datetime.fromtimestamp(now, UTC) if now is not None else None
+        )
+        where = "sensor_id=?"
+        args: list[float] = []
+        if start is not None:
+            where += " AND ts>=?"
+            args.append(start)
+        if end is not None:
+            where += " AND ts<?"
+            args.append(end)
+        if select.last is not None:
+            sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts DESC LIMIT ?"
+            args.append(select.last)
+        else:
+            sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts"
+        conn = self._conn()
+        parts: list[npt.NDArray[np.void]] = []
+        kept: list[_Sensor] = []
+        for s in sensors:
+            rows = np.fromiter(conn.execute(sql, (s[0], *args)), dtype=_ROW)
+            if len(rows):
+                parts.append(rows[::-1] if select.last is not None else rows)
+                kept.append(s)
+        if not kept:
+            return Dataset.empty()
+        counts = np.array([len(p) for p in parts], np.int64)
+        rows_all = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        ts = np.ascontiguousarray(rows_all["ts"])
+        value = np.ascontiguousarray(rows_all["value"])
+        codes: dict[str, U16] = {}
+        labels: dict[str, list[str]] = {}
+        for name, pos in zip(CATEGORICAL, (1, 3, 4), strict=True):
+            labs = sorted({str(s[pos]) for s in kept})
+            index = {lab: i for i, lab in enumerate(labs)}
+            per_sensor = np.array([index[str(s[pos])] for s in kept], np.uint16)
+            codes[name] = np.repeat(per_sensor, counts)
+            labels[name] = labs
+        if len(kept) > 1:
+            order = np.argsort(ts, kind="stable")
+            if select.last is not None:
+                order = order[-select.last :]
+            ts, value = ts[order], value[order]
+            codes = {c: a[order] for c, a in codes.items()}
+            if select.last is not None:
+                from fades.broker.connectors.memory import compact
+
+                return compact(
+                    Dataset(ts=ts, value=value, codes=codes, labels=labels, units=_units(kept))
+                )
+        return Dataset(ts=ts, value=value, codes=codes, labels=labels, units=_units(kept))
+
+    def describe(self) -> list[DataSummary]:
+        """Rows and time span per (location, sensor type)."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT s.location, s.sensor_type, s.unit, SUM(r.n), MIN(r.lo), MAX(r.hi) "
+                "FROM (SELECT sensor_id, COUNT(*) AS n, MIN(ts) AS lo, MAX(ts) AS hi "
+                "      FROM readings GROUP BY sensor_id) AS r "
+                "JOIN sensors AS s ON s.id = r.sensor_id "
+                "GROUP BY s.location, s.sensor_type, s.unit ORDER BY s.location, s.sensor_type"
+            )
+            .fetchall()
+        )
+        return [
+            DataSummary(
+                location=str(r[0]),
+                sensor_type=str(r[1]),
+                unit=str(r[2]),
+                rows=int(r[3]),
+                first_ts=float(r[4]),
+                last_ts=float(r[5]),
+            )
+            for r in rows
+        ]
+
+    def count(self) -> int:
+        """Number of readings stored."""
+        return int(self._conn().execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+    def sensors(self) -> list[dict[str, str]]:
+        """Every registered sensor: sensor_type, unit, location, device."""
+        return [
+            {"sensor_type": s[1], "unit": s[2], "location": s[3], "device": s[4]}
+            for s in sorted(self._sensors(), key=lambda s: (s[3], s[1], s[4]))
+        ]
+
+    def __repr__(self) -> str:
+        return f"SQLiteConnector({str(self.path)!r})"
+
+
+def _units(sensors: Iterable[_Sensor]) -> dict[str, str]:
+    return {s[1]: s[2] for s in sensors}
