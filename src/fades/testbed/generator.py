@@ -1,0 +1,320 @@
+"""A synthetic office testbed, after the seeds' five-room sensor deployment.
+
+Five rooms (``room1`` .. ``room5``), each with one device per sensor type. An occupancy
+process drives every signal:
+
+* workdays (Monday to Friday) only; each room has its own arrival and departure times per
+  day, an occasional day off, a lunch break during which people usually leave, and
+  15-minute blocks in which the room is or is not in use (its "popularity");
+* ``light`` (lux): daylight through the windows (a daily arc times the day's cloudiness)
+  plus the lamps while the room is occupied;
+* ``audio`` (dB): a quiet background, talk while occupied;
+* ``proximity``: Bluetooth devices seen nearby, about one and a half per person;
+* ``co2`` (ppm): relaxes towards 420 ppm plus a share per person, with ventilation lag;
+* ``temperature`` (°C): heating set point on workdays, a night set-back, body heat;
+* ``humidity`` (%): a room baseline, breath moisture, falling as the room warms;
+* ``occupancy``: the ground truth (0/1), to evaluate occupancy-detection functions.
+
+Times of day are taken in UTC. Everything is vectorised with numpy and deterministic for a
+given ``seed`` (and the other arguments).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+from scipy.signal import lfilter, lfilter_zi
+
+from fades.errors import DatasetError
+
+if TYPE_CHECKING:
+    from fades.broker.connectors.sqlite import SQLiteConnector
+
+F64 = npt.NDArray[np.float64]
+
+UNITS: dict[str, str] = {
+    "humidity": "%",
+    "temperature": "°C",
+    "light": "lux",
+    "audio": "dB",
+    "proximity": "devices",
+    "co2": "ppm",
+    "occupancy": "0/1",
+}
+SENSOR_TYPES: tuple[str, ...] = tuple(UNITS)
+DAY = 86_400.0
+
+
+def room_names(rooms: int = 5) -> list[str]:
+    return [f"room{i}" for i in range(1, rooms + 1)]
+
+
+def device_name(location: str, sensor_type: str) -> str:
+    """The single device of ``sensor_type`` in ``location``, e.g. ``room1-temperature-1``."""
+    return f"{location}-{sensor_type}-1"
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSeries:
+    """Readings of one device: timestamps (epoch seconds, ascending) and values."""
+
+    sensor_type: str
+    unit: str
+    location: str
+    device: str
+    ts: F64
+    value: F64
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class _RoomState:
+    """Minute-resolution hidden state of one room."""
+
+    people: F64
+    light: F64
+    temperature: F64
+    humidity: F64
+    co2: F64
+
+
+def _smooth(target: F64, tau_min: float) -> F64:
+    """First-order lag (time constant ``tau_min`` minutes), starting at steady state."""
+    a = math.exp(-1.0 / tau_min)
+    b, den = [1.0 - a], [1.0, -a]
+    y, _ = lfilter(b, den, target, zi=lfilter_zi(b, den) * target[0])
+    return np.asarray(y, np.float64)
+
+
+def _room_state(rng: np.random.Generator, start: datetime, minutes: int) -> _RoomState:
+    k = np.arange(minutes)
+    sod0 = start.hour * 3600 + start.minute * 60 + start.second + start.microsecond / 1e6
+    abs_s = sod0 + 60.0 * k
+    day = (abs_s // DAY).astype(np.int64)
+    hour = (abs_s % DAY) / 3600.0
+    n_days = int(day[-1]) + 1
+    weekday = (start.weekday() + np.arange(n_days)) % 7
+    workday = (weekday < 5) & (rng.random(n_days) > 0.07)  # ~7% days off per room
+
+    arrive = np.clip(rng.normal(8.6, 0.5, n_days), 7.0, 10.5)
+    leave = np.clip(rng.normal(17.4, 0.7, n_days), 15.5, 20.0)
+    lunch0 = np.clip(rng.normal(12.2, 0.25, n_days), 11.5, 13.0)
+    lunch1 = lunch0 + rng.uniform(0.5, 1.0, n_days)
+    lunch_out = rng.random(n_days) < 0.75
+    popularity = rng.uniform(0.6, 0.95)
+    capacity = int(rng.integers(1, 5))
+
+    present = (
+        workday[day]
+        & (hour >= arrive[day])
+        & (hour < leave[day])
+        & ~(lunch_out[day] & (hour >= lunch0[day]) & (hour < lunch1[day]))
+    )
+    block = (60 * k + int(sod0)) // 900  # 15-minute blocks
+    n_blocks = int(block[-1]) + 1
+    in_use = rng.random(n_blocks) < popularity
+    heads = 1 + rng.binomial(capacity - 1, 0.5, n_blocks)
+    people = np.where(present & in_use[block], heads[block], 0).astype(np.float64)
+
+    # light: daylight arc 6h-20h times cloudiness, plus lamps when occupied
+    window = rng.uniform(120.0, 380.0)
+    cloud = rng.uniform(0.35, 1.0, n_days)
+    sun = np.clip(np.sin(np.pi * (hour - 6.0) / 14.0), 0.0, None) * window * cloud[day]
+    lamps = rng.uniform(380.0, 520.0)
+    light = sun + np.where(people > 0, lamps, 0.0)
+
+    heating = workday[day] & (hour >= 6.0) & (hour < 19.0)
+    setpoint = np.where(heating, 21.5, 18.5) + rng.normal(0.0, 0.4)
+    outdoor = 0.6 * np.sin(2 * np.pi * (hour - 9.0) / 24.0)
+    temperature = _smooth(setpoint + outdoor + 0.35 * people, 90.0)
+
+    co2 = _smooth(420.0 + rng.uniform(280.0, 420.0) * people, 25.0)
+
+    base_h = rng.uniform(36.0, 46.0)
+    humidity = _smooth(base_h + 1.6 * people - 1.8 * (temperature - 20.0), 40.0)
+    return _RoomState(people, light, temperature, humidity, co2)
+
+
+def _sample(
+    state: _RoomState,
+    sensor_type: str,
+    minute_pos: F64,
+    rng: np.random.Generator,
+) -> F64:
+    idx = np.minimum(minute_pos.astype(np.int64), len(state.people) - 1)
+    grid = np.arange(len(state.people), dtype=np.float64)
+    n = len(minute_pos)
+    people = state.people[idx]
+    if sensor_type == "occupancy":
+        return (people > 0).astype(np.float64)
+    if sensor_type == "proximity":
+        return rng.poisson(1.5 * people + 0.3).astype(np.float64)
+    if sensor_type == "audio":
+        talk = np.where(people > 0, 44.0 + 5.0 * np.log2(np.maximum(people, 1.0)), 31.0)
+        bursts = np.where(rng.random(n) < 0.02, rng.uniform(5.0, 20.0, n), 0.0)
+        return np.asarray(np.round(talk + rng.normal(0.0, 2.5, n) + bursts, 1), np.float64)
+    if sensor_type == "light":
+        v = np.interp(minute_pos, grid, state.light) + rng.normal(0.0, 6.0, n)
+        return np.asarray(np.round(np.clip(v, 0.0, None)), np.float64)
+    if sensor_type == "temperature":
+        v = np.interp(minute_pos, grid, state.temperature)
+        return np.asarray(np.round(v + rng.normal(0.0, 0.08, n), 2), np.float64)
+    if sensor_type == "humidity":
+        v = np.interp(minute_pos, grid, state.humidity)
+        return np.asarray(np.round(np.clip(v + rng.normal(0.0, 0.4, n), 0.0, 100.0), 1), np.float64)
+    if sensor_type == "co2":
+        v = np.interp(minute_pos, grid, state.co2)
+        return np.asarray(np.round(np.clip(v + rng.normal(0.0, 12.0, n), 350.0, None)), np.float64)
+    raise DatasetError(
+        f"unknown testbed sensor type {sensor_type!r}; known: {', '.join(SENSOR_TYPES)}"
+    )
+
+
+def _default_start(days: float) -> datetime:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=math.ceil(days))
+
+
+def iter_office(
+    days: float,
+    rate_s: float = 10.0,
+    seed: int = 0,
+    start: datetime | None = None,
+    *,
+    rooms: int = 5,
+    sensor_types: Sequence[str] | None = None,
+    chunk_days: float = 7.0,
+) -> Iterator[SensorSeries]:
+    """Yield the testbed's readings as :class:`SensorSeries` chunks.
+
+    For each room, the readings of every sensor type are yielded in time chunks of
+    ``chunk_days``, so a long period never needs all its readings in memory at once. The
+    output depends on ``chunk_days`` only through the noise draws.
+
+    Args:
+        days: length of the period.
+        rate_s: seconds between two readings of one device.
+        seed: seed of the random generators.
+        start: first instant (UTC if naive); default: midnight UTC ``ceil(days)`` days ago.
+        rooms: number of rooms (``room1``..``roomN``).
+        sensor_types: subset of :data:`SENSOR_TYPES` to produce (default: all).
+    """
+    if days <= 0 or rate_s <= 0 or chunk_days <= 0:
+        raise DatasetError(
+            f"days, rate_s and chunk_days must be positive (got {days}, {rate_s}, {chunk_days})"
+        )
+    types = list(sensor_types) if sensor_types is not None else list(SENSOR_TYPES)
+    unknown = sorted(set(types) - set(SENSOR_TYPES))
+    if unknown:
+        raise DatasetError(
+            f"unknown testbed sensor type(s) {', '.join(unknown)}; known: {', '.join(SENSOR_TYPES)}"
+        )
+    start = start or _default_start(days)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    t0 = start.timestamp()
+    span = days * DAY
+    minutes = math.ceil(span / 60.0) + 2
+    chunk = chunk_days * DAY
+    n_chunks = math.ceil(span / chunk)
+    for r, room in enumerate(room_names(rooms)):
+        state = _room_state(np.random.default_rng([seed, r]), start, minutes)
+        for s, stype in enumerate(SENSOR_TYPES):
+            if stype not in types:
+                continue
+            # a fixed phase per device so that devices do not all fire at the same instant
+            phase = float(np.random.default_rng([seed, r, s, 1 << 20]).uniform(0.0, rate_s))
+            for c in range(n_chunks):
+                lo, hi = c * chunk, min((c + 1) * chunk, span)
+                k0 = math.ceil((lo - phase) / rate_s)
+                k1 = math.ceil((hi - phase) / rate_s)
+                if k1 <= k0:
+                    continue
+                rel = phase + np.arange(k0, k1, dtype=np.float64) * rate_s
+                rng = np.random.default_rng([seed, r, s, c])
+                yield SensorSeries(
+                    sensor_type=stype,
+                    unit=UNITS[stype],
+                    location=room,
+                    device=device_name(room, stype),
+                    ts=t0 + rel,
+                    value=_sample(state, stype, rel / 60.0, rng),
+                )
+
+
+def generate_office(
+    days: float,
+    rate_s: float = 10.0,
+    seed: int = 0,
+    start: datetime | None = None,
+    *,
+    rooms: int = 5,
+    sensor_types: Sequence[str] | None = None,
+) -> list[SensorSeries]:
+    """All readings of the testbed, one :class:`SensorSeries` per device (see
+    :func:`iter_office` for the arguments)."""
+    merged: dict[str, list[SensorSeries]] = {}
+    for part in iter_office(
+        days, rate_s, seed, start, rooms=rooms, sensor_types=sensor_types, chunk_days=days
+    ):
+        merged.setdefault(part.device, []).append(part)
+    return [
+        SensorSeries(
+            p[0].sensor_type,
+            p[0].unit,
+            p[0].location,
+            p[0].device,
+            np.concatenate([x.ts for x in p]),
+            np.concatenate([x.value for x in p]),
+        )
+        for p in merged.values()
+    ]
+
+
+def expected_rows(
+    days: float, rate_s: float = 10.0, *, rooms: int = 5, sensor_types: int | None = None
+) -> int:
+    """About how many readings :func:`iter_office` yields (exact up to one per device)."""
+    n_types = len(SENSOR_TYPES) if sensor_types is None else sensor_types
+    return round(days * DAY / rate_s) * rooms * n_types
+
+
+def populate(
+    store: SQLiteConnector,
+    days: float,
+    rate_s: float = 10.0,
+    seed: int = 0,
+    start: datetime | None = None,
+    *,
+    rooms: int = 5,
+    sensor_types: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write the testbed into ``store``; returns the number of readings written.
+
+    ``progress(done, total)`` is called after each chunk (``total`` is an estimate).
+    """
+    total = expected_rows(
+        days,
+        rate_s,
+        rooms=rooms,
+        sensor_types=None if sensor_types is None else len(set(sensor_types)),
+    )
+    done = 0
+    for part in iter_office(
+        days, rate_s, seed, start, rooms=rooms, sensor_types=sensor_types, chunk_days=1.0
+    ):
+        done += store.write_columns(
+            part.ts, part.value, part.sensor_type, part.location, part.device, part.unit
+        )
+        if progress is not None:
+            progress(done, max(total, done))
+    return done
