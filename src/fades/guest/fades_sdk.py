@@ -1,0 +1,125 @@
+"""The fades function SDK: what a function sees of its data.
+
+This module runs in two places: inside the sandbox (bundled into the Python runtime
+component) and on the host, where the same decoder runs functions natively for tests and
+baselines. It is therefore pure standard library.
+
+A function is a plain Python callable::
+
+    def main(data: dict[str, Dataset], params: dict) -> object:
+        temp = data["temperature"]
+        return {"mean": sum(temp.values) / len(temp)}
+
+``Dataset.ts`` and ``Dataset.values`` are zero-copy float64 views over the input bytes;
+``sensor_type``, ``location`` and ``device`` are categorical columns (codes plus labels).
+
+The input blob (format FDS1, little-endian) is documented in ``docs/functions.md``::
+
+    0   b"FDS1"        4   u32 version (1)     8   u32 dataset count
+    12  u32 meta offset 16  u32 meta length    20  u32 reserved
+    24  per dataset, 6 x u32: rows, ts, value, sensor_type, location, device offsets
+    meta: UTF-8 JSON {"params": {...}, "datasets": [{"name", "labels", "units"}]}
+    columns: ts and value are f64, the categorical columns u16 codes; each 8-byte aligned.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+MAGIC = b"FDS1"
+VERSION = 1
+HEADER = struct.Struct("<4sIIIII")
+ENTRY = struct.Struct("<IIIIII")
+CATEGORICAL = ("sensor_type", "location", "device")
+
+__all__ = ["Dataset", "decode"]
+
+
+class Dataset:
+    """One named dataset: parallel columns over the same readings."""
+
+    __slots__ = ("_codes", "labels", "name", "ts", "units", "values")
+
+    def __init__(
+        self,
+        name: str,
+        ts: Any,
+        values: Any,
+        codes: dict[str, Any],
+        labels: dict[str, list[str]],
+        units: dict[str, str],
+    ) -> None:
+        self.name = name
+        self.ts = ts
+        self.values = values
+        self._codes = codes
+        self.labels = labels
+        self.units = units
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, rows={len(self)})"
+
+    def codes(self, column: str) -> Any:
+        """The u16 code of each reading in a categorical column."""
+        return self._codes[column]
+
+    def column(self, column: str) -> list[str]:
+        """The label of each reading in a categorical column (``sensor_type`` ...)."""
+        lab = self.labels[column]
+        return [lab[c] for c in self._codes[column]]
+
+    def split(self, *columns: str) -> dict[tuple[str, ...], Dataset]:
+        """Split into one dataset per distinct combination of categorical ``columns``.
+
+        >>> groups = data["all"].split("location", "sensor_type")
+        >>> groups[("room1", "temperature")].values
+        """
+        import array
+
+        cols = columns or ("location", "sensor_type")
+        keys = list(zip(*(self._codes[c] for c in cols), strict=True))
+        index: dict[tuple[int, ...], list[int]] = {}
+        for i, k in enumerate(keys):
+            index.setdefault(k, []).append(i)
+        out: dict[tuple[str, ...], Dataset] = {}
+        for k, rows in index.items():
+            label = tuple(self.labels[c][code] for c, code in zip(cols, k, strict=True))
+            ts = array.array("d", (self.ts[i] for i in rows))
+            vals = array.array("d", (self.values[i] for i in rows))
+            codes = {c: array.array("H", (self._codes[c][i] for i in rows)) for c in CATEGORICAL}
+            out[label] = Dataset(self.name, ts, vals, codes, self.labels, self.units)
+        return out
+
+
+def decode(blob: bytes | bytearray | memoryview) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    """Decode an FDS1 input blob into ``(datasets, params)`` without copying columns."""
+    mv = memoryview(blob)
+    if len(mv) < HEADER.size:
+        raise ValueError("input blob too short for an FDS1 header")
+    magic, version, count, meta_off, meta_len, _ = HEADER.unpack_from(mv, 0)
+    if magic != MAGIC or version != VERSION:
+        raise ValueError(f"not an FDS1 v{VERSION} blob (magic {magic!r}, version {version})")
+    meta = json.loads(bytes(mv[meta_off : meta_off + meta_len]))
+    datasets: dict[str, Dataset] = {}
+    for i, info in enumerate(meta["datasets"]):
+        rows, ts_off, val_off, st_off, loc_off, dev_off = ENTRY.unpack_from(
+            mv, HEADER.size + i * ENTRY.size
+        )
+        codes = {
+            c: mv[off : off + 2 * rows].cast("H")
+            for c, off in zip(CATEGORICAL, (st_off, loc_off, dev_off), strict=True)
+        }
+        datasets[info["name"]] = Dataset(
+            info["name"],
+            mv[ts_off : ts_off + 8 * rows].cast("d"),
+            mv[val_off : val_off + 8 * rows].cast("d"),
+            codes,
+            info["labels"],
+            info.get("units", {}),
+        )
+    return datasets, meta.get("params", {})

@@ -1,0 +1,127 @@
+"""Runner for core WebAssembly modules speaking the fades-core/1 ABI.
+
+The module exports ``memory``, ``fades_alloc(size) -> ptr`` and ``fades_run(ptr, len) -> status``
+and may import only ``fades.result_f64(name_ptr, name_len, value)``,
+``fades.result_json(ptr, len)`` and ``fades.log(ptr, len)``. The host asks the module for a
+buffer, copies the FDS1 blob straight into its linear memory (one memmove, no marshalling),
+runs it, and collects what it reported through the imports. Nothing else is importable, so
+a core module has no file system, network, clock or environment at all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import wasmtime
+
+from fades.errors import FunctionCrashed, MemoryLimitExceeded, SandboxError, TimeLimitExceeded
+from fades.functions.artifact import Artifact
+from fades.sandbox import engine
+from fades.sandbox.base import Limits, LogBuffer, SandboxResult
+
+_F64_T = wasmtime.FuncType([wasmtime.ValType.i32(), wasmtime.ValType.i32(), wasmtime.ValType.f64()], [])
+_PTR_T = wasmtime.FuncType([wasmtime.ValType.i32(), wasmtime.ValType.i32()], [])
+
+
+def _read(caller: wasmtime.Caller, ptr: int, length: int) -> bytes:
+    mem = caller["memory"]
+    assert isinstance(mem, wasmtime.Memory)
+    if ptr < 0 or length < 0 or ptr + length > mem.data_len(caller):
+        raise wasmtime.Trap("fades import given an out-of-bounds buffer")
+    return bytes(mem.read(caller, ptr, ptr + length))
+
+
+class CoreSandbox:
+    """Runs fades-core/1 modules, each invocation in a fresh instance."""
+
+    def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
+        t0 = time.perf_counter()
+        module, cached = engine.load_compiled(wasmtime.Module, artifact.payload, artifact.payload_sha256)
+        store = wasmtime.Store(engine.engine())
+        store.set_limits(memory_size=limits.memory_bytes)
+        store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
+        result: dict[str, Any] = {}
+        whole: list[Any] = []
+        logs = LogBuffer()
+
+        def result_f64(caller: wasmtime.Caller, ptr: int, length: int, value: float) -> None:
+            result[_read(caller, ptr, length).decode("utf-8", "replace")] = value
+
+        def result_json(caller: wasmtime.Caller, ptr: int, length: int) -> None:
+            try:
+                whole[:] = [json.loads(_read(caller, ptr, length))]
+            except ValueError as exc:
+                raise wasmtime.Trap(f"result_json was given invalid JSON: {exc}") from None
+
+        def log(caller: wasmtime.Caller, ptr: int, length: int) -> None:
+            logs.write(_read(caller, ptr, length) + b"\n")
+
+        hosts = {
+            "result_f64": (_F64_T, result_f64),
+            "result_json": (_PTR_T, result_json),
+            "log": (_PTR_T, log),
+        }
+        imports = []
+        for imp in module.imports:
+            ty, fn = hosts[imp.name or ""]
+            imports.append(wasmtime.Func(store, ty, fn, access_caller=True))
+        memory: wasmtime.Memory | None = None
+        stage = "start"
+        try:
+            instance = wasmtime.Instance(store, module, imports)
+            exports = instance.exports(store)
+            mem = exports["memory"]
+            alloc, run = exports["fades_alloc"], exports["fades_run"]
+            assert isinstance(mem, wasmtime.Memory)
+            assert isinstance(alloc, wasmtime.Func) and isinstance(run, wasmtime.Func)
+            memory = mem
+            t1 = time.perf_counter()
+            stage = "transfer"
+            ptr = alloc(store, len(blob))
+            if not isinstance(ptr, int) or ptr <= 0 or ptr + len(blob) > mem.data_len(store):
+                raise MemoryLimitExceeded(limits.memory_mib, stage="transfer", bytes=len(blob))
+            mem.write(store, blob, ptr)
+            t2 = time.perf_counter()
+            stage = "compute"
+            status = run(store, ptr, len(blob))
+            t3 = time.perf_counter()
+        except wasmtime.WasmtimeError as exc:  # Trap derives from it in wasmtime-py
+            raise self._translate(exc, limits, store, memory, stage) from None
+        if status != 0:
+            raise FunctionCrashed(
+                f"function {artifact.name!r} returned error status {status}",
+                logs=logs.text() or None,
+            )
+        value = whole[0] if whole else result
+        out = json.dumps(value, separators=(",", ":"))
+        t4 = time.perf_counter()
+        return SandboxResult(
+            value=value,
+            timing={"start": t1 - t0, "transfer": t2 - t1, "compute": t3 - t2, "result": t4 - t3},
+            bytes_in=len(blob),
+            bytes_out=len(out),
+            compiled_cached=cached,
+            logs=logs.text(),
+        )
+
+    @staticmethod
+    def _translate(
+        exc: wasmtime.WasmtimeError,
+        limits: Limits,
+        store: wasmtime.Store,
+        memory: wasmtime.Memory | None,
+        stage: str,
+    ) -> SandboxError:
+        text = str(exc)
+        if "interrupt" in text:
+            return TimeLimitExceeded(limits.time_budget_ms, stage=stage)
+        if "exceeds memory limits" in text:
+            return MemoryLimitExceeded(limits.memory_mib, stage=stage)
+        if memory is not None and memory.data_len(store) + (64 << 10) > limits.memory_bytes:
+            # memory.grow failed at the cap and the module trapped on the consequence
+            return MemoryLimitExceeded(limits.memory_mib, stage=stage)
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        trap = next((ln.strip() for ln in text.splitlines() if "wasm trap" in ln), first)
+        return FunctionCrashed(f"function trapped during {stage}: {trap}", stage=stage)

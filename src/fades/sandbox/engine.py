@@ -1,0 +1,100 @@
+"""The process-wide wasmtime engine, its epoch ticker and the compiled-code cache.
+
+One engine serves every sandbox in the process. Time budgets use epoch interruption: a
+daemon thread advances the engine's epoch every :data:`TICK_S` seconds and each store gets a
+deadline in ticks, which costs the running code far less than fuel metering.
+
+Compiling the Python runtime takes seconds, so compiled forms are cached on disk in
+``FADES_CACHE/compiled``, keyed by the payload digest and the wasmtime version. The cache must
+stay private to the node: deserialising runs native code without re-validating it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TypeVar
+
+import wasmtime
+from wasmtime import component
+
+from fades import paths
+
+TICK_S = 0.005
+T = TypeVar("T", wasmtime.Module, component.Component)
+
+_lock = threading.Lock()
+_engine: wasmtime.Engine | None = None
+_memo: dict[tuple[str, str], object] = {}
+
+
+def _tick(engine: wasmtime.Engine) -> None:
+    while True:
+        time.sleep(TICK_S)
+        engine.increment_epoch()
+
+
+def engine() -> wasmtime.Engine:
+    """The shared engine (created on first use, with its ticker thread)."""
+    global _engine
+    with _lock:
+        if _engine is None:
+            cfg = wasmtime.Config()
+            cfg.epoch_interruption = True
+            _engine = wasmtime.Engine(cfg)
+            threading.Thread(target=_tick, args=(_engine,), name="fades-epoch", daemon=True).start()
+        return _engine
+
+
+def ticks_for(budget_ms: int) -> int:
+    """Epoch ticks for a time budget (rounded up, at least one)."""
+    return max(1, -(-budget_ms // int(TICK_S * 1000)))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("wasmtime")
+    except metadata.PackageNotFoundError:  # pragma: no cover - wasmtime always has metadata
+        return "unknown"
+
+
+def cache_path(kind: str, payload_sha256: str) -> Path:
+    return paths.cache() / "compiled" / f"{kind}-{payload_sha256[:32]}-wt{_version()}.cwasm"
+
+
+def load_compiled(cls: type[T], payload: bytes, payload_sha256: str) -> tuple[T, bool]:
+    """Compile ``payload`` or reuse its cached compiled form.
+
+    Returns:
+        The module or component, and whether it came from a cache (memory or disk).
+    """
+    kind = "component" if cls is component.Component else "module"
+    key = (kind, payload_sha256)
+    eng = engine()
+    cached = _memo.get(key)
+    if cached is not None:
+        return cached, True  # type: ignore[return-value]
+    path = cache_path(kind, payload_sha256)
+    obj: T
+    hit = False
+    if path.exists():
+        try:
+            obj = cls.deserialize_file(eng, str(path))
+            hit = True
+        except wasmtime.WasmtimeError:
+            path.unlink(missing_ok=True)  # stale or from another build: recompile
+    if not hit:
+        obj = cls(eng, payload)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        tmp.write_bytes(obj.serialize())
+        tmp.replace(path)
+    _memo[key] = obj
+    return obj, hit
+
+
+def forget_compiled() -> None:
+    """Drop in-memory compiled objects (benchmarks use this to measure disk-cache starts)."""
+    _memo.clear()
