@@ -62,7 +62,7 @@ class CSVConnector:
         delimiter: str = ",",
     ) -> None:
         self.path = Path(path)
-        unknown = sorted(set(columns or {}) | set(defaults or {}) - set(FIELDS))
+        unknown = sorted((set(columns or {}) | set(defaults or {})) - set(FIELDS))
         if unknown:
             raise ConnectorError(
                 f"unknown reading field(s) {', '.join(unknown)} in the CSV mapping; "
