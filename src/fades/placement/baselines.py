@@ -71,6 +71,19 @@ def solve_exact(
     n, m = devices.n, infra.n_nodes
     eps_ref = float(devices.eps_t_ms.max()) if n else 0.0
     maxload = infra.maxload(eps_ref)
+    if n == 0:
+        empty = np.zeros(0)
+        return Allocation(
+            method=f"exact-{objective}",
+            target=np.zeros(0, dtype=np.int64),
+            cloud=np.zeros(0, dtype=np.int64),
+            latency_ms=empty,
+            energy_mj=empty,
+            local_ms=empty,
+            local_mj=empty,
+            loads=np.zeros(m, dtype=np.int64),
+            maxload=maxload,
+        )
     per_ap = np.bincount(devices.ap, minlength=infra.n_aps)
     share = infra.wifi_mbps / np.maximum(per_ap, 1)
 

@@ -181,7 +181,8 @@ class Infrastructure:
         remap = np.full(self.n_nodes, -1, dtype=np.int64)
         remap[nodes] = np.arange(nodes.shape[0])
         home = self.home_ap_t1[aps]
-        home = np.where(home >= 0, remap[np.maximum(home, 0)], -1)
+        mapped = np.full(home.shape, -1, dtype=np.int64)
+        mapped[home >= 0] = remap[home[home >= 0]]
         return Infrastructure(
             tier=self.tier[nodes],
             slope_ms=self.slope_ms[nodes],
@@ -192,7 +193,7 @@ class Infrastructure:
             wifi_mbps=self.wifi_mbps[aps],
             cloud_rtt_ms=self.cloud_rtt_ms[aps],
             cloud_inference_ms=self.cloud_inference_ms,
-            home_ap_t1=home.astype(np.int64),
+            home_ap_t1=mapped,
             node_ids=tuple(self.node_ids[k] for k in nodes) if self.node_ids else (),
         )
 
