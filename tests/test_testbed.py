@@ -133,18 +133,23 @@ def test_unknown_sensor_types_and_bad_sizes_are_refused() -> None:
         generate_office(0, 10.0)
 
 
-def test_river_occupancy_loads_five_sensor_types_at_one_location(tmp_path: Path) -> None:
+def test_river_occupancy_loads_four_sensor_types_at_one_location(tmp_path: Path) -> None:
     ds = read_river_occupancy("lab")
-    assert len(ds) == 509 * 5
-    assert ds.labels["sensor_type"] == ["co2", "humidity", "light", "occupancy", "temperature"]
+    assert len(ds) == 509 * 4
+    assert ds.labels["sensor_type"] == ["co2", "humidity", "light", "temperature"]
     assert ds.labels["location"] == ["lab"]
     assert ds.units["co2"] == "ppm" and ds.units["temperature"] == "°C"
     assert bool(np.all(np.diff(ds.ts) >= 0))
     store = SQLiteConnector(tmp_path / "lab.db")
-    assert load_river_occupancy(store, location="office") == 509 * 5
+    assert load_river_occupancy(store, location="office") == 509 * 4
     temps = store.fetch(Selector(location="office", sensor_type="temperature"))
     assert len(temps) == 509 and 15 < temps.value.mean() < 30
-    assert 0 < store.fetch(Selector(sensor_type="occupancy")).value.mean() < 1
+    assert len(store.fetch(Selector(sensor_type="occupancy"))) == 0
+
+
+def test_river_light_proxy_label_is_opt_in() -> None:
+    ds = read_river_occupancy("lab", occupancy_light_lux=300.0)
+    assert "occupancy" in ds.labels["sensor_type"] and len(ds) == 509 * 5
 
 
 def test_river_missing_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

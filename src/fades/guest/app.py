@@ -21,6 +21,7 @@ def _error(exc: BaseException) -> Err[str]:
 
 
 INPUT = "/input/data.fds"
+_LOADED: dict[tuple[str, str], object] = {}
 
 
 def _read_input() -> bytearray:
@@ -44,11 +45,16 @@ class WitWorld(wit_world.WitWorld):
             blob = _read_input()
             t1 = time.perf_counter()
             datasets, params = fades_sdk.decode(blob)
-            namespace: dict[str, object] = {"__name__": "fades_function"}
-            exec(compile(source, "<function>", "exec"), namespace)
-            fn = namespace.get(entry)
-            if not callable(fn):
-                raise NameError(f"the function source defines no callable {entry!r}")
+            fn = _LOADED.get((source, entry))
+            if fn is None:
+                namespace: dict[str, object] = {"__name__": "fades_function"}
+                exec(compile(source, "<function>", "exec"), namespace)
+                fn = namespace.get(entry)
+                if not callable(fn):
+                    raise NameError(f"the function source defines no callable {entry!r}")
+                # A persistent function's instance lives on between invocations, and so do its
+                # module globals: that is where it keeps state.
+                _LOADED[(source, entry)] = fn
             t2 = time.perf_counter()
             result = fn(datasets, params)
             t3 = time.perf_counter()

@@ -38,8 +38,25 @@ class SandboxResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Session(Protocol):
+    """A live, capped instance bound to one function (see ``Sandbox.open``)."""
+
+    start_s: float
+    invocations: int
+
+    def invoke(self, blob: bytes | bytearray) -> SandboxResult:
+        """Run the function once more on ``blob``."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Sandbox(Protocol):
     """Runs one artifact kind in a fresh, capped instance."""
+
+    def open(self, artifact: Artifact, limits: Limits) -> Session:
+        """Instantiate ``artifact`` and keep it alive (persistent functions)."""
+        ...
 
     def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
         """Run ``artifact`` on the FDS1 ``blob``.

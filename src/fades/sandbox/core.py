@@ -34,94 +34,129 @@ def _read(caller: wasmtime.Caller, ptr: int, length: int) -> bytes:
 
 
 class CoreSandbox:
-    """Runs fades-core/1 modules, each invocation in a fresh instance."""
+    """Runs fades-core/1 modules: each ephemeral invocation in a fresh instance."""
+
+    def open(self, artifact: Artifact, limits: Limits) -> CoreSession:
+        return CoreSession(artifact, limits)
 
     def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
+        with self.open(artifact, limits) as session:
+            return session.invoke(blob)
+
+
+class CoreSession:
+    """One live instance of a core module. Not thread-safe; use from one thread."""
+
+    def __init__(self, artifact: Artifact, limits: Limits) -> None:
         t0 = time.perf_counter()
-        module, cached = engine.load_compiled(wasmtime.Module, artifact.payload, artifact.payload_sha256)
+        module, self.cached = engine.load_compiled(
+            wasmtime.Module, artifact.payload, artifact.payload_sha256
+        )
+        self.artifact, self.limits = artifact, limits
         store = wasmtime.Store(engine.engine())
         store.set_limits(memory_size=limits.memory_bytes)
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
-        result: dict[str, Any] = {}
-        whole: list[Any] = []
-        logs = LogBuffer()
-
-        def result_f64(caller: wasmtime.Caller, ptr: int, length: int, value: float) -> None:
-            result[_read(caller, ptr, length).decode("utf-8", "replace")] = value
-
-        def result_json(caller: wasmtime.Caller, ptr: int, length: int) -> None:
-            try:
-                whole[:] = [json.loads(_read(caller, ptr, length))]
-            except ValueError as exc:
-                raise wasmtime.Trap(f"result_json was given invalid JSON: {exc}") from None
-
-        def log(caller: wasmtime.Caller, ptr: int, length: int) -> None:
-            logs.write(_read(caller, ptr, length) + b"\n")
-
+        self._store = store
+        self._result: dict[str, Any] = {}
+        self._whole: list[Any] = []
+        self.logs = LogBuffer()
         hosts = {
-            "result_f64": (_F64_T, result_f64),
-            "result_json": (_PTR_T, result_json),
-            "log": (_PTR_T, log),
+            "result_f64": (_F64_T, self._result_f64),
+            "result_json": (_PTR_T, self._result_json),
+            "log": (_PTR_T, self._log),
         }
         imports = []
         for imp in module.imports:
             ty, fn = hosts[imp.name or ""]
             imports.append(wasmtime.Func(store, ty, fn, access_caller=True))
-        memory: wasmtime.Memory | None = None
-        stage = "start"
+        self._memory: wasmtime.Memory | None = None
         try:
             instance = wasmtime.Instance(store, module, imports)
-            exports = instance.exports(store)
-            mem = exports["memory"]
-            alloc, run = exports["fades_alloc"], exports["fades_run"]
-            assert isinstance(mem, wasmtime.Memory)
-            assert isinstance(alloc, wasmtime.Func) and isinstance(run, wasmtime.Func)
-            memory = mem
-            t1 = time.perf_counter()
-            stage = "transfer"
-            ptr = alloc(store, len(blob))
+        except wasmtime.WasmtimeError as exc:
+            raise _translate(exc, limits, store, None, "start") from None
+        exports = instance.exports(store)
+        mem, alloc, run = exports["memory"], exports["fades_alloc"], exports["fades_run"]
+        assert isinstance(mem, wasmtime.Memory)
+        assert isinstance(alloc, wasmtime.Func) and isinstance(run, wasmtime.Func)
+        self._memory, self._alloc, self._run = mem, alloc, run
+        self.start_s = time.perf_counter() - t0
+        self.invocations = 0
+
+    def __enter__(self) -> CoreSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release beyond the store, which Python frees."""
+
+    def _result_f64(self, caller: wasmtime.Caller, ptr: int, length: int, value: float) -> None:
+        self._result[_read(caller, ptr, length).decode("utf-8", "replace")] = value
+
+    def _result_json(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
+        try:
+            self._whole[:] = [json.loads(_read(caller, ptr, length))]
+        except ValueError as exc:
+            raise wasmtime.Trap(f"result_json was given invalid JSON: {exc}") from None
+
+    def _log(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
+        self.logs.write(_read(caller, ptr, length) + b"\n")
+
+    def invoke(self, blob: bytes | bytearray) -> SandboxResult:
+        store, limits, mem = self._store, self.limits, self._memory
+        assert mem is not None
+        self._result.clear()
+        self._whole.clear()
+        store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
+        stage = "transfer"
+        t1 = time.perf_counter()
+        try:
+            ptr = self._alloc(store, len(blob))
             if not isinstance(ptr, int) or ptr <= 0 or ptr + len(blob) > mem.data_len(store):
                 raise MemoryLimitExceeded(limits.memory_mib, stage="transfer", bytes=len(blob))
             mem.write(store, blob, ptr)
             t2 = time.perf_counter()
             stage = "compute"
-            status = run(store, ptr, len(blob))
+            status = self._run(store, ptr, len(blob))
             t3 = time.perf_counter()
         except wasmtime.WasmtimeError as exc:  # Trap derives from it in wasmtime-py
-            raise self._translate(exc, limits, store, memory, stage) from None
+            raise _translate(exc, limits, store, mem, stage) from None
         if status != 0:
             raise FunctionCrashed(
-                f"function {artifact.name!r} returned error status {status}",
-                logs=logs.text() or None,
+                f"function {self.artifact.name!r} returned error status {status}",
+                logs=self.logs.text() or None,
             )
-        value = whole[0] if whole else result
+        value = self._whole[0] if self._whole else dict(self._result)
         out = json.dumps(value, separators=(",", ":"))
         t4 = time.perf_counter()
+        start = self.start_s if self.invocations == 0 else 0.0
+        self.invocations += 1
         return SandboxResult(
             value=value,
-            timing={"start": t1 - t0, "transfer": t2 - t1, "compute": t3 - t2, "result": t4 - t3},
+            timing={"start": start, "transfer": t2 - t1, "compute": t3 - t2, "result": t4 - t3},
             bytes_in=len(blob),
             bytes_out=len(out),
-            compiled_cached=cached,
-            logs=logs.text(),
+            compiled_cached=self.cached,
+            logs=self.logs.text(),
         )
 
-    @staticmethod
-    def _translate(
-        exc: wasmtime.WasmtimeError,
-        limits: Limits,
-        store: wasmtime.Store,
-        memory: wasmtime.Memory | None,
-        stage: str,
-    ) -> SandboxError:
-        text = str(exc)
-        if "interrupt" in text:
-            return TimeLimitExceeded(limits.time_budget_ms, stage=stage)
-        if "exceeds memory limits" in text:
-            return MemoryLimitExceeded(limits.memory_mib, stage=stage)
-        if memory is not None and memory.data_len(store) + (64 << 10) > limits.memory_bytes:
-            # memory.grow failed at the cap and the module trapped on the consequence
-            return MemoryLimitExceeded(limits.memory_mib, stage=stage)
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        trap = next((ln.strip() for ln in text.splitlines() if "wasm trap" in ln), first)
-        return FunctionCrashed(f"function trapped during {stage}: {trap}", stage=stage)
+
+def _translate(
+    exc: wasmtime.WasmtimeError,
+    limits: Limits,
+    store: wasmtime.Store,
+    memory: wasmtime.Memory | None,
+    stage: str,
+) -> SandboxError:
+    text = str(exc)
+    if "interrupt" in text:
+        return TimeLimitExceeded(limits.time_budget_ms, stage=stage)
+    if "exceeds memory limits" in text:
+        return MemoryLimitExceeded(limits.memory_mib, stage=stage)
+    if memory is not None and memory.data_len(store) + (64 << 10) > limits.memory_bytes:
+        # memory.grow failed at the cap and the module trapped on the consequence
+        return MemoryLimitExceeded(limits.memory_mib, stage=stage)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    trap = next((ln.strip() for ln in text.splitlines() if "wasm trap" in ln), first)
+    return FunctionCrashed(f"function trapped during {stage}: {trap}", stage=stage)

@@ -64,70 +64,95 @@ class PythonSandbox:
         """Load (or compile and cache) the runtime now rather than on the first task."""
         self._component()
 
-    def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
+    def open(self, artifact: Artifact, limits: Limits) -> PythonSession:
+        """A live instance for ``artifact``: one invocation (ephemeral) or many (persistent)."""
         if limits.memory_mib < MIN_MEMORY_MIB:
             raise MemoryLimitExceeded(
                 limits.memory_mib,
                 detail=f"the Python runtime needs at least {MIN_MEMORY_MIB} MiB to start",
             )
-        t0 = time.perf_counter()
-        comp, cached = self._component()
-        assert self._linker is not None
-        with tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir()) as tmp:
-            with open(os.path.join(tmp, "data.fds"), "wb") as f:
-                f.write(blob)
-            t_write = time.perf_counter() - t0
-            return self._invoke(artifact, comp, cached, tmp, len(blob), limits, t_write)
+        return PythonSession(self, artifact, limits)
 
-    def _invoke(
-        self,
-        artifact: Artifact,
-        comp: component.Component,
-        cached: bool,
-        input_dir: str,
-        bytes_in: int,
-        limits: Limits,
-        t_write: float,
-    ) -> SandboxResult:
-        assert self._linker is not None
+    def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
+        """Run once in a fresh instance."""
+        with self.open(artifact, limits) as session:
+            return session.invoke(blob)
+
+
+class PythonSession:
+    """One runtime instance bound to one function. Not thread-safe; use from one thread."""
+
+    def __init__(self, sandbox: PythonSandbox, artifact: Artifact, limits: Limits) -> None:
+        t0 = time.perf_counter()
+        comp, self.cached = sandbox._component()
+        assert sandbox._linker is not None
+        self.artifact, self.limits = artifact, limits
+        self._source = artifact.payload.decode()
+        self._tmp = tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir())
+        self._input = os.path.join(self._tmp.name, "data.fds")
+        self.logs = LogBuffer()
         store = wasmtime.Store(engine.engine())
         store.set_limits(memory_size=limits.memory_bytes)
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
-        logs = LogBuffer()
         wasi = wasmtime.WasiConfig()
-        wasi.preopen_dir(input_dir, "/input", False)
-        wasi.stdout_custom = logs.write
-        wasi.stderr_custom = logs.write
+        wasi.preopen_dir(self._tmp.name, "/input", False)
+        wasi.stdout_custom = self.logs.write
+        wasi.stderr_custom = self.logs.write
         store.set_wasi(wasi)
-        t0 = time.perf_counter()
         try:
-            instance = self._linker.instantiate(store, comp)
-            run = instance.get_func(store, "run")
-            assert run is not None
-            t1 = time.perf_counter()
-            reply = run(store, artifact.payload.decode(), artifact.entry)
-            t2 = time.perf_counter()
+            instance = sandbox._linker.instantiate(store, comp)
+        except wasmtime.WasmtimeError as exc:
+            self._tmp.cleanup()
+            raise _translate_trap(exc, limits) from None
+        run = instance.get_func(store, "run")
+        assert run is not None
+        self._store, self._run = store, run
+        self.start_s = time.perf_counter() - t0
+        self.invocations = 0
+
+    def __enter__(self) -> PythonSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def invoke(self, blob: bytes | bytearray) -> SandboxResult:
+        """Run the function on ``blob``; the time budget applies to each invocation."""
+        t0 = time.perf_counter()
+        with open(self._input, "wb") as f:
+            f.write(blob)
+        t_write = time.perf_counter() - t0
+        store, limits = self._store, self.limits
+        store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
+        t1 = time.perf_counter()
+        try:
+            reply = self._run(store, self._source, self.artifact.entry)
         except wasmtime.WasmtimeError as exc:
             raise _translate_trap(exc, limits) from None
+        t2 = time.perf_counter()
         if reply.tag != "ok":
-            raise _translate_guest_error(json.loads(reply.payload), limits, logs.text())
+            raise _translate_guest_error(json.loads(reply.payload), limits, self.logs.text())
         out: dict[str, Any] = json.loads(reply.payload)
         t3 = time.perf_counter()
         g = out["timing"]
-        host_call = t2 - t1
+        start = (self.start_s if self.invocations == 0 else 0.0) + g["load"]
+        self.invocations += 1
         return SandboxResult(
             value=out["result"],
             timing={
-                "start": (t1 - t0) + g["load"],
+                "start": start,
                 "transfer": t_write + g["read"],
                 "compute": g["compute"],
                 # what the guest did not account for is the call/return path plus encoding
-                "result": g["encode"] + (t3 - t2) + max(0.0, host_call - sum(g.values())),
+                "result": g["encode"] + (t3 - t2) + max(0.0, (t2 - t1) - sum(g.values())),
             },
-            bytes_in=bytes_in,
+            bytes_in=len(blob),
             bytes_out=len(reply.payload),
-            compiled_cached=cached,
-            logs=logs.text(),
+            compiled_cached=self.cached,
+            logs=self.logs.text(),
         )
 
 

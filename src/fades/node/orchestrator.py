@@ -1,0 +1,340 @@
+"""The orchestrator (ORC): the only way into a node.
+
+It validates a task, checks the tenant's access and the function's signature, records the
+task durably, and schedules it. Worker threads (``capacity`` of them) fetch the data through
+the broker, run the function in a fresh sandbox and record the result with a timing
+breakdown. wasmtime and SQLite release the GIL, so workers really run in parallel.
+
+A failure of one task (bad data, a trapped or over-budget function) fails that task with its
+reason; the node keeps serving. On start, tasks left ``accepted`` or ``running`` by a crash are
+resumed; a task that was already interrupted ``max_attempts`` times is failed with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fades.broker.broker import DataBroker
+from fades.errors import FadesError, OrchestratorError, SandboxError, TaskNotFound
+from fades.functions.store import FunctionStore
+from fades.node.scheduler import ReadyQueue, SchedulingPolicy, get_policy
+from fades.node.taskstore import TaskRecord, TaskStore
+from fades.sandbox import Sandboxes
+from fades.sandbox.base import Limits, Session
+from fades.sandbox.wire import encode
+from fades.task import Task, parse_task, parse_task_text
+
+log = logging.getLogger("fades.node")
+
+TIMING_KEYS = ("queue", "retrieval", "transfer", "start", "compute", "result", "total")
+
+
+class Orchestrator:
+    """Accepts, schedules, runs and records tasks on one node.
+
+    Args:
+        broker: the node's data broker (connectors plus access policy).
+        functions: the node's verified artifact store.
+        db: path of the SQLite task database.
+        capacity: tasks run at the same time.
+        policy: ``"fifo"``, ``"priority"``, ``"edf"`` or a :class:`SchedulingPolicy`.
+        max_attempts: runs interrupted by a crash before a task is failed instead of resumed.
+        autostart: start the workers now (tests pass False to queue work first).
+    """
+
+    def __init__(
+        self,
+        *,
+        broker: DataBroker,
+        functions: FunctionStore,
+        db: str | Path,
+        capacity: int = 2,
+        policy: str | SchedulingPolicy = "fifo",
+        max_attempts: int = 2,
+        autostart: bool = True,
+    ) -> None:
+        if capacity < 1:
+            raise OrchestratorError("capacity must be at least 1")
+        self.broker = broker
+        self.functions = functions
+        self.sandboxes = Sandboxes(functions)
+        self.store = TaskStore(db)
+        self.capacity = capacity
+        self.max_attempts = max_attempts
+        self.queue = ReadyQueue(get_policy(policy))
+        self._threads: list[threading.Thread] = []
+        self._done = threading.Condition()
+        self._stop = threading.Event()
+        self._running = 0
+        self._lock = threading.Lock()
+        self.on_finish: list[Callable[[TaskRecord], None]] = []
+        self._recover()
+        if autostart:
+            self.start()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker threads (idempotent)."""
+        if self._threads:
+            return
+        self.sandboxes.warm()
+        for i in range(self.capacity):
+            t = threading.Thread(target=self._worker, name=f"fades-orc-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop taking work, let running tasks finish (up to ``timeout``), close the database.
+
+        Tasks still queued stay ``accepted`` in the database and resume on the next start.
+        """
+        self._stop.set()
+        self.queue.close()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.store.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def load(self) -> dict[str, int]:
+        """Running tasks and queue depth (what a node reports in its heartbeat)."""
+        with self._lock:
+            return {"running": self._running, "queued": len(self.queue)}
+
+    # --- intake ------------------------------------------------------------------------------
+    def validate(self, task: Task | dict[str, Any] | str) -> Task:
+        """Everything ``submit`` checks, without accepting the task.
+
+        Raises:
+            TaskValidationError, AccessDenied, ConnectorError, ArtifactError, SignatureError.
+        """
+        if isinstance(task, str):
+            task = parse_task_text(task)
+        elif isinstance(task, dict):
+            task = parse_task(task)
+        self.broker.check(task.tenant, list(task.data))
+        artifact = self.functions.get(task.function.artifact)
+        self.sandboxes.check(artifact, _limits(task))
+        return task
+
+    def submit(self, task: Task | dict[str, Any] | str) -> str:
+        """Validate and accept a task; returns its id once it is durably recorded."""
+        if self._stop.is_set():
+            raise OrchestratorError("the node is shutting down and accepts no new tasks")
+        task = self.validate(task)
+        self.store.accept(task.id, task.tenant, task.to_json())
+        self.queue.put(task)
+        log.info("accepted task %s from %s", task.id, task.tenant)
+        return task.id
+
+    def get(self, task_id: str) -> TaskRecord:
+        return self.store.get(task_id)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
+        """Block until the task is done or failed (or ``timeout`` elapses)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._done:
+            while True:
+                rec = self.store.get(task_id)
+                if rec.done:
+                    return rec
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return rec
+                self._done.wait(0.5 if remaining is None else min(0.5, remaining))
+
+    def run(self, task: Task | dict[str, Any] | str, timeout: float | None = None) -> TaskRecord:
+        """Submit and wait: the synchronous Python API."""
+        return self.wait(self.submit(task), timeout)
+
+    def invocations(self, task_id: str) -> list[dict[str, Any]]:
+        """Recorded invocations of a persistent task."""
+        self.store.get(task_id)
+        return self.store.invocations(task_id)
+
+    def cancel(self, task_id: str) -> None:
+        """Stop a persistent task after its current invocation."""
+        rec = self.store.get(task_id)
+        if rec.done:
+            return
+        with self._lock:
+            self._cancelled.add(task_id)
+
+    _cancelled: set[str] = set()
+
+    # --- recovery ----------------------------------------------------------------------------
+    def _recover(self) -> None:
+        self._cancelled = set()
+        for rec in self.store.active():
+            if rec.status == "running" and rec.attempts >= self.max_attempts:
+                self.store.fail(
+                    rec.id,
+                    "OrchestratorError",
+                    f"the node stopped while this task was running, {rec.attempts} times; "
+                    "not retried again",
+                )
+                continue
+            try:
+                task = parse_task(rec.task)
+            except FadesError as exc:  # schema changed under a stored task
+                self.store.fail(rec.id, exc.kind, f"cannot resume after restart: {exc}")
+                continue
+            log.info("resuming task %s (%s) after restart", rec.id, rec.status)
+            self.queue.put(task)
+
+    # --- execution ---------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            task = self.queue.get(timeout=0.5)
+            if task is None:
+                continue
+            with self._lock:
+                self._running += 1
+            try:
+                if task.function.mode == "persistent":
+                    self._run_persistent(task)
+                else:
+                    self._run_once(task)
+            except Exception as exc:  # noqa: BLE001 - a worker must survive anything
+                log.exception("task %s: unexpected failure", task.id)
+                self.store.fail(task.id, type(exc).__name__, f"internal error: {exc}")
+            finally:
+                with self._lock:
+                    self._running -= 1
+                self._notify(task.id)
+
+    def _notify(self, task_id: str) -> None:
+        with self._done:
+            self._done.notify_all()
+        try:
+            rec = self.store.get(task_id)
+        except TaskNotFound:
+            return
+        if rec.done:
+            for cb in self.on_finish:
+                cb(rec)
+
+    def _late(self, task: Task) -> bool:
+        dl = task.credentials.deadline
+        if dl is not None and datetime.now(UTC) > dl:
+            self.store.fail(
+                task.id,
+                "DeadlineMissed",
+                f"deadline {dl.isoformat()} passed before the task could start",
+            )
+            return True
+        return False
+
+    def _fetch(self, task: Task) -> tuple[bytearray, dict[str, float], int]:
+        t0 = time.perf_counter()
+        datasets, _ = self.broker.fetch(task.tenant, list(task.data))
+        t1 = time.perf_counter()
+        blob = encode(datasets, task.function.params)
+        t2 = time.perf_counter()
+        bytes_read = sum(ds.nbytes for ds in datasets.values())
+        return blob, {"retrieval": t1 - t0, "encode": t2 - t1}, bytes_read
+
+    def _run_once(self, task: Task) -> None:
+        rec = self.store.get(task.id)
+        if rec.done or self._late(task):
+            return
+        self.store.start(task.id)
+        timing: dict[str, float] = {"queue": time.time() - rec.accepted_at}
+        t0 = time.perf_counter()
+        try:
+            blob, fetch_t, bytes_read = self._fetch(task)
+            artifact = self.functions.get(task.function.artifact)
+            res = self.sandboxes.run(artifact, blob, _limits(task))
+        except FadesError as exc:
+            timing["total"] = time.perf_counter() - t0
+            self.store.fail(task.id, exc.kind, str(exc), timing)
+            log.info("task %s failed: %s: %s", task.id, exc.kind, exc)
+            return
+        timing.update(
+            retrieval=fetch_t["retrieval"],
+            transfer=fetch_t["encode"] + res.timing["transfer"],
+            start=res.timing["start"],
+            compute=res.timing["compute"],
+            result=res.timing["result"],
+            total=time.perf_counter() - t0,
+        )
+        self.store.finish(
+            task.id,
+            result=res.value,
+            timing=timing,
+            bytes_read=bytes_read,
+            bytes_returned=res.bytes_out,
+        )
+
+    def _run_persistent(self, task: Task) -> None:
+        """Keep one instance alive and invoke it every ``period_s`` until done or cancelled."""
+        rec = self.store.get(task.id)
+        if rec.done or self._late(task):
+            return
+        self.store.start(task.id)
+        spec = task.function
+        assert spec.period_s is not None
+        seq = len(self.store.invocations(task.id))
+        artifact = self.functions.get(spec.artifact)
+        session: Session | None = None
+        last: Any = None
+        failures = 0
+        next_at = time.monotonic()
+        try:
+            while not self._stop.is_set() and task.id not in self._cancelled:
+                if spec.invocations is not None and seq >= spec.invocations:
+                    break
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = time.monotonic() + spec.period_s
+                t0 = time.perf_counter()
+                try:
+                    blob, fetch_t, _ = self._fetch(task)
+                    if session is None:
+                        session = self.sandboxes.open(artifact, _limits(task))
+                    res = session.invoke(blob)
+                except FadesError as exc:
+                    failures += 1
+                    self.store.record_invocation(task.id, seq, ok=False, error=f"{exc.kind}: {exc}")
+                    if isinstance(exc, SandboxError) and session is not None:
+                        session.close()  # a trapped instance cannot be re-entered
+                        session = None
+                    seq += 1
+                    continue
+                timing = {
+                    "retrieval": fetch_t["retrieval"],
+                    "transfer": fetch_t["encode"] + res.timing["transfer"],
+                    "start": res.timing["start"],
+                    "compute": res.timing["compute"],
+                    "result": res.timing["result"],
+                    "total": time.perf_counter() - t0,
+                }
+                self.store.record_invocation(task.id, seq, ok=True, result=res.value, timing=timing)
+                last = res.value
+                seq += 1
+        finally:
+            if session is not None:
+                session.close()
+        if self._stop.is_set() and task.id not in self._cancelled and (
+            spec.invocations is None or seq < spec.invocations
+        ):
+            return  # shutting down: stays 'running' and resumes on the next start
+        done = seq - failures
+        summary = {"invocations": seq, "failed": failures, "last": last}
+        self.store.finish(task.id, result=summary, timing={}, bytes_read=0, bytes_returned=0)
+        log.info("persistent task %s finished after %d invocations (%d ok)", task.id, seq, done)
+
+
+def _limits(task: Task) -> Limits:
+    return Limits(task.function.memory_mib, task.function.time_budget_ms)

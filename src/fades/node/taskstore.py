@@ -1,0 +1,255 @@
+"""The node's durable record of tasks and results (SQLite, WAL).
+
+A task is written as ``accepted`` before ``submit`` returns, so an accepted task survives a
+crash: on restart, ``accepted`` and ``running`` tasks are handed back to the orchestrator,
+which reruns them or fails them with a reason. Nothing accepted is silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fades.errors import TaskNotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id            TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    status        TEXT NOT NULL,            -- accepted | running | done | failed
+    task_json     TEXT NOT NULL,
+    accepted_at   REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    error_kind    TEXT,
+    error         TEXT,
+    result_json   TEXT,
+    timing_json   TEXT,
+    bytes_read    INTEGER,
+    bytes_returned INTEGER
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
+CREATE TABLE IF NOT EXISTS invocations (
+    task_id     TEXT NOT NULL REFERENCES tasks(id),
+    seq         INTEGER NOT NULL,
+    at          REAL NOT NULL,
+    ok          INTEGER NOT NULL,
+    result_json TEXT,
+    error       TEXT,
+    timing_json TEXT,
+    PRIMARY KEY (task_id, seq)
+);
+"""
+
+ACTIVE = ("accepted", "running")
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """What the node knows about one task."""
+
+    id: str
+    tenant: str
+    status: str
+    task: dict[str, Any]
+    accepted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    error_kind: str | None = None
+    error: str | None = None
+    result: Any = None
+    timing: dict[str, float] = field(default_factory=dict)
+    bytes_read: int | None = None
+    bytes_returned: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("done", "failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "status": self.status,
+            "attempts": self.attempts,
+            "error_kind": self.error_kind,
+            "error": self.error,
+            "result": self.result,
+            "timing": self.timing,
+            "bytes_read": self.bytes_read,
+            "bytes_returned": self.bytes_returned,
+            "accepted_at": self.accepted_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class TaskStore:
+    """Tasks, results and persistent-function invocations in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def accept(self, task_id: str, tenant: str, task_json: str) -> None:
+        """Record a new task as accepted (durable before this returns)."""
+        try:
+            self._exec(
+                "INSERT INTO tasks(id, tenant, status, task_json, accepted_at) "
+                "VALUES (?, ?, 'accepted', ?, ?)",
+                (task_id, tenant, task_json, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            from fades.errors import TaskValidationError
+
+            raise TaskValidationError(
+                f"a task with id {task_id!r} already exists on this node",
+                problems=[("credentials.task_id", "already used")],
+                task_id=task_id,
+            ) from None
+
+    def start(self, task_id: str) -> None:
+        self._exec(
+            "UPDATE tasks SET status='running', started_at=?, attempts=attempts+1 WHERE id=?",
+            (time.time(), task_id),
+        )
+
+    def finish(
+        self,
+        task_id: str,
+        *,
+        result: Any,
+        timing: dict[str, float],
+        bytes_read: int,
+        bytes_returned: int,
+    ) -> None:
+        self._exec(
+            "UPDATE tasks SET status='done', finished_at=?, result_json=?, timing_json=?, "
+            "bytes_read=?, bytes_returned=?, error_kind=NULL, error=NULL WHERE id=?",
+            (
+                time.time(),
+                json.dumps(result),
+                json.dumps(timing),
+                bytes_read,
+                bytes_returned,
+                task_id,
+            ),
+        )
+
+    def fail(
+        self, task_id: str, kind: str, message: str, timing: dict[str, float] | None = None
+    ) -> None:
+        self._exec(
+            "UPDATE tasks SET status='failed', finished_at=?, error_kind=?, error=?, "
+            "timing_json=COALESCE(?, timing_json) WHERE id=?",
+            (time.time(), kind, message, json.dumps(timing) if timing else None, task_id),
+        )
+
+    def record_invocation(
+        self,
+        task_id: str,
+        seq: int,
+        *,
+        ok: bool,
+        result: Any = None,
+        error: str | None = None,
+        timing: dict[str, float] | None = None,
+    ) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO invocations VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                task_id,
+                seq,
+                time.time(),
+                int(ok),
+                json.dumps(result) if ok else None,
+                error,
+                json.dumps(timing or {}),
+            ),
+        )
+
+    def invocations(self, task_id: str) -> list[dict[str, Any]]:
+        rows = self._exec(
+            "SELECT seq, at, ok, result_json, error, timing_json FROM invocations "
+            "WHERE task_id=? ORDER BY seq",
+            (task_id,),
+        ).fetchall()
+        return [
+            {
+                "seq": r[0],
+                "at": r[1],
+                "ok": bool(r[2]),
+                "result": _loads(r[3]),
+                "error": r[4],
+                "timing": _loads(r[5]),
+            }
+            for r in rows
+        ]
+
+    def get(self, task_id: str) -> TaskRecord:
+        row = self._exec("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(f"no task {task_id!r} on this node", task_id=task_id)
+        return self._record(row)
+
+    def active(self) -> list[TaskRecord]:
+        """Tasks accepted or running, oldest first (what a restart must resume)."""
+        rows = self._exec(
+            "SELECT * FROM tasks WHERE status IN ('accepted', 'running') ORDER BY accepted_at"
+        ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def list(self, tenant: str | None = None, limit: int = 100) -> list[TaskRecord]:
+        if tenant is None:
+            rows = self._exec(
+                "SELECT * FROM tasks ORDER BY accepted_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._exec(
+                "SELECT * FROM tasks WHERE tenant=? ORDER BY accepted_at DESC LIMIT ?",
+                (tenant, limit),
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> TaskRecord:
+        return TaskRecord(
+            id=row[0],
+            tenant=row[1],
+            status=row[2],
+            task=json.loads(row[3]),
+            accepted_at=row[4],
+            started_at=row[5],
+            finished_at=row[6],
+            attempts=row[7],
+            error_kind=row[8],
+            error=row[9],
+            result=_loads(row[10]),
+            timing=_loads(row[11]) or {},
+            bytes_read=row[12],
+            bytes_returned=row[13],
+        )
