@@ -45,7 +45,15 @@ def main(data, params):
         subs = {n: round(_band(m[room], *BANDS[n]), 1) for n, m in means.items() if room in m}
         index = min(subs.values())
         worst = min(subs, key=subs.get)
-        label = "excellent" if index >= 90 else "good" if index >= 70 else "fair" if index >= 50 else "poor"
+        label = (
+            "excellent"
+            if index >= 90
+            else "good"
+            if index >= 70
+            else "fair"
+            if index >= 50
+            else "poor"
+        )
         out[room] = {
             "index": index,
             "category": label,

@@ -31,9 +31,7 @@ def main(data, params):
     thresholds = dict(THRESHOLDS, **params.get("thresholds", {}))
     need = params.get("votes", 2)
     bucket_s = float(params.get("bucket_s", 60))
-    sensors = {
-        name: _by_room_time(ds, bucket_s) for name, ds in data.items() if name in thresholds
-    }
+    sensors = {name: _by_room_time(ds, bucket_s) for name, ds in data.items() if name in thresholds}
     truth = _by_room_time(data["truth"], bucket_s) if "truth" in data else None
     rooms = sorted({room for per_room in sensors.values() for room in per_room})
     report = {}

@@ -50,7 +50,9 @@ err = Console(stderr=True)
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="node folder (default: $FADES_HOME or ~/.fades)", show_default=False),
+    typer.Option(
+        "--home", help="node folder (default: $FADES_HOME or ~/.fades)", show_default=False
+    ),
 ]
 
 
@@ -114,7 +116,8 @@ def keys_trust(public_key: Path, home: HomeOpt = None) -> None:
 
 # --- functions -------------------------------------------------------------------------------
 KeyOpt = Annotated[
-    Path | None, typer.Option("--key", help="private key to sign with (default: HOME/keys/signing.key)")
+    Path | None,
+    typer.Option("--key", help="private key to sign with (default: HOME/keys/signing.key)"),
 ]
 
 
@@ -235,9 +238,7 @@ def data_generate(
         h.mkdir(parents=True, exist_ok=True)
         store = SQLiteConnector(h / "readings.db")
         with _progress() as (progress, task_bar):
-            n = populate(
-                store, days, rate, seed, progress=lambda d, t: progress(task_bar, d, t)
-            )
+            n = populate(store, days, rate, seed, progress=lambda d, t: progress(task_bar, d, t))
         console.print(f"wrote {n:,} readings to {h / 'readings.db'} ({store.count():,} in total)")
         store.close()
 
@@ -344,9 +345,7 @@ def demo(
     ] = None,
     days: Annotated[float, typer.Option(help="days of testbed data")] = 7.0,
     rate: Annotated[float, typer.Option(help="seconds between readings")] = 30.0,
-    examples: Annotated[
-        Path | None, typer.Option(help="folder with functions/ and tasks/")
-    ] = None,
+    examples: Annotated[Path | None, typer.Option(help="folder with functions/ and tasks/")] = None,
 ) -> None:
     """The main job: testbed, signed functions, example tasks, results and breakdowns."""
     from fades.demo import run_demo

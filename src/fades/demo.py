@@ -84,7 +84,9 @@ def run_demo(
     store = SQLiteConnector(home / "readings.db")
     start = datetime.now(UTC) - timedelta(days=days)
     with progress() as (update, bar):
-        n = populate(store, days, rate, seed=7, start=start, progress=lambda d, t: update(bar, d, t))
+        n = populate(
+            store, days, rate, seed=7, start=start, progress=lambda d, t: update(bar, d, t)
+        )
     river = load_river_occupancy(store, location="lab")
     console.print(
         f"office testbed: {n:,} readings (5 rooms, {days:g} days every {rate:g} s); "

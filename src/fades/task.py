@@ -238,9 +238,11 @@ def parse_task(obj: Any) -> Task:
             (_location(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()
         ]
         detail = "; ".join(f"{f}: {m}" for f, m in problems)
-        task_id = obj.get("credentials", {}).get("task_id") if isinstance(
-            obj.get("credentials"), dict
-        ) else None
+        task_id = (
+            obj.get("credentials", {}).get("task_id")
+            if isinstance(obj.get("credentials"), dict)
+            else None
+        )
         raise TaskValidationError(
             f"invalid task: {detail}", problems=problems, task_id=task_id
         ) from None

@@ -146,7 +146,9 @@ def parse(data: bytes) -> Artifact:
         ArtifactFormatError: the bytes are not a well-formed fades artifact.
     """
     if len(data) < _HEAD.size or data[:8] != MAGIC:
-        raise ArtifactFormatError("not a fades artifact (bad magic); build it with 'fades fn build'")
+        raise ArtifactFormatError(
+            "not a fades artifact (bad magic); build it with 'fades fn build'"
+        )
     _, version, mlen, slen = _HEAD.unpack_from(data, 0)
     if version != VERSION:
         raise ArtifactFormatError(f"unsupported artifact version {version} (expected {VERSION})")

@@ -90,7 +90,9 @@ def check_core_abi(wasm: bytes, *, where: str = "module") -> None:
     exports = {e.name for e in module.exports}
     missing = [e for e in CORE_EXPORTS if e not in exports]
     if missing:
-        raise BuildError(f"{where} lacks the export(s) {', '.join(missing)} required by fades-core/1")
+        raise BuildError(
+            f"{where} lacks the export(s) {', '.join(missing)} required by fades-core/1"
+        )
     for imp in module.imports:
         if imp.module != "fades" or imp.name not in CORE_IMPORTS:
             raise BuildError(

@@ -5,18 +5,15 @@ import os
 import time
 import traceback
 
+import fades_sdk
 import wit_world
 from componentize_py_types import Err
-
-import fades_sdk
 
 
 def _error(exc: BaseException) -> Err[str]:
     tb = traceback.format_exception(exc)
     return Err(
-        json.dumps(
-            {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(tb[-6:])}
-        )
+        json.dumps({"type": type(exc).__name__, "message": str(exc), "traceback": "".join(tb[-6:])})
     )
 
 
@@ -59,7 +56,7 @@ class WitWorld(wit_world.WitWorld):
             result = fn(datasets, params)
             t3 = time.perf_counter()
             out = json.dumps({"result": result}, allow_nan=False)
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the host
+        except BaseException as exc:
             raise _error(exc) from None
         t4 = time.perf_counter()
         timing = {"read": t1 - t0, "load": t2 - t1, "compute": t3 - t2, "encode": t4 - t3}

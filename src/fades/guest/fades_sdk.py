@@ -105,6 +105,10 @@ def decode(blob: bytes | bytearray | memoryview) -> tuple[dict[str, Dataset], di
     if magic != MAGIC or version != VERSION:
         raise ValueError(f"not an FDS1 v{VERSION} blob (magic {magic!r}, version {version})")
     meta = json.loads(bytes(mv[meta_off : meta_off + meta_len]))
+    if len(meta["datasets"]) != count:
+        raise ValueError(
+            f"FDS1 header lists {count} datasets, its metadata {len(meta['datasets'])}"
+        )
     datasets: dict[str, Dataset] = {}
     for i, info in enumerate(meta["datasets"]):
         rows, ts_off, val_off, st_off, loc_off, dev_off = ENTRY.unpack_from(

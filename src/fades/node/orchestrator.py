@@ -74,6 +74,7 @@ class Orchestrator:
         self._running = 0
         self._lock = threading.Lock()
         self.on_finish: list[Callable[[TaskRecord], None]] = []
+        self._cancelled: set[str] = set()
         self._recover()
         if autostart:
             self.start()
@@ -172,11 +173,8 @@ class Orchestrator:
         with self._lock:
             self._cancelled.add(task_id)
 
-    _cancelled: set[str] = set()
-
     # --- recovery ----------------------------------------------------------------------------
     def _recover(self) -> None:
-        self._cancelled = set()
         for rec in self.store.active():
             if rec.status == "running" and rec.attempts >= self.max_attempts:
                 self.store.fail(
@@ -207,7 +205,7 @@ class Orchestrator:
                     self._run_persistent(task)
                 else:
                     self._run_once(task)
-            except Exception as exc:  # noqa: BLE001 - a worker must survive anything
+            except Exception as exc:
                 log.exception("task %s: unexpected failure", task.id)
                 self.store.fail(task.id, type(exc).__name__, f"internal error: {exc}")
             finally:
@@ -326,8 +324,10 @@ class Orchestrator:
         finally:
             if session is not None:
                 session.close()
-        if self._stop.is_set() and task.id not in self._cancelled and (
-            spec.invocations is None or seq < spec.invocations
+        if (
+            self._stop.is_set()
+            and task.id not in self._cancelled
+            and (spec.invocations is None or seq < spec.invocations)
         ):
             return  # shutting down: stays 'running' and resumes on the next start
         done = seq - failures

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fades.errors import ArtifactError
 from fades.functions.artifact import PYTHON_ABI, Artifact
 from fades.functions.store import FunctionStore
@@ -56,7 +58,5 @@ class Sandboxes:
 
     def warm(self) -> None:
         """Load the compiled Python runtime now, if the node has one."""
-        try:
+        with contextlib.suppress(ArtifactError):
             self.python().warm()
-        except ArtifactError:
-            pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
@@ -21,7 +22,9 @@ from fades.functions.artifact import Artifact
 from fades.sandbox import engine
 from fades.sandbox.base import Limits, LogBuffer, SandboxResult
 
-_F64_T = wasmtime.FuncType([wasmtime.ValType.i32(), wasmtime.ValType.i32(), wasmtime.ValType.f64()], [])
+_F64_T = wasmtime.FuncType(
+    [wasmtime.ValType.i32(), wasmtime.ValType.i32(), wasmtime.ValType.f64()], []
+)
 _PTR_T = wasmtime.FuncType([wasmtime.ValType.i32(), wasmtime.ValType.i32()], [])
 
 
@@ -60,7 +63,7 @@ class CoreSession:
         self._result: dict[str, Any] = {}
         self._whole: list[Any] = []
         self.logs = LogBuffer()
-        hosts = {
+        hosts: dict[str, tuple[wasmtime.FuncType, Callable[..., None]]] = {
             "result_f64": (_F64_T, self._result_f64),
             "result_json": (_PTR_T, self._result_json),
             "log": (_PTR_T, self._log),

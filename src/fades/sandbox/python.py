@@ -160,7 +160,7 @@ def _translate_trap(exc: wasmtime.WasmtimeError, limits: Limits) -> SandboxError
     text = str(exc)
     if "interrupt" in text:
         return TimeLimitExceeded(limits.time_budget_ms)
-    if "exceeds memory limits" in text or "abort" in text and "malloc" in text:
+    if "exceeds memory limits" in text:
         return MemoryLimitExceeded(limits.memory_mib)
     trap = next((ln.strip() for ln in text.splitlines() if "wasm trap" in ln), "")
     if "abort" in text:

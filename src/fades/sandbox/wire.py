@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from fades.broker.base import CATEGORICAL, Dataset
 from fades.guest.fades_sdk import ENTRY, HEADER, MAGIC, VERSION
 
@@ -37,9 +39,11 @@ def encode(datasets: Mapping[str, Dataset], params: Mapping[str, Any] | None = N
     layout: list[tuple[int, bytes | memoryview]] = []
     for ds in datasets.values():
         offsets = []
-        for col in (ds.ts, ds.value, *(ds.codes[c] for c in CATEGORICAL)):
+        columns: list[np.ndarray[Any, Any]] = [ds.ts, ds.value, *(ds.codes[c] for c in CATEGORICAL)]
+        for raw_col in columns:
+            col = np.ascontiguousarray(raw_col)
             offsets.append(cursor)
-            layout.append((cursor, memoryview(col).cast("B")))
+            layout.append((cursor, col.view(np.uint8).data))
             cursor = _align(cursor + col.nbytes)
         entries.append((len(ds), *offsets))
     blob = bytearray(cursor)
