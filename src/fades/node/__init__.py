@@ -65,7 +65,7 @@ class Node:
         scheduling: str | None = None,
         autostart: bool = True,
     ) -> None:
-        self.home = Path(home) if home is not None else paths.home()
+        self.home = Path(home).expanduser() if home is not None else paths.home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.config = NodeConfig.load(self.home / "node.yaml")
         self.trust = TrustStore.from_dir(self.home / "trusted")

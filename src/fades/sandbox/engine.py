@@ -26,6 +26,7 @@ TICK_S = 0.005
 T = TypeVar("T", wasmtime.Module, component.Component)
 
 _lock = threading.Lock()
+_compile_lock = threading.Lock()
 _engine: wasmtime.Engine | None = None
 _memo: dict[tuple[str, str], object] = {}
 
@@ -76,6 +77,21 @@ def load_compiled(cls: type[T], payload: bytes, payload_sha256: str) -> tuple[T,
     cached = _memo.get(key)
     if cached is not None:
         return cached, True  # type: ignore[return-value]
+    with _compile_lock:  # one compilation at a time: the runtime takes seconds and GBs of RAM
+        cached = _memo.get(key)
+        if cached is not None:
+            return cached, True  # type: ignore[return-value]
+        return _load(cls, eng, kind, key, payload, payload_sha256)
+
+
+def _load(
+    cls: type[T],
+    eng: wasmtime.Engine,
+    kind: str,
+    key: tuple[str, str],
+    payload: bytes,
+    payload_sha256: str,
+) -> tuple[T, bool]:
     path = cache_path(kind, payload_sha256)
     obj: T
     hit = False
