@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover
 
 # Wide enough for the timing tables when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 HomeOpt = Annotated[
     Path | None,
@@ -222,6 +222,20 @@ def fn_list(home: HomeOpt = None) -> None:
 
 
 # --- data ------------------------------------------------------------------------------------
+@contextmanager
+def _readings(home: Path | None) -> Iterator[tuple[Path, Any]]:
+    """The node's SQLite store, opened (folder created) and closed around a command."""
+    from fades.broker import SQLiteConnector
+
+    h = _home(home)
+    h.mkdir(parents=True, exist_ok=True)
+    store = SQLiteConnector(h / "readings.db")
+    try:
+        yield h / "readings.db", store
+    finally:
+        store.close()
+
+
 @data_app.command("generate")
 def data_generate(
     days: Annotated[float, typer.Option(help="days of readings")] = 2.0,
@@ -230,17 +244,12 @@ def data_generate(
     home: HomeOpt = None,
 ) -> None:
     """Generate the five-room office testbed into the node's SQLite store."""
-    from fades.broker import SQLiteConnector
     from fades.testbed import populate
 
-    with _errors():
-        h = _home(home)
-        h.mkdir(parents=True, exist_ok=True)
-        store = SQLiteConnector(h / "readings.db")
+    with _errors(), _readings(home) as (path, store):
         with _progress() as (progress, task_bar):
             n = populate(store, days, rate, seed, progress=lambda d, t: progress(task_bar, d, t))
-        console.print(f"wrote {n:,} readings to {h / 'readings.db'} ({store.count():,} in total)")
-        store.close()
+        console.print(f"wrote {n:,} readings to {path} ({store.count():,} in total)")
 
 
 @data_app.command("load")
@@ -250,31 +259,25 @@ def data_load(
     home: HomeOpt = None,
 ) -> None:
     """Load a real data set into the node's store."""
-    from fades.broker import CSVConnector, SQLiteConnector
+    from fades.broker import CSVConnector
 
-    with _errors():
-        h = _home(home)
-        h.mkdir(parents=True, exist_ok=True)
-        store = SQLiteConnector(h / "readings.db")
+    with _errors(), _readings(home) as (path, store):
         if dataset == "river-occupancy":
             from fades.testbed import load_river_occupancy
 
             n = load_river_occupancy(store, location=location)
         else:
             n = store.write(CSVConnector(dataset).load())
-        console.print(f"loaded {n:,} readings into {h / 'readings.db'}")
-        store.close()
+        console.print(f"loaded {n:,} readings into {path}")
 
 
 @data_app.command("info")
 def data_info(home: HomeOpt = None) -> None:
     """Summarise the data this node holds."""
-    from fades.broker import SQLiteConnector
+    from datetime import UTC, datetime
 
-    with _errors():
-        store = SQLiteConnector(_home(home) / "readings.db")
+    with _errors(), _readings(home) as (_, store):
         table = Table("location", "sensor type", "unit", "rows", "from", "to")
-        from datetime import UTC, datetime
 
         def fmt(ts: float | None) -> str:
             return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
@@ -284,7 +287,6 @@ def data_info(home: HomeOpt = None) -> None:
                 s.location, s.sensor_type, s.unit, f"{s.rows:,}", fmt(s.first_ts), fmt(s.last_ts)
             )
         console.print(table)
-        store.close()
 
 
 # --- tasks -----------------------------------------------------------------------------------

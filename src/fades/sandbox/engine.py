@@ -77,7 +77,7 @@ def load_compiled(cls: type[T], payload: bytes, payload_sha256: str) -> tuple[T,
     cached = _memo.get(key)
     if cached is not None:
         return cached, True  # type: ignore[return-value]
-    with _compile_lock:  # one compilation at a time: the runtime takes seconds and GBs of RAM
+    with _compile_lock:  # one compilation at a time: the runtime takes seconds to compile
         cached = _memo.get(key)
         if cached is not None:
             return cached, True  # type: ignore[return-value]
