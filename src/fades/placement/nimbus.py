@@ -164,20 +164,46 @@ class PlacementState:
         )
 
     def adopt(self, other: Allocation, node_map: IntArray, device_idx: IntArray) -> None:
-        """Copy a slice's decisions (local node ids mapped by ``node_map``) into this state."""
-        for local_i, i in enumerate(device_idx.tolist()):
-            t = int(other.target[local_i])
-            if t >= 0:
-                a = int(self.devices.ap[i])
-                j = int(node_map[t])
-                bw = min(float(self.wifi_share[a]), float(self.infra.node_bw_mbps[j]))
-                net = float(network_ms(float(self.devices.data_kb[i]), bw, self.infra.rtt_ms[a, j]))
-                self.assign_edge(i, j, net)
-            elif t == CLOUD:
-                k = int(other.cloud[local_i])
-                self.assign_cloud(
-                    i, k, float(other.latency_ms[local_i]) - self.infra.cloud_inference_ms
-                )
+        """Copy a slice's decisions into this state in one vectorised step.
+
+        ``node_map`` maps the slice's node indices to ours and ``device_idx`` its devices.
+        The slices of one MT solve are disjoint, so no node or device is adopted twice.
+        """
+        infra, dev = self.infra, self.devices
+        t = other.target
+        edge = t >= 0
+        gi = device_idx[edge]
+        if np.any(self.target[gi] >= 0):
+            raise PlacementError("adopting a device that is already on an edge node")
+        gj = node_map[t[edge]]
+        a = dev.ap[gi]
+        bw = np.minimum(self.wifi_share[a], infra.node_bw_mbps[gj])
+        net = 8.0 * dev.data_kb[gi] / bw + infra.rtt_ms[a, gj]
+        self.target[gi] = gj
+        self.cloud[gi] = -1
+        self.net[gi] = net
+        self.energy[gi] = net * dev.tx_power[gi]
+        np.add.at(self.load, gj, 1)
+        np.minimum.at(self.min_slack, gj, dev.eps_t_ms[gi] - net)
+        for i, j in zip(gi.tolist(), gj.tolist(), strict=True):
+            self.members[j].append(i)
+        touched = np.unique(gj)
+        self.q_now[touched] = queue_time(
+            infra.slope_ms[touched], infra.intercept_ms[touched], self.load[touched]
+        )
+        self.q_next[touched] = queue_time(
+            infra.slope_ms[touched], infra.intercept_ms[touched], self.load[touched] + 1
+        )
+        self.latency[gi] = net + infra.compute_ms[gj] + self.q_now[gj]
+
+        in_cloud = t == CLOUD
+        ci = device_idx[in_cloud]
+        cnet = other.latency_ms[in_cloud] - infra.cloud_inference_ms
+        self.target[ci] = CLOUD
+        self.cloud[ci] = other.cloud[in_cloud]
+        self.net[ci] = cnet
+        self.latency[ci] = other.latency_ms[in_cloud]
+        self.energy[ci] = cnet * dev.tx_power[ci]
 
 
 def _pick(
