@@ -47,7 +47,7 @@ def instances(draw: st.DrawFn) -> tuple[Infrastructure, Devices]:
     return infra, devices
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances(), st.integers(0, 3), st.floats(0, 1))
 def test_nimbus_never_breaks_eps_t_eps_b_or_maxload(
     inst: tuple[Infrastructure, Devices], kappa: int, alpha: float
@@ -57,7 +57,7 @@ def test_nimbus_never_breaks_eps_t_eps_b_or_maxload(
     check_allocation(al, infra, devices)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances())
 def test_every_rule_baseline_respects_the_same_constraints(
     inst: tuple[Infrastructure, Devices],
@@ -68,7 +68,7 @@ def test_every_rule_baseline_respects_the_same_constraints(
 
 
 @settings(
-    max_examples=12,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -86,7 +86,7 @@ def test_mt_and_2pmt_respect_the_constraints_and_2pmt_only_adds_edge_devices(
     assert two.edge_ratio >= mt.edge_ratio
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(instances())
 def test_exact_solution_is_feasible(inst: tuple[Infrastructure, Devices]) -> None:
     from fades.placement.baselines import solve_exact
