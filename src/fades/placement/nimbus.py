@@ -43,7 +43,6 @@ __all__ = [
     "NimbusParams",
     "PlacementState",
     "Rule",
-    "network_ms",
     "nimbus_score",
     "solve",
 ]
@@ -84,11 +83,6 @@ def nimbus_score(
 ) -> FloatArray:
     """The balance-ensuring objective ``alpha*L/eps_t + beta*load/maxload``."""
     return alpha * latency_ms / eps_t_ms + beta * load / np.maximum(maxload, 1)
-
-
-def network_ms(data_kb: float, bw_mbps: FloatArray | float, rtt_ms: FloatArray) -> FloatArray:
-    """``Lt = d/BW + RTT`` in ms (KB * 8 = kbit; kbit / Mbps = ms)."""
-    return 8.0 * data_kb / np.asarray(bw_mbps, dtype=np.float64) + rtt_ms
 
 
 class PlacementState:
