@@ -13,6 +13,7 @@ stream is derived from ``(seed, iteration)`` and results do not depend on the pr
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -245,7 +246,10 @@ def simulate(
     t0 = time.perf_counter()
     results: list[list[dict[str, Any]] | None] = [None] * cfg.iterations
     if workers > 1 and cfg.iterations > 1:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
+        # forkserver: never fork a parent that runs threads (the CLI's progress bar does).
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
             futs = {ex.submit(run_iteration, cfg, it): it for it in range(cfg.iterations)}
             for done, fut in enumerate(as_completed(futs), start=1):
                 results[futs[fut]] = fut.result()
