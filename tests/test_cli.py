@@ -87,6 +87,20 @@ def test_task_run_prints_the_record_as_json(home: Path) -> None:
     assert {"retrieval", "transfer", "start", "compute", "result", "total"} <= set(rec["timing"])
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="'fades data generate' writes readings that end at a past midnight "
+    "(src/fades/testbed/generator.py _default_start: today 00:00 - ceil(days)), so the example "
+    "tasks' relative windows (aqi.yaml: last 6 h) select nothing and return {}; fix: have "
+    "data_generate (src/fades/cli.py) pass start=now - days, as fades demo does",
+)
+def test_the_aqi_example_finds_data_right_after_data_generate(home: Path) -> None:
+    out = ok(fades("task", "run", str(EXAMPLES / "tasks" / "aqi.yaml"), "--json", home=home))
+    rec = json.loads(out)
+    assert rec["status"] == "done"
+    assert rec["result"], "the aqi task selected no readings"
+
+
 def test_task_run_of_a_core_module_returns_its_result(home: Path) -> None:
     out = ok(fades("task", "run", str(EXAMPLES / "tasks" / "mean_core.yaml"), "--json", home=home))
     rec = json.loads(out)  # FADES_HOME alone selects the node
