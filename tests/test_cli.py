@@ -87,13 +87,6 @@ def test_task_run_prints_the_record_as_json(home: Path) -> None:
     assert {"retrieval", "transfer", "start", "compute", "result", "total"} <= set(rec["timing"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'fades data generate' writes readings that end at a past midnight "
-    "(src/fades/testbed/generator.py _default_start: today 00:00 - ceil(days)), so the example "
-    "tasks' relative windows (aqi.yaml: last 6 h) select nothing and return {}; fix: have "
-    "data_generate (src/fades/cli.py) pass start=now - days, as fades demo does",
-)
 def test_the_aqi_example_finds_data_right_after_data_generate(home: Path) -> None:
     out = ok(fades("task", "run", str(EXAMPLES / "tasks" / "aqi.yaml"), "--json", home=home))
     rec = json.loads(out)
@@ -154,12 +147,6 @@ def test_a_malformed_task_file_exits_2_with_one_error_line(
     assert field in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="invalid YAML: src/fades/task.py parse_task_text puts the multi-line PyYAML message "
-    "into the error, so the CLI prints several lines; fix: keep only the problem and its "
-    "line/column, e.g. f'{exc.problem} at line {exc.problem_mark.line + 1}'",
-)
 def test_invalid_yaml_exits_2_with_one_error_line(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("credentials: [unclosed\n")

@@ -154,7 +154,7 @@ def test_a_task_interrupted_by_crashes_max_attempts_times_is_failed_with_the_rea
     rec = node.orchestrator.get("crash-2")  # failed during recovery, before any worker ran
     assert rec.status == "failed"
     assert rec.error_kind == "OrchestratorError"
-    assert "the node stopped while this task was running, 2 times" in (rec.error or "")
+    assert "the node stopped while this task was running (2 of 2 attempts)" in (rec.error or "")
     assert "not retried" in (rec.error or "")
     assert rec.attempts == 2
     assert node.orchestrator.load["queued"] == 0

@@ -122,14 +122,6 @@ NO_RUN = "(module " + ALLOC + ")"
 
 MEM = 4  # MiB for core modules
 
-TRAP_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="src/fades/sandbox/core.py:126 (and :78) catch only wasmtime.WasmtimeError, but in "
-    "wasmtime-py 50 wasmtime.Trap does not derive from it: traps and epoch interrupts of core "
-    "modules escape untranslated (recorded as 'Trap: internal error'). "
-    "Fix: except (wasmtime.WasmtimeError, wasmtime.Trap)",
-)
-
 
 def core(name: str, wat: str, key: SigningKey) -> Artifact:
     wasm = bytes(wasmtime.wat2wasm(wat))
@@ -172,7 +164,6 @@ def test_the_example_core_module_computes_the_mean(
     assert run(art, blob).value == {"mean": 21.5, "count": 4.0}
 
 
-@TRAP_BUG
 def test_a_core_memory_bomb_fails_with_memory_limit_exceeded(
     blob: bytearray, signing_key: SigningKey
 ) -> None:
@@ -184,9 +175,9 @@ def test_a_core_memory_bomb_fails_with_memory_limit_exceeded(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="besides the Trap bug, src/fades/sandbox/core.py _translate only recognises a "
-    "refused memory.grow when memory is within 64 KiB of the cap; a module refused a 1 MiB "
-    "grow at 3 MiB of 4 traps as FunctionCrashed",
+    reason="known gap: src/fades/sandbox/core.py _translate only recognises a refused "
+    "memory.grow when memory is within 64 KiB of the cap (wasmtime-py exposes no resource "
+    "limiter callback); a module refused a 1 MiB grow at 3 MiB of 4 traps as FunctionCrashed",
 )
 def test_a_core_memory_bomb_growing_in_big_steps_fails_with_memory_limit_exceeded(
     blob: bytearray, signing_key: SigningKey
@@ -195,7 +186,6 @@ def test_a_core_memory_bomb_growing_in_big_steps_fails_with_memory_limit_exceede
         run(core("bomb16", memory_bomb(16), signing_key), blob)
 
 
-@TRAP_BUG
 def test_a_core_infinite_loop_fails_with_time_limit_exceeded(
     blob: bytearray, signing_key: SigningKey
 ) -> None:
@@ -215,7 +205,6 @@ def test_input_larger_than_the_memory_cap_is_refused_as_a_memory_limit(
         run(core("rows", ROWS, signing_key), encode({"t": big}), mem=2)
 
 
-@TRAP_BUG
 def test_a_trapping_core_module_is_reported_as_a_crash(
     blob: bytearray, signing_key: SigningKey
 ) -> None:
@@ -253,7 +242,6 @@ def test_text_that_is_neither_wasm_nor_wat_is_refused_at_build(tmp_path: Path) -
 
 
 # --- through the orchestrator -------------------------------------------------------------------
-@TRAP_BUG
 def test_hostile_core_tasks_fail_with_their_reason_and_the_node_keeps_serving(
     make_node: Callable[..., Any], make_task: Callable[..., dict[str, Any]]
 ) -> None:

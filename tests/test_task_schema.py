@@ -135,11 +135,6 @@ def test_duplicate_op_names_are_refused_naming_the_repeated_name() -> None:
     assert "data operation names must be unique; repeated: t" in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Task._unique_names is a model validator, so the problem is filed under 'task' "
-    "rather than the 'data' field (src/fades/task.py, Task._unique_names)",
-)
 def test_duplicate_op_names_are_reported_against_the_data_field() -> None:
     err = refused(variant("data", [{"name": "t"}, {"name": "t"}]))
     assert fields(err) == ["data"]

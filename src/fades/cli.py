@@ -66,13 +66,13 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except FadesError as exc:
-        err.print(f"[bold red]error[/] ({exc.kind}): {exc}")
+        err.print(f"[bold red]error[/] ({exc.kind}): {exc}", soft_wrap=True)
         if isinstance(exc, TaskValidationError) and len(exc.problems) > 1:
             for field, reason in exc.problems:
                 err.print(f"  - {field}: {reason}")
         raise typer.Exit(2) from None
     except FileExistsError as exc:
-        err.print(f"[bold red]error[/]: {exc}")
+        err.print(f"[bold red]error[/]: {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -240,15 +240,21 @@ def _readings(home: Path | None) -> Iterator[tuple[Path, Any]]:
 def data_generate(
     days: Annotated[float, typer.Option(help="days of readings")] = 2.0,
     rate: Annotated[float, typer.Option(help="seconds between readings of one sensor")] = 10.0,
-    seed: Annotated[int, typer.Option(help="random seed (same seed, same data)")] = 0,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same values)")] = 0,
     home: HomeOpt = None,
 ) -> None:
     """Generate the five-room office testbed into the node's SQLite store."""
+    from datetime import UTC, datetime, timedelta
+
     from fades.testbed import populate
 
+    # The readings end now, so that tasks asking for "the last N seconds" find them.
+    start = datetime.now(UTC) - timedelta(days=days)
     with _errors(), _readings(home) as (path, store):
         with _progress() as (progress, task_bar):
-            n = populate(store, days, rate, seed, progress=lambda d, t: progress(task_bar, d, t))
+            n = populate(
+                store, days, rate, seed, start, progress=lambda d, t: progress(task_bar, d, t)
+            )
         console.print(f"wrote {n:,} readings to {path} ({store.count():,} in total)")
 
 

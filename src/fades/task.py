@@ -195,13 +195,14 @@ class Task(_Strict):
     data: list[DataOp] = Field(min_length=1)
     function: FunctionSpec
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Task:
-        names = [op.name for op in self.data]
+    @field_validator("data")
+    @classmethod
+    def _unique_names(cls, data: list[DataOp]) -> list[DataOp]:
+        names = [op.name for op in data]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"data operation names must be unique; repeated: {', '.join(dupes)}")
-        return self
+        return data
 
     @property
     def id(self) -> str:
@@ -253,8 +254,13 @@ def parse_task_text(text: str, *, source: str = "task") -> Task:
     try:
         obj = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or type(exc).__name__
         raise TaskValidationError(
-            f"invalid task: {source} is not valid YAML/JSON: {exc}",
+            f"invalid task: {source} is not valid YAML/JSON: {problem}{where}",
             problems=[("task", "not YAML/JSON")],
         ) from None
     return parse_task(obj)

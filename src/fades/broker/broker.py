@@ -170,11 +170,21 @@ class DataBroker:
         now = now or datetime.now(UTC)
         pinned = [_pin_window(op, now) for op in ops]
         t0 = time.perf_counter()
-        pool = self._executor()
-        futures: list[Future[tuple[Dataset, OpStats]]] = [
-            pool.submit(self._run, op) for op in pinned
-        ]
-        wait(futures)
+        futures: list[Future[tuple[Dataset, OpStats]]]
+        if len(pinned) == 1:
+            # nothing to overlap: run inline and skip the thread hand-off
+            if self._closed:
+                raise BrokerError("the data broker is closed")
+            only: Future[tuple[Dataset, OpStats]] = Future()
+            try:
+                only.set_result(self._run(pinned[0]))
+            except Exception as exc:  # translated below like pooled failures
+                only.set_exception(exc)
+            futures = [only]
+        else:
+            pool = self._executor()
+            futures = [pool.submit(self._run, op) for op in pinned]
+            wait(futures)
         stats = FetchStats(wall_seconds=time.perf_counter() - t0)
         out: dict[str, Dataset] = {}
         for op, fut in zip(ops, futures, strict=True):

@@ -180,8 +180,8 @@ class Orchestrator:
                 self.store.fail(
                     rec.id,
                     "OrchestratorError",
-                    f"the node stopped while this task was running, {rec.attempts} times; "
-                    "not retried again",
+                    f"the node stopped while this task was running "
+                    f"({rec.attempts} of {self.max_attempts} attempts); not retried again",
                 )
                 continue
             try:

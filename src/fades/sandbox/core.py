@@ -75,7 +75,7 @@ class CoreSession:
         self._memory: wasmtime.Memory | None = None
         try:
             instance = wasmtime.Instance(store, module, imports)
-        except wasmtime.WasmtimeError as exc:
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise _translate(exc, limits, store, None, "start") from None
         exports = instance.exports(store)
         mem, alloc, run = exports["memory"], exports["fades_alloc"], exports["fades_run"]
@@ -123,7 +123,7 @@ class CoreSession:
             stage = "compute"
             status = self._run(store, ptr, len(blob))
             t3 = time.perf_counter()
-        except wasmtime.WasmtimeError as exc:  # Trap derives from it in wasmtime-py
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise _translate(exc, limits, store, mem, stage) from None
         if status != 0:
             raise FunctionCrashed(
@@ -146,7 +146,7 @@ class CoreSession:
 
 
 def _translate(
-    exc: wasmtime.WasmtimeError,
+    exc: wasmtime.WasmtimeError | wasmtime.Trap,
     limits: Limits,
     store: wasmtime.Store,
     memory: wasmtime.Memory | None,
