@@ -178,8 +178,8 @@ class DataBroker:
             only: Future[tuple[Dataset, OpStats]] = Future()
             try:
                 only.set_result(self._run(pinned[0]))
-            except Exception as exc:  # translated below like pooled failures
-                only.set_exception(exc)
+            except Exception as failure:  # translated below like pooled failures
+                only.set_exception(failure)
             futures = [only]
         else:
             pool = self._executor()
