@@ -97,13 +97,9 @@ def keys_generate(
 
 
 def _trust(home: Path, pub: Path) -> str:
-    from fades.functions.keys import TrustStore
+    from fades.functions.keys import install_trusted
 
-    trusted = home / "trusted"
-    trusted.mkdir(parents=True, exist_ok=True)
-    kid = TrustStore().add_file(pub)
-    (trusted / f"{kid}.pub").write_bytes(pub.read_bytes())
-    return kid
+    return install_trusted(home / "trusted", pub)
 
 
 @keys_app.command("trust")

@@ -23,7 +23,7 @@ from rich.table import Table
 from fades.errors import FadesError
 from fades.functions.artifact import parse
 from fades.functions.build import build_function, build_runtime
-from fades.functions.keys import SigningKey
+from fades.functions.keys import SigningKey, install_trusted
 from fades.node import Node
 from fades.task import load_task
 
@@ -73,8 +73,7 @@ def run_demo(
     console.rule("[bold]1. a node, its key and its data")
     key = SigningKey.generate("signing")
     _, pub = key.save(home / "keys")
-    (home / "trusted").mkdir()
-    shutil.copy(pub, home / "trusted" / f"{key.id}.pub")
+    install_trusted(home / "trusted", pub)
     (home / "policy.yaml").write_text(yaml.safe_dump(DEMO_POLICY))
     console.print(f"node folder {home}; signing key {key.id} (trusted by the node)")
 

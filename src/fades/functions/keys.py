@@ -94,6 +94,16 @@ def load_public(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
+def install_trusted(directory: str | Path, public_key_file: str | Path) -> str:
+    """Copy a public key into a node's ``trusted/`` folder as ``<key id>.pub``; returns the id."""
+    src = Path(public_key_file)
+    kid = key_id(load_public(src))
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{kid}.pub").write_bytes(src.read_bytes())
+    return kid
+
+
 class TrustStore:
     """The public keys whose signatures a node accepts, by key id."""
 

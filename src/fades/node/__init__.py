@@ -22,7 +22,7 @@ from fades import paths
 from fades.broker import AccessPolicy, DataBroker, SQLiteConnector, open_connector
 from fades.broker.base import Connector
 from fades.errors import OrchestratorError
-from fades.functions.keys import TrustStore
+from fades.functions.keys import TrustStore, install_trusted
 from fades.functions.store import FunctionStore
 from fades.node.orchestrator import Orchestrator
 
@@ -90,11 +90,8 @@ class Node:
 
     def trust_key(self, public_key_file: str | Path) -> str:
         """Copy a public key into ``trusted/`` and trust it from now on."""
-        src = Path(public_key_file)
-        dst_dir = self.home / "trusted"
-        dst_dir.mkdir(parents=True, exist_ok=True)
-        kid = self.trust.add_file(src)
-        (dst_dir / f"{kid}.pub").write_bytes(src.read_bytes())
+        kid = install_trusted(self.home / "trusted", public_key_file)
+        self.trust.add_file(public_key_file)
         return kid
 
     def close(self) -> None:
