@@ -176,3 +176,17 @@ def make_task() -> Callable[..., dict[str, Any]]:
     ``tenant``, ``data`` and ``task_id`` override that, other keywords go to ``function``.
     """
     return _task
+
+
+# --- fabric ----------------------------------------------------------------------------------
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[Any]:
+    """A real nats-server (JetStream + MQTT gateway) on free loopback ports, per test."""
+    from fades.fabric import EmbeddedNats
+
+    server = EmbeddedNats(tmp_path / "nats", name="fades-test")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

