@@ -37,6 +37,21 @@ app.add_typer(fn_app, name="fn")
 app.add_typer(data_app, name="data")
 app.add_typer(task_app, name="task")
 
+
+def _mount_cluster_commands() -> None:
+    from fades.bench.cli import bench_app
+    from fades.controller.cli import controller_app
+    from fades.node.cli import node_app
+    from fades.sensors.cli import sensors_app
+
+    app.add_typer(node_app, name="node")
+    app.add_typer(controller_app, name="controller")
+    app.add_typer(sensors_app, name="sensors")
+    app.add_typer(bench_app, name="bench")
+
+
+_mount_cluster_commands()
+
 try:  # the placement simulator is optional at import time (numpy/scipy heavy)
     from fades.placement.cli import sim_app
 

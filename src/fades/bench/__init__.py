@@ -1,0 +1,1 @@
+"""Experiments (network namespaces, capped links) behind ``fades bench``."""

@@ -1,0 +1,1 @@
+"""The controller: node registry, function repository, placement and the HTTP API."""
