@@ -3,6 +3,7 @@
 from fades.testbed.generator import (
     SENSOR_TYPES,
     UNITS,
+    LiveOffice,
     SensorSeries,
     device_name,
     expected_rows,
@@ -20,6 +21,7 @@ from fades.testbed.occupancy import (
 __all__ = [
     "SENSOR_TYPES",
     "UNITS",
+    "LiveOffice",
     "SensorSeries",
     "device_name",
     "expected_rows",

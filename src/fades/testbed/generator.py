@@ -51,8 +51,11 @@ SENSOR_TYPES: tuple[str, ...] = tuple(UNITS)
 DAY = 86_400.0
 
 
-def room_names(rooms: int = 5) -> list[str]:
-    return [f"room{i}" for i in range(1, rooms + 1)]
+def room_names(rooms: int = 5, first_room: int = 1) -> list[str]:
+    """``room<first_room>`` .. ``room<first_room + rooms - 1>``."""
+    if rooms < 0 or first_room < 1:
+        raise DatasetError(f"rooms must be >= 0 and first_room >= 1 (got {rooms}, {first_room})")
+    return [f"room{i}" for i in range(first_room, first_room + rooms)]
 
 
 def device_name(location: str, sensor_type: str) -> str:
@@ -190,6 +193,7 @@ def iter_office(
     start: datetime | None = None,
     *,
     rooms: int = 5,
+    first_room: int = 1,
     sensor_types: Sequence[str] | None = None,
     chunk_days: float = 7.0,
 ) -> Iterator[SensorSeries]:
@@ -205,6 +209,9 @@ def iter_office(
         seed: seed of the random generators.
         start: first instant (UTC if naive); default: midnight UTC ``ceil(days)`` days ago.
         rooms: number of rooms (``room1``..``roomN``).
+        first_room: number of the first room, so that several nodes can hold distinct rooms
+            (``room<first_room>`` .. ``room<first_room + rooms - 1>``); a room's readings do
+            not depend on which other rooms are generated with it.
         sensor_types: subset of :data:`SENSOR_TYPES` to produce (default: all).
     """
     if days <= 0 or rate_s <= 0 or chunk_days <= 0:
@@ -225,7 +232,7 @@ def iter_office(
     minutes = math.ceil(span / 60.0) + 2
     chunk = chunk_days * DAY
     n_chunks = math.ceil(span / chunk)
-    for r, room in enumerate(room_names(rooms)):
+    for r, room in enumerate(room_names(rooms, first_room), start=first_room - 1):
         state = _room_state(np.random.default_rng([seed, r]), start, minutes)
         for s, stype in enumerate(SENSOR_TYPES):
             if stype not in types:
@@ -257,13 +264,21 @@ def generate_office(
     start: datetime | None = None,
     *,
     rooms: int = 5,
+    first_room: int = 1,
     sensor_types: Sequence[str] | None = None,
 ) -> list[SensorSeries]:
     """All readings of the testbed, one :class:`SensorSeries` per device (see
     :func:`iter_office` for the arguments)."""
     merged: dict[str, list[SensorSeries]] = {}
     for part in iter_office(
-        days, rate_s, seed, start, rooms=rooms, sensor_types=sensor_types, chunk_days=days
+        days,
+        rate_s,
+        seed,
+        start,
+        rooms=rooms,
+        first_room=first_room,
+        sensor_types=sensor_types,
+        chunk_days=days,
     ):
         merged.setdefault(part.device, []).append(part)
     return [
@@ -277,6 +292,83 @@ def generate_office(
         )
         for p in merged.values()
     ]
+
+
+class LiveOffice:
+    """The testbed's signals at any instant, to stream them as live sensors.
+
+    The value of a device at time ``ts`` is a pure function of ``(seed, room, sensor type,
+    ts)``: a room's hidden state (occupancy, light, heating, ...) is modelled one UTC day at
+    a time, seeded by the seed, the room and the day number, and the noise of each reading is
+    seeded by its time in milliseconds. Two simulators with the same seed therefore publish
+    the same readings, and a restarted one carries on where it stopped. The signals follow
+    the same models as :func:`iter_office` (not the same random draws).
+
+    Args:
+        rooms, first_room: the rooms (see :func:`room_names`).
+        seed: seed of the random generators (>= 0).
+        sensor_types: subset of :data:`SENSOR_TYPES` (default: all).
+    """
+
+    _MINUTES = 1440 + 2
+
+    def __init__(
+        self,
+        rooms: int = 5,
+        first_room: int = 1,
+        seed: int = 0,
+        sensor_types: Sequence[str] | None = None,
+    ) -> None:
+        if seed < 0:
+            raise DatasetError(f"seed must be >= 0 (got {seed})")
+        types = list(sensor_types) if sensor_types is not None else list(SENSOR_TYPES)
+        unknown = sorted(set(types) - set(SENSOR_TYPES))
+        if unknown:
+            raise DatasetError(
+                f"unknown testbed sensor type(s) {', '.join(unknown)}; "
+                f"known: {', '.join(SENSOR_TYPES)}"
+            )
+        self.seed = seed
+        self.rooms = room_names(rooms, first_room)
+        self.sensor_types = [t for t in SENSOR_TYPES if t in types]
+        self._index = {room: first_room - 1 + i for i, room in enumerate(self.rooms)}
+        self._states: dict[tuple[int, int], _RoomState] = {}
+
+    def devices(self) -> list[tuple[str, str]]:
+        """Every ``(location, sensor_type)`` pair, room by room."""
+        return [(room, t) for room in self.rooms for t in self.sensor_types]
+
+    def phase(self, location: str, sensor_type: str, rate_s: float) -> float:
+        """Offset in ``[0, rate_s)`` of the device's readings, as in :func:`iter_office`."""
+        r, s = self._index[location], SENSOR_TYPES.index(sensor_type)
+        return float(np.random.default_rng([self.seed, r, s, 1 << 20]).uniform(0.0, rate_s))
+
+    def _state(self, r: int, day: int) -> _RoomState:
+        state = self._states.get((r, day))
+        if state is None:
+            for key in [k for k in self._states if k[0] == r and k[1] < day - 1]:
+                del self._states[key]
+            start = datetime.fromtimestamp(day * DAY, UTC)
+            rng = np.random.default_rng([self.seed, r, day, 1 << 21])
+            state = _room_state(rng, start, self._MINUTES)
+            self._states[(r, day)] = state
+        return state
+
+    def value(self, location: str, sensor_type: str, ts: float) -> float:
+        """The reading of ``location``'s ``sensor_type`` device at ``ts`` (epoch seconds)."""
+        if location not in self._index:
+            raise DatasetError(f"unknown room {location!r}; this office has {self.rooms}")
+        if sensor_type not in SENSOR_TYPES:
+            raise DatasetError(
+                f"unknown testbed sensor type {sensor_type!r}; known: {', '.join(SENSOR_TYPES)}"
+            )
+        if not math.isfinite(ts) or ts < 0:
+            raise DatasetError(f"timestamp must be a non-negative number (got {ts})")
+        r, s = self._index[location], SENSOR_TYPES.index(sensor_type)
+        day = int(ts // DAY)
+        minute_pos = np.array([(ts - day * DAY) / 60.0])
+        rng = np.random.default_rng([self.seed, r, s, round(ts * 1000.0)])
+        return float(_sample(self._state(r, day), sensor_type, minute_pos, rng)[0])
 
 
 def expected_rows(
@@ -295,6 +387,7 @@ def populate(
     start: datetime | None = None,
     *,
     rooms: int = 5,
+    first_room: int = 1,
     sensor_types: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
@@ -310,7 +403,14 @@ def populate(
     )
     done = 0
     for part in iter_office(
-        days, rate_s, seed, start, rooms=rooms, sensor_types=sensor_types, chunk_days=1.0
+        days,
+        rate_s,
+        seed,
+        start,
+        rooms=rooms,
+        first_room=first_room,
+        sensor_types=sensor_types,
+        chunk_days=1.0,
     ):
         done += store.write_columns(
             part.ts, part.value, part.sensor_type, part.location, part.device, part.unit
