@@ -1,0 +1,297 @@
+"""Ingest a node's MQTT sensor readings from NATS into its local SQLite store.
+
+Sensors publish to the MQTT topic ``sensors/<node>/<location>/<sensor_type>``; the NATS MQTT
+gateway delivers that on the subject ``sensors.<node>.<location>.<sensor_type>``, where the
+:class:`Ingestor` listens with a core subscription on ``sensors.<node>.>``. A payload is
+
+* a JSON object ``{"ts": <epoch s>, "value": <number>, "device": "...", "unit": "..."}``;
+  only ``value`` is required: ``ts`` defaults to the arrival time, ``device`` to
+  ``<location>-<sensor_type>``, ``unit`` to the unit the store already has for that sensor
+  (else the testbed's unit for the sensor type, else ``""``);
+* or a bare number (``21.5``), read at its arrival time.
+
+Readings are buffered in the event loop and written every ``batch_s`` seconds in one
+transaction, in a worker thread (SQLite never blocks the loop). A malformed reading (bad
+subject, not JSON, no finite value, a unit that contradicts the stored one, ...) is counted
+in ``stats["rejected"]`` with the reason in ``stats["last_error"]``; the others still land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fades.errors import ConnectorError
+from fades.fabric.subjects import SENSORS_PREFIX, check_token
+from fades.testbed import UNITS
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from fades.broker.connectors.sqlite import SQLiteConnector
+
+log = logging.getLogger("fades.sensors")
+
+#: timestamps above this are taken for milliseconds and refused (year 5138 in seconds)
+MAX_TS = 1e11
+
+_Raw = tuple[str, bytes, float]  # subject, payload, arrival time
+_Key = tuple[str, str, str]  # sensor_type, location, device
+
+
+class BadReading(ValueError):
+    """A reading that cannot be stored (the reason is the message)."""
+
+
+class Ingestor:
+    """Write the readings arriving on ``sensors.<node>.>`` into ``readings``.
+
+    Args:
+        nc: a connected NATS client (it may reconnect; the subscription survives).
+        readings: the node's store.
+        node: the node name (subject token).
+        batch_s: seconds between two writes.
+        max_pending: readings buffered at most between two writes; beyond that new ones are
+            rejected (the store cannot keep up).
+        on_write: called with the number of readings written after each write, in the
+            writer thread.
+
+    ``stats``: ``received`` (messages seen), ``written`` (readings stored), ``rejected``
+    (malformed or unstorable), ``last_error`` (reason of the latest rejection, or None),
+    ``batches`` (writes done).
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        readings: SQLiteConnector,
+        node: str,
+        batch_s: float = 0.2,
+        *,
+        max_pending: int = 200_000,
+        on_write: Callable[[int], None] | None = None,
+    ) -> None:
+        self.nc = nc
+        self.readings = readings
+        self.node = check_token(node)
+        self.batch_s = batch_s
+        self.max_pending = max_pending
+        self.on_write = on_write
+        self.subject = f"{SENSORS_PREFIX}.{node}.>"
+        self._prefix = f"{SENSORS_PREFIX}.{node}."
+        self.stats: dict[str, Any] = {
+            "received": 0,
+            "written": 0,
+            "rejected": 0,
+            "last_error": None,
+            "batches": 0,
+        }
+        self._pending: list[_Raw] = []
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self._stats_lock = threading.Lock()
+        self._units: dict[_Key, str] | None = None  # the store's sensors, loaded lazily
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> Ingestor:
+        """Subscribe and start the periodic writer."""
+        if self._sub is None:
+            self._sub = await self.nc.subscribe(self.subject, cb=self._on_msg)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._writer(), name=f"fades-ingest-{self.node}")
+        return self
+
+    async def stop(self) -> None:
+        """Unsubscribe (after handling what already arrived) and write what is buffered."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await asyncio.wait_for(sub.drain(), timeout=5.0)  # type: ignore[no-untyped-call]
+            except Exception:  # closed or disconnected connection: nothing more will arrive
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self.flush()
+        except Exception as exc:  # counted, like a failed periodic write
+            self._reject(f"ingest write failed: {exc}", count=0)
+            log.warning("sensor ingest (%s): final write failed: %s", self.node, exc)
+
+    @property
+    def running(self) -> bool:
+        return self._sub is not None
+
+    @property
+    def pending(self) -> int:
+        """Readings received but not written yet."""
+        return len(self._pending)
+
+    # --- receiving -------------------------------------------------------------------------
+    async def _on_msg(self, msg: Msg) -> None:
+        if len(self._pending) >= self.max_pending:
+            self._reject(f"ingest backlog full ({self.max_pending} readings): reading dropped")
+            return
+        self._pending.append((msg.subject, msg.data, time.time()))
+        self.stats["received"] += 1
+
+    async def _writer(self) -> None:
+        while True:
+            await asyncio.sleep(self.batch_s)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let the writer die
+                self._reject(f"ingest write failed: {exc}", count=0)
+                log.warning("sensor ingest (%s): %s", self.node, exc)
+
+    async def flush(self) -> int:
+        """Write everything received so far now; returns the number of readings written."""
+        async with self._flush_lock:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return 0
+            return await asyncio.to_thread(self._write, batch)
+
+    # --- parsing and writing (worker thread) -------------------------------------------------
+    def _reject(self, reason: str, count: int = 1) -> None:
+        with self._stats_lock:
+            self.stats["rejected"] += count
+            self.stats["last_error"] = reason
+
+    def _known_units(self) -> dict[_Key, str]:
+        if self._units is None:
+            self._units = {
+                (s["sensor_type"], s["location"], s["device"]): s["unit"]
+                for s in self.readings.sensors()
+            }
+        return self._units
+
+    def parse(self, subject: str, data: bytes, arrived: float) -> tuple[_Key, str, float, float]:
+        """``((sensor_type, location, device), unit, ts, value)`` of one message.
+
+        Raises:
+            BadReading: the reason the reading cannot be stored.
+        """
+        if not subject.startswith(self._prefix):
+            raise BadReading(f"subject {subject!r} is not under {self.subject}")
+        parts = subject[len(self._prefix) :].split(".")
+        if len(parts) != 2 or not all(parts):
+            raise BadReading(
+                f"subject {subject!r} is not {SENSORS_PREFIX}.{self.node}.<location>.<type>"
+            )
+        location, sensor_type = parts
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadReading(f"{subject}: payload is not JSON or a number ({exc})") from None
+        device, unit = f"{location}-{sensor_type}", None
+        ts: Any = arrived
+        if isinstance(obj, dict):
+            if "value" not in obj:
+                raise BadReading(f"{subject}: payload has no 'value'")
+            value = obj["value"]
+            ts = obj.get("ts", arrived)
+            device = obj.get("device", device)
+            unit = obj.get("unit")
+            if not isinstance(device, str) or not device:
+                raise BadReading(f"{subject}: 'device' must be a non-empty string")
+            if unit is not None and not isinstance(unit, str):
+                raise BadReading(f"{subject}: 'unit' must be a string")
+        else:
+            value = obj
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadReading(f"{subject}: value {value!r} is not a number")
+        if isinstance(ts, bool) or not isinstance(ts, int | float):
+            raise BadReading(f"{subject}: ts {ts!r} is not a number (epoch seconds)")
+        value, ts = float(value), float(ts)
+        if not math.isfinite(value):
+            raise BadReading(f"{subject}: value {value} is not finite")
+        if not (math.isfinite(ts) and 0 < ts < MAX_TS):
+            raise BadReading(f"{subject}: ts {ts} is not epoch seconds")
+        key = (sensor_type, location, device)
+        known = self._known_units()
+        stored = known.get(key)
+        if unit is None:
+            unit = stored if stored is not None else UNITS.get(sensor_type, "")
+        elif stored is not None and unit != stored:
+            raise BadReading(
+                f"{subject}: unit {unit!r} differs from the unit {stored!r} stored for "
+                f"device {device!r}"
+            )
+        known.setdefault(key, unit)  # the first unit of a new sensor wins within a batch
+        return key, unit, ts, value
+
+    def _write(self, batch: list[_Raw]) -> int:
+        ts: list[float] = []
+        value: list[float] = []
+        keys: list[_Key] = []
+        units: list[str] = []
+        for subject, data, arrived in batch:
+            try:
+                key, unit, t, v = self.parse(subject, data, arrived)
+            except BadReading as exc:
+                self._reject(str(exc))
+                continue
+            ts.append(t)
+            value.append(v)
+            keys.append(key)
+            units.append(unit)
+        if not ts:
+            return 0
+        try:
+            written = self.readings.write_columns(
+                ts,
+                value,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                units,
+            )
+        except ConnectorError:
+            self._units = None  # another writer may have changed the sensors: reload
+            written = self._write_per_sensor(ts, value, keys, units)
+        with self._stats_lock:
+            self.stats["written"] += written
+            self.stats["batches"] += 1
+        if written and self.on_write is not None:
+            try:
+                self.on_write(written)
+            except Exception as exc:
+                log.warning("sensor ingest (%s): on_write callback failed: %s", self.node, exc)
+        return written
+
+    def _write_per_sensor(
+        self, ts: list[float], value: list[float], keys: list[_Key], units: list[str]
+    ) -> int:
+        """Fallback after a failed batch: one write per sensor, so that one bad sensor
+        does not take the others' readings down with it."""
+        groups: dict[tuple[_Key, str], list[int]] = {}
+        for i, (key, unit) in enumerate(zip(keys, units, strict=True)):
+            groups.setdefault((key, unit), []).append(i)
+        written = 0
+        for (key, unit), idx in groups.items():
+            try:
+                written += self.readings.write_columns(
+                    [ts[i] for i in idx], [value[i] for i in idx], key[0], key[1], key[2], unit
+                )
+            except ConnectorError as exc:
+                self._reject(f"storing {len(idx)} readings of {key[2]!r} failed: {exc}", len(idx))
+        return written
+
+    def __repr__(self) -> str:
+        return f"Ingestor({self.subject} -> {self.readings!r}, stats={self.stats})"
