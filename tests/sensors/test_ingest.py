@@ -83,7 +83,7 @@ def test_mqtt_readings_land_in_the_store_and_a_last_minute_selection_sees_them(
     live = data["t"]
     assert 5 <= len(live) <= 8  # 1.2 s at one reading per 0.2 s
     assert bool(np.all(live.ts > time.time() - 10))  # arrived seconds ago
-    assert live.labels["device"] == ["room1-temperature"] and live.units["temperature"] == "°C"
+    assert live.labels["device"] == ["room1-temperature-1"] and live.units["temperature"] == "°C"
     assert bool(np.all((live.value > 10) & (live.value < 30)))
     everything = store.fetch(Selector(location="room1", sensor_type="temperature"))
     assert len(everything) > len(live)  # the history is there, outside the window

@@ -66,7 +66,7 @@ def test_readings_arrive_on_nats_subjects_with_the_payload_schema(
         _, _node, room, stype = subject.split(".")
         body = json.loads(data)
         assert set(body) == {"ts", "value", "device", "unit"}
-        assert body["device"] == f"{room}-{stype}" and body["unit"] == UNITS[stype]
+        assert body["device"] == f"{room}-{stype}-1" and body["unit"] == UNITS[stype]
         assert t0 - 0.3 <= body["ts"] <= t1
         assert body["value"] == office.value(room, stype, body["ts"])  # deterministic
     per_device: dict[str, list[float]] = {}

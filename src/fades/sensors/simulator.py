@@ -3,7 +3,7 @@
 Every device of a node's rooms (one per room and sensor type) publishes one reading every
 ``rate_s`` seconds to ``sensors/<node>/<room>/<type>`` as JSON::
 
-    {"ts": 1767225600.25, "value": 21.37, "device": "room1-temperature", "unit": "°C"}
+    {"ts": 1767225600.25, "value": 21.37, "device": "room1-temperature-1", "unit": "°C"}
 
 Values come from :class:`fades.testbed.LiveOffice`: the testbed's signal models evaluated at
 the reading's time, deterministic for a given seed. Readings sit on a fixed grid per device
@@ -34,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fades.errors import DatasetError, FabricError
 from fades.fabric.subjects import check_token, sensor_topic
 from fades.testbed import UNITS, LiveOffice
+from fades.testbed.generator import device_name
 
 log = logging.getLogger("fades.sensors")
 
@@ -44,8 +45,11 @@ PROGRESS_EVERY_S = 0.25
 
 
 def device_label(location: str, sensor_type: str) -> str:
-    """The ``device`` field of a simulated reading: ``<room>-<type>``."""
-    return f"{location}-{sensor_type}"
+    """The ``device`` field of a simulated reading: the testbed's device for that sensor.
+
+    Live readings continue the stored history of the same sensor (``room1-temperature-1``).
+    """
+    return device_name(location, sensor_type)
 
 
 def payload(ts: float, value: float, location: str, sensor_type: str) -> bytes:
