@@ -90,8 +90,9 @@ class Orchestrator:
             t.start()
             self._threads.append(t)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop taking work, let running tasks finish (up to ``timeout``), close the database.
+    def drain(self, timeout: float = 10.0) -> None:
+        """Stop taking work and let running tasks finish (up to ``timeout``); the database
+        stays open, so results can still be read.
 
         Tasks still queued stay ``accepted`` in the database and resume on the next start.
         """
@@ -100,6 +101,10 @@ class Orchestrator:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """:meth:`drain`, then close the database."""
+        self.drain(timeout)
         self.store.close()
 
     def __enter__(self) -> Orchestrator:
@@ -142,6 +147,10 @@ class Orchestrator:
 
     def get(self, task_id: str) -> TaskRecord:
         return self.store.get(task_id)
+
+    def exists(self, task_id: str) -> bool:
+        """True if a task with this id was ever accepted here."""
+        return self.store.exists(task_id)
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
         """Block until the task is done or failed (or ``timeout`` elapses)."""

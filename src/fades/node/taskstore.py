@@ -3,6 +3,9 @@
 A task is written as ``accepted`` before ``submit`` returns, so an accepted task survives a
 crash: on restart, ``accepted`` and ``running`` tasks are handed back to the orchestrator,
 which reruns them or fails them with a reason. Nothing accepted is silently dropped.
+
+The ``delivered`` column is the node agent's result outbox: a finished or failed task stays
+``delivered = 0`` until its result has been acknowledged by the fabric.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     result_json   TEXT,
     timing_json   TEXT,
     bytes_read    INTEGER,
-    bytes_returned INTEGER
+    bytes_returned INTEGER,
+    delivered     INTEGER NOT NULL DEFAULT 0  -- result acknowledged by the fabric
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
 CREATE TABLE IF NOT EXISTS invocations (
@@ -46,6 +50,12 @@ CREATE TABLE IF NOT EXISTS invocations (
     PRIMARY KEY (task_id, seq)
 );
 """
+
+#: created after the migration below (an older database lacks the column at first)
+OUTBOX_INDEX = (
+    "CREATE INDEX IF NOT EXISTS tasks_outbox ON tasks(finished_at) "
+    "WHERE delivered = 0 AND status IN ('done', 'failed')"
+)
 
 ACTIVE = ("accepted", "running")
 
@@ -68,6 +78,7 @@ class TaskRecord:
     timing: dict[str, float] = field(default_factory=dict)
     bytes_read: int | None = None
     bytes_returned: int | None = None
+    delivered: bool = False
 
     @property
     def done(self) -> bool:
@@ -106,6 +117,31 @@ class TaskStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the outbox column to a database made before it existed.
+
+        Tasks that ended before the migration count as delivered: no agent was waiting for
+        them, so they are not published.
+        """
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(tasks)").fetchall()}
+        if "delivered" not in cols:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cols = {r[1] for r in self._db.execute("PRAGMA table_info(tasks)").fetchall()}
+                if "delivered" not in cols:
+                    self._db.execute(
+                        "ALTER TABLE tasks ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0"
+                    )
+                    self._db.execute(
+                        "UPDATE tasks SET delivered=1 WHERE status IN ('done', 'failed')"
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        self._db.execute(OUTBOX_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -149,7 +185,7 @@ class TaskStore:
     ) -> None:
         self._exec(
             "UPDATE tasks SET status='done', finished_at=?, result_json=?, timing_json=?, "
-            "bytes_read=?, bytes_returned=?, error_kind=NULL, error=NULL WHERE id=?",
+            "bytes_read=?, bytes_returned=?, error_kind=NULL, error=NULL, delivered=0 WHERE id=?",
             (
                 time.time(),
                 json.dumps(result),
@@ -165,7 +201,7 @@ class TaskStore:
     ) -> None:
         self._exec(
             "UPDATE tasks SET status='failed', finished_at=?, error_kind=?, error=?, "
-            "timing_json=COALESCE(?, timing_json) WHERE id=?",
+            "timing_json=COALESCE(?, timing_json), delivered=0 WHERE id=?",
             (time.time(), kind, message, json.dumps(timing) if timing else None, task_id),
         )
 
@@ -223,6 +259,25 @@ class TaskStore:
         ).fetchall()
         return [self._record(r) for r in rows]
 
+    def exists(self, task_id: str) -> bool:
+        return self._exec("SELECT 1 FROM tasks WHERE id=?", (task_id,)).fetchone() is not None
+
+    def undelivered(self, limit: int = 1000) -> list[TaskRecord]:
+        """Finished or failed tasks whose result the fabric has not acknowledged, oldest first."""
+        rows = self._exec(
+            "SELECT * FROM tasks WHERE delivered=0 AND status IN ('done', 'failed') "
+            "ORDER BY finished_at LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def mark_delivered(self, task_id: str) -> None:
+        """The task's result was acknowledged by the fabric."""
+        self._exec(
+            "UPDATE tasks SET delivered=1 WHERE id=? AND status IN ('done', 'failed')",
+            (task_id,),
+        )
+
     def list(self, tenant: str | None = None, limit: int = 100) -> list[TaskRecord]:
         if tenant is None:
             rows = self._exec(
@@ -252,4 +307,5 @@ class TaskStore:
             timing=_loads(row[11]) or {},
             bytes_read=row[12],
             bytes_returned=row[13],
+            delivered=bool(row[14]) if len(row) > 14 else False,
         )
