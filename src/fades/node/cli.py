@@ -2,6 +2,88 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-node_app = typer.Typer(help="Run this machine as an edge node agent on the fabric.", no_args_is_help=True)
+from fades.errors import FadesError
+
+node_app = typer.Typer(
+    help="Run this machine as an edge node agent on the fabric.", no_args_is_help=True
+)
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected k=v, got {item!r}", param_hint="--label")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@node_app.command("start")
+def start(
+    name: Annotated[str, typer.Option("--name", help="node name (letters, digits, _ and -)")],
+    nats: Annotated[
+        str | None, typer.Option("--nats", help="NATS URL (default: $FADES_NATS_URL)")
+    ] = None,
+    nats_creds: Annotated[
+        Path | None,
+        typer.Option("--nats-creds", help="NATS .creds file (default: $FADES_NATS_CREDS)"),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="node folder (default: $FADES_HOME or ~/.fades)"),
+    ] = None,
+    heartbeat: Annotated[
+        float, typer.Option("--heartbeat", help="seconds between heartbeats", min=0.05)
+    ] = 2.0,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="k=v label (repeatable)")
+    ] = None,
+    capacity: Annotated[
+        int | None, typer.Option("--capacity", help="tasks run at once (default: node.yaml or 2)")
+    ] = None,
+    ingest: Annotated[
+        bool, typer.Option("--ingest/--no-ingest", help="ingest MQTT sensor readings")
+    ] = True,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", help="seconds to wait for NATS at start", min=0.1)
+    ] = 10.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log more")] = False,
+) -> None:
+    """Register this node, serve its tasks and queries, and heartbeat until Ctrl-C."""
+    from fades.fabric.connect import FabricSettings
+    from fades.node.agent import NodeAgent, run_agent
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    labels = _labels(label or [])
+    settings = FabricSettings.from_env(nats, str(nats_creds) if nats_creds else None)
+
+    def ready(agent: NodeAgent) -> None:
+        print(f"node {agent.name} ready", flush=True)
+
+    try:
+        run_agent(
+            name,
+            data,
+            settings,
+            heartbeat_s=heartbeat,
+            labels=labels,
+            capacity=capacity,
+            ingest=ingest,
+            on_ready=ready,
+            connect_timeout=connect_timeout,
+        )
+    except FadesError as exc:
+        print(f"error ({exc.kind}): {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(2) from None
