@@ -1,0 +1,86 @@
+"""Bearer tokens: each token belongs to one tenant.
+
+The tokens file is YAML ``{tokens: {<token>: <tenant>}}``. :func:`create_tokens_file` writes
+one with a random token (mode 0600) when a controller starts without any.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from fades.errors import ControllerError, Unauthorized
+
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Tokens:
+    """Token -> tenant, compared in constant time."""
+
+    def __init__(self, tokens: Mapping[str, str] | None = None) -> None:
+        self._tokens: dict[str, str] = {}
+        for token, tenant in (tokens or {}).items():
+            if not isinstance(token, str) or len(token) < 8:
+                raise ControllerError("every bearer token must be a string of 8+ characters")
+            if not isinstance(tenant, str) or not _TENANT.match(tenant):
+                raise ControllerError(f"tenant {tenant!r} of a token is not a valid tenant name")
+            self._tokens[token] = tenant
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokens:
+        """Read a tokens file.
+
+        Raises:
+            ControllerError: unreadable, not YAML, or not ``{tokens: {token: tenant}}``.
+        """
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except OSError as exc:
+            raise ControllerError(f"cannot read tokens file {p}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ControllerError(f"tokens file {p} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("tokens"), dict):
+            raise ControllerError(
+                f"tokens file {p}: expected a mapping 'tokens: {{TOKEN: TENANT}}'"
+            )
+        return cls({str(k): v for k, v in raw["tokens"].items()})
+
+    def tenant(self, token: str | None) -> str:
+        """The tenant a token belongs to.
+
+        Raises:
+            Unauthorized: no token, or one this controller does not know.
+        """
+        if not token:
+            raise Unauthorized("missing bearer token (send 'Authorization: Bearer <token>')")
+        found = None
+        for known, tenant in self._tokens.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                found = tenant
+        if found is None:
+            raise Unauthorized("unknown bearer token")
+        return found
+
+    def tenants(self) -> list[str]:
+        return sorted(set(self._tokens.values()))
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+
+def create_tokens_file(path: str | Path, tenant: str = "facilities") -> str:
+    """Write a tokens file holding one random token for ``tenant`` (mode 0600); returns it."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump({"tokens": {token: tenant}}, f)
+    return token

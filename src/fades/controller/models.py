@@ -1,0 +1,82 @@
+"""What the controller answers (also the HTTP API's response schemas)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Where = Literal["edge", "cloud"]
+Status = Literal["accepted", "dispatched", "done", "failed"]
+FINAL: frozenset[str] = frozenset({"done", "failed"})
+
+
+class SubmitReceipt(BaseModel):
+    """A task the controller has durably recorded."""
+
+    task_id: str
+    node: str
+    where: Where
+    status: Status = "accepted"
+    placement: str = Field(description="why this node was chosen")
+
+
+class TaskInfo(BaseModel):
+    """A task's status and, once it ended, its result and timing breakdown (seconds)."""
+
+    task_id: str
+    tenant: str
+    node: str
+    where: Where
+    status: Status
+    result: Any = None
+    error_kind: str | None = None
+    error: str | None = None
+    timing: dict[str, float] = Field(default_factory=dict)
+    bytes_read: int | None = None
+    bytes_returned: int | None = None
+    submitted_at: float
+    finished_at: float | None = None
+    latency_s: float | None = None
+    bytes_uplink: int | None = Field(
+        default=None,
+        description="bytes the node sent upstream: the result message at the edge, "
+        "the raw data blob for a cloud run",
+    )
+    placement: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
+
+
+class NodeView(BaseModel):
+    """A registry entry as the controller sees it."""
+
+    name: str
+    up: bool
+    down_reason: str | None = None
+    heartbeat_age_s: float
+    load: dict[str, float | int]
+    data: list[dict[str, Any]]
+    labels: dict[str, str]
+    runtimes: list[str]
+    arch: str
+    cores: int
+    memory_mib: int
+    version: str = ""
+    seq: int = 0
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class FunctionInfo(BaseModel):
+    """An artifact held in the function repository."""
+
+    digest: str
+    name: str
+    kind: str
+    abi: str
+    size: int
+    parts: int
+    signer: str | None
+    uploaded_at: float
