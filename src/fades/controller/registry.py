@@ -1,0 +1,190 @@
+"""The node registry: a live view of the ``fades_nodes`` bucket.
+
+Node agents re-put their :class:`~fades.fabric.protocol.NodeInfo` on every heartbeat. The
+registry watches the bucket and marks a node **down** when
+
+* it put ``stopping: true`` (a clean stop): down at once, or
+* no new heartbeat was seen for ``down_after`` seconds (default 10).
+
+``up`` is computed when asked, so a node is reported down at most ``down_after`` seconds after
+its last heartbeat, never later. A heartbeat seen live is stamped with the controller's clock
+(node clocks may drift); entries read when the watch (re)starts are stamped with the server's
+time of the put, so after a controller restart a node that died meanwhile is not revived.
+
+The bucket lives in JetStream (file storage), so a restarted controller rebuilds the same
+view from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from fades.errors import FabricError
+from fades.fabric.protocol import NodeInfo
+
+log = logging.getLogger("fades.controller")
+
+#: default seconds without a heartbeat before a node is marked down
+DOWN_AFTER_S = 10.0
+
+
+@dataclass(slots=True)
+class NodeEntry:
+    """The newest registry value of one node and when the controller saw it change."""
+
+    info: NodeInfo
+    seen_at: float  # epoch seconds
+
+    def age(self, now: float | None = None) -> float:
+        return max(0.0, (time.time() if now is None else now) - self.seen_at)
+
+    def down_reason(self, down_after: float, now: float | None = None) -> str | None:
+        """Why the node is down, or None if it is up."""
+        if self.info.stopping:
+            return "stopped cleanly (stopping: true)"
+        age = self.age(now)
+        if age > down_after:
+            return f"no heartbeat for {age:.1f} s (down after {down_after:g} s)"
+        return None
+
+
+class Registry:
+    """Watches the node bucket; answers which nodes exist and which are up.
+
+    Args:
+        kv: the ``fades_nodes`` bucket.
+        down_after: seconds without a heartbeat before a node counts as down.
+    """
+
+    def __init__(self, kv: KeyValue, down_after: float = DOWN_AFTER_S) -> None:
+        if down_after <= 0:
+            raise FabricError("down_after must be positive")
+        self.kv = kv
+        self.down_after = down_after
+        self.nodes: dict[str, NodeEntry] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._was_up: dict[str, bool] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self, timeout: float = 5.0) -> None:
+        """Start watching and wait (up to ``timeout``) until the current entries are read."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="fades-registry")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- queries -----------------------------------------------------------------------------
+    def get(self, name: str) -> NodeEntry | None:
+        return self.nodes.get(name)
+
+    def is_up(self, name: str, now: float | None = None) -> bool:
+        entry = self.nodes.get(name)
+        return entry is not None and entry.down_reason(self.down_after, now) is None
+
+    def up(self, now: float | None = None) -> list[NodeEntry]:
+        """Nodes that are up, by name."""
+        now = time.time() if now is None else now
+        return [e for _, e in sorted(self.nodes.items()) if self.is_up(e.info.name, now)]
+
+    def down(self, now: float | None = None) -> list[NodeEntry]:
+        now = time.time() if now is None else now
+        return [e for _, e in sorted(self.nodes.items()) if not self.is_up(e.info.name, now)]
+
+    # --- watching ----------------------------------------------------------------------------
+    def apply(self, key: str, value: bytes | None, created: float | None, *, live: bool) -> None:
+        """Record one bucket update (``value`` None: the key was deleted)."""
+        now = time.time()
+        if value is None:
+            if self.nodes.pop(key, None) is not None:
+                log.info("node %s left the registry", key)
+            return
+        try:
+            info = NodeInfo.decode(value)
+        except FabricError as exc:
+            log.warning("registry entry %s ignored: %s", key, exc)
+            return
+        old = self.nodes.get(key)
+        if old is not None and (old.info.seq, old.info.started_at) == (info.seq, info.started_at):
+            old.info = info  # the same heartbeat delivered again (watch restarted)
+            return
+        stamp = now if live or created is None else min(now, created)
+        self.nodes[key] = NodeEntry(info, stamp)
+        if old is None:
+            log.info("node %s registered (%s, %d cores)", key, info.arch or "?", info.cores)
+
+    def _log_transitions(self) -> None:
+        now = time.time()
+        for name, entry in self.nodes.items():
+            reason = entry.down_reason(self.down_after, now)
+            up = reason is None
+            if self._was_up.get(name) != up:
+                if up:
+                    log.info("node %s is up", name)
+                elif name in self._was_up:
+                    log.warning("node %s is down: %s", name, reason)
+                self._was_up[name] = up
+
+    async def _run(self) -> None:
+        # The watch is restarted when it fails or goes quiet for longer than a node may: an
+        # ordered consumer does not always survive a NATS restart.
+        quiet_limit = max(1.0, self.down_after / 2)
+        while True:
+            watcher: Any = None
+            try:
+                watcher = await self.kv.watchall()
+                initial = True
+                last_update = time.monotonic()
+                while True:
+                    self._log_transitions()
+                    try:
+                        entry = await watcher.updates(timeout=0.5)
+                    except TimeoutError:
+                        quiet = time.monotonic() - last_update
+                        if (initial or self.nodes) and quiet > quiet_limit:
+                            break  # restart the watch and re-read the bucket
+                        continue
+                    if entry is None:  # end of the initial values
+                        initial = False
+                        self._ready.set()
+                        continue
+                    last_update = time.monotonic()
+                    deleted = entry.operation in (KV_DEL, KV_PURGE)
+                    self.apply(
+                        entry.key,
+                        None if deleted else bytes(entry.value or b""),
+                        _epoch(entry.created),
+                        live=not initial,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a NATS outage: retry the watch shortly
+                log.debug("registry watch failed: %s; restarting it", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
+
+
+def _epoch(created: Any) -> float | None:
+    if isinstance(created, datetime):
+        return created.timestamp()
+    if isinstance(created, int | float):
+        return float(created)
+    return None
