@@ -1,0 +1,56 @@
+"""Prometheus metrics of one controller (its own registry, so several can share a process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    """Counters of submits and results, task latency, and nodes up/down at scrape time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.submitted = Counter(
+            "fades_tasks_submitted",
+            "Tasks accepted by the controller",
+            ["where"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "fades_tasks_refused",
+            "Task submissions refused, by error kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.results = Counter(
+            "fades_results",
+            "Results stored, by where the task ran and its status",
+            ["where", "status"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "fades_results_duplicate",
+            "Results received again for a task that already had one (ignored)",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fades_task_latency_seconds",
+            "Submit at the controller -> result stored",
+            ["where"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.nodes_up = Gauge("fades_nodes_up", "Nodes up", registry=self.registry)
+        self.nodes_down = Gauge("fades_nodes_down", "Nodes down", registry=self.registry)
+
+    def track_nodes(self, up: Callable[[], int], down: Callable[[], int]) -> None:
+        self.nodes_up.set_function(lambda: float(up()))
+        self.nodes_down.set_function(lambda: float(down()))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
