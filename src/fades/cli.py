@@ -232,6 +232,34 @@ def fn_list(home: HomeOpt = None) -> None:
         console.print(table)
 
 
+ControllerOpt = Annotated[
+    str,
+    typer.Option(
+        "--controller", envvar="FADES_CONTROLLER", help="controller URL ($FADES_CONTROLLER)"
+    ),
+]
+TokenOpt = Annotated[
+    str, typer.Option("--token", envvar="FADES_TOKEN", help="bearer token ($FADES_TOKEN)")
+]
+
+
+@fn_app.command("upload")
+def fn_upload(
+    artifact: Annotated[Path, typer.Argument(help="a signed artifact file (.fart)")],
+    controller: ControllerOpt,
+    token: TokenOpt,
+) -> None:
+    """Upload a signed artifact to the controller's function repository."""
+    from fades.client import FadesClient
+
+    with _errors(), FadesClient(controller, token) as client:
+        rec = client.upload(artifact)
+        console.print(
+            f"uploaded {rec['kind']} function [bold]{rec['name']}[/] {rec['digest']} "
+            f"({rec['size']:,} bytes, signed by {rec['signer']})"
+        )
+
+
 # --- data ------------------------------------------------------------------------------------
 @contextmanager
 def _readings(home: Path | None) -> Iterator[tuple[Path, Any]]:
@@ -328,6 +356,66 @@ def task_run(
         show_record(rec.to_dict(), title=str(task_file))
     if rec.status != "done":
         raise typer.Exit(1)
+
+
+@task_app.command("submit")
+def task_submit(
+    task_file: Annotated[Path, typer.Argument(help="task in YAML or JSON")],
+    controller: ControllerOpt,
+    token: TokenOpt,
+    node: Annotated[
+        str | None, typer.Option(help="run on this node (default: placed by data locality)")
+    ] = None,
+    cloud: Annotated[
+        bool, typer.Option("--cloud", help="run in the cloud on data pulled from the node")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="wait for the result and show it")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Submit a task to the controller (to a named node, auto-placed, or to the cloud)."""
+    from fades.client import FadesClient
+    from fades.task import load_task
+
+    with _errors(), FadesClient(controller, token) as client:
+        task = load_task(task_file).model_dump(mode="json")
+        receipt = client.submit(task, node=node, where="cloud" if cloud else "edge")
+        info = client.wait(receipt["task_id"], timeout=timeout) if wait else None
+    if json_out:
+        sys.stdout.write(json.dumps(info or receipt, indent=2) + "\n")
+    else:
+        console.print(
+            f"task {receipt['task_id']} accepted: {receipt['where']} on node "
+            f"[bold]{receipt['node']}[/] ({receipt['placement']})"
+        )
+        if info is not None:
+            show_remote(info, title=str(task_file))
+    if info is not None and info["status"] != "done":
+        raise typer.Exit(1)
+
+
+def show_remote(info: dict[str, Any], title: str = "") -> None:
+    """Print a task as the controller reports it (result, full timing breakdown, bytes)."""
+    status = info["status"]
+    colour = {"done": "green", "failed": "red"}.get(status, "yellow")
+    where = f"{info['where']} on {info['node']}"
+    console.print(f"[bold]{title}[/] task {info['task_id']} ({where}): [{colour}]{status}[/]")
+    if info.get("error"):
+        console.print(f"  [red]{info['error_kind']}[/]: {info['error']}")
+    if info.get("result") is not None:
+        lines = json.dumps(info["result"], indent=1).splitlines()
+        console.print("\n".join(lines[:40]) + ("\n  …" if len(lines) > 40 else ""))
+    timing = info.get("timing") or {}
+    if timing:
+        table = Table("stage", "ms", title="where the time went")
+        for k, v in timing.items():
+            table.add_row(k, f"{v * 1e3:.2f}")
+        console.print(table)
+    if info.get("bytes_read") is not None:
+        console.print(
+            f"  bytes read at the node: {info['bytes_read']:,}; returned: "
+            f"{info['bytes_returned']:,}; sent upstream: {info.get('bytes_uplink') or 0:,}"
+        )
 
 
 def show_record(rec: dict[str, Any], title: str = "") -> None:

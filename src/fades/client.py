@@ -1,0 +1,155 @@
+"""A synchronous Python client for the controller's HTTP API (httpx).
+
+::
+
+    with FadesClient("http://127.0.0.1:8080", token) as fc:
+        fc.upload("mean.fart")
+        tid = fc.submit(task)["task_id"]
+        print(fc.wait(tid, timeout=60)["result"])
+
+Refusals are raised as the controller's error class (``NoPlacement``, ``Forbidden``,
+``DuplicateTask`` ...), with its message; anything unrecognised as ``ControllerError``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fades import errors
+from fades.controller import errors as controller_errors
+from fades.errors import ControllerError, FadesError, TaskValidationError
+
+#: longest single ``?wait=`` the controller honours (seconds)
+_WAIT_STEP_S = 30.0
+
+
+def _error_class(kind: str | None) -> type[FadesError]:
+    for module in (controller_errors, errors):
+        cls = getattr(module, kind or "", None)
+        if isinstance(cls, type) and issubclass(cls, FadesError):
+            return cls
+    return ControllerError
+
+
+class FadesClient:
+    """Talks to one controller with one bearer token.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8080``.
+        token: a bearer token from the controller's tokens file.
+        timeout: seconds for each HTTP request (a ``wait`` adds its own wait).
+    """
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FadesClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ControllerError(
+                f"cannot reach the controller at {self.base_url}: {type(exc).__name__}: {exc}"
+            ) from None
+        if resp.is_success:
+            return resp.json()
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        detail = body.get("detail") or f"HTTP {resp.status_code}: {resp.text[:200]}"
+        cls = _error_class(body.get("error_kind"))
+        if issubclass(cls, TaskValidationError):
+            problems = [(p["field"], p["reason"]) for p in body.get("problems") or []]
+            raise TaskValidationError(str(detail), problems=problems)
+        try:
+            error = cls(str(detail), status=resp.status_code)
+        except TypeError:  # an error class with its own constructor
+            error = ControllerError(f"{body.get('error_kind')}: {detail}", status=resp.status_code)
+        raise error
+
+    # --- tasks -------------------------------------------------------------------------------
+    def submit(
+        self, task: Mapping[str, Any], node: str | None = None, where: str = "edge"
+    ) -> dict[str, Any]:
+        """Submit a task; returns the receipt (task_id, node, where, status, placement)."""
+        params = {"where": where} | ({"node": node} if node else {})
+        result: dict[str, Any] = self._call("POST", "/v1/tasks", json=dict(task), params=params)
+        return result
+
+    def get(self, task_id: str, wait: float = 0) -> dict[str, Any]:
+        """A task's status, result and timing; ``wait`` blocks up to that many seconds."""
+        result: dict[str, Any] = self._call(
+            "GET",
+            f"/v1/tasks/{task_id}",
+            params={"wait": wait} if wait else None,
+            timeout=self.timeout + wait,
+        )
+        return result
+
+    def wait(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The task once done or failed, or as it stands after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            info = self.get(task_id, wait=max(0.0, min(remaining, _WAIT_STEP_S)))
+            if info["status"] in ("done", "failed") or remaining <= 0:
+                return info
+
+    def tasks(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Your tasks, newest first."""
+        result: list[dict[str, Any]] = self._call("GET", "/v1/tasks", params={"limit": limit})
+        return result
+
+    # --- nodes and functions -----------------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/nodes")
+        return result
+
+    def functions(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/functions")
+        return result
+
+    def upload(self, artifact: bytes | str | Path) -> dict[str, Any]:
+        """Upload a signed artifact (bytes, or the path of a ``.fart`` file)."""
+        if isinstance(artifact, bytes):
+            data = artifact
+        else:
+            try:
+                data = Path(artifact).read_bytes()
+            except OSError as exc:
+                raise errors.ArtifactFormatError(
+                    f"cannot read {artifact}: {exc.strerror}"
+                ) from None
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/v1/functions",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return result
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/healthz")
+        return result
