@@ -235,6 +235,12 @@ class NodeAgent:
             await self._beat()  # registration
             await self._subscribe_tasks()
             await self._flush_outbox()  # results left undelivered by an earlier run
+        except (nats.errors.Error, TimeoutError) as exc:
+            await self._teardown()
+            raise FabricError(
+                f"node {self.name}: NATS at {self.settings.url} did not answer a JetStream "
+                f"request ({exc!r}); is JetStream enabled on that server?"
+            ) from exc
         except BaseException:
             await self._teardown()
             raise
