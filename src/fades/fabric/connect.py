@@ -90,7 +90,11 @@ async def connect(
     async def _err(e: Exception) -> None:
         log.debug("nats error: %s", e)
 
+    client: list[NATS] = []
+
     async def _disc() -> None:
+        if client and client[0].is_closed:
+            return  # a clean close() also calls this; nothing reconnects
         log.warning("%s: disconnected from NATS, reconnecting", name)
 
     async def _reconn() -> None:
@@ -112,6 +116,7 @@ async def connect(
     if settings.token:
         opts["token"] = settings.token
     try:
-        return await nats.connect(**opts)
+        client.append(await nats.connect(**opts))
+        return client[0]
     except Exception as exc:  # nats raises several unrelated types here
         raise FabricError(f"cannot connect to NATS at {settings.url}: {exc}") from exc
