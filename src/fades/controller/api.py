@@ -7,6 +7,7 @@ tenant sees only its own tasks. Errors answer ``{"detail": <message>, "error_kin
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Query, Request
@@ -32,6 +33,8 @@ from fades.errors import (
     TaskValidationError,
     Unauthorized,
 )
+
+log = logging.getLogger("fades.controller")
 
 #: HTTP status per error class (the first match in this order wins)
 STATUS: list[tuple[type[FadesError], int]] = [
@@ -92,6 +95,14 @@ def create_app(controller: Controller) -> FastAPI:
             body["problems"] = [{"field": f, "reason": r} for f, r in exc.problems]
         headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
         return JSONResponse(body, status_code=code, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in a request")
+        return JSONResponse(
+            {"detail": f"internal error: {type(exc).__name__}: {exc}", "error_kind": "internal"},
+            status_code=500,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,12 +63,19 @@ class Registry:
     Args:
         kv: the ``fades_nodes`` bucket.
         down_after: seconds without a heartbeat before a node counts as down.
+        reconnects: the connection's reconnect count; the watch restarts when it changes.
     """
 
-    def __init__(self, kv: KeyValue, down_after: float = DOWN_AFTER_S) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        down_after: float = DOWN_AFTER_S,
+        reconnects: Callable[[], int] | None = None,
+    ) -> None:
         if down_after <= 0:
             raise FabricError("down_after must be positive")
         self.kv = kv
+        self._reconnects = reconnects or (lambda: 0)
         self.down_after = down_after
         self.nodes: dict[str, NodeEntry] = {}
         self._task: asyncio.Task[None] | None = None
@@ -141,12 +149,13 @@ class Registry:
                 self._was_up[name] = up
 
     async def _run(self) -> None:
-        # The watch is restarted when it fails or goes quiet for longer than a node may: an
-        # ordered consumer does not always survive a NATS restart.
+        # The watch is restarted when it fails, after a reconnect, or when it goes quiet for
+        # longer than a node may: an ordered consumer does not always survive a NATS restart.
         quiet_limit = max(1.0, self.down_after / 2)
         while True:
             watcher: Any = None
             try:
+                reconnects = self._reconnects()
                 watcher = await self.kv.watchall()
                 initial = True
                 last_update = time.monotonic()
@@ -158,6 +167,8 @@ class Registry:
                         quiet = time.monotonic() - last_update
                         if (initial or self.nodes) and quiet > quiet_limit:
                             break  # restart the watch and re-read the bucket
+                        if self._reconnects() != reconnects:
+                            break  # NATS came back (maybe restarted): a fresh watch
                         continue
                     if entry is None:  # end of the initial values
                         initial = False

@@ -58,7 +58,11 @@ async def serve(
     accepts requests.
     """
     sock = bind(host, port)
-    await controller.start()
+    try:
+        await controller.start()
+    except BaseException:
+        sock.close()
+        raise
     try:
         config = uvicorn.Config(
             create_app(controller), log_level="warning", access_log=False, lifespan="off"

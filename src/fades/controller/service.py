@@ -58,6 +58,8 @@ log = logging.getLogger("fades.controller")
 RESULTS_CONSUMER = "controller"
 #: seconds between re-publish attempts of tasks accepted but not yet in JetStream
 REDISPATCH_S = 1.0
+#: seconds to wait for the function repository before falling back on the local store
+REPOSITORY_TIMEOUT_S = 2.0
 
 # (Controller.list shadows the builtin inside the class body)
 NodeViews = list[NodeView]
@@ -118,13 +120,18 @@ class Controller:
         if self._nc is not None:
             return self
         self._store = ControllerStore(self.home / "controller.db")
-        nc = await connect(self.settings, name=self.name)
+        try:
+            nc = await connect(self.settings, name=self.name)
+        except BaseException:
+            self._store.close()
+            self._store = None
+            raise
         try:
             js = nc.jetstream()
             await ensure_streams(js)
             kv = await nodes_bucket(js)
             self._repo = await ArtifactRepository.open(js)
-            self._registry = Registry(kv, self.down_after)
+            self._registry = Registry(kv, self.down_after, lambda: int(nc.stats["reconnects"]))
             await self._registry.start()
             sub = await js.pull_subscribe(
                 "fades.result.>",
@@ -133,7 +140,12 @@ class Controller:
                 config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1),
             )
         except BaseException:
+            if self._registry is not None:
+                await self._registry.stop()
+                self._registry = None
             await nc.close()
+            self._store.close()
+            self._store = None
             raise
         self._nc, self._js = nc, js
         self._cloud = CloudRunner(nc, self._repo, self.functions, self.cloud_capacity)
@@ -284,13 +296,30 @@ class Controller:
         )
 
     async def _known_function(self, ref: str) -> None:
+        """Refuse a function the repository does not hold (404).
+
+        While the repository is unreachable (NATS down), a function this controller holds
+        verified is accepted: the task waits in controller.db and is dispatched later.
+        """
         try:
-            digest = await self.repository.resolve(ref)
-            await self.repository.record(digest)
+            if not self.connected:
+                raise FabricError("not connected to NATS")
+            digest = await asyncio.wait_for(self.repository.resolve(ref), REPOSITORY_TIMEOUT_S)
+            await asyncio.wait_for(self.repository.record(digest), REPOSITORY_TIMEOUT_S)
+            return
         except ArtifactError:
             raise ArtifactError(
                 f"unknown function {ref!r}: the repository holds no such artifact; "
                 "upload it first (POST /v1/functions or 'fades fn upload')"
+            ) from None
+        except Exception as exc:  # NATS unreachable or slow
+            problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        try:
+            self.functions.get(ref)
+        except ArtifactError:
+            raise FabricError(
+                f"cannot check function {ref!r}: the function repository is unreachable "
+                f"({problem}); try again when NATS is back"
             ) from None
 
     def _place(self, task: Task, node: str | None) -> Placement:
@@ -394,8 +423,9 @@ class Controller:
         JetStream drops a second publish with the same ``Nats-Msg-Id`` (within its duplicate
         window) and the node ignores a task id it already holds, so re-publishing is safe.
         """
-        if self._js is None:
-            return False
+        if self._js is None or not self.connected:
+            self._redispatch.set()
+            return False  # stays 'accepted'; the dispatcher retries once NATS is back
         self._inflight.add(task_id)
         try:
             env = TaskEnvelope(task=body, submitted_at=submitted_at)
