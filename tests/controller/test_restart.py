@@ -108,3 +108,42 @@ def test_a_fresh_controller_fills_its_function_store_from_the_repository(
     assert info["status"] == "done", info
     assert set(ctl.functions.names()) == {"count"}
     assert ctl.functions.runtime().digest == runtime_artifact.digest
+
+
+def test_the_controller_carries_on_after_a_nats_restart(
+    bed: Bed, make_task: Any, signing_key: Any
+) -> None:
+    from fades.fabric.protocol import ResultMessage
+    from fades.functions.artifact import create
+
+    # long enough that the node is still up after the outage
+    ctl = bed.start_controller(down_after=10.0)
+    node = bed.node("edge", data=[held("room1")])
+    up(bed, "edge")
+    with bed.client() as c:
+        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        bed.nats.stop()
+        time.sleep(0.3)
+        # NATS is down: the task is recorded, and handed over once NATS is back
+        t1 = c.submit(make_task("f"), node="edge")["task_id"]
+        assert c.get(t1)["status"] == "accepted"
+        bed.nats.start()
+        deadline = time.monotonic() + 15
+        while c.get(t1)["status"] != "dispatched":
+            assert time.monotonic() < deadline, "not re-dispatched after the NATS restart"
+            time.sleep(0.05)
+        while not any(t["credentials"]["task_id"] == t1 for t in node.received):
+            assert time.monotonic() < deadline, "the node never got the task"
+            time.sleep(0.05)
+        bed.run(
+            node.publish(
+                ResultMessage(task_id=t1, tenant="facilities", node="edge", status="done", result=7)
+            )
+        )
+        assert c.wait(t1, timeout=10)["result"] == 7
+        # the registry still follows heartbeats
+        seq = ctl.registry.nodes["edge"].info.seq
+        while ctl.registry.nodes["edge"].info.seq <= seq + 2:
+            assert time.monotonic() < deadline, "registry stopped following heartbeats"
+            time.sleep(0.05)
+        assert c.nodes()[0]["up"]
