@@ -88,6 +88,10 @@ class NodeInfo(_Msg):
         return bool(self.matching(op))
 
 
+#: grace on the newest listed reading for "last N seconds" windows (the summary lags ingest)
+RELATIVE_SLACK_S = 120.0
+
+
 def _selects(sel: Selector, held: DataHeld) -> bool:
     if held.rows <= 0:
         return False
@@ -95,7 +99,11 @@ def _selects(sel: Selector, held: DataHeld) -> bool:
         return False
     if sel.locations is not None and held.location not in sel.locations:
         return False
+    # The summary is refreshed every few heartbeats while sensors keep streaming, so a
+    # relative window ("last N seconds") gets RELATIVE_SLACK_S of grace on the newest reading.
     start, end = sel.time_bounds(datetime.now(UTC))
+    if sel.last_seconds is not None and start is not None:
+        start -= RELATIVE_SLACK_S
     if start is not None and held.last_ts is not None and held.last_ts < start:
         return False
     return not (end is not None and held.first_ts is not None and held.first_ts >= end)

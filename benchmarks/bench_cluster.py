@@ -1,0 +1,209 @@
+"""Benchmarks of a local cluster: latency through the fabric, and throughput with 3 nodes.
+
+Run ``python benchmarks/bench_cluster.py [--quick]``. Writes ``benchmarks/results/cluster.json``
+and ``benchmarks/results/cluster.png``. Every part is a real process (nats-server, controller,
+node agents); the client drives the controller's HTTP API over a loopback socket.
+
+1. Task latency (submit over HTTP -> controller -> JetStream -> node -> result stream ->
+   controller -> HTTP answer), p50 and p99, for a core-module mean and a Python min/max/mean
+   over 100 readings. Baseline, same run: the same task run in-process on one node
+   (``Node.orchestrator.run``) on a copy of the same node folder.
+2. Throughput: the same batch of tasks (one per room, round-robin over six rooms) on a cluster
+   of 3 nodes holding 2 rooms each, against 1 node holding all six rooms. Tasks are
+   auto-placed by data locality; 8 client threads submit, then every result is awaited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from fades.cluster import LocalCluster
+from fades.node import Node
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def task(artifact: str, room: str, n: int = 100) -> dict[str, Any]:
+    return {
+        "credentials": {"tenant": "facilities"},
+        "data": [
+            {"name": "t", "select": {"location": room, "sensor_type": "temperature", "last": n}}
+        ],
+        "function": {"artifact": artifact, "memory_mib": 64 if artifact != "mean_core" else 16},
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": pct(values, 50) * 1e3,
+        "p99_ms": pct(values, 99) * 1e3,
+        "mean_ms": statistics.fmean(values) * 1e3,
+    }
+
+
+def latency(cluster: LocalCluster, artifact: str, n: int) -> dict[str, Any]:
+    client = cluster.client()
+    room = cluster.rooms(cluster.names[0])[0]
+    for _ in range(5):  # warm: runtime fetched, sandboxes compiled
+        tid = client.submit(task(artifact, room))["task_id"]
+        client.wait(tid, timeout=60)
+    through: list[float] = []
+    parts: dict[str, list[float]] = {}
+    for _ in range(n):
+        t0 = time.perf_counter()
+        tid = client.submit(task(artifact, room))["task_id"]
+        rec = client.wait(tid, timeout=60)
+        through.append(time.perf_counter() - t0)
+        if rec["status"] != "done":
+            raise RuntimeError(f"task failed: {rec['error_kind']}: {rec['error']}")
+        for k, v in (rec.get("timing") or {}).items():
+            parts.setdefault(k, []).append(float(v))
+    # baseline: the same task, in-process, on a copy of the same node folder
+    src = cluster.node_home(cluster.names[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "node"
+        shutil.copytree(src, home, ignore=shutil.ignore_patterns("tasks.db*"))
+        local: list[float] = []
+        with Node(home) as node:
+            for _ in range(5):
+                node.orchestrator.run(task(artifact, room), timeout=60)
+            for _ in range(n):
+                t0 = time.perf_counter()
+                rec = node.orchestrator.run(task(artifact, room), timeout=60)
+                local.append(time.perf_counter() - t0)
+                assert rec.status == "done", rec.error
+    out = {
+        "cluster": summary(through),
+        "local_in_process": summary(local),
+        "timing_p50_ms": {k: pct(v, 50) * 1e3 for k, v in parts.items()},
+        "samples_cluster_ms": [x * 1e3 for x in through],
+        "samples_local_ms": [x * 1e3 for x in local],
+    }
+    out["ratio_p50"] = out["cluster"]["p50_ms"] / out["local_in_process"]["p50_ms"]
+    out["overhead_p50_ms"] = out["cluster"]["p50_ms"] - out["local_in_process"]["p50_ms"]
+    return out
+
+
+def throughput(home: Path, nodes: int, rooms_per_node: int, n_tasks: int) -> dict[str, Any]:
+    with LocalCluster(
+        home, nodes=nodes, rooms_per_node=rooms_per_node, days=0.1, sensors=False
+    ) as cluster:
+        client = cluster.client()
+        rooms = [r for name in cluster.names for r in cluster.rooms(name)]
+        for r in rooms:  # warm every node
+            client.wait(client.submit(task("mean_core", r))["task_id"], timeout=60)
+        batch = [task("mean_core", rooms[i % len(rooms)]) for i in range(n_tasks)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(lambda t: client.submit(t)["task_id"], batch))
+            t_submitted = time.perf_counter()
+            recs = list(pool.map(lambda i: client.wait(i, timeout=300), ids))
+        wall = time.perf_counter() - t0
+        failed = [r for r in recs if r["status"] != "done"]
+        per_node: dict[str, int] = {}
+        for r in recs:
+            per_node[r["node"]] = per_node.get(r["node"], 0) + 1
+    return {
+        "nodes": nodes,
+        "tasks": n_tasks,
+        "failed": len(failed),
+        "wall_s": wall,
+        "submit_s": t_submitted - t0,
+        "tasks_per_s": n_tasks / wall,
+        "per_node": per_node,
+    }
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    for kind, style in (("mean_core", "-"), ("minmaxmean", "--")):
+        lat = res["latency"][kind]
+        for key, label in (("samples_local_ms", "in-process"), ("samples_cluster_ms", "cluster")):
+            xs = np.sort(np.asarray(lat[key]))
+            ax.plot(xs, np.linspace(0, 1, len(xs)), style, label=f"{kind} {label}")
+    ax.set_xscale("log")
+    ax.set_xlabel("task latency (ms, log)")
+    ax.set_ylabel("fraction of tasks")
+    ax.set_title("latency: through controller + NATS vs in-process")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    tp = res["throughput"]
+    labels = [f"{t['nodes']} node(s)" for t in tp]
+    ax.bar(labels, [t["tasks_per_s"] for t in tp], color=["#888", "#2a7"])
+    for i, t in enumerate(tp):
+        ax.text(i, t["tasks_per_s"], f"{t['tasks_per_s']:.0f}/s", ha="center", va="bottom")
+    ax.set_ylabel("tasks per second (core mean, 100 readings)")
+    ax.set_title(f"throughput, {res['machine']['cpus']} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    n_lat = 40 if args.quick else 200
+    n_tp = 60 if args.quick else 300
+    import os
+
+    res: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "latency": {},
+        "throughput": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with LocalCluster(root / "lat", nodes=1, days=0.1, sensors=False) as cluster:
+            for artifact in ("mean_core", "minmaxmean"):
+                res["latency"][artifact] = latency(cluster, artifact, n_lat)
+                lat = res["latency"][artifact]
+                print(
+                    f"latency {artifact}: cluster p50 {lat['cluster']['p50_ms']:.2f} ms "
+                    f"p99 {lat['cluster']['p99_ms']:.2f} ms; in-process p50 "
+                    f"{lat['local_in_process']['p50_ms']:.2f} ms "
+                    f"p99 {lat['local_in_process']['p99_ms']:.2f} ms "
+                    f"({lat['ratio_p50']:.1f}x)",
+                    flush=True,
+                )
+        for nodes, rooms in ((1, 6), (3, 2)):
+            tp = throughput(root / f"tp{nodes}", nodes, rooms, n_tp)
+            res["throughput"].append(tp)
+            print(
+                f"throughput {nodes} node(s): {tp['tasks_per_s']:.0f} tasks/s "
+                f"({tp['failed']} failed, per node {tp['per_node']})",
+                flush=True,
+            )
+    one, three = res["throughput"]
+    res["throughput_ratio_3_vs_1"] = three["tasks_per_s"] / one["tasks_per_s"]
+    print(f"3 nodes vs 1: {res['throughput_ratio_3_vs_1']:.2f}x")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cluster.json").write_text(json.dumps(res, indent=2))
+    plot(res, RESULTS / "cluster.png")
+    print(f"wrote {RESULTS / 'cluster.json'} and cluster.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

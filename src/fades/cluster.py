@@ -1,0 +1,391 @@
+"""A whole fades deployment on one machine: embedded NATS, a controller, N node agents.
+
+``fades up``, the cluster part of ``fades demo``, the cluster benchmarks and the end-to-end
+tests all use :class:`LocalCluster`. Every part is a real separate process, talking only over
+the NATS fabric: the cluster's own ``nats-server`` (JetStream + MQTT gateway), one
+``fades controller start`` and one ``fades node start`` per node. Each node holds its own
+rooms of the office testbed, and (optionally) simulated sensors stream more readings for
+those rooms over MQTT while it runs.
+
+Folder layout (``home``)::
+
+    keys/            the signing key of this cluster
+    nats/            the NATS server's config, log and JetStream store
+    controller/      controller.db, trusted/, artifacts/, tokens.yaml
+    nodes/<name>/    one node folder each (trusted/, readings.db, tasks.db, ...)
+    logs/            one log per process
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fades.errors import FadesError
+from fades.fabric.server import EmbeddedNats, free_port
+from fades.functions.keys import SigningKey
+
+MARKER = ".fades-cluster"
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class LocalCluster:
+    """Start, use and stop a local cluster.
+
+    Args:
+        home: the cluster's folder (made fresh by :meth:`prepare`).
+        nodes: number of node agents (named ``edge1``..``edgeN``).
+        rooms_per_node: rooms each node holds (edge1: room1..roomK, edge2: the next K, ...).
+        days, rate_s: testbed history written into each node before it starts.
+        sensors: stream live readings for every node's rooms over MQTT.
+        sensor_rate_s: seconds between two readings of one simulated sensor.
+        heartbeat_s, down_after_s: node heartbeat period; the controller marks a node down
+            after ``down_after_s`` without one.
+        capacity: worker threads per node.
+        say: called with one line per step (progress for the CLI).
+    """
+
+    def __init__(
+        self,
+        home: str | Path,
+        *,
+        nodes: int = 3,
+        rooms_per_node: int = 2,
+        days: float = 0.5,
+        rate_s: float = 60.0,
+        sensors: bool = True,
+        sensor_rate_s: float = 1.0,
+        heartbeat_s: float = 1.0,
+        down_after_s: float = 5.0,
+        capacity: int = 2,
+        http_port: int | None = None,
+        examples: Path | None = None,
+        say: Callable[[str], None] = _quiet,
+    ) -> None:
+        if nodes < 1:
+            raise FadesError("a cluster needs at least one node")
+        self.home = Path(home).expanduser().resolve()
+        self.n_nodes = nodes
+        self.rooms_per_node = rooms_per_node
+        self.days = days
+        self.rate_s = rate_s
+        self.sensors = sensors
+        self.sensor_rate_s = sensor_rate_s
+        self.heartbeat_s = heartbeat_s
+        self.down_after_s = down_after_s
+        self.capacity = capacity
+        self.http_port = http_port or free_port()
+        self.examples = examples
+        self.say = say
+        self.names = [f"edge{i + 1}" for i in range(nodes)]
+        self.token = ""
+        self.visitor_token = ""
+        self.nats = EmbeddedNats(self.home / "nats", name="fades-up")
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.simulators: list[Any] = []
+        self.artifacts: dict[str, str] = {}
+        self.key: SigningKey | None = None
+
+    # --- layout -------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def controller_home(self) -> Path:
+        return self.home / "controller"
+
+    def node_home(self, name: str) -> Path:
+        return self.home / "nodes" / name
+
+    def rooms(self, name: str) -> list[str]:
+        i = self.names.index(name)
+        first = i * self.rooms_per_node + 1
+        return [f"room{first + k}" for k in range(self.rooms_per_node)]
+
+    def client(self, token: str | None = None) -> Any:
+        from fades.client import FadesClient
+
+        return FadesClient(self.url, token or self.token)
+
+    # --- prepare ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Make the folder: key, controller and node folders, each node's testbed rooms."""
+        from fades.broker import SQLiteConnector
+        from fades.functions.keys import install_trusted
+        from fades.testbed import populate
+
+        if self.home.exists():
+            if not (self.home / MARKER).exists():
+                raise FadesError(f"{self.home} exists and was not made by fades; choose another")
+            shutil.rmtree(self.home)
+        self.home.mkdir(parents=True)
+        (self.home / MARKER).write_text("made by fades (a local cluster); safe to delete\n")
+        (self.home / "logs").mkdir()
+        key = SigningKey.generate("cluster")
+        _, pub = key.save(self.home / "keys")
+        self.key = key
+        install_trusted(self.controller_home / "trusted", pub)
+        self.token = secrets.token_urlsafe(16)
+        self.visitor_token = secrets.token_urlsafe(16)
+        tokens = {"tokens": {self.token: "facilities", self.visitor_token: "visitor"}}
+        (self.controller_home / "tokens.yaml").write_text(yaml.safe_dump(tokens))
+        start = datetime.now(UTC) - timedelta(days=self.days)
+        for i, name in enumerate(self.names):
+            home = self.node_home(name)
+            install_trusted(home / "trusted", pub)
+            (home / "node.yaml").write_text(yaml.safe_dump({"capacity": self.capacity}))
+            (home / "policy.yaml").write_text(
+                yaml.safe_dump(
+                    {
+                        "tenants": {
+                            "facilities": {"locations": "*", "sensor_types": "*"},
+                            "visitor": {"locations": "*", "sensor_types": ["temperature"]},
+                        }
+                    }
+                )
+            )
+            store = SQLiteConnector(home / "readings.db")
+            rows = populate(
+                store,
+                self.days,
+                self.rate_s,
+                seed=i + 1,
+                start=start,
+                rooms=self.rooms_per_node,
+                first_room=i * self.rooms_per_node + 1,
+            )
+            store.close()
+            self.say(f"{name}: {', '.join(self.rooms(name))} with {rows:,} readings")
+
+    # --- processes ----------------------------------------------------------------------------
+    def _spawn(self, label: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.home / "logs" / f"{label}.log").open("ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fades", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop them in order
+        )
+        log.close()
+        self.procs[label] = proc
+        return proc
+
+    def start_controller(self) -> None:
+        self._spawn(
+            "controller",
+            [
+                "controller", "start", "--nats", self.nats.url,
+                "--home", str(self.controller_home),
+                "--http", f"127.0.0.1:{self.http_port}",
+                "--tokens", str(self.controller_home / "tokens.yaml"),
+                "--down-after", str(self.down_after_s),
+            ],
+        )  # fmt: skip
+
+    def start_node(self, name: str) -> None:
+        self._spawn(
+            name,
+            [
+                "node", "start", "--name", name, "--nats", self.nats.url,
+                "--data", str(self.node_home(name)), "--heartbeat", str(self.heartbeat_s),
+                "--label", f"rooms={'+'.join(self.rooms(name))}",
+            ],
+        )  # fmt: skip
+
+    def stop_process(self, label: str, *, kill: bool = False, timeout: float = 15.0) -> None:
+        proc = self.procs.pop(label, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _check_alive(self) -> None:
+        for label, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.home / "logs" / f"{label}.log").read_text(errors="replace")[-1500:]
+                raise FadesError(f"{label} exited with {proc.returncode}:\n{tail}")
+
+    def wait_controller(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise FadesError(f"the controller did not answer on {self.url} within {timeout:.0f} s")
+
+    def wait_nodes(self, names: list[str] | None = None, timeout: float = 60.0) -> None:
+        """Block until the controller lists every node in ``names`` as up."""
+        want = set(names or self.names)
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        up: set[str] = set()
+        while time.monotonic() < deadline:
+            self._check_alive()
+            up = {n["name"] for n in client.nodes() if n["up"]}
+            if want <= up:
+                return
+            time.sleep(0.1)
+        missing = ", ".join(sorted(want - up))
+        raise FadesError(f"node(s) {missing} did not register within {timeout:.0f} s")
+
+    def upload_functions(self) -> dict[str, str]:
+        """Build, sign and upload the Python runtime and every example function."""
+        from fades.demo import find_examples
+        from fades.functions.build import build_function, build_runtime
+
+        client = self.client()
+        assert self.key is not None, "prepare() the cluster first"
+        runtime = build_runtime(key=self.key)
+        client.upload(runtime.to_bytes())
+        self.artifacts = {"runtime": runtime.digest}
+        ex = find_examples(self.examples)
+        for src in sorted((ex / "functions").iterdir()):
+            if src.suffix in (".py", ".wat", ".wasm"):
+                art = build_function(src, key=self.key)
+                client.upload(art.to_bytes())
+                self.artifacts[art.name] = art.digest
+        return self.artifacts
+
+    def start_sensors(self) -> None:
+        from fades.sensors.simulator import SensorSimulator
+
+        assert self.nats.mqtt_port is not None
+        for i, name in enumerate(self.names):
+            sim = SensorSimulator(
+                "127.0.0.1",
+                self.nats.mqtt_port,
+                name,
+                rooms=self.rooms_per_node,
+                first_room=i * self.rooms_per_node + 1,
+                rate_s=self.sensor_rate_s,
+                seed=i + 1,
+            )
+            sim.start()
+            self.simulators.append(sim)
+
+    def start(self) -> LocalCluster:
+        """Start NATS, the controller and the nodes; upload the functions; start sensors."""
+        if not (self.home / MARKER).exists():
+            self.prepare()
+        if self.key is None:
+            self.key = SigningKey.load(next((self.home / "keys").glob("*.key")))
+            tokens = yaml.safe_load((self.controller_home / "tokens.yaml").read_text())
+            by_tenant = {v: k for k, v in tokens["tokens"].items()}
+            self.token, self.visitor_token = by_tenant["facilities"], by_tenant["visitor"]
+        self.nats.start()
+        self.say(f"NATS {self.nats.url} (JetStream), MQTT 127.0.0.1:{self.nats.mqtt_port}")
+        self.start_controller()
+        self.wait_controller()
+        self.say(f"controller {self.url} (OpenAPI docs at {self.url}/docs)")
+        for name in self.names:
+            self.start_node(name)
+        self.wait_nodes()
+        self.say(f"nodes up: {', '.join(self.names)}")
+        self.upload_functions()
+        self.say(f"uploaded the Python runtime and {len(self.artifacts) - 1} functions")
+        if self.sensors:
+            self.start_sensors()
+            self.say(f"sensors streaming over MQTT every {self.sensor_rate_s:g} s")
+        return self
+
+    def stop(self) -> None:
+        """Stop sensors, nodes, controller and NATS, in that order."""
+        for sim in self.simulators:
+            sim.stop()
+        self.simulators.clear()
+        for name in [n for n in self.names if n in self.procs]:
+            self.stop_process(name)
+        self.stop_process("controller")
+        for label in list(self.procs):
+            self.stop_process(label)
+        self.nats.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_up(
+    home: Path,
+    *,
+    nodes: int,
+    duration: float | None,
+    sensors: bool,
+    days: float,
+    say: Callable[[str], None],
+) -> None:
+    """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
+    import threading
+
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say)
+    try:
+        cluster.prepare()
+        cluster.start()
+        say("")
+        say(f"controller   {cluster.url}   (docs {cluster.url}/docs)")
+        say(f"token        {cluster.token}   (tenant facilities)")
+        say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
+        say(f"NATS         {cluster.nats.url}   MQTT 127.0.0.1:{cluster.nats.mqtt_port}")
+        for name in cluster.names:
+            say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
+        say("")
+        say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
+        say("      fades task submit examples/tasks/mean_core.yaml --wait")
+        say("stop: Ctrl-C" + (f" (or wait {duration:g} s)" if duration else ""))
+        t_end = None if duration is None else time.monotonic() + duration
+        next_status = time.monotonic() + 10.0
+        while not stop.is_set():
+            if t_end is not None and time.monotonic() >= t_end:
+                break
+            stop.wait(0.2)
+            cluster._check_alive()
+            if time.monotonic() >= next_status:
+                next_status += 10.0
+                try:
+                    listed = cluster.client().nodes()
+                    up = sum(1 for n in listed if n["up"])
+                    say(f"status: {up}/{len(listed)} nodes up")
+                except Exception as exc:  # status is best effort; stopping is not
+                    say(f"status: controller did not answer ({exc})")
+    finally:
+        say("stopping sensors, nodes, controller and NATS ...")
+        cluster.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        say("stopped")
