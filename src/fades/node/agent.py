@@ -85,8 +85,10 @@ log = logging.getLogger("fades.node.agent")
 
 #: seconds JetStream waits for an ack before redelivering a task
 ACK_WAIT_S = 30.0
-#: tasks pulled per fetch, and how long one fetch waits for the first
-FETCH_BATCH = 8
+#: tasks pulled per fetch, and how long one fetch waits. nats-py's fetch(n) keeps waiting for
+#: the whole batch until the timeout once a first message arrived, so a batch above 1 adds up
+#: to FETCH_TIMEOUT_S of latency to a lone task; fetch(1) returns as soon as one is there.
+FETCH_BATCH = 1
 FETCH_TIMEOUT_S = 1.0
 #: the data summary is refreshed at least every this many heartbeats
 DATA_EVERY = 5
