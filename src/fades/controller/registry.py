@@ -12,7 +12,8 @@ its last heartbeat, never later. A heartbeat seen live is stamped with the contr
 time of the put, so after a controller restart a node that died meanwhile is not revived.
 
 The bucket lives in JetStream (file storage), so a restarted controller rebuilds the same
-view from it.
+view from it. While the controller itself is cut off from NATS it sees no heartbeats either, so
+after ``down_after`` its nodes count as down and new tasks are refused, not queued blindly.
 """
 
 from __future__ import annotations

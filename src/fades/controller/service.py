@@ -67,7 +67,7 @@ FunctionInfos = list[FunctionInfo]
 
 
 class Controller:
-    """The cloud side of fades.
+    """The cloud side of fades. Call its methods from the event loop it was started in.
 
     Args:
         home: folder for ``controller.db``, ``trusted/`` (keys uploads must be signed with)
