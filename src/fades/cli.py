@@ -469,6 +469,34 @@ def demo(
         )
 
 
+@app.command("up")
+def up(
+    nodes: Annotated[int, typer.Option(min=1, max=32, help="node agents to start")] = 3,
+    home: Annotated[
+        Path | None, typer.Option(help="cluster folder, made fresh (default: ./.fades/up)")
+    ] = None,
+    days: Annotated[float, typer.Option(help="days of history per node")] = 1.0,
+    sensors: Annotated[
+        bool, typer.Option(help="stream live readings over MQTT for every node's rooms")
+    ] = True,
+    duration: Annotated[
+        float | None, typer.Option(help="stop by itself after this many seconds")
+    ] = None,
+) -> None:
+    """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
+    from fades.cluster import run_up
+
+    with _errors():
+        run_up(
+            home or Path(".fades") / "up",
+            nodes=nodes,
+            duration=duration,
+            sensors=sensors,
+            days=days,
+            say=lambda line: console.print(line, highlight=False, soft_wrap=True),
+        )
+
+
 # --- helpers ---------------------------------------------------------------------------------
 @contextmanager
 def _progress() -> Iterator[tuple[Callable[[Any, int, int], None], Any]]:
