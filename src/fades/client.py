@@ -21,19 +21,10 @@ from typing import Any
 import httpx
 
 from fades import errors
-from fades.controller import errors as controller_errors
-from fades.errors import ControllerError, FadesError, TaskValidationError
+from fades.errors import ControllerError, TaskValidationError
 
 #: longest single ``?wait=`` the controller honours (seconds)
 _WAIT_STEP_S = 30.0
-
-
-def _error_class(kind: str | None) -> type[FadesError]:
-    for module in (controller_errors, errors):
-        cls = getattr(module, kind or "", None)
-        if isinstance(cls, type) and issubclass(cls, FadesError):
-            return cls
-    return ControllerError
 
 
 class FadesClient:
@@ -79,7 +70,7 @@ class FadesClient:
         if not isinstance(body, dict):
             body = {}
         detail = body.get("detail") or f"HTTP {resp.status_code}: {resp.text[:200]}"
-        cls = _error_class(body.get("error_kind"))
+        cls = errors.error_class(body.get("error_kind"), ControllerError)
         if issubclass(cls, TaskValidationError):
             problems = [(p["field"], p["reason"]) for p in body.get("problems") or []]
             raise TaskValidationError(str(detail), problems=problems)

@@ -24,9 +24,12 @@ everything that fades raises on purpose, while a plain bug still surfaces as its
     ├── PlacementError            the placement engine (infeasible instance, bad config)
     ├── FabricError               the NATS fabric (server start, connection, transfer)
     │   └── NodeUnavailable       a node did not answer or is marked down
-    └── ControllerError           the controller refused a request
-        ├── Unauthorized          missing or unknown bearer token
-        └── NoPlacement           no node that is up holds the data a task selects
+    └── ControllerError           the controller refused a request (HTTP 4xx/503)
+        ├── Unauthorized          missing or unknown bearer token               401
+        ├── Forbidden             the task's tenant is not the token's tenant   403
+        ├── UnknownNode           no node of that name ever registered          404
+        ├── DuplicateTask         a task with that id was already submitted     409
+        └── NoPlacement           no node that is up holds the data a task selects  422
 
 Errors carry context (task id, tenant, node) as attributes so that logs and API replies can
 name what failed without parsing the message.
@@ -162,3 +165,23 @@ class Unauthorized(ControllerError):
 
 class NoPlacement(ControllerError):
     """No node that is up holds the data a task selects."""
+
+
+class Forbidden(ControllerError):
+    """The request acts for a tenant other than the one its token belongs to."""
+
+
+class UnknownNode(ControllerError):
+    """No node of that name is in the registry."""
+
+
+class DuplicateTask(ControllerError):
+    """A task with this id was already submitted (task ids are unique across tenants)."""
+
+
+def error_class(kind: str | None, default: type[FadesError] = FadesError) -> type[FadesError]:
+    """The error class named ``kind`` (an error's ``.kind`` from the wire), else ``default``."""
+    cls = globals().get(kind or "")
+    if isinstance(cls, type) and issubclass(cls, FadesError):
+        return cls
+    return default

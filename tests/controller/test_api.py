@@ -9,8 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
-from fades.controller.errors import DuplicateTask, Forbidden, UnknownNode
-from fades.errors import ArtifactError, SignatureError, TaskNotFound, TaskValidationError
+from fades.errors import (
+    ArtifactError,
+    DuplicateTask,
+    Forbidden,
+    SignatureError,
+    TaskNotFound,
+    TaskValidationError,
+    UnknownNode,
+)
 from fades.fabric.protocol import ResultMessage
 from fades.functions.artifact import create
 from fades.functions.keys import SigningKey, TrustStore

@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fades import __version__
-from fades.controller.errors import DuplicateTask, Forbidden, UnknownNode
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, TaskInfo
 from fades.controller.service import Controller
@@ -24,14 +23,17 @@ from fades.errors import (
     ArtifactError,
     ArtifactFormatError,
     ControllerError,
+    DuplicateTask,
     FabricError,
     FadesError,
+    Forbidden,
     NodeUnavailable,
     NoPlacement,
     SignatureError,
     TaskNotFound,
     TaskValidationError,
     Unauthorized,
+    UnknownNode,
 )
 
 log = logging.getLogger("fades.controller")

@@ -27,7 +27,6 @@ from nats.js.client import JetStreamContext
 
 from fades.controller.auth import Tokens
 from fades.controller.cloud import CloudRunner
-from fades.controller.errors import DuplicateTask, Forbidden, UnknownNode
 from fades.controller.metrics import Metrics
 from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, TaskInfo, Where
 from fades.controller.placement import Placement, place
@@ -36,11 +35,14 @@ from fades.controller.store import ControllerStore, Outcome
 from fades.errors import (
     ArtifactError,
     ControllerError,
+    DuplicateTask,
     FabricError,
     FadesError,
+    Forbidden,
     NodeUnavailable,
     SignatureError,
     TaskValidationError,
+    UnknownNode,
 )
 from fades.fabric.connect import FabricSettings, connect
 from fades.fabric.protocol import ResultMessage, TaskEnvelope
@@ -480,7 +482,8 @@ class Controller:
     async def _consume_results(self, sub: Any) -> None:
         while True:
             try:
-                msgs = await sub.fetch(batch=64, timeout=1.0)
+                # fetch(1): a batch fetch waits for the whole batch once a first message is in
+                msgs = await sub.fetch(batch=1, timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except TimeoutError:

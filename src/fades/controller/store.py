@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fades.controller.errors import DuplicateTask
 from fades.controller.models import TaskInfo, Where
-from fades.errors import TaskNotFound
+from fades.errors import DuplicateTask, TaskNotFound
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (

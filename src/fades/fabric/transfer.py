@@ -34,20 +34,12 @@ CHUNK = 64 * 1024
 WINDOW = 4
 
 
-def error_class(kind: str) -> type[FadesError]:
-    """The FadesError subclass named ``kind`` (FadesError itself if unknown)."""
-    cls = getattr(errors, kind, None)
-    if isinstance(cls, type) and issubclass(cls, FadesError):
-        return cls
-    return FadesError
-
-
 def raise_remote(msg: Msg) -> None:
     """Raise the error carried by ``msg``, if it carries one."""
     headers = msg.headers or {}
     kind = headers.get(H_ERROR)
     if kind:
-        raise error_class(kind)(msg.data.decode(errors="replace"))
+        raise errors.error_class(kind)(msg.data.decode(errors="replace"))
 
 
 async def reply_error(nc: NATS, reply: str, exc: Exception) -> None:
