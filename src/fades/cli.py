@@ -453,8 +453,11 @@ def demo(
     days: Annotated[float, typer.Option(help="days of testbed data")] = 7.0,
     rate: Annotated[float, typer.Option(help="seconds between readings")] = 30.0,
     examples: Annotated[Path | None, typer.Option(help="folder with functions/ and tasks/")] = None,
+    nodes: Annotated[
+        int, typer.Option(min=0, max=16, help="node agents in the cluster part (0: skip it)")
+    ] = 3,
 ) -> None:
-    """The main job: testbed, signed functions, example tasks, results and breakdowns."""
+    """The main job: one node end to end, then offloading across a local cluster."""
     from fades.demo import run_demo
 
     with _errors():
@@ -466,6 +469,7 @@ def demo(
             console=console,
             progress=_progress,
             spinner=_spinner,
+            cluster_nodes=nodes,
         )
 
 
