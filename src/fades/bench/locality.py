@@ -558,7 +558,7 @@ def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict
             out["status"] = "ok"
         finally:
             api.close()
-    except (FadesError, OSError, subprocess.SubprocessError, KeyError, ValueError) as exc:
+    except Exception as exc:  # recorded in the JSON (httpx errors, a crashed process, ...)
         out["status"] = "failed"
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["logs"] = str(cluster.work)
