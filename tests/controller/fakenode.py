@@ -212,20 +212,7 @@ class FakeNode:
         )
 
     def _on_finish(self, rec: TaskRecord) -> None:
-        res = ResultMessage(
-            task_id=rec.id,
-            tenant=rec.tenant,
-            node=self.name,
-            status="done" if rec.status == "done" else "failed",
-            result=rec.result,
-            error_kind=rec.error_kind,
-            error=rec.error,
-            timing=rec.timing,
-            bytes_read=rec.bytes_read or 0,
-            bytes_returned=rec.bytes_returned or 0,
-            accepted_at=rec.accepted_at,
-            finished_at=rec.finished_at,
-        )
+        res = ResultMessage.from_record(rec, self.name)
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self.publish(res), self._loop)
 

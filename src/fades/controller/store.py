@@ -21,6 +21,7 @@ from typing import Any
 
 from fades.controller.models import TaskInfo, Where
 from fades.errors import DuplicateTask, TaskNotFound
+from fades.node.taskstore import open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -100,9 +101,7 @@ class ControllerStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_sqlite(self.path)
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fades.errors import FabricError
 from fades.task import DataOp, Selector
+
+if TYPE_CHECKING:
+    from fades.node.taskstore import TaskRecord
 
 
 class _Msg(BaseModel):
@@ -132,6 +135,24 @@ class ResultMessage(_Msg):
     bytes_returned: int = 0
     accepted_at: float | None = None
     finished_at: float | None = None
+
+    @classmethod
+    def from_record(cls, rec: TaskRecord, node: str) -> ResultMessage:
+        """The result message for a node's finished (or failed) task record."""
+        return cls(
+            task_id=rec.id,
+            tenant=rec.tenant,
+            node=node,
+            status="done" if rec.status == "done" else "failed",
+            result=rec.result,
+            error_kind=rec.error_kind,
+            error=rec.error,
+            timing=rec.timing,
+            bytes_read=rec.bytes_read or 0,
+            bytes_returned=rec.bytes_returned or 0,
+            accepted_at=rec.accepted_at,
+            finished_at=rec.finished_at,
+        )
 
 
 class QueryRequest(_Msg):

@@ -633,20 +633,7 @@ class NodeAgent:
             loop.call_soon_threadsafe(queue.put_nowait, rec.id)
 
     def _result(self, rec: TaskRecord) -> bytes:
-        res = ResultMessage(
-            task_id=rec.id,
-            tenant=rec.tenant,
-            node=self.name,
-            status="done" if rec.status == "done" else "failed",
-            result=rec.result,
-            error_kind=rec.error_kind,
-            error=rec.error,
-            timing=rec.timing,
-            bytes_read=rec.bytes_read or 0,
-            bytes_returned=rec.bytes_returned or 0,
-            accepted_at=rec.accepted_at,
-            finished_at=rec.finished_at,
-        )
+        res = ResultMessage.from_record(rec, self.name)
         data = res.encode()
         limit = self._nc.max_payload - 4096
         if len(data) > limit:

@@ -106,6 +106,14 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def open_sqlite(path: Path) -> sqlite3.Connection:
+    """An autocommit connection usable from several threads (callers hold a lock), in WAL."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class TaskStore:
     """Tasks, results and persistent-function invocations in one SQLite file."""
 
@@ -113,9 +121,7 @@ class TaskStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_sqlite(self.path)
         self._db.executescript(SCHEMA)
         self._migrate()
 
