@@ -162,3 +162,55 @@ def test_remote_errors_come_back_as_the_same_error_class(nats_server: EmbeddedNa
             await b.close()
 
     run(go())
+
+
+def test_an_external_nats_with_credentials_works_and_bad_ones_fail_clearly(
+    tmp_path: Any, prepare_home: Any
+) -> None:
+    """A server that requires a user and password, as a site's own NATS would."""
+    import subprocess
+    import sys
+    import time
+
+    from fades.fabric.connect import FabricSettings, redact
+    from fades.fabric.streams import nodes_bucket
+
+    server = EmbeddedNats(
+        tmp_path / "auth",
+        mqtt=False,
+        extra_config="authorization { user: edge, password: s3cret }",
+    ).start()
+    good = f"nats://edge:s3cret@127.0.0.1:{server.port}"
+    home = prepare_home("authnode")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fades", "node", "start", "--name", "authnode", "--no-ingest",
+         "--data", str(home), "--nats", good, "--heartbeat", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+    async def registered() -> bool:
+        nc = await connect(FabricSettings(url=good))
+        try:
+            kv = await nodes_bucket(nc.jetstream())
+            for _ in range(100):
+                try:
+                    if await kv.get("authnode"):
+                        return True
+                except Exception:
+                    await asyncio.sleep(0.1)
+            return False
+        finally:
+            await nc.close()
+
+    try:
+        assert run(registered()), "the node did not register through the authenticated server"
+        t0 = time.monotonic()
+        with pytest.raises(FabricError, match=r"did not accept.*Authorization") as err:
+            run(connect(f"nats://edge:h4x0r@127.0.0.1:{server.port}", timeout=2))
+        assert "h4x0r" not in str(err.value)  # the password is not echoed
+        assert time.monotonic() - t0 < 10
+        assert redact("nats://u:pw@h:1,nats://v:x@k:2") == "nats://u:***@h:1,nats://v:***@k:2"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        server.stop()

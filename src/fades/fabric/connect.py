@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,11 @@ class FabricSettings:
         return [u.strip() for u in self.url.split(",") if u.strip()]
 
 
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    return re.sub(r"(//[^:/@,]+:)[^@/,]+@", r"\1***@", url)
+
+
 def _reachable(servers: list[str]) -> bool:
     for s in servers:
         parts = urlsplit(s if "://" in s else f"nats://{s}")
@@ -78,16 +84,20 @@ async def connect(
     if settings is None or isinstance(settings, str):
         settings = FabricSettings.from_env(settings)
     servers = settings.servers
+    shown = redact(settings.url)
     deadline = time.monotonic() + timeout
     while not _reachable(servers):
         if time.monotonic() > deadline:
             raise FabricError(
-                f"cannot reach NATS at {settings.url} (waited {timeout:.0f} s); start one with "
+                f"cannot reach NATS at {shown} (waited {timeout:.0f} s); start one with "
                 "'fades up' or point FADES_NATS_URL at your server"
             )
         await asyncio.sleep(0.05)
 
+    errors_seen: list[Exception] = []
+
     async def _err(e: Exception) -> None:
+        errors_seen.append(e)
         log.debug("nats error: %s", e)
 
     client: list[NATS] = []
@@ -115,8 +125,17 @@ async def connect(
         opts["user_credentials"] = settings.creds
     if settings.token:
         opts["token"] = settings.token
+    # nats-py retries a refused handshake (bad credentials) forever when reconnecting is
+    # allowed, so the first connection gets a deadline of its own.
     try:
-        client.append(await nats.connect(**opts))
+        client.append(
+            await asyncio.wait_for(nats.connect(**opts), max(2.0, deadline - time.monotonic()))
+        )
         return client[0]
+    except TimeoutError:
+        last = f": {errors_seen[-1]}" if errors_seen else ""
+        raise FabricError(
+            f"NATS at {shown} did not accept the connection (wrong credentials?){last}"
+        ) from None
     except Exception as exc:  # nats raises several unrelated types here
-        raise FabricError(f"cannot connect to NATS at {settings.url}: {exc}") from exc
+        raise FabricError(f"cannot connect to NATS at {shown}: {exc}") from exc

@@ -77,6 +77,8 @@ class EmbeddedNats:
         name: ``server_name`` (required by the MQTT gateway).
         domain: JetStream domain (give hubs and leaf nodes distinct ones).
         max_payload: largest message in bytes.
+        extra_config: more nats-server configuration appended verbatim (e.g. an
+            ``authorization { ... }`` block, ``leafnodes { ... }``).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class EmbeddedNats:
         name: str = "fades",
         domain: str | None = None,
         max_payload: int = 1024 * 1024,
+        extra_config: str = "",
     ) -> None:
         self.store_dir = Path(store_dir).expanduser().resolve()
         self.host = host
@@ -99,6 +102,7 @@ class EmbeddedNats:
         self.name = name
         self.domain = domain
         self.max_payload = max_payload
+        self.extra_config = extra_config
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -119,6 +123,8 @@ class EmbeddedNats:
         ]
         if self.mqtt_port:
             lines += ["mqtt {", f"  listen: {self.host}:{self.mqtt_port}", "}"]
+        if self.extra_config:
+            lines.append(self.extra_config.strip())
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
