@@ -192,7 +192,7 @@ def test_an_external_nats_with_credentials_works_and_bad_ones_fail_clearly(
         nc = await connect(FabricSettings(url=good))
         try:
             kv = await nodes_bucket(nc.jetstream())
-            for _ in range(100):
+            for _ in range(300):  # a node process starts in 1-3 s; allow for a busy machine
                 try:
                     if await kv.get("authnode"):
                         return True
