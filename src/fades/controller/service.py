@@ -389,8 +389,20 @@ class Controller:
         return out
 
     async def functions_list(self) -> FunctionInfos:
-        """Artifacts in the repository, newest first."""
-        return [FunctionInfo(**r.to_dict()) for r in await self.repository.list()]
+        """Artifacts in the repository, newest first.
+
+        Raises:
+            FabricError: the repository could not be read (NATS unreachable); HTTP 503.
+        """
+        try:
+            records = await asyncio.wait_for(self.repository.list(), REPOSITORY_TIMEOUT_S)
+        except FadesError:
+            raise
+        except Exception as exc:  # nats-py raises timeouts and connection errors of its own
+            raise FabricError(
+                f"the function repository is unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        return [FunctionInfo(**r.to_dict()) for r in records]
 
     def _trust(self) -> TrustStore:
         return TrustStore.from_dir(self.home / "trusted")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -164,7 +164,7 @@ class ArtifactRepository:
         """Every artifact record, newest first."""
         try:
             keys = await self.index.keys()
-        except Exception:  # nats raises NoKeysError on an empty bucket
+        except NoKeysError:  # an empty bucket; other failures (NATS down) propagate
             return []
         out = []
         for k in keys:
