@@ -376,5 +376,9 @@ def test_finish_callbacks_see_the_final_record(make_node: MakeNode, make_task: M
     node.orchestrator.on_finish.append(seen.append)
     node.orchestrator.start()
     rec = node.orchestrator.run(make_task("ok", memory_mib=MEM), timeout=60)
+    # run() returns once the record says done; the worker calls back just after that
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert [r.id for r in seen] == [rec.id]
     assert seen[0].status == "done"
