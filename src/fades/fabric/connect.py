@@ -133,7 +133,12 @@ async def connect(
         )
         return client[0]
     except TimeoutError:
-        last = f": {errors_seen[-1]}" if errors_seen else ""
+        # the server's own refusal says more than the connection resets that follow it
+        refusals = [
+            e for e in errors_seen if re.search(r"authori|authenti|permission", str(e), re.I)
+        ]
+        shown_err = (refusals or errors_seen)[-1] if errors_seen else None
+        last = f": {shown_err}" if shown_err is not None else ""
         raise FabricError(
             f"NATS at {shown} did not accept the connection (wrong credentials?){last}"
         ) from None
