@@ -91,19 +91,7 @@ class FakeNode:
         if self.home is not None:
             self.node = await asyncio.to_thread(Node, self.home, capacity=1)
             self.node.orchestrator.on_finish.append(self._on_finish)
-            for connector, summaries in self.node.broker.describe().items():
-                self.data += [
-                    DataHeld(
-                        connector=connector,
-                        location=s.location,
-                        sensor_type=s.sensor_type,
-                        unit=s.unit,
-                        rows=s.rows,
-                        first_ts=s.first_ts,
-                        last_ts=s.last_ts,
-                    )
-                    for s in summaries
-                ]
+            self.data += DataHeld.from_broker(self.node.broker.describe())
             await self.nc.subscribe(query_subject(self.name), cb=self._on_query)
         await self.beat()
         self._heartbeat = asyncio.create_task(self._heartbeats())

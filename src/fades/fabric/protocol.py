@@ -22,6 +22,7 @@ from fades.errors import FabricError
 from fades.task import DataOp, Selector
 
 if TYPE_CHECKING:
+    from fades.broker.base import DataSummary
     from fades.node.taskstore import TaskRecord
 
 
@@ -51,6 +52,23 @@ class DataHeld(BaseModel):
     rows: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
+
+    @classmethod
+    def from_broker(cls, described: dict[str, list[DataSummary]]) -> list[DataHeld]:
+        """Flatten :meth:`DataBroker.describe` (summaries per connector name)."""
+        return [
+            cls(
+                connector=connector,
+                location=s.location,
+                sensor_type=s.sensor_type,
+                unit=s.unit,
+                rows=s.rows,
+                first_ts=s.first_ts,
+                last_ts=s.last_ts,
+            )
+            for connector, summaries in described.items()
+            for s in summaries
+        ]
 
 
 class NodeLoad(BaseModel):

@@ -353,21 +353,7 @@ class NodeAgent:
         )
 
     def _describe(self) -> list[DataHeld]:
-        out: list[DataHeld] = []
-        for connector, summaries in self._node.broker.describe().items():
-            out += [
-                DataHeld(
-                    connector=connector,
-                    location=s.location,
-                    sensor_type=s.sensor_type,
-                    unit=s.unit,
-                    rows=s.rows,
-                    first_ts=s.first_ts,
-                    last_ts=s.last_ts,
-                )
-                for s in summaries
-            ]
-        return out
+        return DataHeld.from_broker(self._node.broker.describe())
 
     async def _refresh_data(self) -> None:
         t0 = time.perf_counter()
