@@ -185,3 +185,22 @@ def error_class(kind: str | None, default: type[FadesError] = FadesError) -> typ
     if isinstance(cls, type) and issubclass(cls, FadesError):
         return cls
     return default
+
+
+# --- functions (NAME=functions): artifact rules, builds, the node's function store ------------
+class ArtifactRejected(ArtifactFormatError):
+    """A well-formed artifact breaks a rule: its name, a manifest field's size or type, or a
+    payload that does not match its kind. ``field`` names what; ``line`` where there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.field = field
+
+
+class FunctionSourceError(BuildError):
+    """``fades fn build`` was given source it cannot build: unreadable, too large, not UTF-8,
+    a syntax error or an expression nested too deeply. ``line`` where there is one."""
+
+
+class ArtifactQuarantined(ArtifactError):
+    """An artifact file on a node failed its checks at load and was moved to quarantine."""
