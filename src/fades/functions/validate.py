@@ -133,6 +133,7 @@ def check_manifest(manifest: object) -> dict[str, Any]:
     for key in ("name", "kind", "abi", "payload_sha256"):
         if key not in manifest:
             raise ArtifactRejected(f"{where} lacks {key!r}", field=repr(key))
+    check_name(manifest["name"], where=where, field="'name'")
     for key, value in manifest.items():
         if not KEY_RE.match(key):
             raise reject(
@@ -149,7 +150,6 @@ def check_manifest(manifest: object) -> dict[str, Any]:
     kind = manifest["kind"]
     if kind not in KINDS:
         raise reject("'kind'", f"is {ascii(kind)[:40]}", f"one of {sorted(KINDS)}", where=where)
-    check_name(manifest["name"], where=where, field="'name'")
     if manifest["abi"] != KINDS[kind]:
         raise reject(
             "'abi'", f"is {ascii(manifest['abi'])[:40]}", f"{kind} is {KINDS[kind]}", where=where
