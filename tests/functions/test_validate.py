@@ -118,7 +118,7 @@ def test_a_manifest_100000_levels_deep_is_refused_before_it_is_parsed(
 
 def test_a_deep_manifest_within_the_size_bound_is_refused_too(signing_key: SigningKey) -> None:
     deep = b"[" * 8000 + b"]" * 8000  # 16000 bytes: under the bound, deeper than JSON allows
-    with pytest.raises(ArtifactFormatError, match="not JSON: nested too deeply|is a JSON list"):
+    with pytest.raises(ArtifactFormatError, match=r"not JSON: nested too deeply|is a JSON list"):
         parse(raw_artifact(deep, SOURCE, signing_key))
     nested = json.dumps({**json.loads(forged_manifest(signing_key)), "x": [[[[1]]]]}).encode()
     with pytest.raises(ArtifactRejected, match="'x' is a list; fields are scalars"):
