@@ -115,8 +115,11 @@ class Artifact:
     def verify(self, trust: TrustStore) -> None:
         """Check that the artifact is signed by a trusted key and that nothing was altered.
 
+        Then check that the payload is what its kind says (:meth:`check`).
+
         Raises:
             SignatureError: unsigned, untrusted signer, bad signature, or payload mismatch.
+            ArtifactRejected: the payload does not match its kind.
         """
         what = f"artifact {self.name!r} ({self.digest[:19]}…)"
         if not self.signature or not self.signer:
@@ -126,26 +129,25 @@ class Artifact:
             raise SignatureError(
                 f"{what}: payload does not match the digest in its signed manifest (tampered)"
             )
-        self.check()
+        key = (self.kind, self.entry, self.payload_sha256)  # the payload is the signed one
+        if key not in _CHECKED:
+            self.check()
+            with _CREATED_LOCK:
+                if len(_CHECKED) > 4096:
+                    _CHECKED.clear()
+                _CHECKED.add(key)
 
     def check(self) -> None:
         """Check that the payload matches the kind (Python source, fades-core/1 module, runtime).
 
         Part of :meth:`verify`, so whoever turns bytes into a verified artifact (``fn add``,
         the store at load, the controller's upload) refuses a payload that is not what its
-        manifest says. A payload that passed is remembered by digest for this process.
+        manifest says. ``verify`` remembers a signed payload that passed, for this process.
 
         Raises:
             ArtifactRejected: naming what is wrong.
         """
-        key = (self.kind, self.entry, self.payload_sha256)
-        if key in _CHECKED:
-            return
         check_payload(self.kind, self.payload, entry=self.entry, where=f"artifact {self.name!r}")
-        with _CREATED_LOCK:
-            if len(_CHECKED) > 4096:
-                _CHECKED.clear()
-            _CHECKED.add(key)
 
 
 def create(

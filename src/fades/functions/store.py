@@ -125,6 +125,9 @@ class FunctionStore:
         key = art.abi if art.kind == "runtime" else art.name
         table.setdefault(key, {})[art.digest] = art.order_key
 
+    def _indexed(self, digest: str) -> bool:
+        return any(digest in v for t in (self._names, self._runtimes) for v in t.values())
+
     def _unindex(self, digest: str) -> None:
         with self._lock:
             self._verified.pop(digest, None)
@@ -198,7 +201,7 @@ class FunctionStore:
         art.verify(self.trust)
         path = self.dir / f"{art.digest.removeprefix('sha256:')}.fart"
         with self._lock:
-            if art.digest not in self._verified or not path.exists():
+            if not (self._indexed(art.digest) and path.exists()):
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
                 tmp.write_bytes(art.to_bytes())
                 tmp.replace(path)
