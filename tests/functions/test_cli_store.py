@@ -83,7 +83,7 @@ def test_an_unsigned_later_file_hijacks_neither_a_name_nor_the_runtime(
 
 
 MALFORMED = {
-    "json-string": lambda k: raw_artifact(b'"hello"', EVIL, k),
+    "json-string": lambda k: raw_artifact(b'"name kind abi payload_sha256"', EVIL, k),
     "deep": lambda k: raw_artifact(b"[" * 100_000 + b"]" * 100_000, EVIL, k),
     "created-not-a-time": lambda k: forged(k, EVIL, name="one", created="yesterday"),
     "garbage": lambda k: os.urandom(2048),

@@ -87,8 +87,9 @@ def test_an_untrusted_signer_is_not_indexed_but_left_in_place(
 
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
+STRING = b'"name kind abi payload_sha256"'  # a str: "name" in it is True
 BAD_FILES = {
-    "manifest is a JSON string": lambda k: raw_artifact(b'"hello"', SOURCE, k),
+    "manifest is a JSON string": lambda k: raw_artifact(STRING, SOURCE, k),
     "manifest 100,000 levels deep": lambda k: raw_artifact(DEEP, SOURCE, k),
     "created is not a time": lambda k: forged(k, created="yesterday"),
     "created_ns is a float": lambda k: forged(k, created_ns=1.5),
