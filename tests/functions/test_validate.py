@@ -6,6 +6,7 @@ upload all run, because each of them turns bytes into an artifact with ``parse``
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -212,3 +213,60 @@ def test_the_signature_is_checked_before_the_payload(trust: TrustStore) -> None:
     art = parse(forged(stranger, WASM))  # wasm in a python artifact, signed by a stranger
     with pytest.raises(SignatureError, match="does not trust"):
         art.verify(trust)
+
+
+def test_mutated_artifacts_fail_only_with_fades_errors(
+    signing_key: SigningKey, trust: TrustStore
+) -> None:
+    """A few thousand random corruptions: each is refused with an ArtifactError, never a crash."""
+    import random
+
+    from fades.errors import ArtifactError
+
+    rng = random.Random(16)
+    seeds = [
+        create("python", "f", SOURCE, key=signing_key).to_bytes(),
+        create("core", "c", WASM, key=signing_key).to_bytes(),
+        forged(signing_key, WASM, kind="core", abi="fades-core/1"),
+    ]
+    refused = 0
+    for _i in range(3000):
+        raw = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 8)):
+            op = rng.random()
+            pos = rng.randrange(len(raw))
+            if op < 0.6:
+                raw[pos] = rng.randrange(256)
+            elif op < 0.8:
+                del raw[pos : pos + rng.randint(1, 16)]
+            else:
+                raw[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+        try:
+            parse(bytes(raw)).verify(trust)
+        except ArtifactError:
+            refused += 1
+    assert refused > 2900, refused  # almost every mutation breaks the signature or the format
+
+
+def test_mutated_payloads_and_manifests_fail_only_with_a_rejection() -> None:
+    """The payload and manifest checks, fed corruptions directly (no signature in the way)."""
+    import random
+
+    from fades.functions.validate import check_manifest, check_payload
+
+    rng = random.Random(6)
+    good = json.loads(forged_manifest(SigningKey.generate()))
+    values: list[object] = [None, True, -1, 2**70, 1.5, "", "x" * 3000, [], {}, "\u202e", "Ab"]
+    for _ in range(2000):
+        m = dict(good)
+        for _ in range(rng.randint(1, 3)):
+            m[rng.choice([*good, "zz", "Bad Key"])] = rng.choice(values)
+        with contextlib.suppress(ArtifactRejected):
+            check_manifest(m)
+    for kind, seed in (("core", WASM), ("python", SOURCE), ("runtime", WASM)):
+        for _ in range(400):
+            raw = bytearray(seed)
+            for _ in range(rng.randint(1, 6)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            with contextlib.suppress(ArtifactRejected):
+                check_payload(kind, bytes(raw), where="fuzz")
