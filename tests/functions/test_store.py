@@ -226,3 +226,17 @@ def test_an_artifact_object_is_checked_on_add_too(
     assert isinstance(art, Artifact)
     with pytest.raises(ArtifactFormatError, match="payload is WebAssembly"):
         FunctionStore(folder, trust).add(art)
+
+
+def test_read_artifact_refuses_huge_and_special_files_before_reading(tmp_path: Path) -> None:
+    from fades.functions.store import read_artifact
+
+    huge = tmp_path / "huge.fart"
+    with open(huge, "wb") as f:
+        f.truncate(10 * MAX_ARTIFACT_BYTES)
+    with pytest.raises(ArtifactRejected, match="an artifact is at most"):
+        read_artifact(huge)
+    with pytest.raises(ArtifactFormatError, match="not a regular file"):
+        read_artifact("/dev/zero")
+    with pytest.raises(ArtifactFormatError, match="not a regular file"):
+        read_artifact(tmp_path)

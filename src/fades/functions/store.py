@@ -75,19 +75,8 @@ class FunctionStore:
 
     # --- loading -----------------------------------------------------------------------------
     def _read(self, path: Path) -> Artifact:
-        """Parse one file, bounded: a regular file, not too large, named by its digest."""
-        st = path.lstat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ArtifactFormatError(f"artifact file {path.name} is not a regular file")
-        if st.st_size > MAX_ARTIFACT_BYTES:
-            raise ArtifactRejected(
-                f"artifact file {path.name} has {st.st_size} bytes; an artifact is at most "
-                f"{MAX_ARTIFACT_BYTES}",
-                field="size",
-            )
-        with path.open("rb") as f:
-            data = f.read(MAX_ARTIFACT_BYTES + 1)
-        art = parse(data)
+        """Parse one file of the folder: bounded, and named by the digest it holds."""
+        art = read_artifact(path, follow_symlinks=False)
         if art.digest.removeprefix("sha256:") != path.stem:
             raise ArtifactFormatError(
                 f"artifact file {path.name} does not hold sha256:{path.stem} (altered)"
@@ -288,3 +277,33 @@ class FunctionStore:
             return {
                 n: max(v.items(), key=lambda kv: kv[1])[0] for n, v in sorted(self._names.items())
             }
+
+
+def read_artifact(path: str | Path, *, follow_symlinks: bool = True) -> Artifact:
+    """Read and parse an artifact file, bounded: a regular file of at most MAX_ARTIFACT_BYTES,
+    checked before it is read (``fn add`` of a 10 GB file or of ``/dev/zero`` is one error).
+
+    Raises:
+        ArtifactFormatError: not a regular file, too large, unreadable or malformed.
+        FileNotFoundError: there is no such file.
+    """
+    p = Path(path)
+    st = p.stat() if follow_symlinks else p.lstat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ArtifactFormatError(f"artifact file {p.name} is not a regular file")
+    if st.st_size > MAX_ARTIFACT_BYTES:
+        raise ArtifactRejected(
+            f"artifact file {p.name} has {st.st_size} bytes; an artifact is at most "
+            f"{MAX_ARTIFACT_BYTES}",
+            field="size",
+        )
+    try:
+        with p.open("rb") as f:
+            data = f.read(MAX_ARTIFACT_BYTES + 1)
+    except IsADirectoryError:
+        raise ArtifactFormatError(f"artifact file {p.name} is not a regular file") from None
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ArtifactFormatError(f"cannot read artifact file {p}: {exc.strerror}") from None
+    return parse(data)
