@@ -155,6 +155,10 @@ class NodeUnavailable(FabricError):
     """A node did not answer, or the registry has it marked down."""
 
 
+class FabricConflict(FabricError):
+    """A key-value write lost a race: the key exists, or changed since the given revision."""
+
+
 class ControllerError(FadesError):
     """The controller refused a request (the HTTP API maps these to 4xx answers)."""
 

@@ -1,0 +1,144 @@
+"""The Bus protocol: the five things fades asks of its fabric.
+
+1. durable publish with a message id (a duplicate id within the stream's window is dropped);
+2. durable consume with ack (at-least-once; a message not acked is redelivered);
+3. key-value buckets with revisions (compare-and-set for fencing) and a watch;
+4. an object store for artifacts;
+5. request/reply, plus plain subscribe for fire-and-forget subjects (sensors, pings).
+
+Implementations translate their own exceptions into :class:`fades.errors.FabricError`
+(unreachable, timed out) or ``NodeUnavailable`` (no responder) at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class KvEntry:
+    """One key's value and the revision that wrote it."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+class Delivery(Protocol):
+    """A message taken from a durable consumer; ack it once it is safely handled."""
+
+    subject: str
+    data: bytes
+    msg_id: str | None
+    #: how many times this message was delivered (1 the first time)
+    delivered: int
+
+    async def ack(self) -> None: ...
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Ask for redelivery (after ``delay`` seconds)."""
+        ...
+
+    async def term(self) -> None:
+        """Never deliver this message again."""
+        ...
+
+
+class KeyValue(Protocol):
+    """A key-value bucket."""
+
+    async def get(self, key: str) -> KvEntry | None: ...
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write ``value``; returns the new revision."""
+        ...
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write only if ``key`` does not exist.
+
+        Raises:
+            fades.errors.FabricConflict: it exists.
+        """
+        ...
+
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        """Write only if ``key`` is still at ``revision`` (fencing).
+
+        Raises:
+            fades.errors.FabricConflict: someone else wrote it since.
+        """
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def keys(self) -> list[str]: ...
+
+    def watch(self, key: str = ">") -> AsyncIterator[KvEntry | None]:
+        """Current values, then ``None`` once caught up, then every change (deletes have an
+        empty value)."""
+        ...
+
+
+class ObjectStore(Protocol):
+    """Named blobs (function artifacts)."""
+
+    async def put(self, name: str, data: bytes) -> None: ...
+
+    async def get(self, name: str) -> bytes | None: ...
+
+    async def delete(self, name: str) -> None: ...
+
+    async def names(self) -> list[str]: ...
+
+
+Handler = Callable[[bytes], Awaitable[bytes]]
+Listener = Callable[[str, bytes], Awaitable[None]]
+
+
+class Bus(Protocol):
+    """A connection to the fabric."""
+
+    async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
+        """Store ``data`` durably on the stream that holds ``subject`` (acked by the server).
+
+        Raises:
+            fades.errors.FabricError: not stored (unreachable, no stream, timed out).
+        """
+        ...
+
+    def consume(self, stream: str, durable: str, subject: str) -> AsyncIterator[Delivery]:
+        """Deliveries from a durable consumer of ``stream`` filtered on ``subject``."""
+        ...
+
+    async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
+        """Open (creating if needed) a key-value bucket."""
+        ...
+
+    async def objects(self, bucket: str) -> ObjectStore:
+        """Open (creating if needed) an object store."""
+        ...
+
+    async def request(self, subject: str, data: bytes, *, timeout: float = 5.0) -> bytes:
+        """Send a request and return the reply.
+
+        Raises:
+            fades.errors.NodeUnavailable: nobody serves ``subject``.
+            fades.errors.FabricError: timed out or unreachable.
+        """
+        ...
+
+    async def serve(self, subject: str, handler: Handler, *, queue: str | None = None) -> None:
+        """Answer requests on ``subject`` with ``handler`` until the bus closes."""
+        ...
+
+    async def subscribe(self, subject: str, listener: Listener) -> None:
+        """Call ``listener(subject, data)`` for every plain message on ``subject``."""
+        ...
+
+    async def send(self, subject: str, data: bytes) -> None:
+        """Fire-and-forget publish (not stored)."""
+        ...
+
+    async def close(self) -> None: ...
