@@ -8,7 +8,9 @@ holds it can run any Python function it later receives.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
+import os
 import stat
 import subprocess
 import sys
@@ -19,9 +21,11 @@ from pathlib import Path
 import wasmtime
 
 from fades import paths
-from fades.errors import ArtifactRejected, BuildError, FunctionSourceError
+from fades.errors import ArtifactError, ArtifactRejected, BuildError, FunctionSourceError
 from fades.functions.artifact import Artifact, create
-from fades.functions.keys import SigningKey
+from fades.functions.keys import SigningKey, TrustStore
+from fades.functions.modules import AVAILABLE, check_imports
+from fades.functions.store import FunctionStore, read_artifact
 from fades.functions.validate import (
     CORE_EXPORTS,
     CORE_IMPORTS,
@@ -85,8 +89,10 @@ def build_python(
 ) -> Artifact:
     """Check a Python function's source and wrap it in a signed artifact.
 
-    Never a traceback: a huge or binary file, a syntax error, or an expression nested too
-    deeply for the parser is a :class:`FunctionSourceError` naming the problem and the line.
+    Never a traceback: a huge or binary file, a syntax error, an expression nested too
+    deeply for the parser, or an import of a module the sandbox does not have
+    (:mod:`fades.functions.modules`) is a :class:`FunctionSourceError` naming the problem
+    and the line.
 
     Raises:
         BuildError: the source does not parse or defines no ``entry`` function.
@@ -101,9 +107,11 @@ def build_python(
     except ArtifactRejected as exc:
         raise FunctionSourceError(exc.message, **exc.context) from None
     try:
-        doc = ast.get_docstring(ast.parse(source)) or ""
+        tree = ast.parse(source)
     except (SyntaxError, RecursionError, MemoryError, ValueError):  # parsed once already
-        doc = ""
+        tree = ast.Module(body=[], type_ignores=[])
+    check_imports(tree, where=str(p))
+    doc = ast.get_docstring(tree) or ""
     first = doc.strip().splitlines()[0] if doc.strip() else ""
     return create(
         "python",
@@ -166,6 +174,7 @@ def runtime_source_hash() -> str:
     for rel in _GUEST_FILES:
         h.update(rel.encode())
         h.update(guest.joinpath(rel).read_bytes())
+    h.update(repr(AVAILABLE).encode())  # the runtime bundles exactly these modules
     return h.hexdigest()[:16]
 
 
@@ -205,16 +214,73 @@ def runtime_wasm(*, progress: bool = False) -> bytes:
     return data
 
 
-def build_runtime(*, key: SigningKey | None) -> Artifact:
-    """The signed runtime artifact that lets a node run Python functions."""
+def _runtime_manifest() -> dict[str, str]:
     from fades import __version__
 
-    return create(
+    return {"source_hash": runtime_source_hash(), "fades_version": __version__}
+
+
+def _same_runtime(art: Artifact, key: SigningKey | None, want: dict[str, str]) -> bool:
+    """``art`` is the runtime ``build_runtime`` would make now, signed by ``key``."""
+    signer = key.id if key is not None else None
+    return (
+        art.kind == "runtime"
+        and art.signer == signer
+        and all(art.manifest.get(k) == v for k, v in want.items())
+    )
+
+
+def _signed_cache(key: SigningKey, want: dict[str, str]) -> Path:
+    return paths.cache() / "runtime" / f"runtime-{want['source_hash']}-{key.id}.fart"
+
+
+def _reuse(
+    key: SigningKey | None, want: dict[str, str], store: FunctionStore | None
+) -> Artifact | None:
+    """An already signed runtime for this source hash and key: installed, or cached."""
+    if store is not None:
+        for digest in store.runtimes():
+            try:
+                art = store.get(digest)
+            except ArtifactError:
+                continue
+            if _same_runtime(art, key, want):
+                return art
+    if key is None:
+        return None  # an unsigned runtime (tests only) is not kept
+    try:
+        art = read_artifact(_signed_cache(key, want))
+        art.verify(TrustStore([key.public]))
+    except (OSError, ArtifactError):
+        return None
+    return art if _same_runtime(art, key, want) else None
+
+
+def build_runtime(*, key: SigningKey | None, store: FunctionStore | None = None) -> Artifact:
+    """The signed runtime artifact that lets a node run Python functions.
+
+    Built and signed once per runtime source hash (the guest sources and the module list)
+    and fades version, for each key: a second call returns the same artifact (one digest),
+    taken from ``store`` if it holds it, or from the signed copy kept in ``FADES_CACHE``.
+    """
+    want = _runtime_manifest()
+    found = _reuse(key, want, store)
+    if found is not None:
+        return found
+    art = create(
         "runtime",
         "fades-python-runtime",
         runtime_wasm(),
         key=key,
         entry="run",
-        description=f"Python runtime for fades {__version__}",
-        extra={"source_hash": runtime_source_hash()},
+        description=f"Python runtime for fades {want['fades_version']}",
+        extra=want,
     )
+    if key is None:
+        return art
+    cached = _signed_cache(key, want)
+    with contextlib.suppress(OSError):
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(art.to_bytes())
+        tmp.replace(cached)
+    return art

@@ -271,6 +271,12 @@ class FunctionStore:
             )
         return self.get(best)
 
+    def runtimes(self, abi: str = PYTHON_ABI) -> list[str]:
+        """The digests of the verified runtimes for ``abi``, newest first."""
+        with self._lock:
+            versions = self._runtimes.get(abi, {})
+            return [d for d, _ in sorted(versions.items(), key=lambda kv: kv[1], reverse=True)]
+
     def names(self) -> dict[str, str]:
         """Each function name and the digest of its newest verified version."""
         with self._lock:
