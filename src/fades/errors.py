@@ -185,3 +185,29 @@ def error_class(kind: str | None, default: type[FadesError] = FadesError) -> typ
     if isinstance(cls, type) and issubclass(cls, FadesError):
         return cls
     return default
+
+
+# --- taskinput: bounded task input and retrieval ---------------------------------------------
+class InputTooLarge(BrokerError):
+    """A task's data operations select more than a node limit allows (checked before fetching).
+
+    ``limit`` names the limit (``max_data_ops``, ``max_rows``, ``max_input_bytes`` or
+    ``memory_mib``) and ``value`` is its value.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: int, **ctx: Any) -> None:
+        super().__init__(message, limit=limit, **ctx)
+        self.limit = limit
+        self.value = value
+
+
+class RetrievalTimeLimitExceeded(BrokerError):
+    """Fetching a task's data took longer than the node's retrieval time limit; it was stopped."""
+
+    def __init__(self, seconds: float, **ctx: Any) -> None:
+        super().__init__(
+            f"data retrieval exceeded the node limit retrieval_seconds={seconds:g}; it was "
+            "stopped",
+            **ctx,
+        )
+        self.seconds = seconds

@@ -23,6 +23,7 @@ from typing import Any
 from fades.broker.broker import DataBroker
 from fades.errors import FadesError, OrchestratorError, SandboxError, TaskNotFound
 from fades.functions.store import FunctionStore
+from fades.node.limits import NodeLimits
 from fades.node.scheduler import ReadyQueue, SchedulingPolicy, get_policy
 from fades.node.taskstore import TaskRecord, TaskStore
 from fades.sandbox import Sandboxes
@@ -46,6 +47,8 @@ class Orchestrator:
         policy: ``"fifo"``, ``"priority"``, ``"edf"`` or a :class:`SchedulingPolicy`.
         max_attempts: runs interrupted by a crash before a task is failed instead of resumed.
         autostart: start the workers now (tests pass False to queue work first).
+        limits: what one task's input may cost (default: :meth:`NodeLimits.load` without a
+            folder, i.e. the defaults and ``FADES_LIMIT_*`` variables).
     """
 
     def __init__(
@@ -58,9 +61,11 @@ class Orchestrator:
         policy: str | SchedulingPolicy = "fifo",
         max_attempts: int = 2,
         autostart: bool = True,
+        limits: NodeLimits | None = None,
     ) -> None:
         if capacity < 1:
             raise OrchestratorError("capacity must be at least 1")
+        self.limits = limits if limits is not None else NodeLimits.load()
         self.broker = broker
         self.functions = functions
         self.sandboxes = Sandboxes(functions)
@@ -124,13 +129,16 @@ class Orchestrator:
         """Everything ``submit`` checks, without accepting the task.
 
         Raises:
-            TaskValidationError, AccessDenied, ConnectorError, ArtifactError, SignatureError.
+            TaskValidationError, AccessDenied, ConnectorError, ArtifactError, SignatureError,
+            InputTooLarge (more data operations than the node allows).
         """
         if isinstance(task, str):
             task = parse_task_text(task)
         elif isinstance(task, dict):
             task = parse_task(task)
-        self.broker.check(task.tenant, list(task.data))
+        self.broker.check(
+            task.tenant, list(task.data), self.limits.fetch_limits(task.function.memory_mib)
+        )
         artifact = self.functions.get(task.function.artifact)
         self.sandboxes.check(artifact, _limits(task))
         return task
@@ -248,7 +256,11 @@ class Orchestrator:
 
     def _fetch(self, task: Task) -> tuple[bytearray, dict[str, float], int]:
         t0 = time.perf_counter()
-        datasets, _ = self.broker.fetch(task.tenant, list(task.data))
+        datasets, _ = self.broker.fetch(
+            task.tenant,
+            list(task.data),
+            limits=self.limits.fetch_limits(task.function.memory_mib),
+        )
         t1 = time.perf_counter()
         blob = encode(datasets, task.function.params)
         t2 = time.perf_counter()
