@@ -71,7 +71,7 @@ def measure(label: str, home: Path, task: Path, timeout: float) -> None:
     r = subprocess.run(
         [sys.executable, "-c", WRAP, str(timeout), *cmd], capture_output=True, text=True
     )
-    rc, dt, rss, msg = (r.stdout.strip().split("\t") + ["", "", "", ""])[:4]
+    rc, dt, rss, msg = [*r.stdout.strip().split("\t"), "", "", "", ""][:4]
     print(f"{label:<28} exit={rc:<8} wall={dt:>6} s  peak_rss={rss:>6} MiB  {msg}", flush=True)
 
 

@@ -309,8 +309,8 @@ class DataBroker:
         # an op may grow into the slack left by the count (readings keep arriving)
         slack = lim.row_cap - sum(counts.values())
         futures: list[Future[tuple[Dataset, OpStats]]]
-        if len(pinned) == 1:
-            # nothing to overlap: run inline and skip the thread hand-off
+        if len(pinned) == 1 and isinstance(self.connectors[ops[0].connector], BoundedConnector):
+            # nothing to overlap, and the connector keeps the deadline itself: run inline
             if self._closed:
                 raise BrokerError("the data broker is closed")
             only: Future[tuple[Dataset, OpStats]] = Future()
