@@ -6,6 +6,8 @@ Builds (once, in WORKDIR, default /tmp/fades-bombs) two node folders through the
 holds 10 M readings of one sensor, ``office`` the 2-day office testbed. Then runs each bomb as
 ``python -m fades task run FILE --home H`` in a subprocess and prints its exit code, wall time
 and peak RSS (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` of a fresh wrapper process).
+Each run is capped at BOMB_TIMEOUT seconds (default 600); further arguments select bombs
+whose label contains one of them (e.g. ``laughs``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def setup_home(home: Path, work: Path) -> None:
 
 
 def measure(label: str, home: Path, task: Path, timeout: float) -> None:
+    if ONLY and not any(o in label for o in ONLY):
+        return
     cmd = [sys.executable, "-m", "fades", "task", "run", str(task), "--home", str(home)]
     r = subprocess.run(
         [sys.executable, "-c", WRAP, str(timeout), *cmd], capture_output=True, text=True
@@ -75,8 +79,19 @@ def measure(label: str, home: Path, task: Path, timeout: float) -> None:
     print(f"{label:<28} exit={rc:<8} wall={dt:>6} s  peak_rss={rss:>6} MiB  {msg}", flush=True)
 
 
+def laughs(levels: int) -> str:
+    """A 'billion laughs' YAML: anchor ``l<i>`` repeats ``l<i-1>`` ten times."""
+    out = ["l0: &l0 [" + ",".join(["lol"] * 10) + "]"]
+    out += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(out) + "\n"
+
+
+ONLY: list[str] = []
+
+
 def main() -> None:
     work = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/fades-bombs")
+    ONLY.extend(sys.argv[2:])
     work.mkdir(parents=True, exist_ok=True)
     big, office = work / "big", work / "office"
     setup_home(big, work)
@@ -114,14 +129,18 @@ def main() -> None:
         path = work / (label.split()[0].strip("'") + ".json")
         path.write_text(json.dumps(task))
         measure(label, home, path, timeout)
-    laughs = ["a: &a [" + ",".join(["x"] * 10) + "]"]
-    for i in range(1, 9):
-        prev = chr(ord("a") + i - 1)
-        cur = chr(ord("a") + i)
-        laughs.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 10) + "]")
-    bomb = work / "laughs.yaml"
-    bomb.write_text("\n".join(laughs) + "\ncredentials: {tenant: x}\n")
-    measure("billion laughs YAML", office, bomb, timeout)
+    bomb = work / "laughs9.yaml"
+    bomb.write_text(laughs(9) + "credentials: {tenant: x}\n")
+    measure("laughs 10^9, top level", office, bomb, timeout)
+    for levels in (7, 8):  # the anchors inside params: a task that is otherwise valid
+        bomb = work / f"laughs{levels}-params.yaml"
+        params = "".join(f"\n    {line}" for line in laughs(levels).splitlines())
+        bomb.write_text(
+            "credentials: {tenant: facilities}\n"
+            "data: [{name: t, select: {location: room1, last: 1}}]\n"
+            "function:\n  artifact: count_rows\n  params:" + params + f"\n    x: *l{levels - 1}\n"
+        )
+        measure(f"laughs 10^{levels} in params", office, bomb, timeout)
     small = work / "small.json"
     small.write_text(
         json.dumps(
