@@ -206,8 +206,7 @@ class RetrievalTimeLimitExceeded(BrokerError):
 
     def __init__(self, seconds: float, **ctx: Any) -> None:
         super().__init__(
-            f"data retrieval exceeded the node limit retrieval_seconds={seconds:g}; it was "
-            "stopped",
+            f"data retrieval exceeded the node limit retrieval_seconds={seconds:g}; it was stopped",
             **ctx,
         )
         self.seconds = seconds

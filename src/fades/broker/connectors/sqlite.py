@@ -20,17 +20,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from fades.broker.base import CATEGORICAL, U16, Dataset, DataSummary
-from fades.broker.connectors.memory import compact, too_many_rows
+from fades.broker.base import Dataset, DataSummary
+from fades.broker.connectors.memory import too_many_rows
+from fades.broker.connectors.sqlite_rows import ROW, Sensor, assemble, keep_newest, window
 from fades.errors import ConnectorError, RetrievalTimeLimitExceeded
 from fades.task import Selector
 
@@ -51,13 +51,11 @@ CREATE TABLE IF NOT EXISTS readings (
 ) WITHOUT ROWID;
 """
 
-_ROW = np.dtype([("ts", np.float64), ("value", np.float64)])
-
 #: SQLite virtual-machine steps between two checks of a read's deadline (about 0.1 ms).
 _PROGRESS_STEPS = 1000
 
 Categorical = str | Sequence[str] | npt.NDArray[Any]
-_Sensor = tuple[int, str, str, str, str]  # id, sensor_type, unit, location, device
+_Sensor = Sensor
 
 
 class SQLiteConnector:
@@ -307,7 +305,7 @@ class SQLiteConnector:
             raise ValueError("cap must not be negative")
         with self._bounded(deadline) as conn:
             sensors = self._match(conn, select)
-            where, args = _window(select, now)
+            where, args = window(select, now)
             want = cap if select.last is None else min(cap, select.last)
             sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM readings WHERE {where} LIMIT ?)"
             total = 0
@@ -333,7 +331,7 @@ class SQLiteConnector:
         sensors = self._match(conn, select)
         if not sensors:
             return Dataset.empty()
-        where, args = _window(select, now)
+        where, args = window(select, now)
         last = select.last
         if last is not None:
             sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts DESC LIMIT ?"
@@ -350,7 +348,7 @@ class SQLiteConnector:
                 assert max_rows is not None
                 room = max_rows + 1 - held
                 limit = room if limit < 0 else min(limit, room)
-            rows = np.fromiter(conn.execute(sql, (s[0], *args, limit)), dtype=_ROW)
+            rows = np.fromiter(conn.execute(sql, (s[0], *args, limit)), dtype=ROW)
             if not len(rows):
                 continue
             parts.append(rows[::-1] if last is not None else rows)
@@ -359,34 +357,8 @@ class SQLiteConnector:
             if strict and max_rows is not None and held > max_rows:
                 raise too_many_rows(max_rows)
             if last is not None and held > 2 * last:
-                held = _keep_newest(parts, last)
-        if not kept:
-            return Dataset.empty()
-        keep = [i for i, p in enumerate(parts) if len(p)]
-        parts, kept = [parts[i] for i in keep], [kept[i] for i in keep]
-        counts = np.array([len(p) for p in parts], np.int64)
-        rows_all = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        ts = np.ascontiguousarray(rows_all["ts"])
-        value = np.ascontiguousarray(rows_all["value"])
-        codes: dict[str, U16] = {}
-        labels: dict[str, list[str]] = {}
-        for name, pos in zip(CATEGORICAL, (1, 3, 4), strict=True):
-            labs = sorted({str(s[pos]) for s in kept})
-            index = {lab: i for i, lab in enumerate(labs)}
-            per_sensor = np.array([index[str(s[pos])] for s in kept], np.uint16)
-            codes[name] = np.repeat(per_sensor, counts)
-            labels[name] = labs
-        if len(kept) > 1:
-            order = np.argsort(ts, kind="stable")
-            if last is not None:
-                order = order[-last:]
-            ts, value = ts[order], value[order]
-            codes = {c: a[order] for c, a in codes.items()}
-            if last is not None:
-                return compact(
-                    Dataset(ts=ts, value=value, codes=codes, labels=labels, units=_units(kept))
-                )
-        return Dataset(ts=ts, value=value, codes=codes, labels=labels, units=_units(kept))
+                held = keep_newest(parts, last)
+        return assemble(parts, kept, last)
 
     def describe(self) -> list[DataSummary]:
         """Rows and time span per (location, sensor type)."""
@@ -426,32 +398,3 @@ class SQLiteConnector:
 
     def __repr__(self) -> str:
         return f"SQLiteConnector({str(self.path)!r})"
-
-
-def _window(select: Selector, now: float | None) -> tuple[str, list[float]]:
-    """The WHERE clause (one sensor, the time window) of a selection and its arguments."""
-    start, end = select.time_bounds(datetime.fromtimestamp(now, UTC) if now is not None else None)
-    where = "sensor_id=?"
-    args: list[float] = []
-    if start is not None:
-        where += " AND ts>=?"
-        args.append(start)
-    if end is not None:
-        where += " AND ts<?"
-        args.append(end)
-    return where, args
-
-
-def _keep_newest(parts: list[npt.NDArray[np.void]], last: int) -> int:
-    """Trim each (ascending) part to the rows among the newest ``last`` of all parts (ties
-    kept); returns the rows still held. Keeps a ``last`` selection over many sensors at most
-    about twice ``last`` rows in memory."""
-    ts = np.concatenate([p["ts"] for p in parts])
-    threshold = np.partition(ts, len(ts) - last)[len(ts) - last]
-    for i, p in enumerate(parts):
-        parts[i] = p[int(np.searchsorted(p["ts"], threshold, side="left")) :]
-    return sum(len(p) for p in parts)
-
-
-def _units(sensors: Iterable[_Sensor]) -> dict[str, str]:
-    return {s[1]: s[2] for s in sensors}
