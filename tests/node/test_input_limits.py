@@ -162,3 +162,26 @@ def test_a_refused_bomb_leaves_the_folder_usable_for_the_next_cli_run(
     proc = cli(home, "task", "run", str(good), "--json")
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_a_bomb_left_running_by_a_crash_is_refused_on_restart_and_does_not_hold_the_node(
+    node_home: Callable[..., Path], open_node: Callable[..., Any]
+) -> None:
+    """The 'next CLI run hung' symptom: a run interrupted mid-retrieval leaves its task
+    'running'; the next process resumes it. It must fail fast, not fetch for minutes."""
+    from fades.node.taskstore import TaskStore
+    from fades.task import parse_task
+
+    home = node_home()
+    bomb = parse_task(task([{"name": f"d{i}", "select": {}} for i in range(200)]))
+    store = TaskStore(home / "tasks.db")
+    store.accept(bomb.id, bomb.tenant, bomb.to_json())
+    store.start(bomb.id)  # the process died here
+    store.close()
+    t0 = time.monotonic()
+    node = open_node(home)
+    rec = node.orchestrator.wait(bomb.id, timeout=60)
+    assert rec.status == "failed" and rec.error_kind == "InputTooLarge", rec
+    assert node.orchestrator.run(task(), timeout=60).status == "done"
+    node.close()
+    assert time.monotonic() - t0 < 60
