@@ -361,3 +361,10 @@ def test_any_json_value_parses_or_is_a_task_validation_error(value: Any) -> None
 )
 def test_any_values_in_a_task_shaped_mapping_parse_or_are_refused(value: dict[str, Any]) -> None:
     _parses_or_refuses(json.dumps(value))
+
+
+def test_a_task_mapping_larger_than_one_mib_as_json_is_refused() -> None:
+    names = [f"{i:0>250}" for i in range(1000)]  # 1000 names of 250 characters: allowed
+    ops = [{"name": f"d{i}", "select": {"location": names, "device": names}} for i in range(3)]
+    err = refused(BASE | {"data": ops})
+    assert "larger than 1,048,576 bytes as JSON" in str(err)

@@ -318,6 +318,9 @@ def _location(loc: tuple[int | str, ...]) -> str:
 def parse_task(obj: Any) -> Task:
     """Validate a decoded task (a mapping) and return it.
 
+    The mapping is held to the same bounds as task text (depth, values, NaN), and the task,
+    as JSON, to :data:`MAX_TASK_BYTES`.
+
     Raises:
         TaskValidationError: naming each bad field and the reason.
     """
@@ -331,7 +334,7 @@ def parse_task(obj: Any) -> Task:
     if problem:
         raise refused(problem, "task", problem)
     try:
-        return Task.model_validate(obj)
+        task = Task.model_validate(obj)
     except ValidationError as exc:
         errors = exc.errors()
         problems = [
@@ -348,6 +351,11 @@ def parse_task(obj: Any) -> Task:
             problems=problems,
             task_id=task_id if isinstance(task_id, str) and _ID.match(task_id) else None,
         ) from None
+    size = len(task.to_json().encode())
+    if size > MAX_TASK_BYTES:  # e.g. a mapping from an HTTP body: it travels as one message
+        reason = f"larger than {MAX_TASK_BYTES:,} bytes as JSON"
+        raise refused(f"the task is {size:,} bytes as JSON, {reason}", "task", reason)
+    return task
 
 
 def parse_task_text(text: str | bytes, *, source: str = "task") -> Task:
