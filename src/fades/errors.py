@@ -210,3 +210,13 @@ class RetrievalTimeLimitExceeded(BrokerError):
             **ctx,
         )
         self.seconds = seconds
+
+
+# --- taskinput: persistent tasks and empty selections ----------------------------------------
+class TaskCancelled(OrchestratorError):
+    """The task was cancelled (by ``cancel``, or because the one-shot run that started it
+    ended) before it finished; a persistent task stops after its current invocation."""
+
+
+class NoData(BrokerError):
+    """A data operation selected no rows (and the operation does not say ``allow_empty``)."""

@@ -72,6 +72,8 @@ __all__ = [
 
 #: Largest ``params``, in bytes of compact JSON.
 MAX_PARAMS_BYTES = 256 * 2**10
+#: Longest a persistent task may be asked to live (``max_duration_s``): 30 days.
+MAX_PERSISTENT_SECONDS = 30 * 86_400
 #: Longest relative window (``last_seconds``): 100 years.
 MAX_WINDOW_SECONDS = 100 * 365 * 86_400
 #: Most rows one ``last`` may ask for.
@@ -212,6 +214,11 @@ class DataOp(_Strict):
     name: str = Field(description="the name under which the function sees this dataset")
     connector: str = "sqlite"
     select: Selector = Field(default_factory=Selector)
+    allow_empty: bool = Field(
+        default=False,
+        description="an empty selection is passed to the function; otherwise the task fails "
+        "with NoData",
+    )
 
     @field_validator("connector")
     @classmethod
@@ -246,6 +253,14 @@ class FunctionSpec(_Strict):
         le=10**9,
         description="persistent only: stop after this many invocations",
     )
+    max_duration_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_PERSISTENT_SECONDS,
+        allow_inf_nan=False,
+        description="persistent only: stop this long after the task was accepted "
+        "(also capped by the node's max_persistent_seconds)",
+    )
 
     @field_validator("artifact")
     @classmethod
@@ -278,8 +293,12 @@ class FunctionSpec(_Strict):
     def _persistent(self) -> FunctionSpec:
         if self.mode == "persistent" and self.period_s is None:
             raise ValueError("a persistent function needs 'period_s'")
-        if self.mode == "ephemeral" and (self.period_s is not None or self.invocations):
-            raise ValueError("'period_s' and 'invocations' apply only to mode 'persistent'")
+        if self.mode == "ephemeral" and (
+            self.period_s is not None or self.invocations or self.max_duration_s is not None
+        ):
+            raise ValueError(
+                "'period_s', 'invocations' and 'max_duration_s' apply only to mode 'persistent'"
+            )
         return self
 
 

@@ -9,6 +9,7 @@ a ``limits.yaml`` (or ``limits.json``), which environment variables override::
     max_rows: 5000000                     # FADES_LIMIT_MAX_ROWS
     max_input_bytes: 268435456            # FADES_LIMIT_MAX_INPUT_BYTES
     retrieval_seconds: 30                 # FADES_LIMIT_RETRIEVAL_SECONDS
+    max_persistent_seconds: 3600          # FADES_LIMIT_MAX_PERSISTENT_SECONDS
 
 A task's input is also never larger than its function's memory cap (``memory_mib``), which
 cannot hold more. The task file itself (size, nesting, aliases, ``params``) is bounded by the
@@ -45,23 +46,27 @@ class NodeLimits:
         max_input_bytes: bytes of input for one task (rows x 22 bytes), also capped by the
             function's ``memory_mib``.
         retrieval_seconds: wall time of one task's retrieval (counting and fetching).
+        max_persistent_seconds: how long a persistent task lives after it was accepted, at
+            most (a task's own ``max_duration_s`` may only shorten it).
     """
 
     max_data_ops: int = 32
     max_rows: int = 5_000_000
     max_input_bytes: int = 256 * 2**20
     retrieval_seconds: float = 30.0
+    max_persistent_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in ("max_data_ops", "max_rows", "max_input_bytes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**53:
                 raise ValueError(f"limit {name} must be an integer from 1 to 2**53, got {v!r}")
-        s = self.retrieval_seconds
-        if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s):
-            raise ValueError(f"limit retrieval_seconds must be a finite number, got {s!r}")
-        if not 0 < s <= 86_400:
-            raise ValueError(f"limit retrieval_seconds must be in (0, 86400], got {s!r}")
+        for name, top in (("retrieval_seconds", 86_400), ("max_persistent_seconds", 30 * 86_400)):
+            s = getattr(self, name)
+            if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s):
+                raise ValueError(f"limit {name} must be a finite number, got {s!r}")
+            if not 0 < s <= top:
+                raise ValueError(f"limit {name} must be in (0, {top}], got {s!r}")
 
     def fetch_limits(self, memory_mib: int | None = None) -> FetchLimits:
         """The broker limits for one task whose function has a ``memory_mib`` cap."""
