@@ -208,3 +208,36 @@ class FunctionSourceError(BuildError):
 
 class ArtifactQuarantined(ArtifactError):
     """An artifact file on a node failed its checks at load and was moved to quarantine."""
+# --- taskinput: bounded task input and retrieval ---------------------------------------------
+class InputTooLarge(BrokerError):
+    """A task's data operations select more than a node limit allows (checked before fetching).
+
+    ``limit`` names the limit (``max_data_ops``, ``max_rows``, ``max_input_bytes`` or
+    ``memory_mib``) and ``value`` is its value.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: int, **ctx: Any) -> None:
+        super().__init__(message, limit=limit, **ctx)
+        self.limit = limit
+        self.value = value
+
+
+class RetrievalTimeLimitExceeded(BrokerError):
+    """Fetching a task's data took longer than the node's retrieval time limit; it was stopped."""
+
+    def __init__(self, seconds: float, **ctx: Any) -> None:
+        super().__init__(
+            f"data retrieval exceeded the node limit retrieval_seconds={seconds:g}; it was stopped",
+            **ctx,
+        )
+        self.seconds = seconds
+
+
+# --- taskinput: persistent tasks and empty selections ----------------------------------------
+class TaskCancelled(OrchestratorError):
+    """The task was cancelled (by ``cancel``, or because the one-shot run that started it
+    ended) before it finished; a persistent task stops after its current invocation."""
+
+
+class NoData(BrokerError):
+    """A data operation selected no rows (and the operation does not say ``allow_empty``)."""
