@@ -63,7 +63,7 @@ class Orchestrator:
             raise OrchestratorError("capacity must be at least 1")
         self.broker = broker
         self.functions = functions
-        self.sandboxes = Sandboxes(functions)
+        self.sandboxes = Sandboxes(functions, workers=capacity)
         self.store = TaskStore(db)
         self.capacity = capacity
         self.max_attempts = max_attempts
@@ -105,6 +105,7 @@ class Orchestrator:
     def close(self, timeout: float = 10.0) -> None:
         """:meth:`drain`, then close the database."""
         self.drain(timeout)
+        self.sandboxes.close()
         self.store.close()
 
     def __enter__(self) -> Orchestrator:

@@ -1,7 +1,10 @@
 """WebAssembly sandboxes: a fresh, capped wasmtime instance per invocation.
 
 :class:`Sandboxes` picks the runner by artifact kind: ``core`` modules run directly,
-``python`` functions run on the node's verified Python runtime component.
+``python`` functions run on the node's verified Python runtime component. By default every
+sandbox runs in a worker process that the node kills when the task overruns its time budget
+or its host memory (:mod:`fades.sandbox.procs`); ``HostLimits(mode="inprocess")`` runs them
+in the calling thread instead (benchmarks, and where blocking host calls cannot matter).
 """
 
 from __future__ import annotations
@@ -11,25 +14,47 @@ import contextlib
 from fades.errors import ArtifactError
 from fades.functions.artifact import PYTHON_ABI, Artifact
 from fades.functions.store import FunctionStore
-from fades.sandbox.base import Limits, SandboxResult, Session
+from fades.sandbox import engine
+from fades.sandbox.base import HostLimits, Limits, SandboxResult, Session
 from fades.sandbox.core import CoreSandbox
+from fades.sandbox.procs import ProcSession, WorkerPool
 from fades.sandbox.python import MIN_MEMORY_MIB, PythonSandbox
 
-__all__ = ["MIN_MEMORY_MIB", "CoreSandbox", "Limits", "PythonSandbox", "SandboxResult", "Sandboxes"]
+__all__ = [
+    "MIN_MEMORY_MIB",
+    "CoreSandbox",
+    "HostLimits",
+    "Limits",
+    "PythonSandbox",
+    "SandboxResult",
+    "Sandboxes",
+]
 
 
 class Sandboxes:
-    """The sandbox runners of one node, fed by its function store."""
+    """The sandbox runners of one node, fed by its function store.
 
-    def __init__(self, functions: FunctionStore) -> None:
+    Args:
+        functions: the node's verified artifact store.
+        workers: worker processes for one-shot tasks (one per orchestrator worker thread).
+        host: node-wide bounds; default :meth:`HostLimits.from_env`.
+    """
+
+    def __init__(
+        self, functions: FunctionStore, workers: int = 2, host: HostLimits | None = None
+    ) -> None:
         self.functions = functions
-        self.core = CoreSandbox()
+        self.host = host if host is not None else HostLimits.from_env()
+        self.core = CoreSandbox(self.host)
         self._python: PythonSandbox | None = None
+        self._pool: WorkerPool | None = None
+        if self.host.mode == "process":
+            self._pool = WorkerPool(workers, self.host)
 
     def python(self) -> PythonSandbox:
         runtime = self.functions.runtime(PYTHON_ABI)
         if self._python is None or self._python.runtime.digest != runtime.digest:
-            self._python = PythonSandbox(runtime)
+            self._python = PythonSandbox(runtime, self.host)
         return self._python
 
     def check(self, artifact: Artifact, limits: Limits) -> None:
@@ -44,12 +69,21 @@ class Sandboxes:
                     f"(the runtime's own footprint); the task asks for {limits.memory_mib}"
                 )
 
+    def _runtime(self, artifact: Artifact) -> Artifact | None:
+        return self.python().runtime if artifact.kind == "python" else None
+
     def open(self, artifact: Artifact, limits: Limits) -> Session:
+        """A persistent session (in its own worker process, unless in-process)."""
+        if self._pool is not None:
+            return ProcSession(self.host, artifact, self._runtime(artifact), limits)
         if artifact.kind == "core":
             return self.core.open(artifact, limits)
         return self.python().open(artifact, limits)
 
     def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
+        """One invocation in a fresh instance, within ``limits`` whatever the function does."""
+        if self._pool is not None:
+            return self._pool.run(artifact, self._runtime(artifact), blob, limits)
         session = self.open(artifact, limits)
         try:
             return session.invoke(blob)
@@ -57,6 +91,21 @@ class Sandboxes:
             session.close()
 
     def warm(self) -> None:
-        """Load the compiled Python runtime now, if the node has one."""
+        """Load the compiled Python runtime now (in every worker), if the node has one."""
         with contextlib.suppress(ArtifactError):
-            self.python().warm()
+            py = self.python()
+            if self._pool is None:
+                py.warm()
+                return
+            if not engine.cache_path("component", py.runtime.payload_sha256).exists():
+                py.warm()  # compile once here and fill the disk cache the workers load from
+            self._pool.warm(py.runtime)
+
+    def worker_pids(self) -> list[int]:
+        """The pool's live worker processes (empty in-process)."""
+        return self._pool.pids() if self._pool is not None else []
+
+    def close(self) -> None:
+        """Stop the worker processes (idempotent)."""
+        if self._pool is not None:
+            self._pool.close()

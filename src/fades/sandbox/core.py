@@ -103,9 +103,9 @@ def _check_export(obj: Any, name: str, ty: tuple[list[wasmtime.ValType], list[wa
     if not isinstance(obj, wasmtime.Func):
         raise BadFunctionOutput(_abi(f"export {name!r} is not a function"))
     ft = obj.type(store)
-    if [str(p) for p in ft.params] != [str(p) for p in ty[0]] or [
-        str(r) for r in ft.results
-    ] != [str(r) for r in ty[1]]:
+    if [str(p) for p in ft.params] != [str(p) for p in ty[0]] or [str(r) for r in ft.results] != [
+        str(r) for r in ty[1]
+    ]:
         raise BadFunctionOutput(_abi(f"export {name!r} has the wrong signature"))
     return obj
 

@@ -93,10 +93,8 @@ def typed_field(obj: Any, key: str, typ: type | tuple[type, ...], what: str) -> 
     if not isinstance(obj, dict) or key not in obj:
         raise BadFunctionOutput(f"the function's {what} has no {key!r}")
     value = obj[key]
-    if not isinstance(value, typ) or isinstance(value, bool) and bool not in _tuple(typ):
-        raise BadFunctionOutput(
-            f"the function's {what} has {key!r} of type {type(value).__name__}"
-        )
+    if not isinstance(value, typ) or (isinstance(value, bool) and bool not in _tuple(typ)):
+        raise BadFunctionOutput(f"the function's {what} has {key!r} of type {type(value).__name__}")
     return value
 
 
