@@ -31,7 +31,7 @@ from fades.errors import (
 from fades.functions.artifact import Artifact
 from fades.sandbox import engine
 from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult
-from fades.sandbox.output import clip, parse_json, seconds, typed_field
+from fades.sandbox.output import clip, parse_json, seconds, size_of, typed_field
 
 #: The runtime cannot run below this much linear memory: its initial heap snapshot takes
 #: about 12.4 MiB and it starts at 14 MiB; 16 MiB (the seeds' smallest unikernel) leaves
@@ -169,6 +169,8 @@ class PythonSession:
         if tag != "ok":
             raise _translate_guest_error(payload, limits, self.logs.text(), host)
         # the reply holds the result plus a small timing object
+        if size_of(payload) > host.max_result_bytes + 4096:
+            raise ResultTooLarge(host.max_result_bytes, size_of(payload), what="result")
         out = parse_json(
             payload, limit=host.max_result_bytes + 4096, max_depth=host.max_result_depth + 1,
             what="reply",
@@ -178,8 +180,8 @@ class PythonSession:
         g = typed_field(out, "timing", dict, "reply")
         read, load = seconds(g, "read"), seconds(g, "load")
         compute, encode = seconds(g, "compute"), seconds(g, "encode")
-        if len(payload) > host.max_result_bytes:  # the reply's bound has room for timing only
-            raise ResultTooLarge(host.max_result_bytes, len(payload), what="result")
+        if size_of(payload) > host.max_result_bytes:  # the bound above had room for timing
+            raise ResultTooLarge(host.max_result_bytes, size_of(payload), what="result")
         t3 = time.perf_counter()
         start = (self.start_s if self.invocations == 0 else 0.0) + load
         self.invocations += 1
