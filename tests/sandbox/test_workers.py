@@ -29,6 +29,7 @@ BUDGET = 300
 # budget + grace, plus room for a loaded machine to notice and reap the process
 LATE_S = (BUDGET + GRACE_MS) / 1000 + 3.0
 
+HOG = "import time\ndef main(data, params):\n    b = bytearray(40 << 20)\n    time.sleep(30)\n"
 SLEEP = "import time\ndef main(data, params):\n    time.sleep(1e9)\n"
 SELECT = "import select\ndef main(data, params):\n    select.select([], [], [], 1e9)\n"
 GOOD = "def main(data, params):\n    return sum(data['t'].values)\n"
@@ -126,9 +127,8 @@ def test_a_worker_over_its_host_memory_is_killed(
     # the guest stays within its 64 MiB, but the worker around it passes 64 + 1 MiB
     pool = WorkerPool(1, HostLimits(worker_overhead_mib=1))
     try:
-        src = "import time\ndef main(data, params):\n    b = bytearray(40 << 20)\n    time.sleep(30)\n"
         with pytest.raises(MemoryLimitExceeded, match=r"^memory limit 64 MiB exceeded") as err:
-            pool.run(py("hog", src, signing_key), runtime_artifact, blob, Limits(64, 20_000))
+            pool.run(py("hog", HOG, signing_key), runtime_artifact, blob, Limits(64, 20_000))
         assert "65 MiB of host memory" in err.value.context["detail"]
     finally:
         pool.close()
