@@ -158,7 +158,6 @@ def run_child(src: Path, case: str, mode: str, timeout: float) -> dict[str, Any]
     if p.returncode != 0 or not lines:
         return {"case": case, "mode": mode, "outcome": f"child failed: {p.stderr[-600:]}"}
     res: dict[str, Any] = json.loads(lines[-1])
-    res["child_peak_rss_mib"] = _peak_mib(resource.RUSAGE_CHILDREN)
     return res
 
 
