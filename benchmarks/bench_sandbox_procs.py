@@ -189,6 +189,19 @@ def summarise(r: dict[str, Any]) -> str:
     return ", ".join(bits)
 
 
+def _workers_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of the worker processes."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 # --- latency and throughput (this tree) --------------------------------------------------------
 def speed(reps: int, tasks: int) -> dict[str, Any]:
     from fades.broker.base import Dataset
@@ -231,15 +244,22 @@ def speed(reps: int, tasks: int) -> dict[str, Any]:
         for _ in range(20):
             for fn in runners.values():
                 fn(kind)
+        cpu = {label: 0.0 for label in runners}
         for _ in range(reps):  # interleaved: the machine's noise hits both alike
             for label, fn in runners.items():
+                c0, w0 = time.thread_time(), _workers_cpu(pool.pids())
                 t0 = time.perf_counter()
                 fn(kind)
                 xs[label].append((time.perf_counter() - t0) * 1e3)
+                cpu[label] += time.thread_time() - c0 + _workers_cpu(pool.pids()) - w0
         for label, v in xs.items():
             p50, p99 = statistics.median(v), pct(v, 0.99)
-            out["latency_ms"][f"{kind}_{label}"] = {"p50": p50, "p99": p99, "n": reps}
-            log(f"   latency {kind} {label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+            cpu_ms = cpu[label] / reps * 1e3
+            out["latency_ms"][f"{kind}_{label}"] = {
+                "p50": p50, "p99": p99, "n": reps, "cpu_ms_per_task": cpu_ms,
+            }  # fmt: skip
+            log(f"   latency {kind} {label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+                f"CPU {cpu_ms:.2f} ms/task (node + worker)")  # fmt: skip
     for kind in fns:
         for label, fn in (("threads", direct), ("processes", proc)):
             rates = {}

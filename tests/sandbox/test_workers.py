@@ -157,6 +157,7 @@ def test_workers_are_recycled_after_n_tasks(blob: bytearray, signing_key: Signin
                 time.sleep(0.01)
             seen.update(pool.pids())
         assert len(seen) >= 3
+        assert len(pool.pids()) == 1  # the pool knows each live worker once
     finally:
         pool.close()
 

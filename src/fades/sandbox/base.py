@@ -45,7 +45,7 @@ class HostLimits:
     #: A worker is killed when its anonymous RSS passes the task's memory cap plus this.
     worker_overhead_mib: int = 256
     #: A worker is replaced after this many tasks, or when idle with more anonymous RSS.
-    worker_max_tasks: int = 500
+    worker_max_tasks: int = 10_000
     worker_max_idle_rss_mib: int = 384
     #: Core modules: elements per table, and tables, memories, instances per store.
     max_table_elements: int = 100_000

@@ -338,7 +338,7 @@ class WorkerPool:
             if self._closed:
                 w.kill()
                 return
-            self._all = [x for x in self._all if not x.dead] + [w]
+            self._all = [x for x in self._all if not x.dead and x is not w] + [w]
             self._idle.append(w)
             self._cond.notify()
 

@@ -174,16 +174,19 @@ def main(argv: list[str]) -> int:
     rfd, wfd = int(argv[1]), int(argv[2])
     threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
     worker = _Worker()
-    send(wfd, ("ready", os.getpid()))
-    while True:
-        msg = recv(rfd)
-        if msg is None or msg[0] == "exit":
-            return 0
-        try:
-            reply: tuple[str, Any] = ("ok", worker.handle(msg))
-        except Exception as exc:
-            reply = ("err", pack_error(exc))
-        send(wfd, reply)
+    try:
+        send(wfd, ("ready", os.getpid()))
+        while True:
+            msg = recv(rfd)
+            if msg is None or msg[0] == "exit":
+                return 0
+            try:
+                reply: tuple[str, Any] = ("ok", worker.handle(msg))
+            except Exception as exc:
+                reply = ("err", pack_error(exc))
+            send(wfd, reply)
+    except OSError:  # the node went away (closed our pipes): nothing left to do
+        return 0
 
 
 if __name__ == "__main__":
