@@ -179,3 +179,33 @@ def test_a_persistent_session_runs_in_its_own_process_and_is_bounded(
     with pytest.raises(SandboxError, match="open a new session"):
         s2.invoke(blob)
     s2.close()
+
+
+def test_a_persistent_sleeper_is_bounded_per_invocation_and_the_node_serves(
+    make_node: Callable[..., Any], make_task: Callable[..., dict[str, Any]]
+) -> None:
+    node = make_node(functions={"sleeper": SLEEP, "good": GOOD}, capacity=1)
+    orc = node.orchestrator
+    task = make_task(
+        "sleeper", time_budget_ms=BUDGET, mode="persistent", period_s=0.05, invocations=2
+    )
+    t0 = time.monotonic()
+    rec = orc.run(task, timeout=60)
+    assert rec.status == "done"
+    assert rec.result["invocations"] == 2 and rec.result["failed"] == 2
+    assert time.monotonic() - t0 < 2 * LATE_S + 10  # two bounded invocations, two restarts
+    invs = orc.invocations(rec.id)
+    assert all(not i["ok"] and "TimeLimitExceeded" in i["error"] for i in invs)
+    assert orc.run(make_task("good"), timeout=60).status == "done"
+
+
+def test_a_too_large_result_fails_its_task_by_kind_and_the_node_serves(
+    make_node: Callable[..., Any], make_task: Callable[..., dict[str, Any]]
+) -> None:
+    big = "def main(data, params):\n    return 'x' * (9 << 20)\n"
+    node = make_node(functions={"big": big, "good": GOOD}, capacity=1)
+    orc = node.orchestrator
+    rec = orc.run(make_task("big", memory_mib=128), timeout=60)
+    assert (rec.status, rec.error_kind) == ("failed", "ResultTooLarge")
+    assert rec.error is not None and "result size limit 8388608 bytes exceeded" in rec.error
+    assert orc.run(make_task("good"), timeout=60).status == "done"
