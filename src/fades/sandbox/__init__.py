@@ -10,8 +10,10 @@ in the calling thread instead (benchmarks, and where blocking host calls cannot 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 
-from fades.errors import ArtifactError
+from fades.errors import ArtifactError, SandboxError
 from fades.functions.artifact import PYTHON_ABI, Artifact
 from fades.functions.store import FunctionStore
 from fades.sandbox import engine
@@ -47,9 +49,23 @@ class Sandboxes:
         self.host = host if host is not None else HostLimits.from_env()
         self.core = CoreSandbox(self.host)
         self._python: PythonSandbox | None = None
-        self._pool: WorkerPool | None = None
-        if self.host.mode == "process":
-            self._pool = WorkerPool(workers, self.host)
+        self._workers = workers
+        self._pool_obj: WorkerPool | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def _pool(self) -> WorkerPool | None:
+        """The worker pool, started on first use (None in-process)."""
+        if self.host.mode != "process":
+            return None
+        with self._lock:
+            if self._pool_obj is None:
+                if self._closed:
+                    raise SandboxError("the node's sandboxes are shut down")
+                pool = self._pool_obj = WorkerPool(self._workers, self.host)
+                weakref.finalize(self, pool.close)  # dropped without close(): no stray workers
+            return self._pool_obj
 
     def python(self) -> PythonSandbox:
         runtime = self.functions.runtime(PYTHON_ABI)
@@ -74,7 +90,7 @@ class Sandboxes:
 
     def open(self, artifact: Artifact, limits: Limits) -> Session:
         """A persistent session (in its own worker process, unless in-process)."""
-        if self._pool is not None:
+        if self.host.mode == "process":
             return ProcSession(self.host, artifact, self._runtime(artifact), limits)
         if artifact.kind == "core":
             return self.core.open(artifact, limits)
@@ -82,8 +98,9 @@ class Sandboxes:
 
     def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
         """One invocation in a fresh instance, within ``limits`` whatever the function does."""
-        if self._pool is not None:
-            return self._pool.run(artifact, self._runtime(artifact), blob, limits)
+        pool = self._pool
+        if pool is not None:
+            return pool.run(artifact, self._runtime(artifact), blob, limits)
         session = self.open(artifact, limits)
         try:
             return session.invoke(blob)
@@ -94,18 +111,22 @@ class Sandboxes:
         """Load the compiled Python runtime now (in every worker), if the node has one."""
         with contextlib.suppress(ArtifactError):
             py = self.python()
-            if self._pool is None:
+            pool = self._pool
+            if pool is None:
                 py.warm()
                 return
             if not engine.cache_path("component", py.runtime.payload_sha256).exists():
                 py.warm()  # compile once here and fill the disk cache the workers load from
-            self._pool.warm(py.runtime)
+            pool.warm(py.runtime)
 
     def worker_pids(self) -> list[int]:
-        """The pool's live worker processes (empty in-process)."""
-        return self._pool.pids() if self._pool is not None else []
+        """The pool's live worker processes (empty in-process or before first use)."""
+        return self._pool_obj.pids() if self._pool_obj is not None else []
 
     def close(self) -> None:
         """Stop the worker processes (idempotent)."""
-        if self._pool is not None:
-            self._pool.close()
+        with self._lock:
+            self._closed = True
+            pool, self._pool_obj = self._pool_obj, None
+        if pool is not None:
+            pool.close()
