@@ -73,15 +73,21 @@ class Worker:
         self._r, from_child = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _MAIN, str(to_child), str(from_child)],
-            pass_fds=(to_child, from_child),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            env=env,
-        )
-        os.close(to_child)
-        os.close(from_child)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _MAIN, str(to_child), str(from_child)],
+                pass_fds=(to_child, from_child),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError as exc:
+            os.close(self._w)
+            os.close(self._r)
+            raise SandboxError(f"could not start a sandbox process: {exc}") from None
+        finally:  # the child's ends: it has its own copies now
+            os.close(to_child)
+            os.close(from_child)
         self.scratch = tempfile.mkdtemp(prefix=f"fades-w{self.proc.pid}-", dir=_scratch_root())
         self.input = os.path.join(self.scratch, "data.fds")
         self.known: set[str] = set()
@@ -254,8 +260,13 @@ def _deadline(limits: Limits, host: HostLimits) -> float:
 
 
 def _write_blob(path: str, blob: bytes | bytearray) -> None:
-    with open(path, "wb", buffering=0) as f:
-        f.write(blob)
+    try:
+        with open(path, "wb", buffering=0) as f:
+            f.write(blob)
+    except OSError as exc:  # e.g. /dev/shm full: the node's problem, said plainly
+        raise SandboxError(
+            f"could not hand the {len(blob)}-byte input to the sandbox: {exc.strerror}"
+        ) from None
 
 
 class WorkerPool:
