@@ -209,3 +209,16 @@ def test_a_too_large_result_fails_its_task_by_kind_and_the_node_serves(
     assert (rec.status, rec.error_kind) == ("failed", "ResultTooLarge")
     assert rec.error is not None and "result size limit 8388608 bytes exceeded" in rec.error
     assert orc.run(make_task("good"), timeout=60).status == "done"
+
+
+def test_errors_cross_from_the_worker_with_their_kind_and_attributes(
+    pool: WorkerPool, runtime_artifact: Artifact, blob: bytearray, signing_key: SigningKey
+) -> None:
+    bomb = "def main(data, params):\n    return len(bytearray(512 << 20))\n"
+    with pytest.raises(MemoryLimitExceeded, match=r"^memory limit 64 MiB exceeded$") as err:
+        pool.run(py("bomb", bomb, signing_key), runtime_artifact, blob, Limits(64, 5000))
+    assert err.value.limit_mib == 64 and err.value.kind == "MemoryLimitExceeded"
+    boom = "def main(data, params):\n    raise KeyError('nope')\n"
+    with pytest.raises(FunctionCrashed, match="the function raised KeyError") as crash:
+        pool.run(py("boom", boom, signing_key), runtime_artifact, blob, Limits(64, 5000))
+    assert 'File "<function>", line 2, in main' in crash.value.context["traceback"]
