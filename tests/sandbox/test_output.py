@@ -233,3 +233,17 @@ def test_a_core_module_cannot_hand_the_host_garbage(
         CoreSandbox(HOST).run(art, blob, Limits(16, 2000))
     good = create("core", "ok", bytes(wasmtime.wat2wasm(json_module('{"ok": 1}'))), key=signing_key)
     assert CoreSandbox(HOST).run(good, blob, Limits(16, 2000)).value == {"ok": 1}
+
+
+def test_node_wide_limits_come_from_the_environment() -> None:
+    env = {"FADES_SANDBOX_MAX_RESULT_BYTES": "1024", "FADES_SANDBOX_MODE": "inprocess"}
+    host = HostLimits.from_env(env)
+    assert (host.max_result_bytes, host.mode, host.grace_ms) == (1024, "inprocess", 500)
+    with pytest.raises(ValueError, match="FADES_SANDBOX_GRACE_MS must be an integer"):
+        HostLimits.from_env({"FADES_SANDBOX_GRACE_MS": "soon"})
+    with pytest.raises(ValueError, match="sandbox limit max_result_bytes must be at least 1"):
+        HostLimits(max_result_bytes=0)
+    wasm = bytes(wasmtime.wat2wasm(json_module('{"a": "' + "x" * 2000 + '"}')))
+    core = create("core", "j", wasm, key=None)
+    with pytest.raises(ResultTooLarge, match="result size limit 1024 bytes exceeded"):
+        CoreSandbox(host).run(core, encode({}), Limits(16, 2000))
