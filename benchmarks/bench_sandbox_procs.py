@@ -305,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.only in (None, "speed"):
         log("1-2. latency and throughput, in-process vs worker processes")
+        load0 = os.getloadavg()[0]
         results["speed"] = speed(100 if args.quick else 400, 200 if args.quick else 800)
+        # 2 cores shared with other work: scaling figures mean little above a load of ~2
+        results["speed"]["loadavg_1min_before_after"] = [load0, os.getloadavg()[0]]
     if args.only in (None, "bombs"):
         log(f"3. bombs, before ({args.before}) and after")
         with tempfile.TemporaryDirectory(prefix="fades-before-") as tmp:
@@ -315,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
             results["before_revision"] = args.before
             results["bombs"] = bombs(Path(tmp) / "src", args.quick)
+            results["bombs"]["loadavg_1min_after"] = os.getloadavg()[0]
     out = HERE / "results" / "sandbox_procs.json"
     out.parent.mkdir(exist_ok=True)
     if out.exists() and args.only:  # keep the other part of an earlier run
