@@ -262,7 +262,7 @@ def speed(reps: int, tasks: int) -> dict[str, Any]:
                 f"CPU {cpu_ms:.2f} ms/task (node + worker)")  # fmt: skip
     for kind in fns:
         for label, fn in (("threads", direct), ("processes", proc)):
-            rates = {}
+            rates, cpus = {}, {}
             for k in (1, 2):
                 per = tasks // k
 
@@ -271,18 +271,23 @@ def speed(reps: int, tasks: int) -> dict[str, Any]:
                         fn(kind)
 
                 ths = [threading.Thread(target=loop) for _ in range(k)]
+                c0 = time.process_time() + _workers_cpu(pool.pids())
                 t0 = time.perf_counter()
                 for th in ths:
                     th.start()
                 for th in ths:
                     th.join()
                 rates[k] = per * k / (time.perf_counter() - t0)
+                cpus[k] = (time.process_time() + _workers_cpu(pool.pids()) - c0) / (per * k) * 1e3
             out["throughput"][f"{kind}_{label}"] = {
                 "capacity_1_per_s": rates[1], "capacity_2_per_s": rates[2],
                 "scaling_2_vs_1": rates[2] / rates[1],
+                "cpu_ms_per_task_capacity_1": cpus[1], "cpu_ms_per_task_capacity_2": cpus[2],
             }  # fmt: skip
-            log(f"   throughput {kind} {label}: c1 {rates[1]:.0f}/s, c2 {rates[2]:.0f}/s, "
-                f"x{rates[2] / rates[1]:.2f}")  # fmt: skip
+            log(
+                f"   throughput {kind} {label}: c1 {rates[1]:.0f}/s, c2 {rates[2]:.0f}/s, "
+                f"x{rates[2] / rates[1]:.2f}; CPU/task {cpus[1]:.2f} -> {cpus[2]:.2f} ms"
+            )
     pool.close()
     return out
 
