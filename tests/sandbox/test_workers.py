@@ -222,3 +222,26 @@ def test_errors_cross_from_the_worker_with_their_kind_and_attributes(
     with pytest.raises(FunctionCrashed, match="the function raised KeyError") as crash:
         pool.run(py("boom", boom, signing_key), runtime_artifact, blob, Limits(64, 5000))
     assert 'File "<function>", line 2, in main' in crash.value.context["traceback"]
+
+
+def test_closing_the_pool_ends_a_task_blocked_in_a_host_call(
+    runtime_artifact: Artifact, blob: bytearray, signing_key: SigningKey
+) -> None:
+    pool = WorkerPool(1, HostLimits())
+    pool.warm(runtime_artifact)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pool.run(py("sleeper", SLEEP, signing_key), runtime_artifact, blob, Limits(64, 600_000))
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)  # let it block (the test only needs it started; close() works either way)
+    pool.close()
+    t.join(30)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], SandboxError)
+    assert "shut down" in str(errors[0])

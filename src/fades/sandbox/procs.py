@@ -333,6 +333,10 @@ class WorkerPool:
             )
             w.tasks += 1
             return _result(reply, self.host.max_result_bytes)
+        except FunctionCrashed:
+            if self._closed:  # close() killed it: say so, not "crashed"
+                raise SandboxError("the node shut down while the function ran") from None
+            raise
         finally:
             self._release(w)
 
