@@ -241,3 +241,18 @@ class TaskCancelled(OrchestratorError):
 
 class NoData(BrokerError):
     """A data operation selected no rows (and the operation does not say ``allow_empty``)."""
+# --- sandbox (NAME=sandbox): what comes out of a sandbox, and the worker processes ------------
+class ResultTooLarge(SandboxError):
+    """A function's result (or error report) is larger than the node's bound."""
+
+    def __init__(self, limit_bytes: int, size: int | None = None, **ctx: Any) -> None:
+        got = f" ({size} bytes)" if size is not None else ""
+        super().__init__(
+            f"result size limit {limit_bytes} bytes exceeded{got}; return less data", **ctx
+        )
+        self.limit_bytes = limit_bytes
+
+
+class BadFunctionOutput(SandboxError):
+    """A function handed the host something malformed (not JSON, too deep, NaN, wrong types,
+    a core module that does not honour its ABI)."""

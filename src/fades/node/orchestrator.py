@@ -86,7 +86,7 @@ class Orchestrator:
         self.limits = limits if limits is not None else NodeLimits.load()
         self.broker = broker
         self.functions = functions
-        self.sandboxes = Sandboxes(functions)
+        self.sandboxes = Sandboxes(functions, workers=capacity)
         self.store = TaskStore(db)
         self.capacity = capacity
         self.max_attempts = max_attempts
@@ -142,6 +142,7 @@ class Orchestrator:
             owned |= {r.id for r in self.store.active() if _persistent(r.task)}
         self._cancel_all(owned, "the node was closed")
         self.drain(timeout)
+        self.sandboxes.close()
         self.store.close()
 
     def __enter__(self) -> Orchestrator:
