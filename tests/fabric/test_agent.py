@@ -38,7 +38,7 @@ from fades.functions.artifact import Artifact, canonical, sha256_hex
 from fades.functions.build import build_python
 from fades.functions.keys import SigningKey
 from fades.node.agent import NodeAgent
-from fades.node.taskstore import TaskStore
+from fades.node.taskstore import TaskRecord, TaskStore
 from fades.outcome import Outcome
 from fades.sandbox.wire import encode
 from fades.task import DataOp
@@ -203,12 +203,28 @@ def test_outbox_column_is_added_to_an_old_database_and_reset_by_finish_and_fail(
     try:
         assert store.get("old").delivered  # ended before any agent: not published
         assert store.undelivered() == []
-        store.finish("open", result=1, timing={}, bytes_read=0, bytes_returned=0)
+        digest = "sha256:" + "ab" * 32
+        store.finish(
+            "open", result=1, timing={}, bytes_read=0, bytes_returned=0, digest=digest, logs="hi"
+        )
         assert [r.id for r in store.undelivered()] == ["open"]
+        out = store.get("open").outcome("n1")  # the later columns were added, and are read
+        assert (out.status, out.result, out.digest, out.logs, out.node) == (
+            "done",
+            1,
+            digest,
+            "hi",
+            "n1",
+        )
+        with pytest.raises(ValueError, match="not finished"):
+            TaskRecord(id="x", tenant="t", status="running", task={}, accepted_at=0).outcome("n1")
         store.mark_delivered("open")
         assert store.undelivered() == [] and store.get("open").delivered
-        store.fail("open", "X", "again")  # ended again: its new result is not delivered yet
+        store.fail("open", "X", "again", traceback="tb")  # ended again: not delivered yet
         assert [r.id for r in store.undelivered()] == ["open"]
+        out = store.get("open").outcome("n1")
+        assert (out.status, out.error_kind, out.traceback, out.logs) == ("failed", "X", "tb", None)
+        assert out.digest == digest  # kept from the run
         store.accept("new", "t", "{}")
         store.mark_delivered("new")  # not ended: nothing to deliver, stays in the outbox path
         assert not store.get("new").delivered
@@ -300,6 +316,7 @@ def test_task_runs_with_function_and_runtime_fetched_from_the_repository_and_onc
                 for key in ("queue", "retrieval", "transfer", "start", "compute", "total"):
                     assert key in res.timing
                 assert res.bytes_read > 0 and res.accepted_at and res.finished_at
+                assert res.digest == fn.digest and res.attempts == 1  # the Outcome says what ran
                 # both came from the repository, verified into the node's store
                 assert artifact_files(home) == {hexof(fn), hexof(runtime_artifact)}
                 # by name, the task was pinned to the repository's digest
