@@ -105,7 +105,7 @@ class Results:
         self.seen: list[Outcome] = []
 
     async def open(self) -> Results:
-        await ensure_streams(self.js)
+        await ensure_streams(NatsBus(self.js._nc))
         cfg = ConsumerConfig(durable_name="test-results", ack_policy=AckPolicy.EXPLICIT)
         self.sub = await self.js.pull_subscribe(
             "fades.result.>", durable="test-results", stream=RESULTS_STREAM, config=cfg
@@ -164,9 +164,9 @@ async def open_repo(js: JetStreamContext) -> ArtifactRepository:
 
 
 async def registry_entry(js: JetStreamContext, name: str) -> NodeInfo:
-    kv = await nodes_bucket(js)
+    kv = await nodes_bucket(NatsBus(js._nc))
     entry = await kv.get(name)
-    return NodeInfo.decode(entry.value or b"")
+    return NodeInfo.decode(entry.value if entry is not None else b"")
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
