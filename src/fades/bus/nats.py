@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -48,6 +48,8 @@ from fades.fabric.transfer import CHUNK, reply_error, request_chunks, send_chunk
 
 log = logging.getLogger("fades.bus")
 
+T = TypeVar("T")
+
 #: bound on one JetStream publish or KV/object operation
 OP_TIMEOUT_S = 5.0
 #: how long one pull waits for a message
@@ -60,6 +62,22 @@ def _fabric_error(what: str, exc: BaseException) -> FabricError:
     if isinstance(exc, FabricError):
         return exc
     return FabricError(f"{what}: {exc!r}")
+
+
+async def _open_or_create(
+    what: str, opening: Awaitable[T], create: Callable[[], Awaitable[T]]
+) -> T:
+    """Open a bucket, creating it if the server has none of that name."""
+    try:
+        return await asyncio.wait_for(opening, OP_TIMEOUT_S)
+    except (NotFoundError, ObjectNotFoundError):
+        pass
+    except Exception as exc:
+        raise _fabric_error(what, exc) from exc
+    try:
+        return await asyncio.wait_for(create(), OP_TIMEOUT_S)
+    except Exception as exc:
+        raise _fabric_error(f"creating {what}", exc) from exc
 
 
 class NatsDelivery:
@@ -327,28 +345,18 @@ class NatsBus:
                     await psub.unsubscribe()  # the durable consumer stays on the server
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> NatsKv:
-        try:
-            kv = await asyncio.wait_for(self.js.key_value(bucket), OP_TIMEOUT_S)
-        except NotFoundError:
-            cfg = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)
-            try:
-                kv = await asyncio.wait_for(self.js.create_key_value(cfg), OP_TIMEOUT_S)
-            except Exception as exc:
-                raise _fabric_error(f"creating KV bucket {bucket}", exc) from exc
-        except Exception as exc:
-            raise _fabric_error(f"KV bucket {bucket}", exc) from exc
+        cfg = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)
+        kv = await _open_or_create(
+            f"KV bucket {bucket}", self.js.key_value(bucket), lambda: self.js.create_key_value(cfg)
+        )
         return NatsKv(kv, bucket)
 
     async def objects(self, bucket: str) -> NatsObjects:
-        try:
-            store = await asyncio.wait_for(self.js.object_store(bucket), OP_TIMEOUT_S)
-        except (NotFoundError, ObjectNotFoundError):
-            try:
-                store = await asyncio.wait_for(self.js.create_object_store(bucket), OP_TIMEOUT_S)
-            except Exception as exc:
-                raise _fabric_error(f"creating object store {bucket}", exc) from exc
-        except Exception as exc:
-            raise _fabric_error(f"object store {bucket}", exc) from exc
+        store = await _open_or_create(
+            f"object store {bucket}",
+            self.js.object_store(bucket),
+            lambda: self.js.create_object_store(bucket),
+        )
         return NatsObjects(store, bucket)
 
     async def request(self, subject: str, data: bytes, *, timeout: float = 5.0) -> bytes:
