@@ -124,6 +124,9 @@ def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
     }
     home = prepare_home("n1", runtime=False, policy=policy)
     v1 = build(tmp_path, "count", V1, signing_key, "1")
+    second = int(time.time())
+    while int(time.time()) == second:  # v2 is a later build (manifests keep whole seconds)
+        time.sleep(0.02)
     v2 = build(tmp_path, "count", V2, signing_key, "2")
     noisy = build(tmp_path, "noisy", NOISY, signing_key)
 
