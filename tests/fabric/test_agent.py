@@ -342,6 +342,10 @@ def _tampered(art: Artifact) -> Artifact:
     payload = art.payload.replace(b'"n"', b'"m"')
     assert payload != art.payload
     manifest = {**art.manifest, "payload_sha256": sha256_hex(payload)}
+    # an older build than the original, so the name still resolves to the good one
+    manifest["created"] = art.manifest["created"] - 1
+    if "created_ns" in manifest:
+        manifest["created_ns"] = art.manifest["created_ns"] - 1_000_000_000
     return Artifact(manifest, canonical(manifest), art.signature, payload)
 
 
