@@ -157,6 +157,13 @@ def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
             assert out.status == "failed" and out.error_kind == "TaskValidationError"
             assert "memory_mib" in (out.error or "") and out.attempts == 0
 
+            # a pinned digest the repository does not hold: refused, naming it
+            missing = "sha256:" + "0" * 64
+            await ctl.submit("edge1", make_task("count", task_id="gone", memory_mib=MEM), missing)
+            out = await ctl.wait("gone")
+            assert out.status == "failed" and out.error_kind == "ArtifactError"
+            assert missing in (out.error or "") and out.digest == missing
+
             # the function's traceback and logs travel in the outcome
             await ctl.submit("edge1", make_task("noisy", task_id="noisy", memory_mib=MEM))
             out = await ctl.wait("noisy")
@@ -185,7 +192,7 @@ def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
                 denied = QueryRequest(tenant="guest", data=ops)
                 await ctl.bus.request(query_subject("edge1"), denied.encode())
 
-            assert agent.counters["accepted"] == 3 and agent.counters["refused"] == 1
+            assert agent.counters["accepted"] == 3 and agent.counters["refused"] == 2
             await agent.stop()
             entry = await kv.get("edge1")
             assert entry is not None and NodeInfo.decode(entry.value).stopping

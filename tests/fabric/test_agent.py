@@ -632,6 +632,13 @@ def test_cli_refuses_a_bad_name_and_an_unreachable_nats_in_one_line(tmp_path: Pa
     assert down.returncode == 2
     assert "cannot reach NATS" in down.stderr and "Traceback" not in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+    zero = subprocess.run(
+        [FADES, "node", "start", "--name", "edge1", "--data", str(tmp_path / "h"),
+         "--capacity", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert zero.returncode == 2 and "Traceback" not in zero.stderr
+    assert zero.stderr.strip() == "error: capacity must be at least 1, got 0"
 
 
 def test_unreachable_nats_fails_start_and_leaves_nothing_open(tmp_path: Path) -> None:
