@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nats.aio.client import Client as NATS
 
-from fades.controller.store import Outcome
 from fades.errors import ArtifactError, FadesError
 from fades.fabric.protocol import QueryMeta, QueryRequest
 from fades.fabric.repository import ArtifactRepository
@@ -28,6 +27,7 @@ from fades.fabric.subjects import query_subject
 from fades.fabric.transfer import request_chunks
 from fades.functions.artifact import PYTHON_ABI, Artifact
 from fades.functions.store import FunctionStore
+from fades.outcome import Outcome
 from fades.sandbox import Limits, Sandboxes
 from fades.task import Task
 
@@ -76,9 +76,9 @@ class CloudRunner:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, self.functions.add, data)
 
-    async def artifact(self, ref: str) -> Artifact:
-        """The verified artifact for a function name or digest (the repository's newest)."""
-        art = await self._local(await self.repo.resolve(ref))
+    async def artifact(self, digest: str) -> Artifact:
+        """The verified artifact of ``digest`` (and the runtime it needs), fetched if missing."""
+        art = await self._local(digest)
         if art.kind == "python":
             try:
                 runtime = await self.repo.runtime_digest(PYTHON_ABI)
@@ -88,15 +88,18 @@ class CloudRunner:
                 await self._local(runtime)
         return art
 
-    async def run(self, task: Task, node: str, submitted_at: float) -> Outcome:
-        """Fetch the task's data from ``node`` and run its function here; never raises."""
+    async def run(
+        self, task: Task, node: str, submitted_at: float, digest: str
+    ) -> tuple[Outcome, int]:
+        """Fetch the task's data from ``node`` and run the function ``digest`` (pinned at
+        submit) here; returns the outcome and the bytes pulled from the node. Never raises."""
         async with self._slots:
             timing: dict[str, float] = {"queue": max(0.0, time.time() - submitted_at)}
             t0 = time.perf_counter()
             blob_bytes = 0
             try:
                 loop = asyncio.get_running_loop()
-                art = await self.artifact(task.function.artifact)
+                art = await self.artifact(digest)
                 limits = Limits(task.function.memory_mib, task.function.time_budget_ms)
                 # loads the Python runtime once, before the clock starts (as a warm node has)
                 await loop.run_in_executor(self._pool, self.sandboxes.check, art, limits)
@@ -117,11 +120,12 @@ class CloudRunner:
                 res = await loop.run_in_executor(self._pool, self.sandboxes.run, art, blob, limits)
             except FadesError as exc:
                 log.info("cloud task %s failed: %s: %s", task.id, exc.kind, exc)
-                return self._failed(task, node, exc.kind, str(exc), timing, t0, blob_bytes)
+                out = self._failed(task, node, digest, exc.kind, str(exc), timing, t0)
+                return out, blob_bytes
             except Exception as exc:
                 log.exception("cloud task %s: unexpected failure", task.id)
                 kind, msg = type(exc).__name__, f"internal error: {exc}"
-                return self._failed(task, node, kind, msg, timing, t0, blob_bytes)
+                return self._failed(task, node, digest, kind, msg, timing, t0), blob_bytes
             timing.update(
                 retrieval=t1 - t0,
                 node_retrieval=meta.retrieval_s,
@@ -132,38 +136,39 @@ class CloudRunner:
                 result=res.timing["result"],
                 total=time.perf_counter() - t0,
             )
-            return Outcome(
-                task.id,
-                task.tenant,
-                node,
-                "done",
-                res.value,
+            out = Outcome(
+                task_id=task.id,
+                tenant=task.tenant,
+                node="cloud",
+                status="done",
+                result=res.value,
                 timing=timing,
                 bytes_read=meta.bytes_read,
                 bytes_returned=res.bytes_out,
+                digest=digest,
                 finished_at=time.time(),
-                bytes_uplink=blob_bytes,
             )
+            return out, blob_bytes
 
     @staticmethod
     def _failed(
         task: Task,
         node: str,
+        digest: str,
         kind: str,
         message: str,
         timing: dict[str, float],
         t0: float,
-        blob_bytes: int,
     ) -> Outcome:
         timing["total"] = time.perf_counter() - t0
         return Outcome(
-            task.id,
-            task.tenant,
-            node,
-            "failed",
+            task_id=task.id,
+            tenant=task.tenant,
+            node="cloud",
+            status="failed",
             error_kind=kind,
             error=message,
             timing=timing,
+            digest=digest,
             finished_at=time.time(),
-            bytes_uplink=blob_bytes,
         )

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from fades.outcome import Outcome
+
 Where = Literal["edge", "cloud"]
 Status = Literal["accepted", "dispatched", "done", "failed"]
 FINAL: frozenset[str] = frozenset({"done", "failed"})
@@ -22,28 +24,24 @@ class SubmitReceipt(BaseModel):
 
 
 class TaskInfo(BaseModel):
-    """A task's status and, once it ended, its result and timing breakdown (seconds)."""
+    """A task as the API serves it: what the controller knows of it, and once it ended, its
+    :class:`~fades.outcome.Outcome` exactly as the node (or the cloud runner) reported it."""
 
     task_id: str
     tenant: str
     node: str
     where: Where
     status: Status
-    result: Any = None
-    error_kind: str | None = None
-    error: str | None = None
-    timing: dict[str, float] = Field(default_factory=dict)
-    bytes_read: int | None = None
-    bytes_returned: int | None = None
+    placement: str = Field("", description="why this node was chosen")
     submitted_at: float
-    finished_at: float | None = None
-    latency_s: float | None = None
+    latency_s: float | None = Field(None, description="submit -> outcome stored (seconds)")
     bytes_uplink: int | None = Field(
         default=None,
-        description="bytes the node sent upstream: the result message at the edge, "
+        description="bytes the node sent upstream: the outcome message at the edge, "
         "the raw data blob for a cloud run",
     )
-    placement: str = ""
+    digest: str | None = Field(None, description="the function artifact pinned at submit")
+    outcome: Outcome | None = Field(None, description="how it ended (done or failed only)")
 
     @property
     def done(self) -> bool:

@@ -136,6 +136,8 @@ class TaskEnvelope(_Msg):
     task: dict[str, Any]
     submitted_at: float
     origin: str = "controller"
+    #: the artifact digest pinned at submit (the node runs exactly this one)
+    digest: str | None = None
 
 
 class ResultMessage(_Msg):

@@ -1,0 +1,98 @@
+"""Outcomes into the controller: the results consumer and the one place an outcome is stored.
+
+Nodes publish :class:`~fades.outcome.Outcome` on ``fades.result.<node>``; the controller reads
+them from a durable pull consumer (``controller``). An outcome names the task by its *wire
+id* (unique across tenants); :class:`Recorder` maps it back to the tenant's own id, checks the
+tenant, stores the first outcome per task (off the event loop) and wakes whoever waits.
+Every message is acked after it is stored; a malformed one is dropped (``term``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from fades.controller.metrics import Metrics
+from fades.controller.models import Where
+from fades.controller.store import ControllerStore
+from fades.outcome import Outcome
+
+log = logging.getLogger("fades.controller")
+
+#: the controller's durable consumer on the results stream
+RESULTS_CONSUMER = "controller"
+
+
+class Recorder:
+    """Stores outcomes (first one wins) and wakes the waiters of a task."""
+
+    def __init__(self, store: ControllerStore, metrics: Metrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._waiters: dict[tuple[str, str], asyncio.Event] = {}
+
+    def waiter(self, tenant: str, task_id: str) -> asyncio.Event:
+        return self._waiters.setdefault((tenant, task_id), asyncio.Event())
+
+    async def record(self, out: Outcome, where: Where, bytes_uplink: int | None = None) -> bool:
+        """Store ``out`` (keyed by its tenant and task id); False for a duplicate."""
+        new = await asyncio.to_thread(self.store.add_outcome, out, bytes_uplink=bytes_uplink)
+        if not new:
+            self.metrics.duplicates.inc()
+            log.debug("duplicate outcome for task %s ignored", out.task_id)
+            return False
+        self.metrics.results.labels(where, out.status).inc()
+        latency = out.timing.get("latency")
+        with contextlib.suppress(Exception):
+            rec = await asyncio.to_thread(self.store.get, out.task_id, out.tenant)
+            latency = rec.latency_s
+        if latency is not None:
+            self.metrics.latency.labels(where).observe(latency)
+        event = self._waiters.pop((out.tenant, out.task_id), None)
+        if event is not None:
+            event.set()
+        return True
+
+    async def from_node(self, data: bytes, subject: str) -> bool | None:
+        """Record an outcome a node published; None if it is malformed or names no task of
+        ours (dropped), else whether it was new."""
+        try:
+            out = Outcome.decode(data)
+        except ValidationError as exc:
+            log.warning("dropping a malformed outcome on %s: %s", subject, exc.errors()[0]["msg"])
+            return None
+        key = await asyncio.to_thread(self.store.by_wire_id, out.task_id)
+        if key is None or key[0] != out.tenant:
+            log.warning("dropping an outcome on %s for an unknown task %r", subject, out.task_id)
+            return None
+        return await self.record(out.model_copy(update={"task_id": key[1]}), "edge", len(data))
+
+
+async def consume(sub: Any, recorder: Recorder) -> None:
+    """Fetch outcomes from the durable consumer ``sub`` until cancelled."""
+    while True:
+        try:
+            # fetch(1): a batch fetch waits for the whole batch once a first message is in
+            msgs = await sub.fetch(batch=1, timeout=1.0)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            continue
+        except Exception as exc:  # disconnected: the durable consumer keeps our place
+            log.debug("results fetch failed: %s", exc)
+            await asyncio.sleep(0.5)
+            continue
+        for msg in msgs:
+            try:
+                stored = await recorder.from_node(msg.data, msg.subject)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database failed: not acked, so redelivered later
+                log.exception("could not store an outcome on %s", msg.subject)
+                continue
+            with contextlib.suppress(Exception):  # unacked: redelivered, then ignored
+                await (msg.term() if stored is None else msg.ack())
