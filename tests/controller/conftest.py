@@ -142,6 +142,7 @@ class Bed:
         self.url = ""
         self.agents: list[NodeAgent] = []
         self.registrations: list[Registration] = []
+        self._listeners: list[Any] = []
         self._stop: asyncio.Event | None = None
         self._serving: Any = None
 
@@ -216,6 +217,23 @@ class Bed:
         self.registrations.append(reg)
         return reg
 
+    def listen(self, subject: str) -> list[bytes]:
+        """Every plain message on ``subject`` from now on (a copy; it answers nothing)."""
+        seen: list[bytes] = []
+
+        async def go() -> None:
+            nc = await connect(self.nats.url, name=f"listener-{subject}")
+            self._listeners.append(nc)
+
+            async def cb(msg: Any) -> None:
+                seen.append(msg.data)
+
+            await nc.subscribe(subject, cb=cb)
+            await nc.flush()
+
+        self.run(go())
+        return seen
+
     def publish_outcome(self, node: str, out: Outcome | bytes, msg_id: str) -> None:
         """Put an outcome on the results stream as node ``node`` would."""
         data = out.encode() if isinstance(out, Outcome) else out
@@ -243,6 +261,9 @@ class Bed:
             for r in self.registrations:
                 with contextlib.suppress(Exception):
                     self.run(r.stop(clean=False))
+            for nc in self._listeners:
+                with contextlib.suppress(Exception):
+                    self.run(nc.close())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)

@@ -98,7 +98,7 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         (home / "trusted").mkdir(exist_ok=True)
         for pub in (node_home / "trusted").iterdir():
             (home / "trusted" / pub.name).write_bytes(pub.read_bytes())
-        bed.node("edge", home=node_home)
+        bed.agent("edge", node_home)
         art = tmp_path / "count.fart"
         art.write_bytes(artifact_of(node_home, "count"))
         task_file = tmp_path / "task.yaml"
@@ -120,7 +120,8 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         run = fades("task", "submit", str(task_file), *env_args, "--wait", "--json")
         assert run.returncode == 0, run.stderr
         info = json.loads(run.stdout)
-        assert info["status"] == "done" and info["node"] == "edge" and info["result"]["rows"] > 0
+        assert info["status"] == "done" and info["node"] == "edge"
+        assert info["outcome"]["result"]["rows"] > 0
         shown = fades("task", "submit", str(task_file), "--controller", url, "--token", "wrong")
         assert shown.returncode == 2 and "Unauthorized" in shown.stderr
 
