@@ -130,8 +130,11 @@ async def request_chunks(
 ) -> tuple[bytes, dict[str, Any]]:
     """Ask ``subject`` and collect a chunked reply: returns (data, meta).
 
-    ``timeout`` bounds the wait for the first part; ``idle_timeout`` the gap between parts.
+    ``request`` is sent as is if it is bytes, else as JSON. A plain reply (no part header)
+    is the whole answer, with empty meta. ``timeout`` bounds the wait for the first part;
+    ``idle_timeout`` the gap between parts.
     """
+    body = request if isinstance(request, bytes) else json.dumps(request).encode()
     inbox = nc.new_inbox()
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -142,7 +145,7 @@ async def request_chunks(
     buf = bytearray()
     expected = 0
     try:
-        await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
+        await nc.publish(subject, body, reply=inbox)
         wait = timeout
         t0 = time.monotonic()
         while True:
@@ -159,9 +162,11 @@ async def request_chunks(
                 # no subscriber (yet): a node may be reconnecting; ask again until timeout
                 if expected == 0 and time.monotonic() - t0 + 0.05 < timeout:
                     await asyncio.sleep(0.05)
-                    await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
+                    await nc.publish(subject, body, reply=inbox)
                     continue
                 raise NodeUnavailable(f"{what}: nobody serves {subject}")
+            if expected == 0 and H_SEQ not in headers:
+                return msg.data, {}  # a plain (small) reply
             seq = int(headers.get(H_SEQ, "-1"))
             if seq != expected:
                 raise FabricError(f"{what}: part {seq} arrived, expected part {expected}")
