@@ -1,7 +1,7 @@
 """The node agent against a real nats-server, real wasmtime and real SQLite.
 
 The controller is not involved: tests publish TaskEnvelopes to FADES_TASKS, put artifacts
-with ArtifactRepository and read ResultMessages from FADES_RESULTS themselves.
+with ArtifactRepository and read Outcomes from FADES_RESULTS themselves.
 """
 
 from __future__ import annotations
@@ -26,18 +26,20 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 
+from fades.bus.nats import NatsBus
 from fades.errors import AccessDenied, FabricError
 from fades.fabric import EmbeddedNats, FabricSettings, connect
-from fades.fabric.protocol import NodeInfo, QueryRequest, ResultMessage, TaskEnvelope
+from fades.fabric.protocol import NodeInfo, QueryRequest, TaskEnvelope, decode_query_reply
 from fades.fabric.repository import ArtifactRepository
 from fades.fabric.streams import ensure_streams, nodes_bucket
 from fades.fabric.subjects import RESULTS_STREAM, TASKS_STREAM, ping_subject, query_subject
-from fades.fabric.transfer import request_chunks, request_json
+from fades.fabric.transfer import request_json
 from fades.functions.artifact import Artifact, canonical, sha256_hex
 from fades.functions.build import build_python
 from fades.functions.keys import SigningKey
 from fades.node.agent import NodeAgent
 from fades.node.taskstore import TaskStore
+from fades.outcome import Outcome
 from fades.sandbox.wire import encode
 from fades.task import DataOp
 
@@ -80,10 +82,14 @@ def hexof(art: Artifact) -> str:
 
 
 async def publish_task(
-    js: JetStreamContext, node: str, task: dict[str, Any], msg_id: str | None = None
+    js: JetStreamContext,
+    node: str,
+    task: dict[str, Any],
+    msg_id: str | None = None,
+    digest: str | None = None,
 ) -> str:
     tid = str(task["credentials"]["task_id"])
-    env = TaskEnvelope(task=task, submitted_at=time.time())
+    env = TaskEnvelope(task=task, submitted_at=time.time(), digest=digest)
     await js.publish(
         f"fades.task.{node}", env.encode(), headers={"Nats-Msg-Id": msg_id or tid}, timeout=5
     )
@@ -96,7 +102,7 @@ class Results:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
         self.sub: Any = None
-        self.seen: list[ResultMessage] = []
+        self.seen: list[Outcome] = []
 
     async def open(self) -> Results:
         await ensure_streams(self.js)
@@ -112,10 +118,10 @@ class Results:
         except TimeoutError:
             return
         for m in msgs:
-            self.seen.append(ResultMessage.decode(m.data))
+            self.seen.append(Outcome.decode(m.data))
             await m.ack()
 
-    async def wait(self, task_id: str, timeout: float = 30.0) -> ResultMessage:
+    async def wait(self, task_id: str, timeout: float = 30.0) -> Outcome:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for r in self.seen:
@@ -150,6 +156,11 @@ async def running_agent(
         yield agent
     finally:
         await agent.stop()
+
+
+async def open_repo(js: JetStreamContext) -> ArtifactRepository:
+    """The repository through a Bus over the test's own connection (closed by fabric())."""
+    return await ArtifactRepository.open(NatsBus(js._nc))
 
 
 async def registry_entry(js: JetStreamContext, name: str) -> NodeInfo:
@@ -276,7 +287,7 @@ def test_task_runs_with_function_and_runtime_fetched_from_the_repository_and_onc
 
     async def main() -> None:
         async with fabric(nats_server) as (_, js, results):
-            repo = await ArtifactRepository.open(js)
+            repo = await open_repo(js)
             await repo.put(runtime_artifact)
             await repo.put(fn)
             async with running_agent(home, nats_server) as agent:
@@ -332,7 +343,7 @@ def test_tampered_or_untrusted_artifacts_are_refused_and_the_node_keeps_serving(
 
     async def main() -> None:
         async with fabric(nats_server) as (_, js, results):
-            repo = await ArtifactRepository.open(js)
+            repo = await open_repo(js)
             for art in (forged, good, stranger, altered):  # 'count' names the good one
                 await repo.put(art)
             # bytes altered at rest inside the object store, after the upload
@@ -419,23 +430,22 @@ def test_query_returns_the_blob_a_local_task_gets_and_the_policy_still_applies(
 
     async def main() -> None:
         async with fabric(nats_server) as (nc, _, _), running_agent(home, nats_server) as agent:
+            bus = NatsBus(nc)
             req = QueryRequest(tenant="facilities", data=ops, params=params)
-            blob, meta = await request_chunks(
-                nc, query_subject("edge1"), req.model_dump(mode="json"), timeout=10
+            blob, meta = decode_query_reply(
+                await bus.request(query_subject("edge1"), req.encode(), timeout=10)
             )
             assert agent.node is not None
             datasets, _ = agent.node.broker.fetch("facilities", ops)  # what a task would get
             local = encode(datasets, params)
             assert blob == bytes(local) and len(blob) > 64 * 1024  # several chunks
-            assert meta["blob_bytes"] == len(blob)
-            assert meta["rows"] == sum(len(d) for d in datasets.values()) > 0
-            assert meta["bytes_read"] == sum(d.nbytes for d in datasets.values())
+            assert meta.blob_bytes == len(blob)
+            assert meta.rows == sum(len(d) for d in datasets.values()) > 0
+            assert meta.bytes_read == sum(d.nbytes for d in datasets.values())
 
             denied = QueryRequest(tenant="guest", data=ops, params=params)
             with pytest.raises(AccessDenied, match="guest"):
-                await request_chunks(
-                    nc, query_subject("edge1"), denied.model_dump(mode="json"), timeout=10
-                )
+                await bus.request(query_subject("edge1"), denied.encode(), timeout=10)
 
     run(main())
 
@@ -632,7 +642,7 @@ def test_ingested_readings_show_up_in_the_registry(
             fabric(nats_server) as (nc, js, _),
             running_agent(home, nats_server, ingest=True) as agent,
         ):
-            assert agent.ingestor is not None
+            assert agent.ingest.ingestor is not None
             reading = {"ts": time.time(), "value": 21.5, "device": "room9-temperature", "unit": "C"}
             await nc.publish("sensors.edge1.room9.temperature", json.dumps(reading).encode())
             await nc.flush()
@@ -666,18 +676,18 @@ def test_undelivered_results_are_published_on_start_and_by_the_heartbeat_sweep(
             assert a.node is not None and a.node.orchestrator.get("before").delivered
 
             # the first publish of the next result fails: the heartbeat sweep sends it again
-            assert a.js is not None
-            real = a.js.publish
+            assert a.bus is not None
+            real = a.bus.publish
             attempts: list[str] = []
 
             async def flaky(subject: str, payload: bytes = b"", **kw: Any) -> Any:
                 if subject.startswith("fades.result."):
                     attempts.append(subject)
                     if len(attempts) == 1:
-                        raise TimeoutError("lost")
+                        raise FabricError("lost")
                 return await real(subject, payload, **kw)
 
-            a.js.publish = flaky  # type: ignore[method-assign]
+            a.bus.publish = flaky  # type: ignore[method-assign]
             await publish_task(js, "edge1", make_task("count", task_id="flaky", memory_mib=MEM))
             res = await results.wait("flaky", timeout=20)
             assert res.status == "done" and len(attempts) >= 2

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from fades.bus.nats import NatsBus
 from fades.errors import AccessDenied, ArtifactError, ArtifactFormatError, FabricError
 from fades.fabric import EmbeddedNats, connect
 from fades.fabric.repository import ArtifactRepository
@@ -81,7 +82,7 @@ def test_repository_round_trips_a_multi_part_runtime(
 ) -> None:
     async def go() -> tuple[bytes, Any, list[Any]]:
         nc = await connect(nats_server.url)
-        repo = await ArtifactRepository.open(nc.jetstream())
+        repo = await ArtifactRepository.open(NatsBus(nc))
         rec = await repo.put(runtime_artifact)
         data = await repo.get(await repo.runtime_digest(runtime_artifact.abi))
         listed = await repo.list()
@@ -100,10 +101,10 @@ def test_repository_detects_an_altered_part(
 ) -> None:
     async def go() -> None:
         nc = await connect(nats_server.url)
-        repo = await ArtifactRepository.open(nc.jetstream())
+        repo = await ArtifactRepository.open(NatsBus(nc))
         rec = await repo.put(runtime_artifact)
         h = rec.digest.removeprefix("sha256:")
-        part = (await repo.objects.get(f"{h}.{rec.parts - 1}")).data or b""
+        part = await repo.objects.get(f"{h}.{rec.parts - 1}") or b""
         await repo.objects.put(f"{h}.{rec.parts - 1}", part[:-1] + bytes([part[-1] ^ 1]))
         try:
             with pytest.raises(ArtifactFormatError, match="altered"):

@@ -1,4 +1,4 @@
-"""The function repository: signed artifacts in a JetStream object store.
+"""The function repository: signed artifacts in the Bus's object store.
 
 Artifacts are stored by digest, split into parts of at most :data:`PART_SIZE` (a single
 object of several MiB stalls on get), and indexed in a key-value bucket:
@@ -19,11 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
-from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
-
+from fades.bus.base import Bus, KeyValue, ObjectStore
 from fades.errors import ArtifactError, ArtifactFormatError
 from fades.fabric.subjects import ARTIFACTS_BUCKET, FUNCTIONS_BUCKET, PART_SIZE
 from fades.functions.artifact import Artifact, parse, sha256_hex
@@ -60,19 +56,13 @@ class ArtifactRepository:
         self.index = index
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> ArtifactRepository:
-        """Open the repository, creating its bucket and index if they do not exist."""
-        try:
-            objects = await js.object_store(ARTIFACTS_BUCKET)
-        except (NotFoundError, ObjectNotFoundError):
-            objects = await js.create_object_store(ARTIFACTS_BUCKET)
-        except Exception:
-            objects = await js.create_object_store(ARTIFACTS_BUCKET)
-        try:
-            index = await js.key_value(FUNCTIONS_BUCKET)
-        except Exception:
-            index = await js.create_key_value(bucket=FUNCTIONS_BUCKET, history=1)
-        return cls(objects, index)
+    async def open(cls, bus: Bus) -> ArtifactRepository:
+        """Open the repository, creating its bucket and index if they do not exist.
+
+        Raises:
+            FabricError: the fabric is unreachable.
+        """
+        return cls(await bus.objects(ARTIFACTS_BUCKET), await bus.kv(FUNCTIONS_BUCKET))
 
     async def put(self, data: bytes | Artifact) -> ArtifactRecord:
         """Store an artifact (format-checked, not signature-checked) and index it."""
@@ -100,10 +90,7 @@ class ArtifactRepository:
         return rec
 
     async def _get_key(self, key: str) -> bytes | None:
-        try:
-            entry = await self.index.get(key)
-        except KeyNotFoundError:
-            return None
+        entry = await self.index.get(key)
         return entry.value if entry is not None and entry.value else None
 
     async def resolve(self, ref: str) -> str:
@@ -139,13 +126,10 @@ class ArtifactRepository:
         h = _hex(digest)
         buf = bytearray()
         for i in range(rec.parts):
-            try:
-                res = await self.objects.get(f"{h}.{i}")
-            except ObjectNotFoundError:
-                raise ArtifactError(
-                    f"artifact {digest} is missing part {i} of {rec.parts}"
-                ) from None
-            buf += res.data or b""
+            part = await self.objects.get(f"{h}.{i}")
+            if part is None:
+                raise ArtifactError(f"artifact {digest} is missing part {i} of {rec.parts}")
+            buf += part
         try:
             art = parse(bytes(buf))
         except ArtifactFormatError as exc:
@@ -162,10 +146,7 @@ class ArtifactRepository:
 
     async def list(self) -> list[ArtifactRecord]:
         """Every artifact record, newest first."""
-        try:
-            keys = await self.index.keys()
-        except NoKeysError:  # an empty bucket; other failures (NATS down) propagate
-            return []
+        keys = await self.index.keys()  # an empty bucket is []; NATS down raises FabricError
         out = []
         for k in keys:
             if k.startswith("d."):

@@ -268,7 +268,14 @@ class Orchestrator:
             res = self.sandboxes.run(artifact, blob, _limits(task))
         except FadesError as exc:
             timing["total"] = time.perf_counter() - t0
-            self.store.fail(task.id, exc.kind, str(exc), timing)
+            self.store.fail(
+                task.id,
+                exc.kind,
+                str(exc),
+                timing,
+                traceback=getattr(exc, "traceback", None) or exc.context.get("traceback"),
+                logs=getattr(exc, "logs", None) or exc.context.get("logs"),
+            )
             log.info("task %s failed: %s: %s", task.id, exc.kind, exc)
             return
         timing.update(
@@ -285,6 +292,8 @@ class Orchestrator:
             timing=timing,
             bytes_read=bytes_read,
             bytes_returned=res.bytes_out,
+            digest=artifact.digest,
+            logs=res.logs,
         )
 
     def _run_persistent(self, task: Task) -> None:
