@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from pydantic import ValidationError
 
+from fades.bus.base import Bus
 from fades.controller.metrics import Metrics
 from fades.controller.models import Where
 from fades.controller.store import ControllerStore
+from fades.fabric.subjects import RESULTS_STREAM
 from fades.outcome import Outcome
 
 log = logging.getLogger("fades.controller")
@@ -72,27 +73,15 @@ class Recorder:
         return await self.record(out.model_copy(update={"task_id": key[1]}), "edge", len(data))
 
 
-async def consume(sub: Any, recorder: Recorder) -> None:
-    """Fetch outcomes from the durable consumer ``sub`` until cancelled."""
-    while True:
+async def consume(bus: Bus, recorder: Recorder) -> None:
+    """Store outcomes from the durable consumer until cancelled (or the bus closes)."""
+    async for d in bus.consume(RESULTS_STREAM, RESULTS_CONSUMER, "fades.result.>"):
         try:
-            # fetch(1): a batch fetch waits for the whole batch once a first message is in
-            msgs = await sub.fetch(batch=1, timeout=1.0)
+            stored = await recorder.from_node(d.data, d.subject)
         except asyncio.CancelledError:
             raise
-        except TimeoutError:
+        except Exception:  # the database failed: not acked, so redelivered later
+            log.exception("could not store an outcome on %s", d.subject)
             continue
-        except Exception as exc:  # disconnected: the durable consumer keeps our place
-            log.debug("results fetch failed: %s", exc)
-            await asyncio.sleep(0.5)
-            continue
-        for msg in msgs:
-            try:
-                stored = await recorder.from_node(msg.data, msg.subject)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database failed: not acked, so redelivered later
-                log.exception("could not store an outcome on %s", msg.subject)
-                continue
-            with contextlib.suppress(Exception):  # unacked: redelivered, then ignored
-                await (msg.term() if stored is None else msg.ack())
+        with contextlib.suppress(Exception):  # unacked: redelivered, then ignored
+            await (d.term() if stored is None else d.ack())

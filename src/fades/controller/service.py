@@ -23,10 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.client import JetStreamContext
-
+from fades.bus.base import Bus
+from fades.bus.nats import NatsBus
 from fades.controller import publishing
 from fades.controller.auth import Tokens
 from fades.controller.cloud import CloudRunner
@@ -34,7 +32,7 @@ from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.metrics import Metrics
 from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, TaskInfo, Where
 from fades.controller.registry import DOWN_AFTER_S, Registry
-from fades.controller.results import RESULTS_CONSUMER, Recorder, consume
+from fades.controller.results import Recorder, consume
 from fades.controller.store import ControllerStore, PendingTask, TaskRecord
 from fades.errors import (
     ArtifactError,
@@ -49,10 +47,9 @@ from fades.errors import (
     TaskValidationError,
     UnknownNode,
 )
-from fades.fabric.connect import FabricSettings, connect
+from fades.fabric.connect import FabricSettings
 from fades.fabric.repository import ArtifactRepository
-from fades.fabric.streams import ensure_streams, nodes_bucket
-from fades.fabric.subjects import RESULTS_STREAM
+from fades.fabric.subjects import NODES_BUCKET, RESULTS_STREAM, TASKS_STREAM
 from fades.functions.artifact import parse
 from fades.functions.keys import TrustStore
 from fades.functions.store import FunctionStore
@@ -125,8 +122,7 @@ class Controller:
         self.functions = FunctionStore(self.home / "artifacts", self._trust())
         self.max_payload = DEFAULT_MAX_PAYLOAD
         self._store: ControllerStore | None = None
-        self._nc: NATS | None = None
-        self._js: JetStreamContext | None = None
+        self._bus: NatsBus | None = None
         self._repo: ArtifactRepository | None = None
         self._registry: Registry | None = None
         self._cloud: CloudRunner | None = None
@@ -142,39 +138,33 @@ class Controller:
         Raises:
             FabricError: NATS cannot be reached.
         """
-        if self._nc is not None:
+        if self._bus is not None:
             return self
         store = self._store = await asyncio.to_thread(ControllerStore, self.home / "controller.db")
         try:
-            nc = await connect(self.settings, name=self.name)
+            bus = await NatsBus.connect(self.settings, name=self.name)
         except BaseException:
             store.close()
             self._store = None
             raise
         try:
-            js = nc.jetstream()
-            await ensure_streams(js)
-            kv = await nodes_bucket(js)
-            self._repo = await ArtifactRepository.open(js)
-            self._registry = Registry(kv, self.down_after, lambda: int(nc.stats["reconnects"]))
+            await bus.stream(TASKS_STREAM, ["fades.task.>"])
+            await bus.stream(RESULTS_STREAM, ["fades.result.>"])
+            kv = await bus.kv(NODES_BUCKET)
+            self._repo = await ArtifactRepository.open(bus)
+            self._registry = Registry(kv, self.down_after, lambda: bus.reconnects)
             await self._registry.start()
-            sub = await js.pull_subscribe(
-                "fades.result.>",
-                durable=RESULTS_CONSUMER,
-                stream=RESULTS_STREAM,
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1),
-            )
         except BaseException:
             if self._registry is not None:
                 await self._registry.stop()
                 self._registry = None
-            await nc.close()
+            await bus.close()
             store.close()
             self._store = None
             raise
-        self._nc, self._js = nc, js
-        self.max_payload = int(nc.max_payload or DEFAULT_MAX_PAYLOAD)
-        self._cloud = CloudRunner(nc, self._repo, self.functions, self.cloud_capacity)
+        self._bus = bus
+        self.max_payload = bus.max_payload or DEFAULT_MAX_PAYLOAD
+        self._cloud = CloudRunner(bus, self._repo, self.functions, self.cloud_capacity)
         recorder = self._recorder = Recorder(store, self.metrics)
         self._dispatcher = Dispatcher(
             store, recorder, self._publish, lambda: self.connected, lambda: self.max_payload
@@ -182,7 +172,7 @@ class Controller:
         registry = self._registry
         self.metrics.track_nodes(lambda: len(registry.up()), lambda: len(registry.down()))
         self._loops = [
-            asyncio.create_task(consume(sub, recorder), name="fades-results"),
+            asyncio.create_task(consume(bus, recorder), name="fades-results"),
             asyncio.create_task(self._dispatcher.run(), name="fades-dispatcher"),
         ]
         for p in await asyncio.to_thread(store.pending, "cloud"):
@@ -209,10 +199,9 @@ class Controller:
             await self._registry.stop()
         if self._cloud is not None:
             self._cloud.close()
-        nc, self._nc = self._nc, None
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.close()
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            await bus.close()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -255,17 +244,21 @@ class Controller:
         return self._dispatcher
 
     @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            raise ControllerError("the controller is not running (call start() first)")
+        return self._bus
+
+    @property
     def connected(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
+        return self._bus is not None and self._bus.connected
 
     def authenticate(self, token: str | None) -> str:
         """The tenant of a bearer token (raises Unauthorized)."""
         return self.tokens.tenant(token)
 
     async def _publish(self, subject: str, data: bytes, msg_id: str) -> None:
-        if self._js is None:
-            raise FabricError("not connected to NATS")
-        await self._js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=2.0)
+        await self.bus.publish(subject, data, msg_id=msg_id)
 
     # --- tasks -------------------------------------------------------------------------------
     async def submit(
