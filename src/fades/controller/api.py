@@ -21,7 +21,8 @@ from fades import __version__
 from fades.controller import bodies
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, TaskInfo
-from fades.controller.service import Controller, task_info
+from fades.controller.service import Controller
+from fades.controller.store import TaskRecord
 from fades.errors import (
     ArtifactError,
     ArtifactFormatError,
@@ -83,6 +84,23 @@ def _tenant(
 
 #: the caller's tenant, from its bearer token (401 without a known token)
 Tenant = Annotated[str, Depends(_tenant)]
+
+
+def task_info(rec: TaskRecord) -> TaskInfo:
+    """The HTTP view of a stored task."""
+    return TaskInfo(
+        task_id=rec.task_id,
+        tenant=rec.tenant,
+        node=rec.node,
+        where=rec.where,
+        status=rec.status,
+        placement=rec.placement,
+        submitted_at=rec.submitted_at,
+        latency_s=rec.latency_s,
+        bytes_uplink=rec.bytes_uplink,
+        digest=rec.digest,
+        outcome=rec.outcome,
+    )
 
 
 def status_of(exc: FadesError) -> int:

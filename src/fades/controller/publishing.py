@@ -10,13 +10,37 @@
 
 A name the repository holds but this controller has no owner for (a fresh controller on an
 existing fabric) is adopted by the first tenant that publishes it here.
+
+:class:`Publisher` is the controller's desk for functions: upload (verify, check, put),
+list, and :meth:`Publisher.pin` (a task's function name to the digest that will run).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from fades.controller.models import FunctionInfo
 from fades.controller.store import ControllerStore, FunctionOwner
-from fades.errors import NameTaken, RollbackRefused
-from fades.functions.artifact import Artifact
+from fades.errors import (
+    ArtifactError,
+    FabricError,
+    FadesError,
+    NameTaken,
+    RollbackRefused,
+    SignatureError,
+)
+from fades.fabric.repository import ArtifactRepository
+from fades.functions.artifact import Artifact, parse
+from fades.functions.keys import TrustStore
+from fades.functions.store import FunctionStore
+
+log = logging.getLogger("fades.controller")
+
+#: seconds to wait for the function repository before falling back on the local store
+REPOSITORY_TIMEOUT_S = 2.0
 
 
 def name_of(art: Artifact) -> str:
@@ -72,3 +96,101 @@ def record_publish(store: ControllerStore, art: Artifact, tenant: str | None) ->
     cur = store.function_owner(name)
     owner = cur.owner if cur is not None and cur.owner else (tenant or "")
     store.set_function(name, owner, art.digest, created_of(art))
+
+
+class Publisher:
+    """Uploads, lists and pins functions for one controller.
+
+    Args:
+        trusted: the folder of keys uploads must be signed with (re-read on every upload).
+        functions: the controller's verified local store (the cloud path's artifacts).
+        store: the controller's database (name owners).
+        repository: the repository, once the controller is connected.
+        connected: whether the fabric is reachable now.
+    """
+
+    def __init__(
+        self,
+        trusted: Path,
+        functions: FunctionStore,
+        store: ControllerStore,
+        repository: ArtifactRepository,
+        connected: Callable[[], bool],
+    ) -> None:
+        self.trusted = trusted
+        self.functions = functions
+        self.store = store
+        self.repository = repository
+        self.connected = connected
+
+    async def pin(self, ref: str) -> str:
+        """The digest ``ref`` names now (ArtifactError, HTTP 404: no such function).
+
+        While the repository is unreachable (NATS down), a function this controller holds
+        verified is pinned from its own store: the task waits in controller.db and is
+        dispatched later.
+        """
+        try:
+            if not self.connected():
+                raise FabricError("not connected to NATS")
+            digest = await asyncio.wait_for(self.repository.resolve(ref), REPOSITORY_TIMEOUT_S)
+            await asyncio.wait_for(self.repository.record(digest), REPOSITORY_TIMEOUT_S)
+            return digest
+        except ArtifactError:
+            raise ArtifactError(
+                f"unknown function {ref!r}: the repository holds no such artifact; "
+                "upload it first (POST /v1/functions or 'fades fn upload')"
+            ) from None
+        except (FabricError, TimeoutError) as exc:  # the fabric is unreachable or slow
+            problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        try:
+            return (await asyncio.to_thread(self.functions.get, ref)).digest
+        except ArtifactError:
+            raise FabricError(
+                f"cannot check function {ref!r}: the function repository is unreachable "
+                f"({problem}); try again when NATS is back"
+            ) from None
+
+    async def list(self) -> list[FunctionInfo]:
+        """Artifacts in the repository, newest first (FabricError: unreachable)."""
+        try:
+            records = await asyncio.wait_for(self.repository.list(), REPOSITORY_TIMEOUT_S)
+        except FadesError:
+            raise
+        except TimeoutError as exc:
+            raise FabricError("the function repository did not answer in time") from exc
+        return [FunctionInfo(**r.to_dict()) for r in records]
+
+    async def upload(
+        self, data: bytes, *, tenant: str | None = None, allow_rollback: bool = False
+    ) -> FunctionInfo:
+        """Verify an artifact against the trusted keys and put it in the repository.
+
+        Raises:
+            ArtifactFormatError: not a fades artifact.
+            SignatureError: unsigned, tampered, or signed by a key the controller does not trust.
+            NameTaken: the name belongs to another tenant.
+            RollbackRefused: older than the current version, without ``allow_rollback``.
+        """
+        art = await asyncio.to_thread(parse, data)
+        trust = await asyncio.to_thread(TrustStore.from_dir, self.trusted)
+        self.functions.trust = trust
+        try:
+            art.verify(trust)
+        except SignatureError as exc:
+            raise SignatureError(
+                f"upload refused: {exc}; the controller trusts the keys in {self.trusted}"
+            ) from None
+        try:
+            await self.repository.record(art.digest)
+            known = True
+        except ArtifactError:
+            known = False
+        await asyncio.to_thread(
+            check_publish, self.store, art, tenant, known=known, allow_rollback=allow_rollback
+        )
+        rec = await self.repository.put(art)
+        await asyncio.to_thread(record_publish, self.store, art, tenant)
+        await asyncio.to_thread(self.functions.add, art)  # ready for the cloud path
+        log.info("uploaded %s function %s %s", art.kind, art.name, art.digest)
+        return FunctionInfo(**rec.to_dict())

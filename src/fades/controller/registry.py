@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fades.bus.base import KeyValue, KvEntry
+from fades.controller.models import NodeView
 from fades.errors import FabricError
 from fades.fabric.protocol import NodeInfo
 
@@ -112,6 +113,35 @@ class Registry:
     def down(self, now: float | None = None) -> list[NodeEntry]:
         now = time.time() if now is None else now
         return [e for _, e in sorted(self.nodes.items()) if not self.is_up(e.info.name, now)]
+
+    def views(self, now: float | None = None) -> list[NodeView]:
+        """Every registered node, up or down, by name, as the API shows it."""
+        now = time.time() if now is None else now
+        out = []
+        for name, entry in sorted(self.nodes.items()):
+            info = entry.info
+            reason = entry.down_reason(self.down_after, now)
+            load = info.load.model_dump()
+            load["score"] = info.load.score
+            out.append(
+                NodeView(
+                    name=name,
+                    up=reason is None,
+                    down_reason=reason,
+                    heartbeat_age_s=round(entry.age(now), 3),
+                    load=load,
+                    data=[d.model_dump() for d in info.data],
+                    labels=info.labels,
+                    runtimes=info.runtimes,
+                    arch=info.arch,
+                    cores=info.cores,
+                    memory_mib=info.memory_mib,
+                    version=info.version,
+                    seq=info.seq,
+                    stats=info.stats,
+                )
+            )
+        return out
 
     # --- watching ----------------------------------------------------------------------------
     def apply(self, key: str, value: bytes | None, *, live: bool) -> None:

@@ -25,32 +25,28 @@ from typing import Any
 
 from fades.bus.base import Bus
 from fades.bus.nats import NatsBus
-from fades.controller import publishing
 from fades.controller.auth import Tokens
 from fades.controller.cloud import CloudRunner
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.metrics import Metrics
-from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, TaskInfo, Where
+from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, Where
+from fades.controller.publishing import Publisher
 from fades.controller.registry import DOWN_AFTER_S, Registry
 from fades.controller.results import Recorder, consume
 from fades.controller.store import ControllerStore, PendingTask, TaskRecord
 from fades.errors import (
-    ArtifactError,
     ControllerError,
     DuplicateTask,
-    FabricError,
     FadesError,
     Forbidden,
     NodeUnavailable,
     PayloadTooLarge,
-    SignatureError,
     TaskValidationError,
     UnknownNode,
 )
 from fades.fabric.connect import FabricSettings
 from fades.fabric.repository import ArtifactRepository
 from fades.fabric.subjects import NODES_BUCKET, RESULTS_STREAM, TASKS_STREAM
-from fades.functions.artifact import parse
 from fades.functions.keys import TrustStore
 from fades.functions.store import FunctionStore
 from fades.placers import Placement, Placer, placer
@@ -58,31 +54,12 @@ from fades.task import Task, parse_task
 
 log = logging.getLogger("fades.controller")
 
-#: seconds to wait for the function repository before falling back on the local store
-REPOSITORY_TIMEOUT_S = 2.0
 #: the fabric's message limit assumed before the first connection (NATS' default)
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 # (Controller.list shadows the builtin inside the class body)
 NodeViews = list[NodeView]
 FunctionInfos = list[FunctionInfo]
-
-
-def task_info(rec: TaskRecord) -> TaskInfo:
-    """The HTTP view of a stored task."""
-    return TaskInfo(
-        task_id=rec.task_id,
-        tenant=rec.tenant,
-        node=rec.node,
-        where=rec.where,
-        status=rec.status,
-        placement=rec.placement,
-        submitted_at=rec.submitted_at,
-        latency_s=rec.latency_s,
-        bytes_uplink=rec.bytes_uplink,
-        digest=rec.digest,
-        outcome=rec.outcome,
-    )
 
 
 class Controller:
@@ -119,7 +96,9 @@ class Controller:
         self.name = name
         self.placer: Placer = _placer(placer)
         self.metrics = Metrics()
-        self.functions = FunctionStore(self.home / "artifacts", self._trust())
+        self.functions = FunctionStore(
+            self.home / "artifacts", TrustStore.from_dir(self.home / "trusted")
+        )
         self.max_payload = DEFAULT_MAX_PAYLOAD
         self._store: ControllerStore | None = None
         self._bus: NatsBus | None = None
@@ -128,6 +107,7 @@ class Controller:
         self._cloud: CloudRunner | None = None
         self._recorder: Recorder | None = None
         self._dispatcher: Dispatcher | None = None
+        self._publisher: Publisher | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._cloud_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
@@ -164,6 +144,9 @@ class Controller:
             raise
         self._bus = bus
         self.max_payload = bus.max_payload or DEFAULT_MAX_PAYLOAD
+        self._publisher = Publisher(
+            self.home / "trusted", self.functions, store, self._repo, lambda: self.connected
+        )
         self._cloud = CloudRunner(bus, self._repo, self.functions, self.cloud_capacity)
         recorder = self._recorder = Recorder(store, self.metrics)
         self._dispatcher = Dispatcher(
@@ -244,6 +227,12 @@ class Controller:
         return self._dispatcher
 
     @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            raise ControllerError("the controller is not running (call start() first)")
+        return self._publisher
+
+    @property
     def bus(self) -> Bus:
         if self._bus is None:
             raise ControllerError("the controller is not running (call start() first)")
@@ -314,7 +303,7 @@ class Controller:
             raise DuplicateTask(
                 f"task id {t.id!r} was already submitted; task ids must be unique", task_id=t.id
             )
-        digest = await self._pin(t.function.artifact)
+        digest = await self.publisher.pin(t.function.artifact)
         placed = self._place(t, node)
         reason = placed.reason if loc == "edge" else f"cloud run on data from: {placed.reason}"
         pending = PendingTask(
@@ -350,34 +339,6 @@ class Controller:
                 f"{limit} bytes per task: send less in function.params",
                 task_id=p.id,
             )
-
-    async def _pin(self, ref: str) -> str:
-        """The digest ``ref`` names now (404 if no such function).
-
-        While the repository is unreachable (NATS down), a function this controller holds
-        verified is pinned from its own store: the task waits in controller.db and is
-        dispatched later.
-        """
-        try:
-            if not self.connected:
-                raise FabricError("not connected to NATS")
-            digest = await asyncio.wait_for(self.repository.resolve(ref), REPOSITORY_TIMEOUT_S)
-            await asyncio.wait_for(self.repository.record(digest), REPOSITORY_TIMEOUT_S)
-            return digest
-        except ArtifactError:
-            raise ArtifactError(
-                f"unknown function {ref!r}: the repository holds no such artifact; "
-                "upload it first (POST /v1/functions or 'fades fn upload')"
-            ) from None
-        except Exception as exc:  # NATS unreachable or slow
-            problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        try:
-            return (await asyncio.to_thread(self.functions.get, ref)).digest
-        except ArtifactError:
-            raise FabricError(
-                f"cannot check function {ref!r}: the function repository is unreachable "
-                f"({problem}); try again when NATS is back"
-            ) from None
 
     def _place(self, task: Task, node: str | None) -> Placement:
         if node is None:
@@ -416,90 +377,17 @@ class Controller:
     # --- nodes and functions -----------------------------------------------------------------
     def nodes(self) -> NodeViews:
         """Every registered node, up or down, by name."""
-        now = time.time()
-        out = []
-        for name, entry in sorted(self.registry.nodes.items()):
-            info = entry.info
-            reason = entry.down_reason(self.registry.down_after, now)
-            load = info.load.model_dump()
-            load["score"] = info.load.score
-            out.append(
-                NodeView(
-                    name=name,
-                    up=reason is None,
-                    down_reason=reason,
-                    heartbeat_age_s=round(entry.age(now), 3),
-                    load=load,
-                    data=[d.model_dump() for d in info.data],
-                    labels=info.labels,
-                    runtimes=info.runtimes,
-                    arch=info.arch,
-                    cores=info.cores,
-                    memory_mib=info.memory_mib,
-                    version=info.version,
-                    seq=info.seq,
-                    stats=info.stats,
-                )
-            )
-        return out
+        return self.registry.views()
 
     async def functions_list(self) -> FunctionInfos:
-        """Artifacts in the repository, newest first.
-
-        Raises:
-            FabricError: the repository could not be read (NATS unreachable); HTTP 503.
-        """
-        try:
-            records = await asyncio.wait_for(self.repository.list(), REPOSITORY_TIMEOUT_S)
-        except FadesError:
-            raise
-        except Exception as exc:  # nats-py raises timeouts and connection errors of its own
-            raise FabricError(
-                f"the function repository is unreachable: {type(exc).__name__}: {exc}"
-            ) from exc
-        return [FunctionInfo(**r.to_dict()) for r in records]
-
-    def _trust(self) -> TrustStore:
-        return TrustStore.from_dir(self.home / "trusted")
+        """Artifacts in the repository, newest first (FabricError: unreachable, HTTP 503)."""
+        return await self.publisher.list()
 
     async def upload(
         self, data: bytes, *, tenant: str | None = None, allow_rollback: bool = False
     ) -> FunctionInfo:
-        """Verify an artifact against ``<home>/trusted`` and put it in the repository.
-
-        Raises:
-            ArtifactFormatError: not a fades artifact.
-            SignatureError: unsigned, tampered, or signed by a key the controller does not trust.
-            NameTaken: the name belongs to another tenant.
-            RollbackRefused: older than the current version, without ``allow_rollback``.
-        """
-        art = await asyncio.to_thread(parse, data)
-        trust = await asyncio.to_thread(self._trust)  # keys may be added while it runs
-        self.functions.trust = trust
-        try:
-            art.verify(trust)
-        except SignatureError as exc:
-            raise SignatureError(
-                f"upload refused: {exc}; the controller trusts the keys in {self.home / 'trusted'}"
-            ) from None
-        try:
-            await self.repository.record(art.digest)
-            known = True
-        except ArtifactError:
-            known = False
-        await asyncio.to_thread(
-            publishing.check_publish,
-            self.store,
-            art,
-            tenant,
-            known=known,
-            allow_rollback=allow_rollback,
-        )
-        rec = await self.repository.put(art)
-        await asyncio.to_thread(publishing.record_publish, self.store, art, tenant)
-        await asyncio.to_thread(self.functions.add, art)  # ready for the cloud path
-        log.info("uploaded %s function %s %s", art.kind, art.name, art.digest)
-        return FunctionInfo(**rec.to_dict())
+        """Verify an artifact and put it in the repository (see :class:`Publisher`)."""
+        return await self.publisher.upload(data, tenant=tenant, allow_rollback=allow_rollback)
 
     # --- cloud -------------------------------------------------------------------------------
     def _spawn_cloud(self, p: PendingTask) -> None:
@@ -512,7 +400,7 @@ class Controller:
             try:
                 await asyncio.to_thread(self.store.mark_dispatched, p.tenant, p.id)
                 task = parse_task(p.task)
-                digest = p.digest or await self._pin(task.function.artifact)
+                digest = p.digest or await self.publisher.pin(task.function.artifact)
                 out, uplink = await self._cloud.run(task, p.node, p.submitted_at, digest)
                 await self.recorder.record(out, "cloud", uplink)
             finally:
