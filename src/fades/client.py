@@ -7,10 +7,10 @@
         tid = fc.submit(task)["task_id"]
         print(fc.outcome(tid, timeout=60).result)
 
-A task as :meth:`FadesClient.get` returns it holds the controller's fields (``status``,
-``node``, ``placement``, ``digest`` ...) and, once it ended, ``outcome``: the
-:class:`~fades.outcome.Outcome` as the node reported it (:meth:`FadesClient.outcome` returns
-it parsed).
+A task as :meth:`FadesClient.get` returns it is the task's :class:`~fades.outcome.Outcome`
+(its fields empty until the task ends) plus the controller's fields (``where``,
+``placement``, ``submitted_at``, ``latency_s``, ``bytes_uplink``); :meth:`FadesClient.outcome`
+waits for the end and returns the parsed ``Outcome``.
 
 Refusals are raised as the controller's error class (``NoPlacement``, ``Forbidden``,
 ``DuplicateTask`` ...), with its message; anything unrecognised as ``ControllerError``. When
@@ -122,11 +122,12 @@ class FadesClient:
             ControllerError: it did not end within ``timeout`` seconds.
         """
         info = self.wait(task_id, timeout)
-        if info.get("outcome") is None:
+        if info.get("status") not in ("done", "failed"):
             raise ControllerError(
-                f"task {task_id} is still {info['status']} after {timeout:g} s", task_id=task_id
+                f"task {task_id} is still {info.get('status')} after {timeout:g} s",
+                task_id=task_id,
             )
-        return Outcome.model_validate(info["outcome"])
+        return Outcome.model_validate(info)
 
     def tasks(self, limit: int = 100) -> list[dict[str, Any]]:
         """Your tasks, newest first."""

@@ -121,7 +121,7 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         assert run.returncode == 0, run.stderr
         info = json.loads(run.stdout)
         assert info["status"] == "done" and info["node"] == "edge"
-        assert info["outcome"]["result"]["rows"] > 0
+        assert info["result"]["rows"] > 0
         shown = fades("task", "submit", str(task_file), "--controller", url, "--token", "wrong")
         assert shown.returncode == 2 and "Unauthorized" in shown.stderr
 

@@ -47,10 +47,10 @@ def test_the_digest_pinned_at_submit_runs_even_after_a_newer_upload(
         bed.agent("late", prepare_home("late"))
         info = c.wait(tid, timeout=60)
         assert info["status"] == "done", info
-        assert info["outcome"]["result"] == 1 and info["digest"] == v1.digest
+        assert info["result"] == 1 and info["digest"] == v1.digest
         # a task submitted now pins (and runs) v2
         later = c.wait(c.submit(make_task("ver", memory_mib=32), node="late")["task_id"], 60)
-        assert later["outcome"]["result"] == 2 and later["digest"] == v2.digest
+        assert later["result"] == 2 and later["digest"] == v2.digest
 
 
 def test_the_cloud_path_runs_the_pinned_digest(
@@ -111,7 +111,7 @@ def test_the_store_is_never_called_on_the_event_loop(
         tid = c.submit(make_task("f"), node="edge")["task_id"]
         done = Outcome(task_id=tid, tenant="facilities", node="edge", status="done", result=3)
         bed.publish_outcome("edge", done, f"{tid}.result")
-        assert c.wait(tid, timeout=10)["outcome"]["result"] == 3
+        assert c.wait(tid, timeout=10)["result"] == 3
         assert [t["task_id"] for t in c.tasks()] == [tid]
     names = {n for n, _ in calls}
     assert {"add_task", "add_outcome", "mark_dispatched", "get", "list", "exists"} <= names

@@ -169,8 +169,8 @@ def test_one_task_that_cannot_be_dispatched_fails_alone(
     with bed.client() as c:
         failed = c.wait("too-big", timeout=10)
         assert failed["status"] == "failed", failed
-        assert failed["outcome"]["error_kind"] == "DispatchFailed"
-        assert "exceeds the fabric's limit" in failed["outcome"]["error"]
+        assert failed["error_kind"] == "DispatchFailed"
+        assert "exceeds the fabric's limit" in failed["error"]
         deadline = time.monotonic() + 10
         while c.get("fine")["status"] != "dispatched":
             assert time.monotonic() < deadline, "the good task was held up"

@@ -87,19 +87,22 @@ Tenant = Annotated[str, Depends(_tenant)]
 
 
 def task_info(rec: TaskRecord) -> TaskInfo:
-    """The HTTP view of a stored task."""
+    """The HTTP view of a stored task: its outcome (if any) and the controller's fields."""
+    ended = rec.outcome.model_dump() if rec.outcome is not None else {}
     return TaskInfo(
-        task_id=rec.task_id,
-        tenant=rec.tenant,
-        node=rec.node,
-        where=rec.where,
-        status=rec.status,
-        placement=rec.placement,
-        submitted_at=rec.submitted_at,
-        latency_s=rec.latency_s,
-        bytes_uplink=rec.bytes_uplink,
-        digest=rec.digest,
-        outcome=rec.outcome,
+        **ended
+        | {
+            "task_id": rec.task_id,
+            "tenant": rec.tenant,
+            "node": rec.node,
+            "where": rec.where,
+            "status": rec.status,
+            "placement": rec.placement,
+            "submitted_at": rec.submitted_at,
+            "latency_s": rec.latency_s,
+            "bytes_uplink": rec.bytes_uplink,
+            "digest": ended.get("digest") or rec.digest,
+        }
     )
 
 

@@ -23,15 +23,17 @@ class SubmitReceipt(BaseModel):
     placement: str = Field(description="why this node was chosen")
 
 
-class TaskInfo(BaseModel):
-    """A task as the API serves it: what the controller knows of it, and once it ended, its
-    :class:`~fades.outcome.Outcome` exactly as the node (or the cloud runner) reported it."""
+class TaskInfo(Outcome):
+    """A task as the API serves it: an :class:`~fades.outcome.Outcome` (empty until the task
+    ends) plus what only the controller knows of it.
 
-    task_id: str
-    tenant: str
-    node: str
+    ``node`` is where the controller placed it (for a cloud run: the node its data came
+    from, with ``where: cloud``); ``digest`` is the artifact pinned at submit, which is the
+    one that ran. ``Outcome.model_validate`` of a finished task's JSON gives its outcome.
+    """
+
+    status: Status  # type: ignore[assignment]  # a task may not have ended yet
     where: Where
-    status: Status
     placement: str = Field("", description="why this node was chosen")
     submitted_at: float
     latency_s: float | None = Field(None, description="submit -> outcome stored (seconds)")
@@ -40,8 +42,6 @@ class TaskInfo(BaseModel):
         description="bytes the node sent upstream: the outcome message at the edge, "
         "the raw data blob for a cloud run",
     )
-    digest: str | None = Field(None, description="the function artifact pinned at submit")
-    outcome: Outcome | None = Field(None, description="how it ended (done or failed only)")
 
     @property
     def done(self) -> bool:
