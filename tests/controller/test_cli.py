@@ -153,3 +153,11 @@ def test_controller_start_says_why_it_cannot_listen(bed: Bed, tmp_path: Path) ->
         )
     assert res.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+
+
+def test_controller_start_refuses_an_unknown_placer(tmp_path: Path) -> None:
+    res = fades(
+        "controller", "start", "--home", str(tmp_path / "c"), "--placer", "moon", timeout=30
+    )
+    assert res.returncode == 2
+    assert "--placer 'moon': expected one of locality, nimbus" in res.stderr

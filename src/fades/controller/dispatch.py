@@ -22,7 +22,7 @@ from typing import Any
 
 from fades.controller.results import Recorder
 from fades.controller.store import ControllerStore, PendingTask
-from fades.errors import DispatchFailed
+from fades.errors import DispatchFailed, FabricError
 from fades.fabric.protocol import TaskEnvelope
 from fades.fabric.subjects import task_subject
 from fades.outcome import Outcome
@@ -34,6 +34,7 @@ REDISPATCH_S = 1.0
 #: bytes of a message kept for headers (message id) below the server's max_payload
 HEADER_ROOM = 4096
 
+#: ``publish(subject, data, msg_id)``; raises FabricError when the fabric does not store it
 Publish = Callable[[str, bytes, str], Awaitable[None]]
 
 
@@ -53,7 +54,8 @@ class Dispatcher:
     Args:
         store: the controller's store.
         recorder: where a task that cannot be dispatched gets its failed outcome.
-        publish: ``publish(subject, data, msg_id)``; raises when the fabric is unreachable.
+        publish: ``publish(subject, data, msg_id)``; raises FabricError when the fabric is
+            unreachable (the Bus translates every transport error into it).
         ready: whether the fabric is reachable now.
         limit: the largest message the fabric takes (bytes), asked each time.
     """
@@ -102,9 +104,7 @@ class Dispatcher:
             await self.publish(task_subject(p.node), data, p.wire_id)
             await asyncio.to_thread(self.store.mark_dispatched, p.tenant, p.id)
             return True
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # fabric down or slow: stays 'accepted' and is retried
+        except FabricError as exc:  # fabric down or slow: stays 'accepted' and is retried
             log.warning("task %s not dispatched yet (%s); retrying", p.id, exc)
             self._kick.set()
             return False
