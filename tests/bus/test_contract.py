@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
+from tests.bus.conftest import Connect
 
-from fades.bus.base import Bus, Delivery, KvEntry
-from fades.bus.memory import MemoryBus, MemoryFabric, matches
+from fades.bus.base import Delivery, KvEntry
+from fades.bus.memory import matches
 from fades.bus.nats import NatsBus
 from fades.errors import (
     AccessDenied,
@@ -24,26 +25,6 @@ from fades.errors import (
     FadesError,
     NodeUnavailable,
 )
-
-Connect = Callable[[], Awaitable[Bus]]
-
-
-@pytest.fixture(params=["memory", "nats"])
-def connect(request: pytest.FixtureRequest) -> Iterator[Connect]:
-    if request.param == "memory":
-        fabric = MemoryFabric()
-
-        async def memory() -> Bus:
-            return MemoryBus(fabric)
-
-        yield memory
-    else:
-        server = request.getfixturevalue("nats_server")
-
-        async def nats() -> Bus:
-            return await NatsBus.connect(server.url, name="contract", timeout=10)
-
-        yield nats
 
 
 def run(coro: Awaitable[Any]) -> Any:

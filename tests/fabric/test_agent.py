@@ -38,7 +38,7 @@ from fades.functions.artifact import Artifact, canonical, sha256_hex
 from fades.functions.build import build_python
 from fades.functions.keys import SigningKey
 from fades.node.agent import NodeAgent
-from fades.node.taskstore import TaskStore
+from fades.node.taskstore import TaskRecord, TaskStore
 from fades.outcome import Outcome
 from fades.sandbox.wire import encode
 from fades.task import DataOp
@@ -105,7 +105,7 @@ class Results:
         self.seen: list[Outcome] = []
 
     async def open(self) -> Results:
-        await ensure_streams(self.js)
+        await ensure_streams(NatsBus(self.js._nc))
         cfg = ConsumerConfig(durable_name="test-results", ack_policy=AckPolicy.EXPLICIT)
         self.sub = await self.js.pull_subscribe(
             "fades.result.>", durable="test-results", stream=RESULTS_STREAM, config=cfg
@@ -164,9 +164,9 @@ async def open_repo(js: JetStreamContext) -> ArtifactRepository:
 
 
 async def registry_entry(js: JetStreamContext, name: str) -> NodeInfo:
-    kv = await nodes_bucket(js)
+    kv = await nodes_bucket(NatsBus(js._nc))
     entry = await kv.get(name)
-    return NodeInfo.decode(entry.value or b"")
+    return NodeInfo.decode(entry.value if entry is not None else b"")
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
@@ -203,12 +203,28 @@ def test_outbox_column_is_added_to_an_old_database_and_reset_by_finish_and_fail(
     try:
         assert store.get("old").delivered  # ended before any agent: not published
         assert store.undelivered() == []
-        store.finish("open", result=1, timing={}, bytes_read=0, bytes_returned=0)
+        digest = "sha256:" + "ab" * 32
+        store.finish(
+            "open", result=1, timing={}, bytes_read=0, bytes_returned=0, digest=digest, logs="hi"
+        )
         assert [r.id for r in store.undelivered()] == ["open"]
+        out = store.get("open").outcome("n1")  # the later columns were added, and are read
+        assert (out.status, out.result, out.digest, out.logs, out.node) == (
+            "done",
+            1,
+            digest,
+            "hi",
+            "n1",
+        )
+        with pytest.raises(ValueError, match="not finished"):
+            TaskRecord(id="x", tenant="t", status="running", task={}, accepted_at=0).outcome("n1")
         store.mark_delivered("open")
         assert store.undelivered() == [] and store.get("open").delivered
-        store.fail("open", "X", "again")  # ended again: its new result is not delivered yet
+        store.fail("open", "X", "again", traceback="tb")  # ended again: not delivered yet
         assert [r.id for r in store.undelivered()] == ["open"]
+        out = store.get("open").outcome("n1")
+        assert (out.status, out.error_kind, out.traceback, out.logs) == ("failed", "X", "tb", None)
+        assert out.digest == digest  # kept from the run
         store.accept("new", "t", "{}")
         store.mark_delivered("new")  # not ended: nothing to deliver, stays in the outbox path
         assert not store.get("new").delivered
@@ -300,6 +316,7 @@ def test_task_runs_with_function_and_runtime_fetched_from_the_repository_and_onc
                 for key in ("queue", "retrieval", "transfer", "start", "compute", "total"):
                     assert key in res.timing
                 assert res.bytes_read > 0 and res.accepted_at and res.finished_at
+                assert res.digest == fn.digest and res.attempts == 1  # the Outcome says what ran
                 # both came from the repository, verified into the node's store
                 assert artifact_files(home) == {hexof(fn), hexof(runtime_artifact)}
                 # by name, the task was pinned to the repository's digest
@@ -325,6 +342,10 @@ def _tampered(art: Artifact) -> Artifact:
     payload = art.payload.replace(b'"n"', b'"m"')
     assert payload != art.payload
     manifest = {**art.manifest, "payload_sha256": sha256_hex(payload)}
+    # an older build than the original, so the name still resolves to the good one
+    manifest["created"] = art.manifest["created"] - 1
+    if "created_ns" in manifest:
+        manifest["created_ns"] = art.manifest["created_ns"] - 1_000_000_000
     return Artifact(manifest, canonical(manifest), art.signature, payload)
 
 
@@ -611,6 +632,13 @@ def test_cli_refuses_a_bad_name_and_an_unreachable_nats_in_one_line(tmp_path: Pa
     assert down.returncode == 2
     assert "cannot reach NATS" in down.stderr and "Traceback" not in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+    zero = subprocess.run(
+        [FADES, "node", "start", "--name", "edge1", "--data", str(tmp_path / "h"),
+         "--capacity", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert zero.returncode == 2 and "Traceback" not in zero.stderr
+    assert zero.stderr.strip() == "error: capacity must be at least 1, got 0"
 
 
 def test_unreachable_nats_fails_start_and_leaves_nothing_open(tmp_path: Path) -> None:

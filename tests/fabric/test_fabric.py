@@ -54,19 +54,19 @@ def test_streams_and_buckets_are_created_once_and_survive_a_restart(tmp_path: An
 
     async def first() -> None:
         nc = await connect(server.url)
-        js = nc.jetstream()
-        await ensure_streams(js)
-        await ensure_streams(js)  # idempotent
-        kv = await nodes_bucket(js)
+        bus = NatsBus(nc)
+        await ensure_streams(bus)
+        await ensure_streams(bus)  # idempotent
+        kv = await nodes_bucket(bus)
         await kv.put("edge1", b"hello")
         await nc.close()
 
     async def second() -> bytes:
         nc = await connect(server.url)
-        kv = await nodes_bucket(nc.jetstream())
+        kv = await nodes_bucket(NatsBus(nc))
         entry = await kv.get("edge1")
         await nc.close()
-        return bytes(entry.value or b"")
+        return entry.value if entry is not None else b""
 
     try:
         run(first())
@@ -192,13 +192,11 @@ def test_an_external_nats_with_credentials_works_and_bad_ones_fail_clearly(
     async def registered() -> bool:
         nc = await connect(FabricSettings(url=good))
         try:
-            kv = await nodes_bucket(nc.jetstream())
+            kv = await nodes_bucket(NatsBus(nc))
             for _ in range(300):  # a node process starts in 1-3 s; allow for a busy machine
-                try:
-                    if await kv.get("authnode"):
-                        return True
-                except Exception:
-                    await asyncio.sleep(0.1)
+                if await kv.get("authnode") is not None:
+                    return True
+                await asyncio.sleep(0.1)
             return False
         finally:
             await nc.close()

@@ -8,7 +8,8 @@ Built on what :mod:`fades.fabric` already learned:
   message exceeds ``max_payload`` and a capped uplink is not flooded;
 * errors raised by a handler travel back as their :mod:`fades.errors` class.
 
-Every nats-py exception is translated here into :class:`~fades.errors.FabricError`
+Key-value buckets and object stores are in :mod:`fades.bus.nats_stores`. Every nats-py
+exception is translated there and here into :class:`~fades.errors.FabricError`
 (or ``FabricConflict`` / ``NodeUnavailable``); nothing above this module imports nats-py.
 """
 
@@ -31,35 +32,26 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import (
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NoKeysError,
-    NotFoundError,
-    ObjectNotFoundError,
-)
-from nats.js.kv import KeyValue as NatsKeyValue
-from nats.js.object_store import ObjectStore as NatsObjectStore
+from nats.js.errors import NotFoundError
 
-from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Handler, KvEntry, Listener
-from fades.errors import FabricConflict, FabricError, FadesError
+from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Handler, Listener
+from fades.bus.nats_stores import (
+    OP_TIMEOUT_S,
+    NatsKv,
+    NatsObjects,
+    fabric_error,
+    open_or_create,
+)
+from fades.errors import FabricError, FadesError
 from fades.fabric.connect import FabricSettings, connect
 from fades.fabric.transfer import CHUNK, reply_error, request_chunks, send_chunks
 
 log = logging.getLogger("fades.bus")
 
-#: bound on one JetStream publish or KV/object operation
-OP_TIMEOUT_S = 5.0
 #: how long one pull waits for a message
 FETCH_TIMEOUT_S = 1.0
 #: pause after a failed pull (the server may be restarting)
 BACKOFF_S = (0.2, 0.5)
-
-
-def _fabric_error(what: str, exc: BaseException) -> FabricError:
-    if isinstance(exc, FabricError):
-        return exc
-    return FabricError(f"{what}: {exc!r}")
 
 
 class NatsDelivery:
@@ -79,141 +71,25 @@ class NatsDelivery:
         try:
             await self._msg.ack()
         except Exception as exc:
-            raise _fabric_error("ack failed", exc) from exc
+            raise fabric_error("ack failed", exc) from exc
 
     async def nak(self, delay: float | None = None) -> None:
         try:
             await self._msg.nak(delay=delay)
         except Exception as exc:
-            raise _fabric_error("nak failed", exc) from exc
+            raise fabric_error("nak failed", exc) from exc
 
     async def term(self) -> None:
         try:
             await self._msg.term()
         except Exception as exc:
-            raise _fabric_error("term failed", exc) from exc
+            raise fabric_error("term failed", exc) from exc
 
     async def in_progress(self) -> None:
         try:
             await self._msg.in_progress()
         except Exception as exc:
-            raise _fabric_error("in_progress failed", exc) from exc
-
-
-class NatsKv:
-    """A JetStream key-value bucket."""
-
-    def __init__(self, kv: NatsKeyValue, bucket: str) -> None:
-        self._kv = kv
-        self.bucket = bucket
-
-    async def get(self, key: str) -> KvEntry | None:
-        try:
-            e = await asyncio.wait_for(self._kv.get(key), OP_TIMEOUT_S)
-        except KeyNotFoundError:  # also a deleted key
-            return None
-        except Exception as exc:
-            raise _fabric_error(f"KV {self.bucket} get {key}", exc) from exc
-        if e is None or e.value is None or e.revision is None:
-            return None
-        return KvEntry(key, e.value, e.revision)
-
-    async def put(self, key: str, value: bytes) -> int:
-        try:
-            return int(await asyncio.wait_for(self._kv.put(key, value), OP_TIMEOUT_S))
-        except Exception as exc:
-            raise _fabric_error(f"KV {self.bucket} put {key}", exc) from exc
-
-    async def create(self, key: str, value: bytes) -> int:
-        try:
-            return int(await asyncio.wait_for(self._kv.create(key, value), OP_TIMEOUT_S))
-        except KeyWrongLastSequenceError:
-            raise FabricConflict(f"KV {self.bucket}: {key} already exists") from None
-        except Exception as exc:
-            raise _fabric_error(f"KV {self.bucket} create {key}", exc) from exc
-
-    async def update(self, key: str, value: bytes, revision: int) -> int:
-        try:
-            return int(
-                await asyncio.wait_for(self._kv.update(key, value, last=revision), OP_TIMEOUT_S)
-            )
-        except KeyWrongLastSequenceError:
-            raise FabricConflict(
-                f"KV {self.bucket}: {key} changed since revision {revision}"
-            ) from None
-        except Exception as exc:
-            raise _fabric_error(f"KV {self.bucket} update {key}", exc) from exc
-
-    async def delete(self, key: str) -> None:
-        try:
-            await asyncio.wait_for(self._kv.delete(key), OP_TIMEOUT_S)
-        except Exception as exc:
-            raise _fabric_error(f"KV {self.bucket} delete {key}", exc) from exc
-
-    async def keys(self) -> list[str]:
-        try:
-            return list(await asyncio.wait_for(self._kv.keys(), OP_TIMEOUT_S))
-        except NoKeysError:
-            return []
-        except Exception as exc:
-            raise _fabric_error(f"KV {self.bucket} keys", exc) from exc
-
-    async def watch(self, key: str = ">") -> AsyncIterator[KvEntry | None]:
-        try:
-            watcher = await asyncio.wait_for(self._kv.watch(key), OP_TIMEOUT_S)
-        except Exception as exc:
-            raise _fabric_error(f"KV {self.bucket} watch {key}", exc) from exc
-        try:
-            async for e in watcher:
-                if e is None:
-                    yield None
-                elif e.operation in ("DEL", "PURGE"):
-                    yield KvEntry(e.key, b"", e.revision or 0)
-                else:
-                    yield KvEntry(e.key, e.value or b"", e.revision or 0)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
-
-
-class NatsObjects:
-    """A JetStream object store (keep objects at or below 1 MiB: bigger gets stall)."""
-
-    def __init__(self, store: NatsObjectStore, bucket: str) -> None:
-        self._store = store
-        self.bucket = bucket
-
-    async def put(self, name: str, data: bytes) -> None:
-        try:
-            await asyncio.wait_for(self._store.put(name, data), 4 * OP_TIMEOUT_S)
-        except Exception as exc:
-            raise _fabric_error(f"object {self.bucket}/{name} put", exc) from exc
-
-    async def get(self, name: str) -> bytes | None:
-        try:
-            res = await asyncio.wait_for(self._store.get(name), 4 * OP_TIMEOUT_S)
-        except (ObjectNotFoundError, NotFoundError):
-            return None
-        except Exception as exc:
-            raise _fabric_error(f"object {self.bucket}/{name} get", exc) from exc
-        return res.data or b""
-
-    async def delete(self, name: str) -> None:
-        try:
-            await asyncio.wait_for(self._store.delete(name), OP_TIMEOUT_S)
-        except (ObjectNotFoundError, NotFoundError):
-            return
-        except Exception as exc:
-            raise _fabric_error(f"object {self.bucket}/{name} delete", exc) from exc
-
-    async def names(self) -> list[str]:
-        try:
-            infos = await asyncio.wait_for(self._store.list(), OP_TIMEOUT_S)
-        except (ObjectNotFoundError, NotFoundError):
-            return []
-        except Exception as exc:
-            raise _fabric_error(f"object {self.bucket} list", exc) from exc
-        return sorted(i.name for i in infos if not i.deleted)
+            raise fabric_error("in_progress failed", exc) from exc
 
 
 class NatsBus:
@@ -261,7 +137,7 @@ class NatsBus:
         except NotFoundError:
             pass
         except Exception as exc:
-            raise _fabric_error(f"stream {name}", exc) from exc
+            raise fabric_error(f"stream {name}", exc) from exc
         cfg = StreamConfig(
             name=name,
             subjects=subjects,
@@ -272,14 +148,14 @@ class NatsBus:
         try:
             await asyncio.wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
         except Exception as exc:
-            raise _fabric_error(f"creating stream {name}", exc) from exc
+            raise fabric_error(f"creating stream {name}", exc) from exc
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         try:
             await self.js.publish(subject, data, timeout=OP_TIMEOUT_S, headers=headers)
         except Exception as exc:
-            raise _fabric_error(f"publish on {subject} not stored", exc) from exc
+            raise fabric_error(f"publish on {subject} not stored", exc) from exc
 
     async def consume(
         self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0
@@ -327,28 +203,18 @@ class NatsBus:
                     await psub.unsubscribe()  # the durable consumer stays on the server
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> NatsKv:
-        try:
-            kv = await asyncio.wait_for(self.js.key_value(bucket), OP_TIMEOUT_S)
-        except NotFoundError:
-            cfg = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)
-            try:
-                kv = await asyncio.wait_for(self.js.create_key_value(cfg), OP_TIMEOUT_S)
-            except Exception as exc:
-                raise _fabric_error(f"creating KV bucket {bucket}", exc) from exc
-        except Exception as exc:
-            raise _fabric_error(f"KV bucket {bucket}", exc) from exc
+        cfg = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)
+        kv = await open_or_create(
+            f"KV bucket {bucket}", self.js.key_value(bucket), lambda: self.js.create_key_value(cfg)
+        )
         return NatsKv(kv, bucket)
 
     async def objects(self, bucket: str) -> NatsObjects:
-        try:
-            store = await asyncio.wait_for(self.js.object_store(bucket), OP_TIMEOUT_S)
-        except (NotFoundError, ObjectNotFoundError):
-            try:
-                store = await asyncio.wait_for(self.js.create_object_store(bucket), OP_TIMEOUT_S)
-            except Exception as exc:
-                raise _fabric_error(f"creating object store {bucket}", exc) from exc
-        except Exception as exc:
-            raise _fabric_error(f"object store {bucket}", exc) from exc
+        store = await open_or_create(
+            f"object store {bucket}",
+            self.js.object_store(bucket),
+            lambda: self.js.create_object_store(bucket),
+        )
         return NatsObjects(store, bucket)
 
     async def request(self, subject: str, data: bytes, *, timeout: float = 5.0) -> bytes:
@@ -359,7 +225,7 @@ class NatsBus:
         except FadesError:
             raise
         except Exception as exc:
-            raise _fabric_error(f"request on {subject}", exc) from exc
+            raise fabric_error(f"request on {subject}", exc) from exc
         return reply
 
     async def serve(self, subject: str, handler: Handler, *, queue: str | None = None) -> None:
@@ -402,13 +268,13 @@ class NatsBus:
         try:
             self._subs.append(await self.nc.subscribe(subject, queue=queue or "", cb=cb))
         except Exception as exc:
-            raise _fabric_error(f"subscribe to {subject}", exc) from exc
+            raise fabric_error(f"subscribe to {subject}", exc) from exc
 
     async def send(self, subject: str, data: bytes) -> None:
         try:
             await self.nc.publish(subject, data)
         except Exception as exc:
-            raise _fabric_error(f"send on {subject}", exc) from exc
+            raise fabric_error(f"send on {subject}", exc) from exc
 
     async def close(self) -> None:
         if self._closed:

@@ -7,6 +7,10 @@ object of several MiB stalls on get), and indexed in a key-value bucket:
 * ``n.<name>``: the digest of the newest artifact with that function name;
 * ``r.<abi>``: the digest of the newest runtime for that ABI.
 
+"Newest" is the version order (build time, then digest), not upload order: uploading an
+older build does not move a name back. The pointer moves by compare-and-set, so two
+concurrent uploads cannot both win.
+
 The repository checks the format only. Whoever uploads (the controller) verifies signatures
 against its trust store before calling :meth:`put`, and whoever fetches (a node) verifies
 again against its own: a repository is storage, not a root of trust.
@@ -20,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fades.bus.base import Bus, KeyValue, ObjectStore
-from fades.errors import ArtifactError, ArtifactFormatError
+from fades.errors import ArtifactError, ArtifactFormatError, FabricConflict
 from fades.fabric.subjects import ARTIFACTS_BUCKET, FUNCTIONS_BUCKET, PART_SIZE
 from fades.functions.artifact import Artifact, parse, sha256_hex
 
@@ -35,9 +39,23 @@ class ArtifactRecord:
     parts: int
     signer: str | None
     uploaded_at: float
+    #: build time in ns (version order; 0 in records written before it was kept)
+    created_ns: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def order_key(self) -> tuple[int, str]:
+        return (self.created_ns, self.digest)
+
+
+def order_key(art: Artifact) -> tuple[int, str]:
+    """The artifact's place in its name's version order: build time (ns), then digest."""
+    key = getattr(art, "order_key", None)  # defined by fades.functions (version order)
+    if isinstance(key, tuple):
+        return (int(key[0]), str(key[1]))
+    return (int(art.manifest.get("created", 0)) * 1_000_000_000, art.digest)
 
 
 def _abi_key(abi: str) -> str:
@@ -72,6 +90,7 @@ class ArtifactRepository:
         parts = max(1, -(-len(raw) // PART_SIZE))
         for i in range(parts):
             await self.objects.put(f"{h}.{i}", raw[i * PART_SIZE : (i + 1) * PART_SIZE])
+        key = order_key(art)
         rec = ArtifactRecord(
             digest=art.digest,
             name=art.name,
@@ -81,13 +100,32 @@ class ArtifactRepository:
             parts=parts,
             signer=art.signer,
             uploaded_at=time.time(),
+            created_ns=key[0],
         )
         await self.index.put(f"d.{h}", json.dumps(rec.to_dict()).encode())
-        if art.kind == "runtime":
-            await self.index.put(_abi_key(art.abi), art.digest.encode())
-        else:
-            await self.index.put(f"n.{art.name}", art.digest.encode())
+        pointer = _abi_key(art.abi) if art.kind == "runtime" else f"n.{art.name}"
+        await self._point(pointer, rec)
         return rec
+
+    async def _point(self, pointer: str, rec: ArtifactRecord) -> None:
+        """Make ``pointer`` name ``rec`` unless it names a newer version (CAS, retried)."""
+        for _ in range(20):
+            cur = await self.index.get(pointer)
+            try:
+                if cur is None or not cur.value:
+                    await self.index.create(pointer, rec.digest.encode())
+                    return
+                try:
+                    held = await self.record(cur.value.decode())
+                except ArtifactError:
+                    held = None  # its record is gone: any version replaces it
+                if held is not None and held.order_key >= rec.order_key:
+                    return
+                await self.index.update(pointer, rec.digest.encode(), cur.revision)
+                return
+            except FabricConflict:
+                continue  # another upload moved it meanwhile: compare again
+        raise FabricConflict(f"repository index {pointer} kept changing; upload again")
 
     async def _get_key(self, key: str) -> bytes | None:
         entry = await self.index.get(key)

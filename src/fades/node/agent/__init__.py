@@ -31,7 +31,8 @@ from fades.bus.base import Bus
 from fades.errors import FabricError
 from fades.fabric.connect import FabricSettings
 from fades.fabric.repository import ArtifactRepository
-from fades.fabric.subjects import RESULTS_STREAM, TASKS_STREAM, check_token
+from fades.fabric.streams import ensure_streams
+from fades.fabric.subjects import check_token
 from fades.fabric.sync import ArtifactSync
 from fades.node import Node
 from fades.node.agent.ingest import Ingest
@@ -135,8 +136,7 @@ class NodeAgent:
     async def open_fabric(self) -> None:
         """Create the streams (idempotent) and open the repository."""
         bus = self.require_bus()
-        await bus.stream(TASKS_STREAM, ["fades.task.>"])
-        await bus.stream(RESULTS_STREAM, ["fades.result.>"])
+        await ensure_streams(bus)
         self.repo = await ArtifactRepository.open(bus)
         self.sync = ArtifactSync(self.repo, self.require_node().functions, f"node {self.name}")
 

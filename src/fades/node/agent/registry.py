@@ -20,7 +20,7 @@ from fades import __version__
 from fades.bus.base import KeyValue
 from fades.errors import FadesError
 from fades.fabric.protocol import DataHeld, NodeInfo, NodeLoad
-from fades.fabric.subjects import NODES_BUCKET
+from fades.fabric.streams import nodes_bucket
 
 if TYPE_CHECKING:
     from fades.node.agent import NodeAgent
@@ -110,7 +110,7 @@ class Registry:
         entry = self.info().encode()
         try:
             if self._kv is None:
-                self._kv = await self.agent.require_bus().kv(NODES_BUCKET)
+                self._kv = await nodes_bucket(self.agent.require_bus())
             await self._kv.put(self.agent.name, entry)
         except Exception:
             self._kv = None  # re-open the bucket next time (the server may have restarted)
