@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from fades.bus.nats import NatsBus
 from fades.client import FadesClient
 from fades.controller import Controller
 from fades.controller.server import serve
@@ -66,10 +67,10 @@ class Registration:
         self._beats: asyncio.Task[None] | None = None
 
     async def start(self) -> Registration:
-        self.nc = await connect(self.url, name=f"registration-{self.name}")
-        self.js = self.nc.jetstream()
-        await ensure_streams(self.js)
-        self.kv = await nodes_bucket(self.js)
+        self.bus = await NatsBus.connect(self.url, name=f"registration-{self.name}")
+        self.js = self.bus.js
+        await ensure_streams(self.bus)
+        self.kv = await nodes_bucket(self.bus)
         await self.beat()
         self._beats = asyncio.create_task(self._loop())
         return self
@@ -112,7 +113,7 @@ class Registration:
             self.stopping = True
             with contextlib.suppress(Exception):
                 await self.beat()
-        await self.nc.close()
+        await self.bus.close()
 
     async def dispatched(self) -> list[dict[str, Any]]:
         """The task envelopes the controller published for this node (read, not consumed)."""

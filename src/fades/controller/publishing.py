@@ -189,7 +189,7 @@ class Publisher:
         await asyncio.to_thread(
             check_publish, self.store, art, tenant, known=known, allow_rollback=allow_rollback
         )
-        rec = await self.repository.put(art)
+        rec = await self.repository.put(art, rollback=allow_rollback)
         await asyncio.to_thread(record_publish, self.store, art, tenant)
         await asyncio.to_thread(self.functions.add, art)  # ready for the cloud path
         log.info("uploaded %s function %s %s", art.kind, art.name, art.digest)

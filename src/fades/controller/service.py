@@ -46,7 +46,7 @@ from fades.errors import (
 )
 from fades.fabric.connect import FabricSettings
 from fades.fabric.repository import ArtifactRepository
-from fades.fabric.subjects import NODES_BUCKET, RESULTS_STREAM, TASKS_STREAM
+from fades.fabric.streams import ensure_streams, nodes_bucket
 from fades.functions.keys import TrustStore
 from fades.functions.store import FunctionStore
 from fades.placers import Placement, Placer, placer
@@ -128,9 +128,8 @@ class Controller:
             self._store = None
             raise
         try:
-            await bus.stream(TASKS_STREAM, ["fades.task.>"])
-            await bus.stream(RESULTS_STREAM, ["fades.result.>"])
-            kv = await bus.kv(NODES_BUCKET)
+            await ensure_streams(bus)
+            kv = await nodes_bucket(bus)
             self._repo = await ArtifactRepository.open(bus)
             self._registry = Registry(kv, self.down_after, lambda: bus.reconnects)
             await self._registry.start()
