@@ -74,6 +74,8 @@ class Controller:
         cloud_capacity: cloud tasks run at the same time (default: CPU count).
         name: the NATS connection name.
         placer: a :class:`~fades.placers.Placer` or its name (default ``locality``).
+        bus: a connected bus to use instead of connecting to NATS (e.g. a ``MemoryBus``);
+            the controller closes it on stop.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Controller:
         cloud_capacity: int | None = None,
         name: str = "fades-controller",
         placer: Placer | str = "locality",
+        bus: Bus | None = None,
     ) -> None:
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -101,7 +104,8 @@ class Controller:
         )
         self.max_payload = DEFAULT_MAX_PAYLOAD
         self._store: ControllerStore | None = None
-        self._bus: NatsBus | None = None
+        self._given_bus = bus
+        self._bus: Bus | None = None
         self._repo: ArtifactRepository | None = None
         self._registry: Registry | None = None
         self._cloud: CloudRunner | None = None
@@ -122,7 +126,7 @@ class Controller:
             return self
         store = self._store = await asyncio.to_thread(ControllerStore, self.home / "controller.db")
         try:
-            bus = await NatsBus.connect(self.settings, name=self.name)
+            bus = self._given_bus or await NatsBus.connect(self.settings, name=self.name)
         except BaseException:
             store.close()
             self._store = None
@@ -131,7 +135,9 @@ class Controller:
             await ensure_streams(bus)
             kv = await nodes_bucket(bus)
             self._repo = await ArtifactRepository.open(bus)
-            self._registry = Registry(kv, self.down_after, lambda: bus.reconnects)
+            self._registry = Registry(
+                kv, self.down_after, lambda: int(getattr(bus, "reconnects", 0))
+            )
             await self._registry.start()
         except BaseException:
             if self._registry is not None:
@@ -239,7 +245,7 @@ class Controller:
 
     @property
     def connected(self) -> bool:
-        return self._bus is not None and self._bus.connected
+        return self._bus is not None and bool(getattr(self._bus, "connected", True))
 
     def authenticate(self, token: str | None) -> str:
         """The tenant of a bearer token (raises Unauthorized)."""
