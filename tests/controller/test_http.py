@@ -186,3 +186,19 @@ def test_absurd_numbers_in_a_task_are_a_4xx(
         assert status == 202
     finally:
         conn.close()
+
+
+def test_long_polls_leave_nothing_behind(bed: Bed, make_task: Any, signing_key: SigningKey) -> None:
+    from fades.errors import TaskNotFound
+
+    ctl = bed.start_controller()
+    bed.register("edge", [held("room1")])
+    up(bed, "edge")
+    with bed.client() as c:
+        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        for i in range(50):  # unknown ids
+            with pytest.raises(TaskNotFound):
+                c.get(f"nope-{i}", wait=0.05)
+        tid = c.submit(make_task("f"), node="edge")["task_id"]  # never finishes here
+        assert c.get(tid, wait=0.2)["status"] == "dispatched"
+    assert ctl.recorder.waiting_count == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 
 from pydantic import ValidationError
 
@@ -34,10 +35,28 @@ class Recorder:
     def __init__(self, store: ControllerStore, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
-        self._waiters: dict[tuple[str, str], asyncio.Event] = {}
+        #: (tenant, task id) -> the event set when its outcome is stored, and how many wait
+        self._waiters: dict[tuple[str, str], tuple[asyncio.Event, int]] = {}
 
-    def waiter(self, tenant: str, task_id: str) -> asyncio.Event:
-        return self._waiters.setdefault((tenant, task_id), asyncio.Event())
+    @contextlib.contextmanager
+    def waiting(self, tenant: str, task_id: str) -> Iterator[asyncio.Event]:
+        """The event set once the task's outcome is stored; forgotten when nobody waits
+        (so waits on unknown or unfinished tasks leave nothing behind)."""
+        key = (tenant, task_id)
+        event, n = self._waiters.get(key, (asyncio.Event(), 0))
+        self._waiters[key] = (event, n + 1)
+        try:
+            yield event
+        finally:
+            event, n = self._waiters.get(key, (event, 1))
+            if n <= 1:
+                self._waiters.pop(key, None)
+            else:
+                self._waiters[key] = (event, n - 1)
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self._waiters)
 
     async def record(self, out: Outcome, where: Where, bytes_uplink: int | None = None) -> bool:
         """Store ``out`` (keyed by its tenant and task id); False for a duplicate."""
@@ -53,9 +72,9 @@ class Recorder:
             latency = rec.latency_s
         if latency is not None:
             self.metrics.latency.labels(where).observe(latency)
-        event = self._waiters.pop((out.tenant, out.task_id), None)
-        if event is not None:
-            event.set()
+        waiting = self._waiters.get((out.tenant, out.task_id))
+        if waiting is not None:
+            waiting[0].set()
         return True
 
     async def from_node(self, data: bytes, subject: str) -> bool | None:

@@ -367,12 +367,12 @@ class Controller:
 
     async def wait(self, task_id: str, timeout: float, *, tenant: str) -> TaskRecord:
         """The task once it is done or failed, or as it stands after ``timeout`` seconds."""
-        event = self.recorder.waiter(tenant, task_id)
-        rec = await self.get(task_id, tenant=tenant)
-        if rec.done or timeout <= 0:
-            return rec
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+        with self.recorder.waiting(tenant, task_id) as event:
+            rec = await self.get(task_id, tenant=tenant)
+            if rec.done or timeout <= 0:
+                return rec
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
         return await self.get(task_id, tenant=tenant)
 
     async def list(self, *, tenant: str | None = None, limit: int = 100) -> list[TaskRecord]:
