@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS functions (
 );
 """
 
+#: most bytes of stored outcomes one task listing returns (the rest: ask with a smaller limit)
+LIST_MAX_BYTES = 16 * 1024 * 1024
+
 _SELECT = """
 SELECT t.tenant, t.id, t.node, t.location, t.status, t.placement, t.submitted_at, t.digest,
        o.outcome, o.latency_s, o.bytes_uplink
@@ -287,14 +290,25 @@ class ControllerStore:
             raise TaskNotFound(f"no task {task_id!r}", task_id=task_id)
         return _record(row)
 
-    def list(self, tenant: str | None = None, limit: int = 100) -> list[TaskRecord]:
-        """Newest first; only ``tenant``'s tasks if given."""
+    def list(
+        self, tenant: str | None = None, limit: int = 100, max_bytes: int = LIST_MAX_BYTES
+    ) -> list[TaskRecord]:
+        """Newest first; only ``tenant``'s tasks if given; at most ``limit`` tasks and, past
+        the first, no more than ``max_bytes`` of stored outcomes in all."""
         where, args = ("WHERE t.tenant = ?", (tenant,)) if tenant is not None else ("", ())
+        sizes = _SELECT.replace("SELECT ", "SELECT length(o.outcome), ", 1)
+        out: list[TaskRecord] = []
+        total = 0
         with self._lock:
-            rows = self._db.execute(
-                f"{_SELECT} {where} ORDER BY t.submitted_at DESC LIMIT ?", (*args, limit)
-            ).fetchall()
-        return [_record(r) for r in rows]
+            cur = self._db.execute(
+                f"{sizes} {where} ORDER BY t.submitted_at DESC LIMIT ?", (*args, limit)
+            )
+            for row in cur:
+                total += int(row[0] or 0)
+                if out and total > max_bytes:
+                    break
+                out.append(_record(row[1:]))
+        return out
 
     def status_counts(self) -> dict[str, int]:
         with self._lock:
