@@ -35,13 +35,24 @@ async def take(it: Any, timeout: float = 10.0) -> Any:
     return await asyncio.wait_for(anext(it), timeout)
 
 
-async def nothing_within(it: Any, seconds: float) -> bool:
-    """True if ``it`` yields nothing for ``seconds`` (used only after an ack or term)."""
-    try:
-        await asyncio.wait_for(anext(it), seconds)
-    except TimeoutError:
-        return True
-    return False
+async def only_sentinels(it: Any, span: float) -> list[bytes]:
+    """Take deliveries until the ``b"sentinel"`` message (published by the caller, nak'ed
+    here again and again) has been delivered over at least ``span`` seconds of the bus's own
+    redelivery; returns every other payload seen meanwhile (expected: none)."""
+    others: list[bytes] = []
+    first: float | None = None
+    while True:
+        d = await take(it)
+        if d.data != b"sentinel":
+            others.append(d.data)
+            await d.ack()
+            continue
+        now = time.monotonic()
+        first = now if first is None else first
+        if now - first >= span:
+            await d.ack()
+            return others
+        await d.nak(delay=0.2)
 
 
 def test_subject_matching() -> None:
@@ -69,7 +80,10 @@ def test_publish_consume_ack_and_msg_id_dedup(connect: Connect) -> None:
             d2 = await take(it)
             assert (d2.data, d2.msg_id) == (b"two", "m2")
             await d2.ack()
-            assert await nothing_within(it, 1.5)  # the duplicate and t.b never come
+            await bus.publish("t.a", b"end", msg_id="m4")
+            end = await take(it)  # the duplicate and t.b were not delivered before it
+            assert end.data == b"end"
+            await end.ack()
             await it.aclose()
             # a new consumer of the same durable starts where the old one stopped
             it = bus.consume("T", "cb", "t.b").__aiter__()
@@ -110,7 +124,8 @@ def test_nak_and_missing_ack_redeliver_term_does_not(connect: Connect) -> None:
             assert d.delivered == 3 and time.monotonic() - t0 >= 0.5
             await d.in_progress()
             await d.term()
-            assert await nothing_within(it, 2.0)
+            await bus.publish("r.x", b"sentinel", msg_id="r-sentinel")
+            assert await only_sentinels(it, 2.5) == []  # the termed one never came back
             await it.aclose()
             # an un-acked message survives its consumer going away
             await bus.publish("r.x", b"later", msg_id="r2")

@@ -33,7 +33,6 @@ from fades.fabric.protocol import NodeInfo, QueryRequest, TaskEnvelope, decode_q
 from fades.fabric.repository import ArtifactRepository
 from fades.fabric.streams import ensure_streams, nodes_bucket
 from fades.fabric.subjects import RESULTS_STREAM, TASKS_STREAM, ping_subject, query_subject
-from fades.fabric.transfer import request_json
 from fades.functions.artifact import Artifact, canonical, sha256_hex
 from fades.functions.build import build_python
 from fades.functions.keys import SigningKey
@@ -273,8 +272,8 @@ def test_registers_heartbeats_answers_ping_and_marks_stopping(
                     return now.seq >= first.seq + 3 and now.heartbeat_at > first.heartbeat_at
 
                 await wait_for(advanced, 5, "three more heartbeats")
-                pong = NodeInfo.model_validate(
-                    await request_json(nc, ping_subject("edge1"), {}, timeout=2)
+                pong = NodeInfo.decode(
+                    await NatsBus(nc).request(ping_subject("edge1"), b"{}", timeout=2)
                 )
                 assert pong.name == "edge1" and pong.load.capacity == 3
             finally:

@@ -1,8 +1,9 @@
 """Request/reply over NATS, including replies too big for one message.
 
-Small requests use :func:`request_json`. Raw data (the cloud path pulls a node's readings)
-uses a flow-controlled chunked reply: the sender publishes parts of ``chunk`` bytes to the
-requester's inbox and keeps at most ``window`` parts unacknowledged. On a capped uplink this
+:class:`fades.bus.nats.NatsBus` sends small replies as one message and larger ones (the
+cloud path pulls a node's readings) as a flow-controlled chunked reply: the sender publishes
+parts of ``chunk`` bytes to the requester's inbox and keeps at most ``window`` parts
+unacknowledged. On a capped uplink this
 keeps the sender's outbound buffer small, so its heartbeats are not stuck behind megabytes of
 data, and no message exceeds the server's ``max_payload``.
 
@@ -20,8 +21,6 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
 from fades import errors
 from fades.errors import FabricError, FadesError, NodeUnavailable
@@ -45,32 +44,6 @@ def raise_remote(msg: Msg) -> None:
 async def reply_error(nc: NATS, reply: str, exc: Exception) -> None:
     kind = exc.kind if isinstance(exc, FadesError) else type(exc).__name__
     await nc.publish(reply, str(exc).encode(), headers={H_ERROR: kind})
-
-
-async def reply_json(nc: NATS, reply: str, obj: Any) -> None:
-    await nc.publish(reply, json.dumps(obj, separators=(",", ":")).encode())
-
-
-async def request_json(
-    nc: NATS, subject: str, obj: Any, *, timeout: float = 5.0, what: str = "request"
-) -> Any:
-    """Send ``obj`` as JSON and return the decoded JSON reply (remote errors are re-raised)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            msg = await nc.request(subject, json.dumps(obj).encode(), timeout=timeout)
-            break
-        except NoRespondersError:
-            # nobody subscribed (yet): a node may be reconnecting; ask again until timeout
-            if time.monotonic() + 0.05 >= deadline:
-                raise NodeUnavailable(f"{what}: nobody serves {subject}") from None
-            await asyncio.sleep(0.05)
-        except NatsTimeout:
-            raise NodeUnavailable(
-                f"{what}: no answer on {subject} within {timeout:.1f} s"
-            ) from None
-    raise_remote(msg)
-    return json.loads(msg.data)
 
 
 async def send_chunks(
