@@ -109,6 +109,15 @@ def test_names_belong_to_their_first_publisher_and_old_versions_stay_old(
         # asked for explicitly: v1 is current again
         assert fac.upload(v1.to_bytes(), allow_rollback=True)["digest"] == v1.digest
         assert bed.run(bed.controller.repository.resolve("stats")) == v1.digest  # type: ignore[union-attr]
+        # two builds of the same second: the version order (then the digest) decides, and the
+        # one that sorts first is refused, not silently left behind the other
+        low, high = sorted(
+            (fn(signing_key, "same", 1, 3_000), fn(signing_key, "same", 2, 3_000)),
+            key=lambda a: a.digest,
+        )
+        fac.upload(high.to_bytes())
+        with pytest.raises(RollbackRefused):
+            fac.upload(low.to_bytes())
         # and the controller keeps serving
         assert vis.health()["status"] == "ok"
 

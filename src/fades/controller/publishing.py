@@ -3,8 +3,8 @@
 * A function name belongs to the tenant that first published it; another tenant's upload
   under that name is refused (:class:`~fades.errors.NameTaken`, HTTP 403). Runtimes are named
   by their ABI (``runtime:<abi>``) and owned the same way.
-* An upload older than the current version (its signed ``created`` is earlier, or it is a
-  version the repository already held before the current one: a replay) is refused
+* An upload older than the current version (earlier in the repository's version order,
+  build time then digest; or a version the repository already held: a replay) is refused
   (:class:`~fades.errors.RollbackRefused`, HTTP 409) unless the upload asks for it with
   ``allow_rollback``. Re-uploading the current version is harmless.
 
@@ -32,7 +32,7 @@ from fades.errors import (
     RollbackRefused,
     SignatureError,
 )
-from fades.fabric.repository import ArtifactRepository
+from fades.fabric.repository import ArtifactRepository, order_key
 from fades.functions.artifact import Artifact, parse
 from fades.functions.keys import TrustStore
 from fades.functions.store import FunctionStore
@@ -48,10 +48,9 @@ def name_of(art: Artifact) -> str:
     return f"runtime:{art.abi}" if art.kind == "runtime" else art.name
 
 
-def created_of(art: Artifact) -> float:
-    """The signed creation time of an artifact (0 when absent or not a number)."""
-    raw = art.manifest.get("created")
-    return float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else 0.0
+def version_of(art: Artifact) -> tuple[int, str]:
+    """The artifact's place in its name's version order (the repository's own order)."""
+    return order_key(art)
 
 
 def check_publish(
@@ -82,7 +81,7 @@ def check_publish(
         )
     if cur.digest == art.digest or allow_rollback:
         return cur
-    if created_of(art) < cur.created or known:
+    if version_of(art) < (cur.created_ns, cur.digest) or known:
         raise RollbackRefused(
             f"{name!r} {art.digest} is older than the current version {cur.digest}; "
             "upload with allow_rollback=true to make it current again"
@@ -95,7 +94,7 @@ def record_publish(store: ControllerStore, art: Artifact, tenant: str | None) ->
     name = name_of(art)
     cur = store.function_owner(name)
     owner = cur.owner if cur is not None and cur.owner else (tenant or "")
-    store.set_function(name, owner, art.digest, created_of(art))
+    store.set_function(name, owner, art.digest, version_of(art)[0])
 
 
 class Publisher:

@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS functions (
     name       TEXT PRIMARY KEY,
     owner      TEXT NOT NULL,
     digest     TEXT NOT NULL,
-    created    REAL NOT NULL,
+    created_ns INTEGER NOT NULL,
     updated_at REAL NOT NULL
 );
 """
@@ -118,7 +118,8 @@ class FunctionOwner:
     name: str
     owner: str
     digest: str
-    created: float
+    #: the current version's place in the version order (build time in ns)
+    created_ns: int
 
 
 class ControllerStore:
@@ -321,19 +322,19 @@ class ControllerStore:
     def function_owner(self, name: str) -> FunctionOwner | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT name, owner, digest, created FROM functions WHERE name = ?", (name,)
+                "SELECT name, owner, digest, created_ns FROM functions WHERE name = ?", (name,)
             ).fetchone()
-        return None if row is None else FunctionOwner(row[0], row[1], row[2], float(row[3]))
+        return None if row is None else FunctionOwner(row[0], row[1], row[2], int(row[3]))
 
-    def set_function(self, name: str, owner: str, digest: str, created: float) -> None:
+    def set_function(self, name: str, owner: str, digest: str, created_ns: int) -> None:
         """Record ``digest`` as the current version of ``name`` (owned by ``owner``)."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO functions (name, owner, digest, created, updated_at)"
+                "INSERT INTO functions (name, owner, digest, created_ns, updated_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-                " digest = excluded.digest, created = excluded.created,"
+                " digest = excluded.digest, created_ns = excluded.created_ns,"
                 " updated_at = excluded.updated_at",
-                (name, owner, digest, created, time.time()),
+                (name, owner, digest, created_ns, time.time()),
             )
 
 
