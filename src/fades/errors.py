@@ -256,3 +256,38 @@ class ResultTooLarge(SandboxError):
 class BadFunctionOutput(SandboxError):
     """A function handed the host something malformed (not JSON, too deep, NaN, wrong types,
     a core module that does not honour its ABI)."""
+# --- controller (NAME=controller) --------------------------------------------------------------
+class DeadlineMissed(OrchestratorError):
+    """A task's deadline passed before it could start."""
+
+
+class ResultTooLarge(OrchestratorError):
+    """A task's result exceeds the fabric's message limit (or a node's result limit)."""
+
+
+class DispatchFailed(ControllerError):
+    """The controller could not hand a recorded task to its node (it fails with this reason)."""
+
+
+class ControllerUnreachable(FadesError):
+    """The client could not reach the controller (connection refused, reset, timed out)."""
+
+
+class BadRequest(ControllerError):
+    """A malformed HTTP request: unreadable body, too deep, wrong type of a parameter."""
+
+
+class PayloadTooLarge(ControllerError):
+    """A request body (a task, an upload) exceeds the controller's limit for it."""
+
+
+class UnsupportedContentType(ControllerError):
+    """A request body sent with a content type the route does not take."""
+
+
+class NameTaken(Forbidden):
+    """The function name belongs to another tenant (the first to publish it)."""
+
+
+class RollbackRefused(ControllerError):
+    """An upload would make an older version of a function current again."""

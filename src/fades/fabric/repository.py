@@ -82,8 +82,11 @@ class ArtifactRepository:
         """
         return cls(await bus.objects(ARTIFACTS_BUCKET), await bus.kv(FUNCTIONS_BUCKET))
 
-    async def put(self, data: bytes | Artifact) -> ArtifactRecord:
-        """Store an artifact (format-checked, not signature-checked) and index it."""
+    async def put(self, data: bytes | Artifact, *, rollback: bool = False) -> ArtifactRecord:
+        """Store an artifact (format-checked, not signature-checked) and index it.
+
+        ``rollback``: make it its name's current version even if a newer one is held (the
+        controller's ``allow_rollback`` upload)."""
         art = data if isinstance(data, Artifact) else parse(data)
         raw = art.to_bytes()
         h = _hex(art.digest)
@@ -104,7 +107,10 @@ class ArtifactRepository:
         )
         await self.index.put(f"d.{h}", json.dumps(rec.to_dict()).encode())
         pointer = _abi_key(art.abi) if art.kind == "runtime" else f"n.{art.name}"
-        await self._point(pointer, rec)
+        if rollback:
+            await self.index.put(pointer, rec.digest.encode())
+        else:
+            await self._point(pointer, rec)
         return rec
 
     async def _point(self, pointer: str, rec: ArtifactRecord) -> None:
