@@ -1,4 +1,4 @@
-"""``fades bench``: Experiments that reproduce the seeds' figures."""
+"""``fades bench``: experiments that reproduce the seeds' figures."""
 
 from __future__ import annotations
 
