@@ -43,6 +43,15 @@ def _quiet(_: str) -> None:
     return None
 
 
+def find_examples(explicit: Path | None = None) -> Path:
+    """The examples folder (``functions/`` and ``tasks/``): explicit, ./examples, or the
+    one beside the source tree."""
+    for cand in (explicit, Path("examples"), Path(__file__).resolve().parents[2] / "examples"):
+        if cand is not None and (cand / "functions").is_dir() and (cand / "tasks").is_dir():
+            return cand
+    raise FadesError("cannot find the examples folder (functions/ and tasks/); pass --examples")
+
+
 class LocalCluster:
     """Start, use and stop a local cluster.
 
@@ -258,7 +267,6 @@ class LocalCluster:
 
     def upload_functions(self) -> dict[str, str]:
         """Build, sign and upload the Python runtime and every example function."""
-        from fades.demo import find_examples
         from fades.functions.build import build_function, build_runtime
 
         client = self.client()

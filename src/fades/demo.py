@@ -22,6 +22,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from fades.cluster import find_examples
 from fades.errors import FadesError
 from fades.functions.artifact import parse
 from fades.functions.build import build_function, build_runtime
@@ -39,14 +40,6 @@ DEMO_POLICY = {
 
 ProgressCM = Callable[[], AbstractContextManager[tuple[Callable[[Any, int, int], None], Any]]]
 SpinnerCM = Callable[[str], AbstractContextManager[None]]
-
-
-def find_examples(explicit: Path | None = None) -> Path:
-    """The examples folder: explicit, ./examples, or the one beside the source tree."""
-    for cand in (explicit, Path("examples"), Path(__file__).resolve().parents[2] / "examples"):
-        if cand is not None and (cand / "functions").is_dir() and (cand / "tasks").is_dir():
-            return cand
-    raise FadesError("cannot find the examples folder (functions/ and tasks/); pass --examples")
 
 
 def _fresh_home(home: Path) -> None:

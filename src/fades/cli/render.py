@@ -75,7 +75,7 @@ def show_outcome(outcome: Outcome | Mapping[str, Any], title: str = "") -> None:
     if d.get("bytes_read") is not None:
         read, ret = _int(d.get("bytes_read")), _int(d.get("bytes_returned"))
         line = f"  bytes read at the edge: {read:,}; returned: {ret:,}"
-        if ret:
+        if read > ret > 0:
             line += f" ({read / ret:,.0f}x smaller)"
         if d.get("bytes_uplink") is not None:
             line += f"; sent upstream: {_int(d.get('bytes_uplink')):,}"
