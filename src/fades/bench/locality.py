@@ -30,7 +30,6 @@ import json
 import math
 import os
 import platform
-import secrets
 import shutil
 import signal
 import statistics
@@ -44,16 +43,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fades.bench.link import DOWN_MBIT, UP_MBIT, CappedLink, measure_tcp
+from fades.client import FadesClient
+from fades.cluster import LocalCluster
 from fades.errors import FabricError, FadesError
+from fades.functions.keys import SigningKey
 
 SEGMENTS = ("retrieval", "transfer", "start", "compute", "other")
 DEFAULT_SIZES = (1.5, 5.0, 15.0, 50.0)
 QUICK_SIZES = (1.5, 5.0)
 NODE = "edge1"
-TENANT = "bench"
+TENANT = "facilities"  # the tenant LocalCluster's first token belongs to
 #: Sensors the tasks read (one data operation each, ``last: N``), all in one room.
 SENSORS = ("temperature", "humidity", "co2")
 ROOM = "room1"
@@ -85,16 +85,22 @@ def main(data, params):
     return out
 '''
 
-# Run inside the cloud namespace: upload artifact files to the controller.
+# Run inside the cloud namespace: upload artifact files to the controller (an artifact the
+# repository already holds, HTTP 409, is fine).
 _UPLOAD = """
-import sys, httpx
+import sys
+from pathlib import Path
+from fades.client import FadesClient
+from fades.cluster import LocalCluster
+from fades.errors import FadesError
 url, token = sys.argv[1], sys.argv[2]
-for path in sys.argv[3:]:
-    r = httpx.post(url + "/v1/functions", content=open(path, "rb").read(), timeout=300,
-                   headers={"Authorization": "Bearer " + token,
-                            "Content-Type": "application/octet-stream"})
-    if r.status_code not in (200, 201, 409):
-        sys.exit(f"upload of {path} failed: {r.status_code} {r.text[:300]}")
+with FadesClient(url, token, timeout=300) as client:
+    for path in sys.argv[3:]:
+        try:
+            client.upload(Path(path))
+        except FadesError as exc:
+            if exc.context.get("status") != 409:
+                sys.exit(f"upload of {path} failed: {exc.kind}: {exc}")
 """
 
 
@@ -179,67 +185,7 @@ def calibrate(db: Path, sizes_mbit: list[float]) -> list[Payload]:
         store.close()
 
 
-# --- processes -------------------------------------------------------------------------------
-class Proc:
-    """A child process whose output goes to a log file; waits for a "ready" line."""
-
-    def __init__(self, label: str, cmd: list[str], logfile: Path, ready: str | None) -> None:
-        self.label = label
-        self.logfile = logfile
-        self.ready = threading.Event()
-        self._marker = ready
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
-        self._reader = threading.Thread(target=self._read, name=f"log-{label}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.logfile.open("a") as fh:
-            for line in self.proc.stdout:
-                fh.write(line)
-                fh.flush()
-                self.lines.append(line.rstrip())
-                del self.lines[:-50]
-                if self._marker is not None and self._marker in line:
-                    self.ready.set()
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.1):
-            if self.proc.poll() is not None:
-                raise FabricError(
-                    f"{self.label} exited with status {self.proc.returncode} before it was "
-                    f"ready: {self.tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise FabricError(f"{self.label} not ready after {timeout:.0f} s: {self.tail()}")
-
-    def tail(self, n: int = 8) -> str:
-        return " | ".join(self.lines[-n:]) or f"(no output; see {self.logfile})"
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-
-
-def fades_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fades", *args]
-
-
+# --- the cluster ---------------------------------------------------------------------------
 @dataclass
 class Topology:
     """Where the cloud side runs: its address and how to start a command there."""
@@ -250,144 +196,73 @@ class Topology:
     link: CappedLink | None = None
 
 
-@dataclass
-class Cluster:
-    """nats-server and the controller on the cloud side, one node agent on the edge."""
+def make_cluster(topo: Topology, plan: Plan, work: Path, node_src: Path) -> LocalCluster:
+    """A :class:`~fades.cluster.LocalCluster` with nats-server and the controller on the
+    cloud side of ``topo`` and one node agent (no MQTT ingest) on the edge, holding the
+    readings in ``node_src``. Functions are uploaded by :func:`upload` from the cloud side."""
 
-    topo: Topology
-    work: Path
-    node_dir: Path
-    token: str
-    procs: list[Proc] = field(default_factory=list)
-    nats_port: int = 0
-    http_port: int = 0
+    def node_data(name: str, home: Path) -> int:
+        shutil.copy(node_src / "readings.db", home / "readings.db")
+        return plan.rows
 
-    @property
-    def nats_url(self) -> str:
-        return f"nats://{self.topo.cloud_host}:{self.nats_port}"
+    capped = topo.link is not None
+    return LocalCluster(
+        work / topo.name,
+        nodes=1,
+        rooms_per_node=1,
+        sensors=False,
+        ingest=False,
+        functions=False,
+        heartbeat_s=2.0,
+        down_after_s=10.0,
+        host=topo.cloud_host,
+        # a fresh namespace has every port free; free_port() cannot look inside it
+        nats_port=4222 if capped else None,
+        http_port=8080 if capped else None,
+        wrap=topo.wrap if capped else None,
+        key=plan.key,
+        node_data=node_data,
+    )
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.topo.cloud_host}:{self.http_port}"
 
-    def start(self, artifacts: list[Path]) -> None:
-        from fades.fabric.server import EmbeddedNats, free_port, nats_server_binary, wait_port
-
-        host = self.topo.cloud_host
-        if self.topo.link is not None:  # a fresh namespace: every port is free
-            self.nats_port, self.http_port = 4222, 8080
-        else:
-            self.nats_port, self.http_port = free_port(host), free_port(host)
-        server = EmbeddedNats(
-            self.work / "nats", port=self.nats_port, mqtt=False, host=host, name="fades-bench"
-        )
-        server.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = server.store_dir / "nats-server.conf"
-        conf.write_text(server.config_text())
-        self._spawn("nats-server", [nats_server_binary(), "-c", str(conf)], None, cloud=True)
-        if not wait_port(host, self.nats_port, timeout=20):
-            raise FabricError(f"nats-server did not open {host}:{self.nats_port}: {self._tail()}")
-
-        home = self.work / "controller"
-        (home / "trusted").mkdir(parents=True, exist_ok=True)
-        for pub in (self.node_dir / "trusted").iterdir():
-            shutil.copy(pub, home / "trusted" / pub.name)
-        tokens = self.work / "tokens.yaml"
-        tokens.write_text(yaml.safe_dump({"tokens": {self.token: TENANT}}))
-        ctl = self._spawn(
-            "controller",
-            fades_cmd(
-                "controller", "start", "--nats", self.nats_url, "--home", str(home),
-                "--http", f"{host}:{self.http_port}", "--tokens", str(tokens),
-            ),
-            "controller ready",
-            cloud=True,
-        )  # fmt: skip
-        ctl.wait_ready(90)
-        node = self._spawn(
-            "node",
-            fades_cmd(
-                "node", "start", "--name", NODE, "--nats", self.nats_url,
-                "--data", str(self.node_dir), "--no-ingest",
-            ),
-            f"node {NODE} ready",
-            cloud=False,
-        )  # fmt: skip
-        node.wait_ready(90)
-        up = subprocess.run(
-            self.topo.wrap(
-                [sys.executable, "-c", _UPLOAD, self.base_url, self.token, *map(str, artifacts)]
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
-        if up.returncode != 0:
-            raise FabricError(f"function upload failed: {(up.stderr or up.stdout).strip()}")
-
-    def _spawn(self, label: str, cmd: list[str], ready: str | None, *, cloud: bool) -> Proc:
-        full = self.topo.wrap(cmd) if cloud else cmd
-        p = Proc(label, full, self.work / f"{label}.log", ready)
-        self.procs.append(p)
-        return p
-
-    def _tail(self) -> str:
-        return "; ".join(f"{p.label}: {p.tail(3)}" for p in self.procs)
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):  # node first, then controller, then nats
-            with contextlib.suppress(Exception):
-                p.stop()
-        self.procs.clear()
+def upload(cluster: LocalCluster, topo: Topology, artifacts: list[Path]) -> None:
+    """Upload the artifacts from the cloud side (the runtime never crawls up the uplink)."""
+    cmd = [sys.executable, "-c", _UPLOAD, cluster.url, cluster.token, *map(str, artifacts)]
+    up = subprocess.run(
+        topo.wrap(cmd),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if up.returncode != 0:
+        raise FabricError(f"function upload failed: {(up.stderr or up.stdout).strip()}")
 
 
 # --- one task --------------------------------------------------------------------------------
-class Api:
-    """The controller's HTTP API as this benchmark uses it."""
+def wait_node_up(client: FadesClient, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FadesError):  # the controller may still be starting
+            seen = client.nodes()
+            if any(n.get("name") == NODE and n.get("up") for n in seen):
+                return
+        time.sleep(0.5)
+    raise FabricError(f"node {NODE} not up at the controller after {timeout} s: {seen}")
 
-    def __init__(self, base_url: str, token: str) -> None:
-        import httpx
 
-        self.http = httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=120
-        )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def wait_node_up(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        seen: Any = None
-        while time.monotonic() < deadline:
-            r = self.http.get("/v1/nodes")
-            if r.status_code == 200:
-                seen = r.json()
-                if any(n.get("name") == NODE and n.get("up") for n in seen):
-                    return
-            time.sleep(0.5)
-        raise FabricError(f"node {NODE} not up at the controller after {timeout} s: {seen}")
-
-    def run(self, task: dict[str, Any], where: str, timeout: float) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        r = self.http.post("/v1/tasks", params={"node": NODE, "where": where}, json=task)
-        if r.status_code != 202:
-            raise FabricError(f"submit ({where}) refused: {r.status_code} {r.text[:300]}")
-        tid = r.json()["task_id"]
-        deadline = time.monotonic() + timeout
-        info: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            wait = max(1, min(30, int(deadline - time.monotonic())))
-            g = self.http.get(f"/v1/tasks/{tid}", params={"wait": wait}, timeout=wait + 60)
-            if g.status_code != 200:
-                raise FabricError(f"GET task {tid}: {g.status_code} {g.text[:300]}")
-            info = g.json()
-            if info.get("status") in ("done", "failed"):
-                break
-        else:
-            raise FabricError(f"task {tid} ({where}) did not finish in {timeout:.0f} s: {info}")
-        info["client_wall_s"] = time.perf_counter() - t0
-        return info
+def run_task(
+    client: FadesClient, task: dict[str, Any], where: str, timeout: float
+) -> dict[str, Any]:
+    """Submit ``task`` to the node (edge) or the cloud and wait for it to finish."""
+    t0 = time.perf_counter()
+    tid = client.submit(task, node=NODE, where=where)["task_id"]
+    info = client.wait(tid, timeout=timeout)
+    if info.get("status") not in ("done", "failed"):
+        raise FabricError(f"task {tid} ({where}) did not finish in {timeout:.0f} s: {info}")
+    info["client_wall_s"] = time.perf_counter() - t0
+    return info
 
 
 def segments(info: dict[str, Any]) -> dict[str, float]:
@@ -442,17 +317,13 @@ class Plan:
     fn_digest: str
     artifacts: list[Path]
     up_mbit: float
+    key: SigningKey
+    rows: int
 
 
 def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict[str, Any]:
     """Start the cluster in ``topo``, run every size edge and cloud, return the numbers."""
-    node_dir = work / f"node-{topo.name}"
-    (node_dir / "trusted").mkdir(parents=True)
-    for pub in (node_src / "trusted").iterdir():
-        shutil.copy(pub, node_dir / "trusted" / pub.name)
-    shutil.copy(node_src / "readings.db", node_dir / "readings.db")
-    cluster = Cluster(topo, work / topo.name, node_dir, secrets.token_hex(16))
-    cluster.work.mkdir(parents=True)
+    cluster = make_cluster(topo, plan, work, node_src)
     out: dict[str, Any] = {"status": "running"}
     link = topo.link
     t_start = time.perf_counter()
@@ -484,16 +355,18 @@ def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict
             }
         log(f"[{topo.name}] starting nats-server, controller, node agent")
         t0 = time.perf_counter()
-        cluster.start(plan.artifacts)
-        api = Api(cluster.base_url, cluster.token)
+        cluster.prepare()
+        cluster.start()
+        upload(cluster, topo, plan.artifacts)
+        client = FadesClient(cluster.url, cluster.token, timeout=120)
         try:
-            api.wait_node_up()
+            wait_node_up(client)
             out["startup_s"] = time.perf_counter() - t0
             log(f"[{topo.name}]   up in {out['startup_s']:.1f} s; warm-up (artifact fetch etc.)")
             smallest = plan.sizes[0]
             warm: dict[str, Any] = {}
             for where in ("edge", "cloud"):
-                info = api.run(make_task(smallest, plan.fn_digest), where, timeout=900)
+                info = run_task(client, make_task(smallest, plan.fn_digest), where, timeout=900)
                 check_result(info, smallest)
                 warm[where] = {"segments": segments(info), "timing": info.get("timing")}
             out["warmup"] = warm
@@ -509,7 +382,7 @@ def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict
                             continue
                         u0, d0 = counters()
                         timeout = 120 + 10 * up_s if where == "cloud" else 300
-                        info = api.run(make_task(p, plan.fn_digest), where, timeout)
+                        info = run_task(client, make_task(p, plan.fn_digest), where, timeout)
                         u1, d1 = counters()
                         check_result(info, p)
                         rec = {
@@ -557,12 +430,12 @@ def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict
                 out["link"]["tbf_counters"] = link.stats()
             out["status"] = "ok"
         finally:
-            api.close()
+            client.close()
     except Exception as exc:  # recorded in the JSON (httpx errors, a crashed process, ...)
         out["status"] = "failed"
         out["error"] = f"{type(exc).__name__}: {exc}"
-        out["logs"] = str(cluster.work)
-        log(f"[{topo.name}] FAILED: {out['error']} (logs in {cluster.work})")
+        out["logs"] = str(cluster.home / "logs")
+        log(f"[{topo.name}] FAILED: {out['error']} (logs in {cluster.home / 'logs'})")
     finally:
         cluster.stop()
         out["duration_s"] = time.perf_counter() - t_start
@@ -602,7 +475,6 @@ def _sigterm_as_exit() -> Iterator[None]:
 def run(settings: Settings) -> dict[str, Any]:
     """Run the experiment; writes ``locality.json`` and the PNGs into ``settings.out``."""
     from fades.functions.build import build_python, build_runtime
-    from fades.functions.keys import SigningKey, public_pem
 
     sizes = sorted(settings.sizes_mbit)
     if not sizes or sizes[0] <= 0:
@@ -643,9 +515,8 @@ def run(settings: Settings) -> dict[str, Any]:
         with _sigterm_as_exit():
             log(f"building node data for up to {sizes[-1]:g} Mb and the signed function")
             node_src = work / "node-src"
-            (node_src / "trusted").mkdir(parents=True)
+            node_src.mkdir(parents=True)
             key = SigningKey.generate("bench-locality")
-            (node_src / "trusted" / f"{key.id}.pub").write_bytes(public_pem(key.public))
             rows = make_node_data(node_src / "readings.db", sizes[-1])
             payloads = calibrate(node_src / "readings.db", sizes)
             res["config"]["node_readings"] = rows
@@ -658,7 +529,7 @@ def run(settings: Settings) -> dict[str, Any]:
             arts[1].write_bytes(fn.to_bytes())
             res["config"]["artifact_bytes"] = {"runtime": len(runtime), "function": len(fn)}
             res["payloads"] = [p.to_dict() for p in payloads]
-            plan = Plan(payloads, settings.reps, fn.digest, arts, settings.up_mbit)
+            plan = Plan(payloads, settings.reps, fn.digest, arts, settings.up_mbit, key, rows)
 
             if settings.cap:
                 reason = CappedLink.check()
