@@ -21,18 +21,21 @@ The HTTP requests of the client cross the link too (a few hundred bytes each); t
 part of the controller's latency. Functions are uploaded from inside the cloud namespace (the
 function author's side), so the 19 MB Python runtime does not crawl up the uplink. The same
 experiment is also run on loopback (no namespace, no caps) for comparison.
+
+The data and the function are in :mod:`fades.bench.payloads`, what is reported in
+:mod:`fades.bench.report`; the cluster is a :class:`~fades.cluster.LocalCluster`. This module
+(~440 lines) is the experiment's one driver: one topology end to end, then the whole run;
+splitting it further would scatter one sequence of steps.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,46 +47,33 @@ from pathlib import Path
 from typing import Any
 
 from fades.bench.link import DOWN_MBIT, UP_MBIT, CappedLink, measure_tcp
+from fades.bench.payloads import (
+    FUNCTION_SRC,
+    ROOM,
+    SENSORS,
+    TENANT,
+    Payload,
+    calibrate,
+    make_node_data,
+)
+from fades.bench.report import (
+    goal,
+    log,
+    segments,
+    summarise,
+    write,
+)
 from fades.client import FadesClient
 from fades.cluster import LocalCluster
 from fades.errors import FabricError, FadesError
 from fades.functions.keys import SigningKey
 
-SEGMENTS = ("retrieval", "transfer", "start", "compute", "other")
 DEFAULT_SIZES = (1.5, 5.0, 15.0, 50.0)
 QUICK_SIZES = (1.5, 5.0)
 NODE = "edge1"
-TENANT = "facilities"  # the tenant LocalCluster's first token belongs to
-#: Sensors the tasks read (one data operation each, ``last: N``), all in one room.
-SENSORS = ("temperature", "humidity", "co2")
-ROOM = "room1"
-TESTBED_RATE_S = 5.0
 #: Cloud repetitions whose blob needs longer than this on the uplink run only once.
 CLOUD_REP_BUDGET_S = 15.0
-GOAL_RATIO = 10.0
-GOAL_SIZE_MBIT = 1.5
 
-FUNCTION_SRC = '''"""Min, max, mean and count of every sensor stream the task selected."""
-
-
-def main(data, params):
-    out = {}
-    for name, ds in data.items():
-        n = len(ds)
-        if n == 0:
-            out[name] = {"count": 0}
-            continue
-        lo = hi = ds.values[0]
-        total = 0.0
-        for v in ds.values:
-            if v < lo:
-                lo = v
-            elif v > hi:
-                hi = v
-            total += v
-        out[name] = {"min": lo, "max": hi, "mean": total / n, "count": n}
-    return out
-'''
 
 # Run inside the cloud namespace: upload artifact files to the controller (an artifact the
 # repository already holds, HTTP 409, is fine).
@@ -91,7 +81,6 @@ _UPLOAD = """
 import sys
 from pathlib import Path
 from fades.client import FadesClient
-from fades.cluster import LocalCluster
 from fades.errors import FadesError
 url, token = sys.argv[1], sys.argv[2]
 with FadesClient(url, token, timeout=300) as client:
@@ -102,87 +91,6 @@ with FadesClient(url, token, timeout=300) as client:
             if exc.context.get("status") != 409:
                 sys.exit(f"upload of {path} failed: {exc.kind}: {exc}")
 """
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-# --- the data --------------------------------------------------------------------------------
-@dataclass
-class Payload:
-    """One payload size: how many readings per sensor give a blob of ``target_bytes``."""
-
-    target_mbit: float
-    target_bytes: int
-    per_sensor: int
-    blob_bytes: int
-
-    @property
-    def readings(self) -> int:
-        return self.per_sensor * len(SENSORS)
-
-    def ops(self) -> list[dict[str, Any]]:
-        return [
-            {"name": s, "select": {"location": ROOM, "sensor_type": s, "last": self.per_sensor}}
-            for s in SENSORS
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target_mbit": self.target_mbit,
-            "target_bytes": self.target_bytes,
-            "blob_bytes": self.blob_bytes,
-            "blob_mbit": self.blob_bytes * 8 / 1e6,
-            "readings": self.readings,
-            "readings_per_sensor": self.per_sensor,
-        }
-
-
-def make_node_data(path: Path, max_mbit: float) -> int:
-    """Write enough testbed readings into ``path`` (SQLite) for a ``max_mbit`` blob."""
-    from fades.broker import SQLiteConnector
-    from fades.testbed import populate
-
-    per_sensor = max(2000, max_mbit * 1e6 / 8 / 22 / len(SENSORS))  # 22 B per FDS1 reading
-    days = math.ceil(per_sensor * 1.1 * TESTBED_RATE_S / 86_400 * 10) / 10
-    store = SQLiteConnector(path)
-    try:
-        return populate(store, days, TESTBED_RATE_S, seed=3, rooms=1, sensor_types=SENSORS)
-    finally:
-        store.close()
-
-
-def calibrate(db: Path, sizes_mbit: list[float]) -> list[Payload]:
-    """Readings per sensor for each target blob size, measured with the node's own broker."""
-    from fades.broker import DataBroker, SQLiteConnector
-    from fades.sandbox.wire import encode
-    from fades.task import DataOp
-
-    store = SQLiteConnector(db)
-    broker = DataBroker({"sqlite": store})
-
-    def blob(per_sensor: int) -> int:
-        p = Payload(0, 0, per_sensor, 0)
-        ops = [DataOp.model_validate(o) for o in p.ops()]
-        datasets, _ = broker.fetch(TENANT, ops)
-        if sum(len(d) for d in datasets.values()) != p.readings:
-            raise FabricError(f"the node holds fewer than {per_sensor} readings per sensor")
-        return len(encode(datasets, {}))
-
-    try:
-        b1, b2 = blob(500), blob(1000)
-        per_reading = (b2 - b1) / 500
-        base = b1 - 500 * per_reading
-        out = []
-        for mbit in sizes_mbit:
-            target = int(mbit * 1e6 / 8)
-            n = max(1, round((target - base) / per_reading))
-            out.append(Payload(mbit, target, n, blob(n)))
-        return out
-    finally:
-        broker.close()
-        store.close()
 
 
 # --- the cluster ---------------------------------------------------------------------------
@@ -265,16 +173,6 @@ def run_task(
     return info
 
 
-def segments(info: dict[str, Any]) -> dict[str, float]:
-    """retrieval/transfer/start/compute as measured, other = the rest of the latency."""
-    timing = info.get("timing") or {}
-    total = timing.get("latency") or info.get("latency_s") or timing.get("total") or 0.0
-    seg = {k: float(timing.get(k, 0.0)) for k in SEGMENTS[:-1]}
-    seg["other"] = max(0.0, float(total) - sum(seg.values()))
-    seg["total"] = float(total)
-    return seg
-
-
 def make_task(payload: Payload, fn_digest: str) -> dict[str, Any]:
     return {
         "credentials": {"tenant": TENANT},
@@ -294,19 +192,6 @@ def check_result(info: dict[str, Any], payload: Payload) -> None:
     counts = {s: (result.get(s) or {}).get("count") for s in SENSORS}
     if any(c != payload.per_sensor for c in counts.values()):
         raise FabricError(f"task {info.get('task_id')} counted {counts}, not {payload.per_sensor}")
-
-
-def summarise(reps: list[dict[str, Any]]) -> dict[str, float]:
-    """The representative repetition: the one with the median total (the lower one of the two
-    middle ones for an even count), so that its segments add up to its total; plus medians
-    of the client's wall time and the link bytes."""
-    rep = sorted(reps, key=lambda r: r["segments"]["total"])[(len(reps) - 1) // 2]
-    out = {k: float(rep["segments"][k]) for k in (*SEGMENTS, "total")}
-    out["client_wall_s"] = statistics.median(r["client_wall_s"] for r in reps)
-    out["uplink_bytes"] = statistics.median(r.get("uplink_bytes", 0) for r in reps)
-    out["downlink_bytes"] = statistics.median(r.get("downlink_bytes", 0) for r in reps)
-    out["n"] = len(reps)
-    return out
 
 
 # --- one topology ----------------------------------------------------------------------------
@@ -562,71 +447,3 @@ def run(settings: Settings) -> dict[str, Any]:
     res["ok"] = ok
     write(res, settings.out)
     return res
-
-
-def goal(res: dict[str, Any]) -> dict[str, Any]:
-    """The issue's target: edge >= 10x faster than cloud at 1.5 Mb over the capped uplink."""
-    capped = res["runs"].get("capped", {})
-    out: dict[str, Any] = {"target_ratio": GOAL_RATIO, "size_mbit": GOAL_SIZE_MBIT}
-    if capped.get("status") != "ok":
-        out.update(measured=None, met=None, why=capped.get("reason") or capped.get("error"))
-        return out
-    rows = capped["sizes"]
-    row = min(rows, key=lambda r: abs(r["target_mbit"] - GOAL_SIZE_MBIT))
-    ratio = row["ratio_cloud_over_edge"]
-    out.update(measured=ratio, at_mbit=row["target_mbit"], met=ratio >= GOAL_RATIO)
-    return out
-
-
-def write(res: dict[str, Any], out: Path) -> None:
-    from fades.bench.plots import plot_breakdown, plot_totals
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "locality.json").write_text(json.dumps(res, indent=2) + "\n")
-    plot_breakdown(res, out / "locality_breakdown.png")
-    plot_totals(res, out / "locality_totals.png")
-    log(f"wrote {out / 'locality.json'}, locality_breakdown.png, locality_totals.png")
-
-
-def table(res: dict[str, Any]) -> str:
-    """The measured numbers as a plain-text table."""
-    lines = []
-    for name, run_ in res["runs"].items():
-        if run_.get("status") != "ok":
-            lines.append(
-                f"{name}: {run_.get('status')} ({run_.get('reason') or run_.get('error')})"
-            )
-            continue
-        mb = run_.get("link", {}).get("measured_mbit", {})
-        rates = ", ".join(f"{k} {v:.3g} Mbit/s" for k, v in mb.items())
-        lines.append(
-            f"{name}: plain TCP over the link: {rates}; run took {run_['duration_s']:.0f} s"
-        )
-        capped = "uplink_bytes" in run_["sizes"][0]["edge"]["reps"][0]
-        head = f"  {'Mb':>5} {'blob B':>8} {'edge s':>7} {'cloud s':>8} {'ratio':>7} {'wall':>7}"
-        head += f" {'up B edge':>9} {'up B cloud':>10}" if capped else ""
-        lines.append(head + "   cloud retrieval/transfer/start/compute/other s")
-        for r in run_["sizes"]:
-            e, c = r["edge"]["median"], r["cloud"]["median"]
-            parts = "/".join(f"{c[k]:.3f}" for k in SEGMENTS)
-            line = (
-                f"  {r['target_mbit']:>5g} {r['blob_bytes']:>8} {e['total']:>7.3f} "
-                f"{c['total']:>8.3f} {r['ratio_cloud_over_edge']:>6.1f}x "
-                f"{r['ratio_client_wall']:>6.1f}x"
-            )
-            if capped:
-                line += f" {e['uplink_bytes']:>9.0f} {c['uplink_bytes']:>10.0f}"
-            lines.append(line + "   " + parts)
-    lines.append(
-        "  (s: controller latency of the median repetition; ratio = cloud/edge; wall = the same "
-        "ratio as the HTTP client saw it; up B = bytes through the uplink's token bucket)"
-    )
-    g = res.get("goal", {})
-    if g.get("measured") is not None:
-        lines.append(
-            f"goal: edge >= {g['target_ratio']:g}x faster at {g['size_mbit']:g} Mb over the capped "
-            f"link: measured {g['measured']:.1f}x ({'met' if g['met'] else 'NOT met'})"
-        )
-    else:
-        lines.append(f"goal: not measured ({g.get('why')})")
-    return "\n".join(lines)
