@@ -208,6 +208,8 @@ class FunctionSourceError(BuildError):
 
 class ArtifactQuarantined(ArtifactError):
     """An artifact file on a node failed its checks at load and was moved to quarantine."""
+
+
 # --- taskinput: bounded task input and retrieval ---------------------------------------------
 class InputTooLarge(BrokerError):
     """A task's data operations select more than a node limit allows (checked before fetching).
@@ -241,6 +243,8 @@ class TaskCancelled(OrchestratorError):
 
 class NoData(BrokerError):
     """A data operation selected no rows (and the operation does not say ``allow_empty``)."""
+
+
 # --- sandbox (NAME=sandbox): what comes out of a sandbox, and the worker processes ------------
 class ResultTooLarge(SandboxError):
     """A function's result (or error report) is larger than the node's bound."""
@@ -256,13 +260,11 @@ class ResultTooLarge(SandboxError):
 class BadFunctionOutput(SandboxError):
     """A function handed the host something malformed (not JSON, too deep, NaN, wrong types,
     a core module that does not honour its ABI)."""
+
+
 # --- controller (NAME=controller) --------------------------------------------------------------
 class DeadlineMissed(OrchestratorError):
     """A task's deadline passed before it could start."""
-
-
-class ResultTooLarge(OrchestratorError):
-    """A task's result exceeds the fabric's message limit (or a node's result limit)."""
 
 
 class DispatchFailed(ControllerError):
