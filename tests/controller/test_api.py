@@ -48,7 +48,7 @@ def artifact_of(home: Path, name: str) -> bytes:
     return store.get(name).to_bytes()
 
 
-def up(bed: Bed, *names: str, timeout: float = 5.0) -> None:
+def up(bed: Bed, *names: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     with bed.client() as c:
         while time.monotonic() < deadline:
@@ -210,7 +210,7 @@ def test_an_outcome_delivered_twice_is_stored_once(
         info = c.wait(tid, timeout=10)
         assert info["status"] == "done" and info["result"] == {"copy": 1}
         assert set(info["timing"]) >= {"dispatch", "latency"}
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             metrics = httpx.get(bed.url + "/metrics").text
             if "fades_results_duplicate_total 1.0" in metrics:

@@ -124,7 +124,7 @@ def test_auto_placement_over_http(bed: Bed, make_task: Any, signing_key: Any) ->
     bed.register("south", [held("room3")])
     bed.register("spare", [held("room1")], load=NodeLoad(running=0))
     with bed.client() as c:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while len([n for n in c.nodes() if n["up"]]) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
@@ -159,7 +159,7 @@ def test_the_controller_places_with_the_placer_it_was_given(
     bed.register("close", [held("room1")], load=NodeLoad(running=1, capacity=4))
     bed.register("idle", [held("room1")])
     with bed.client() as c:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while len([n for n in c.nodes() if n["up"]]) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
