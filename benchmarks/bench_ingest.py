@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import RESULTS, write_json
-
 from fades.broker import SQLiteConnector
 from fades.fabric import EmbeddedNats, connect
 from fades.sensors.ingest import Ingestor
