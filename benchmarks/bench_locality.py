@@ -20,7 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fades.bench.locality import DEFAULT_SIZES, QUICK_SIZES, Settings, run, table
+from fades.bench.locality import DEFAULT_SIZES, QUICK_SIZES, Settings, run
+from fades.bench.report import table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -249,3 +249,145 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     proc = fades("demo", "--home", str(other), home=other)
     assert proc.returncode == 2
     assert "was not made by 'fades demo'" in proc.stderr
+
+
+# --- nothing a function returns can attack the terminal (issue 16, class 5) -------------------
+HOSTILE = (
+    "[/bold] [red]x[/red] [link=http://evil]y[/link] \x1b]0;pwned\x07 \x1b[2J\x9b31m \u202eevil"
+)
+HOSTILE_FN = f"""
+def main(data, params):
+    if params.get("raise"):
+        raise ValueError({HOSTILE!r})
+    return {{"text": {HOSTILE!r}, "big": "z" * params.get("big", 0)}}
+"""
+
+
+def _unsafe(text: str) -> list[str]:
+    """Characters that would drive a terminal or reorder text, if any reached it."""
+    return [c for c in text if c in "\x1b\x07\x9b\u202e" or (ord(c) < 32 and c not in "\n\t")]
+
+
+@pytest.fixture(scope="module")
+def hostile(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("hostile") / "hostile.py"
+    src.write_text(HOSTILE_FN)
+    ok(fades("fn", "build", str(src), home=home))
+    return src
+
+
+def _hostile_task(tmp_path: Path, **params: object) -> Path:
+    t = tmp_path / "t.yaml"
+    t.write_text(
+        "credentials: {tenant: a}\ndata: [{name: t, select: {last: 5}}]\n"
+        f"function: {{artifact: hostile, memory_mib: 64, params: {json.dumps(params)}}}\n"
+    )
+    return t
+
+
+def test_a_result_with_markup_and_escape_sequences_is_printed_inert(
+    home: Path, hostile: Path, tmp_path: Path
+) -> None:
+    out = ok(fades("task", "run", str(_hostile_task(tmp_path)), home=home))
+    assert "done" in out and "where the time went" in out  # the renderer did not crash
+    assert not _unsafe(out), _unsafe(out)
+    assert "[/bold]" in out and "[link=http://evil]" in out  # shown literally, not applied
+    assert "\\u001b]0;pwned\\u0007" in out and "\\u202eevil" in out  # visible escapes
+    # --json keeps the exact value, as valid JSON
+    rec = json.loads(ok(fades("task", "run", str(_hostile_task(tmp_path)), "--json", home=home)))
+    assert rec["result"]["text"] == HOSTILE
+
+
+def test_an_error_with_markup_and_escape_sequences_is_printed_inert(
+    home: Path, hostile: Path, tmp_path: Path
+) -> None:
+    proc = fades("task", "run", str(_hostile_task(tmp_path, **{"raise": True})), home=home)
+    assert proc.returncode == 1, proc
+    text = proc.stdout + proc.stderr
+    assert "Traceback (most recent call last)" not in proc.stderr
+    assert "failed" in proc.stdout and "[/bold]" in proc.stdout
+    assert not _unsafe(text), _unsafe(text)
+
+
+def test_a_large_result_is_shown_cut_and_whole_with_json(
+    home: Path, hostile: Path, tmp_path: Path
+) -> None:
+    task = _hostile_task(tmp_path, big=200_000)
+    out = ok(fades("task", "run", str(task), home=home))
+    assert len(out) < 80_000, len(out)
+    assert "the full value: --json" in out
+    rec = json.loads(ok(fades("task", "run", str(task), "--json", home=home)))
+    assert rec["result"]["big"] == "z" * 200_000
+
+
+def test_a_controller_that_cannot_be_reached_is_one_line_naming_the_url(
+    home: Path, tmp_path: Path
+) -> None:
+    from fades.fabric.server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    t = _hostile_task(tmp_path)
+    proc = fades("task", "submit", str(t), "--controller", url, "--token", "x", home=home)
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert url in proc.stderr
+
+
+BUGGY = """
+import sys
+from fades.cli import app
+
+@app.command("explode")
+def explode() -> None:
+    raise RuntimeError("[/bold] boom \\x1b[2J")
+
+app(["explode", *sys.argv[1:]]) if "--debug" not in sys.argv else app(["--debug", "explode"])
+"""
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint_and_the_trace_only_with_debug(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "buggy.py"
+    script.write_text(BUGGY)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("FADES_DEBUG", None)
+    run = [sys.executable, str(script)]
+    proc = subprocess.run(run, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 1, proc
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("error (unexpected RuntimeError): [/bold] boom \\x1b[2J"), lines
+    assert "--debug" in lines[1] and len(lines) == 2, lines
+    assert "Traceback" not in proc.stderr
+    for debug in ([*run, "--debug"], run):
+        denv = env if debug != run else dict(env, FADES_DEBUG="1")
+        proc = subprocess.run(
+            debug, capture_output=True, text=True, env=denv, timeout=120, check=False
+        )
+        assert proc.returncode == 1
+        assert "Traceback" in proc.stderr and "explode" in proc.stderr
+        assert not _unsafe(proc.stderr)
+
+
+def test_rendering_a_50_mb_error_and_result_takes_well_under_a_second() -> None:
+    import time
+
+    from rich.console import Console
+
+    from fades.cli import render
+
+    capture = Console(file=open(os.devnull, "w"), width=120)  # noqa: SIM115
+    saved, render.console = render.console, capture
+    try:
+        huge = "[/red]\x1b[31m" * 5_000_000  # 50 MB of markup and escapes
+        t0 = time.perf_counter()
+        render.show_outcome(
+            {"task_id": "t", "status": "failed", "error_kind": "X", "error": huge,
+             "traceback": huge, "logs": huge, "result": {"v": huge}},
+        )  # fmt: skip
+        elapsed = time.perf_counter() - t0
+    finally:
+        render.console = saved
+        capture.file.close()
+    assert elapsed < 5.0, elapsed  # minutes before the bound; generous for a loaded machine

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from fades.errors import ArtifactError, ArtifactFormatError, BuildError, SignatureError
+from fades.errors import (
+    ArtifactError,
+    ArtifactFormatError,
+    ArtifactQuarantined,
+    BuildError,
+    SignatureError,
+)
 from fades.functions.artifact import _HEAD, Artifact, create, parse
 from fades.functions.build import build_core, build_function, build_python
 from fades.functions.keys import SigningKey, TrustStore
@@ -186,10 +192,11 @@ def test_an_artifact_file_tampered_at_rest_is_refused_when_loaded(
     raw[-2] ^= 0x01  # inside the payload
     path.write_bytes(bytes(raw))
     reopened = FunctionStore(tmp_path / "artifacts", trust)  # a node restart
-    with pytest.raises(SignatureError, match=r"payload does not match .* \(tampered\)"):
+    with pytest.raises(ArtifactQuarantined, match=r"payload does not match .* \(tampered\)"):
         reopened.get("one")
-    with pytest.raises(SignatureError):
+    with pytest.raises(ArtifactQuarantined, match="tampered"):
         reopened.get(art.digest)
+    assert not path.exists() and [q.file for q in reopened.quarantined] == [path.name]
 
 
 def test_an_artifact_file_replaced_at_rest_by_another_artifact_is_refused(
@@ -200,8 +207,9 @@ def test_an_artifact_file_replaced_at_rest_by_another_artifact_is_refused(
     other = create("python", "one", b"def main(d, p):\n    return 666\n", key=signing_key)
     path.write_bytes(other.to_bytes())  # validly signed, but not what the file name says
     reopened = FunctionStore(tmp_path / "artifacts", trust)
-    with pytest.raises(ArtifactFormatError, match="altered"):
+    with pytest.raises(ArtifactQuarantined, match="altered"):
         reopened.get(art.digest)
+    assert reopened.names() == {}  # the file's own (valid) content is not indexed either
 
 
 def test_an_artifact_file_tampered_at_rest_is_refused_by_a_node(
@@ -220,7 +228,7 @@ def test_an_artifact_file_tampered_at_rest_is_refused_by_a_node(
     raw[-2] ^= 0x01
     path.write_bytes(bytes(raw))
     node = open_node(home)
-    with pytest.raises(SignatureError, match="tampered"):
+    with pytest.raises(ArtifactQuarantined, match="tampered"):
         node.orchestrator.submit(make_task("one", memory_mib=32))
     assert node.orchestrator.store.list() == []
 

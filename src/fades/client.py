@@ -5,10 +5,16 @@
     with FadesClient("http://127.0.0.1:8080", token) as fc:
         fc.upload("mean.fart")
         tid = fc.submit(task)["task_id"]
-        print(fc.wait(tid, timeout=60)["result"])
+        print(fc.outcome(tid, timeout=60).result)
+
+A task as :meth:`FadesClient.get` returns it is the task's :class:`~fades.outcome.Outcome`
+(its fields empty until the task ends) plus the controller's fields (``where``,
+``placement``, ``submitted_at``, ``latency_s``, ``bytes_uplink``); :meth:`FadesClient.outcome`
+waits for the end and returns the parsed ``Outcome``.
 
 Refusals are raised as the controller's error class (``NoPlacement``, ``Forbidden``,
-``DuplicateTask`` ...), with its message; anything unrecognised as ``ControllerError``.
+``DuplicateTask`` ...), with its message; anything unrecognised as ``ControllerError``. When
+the controller cannot be reached at all, :class:`~fades.errors.ControllerUnreachable`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import Any
 import httpx
 
 from fades import errors
-from fades.errors import ControllerError, TaskValidationError
+from fades.errors import ControllerError, ControllerUnreachable, TaskValidationError
+from fades.outcome import Outcome
 
 #: longest single ``?wait=`` the controller honours (seconds)
 _WAIT_STEP_S = 30.0
@@ -57,8 +64,8 @@ class FadesClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             resp = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ControllerError(
+        except httpx.TransportError as exc:
+            raise ControllerUnreachable(
                 f"cannot reach the controller at {self.base_url}: {type(exc).__name__}: {exc}"
             ) from None
         if resp.is_success:
@@ -108,6 +115,20 @@ class FadesClient:
             if info["status"] in ("done", "failed") or remaining <= 0:
                 return info
 
+    def outcome(self, task_id: str, timeout: float = 60.0) -> Outcome:
+        """The task's outcome once it ended.
+
+        Raises:
+            ControllerError: it did not end within ``timeout`` seconds.
+        """
+        info = self.wait(task_id, timeout)
+        if info.get("status") not in ("done", "failed"):
+            raise ControllerError(
+                f"task {task_id} is still {info.get('status')} after {timeout:g} s",
+                task_id=task_id,
+            )
+        return Outcome.model_validate(info)
+
     def tasks(self, limit: int = 100) -> list[dict[str, Any]]:
         """Your tasks, newest first."""
         result: list[dict[str, Any]] = self._call("GET", "/v1/tasks", params={"limit": limit})
@@ -122,8 +143,11 @@ class FadesClient:
         result: list[dict[str, Any]] = self._call("GET", "/v1/functions")
         return result
 
-    def upload(self, artifact: bytes | str | Path) -> dict[str, Any]:
-        """Upload a signed artifact (bytes, or the path of a ``.fart`` file)."""
+    def upload(
+        self, artifact: bytes | str | Path, *, allow_rollback: bool = False
+    ) -> dict[str, Any]:
+        """Upload a signed artifact (bytes, or the path of a ``.fart`` file);
+        ``allow_rollback`` lets an older version become current again."""
         if isinstance(artifact, bytes):
             data = artifact
         else:
@@ -138,6 +162,7 @@ class FadesClient:
             "/v1/functions",
             content=data,
             headers={"Content-Type": "application/octet-stream"},
+            params={"allow_rollback": "true"} if allow_rollback else None,
         )
         return result
 

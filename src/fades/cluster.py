@@ -43,6 +43,15 @@ def _quiet(_: str) -> None:
     return None
 
 
+def find_examples(explicit: Path | None = None) -> Path:
+    """The examples folder (``functions/`` and ``tasks/``): explicit, ./examples, or the
+    one beside the source tree."""
+    for cand in (explicit, Path("examples"), Path(__file__).resolve().parents[2] / "examples"):
+        if cand is not None and (cand / "functions").is_dir() and (cand / "tasks").is_dir():
+            return cand
+    raise FadesError("cannot find the examples folder (functions/ and tasks/); pass --examples")
+
+
 class LocalCluster:
     """Start, use and stop a local cluster.
 
@@ -57,6 +66,16 @@ class LocalCluster:
             after ``down_after_s`` without one.
         capacity: worker threads per node.
         say: called with one line per step (progress for the CLI).
+        host, nats_port, http_port: where NATS and the controller listen (loopback and free
+            ports by default; a benchmark puts them in a network namespace).
+        wrap: turns a command line into one that runs on the "cloud" side (e.g. ``ip netns
+            exec``); applied to nats-server and the controller, not to the nodes. With a
+            wrap, nats-server is a child process like the others.
+        key: the signing key to trust (default: a fresh one).
+        node_data: ``node_data(name, folder)`` fills a node's folder with its readings
+            (default: the testbed's rooms); returns the number of readings.
+        ingest: nodes ingest MQTT sensor readings.
+        functions: upload the Python runtime and the example functions at start.
     """
 
     def __init__(
@@ -75,6 +94,13 @@ class LocalCluster:
         http_port: int | None = None,
         examples: Path | None = None,
         say: Callable[[str], None] = _quiet,
+        host: str = "127.0.0.1",
+        nats_port: int | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+        key: SigningKey | None = None,
+        node_data: Callable[[str, Path], int] | None = None,
+        ingest: bool = True,
+        functions: bool = True,
     ) -> None:
         if nodes < 1:
             raise FadesError("a cluster needs at least one node")
@@ -88,22 +114,33 @@ class LocalCluster:
         self.heartbeat_s = heartbeat_s
         self.down_after_s = down_after_s
         self.capacity = capacity
-        self.http_port = http_port or free_port()
+        self.host = host
+        self.http_port = http_port or free_port(host)
         self.examples = examples
         self.say = say
         self.names = [f"edge{i + 1}" for i in range(nodes)]
         self.token = ""
         self.visitor_token = ""
-        self.nats = EmbeddedNats(self.home / "nats", name="fades-up")
+        self.wrap = wrap
+        self.node_data = node_data
+        self.ingest = ingest
+        self.functions = functions
+        self.nats = EmbeddedNats(
+            self.home / "nats",
+            name="fades-up",
+            host=host,
+            port=nats_port,
+            mqtt=sensors or ingest,
+        )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.simulators: list[Any] = []
         self.artifacts: dict[str, str] = {}
-        self.key: SigningKey | None = None
+        self.key: SigningKey | None = key
 
     # --- layout -------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def controller_home(self) -> Path:
@@ -136,7 +173,7 @@ class LocalCluster:
         self.home.mkdir(parents=True)
         (self.home / MARKER).write_text("made by fades (a local cluster); safe to delete\n")
         (self.home / "logs").mkdir()
-        key = SigningKey.generate("cluster")
+        key = self.key or SigningKey.generate("cluster")
         _, pub = key.save(self.home / "keys")
         self.key = key
         install_trusted(self.controller_home / "trusted", pub)
@@ -159,6 +196,10 @@ class LocalCluster:
                     }
                 )
             )
+            if self.node_data is not None:
+                rows = self.node_data(name, home)
+                self.say(f"{name}: {rows:,} readings")
+                continue
             store = SQLiteConnector(home / "readings.db")
             rows = populate(
                 store,
@@ -173,11 +214,17 @@ class LocalCluster:
             self.say(f"{name}: {', '.join(self.rooms(name))} with {rows:,} readings")
 
     # --- processes ----------------------------------------------------------------------------
-    def _spawn(self, label: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, label: str, args: list[str], *, cloud: bool = False, exe: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``fades ARGS`` (or ``exe + args``), wrapped when it runs on the cloud side."""
         log = (self.home / "logs" / f"{label}.log").open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        cmd = [*(exe if exe is not None else [sys.executable, "-m", "fades"]), *args]
+        if cloud and self.wrap is not None:
+            cmd = self.wrap(cmd)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fades", *args],
+            cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -194,10 +241,11 @@ class LocalCluster:
             [
                 "controller", "start", "--nats", self.nats.url,
                 "--home", str(self.controller_home),
-                "--http", f"127.0.0.1:{self.http_port}",
+                "--http", f"{self.host}:{self.http_port}",
                 "--tokens", str(self.controller_home / "tokens.yaml"),
                 "--down-after", str(self.down_after_s),
             ],
+            cloud=True,
         )  # fmt: skip
 
     def start_node(self, name: str) -> None:
@@ -207,8 +255,30 @@ class LocalCluster:
                 "node", "start", "--name", name, "--nats", self.nats.url,
                 "--data", str(self.node_home(name)), "--heartbeat", str(self.heartbeat_s),
                 "--label", f"rooms={'+'.join(self.rooms(name))}",
+                *([] if self.ingest else ["--no-ingest"]),
             ],
         )  # fmt: skip
+
+    def start_nats(self) -> None:
+        """The cluster's nats-server: embedded, or a wrapped child process on the cloud side."""
+        if self.wrap is None:
+            self.nats.start()
+            return
+        from fades.fabric.server import nats_server_binary, wait_port
+
+        self.nats.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.nats.store_dir / "nats-server.conf"
+        conf.write_text(self.nats.config_text())
+        self._spawn("nats", ["-c", str(conf)], cloud=True, exe=[nats_server_binary()])
+        if not wait_port(self.host, self.nats.port, timeout=20):
+            self._check_alive()
+            raise FadesError(f"nats-server did not open {self.nats.url} within 20 s")
+
+    def stop_nats(self) -> None:
+        if self.wrap is None:
+            self.nats.stop()
+        else:
+            self.stop_process("nats")
 
     def stop_process(self, label: str, *, kill: bool = False, timeout: float = 15.0) -> None:
         proc = self.procs.pop(label, None)
@@ -258,7 +328,6 @@ class LocalCluster:
 
     def upload_functions(self) -> dict[str, str]:
         """Build, sign and upload the Python runtime and every example function."""
-        from fades.demo import find_examples
         from fades.functions.build import build_function, build_runtime
 
         client = self.client()
@@ -300,8 +369,8 @@ class LocalCluster:
             tokens = yaml.safe_load((self.controller_home / "tokens.yaml").read_text())
             by_tenant = {v: k for k, v in tokens["tokens"].items()}
             self.token, self.visitor_token = by_tenant["facilities"], by_tenant["visitor"]
-        self.nats.start()
-        self.say(f"NATS {self.nats.url} (JetStream), MQTT 127.0.0.1:{self.nats.mqtt_port}")
+        self.start_nats()
+        self.say(f"NATS {self.nats.url} (JetStream), MQTT {self.host}:{self.nats.mqtt_port}")
         self.start_controller()
         self.wait_controller()
         self.say(f"controller {self.url} (OpenAPI docs at {self.url}/docs)")
@@ -309,8 +378,9 @@ class LocalCluster:
             self.start_node(name)
         self.wait_nodes()
         self.say(f"nodes up: {', '.join(self.names)}")
-        self.upload_functions()
-        self.say(f"uploaded the Python runtime and {len(self.artifacts) - 1} functions")
+        if self.functions:
+            self.upload_functions()
+            self.say(f"uploaded the Python runtime and {len(self.artifacts) - 1} functions")
         if self.sensors:
             self.start_sensors()
             self.say(f"sensors streaming over MQTT every {self.sensor_rate_s:g} s")
@@ -324,68 +394,12 @@ class LocalCluster:
         for name in [n for n in self.names if n in self.procs]:
             self.stop_process(name)
         self.stop_process("controller")
-        for label in list(self.procs):
+        for label in [p for p in self.procs if p != "nats"]:
             self.stop_process(label)
-        self.nats.stop()
+        self.stop_nats()
 
     def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def run_up(
-    home: Path,
-    *,
-    nodes: int,
-    duration: float | None,
-    sensors: bool,
-    days: float,
-    say: Callable[[str], None],
-) -> None:
-    """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
-    import threading
-
-    stop = threading.Event()
-
-    def _handler(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say)
-    try:
-        cluster.prepare()
-        cluster.start()
-        say("")
-        say(f"controller   {cluster.url}   (docs {cluster.url}/docs)")
-        say(f"token        {cluster.token}   (tenant facilities)")
-        say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
-        say(f"NATS         {cluster.nats.url}   MQTT 127.0.0.1:{cluster.nats.mqtt_port}")
-        for name in cluster.names:
-            say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
-        say("")
-        say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
-        say("      fades task submit examples/tasks/mean_core.yaml --wait")
-        say("stop: Ctrl-C" + (f" (or wait {duration:g} s)" if duration else ""))
-        t_end = None if duration is None else time.monotonic() + duration
-        next_status = time.monotonic() + 10.0
-        while not stop.is_set():
-            if t_end is not None and time.monotonic() >= t_end:
-                break
-            stop.wait(0.2)
-            cluster._check_alive()
-            if time.monotonic() >= next_status:
-                next_status += 10.0
-                try:
-                    listed = cluster.client().nodes()
-                    up = sum(1 for n in listed if n["up"])
-                    say(f"status: {up}/{len(listed)} nodes up")
-                except Exception as exc:  # status is best effort; stopping is not
-                    say(f"status: controller did not answer ({exc})")
-    finally:
-        say("stopping sensors, nodes, controller and NATS ...")
-        cluster.stop()
-        for s, h in old.items():
-            signal.signal(s, h)
-        say("stopped")

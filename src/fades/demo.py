@@ -22,6 +22,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from fades.cli.safe import markup
+from fades.cluster import find_examples
 from fades.errors import FadesError
 from fades.functions.artifact import parse
 from fades.functions.build import build_function, build_runtime
@@ -39,14 +41,6 @@ DEMO_POLICY = {
 
 ProgressCM = Callable[[], AbstractContextManager[tuple[Callable[[Any, int, int], None], Any]]]
 SpinnerCM = Callable[[str], AbstractContextManager[None]]
-
-
-def find_examples(explicit: Path | None = None) -> Path:
-    """The examples folder: explicit, ./examples, or the one beside the source tree."""
-    for cand in (explicit, Path("examples"), Path(__file__).resolve().parents[2] / "examples"):
-        if cand is not None and (cand / "functions").is_dir() and (cand / "tasks").is_dir():
-            return cand
-    raise FadesError("cannot find the examples folder (functions/ and tasks/); pass --examples")
 
 
 def _fresh_home(home: Path) -> None:
@@ -173,10 +167,13 @@ def _show_results(console: Console, records: list[dict[str, Any]]) -> None:
 
 
 def _summary(rec: dict[str, Any]) -> str:
+    """One line about a record, as rich markup (what the function returned is escaped)."""
     if rec["status"] != "done":
-        return f"[red]{rec['error_kind']}: {rec['error']}[/]"
-    res = rec["result"]
-    name = rec["name"]
+        return f"[red]{markup(rec['error_kind'])}: {markup(rec['error'], oneline=True)}[/]"
+    return markup(_describe(rec["name"], rec["result"]), 400, oneline=True)
+
+
+def _describe(name: str, res: Any) -> str:
     if name == "occupancy":
         rooms = res["rooms"]
         occ = ", ".join(f"{k} {v['occupied_fraction']:.0%}" for k, v in rooms.items())
@@ -207,7 +204,7 @@ def _show_refusals(console: Console, node: Node, key: SigningKey, ex: Path) -> N
         node.functions.add(parse(bytes(raw)))
         console.print("[red]tampered artifact was accepted (this is a bug)[/]")
     except FadesError as exc:
-        console.print(f"tampered artifact refused: [yellow]{exc.kind}[/]: {exc}")
+        console.print(f"tampered artifact refused: [yellow]{exc.kind}[/]: {markup(exc)}")
     # a tenant asking beyond its policy
     task = {
         "credentials": {"tenant": "visitor"},
@@ -218,7 +215,7 @@ def _show_refusals(console: Console, node: Node, key: SigningKey, ex: Path) -> N
         orc.submit(task)
         console.print("[red]policy violation was accepted (this is a bug)[/]")
     except FadesError as exc:
-        console.print(f"access refused: [yellow]{exc.kind}[/]: {exc}")
+        console.print(f"access refused: [yellow]{exc.kind}[/]: {markup(exc)}")
     # a function that never returns, then a normal task on the same node
     src = node.home / "spin.py"
     src.write_text("def main(data, params):\n    while True:\n        pass\n")
@@ -231,7 +228,7 @@ def _show_refusals(console: Console, node: Node, key: SigningKey, ex: Path) -> N
         },
         timeout=60,
     )
-    console.print(f"runaway function: [yellow]{spin.error_kind}[/]: {spin.error}")
+    console.print(f"runaway function: [yellow]{spin.error_kind}[/]: {markup(spin.error)}")
     after = orc.run(
         {
             "credentials": {"tenant": "facilities"},
@@ -240,4 +237,7 @@ def _show_refusals(console: Console, node: Node, key: SigningKey, ex: Path) -> N
         },
         timeout=60,
     )
-    console.print(f"next task on the same node: {after.status}, result {after.result}")
+    console.print(
+        f"next task on the same node: {after.status}, result {markup(after.result, 400)}",
+        highlight=False,
+    )

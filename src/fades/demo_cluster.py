@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fades.cli.safe import markup
 from fades.cluster import LocalCluster
 
 TIMING = ("retrieval", "transfer", "start", "compute", "total", "latency")
@@ -40,7 +41,11 @@ def run_cluster_demo(*, home: Path, nodes: int, days: float, console: Console) -
     """Start a local cluster under ``home``, offload to it, compare edge and cloud, stop it."""
     console.rule(f"[bold]5. many nodes: a controller and {nodes} node agents over NATS")
     cluster = LocalCluster(
-        home, nodes=nodes, days=days, sensors=True, say=lambda s: console.print(s, highlight=False)
+        home,
+        nodes=nodes,
+        days=days,
+        sensors=True,
+        say=lambda s: console.print(s, markup=False, highlight=False),
     )
     cluster.prepare()
     cluster.start()
@@ -70,12 +75,14 @@ def _drive(cluster: LocalCluster, console: Console) -> dict[str, Any]:
     recs = [(room, client.wait(r["task_id"], timeout=120)) for room, r in receipts]
     table = Table("room", "placed on", "status", "bytes read", "bytes up", "latency ms", "result")
     for room, rec in recs:
-        status = "[green]done[/]" if rec["status"] == "done" else f"[red]{rec['error_kind']}[/]"
+        status = (
+            "[green]done[/]" if rec["status"] == "done" else f"[red]{markup(rec['error_kind'])}[/]"
+        )
         table.add_row(
             room, rec["node"], status, f"{rec.get('bytes_read') or 0:,}",
             f"{rec.get('bytes_uplink') or 0:,}",
             f"{(rec.get('timing') or {}).get('latency', 0) * 1e3:.1f}",
-            _temps(rec.get("result")) or str(rec.get("error") or ""),
+            markup(_temps(rec.get("result")) or rec.get("error") or "", 400, oneline=True),
         )  # fmt: skip
     console.print(table)
     live = client.wait(client.submit(_minmaxmean([rooms[0]], 10))["task_id"], timeout=60)

@@ -189,3 +189,107 @@ def error_class(kind: str | None, default: type[FadesError] = FadesError) -> typ
     if isinstance(cls, type) and issubclass(cls, FadesError):
         return cls
     return default
+
+
+# --- functions (NAME=functions): artifact rules, builds, the node's function store ------------
+class ArtifactRejected(ArtifactFormatError):
+    """A well-formed artifact breaks a rule: its name, a manifest field's size or type, or a
+    payload that does not match its kind. ``field`` names what; ``line`` where there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.field = field
+
+
+class FunctionSourceError(BuildError):
+    """``fades fn build`` was given source it cannot build: unreadable, too large, not UTF-8,
+    a syntax error or an expression nested too deeply. ``line`` where there is one."""
+
+
+class ArtifactQuarantined(ArtifactError):
+    """An artifact file on a node failed its checks at load and was moved to quarantine."""
+
+
+# --- taskinput: bounded task input and retrieval ---------------------------------------------
+class InputTooLarge(BrokerError):
+    """A task's data operations select more than a node limit allows (checked before fetching).
+
+    ``limit`` names the limit (``max_data_ops``, ``max_rows``, ``max_input_bytes`` or
+    ``memory_mib``) and ``value`` is its value.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: int, **ctx: Any) -> None:
+        super().__init__(message, limit=limit, **ctx)
+        self.limit = limit
+        self.value = value
+
+
+class RetrievalTimeLimitExceeded(BrokerError):
+    """Fetching a task's data took longer than the node's retrieval time limit; it was stopped."""
+
+    def __init__(self, seconds: float, **ctx: Any) -> None:
+        super().__init__(
+            f"data retrieval exceeded the node limit retrieval_seconds={seconds:g}; it was stopped",
+            **ctx,
+        )
+        self.seconds = seconds
+
+
+# --- taskinput: persistent tasks and empty selections ----------------------------------------
+class TaskCancelled(OrchestratorError):
+    """The task was cancelled (by ``cancel``, or because the one-shot run that started it
+    ended) before it finished; a persistent task stops after its current invocation."""
+
+
+class NoData(BrokerError):
+    """A data operation selected no rows (and the operation does not say ``allow_empty``)."""
+
+
+# --- sandbox (NAME=sandbox): what comes out of a sandbox, and the worker processes ------------
+class ResultTooLarge(SandboxError):
+    """A function's result (or error report) is larger than the node's bound."""
+
+    def __init__(self, limit_bytes: int, size: int | None = None, **ctx: Any) -> None:
+        got = f" ({size} bytes)" if size is not None else ""
+        super().__init__(
+            f"result size limit {limit_bytes} bytes exceeded{got}; return less data", **ctx
+        )
+        self.limit_bytes = limit_bytes
+
+
+class BadFunctionOutput(SandboxError):
+    """A function handed the host something malformed (not JSON, too deep, NaN, wrong types,
+    a core module that does not honour its ABI)."""
+
+
+# --- controller (NAME=controller) --------------------------------------------------------------
+class DeadlineMissed(OrchestratorError):
+    """A task's deadline passed before it could start."""
+
+
+class DispatchFailed(ControllerError):
+    """The controller could not hand a recorded task to its node (it fails with this reason)."""
+
+
+class ControllerUnreachable(FadesError):
+    """The client could not reach the controller (connection refused, reset, timed out)."""
+
+
+class BadRequest(ControllerError):
+    """A malformed HTTP request: unreadable body, too deep, wrong type of a parameter."""
+
+
+class PayloadTooLarge(ControllerError):
+    """A request body (a task, an upload) exceeds the controller's limit for it."""
+
+
+class UnsupportedContentType(ControllerError):
+    """A request body sent with a content type the route does not take."""
+
+
+class NameTaken(Forbidden):
+    """The function name belongs to another tenant (the first to publish it)."""
+
+
+class RollbackRefused(ControllerError):
+    """An upload would make an older version of a function current again."""

@@ -8,7 +8,17 @@ A task has three parts, after the seeds' metadata task wrapper:
 * ``function``: which signed artifact to run, its parameters and its limits.
 
 Tasks are read from YAML or JSON with :func:`load_task` / :func:`parse_task`. A malformed task
-raises :class:`~fades.errors.TaskValidationError` naming every bad field and why.
+raises :class:`~fades.errors.TaskValidationError` naming every bad field and why, whatever the
+input: a task file is untrusted, so it is bounded before it is parsed and parsed before any
+value reaches the node:
+
+* a task file is at most :data:`MAX_TASK_BYTES` of UTF-8;
+* YAML may use at most :data:`MAX_ALIASES` aliases, and the document, aliases expanded, at
+  most :data:`MAX_NODES` values nested at most :data:`MAX_DEPTH` deep (no "billion laughs");
+* ``params`` is at most :data:`MAX_PARAMS_BYTES` of compact JSON (it travels in a NATS
+  message) and may hold no NaN or infinity;
+* numbers are finite and within their field's range; time windows stay within what a
+  ``datetime`` can represent (``last_seconds`` at most :data:`MAX_WINDOW_SECONDS`).
 """
 
 from __future__ import annotations
@@ -20,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,11 +40,71 @@ from pydantic import (
 )
 
 from fades.errors import TaskValidationError
+from fades.tasktext import (
+    MAX_ALIASES,
+    MAX_DEPTH,
+    MAX_NODES,
+    MAX_TASK_BYTES,
+    clip,
+    decode_task_text,
+    refused,
+    shape_problem,
+)
+
+__all__ = [
+    "MAX_ALIASES",
+    "MAX_DEPTH",
+    "MAX_LAST",
+    "MAX_NAMES",
+    "MAX_NODES",
+    "MAX_PARAMS_BYTES",
+    "MAX_TASK_BYTES",
+    "MAX_WINDOW_SECONDS",
+    "Credentials",
+    "DataOp",
+    "FunctionSpec",
+    "Selector",
+    "Task",
+    "load_task",
+    "parse_task",
+    "parse_task_text",
+]
+
+#: Largest ``params``, in bytes of compact JSON.
+MAX_PARAMS_BYTES = 256 * 2**10
+#: Longest a persistent task may be asked to live (``max_duration_s``): 30 days.
+MAX_PERSISTENT_SECONDS = 30 * 86_400
+#: Longest relative window (``last_seconds``): 100 years.
+MAX_WINDOW_SECONDS = 100 * 365 * 86_400
+#: Most rows one ``last`` may ask for.
+MAX_LAST = 10**9
+#: Most names in one selector field (``location: [...]`` etc.).
+MAX_NAMES = 1000
+#: Most problems listed in a TaskValidationError (the count of the rest is given).
+MAX_PROBLEMS = 20
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 StrOrList = str | list[str] | None
+
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _bounded_time(v: datetime | None) -> datetime | None:
+    """UTC if naive; refused outside 1900-9000 (so window arithmetic can never overflow)."""
+    if v is None:
+        return v
+    if v.tzinfo is None:
+        v = v.replace(tzinfo=UTC)
+    try:
+        inside = _EARLIEST <= v <= _LATEST
+    except OverflowError:
+        inside = False
+    if not inside:
+        raise ValueError("must be a time between 1900-01-01 and 9000-01-01")
+    return v
 
 
 def _as_list(v: StrOrList) -> list[str] | None:
@@ -71,9 +140,7 @@ class Credentials(_Strict):
     @field_validator("deadline")
     @classmethod
     def _utc(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            v = v.replace(tzinfo=UTC)
-        return v
+        return _bounded_time(v)
 
 
 class Selector(_Strict):
@@ -85,23 +152,32 @@ class Selector(_Strict):
     since: datetime | None = None
     until: datetime | None = None
     last_seconds: float | None = Field(
-        default=None, gt=0, description="only readings from the last N seconds"
+        default=None,
+        gt=0,
+        le=MAX_WINDOW_SECONDS,
+        allow_inf_nan=False,
+        description="only readings from the last N seconds",
     )
-    last: int | None = Field(default=None, gt=0, description="only the newest N readings")
+    last: int | None = Field(
+        default=None, gt=0, le=MAX_LAST, description="only the newest N readings"
+    )
 
     @field_validator("sensor_type", "location", "device")
     @classmethod
     def _non_empty(cls, v: StrOrList) -> StrOrList:
         if v is not None and (v == [] or any(not s for s in _as_list(v) or [])):
             raise ValueError("must be a non-empty name or a non-empty list of names")
+        names = _as_list(v) or []
+        if len(names) > MAX_NAMES:
+            raise ValueError(f"at most {MAX_NAMES} names, got {len(names)}")
+        if any(len(n) > 256 for n in names):
+            raise ValueError("a name is at most 256 characters")
         return v
 
     @field_validator("since", "until")
     @classmethod
     def _utc(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            v = v.replace(tzinfo=UTC)
-        return v
+        return _bounded_time(v)
 
     @model_validator(mode="after")
     def _window(self) -> Selector:
@@ -138,6 +214,21 @@ class DataOp(_Strict):
     name: str = Field(description="the name under which the function sees this dataset")
     connector: str = "sqlite"
     select: Selector = Field(default_factory=Selector)
+    allow_empty: bool = Field(
+        default=False,
+        description="an empty selection is passed to the function; otherwise the task fails "
+        "with NoData",
+    )
+
+    @field_validator("connector")
+    @classmethod
+    def _connector(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return v
 
     @field_validator("name")
     @classmethod
@@ -155,9 +246,20 @@ class FunctionSpec(_Strict):
     memory_mib: int = Field(default=64, ge=1, le=4096)
     time_budget_ms: int = Field(default=5000, ge=1, le=3_600_000)
     mode: Literal["ephemeral", "persistent"] = "ephemeral"
-    period_s: float | None = Field(default=None, gt=0)
+    period_s: float | None = Field(default=None, gt=0, le=86_400, allow_inf_nan=False)
     invocations: int | None = Field(
-        default=None, gt=0, description="persistent only: stop after this many invocations"
+        default=None,
+        gt=0,
+        le=10**9,
+        description="persistent only: stop after this many invocations",
+    )
+    max_duration_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_PERSISTENT_SECONDS,
+        allow_inf_nan=False,
+        description="persistent only: stop this long after the task was accepted "
+        "(also capped by the node's max_persistent_seconds)",
     )
 
     @field_validator("artifact")
@@ -173,18 +275,30 @@ class FunctionSpec(_Strict):
     @field_validator("params")
     @classmethod
     def _jsonable(cls, v: dict[str, Any]) -> dict[str, Any]:
+        problem = shape_problem(v, MAX_DEPTH)
+        if problem:
+            raise ValueError(problem)
         try:
-            json.dumps(v)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"parameters must be JSON-serialisable ({exc})") from None
+            text = json.dumps(v, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"parameters must be JSON-serialisable ({str(exc)[:100]})") from None
+        if len(text.encode()) > MAX_PARAMS_BYTES:
+            raise ValueError(
+                f"parameters are {len(text.encode()):,} bytes of JSON; at most "
+                f"{MAX_PARAMS_BYTES:,} (they travel inside one message)"
+            )
         return v
 
     @model_validator(mode="after")
     def _persistent(self) -> FunctionSpec:
         if self.mode == "persistent" and self.period_s is None:
             raise ValueError("a persistent function needs 'period_s'")
-        if self.mode == "ephemeral" and (self.period_s is not None or self.invocations):
-            raise ValueError("'period_s' and 'invocations' apply only to mode 'persistent'")
+        if self.mode == "ephemeral" and (
+            self.period_s is not None or self.invocations or self.max_duration_s is not None
+        ):
+            raise ValueError(
+                "'period_s', 'invocations' and 'max_duration_s' apply only to mode 'persistent'"
+            )
         return self
 
 
@@ -217,11 +331,14 @@ class Task(_Strict):
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "task"
+    return clip(".".join(clip(str(p), 40) for p in loc) or "task", 120)
 
 
 def parse_task(obj: Any) -> Task:
     """Validate a decoded task (a mapping) and return it.
+
+    The mapping is held to the same bounds as task text (depth, values, NaN), and the task,
+    as JSON, to :data:`MAX_TASK_BYTES`.
 
     Raises:
         TaskValidationError: naming each bad field and the reason.
@@ -232,47 +349,55 @@ def parse_task(obj: Any) -> Task:
             f"got {type(obj).__name__}",
             problems=[("task", "not a mapping")],
         )
+    problem = shape_problem(obj, MAX_DEPTH)
+    if problem:
+        raise refused(problem, "task", problem)
     try:
-        return Task.model_validate(obj)
+        task = Task.model_validate(obj)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = [
-            (_location(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()
+            (_location(e["loc"]), clip(e["msg"].removeprefix("Value error, "), 200))
+            for e in errors[:MAX_PROBLEMS]
         ]
         detail = "; ".join(f"{f}: {m}" for f, m in problems)
-        task_id = (
-            obj.get("credentials", {}).get("task_id")
-            if isinstance(obj.get("credentials"), dict)
-            else None
-        )
+        if len(errors) > MAX_PROBLEMS:
+            detail += f"; and {len(errors) - MAX_PROBLEMS} more problems"
+        creds = obj.get("credentials")
+        task_id = creds.get("task_id") if isinstance(creds, dict) else None
         raise TaskValidationError(
-            f"invalid task: {detail}", problems=problems, task_id=task_id
+            f"invalid task: {detail}",
+            problems=problems,
+            task_id=task_id if isinstance(task_id, str) and _ID.match(task_id) else None,
         ) from None
+    size = len(task.to_json().encode())
+    if size > MAX_TASK_BYTES:  # e.g. a mapping from an HTTP body: it travels as one message
+        reason = f"larger than {MAX_TASK_BYTES:,} bytes as JSON"
+        raise refused(f"the task is {size:,} bytes as JSON, {reason}", "task", reason)
+    return task
 
 
-def parse_task_text(text: str, *, source: str = "task") -> Task:
-    """Parse a task from YAML or JSON text (JSON is valid YAML)."""
-    try:
-        obj = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise TaskValidationError(
-            f"invalid task: {source} is not valid YAML/JSON: {problem}{where}",
-            problems=[("task", "not YAML/JSON")],
-        ) from None
-    return parse_task(obj)
+def parse_task_text(text: str | bytes, *, source: str = "task") -> Task:
+    """Parse a task from YAML or JSON text (JSON is valid YAML); bytes must be UTF-8.
+
+    Raises:
+        TaskValidationError: for anything that is not a valid task within the bounds of
+            :mod:`fades.tasktext`.
+    """
+    return parse_task(decode_task_text(text, source))
 
 
 def load_task(path: str | Path) -> Task:
-    """Read and validate a task file (YAML or JSON)."""
+    """Read and validate a task file (YAML or JSON, at most :data:`MAX_TASK_BYTES`)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            data = fh.read(MAX_TASK_BYTES + 1)
     except OSError as exc:
         raise TaskValidationError(
             f"cannot read task file {p}: {exc.strerror}", problems=[("task", "unreadable")]
         ) from None
-    return parse_task_text(text, source=str(p))
+    if len(data) > MAX_TASK_BYTES:
+        reason = f"larger than {MAX_TASK_BYTES:,} bytes"
+        raise refused(f"{p} is {reason}", "task", reason)
+    return parse_task_text(data, source=str(p))

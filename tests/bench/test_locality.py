@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fades.bench import locality
+from fades.bench import locality, payloads, report
 from fades.bench.link import CappedLink
 
 REASON = CappedLink.check()
@@ -26,23 +26,23 @@ def _netns_names() -> set[str]:
 
 def test_calibration_hits_the_target_blob_size(tmp_path: Path) -> None:
     db = tmp_path / "readings.db"
-    assert locality.make_node_data(db, 2.0) > 0
-    payloads = locality.calibrate(db, [0.5, 2.0])
-    for p in payloads:
+    assert payloads.make_node_data(db, 2.0) > 0
+    sized = payloads.calibrate(db, [0.5, 2.0])
+    for p in sized:
         # within one reading per sensor (22 bytes each) plus column alignment
-        assert abs(p.blob_bytes - p.target_bytes) <= 22 * len(locality.SENSORS) + 64, p
-    assert payloads[1].readings > 3 * payloads[0].readings
+        assert abs(p.blob_bytes - p.target_bytes) <= 22 * len(payloads.SENSORS) + 64, p
+    assert sized[1].readings > 3 * sized[0].readings
 
 
 def test_segments_add_up_to_the_controller_latency() -> None:
     info = {
         "timing": {"retrieval": 2.0, "transfer": 0.1, "start": 0.2, "compute": 0.3, "latency": 3}
     }
-    seg = locality.segments(info)
+    seg = report.segments(info)
     assert seg["total"] == 3
     assert seg["other"] == pytest.approx(0.4)
     reps = [{"segments": {**seg, "total": t}, "client_wall_s": t + 0.1} for t in (5.0, 1.0, 3.0)]
-    assert locality.summarise(reps)["total"] == 3.0  # the median repetition
+    assert report.summarise(reps)["total"] == 3.0  # the median repetition
 
 
 def test_skipped_capped_run_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

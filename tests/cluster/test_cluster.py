@@ -54,6 +54,43 @@ def _task(artifact: str, room: str, tenant: str = "facilities", **select: Any) -
     }
 
 
+def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _outbox(cluster: LocalCluster, task_id: str, node: str = "edge1") -> tuple[str, int] | None:
+    """The task's status and outbox flag in the node's own tasks.db."""
+    with sqlite3.connect(cluster.node_home(node) / "tasks.db") as con:
+        row = con.execute("SELECT status, delivered FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _stream_holds_result(cluster: LocalCluster, task_id: str, node: str = "edge1") -> bool:
+    """Whether the fabric's results stream holds ``node``'s result for ``task_id``."""
+    import asyncio
+
+    from nats.js.errors import NotFoundError
+
+    from fades.fabric import connect
+    from fades.fabric.subjects import RESULTS_STREAM, result_subject
+
+    async def probe() -> bool:
+        nc = await connect(cluster.nats.url)
+        try:
+            msg = await nc.jetstream().get_last_msg(RESULTS_STREAM, result_subject(node))
+        except NotFoundError:
+            return False
+        finally:
+            await nc.close()
+        return task_id.encode() in (msg.data or b"")
+
+    return asyncio.run(probe())
+
+
 def _upload(cluster: LocalCluster, tmp: Path, name: str, source: str) -> None:
     path = tmp / f"{name}.py"
     path.write_text(source)
@@ -212,8 +249,14 @@ def test_controller_restart_keeps_registry_tasks_and_results(
     slow = _task("slow", "room1", last=5)
     slow["function"]["params"] = {"seconds": 1.5}
     pending = client.submit(slow)["task_id"]
-    cluster.stop_process("controller")  # the node finishes and publishes while it is away
-    time.sleep(3.0)
+    cluster.stop_process("controller")
+    assert not port_open("127.0.0.1", cluster.http_port)
+    # the node finishes the task and publishes its result while the controller is away:
+    # its outbox marks the result delivered (JetStream acknowledged it) and the results
+    # stream holds it, all before the controller is started again
+    _wait_for(lambda: _outbox(cluster, pending) == ("done", 1), 60, "result delivered")
+    assert _stream_holds_result(cluster, pending)
+    assert not port_open("127.0.0.1", cluster.http_port)
     cluster.start_controller()
     cluster.wait_controller()
     client = cluster.client()

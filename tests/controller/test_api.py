@@ -18,13 +18,12 @@ from fades.errors import (
     TaskValidationError,
     UnknownNode,
 )
-from fades.fabric.protocol import ResultMessage
 from fades.functions.artifact import create
 from fades.functions.keys import SigningKey, TrustStore
 from fades.functions.store import FunctionStore
+from fades.outcome import Outcome
 
-from .conftest import FACILITIES, VISITOR, Bed
-from .fakenode import held
+from .conftest import FACILITIES, VISITOR, Bed, held
 
 COUNT = """
 def main(data, params):
@@ -49,7 +48,7 @@ def artifact_of(home: Path, name: str) -> bytes:
     return store.get(name).to_bytes()
 
 
-def up(bed: Bed, *names: str, timeout: float = 5.0) -> None:
+def up(bed: Bed, *names: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     with bed.client() as c:
         while time.monotonic() < deadline:
@@ -99,7 +98,7 @@ def test_tenants_see_only_their_own_tasks_and_the_node_policy_still_applies(
 ) -> None:
     home = prepare_home("edge", functions={"count": COUNT}, policy=POLICY)
     bed.start_controller()
-    bed.node("edge", home=home)
+    bed.agent("edge", home)
     up(bed, "edge")
     fac, vis = bed.client(FACILITIES), bed.client(VISITOR)
     fac.upload(artifact_of(home, "count"))
@@ -115,7 +114,7 @@ def test_tenants_see_only_their_own_tasks_and_the_node_policy_still_applies(
     theirs = vis.submit(make_task("count", tenant="visitor", memory_mib=32))
     done = fac.wait(mine["task_id"], timeout=30)
     assert done["status"] == "done" and done["tenant"] == "facilities"
-    assert done["result"]["rows"] > 0
+    assert done["result"]["rows"] > 0 and done["tenant"] == "facilities"
     assert vis.wait(theirs["task_id"], timeout=30)["status"] == "done"
 
     # another tenant's task does not exist for you
@@ -145,7 +144,7 @@ def test_refusals_name_the_problem_with_the_right_status(
     bed: Bed, make_task: Any, signing_key: SigningKey
 ) -> None:
     bed.start_controller()
-    bed.node("edge", data=[held("room1")])
+    bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
         c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
@@ -183,16 +182,16 @@ def test_refusals_name_the_problem_with_the_right_status(
 
 
 # --- results ----------------------------------------------------------------------------------
-def test_a_result_delivered_twice_is_stored_once(
+def test_an_outcome_delivered_twice_is_stored_once(
     bed: Bed, make_task: Any, signing_key: SigningKey
 ) -> None:
     ctl = bed.start_controller()
-    node = bed.node("edge", data=[held("room1")])
+    bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
         c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
         tid = c.submit(make_task("f"), node="edge")["task_id"]
-        first = ResultMessage(
+        first = Outcome(
             task_id=tid,
             tenant="facilities",
             node="edge",
@@ -201,14 +200,17 @@ def test_a_result_delivered_twice_is_stored_once(
             accepted_at=time.time(),
         )
         second = first.model_copy(update={"result": {"copy": 2}})
-        bed.run(node.publish(first))
+        bed.publish_outcome("edge", first, f"{tid}.result")
         # a second copy with another message id gets past JetStream's de-duplication
-        bed.run(node.publish(second, msg_id=f"{tid}.result.again"))
-        bed.run(node.publish(second))  # and one JetStream drops itself
+        bed.publish_outcome("edge", second, f"{tid}.result.again")
+        bed.publish_outcome("edge", second, f"{tid}.result")  # and one JetStream drops itself
+        # another tenant's name on it, and garbage: dropped, the consumer carries on
+        bed.publish_outcome("edge", first.model_copy(update={"tenant": "visitor"}), "forged")
+        bed.publish_outcome("edge", b"{not an outcome", "garbage")
         info = c.wait(tid, timeout=10)
         assert info["status"] == "done" and info["result"] == {"copy": 1}
         assert set(info["timing"]) >= {"dispatch", "latency"}
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             metrics = httpx.get(bed.url + "/metrics").text
             if "fades_results_duplicate_total 1.0" in metrics:
@@ -216,5 +218,10 @@ def test_a_result_delivered_twice_is_stored_once(
             time.sleep(0.05)
         assert "fades_results_duplicate_total 1.0" in metrics
         assert 'fades_results_total{status="done",where="edge"} 1.0' in metrics
-    assert ctl.store.result_count(tid) == 1
-    assert ctl.get(tid).result == {"copy": 1}
+        with bed.client(VISITOR) as v, pytest.raises(TaskNotFound):
+            v.get(tid)
+    assert ctl.store.outcome_count("facilities", tid) == 1
+    assert ctl.store.outcome_count("visitor", tid) == 0
+    stored = ctl.store.get(tid, "facilities").outcome
+    assert stored is not None and stored.result == {"copy": 1}
+    assert stored.accepted_at == first.accepted_at

@@ -98,7 +98,7 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         (home / "trusted").mkdir(exist_ok=True)
         for pub in (node_home / "trusted").iterdir():
             (home / "trusted" / pub.name).write_bytes(pub.read_bytes())
-        bed.node("edge", home=node_home)
+        bed.agent("edge", node_home)
         art = tmp_path / "count.fart"
         art.write_bytes(artifact_of(node_home, "count"))
         task_file = tmp_path / "task.yaml"
@@ -120,7 +120,8 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         run = fades("task", "submit", str(task_file), *env_args, "--wait", "--json")
         assert run.returncode == 0, run.stderr
         info = json.loads(run.stdout)
-        assert info["status"] == "done" and info["node"] == "edge" and info["result"]["rows"] > 0
+        assert info["status"] == "done" and info["node"] == "edge"
+        assert info["result"]["rows"] > 0
         shown = fades("task", "submit", str(task_file), "--controller", url, "--token", "wrong")
         assert shown.returncode == 2 and "Unauthorized" in shown.stderr
 
@@ -152,3 +153,11 @@ def test_controller_start_says_why_it_cannot_listen(bed: Bed, tmp_path: Path) ->
         )
     assert res.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+
+
+def test_controller_start_refuses_an_unknown_placer(tmp_path: Path) -> None:
+    res = fades(
+        "controller", "start", "--home", str(tmp_path / "c"), "--placer", "moon", timeout=30
+    )
+    assert res.returncode == 2
+    assert "--placer 'moon': expected one of locality, nimbus" in res.stderr

@@ -39,7 +39,8 @@ def test_the_cloud_path_returns_the_edge_result_with_a_timing_breakdown(
 ) -> None:
     home = prepare_home("edge", functions={"stats": STATS}, policy=POLICY)
     bed.start_controller()
-    node = bed.node("edge", home=home)
+    agent = bed.agent("edge", home)
+    queries = bed.listen("fades.node.edge.query")
     up(bed, "edge")
     with bed.client() as c:
         c.upload(runtime_artifact.to_bytes())
@@ -54,11 +55,15 @@ def test_the_cloud_path_returns_the_edge_result_with_a_timing_breakdown(
         )
         assert edge["where"] == "edge" and cloud["where"] == "cloud"
         assert cloud["node"] == "edge" and cloud["placement"].startswith("cloud run on data from")
-        e = c.wait(edge["task_id"], timeout=60)
-        k = c.wait(cloud["task_id"], timeout=60)
+        ei = c.wait(edge["task_id"], timeout=60)
+        ki = c.wait(cloud["task_id"], timeout=60)
 
-    assert e["status"] == "done", e
-    assert k["status"] == "done", k
+    assert ei["status"] == "done", ei
+    assert ki["status"] == "done", ki
+    e, k = ei, ki
+    assert e["node"] == k["node"] == "edge" and k["where"] == "cloud"
+    assert k["digest"] == e["digest"] and k["digest"].startswith("sha256:")
+
     assert k["result"] == e["result"]
     assert k["result"]["t"]["n"] > 0 and k["result"]["t"]["scale"] == 2
     assert set(k["timing"]) >= CLOUD_TIMING, k["timing"]
@@ -68,8 +73,8 @@ def test_the_cloud_path_returns_the_edge_result_with_a_timing_breakdown(
     assert parts <= t["total"] * 1.01 + 1e-3
     assert k["bytes_read"] == e["bytes_read"] > 0
     # the cloud pulled the raw data upstream; the edge sent only its result
-    assert k["bytes_uplink"] > e["bytes_read"] > e["bytes_uplink"] > 0
-    assert node.queries == 1 and len(node.received) == 1
+    assert ki["bytes_uplink"] > e["bytes_read"] > ei["bytes_uplink"] > 0
+    assert len(queries) == 1 and agent.counters["received"] == 1
 
 
 def test_the_node_policy_applies_to_the_cloud_path(
@@ -77,7 +82,8 @@ def test_the_node_policy_applies_to_the_cloud_path(
 ) -> None:
     home = prepare_home("edge", functions={"stats": STATS}, policy=POLICY)
     bed.start_controller()
-    node = bed.node("edge", home=home)
+    bed.agent("edge", home)
+    queries = bed.listen("fades.node.edge.query")
     up(bed, "edge")
     with bed.client(VISITOR) as c:
         c.upload(runtime_artifact.to_bytes())
@@ -87,6 +93,7 @@ def test_the_node_policy_applies_to_the_cloud_path(
         t0 = time.monotonic()
         info = c.wait(c.submit(co2, node="edge", where="cloud")["task_id"], timeout=30)
     # the node's broker refused the query: no data left the node
-    assert info["status"] == "failed" and info["error_kind"] == "AccessDenied", info
-    assert "visitor" in info["error"] and time.monotonic() - t0 < 10
-    assert node.queries == 1 and info["bytes_uplink"] == 0
+    out = info
+    assert info["status"] == "failed" and out["error_kind"] == "AccessDenied", info
+    assert "visitor" in out["error"] and time.monotonic() - t0 < 10
+    assert len(queries) == 1 and info["bytes_uplink"] == 0

@@ -1,20 +1,25 @@
-"""Auto-placement by data locality: pure rules, then through the controller over HTTP."""
+"""Placers: data locality (the default) and Nimbus scoring, as pure rules, then through the
+controller over HTTP."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from fades.controller.placement import place
 from fades.errors import NoPlacement
 from fades.fabric.protocol import DataHeld, NodeInfo, NodeLoad
 from fades.functions.artifact import create
-from fades.task import parse_task
+from fades.placers import LocalityPlacer, NimbusPlacer, Placement, placer
+from fades.task import Task, parse_task
 
-from .conftest import Bed
-from .fakenode import held
+from .conftest import Bed, held
+
+
+def place(t: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -> Placement:
+    return LocalityPlacer().place(t, up, down)
 
 
 def node(name: str, *rooms: str, running: int = 0, capacity: int = 1, **kw: Any) -> NodeInfo:
@@ -80,13 +85,46 @@ def test_a_refusal_names_the_op_its_selector_and_a_down_holder(make_task: Any) -
         place(t, [])
 
 
+def test_nimbus_scores_only_the_data_holders_by_predicted_latency_and_load(
+    make_task: Any,
+) -> None:
+    t = task("room1", make_task=make_task)
+    nimbus = NimbusPlacer(eps_t_ms=500.0)
+    # far holds no room1: never chosen, however close
+    near = node("near", "room1", labels={"rtt_ms": "5"})
+    far = node("far", "room1", labels={"rtt_ms": "300"})
+    other = node("other", "room2", labels={"rtt_ms": "0"})
+    p = nimbus.place(t, [far, near, other])
+    assert p.node == "near" and "nimbus score" in p.reason and "data locality" in p.reason
+    # a busy near node loses to an idle one a little further away (queue + load terms)
+    busy = node("near", "room1", running=4, capacity=1, labels={"rtt_ms": "5"})
+    idle = node("mid", "room1", labels={"rtt_ms": "40"})
+    assert nimbus.place(t, [busy, idle]).node == "mid"
+    # locality alone ignores RTT: the least loaded holder wins, ties by name
+    assert place(t, [far, near]).node == "far"
+    # none under eps_t: the best still wins, and the reason says so
+    slow = NimbusPlacer(eps_t_ms=1.0).place(t, [far, near])
+    assert slow.node == "near" and "none predicted under eps_t" in slow.reason
+    # the same refusals as locality
+    with pytest.raises(NoPlacement, match="b hold it but are down"):
+        nimbus.place(task("room9", make_task=make_task), [near], down=[node("b", "room9")])
+
+
+def test_placers_by_name() -> None:
+    assert placer("locality").name == "locality" and placer("nimbus").name == "nimbus"
+    with pytest.raises(ValueError, match="unknown placer 'moon'; expected one of locality, nimbus"):
+        placer("moon")
+    with pytest.raises(ValueError, match="eps_t_ms"):
+        NimbusPlacer(eps_t_ms=float("nan"))
+
+
 def test_auto_placement_over_http(bed: Bed, make_task: Any, signing_key: Any) -> None:
     bed.start_controller()
-    bed.node("north", data=[held("room1"), held("room2")], load=NodeLoad(running=1))
-    bed.node("south", data=[held("room3")])
-    bed.node("spare", data=[held("room1")], load=NodeLoad(running=0))
+    bed.register("north", [held("room1"), held("room2")], load=NodeLoad(running=1))
+    bed.register("south", [held("room3")])
+    bed.register("spare", [held("room1")], load=NodeLoad(running=0))
     with bed.client() as c:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while len([n for n in c.nodes() if n["up"]]) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
@@ -110,7 +148,20 @@ def test_auto_placement_over_http(bed: Bed, make_task: Any, signing_key: Any) ->
         )
         assert resp.status_code == 422 and resp.json()["error_kind"] == "NoPlacement"
     # placed tasks really went to the chosen node's subject
-    deadline = time.monotonic() + 5
-    while sum(len(n.received) for n in bed.nodes) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert {n.name: len(n.received) for n in bed.nodes} == {"north": 1, "south": 1, "spare": 1}
+    sent = {r.name: len(bed.run(r.dispatched())) for r in bed.registrations}
+    assert sent == {"north": 1, "south": 1, "spare": 1}
+
+
+def test_the_controller_places_with_the_placer_it_was_given(
+    bed: Bed, make_task: Any, signing_key: Any
+) -> None:
+    bed.start_controller(placer="nimbus")
+    bed.register("close", [held("room1")], load=NodeLoad(running=1, capacity=4))
+    bed.register("idle", [held("room1")])
+    with bed.client() as c:
+        deadline = time.monotonic() + 30
+        while len([n for n in c.nodes() if n["up"]]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        r = c.submit(make_task("f", data=[{"name": "t", "select": {"location": "room1"}}]))
+    assert r["node"] == "idle" and "nimbus score" in r["placement"]

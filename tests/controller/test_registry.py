@@ -8,8 +8,7 @@ import pytest
 
 from fades.errors import NodeUnavailable
 
-from .conftest import Bed
-from .fakenode import held
+from .conftest import Bed, held
 
 DOWN_AFTER = 1.0
 
@@ -31,7 +30,7 @@ def wait_for(cond, timeout: float = 5.0, step: float = 0.02):  # type: ignore[no
 
 def test_a_node_registers_what_it_offers_and_its_heartbeats_are_seen(bed: Bed) -> None:
     bed.start_controller(down_after=DOWN_AFTER)
-    bed.node("edge-a", data=[held("room1"), held("room1", "co2")])
+    bed.register("edge-a", [held("room1"), held("room1", "co2")])
     first = wait_for(lambda: nodes(bed).get("edge-a"))
     assert first["up"] and first["down_reason"] is None
     assert first["arch"] == "x86_64" and first["cores"] == 2 and first["memory_mib"] == 1024
@@ -50,15 +49,15 @@ def test_a_silent_node_is_marked_down_within_down_after_and_new_tasks_avoid_it(
     from fades.functions.artifact import create
 
     bed.start_controller(down_after=DOWN_AFTER)
-    a = bed.node("edge-a", data=[held("room1")])
-    bed.node("edge-b", data=[held("room1")])
+    a = bed.register("edge-a", [held("room1")])
+    bed.register("edge-b", [held("room1")])
     wait_for(lambda: all(n["up"] for n in nodes(bed).values()) and len(nodes(bed)) == 2)
     with bed.client() as c:
         c.upload(create("core", "mean", b"\0asm", key=signing_key).to_bytes())
         # both hold room1 and are idle: the tie goes to the first name
         assert c.submit(make_task("mean"))["node"] == "edge-a"
 
-        bed.run(a.pause_heartbeats())
+        bed.run(a.pause())
         silent_at = time.monotonic()
         down = wait_for(lambda: not nodes(bed)["edge-a"]["up"], timeout=DOWN_AFTER + 2)
         elapsed = time.monotonic() - silent_at
@@ -78,7 +77,7 @@ def test_a_silent_node_is_marked_down_within_down_after_and_new_tasks_avoid_it(
 
 def test_a_node_that_stops_cleanly_is_down_at_once(bed: Bed) -> None:
     bed.start_controller(down_after=30.0)  # long: only the stopping flag can explain it
-    a = bed.node("edge-a", data=[held("room1")])
+    a = bed.register("edge-a", [held("room1")])
     wait_for(lambda: nodes(bed).get("edge-a", {}).get("up"))
     bed.run(a.stop(clean=True))
     view = wait_for(lambda: (n := nodes(bed)["edge-a"])["up"] is False and n, timeout=2.0)
@@ -87,9 +86,9 @@ def test_a_node_that_stops_cleanly_is_down_at_once(bed: Bed) -> None:
 
 def test_a_node_that_comes_back_is_up_again(bed: Bed) -> None:
     bed.start_controller(down_after=DOWN_AFTER)
-    a = bed.node("edge-a", data=[held("room1")])
+    a = bed.register("edge-a", [held("room1")])
     wait_for(lambda: nodes(bed).get("edge-a", {}).get("up"))
-    bed.run(a.pause_heartbeats())
+    bed.run(a.pause())
     wait_for(lambda: not nodes(bed)["edge-a"]["up"], timeout=DOWN_AFTER + 2)
     bed.run(a.beat())
     assert wait_for(lambda: nodes(bed)["edge-a"]["up"], timeout=1.0)

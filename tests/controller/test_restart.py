@@ -10,8 +10,7 @@ from fades.controller.store import ControllerStore
 from fades.functions.artifact import Artifact
 from fades.task import parse_task
 
-from .conftest import Bed
-from .fakenode import held
+from .conftest import Bed, held
 from .test_api import artifact_of, up
 
 COUNT = """
@@ -30,14 +29,17 @@ def test_a_restarted_controller_keeps_and_completes_everything(
 ) -> None:
     home = prepare_home("edge", functions={"count": COUNT})
     bed.start_controller(down_after=1.0)
-    node = bed.node("edge", home=home)
-    ghost = bed.node("ghost", data=[held("room7")])
+    node = bed.agent("edge", home)
+    ghost = bed.register("ghost", [held("room7")])
+    queries = bed.listen("fades.node.edge.query")
     up(bed, "edge", "ghost")
     with bed.client() as c:
         c.upload(runtime_artifact.to_bytes())
         c.upload(artifact_of(home, "count"))
         t1 = c.submit(make_task("count", memory_mib=32, params={"tag": 1}))["task_id"]
-        assert c.wait(t1, timeout=30)["status"] == "done"
+        first = c.wait(t1, timeout=30)
+        assert first["status"] == "done"
+        digest = first["digest"]
         t2 = c.submit(make_task("count", memory_mib=32, params={"tag": 2, "busy_s": 0.6}))
         t2 = t2["task_id"]
         assert c.get(t2)["status"] in ("accepted", "dispatched")  # still running on the node
@@ -50,7 +52,7 @@ def test_a_restarted_controller_keeps_and_completes_everything(
     while not node.node.orchestrator.get(t2).done and time.monotonic() < deadline:
         time.sleep(0.05)
     assert node.node.orchestrator.get(t2).status == "done"
-    bed.run(ghost.pause_heartbeats())
+    bed.run(ghost.pause())
     # and what a crash would have left: t3 recorded but never published, t4 a cloud run cut short
     store = ControllerStore(bed.root / "controller" / "controller.db")
     for tid, where, status in (("t3", "edge", "accepted"), ("t4", "cloud", "dispatched")):
@@ -63,9 +65,10 @@ def test_a_restarted_controller_keeps_and_completes_everything(
             task=task.model_dump(mode="json"),
             placement="before the crash",
             submitted_at=time.time(),
+            digest=digest,
         )
         if status == "dispatched":
-            store.mark_dispatched(tid)
+            store.mark_dispatched("facilities", tid)
     store.close()
     time.sleep(1.2)  # longer than down_after
 
@@ -80,12 +83,15 @@ def test_a_restarted_controller_keeps_and_completes_everything(
         r2 = c.wait(t2, timeout=10)  # published while the controller was down
         assert r2["status"] == "done" and r2["result"]["tag"] == 2
         r3 = c.wait("t3", timeout=30)  # re-published by the dispatcher
-        assert r3["status"] == "done" and r3["result"]["tag"] == "t3" and r3["where"] == "edge"
+        assert r3["status"] == "done" and r3["where"] == "edge"
+        assert r3["result"]["tag"] == "t3"
         r4 = c.wait("t4", timeout=30)  # re-run in the cloud
-        assert r4["status"] == "done" and r4["result"]["tag"] == "t4" and r4["where"] == "cloud"
+        assert r4["status"] == "done" and r4["where"] == "cloud"
+        assert r4["result"]["tag"] == "t4" and r4["digest"] == digest
         assert {t["task_id"] for t in c.tasks()} == {t1, t2, "t3", "t4"}
-    assert [t["credentials"]["task_id"] for t in node.received].count("t3") == 1
-    assert node.queries == 1
+    assert node.node is not None and node.node.orchestrator.get("t3").status == "done"
+    assert node.counters["duplicates"] == 0
+    assert len(queries) == 1
 
 
 def test_a_fresh_controller_fills_its_function_store_from_the_repository(
@@ -93,7 +99,7 @@ def test_a_fresh_controller_fills_its_function_store_from_the_repository(
 ) -> None:
     home = prepare_home("edge", functions={"count": COUNT})
     bed.start_controller()
-    bed.node("edge", home=home)
+    bed.agent("edge", home)
     up(bed, "edge")
     with bed.client() as c:
         c.upload(runtime_artifact.to_bytes())
@@ -113,12 +119,12 @@ def test_a_fresh_controller_fills_its_function_store_from_the_repository(
 def test_the_controller_carries_on_after_a_nats_restart(
     bed: Bed, make_task: Any, signing_key: Any
 ) -> None:
-    from fades.fabric.protocol import ResultMessage
     from fades.functions.artifact import create
+    from fades.outcome import Outcome
 
     # long enough that the node is still up after the outage
     ctl = bed.start_controller(down_after=10.0)
-    node = bed.node("edge", data=[held("room1")])
+    node = bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
         c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
@@ -132,14 +138,10 @@ def test_the_controller_carries_on_after_a_nats_restart(
         while c.get(t1)["status"] != "dispatched":
             assert time.monotonic() < deadline, "not re-dispatched after the NATS restart"
             time.sleep(0.05)
-        while not any(t["credentials"]["task_id"] == t1 for t in node.received):
-            assert time.monotonic() < deadline, "the node never got the task"
-            time.sleep(0.05)
-        bed.run(
-            node.publish(
-                ResultMessage(task_id=t1, tenant="facilities", node="edge", status="done", result=7)
-            )
-        )
+        sent = bed.run(node.dispatched())
+        assert [e["task"]["credentials"]["task_id"] for e in sent] == [t1]
+        done = Outcome(task_id=t1, tenant="facilities", node="edge", status="done", result=7)
+        bed.publish_outcome("edge", done, f"{t1}.result")
         assert c.wait(t1, timeout=10)["result"] == 7
         # the registry still follows heartbeats
         seq = ctl.registry.nodes["edge"].info.seq

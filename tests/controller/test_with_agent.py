@@ -84,18 +84,19 @@ def test_real_agents_place_run_and_serve_the_cloud_path(
             r3, r1 = c.submit(task("room3")), c.submit(task("room1"))
             assert (r3["node"], r1["node"]) == ("south", "north")
             k1 = c.submit(task("room1"), where="cloud")
-            e3, e1, k1 = (c.wait(r["task_id"], timeout=60) for r in (r3, r1, k1))
-            assert e3["status"] == e1["status"] == k1["status"] == "done", (e3, e1, k1)
-            assert e1["result"] == k1["result"] and e1["result"]["n"] > 0
-            assert e3["result"] != e1["result"]
+            i3, i1, ik = (c.wait(r["task_id"], timeout=60) for r in (r3, r1, k1))
+            assert i3["status"] == i1["status"] == ik["status"] == "done", (i3, i1, ik)
+            e3, e1, k1 = (c.outcome(i["task_id"]) for i in (i3, i1, ik))
+            assert e1.result == k1.result and e1.result["n"] > 0
+            assert e3.result != e1.result
             assert {"queue", "retrieval", "compute", "total", "dispatch", "latency"} <= set(
-                e1["timing"]
+                e1.timing
             )
-            assert k1["timing"]["node_retrieval"] > 0 and k1["bytes_uplink"] > e1["bytes_uplink"]
+            assert k1.timing["node_retrieval"] > 0 and ik["bytes_uplink"] > i1["bytes_uplink"]
 
             # north stops cleanly: at once down, and room1 can no longer be placed
             bed.run(agents["north"].stop())
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 15
             while any(n["up"] for n in c.nodes() if n["name"] == "north"):
                 assert time.monotonic() < deadline, "north still up"
                 time.sleep(0.02)

@@ -1,7 +1,7 @@
 """The node agent against a real nats-server, real wasmtime and real SQLite.
 
 The controller is not involved: tests publish TaskEnvelopes to FADES_TASKS, put artifacts
-with ArtifactRepository and read ResultMessages from FADES_RESULTS themselves.
+with ArtifactRepository and read Outcomes from FADES_RESULTS themselves.
 """
 
 from __future__ import annotations
@@ -26,18 +26,19 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 
+from fades.bus.nats import NatsBus
 from fades.errors import AccessDenied, FabricError
 from fades.fabric import EmbeddedNats, FabricSettings, connect
-from fades.fabric.protocol import NodeInfo, QueryRequest, ResultMessage, TaskEnvelope
+from fades.fabric.protocol import NodeInfo, QueryRequest, TaskEnvelope, decode_query_reply
 from fades.fabric.repository import ArtifactRepository
 from fades.fabric.streams import ensure_streams, nodes_bucket
 from fades.fabric.subjects import RESULTS_STREAM, TASKS_STREAM, ping_subject, query_subject
-from fades.fabric.transfer import request_chunks, request_json
 from fades.functions.artifact import Artifact, canonical, sha256_hex
 from fades.functions.build import build_python
 from fades.functions.keys import SigningKey
 from fades.node.agent import NodeAgent
-from fades.node.taskstore import TaskStore
+from fades.node.taskstore import TaskRecord, TaskStore
+from fades.outcome import Outcome
 from fades.sandbox.wire import encode
 from fades.task import DataOp
 
@@ -80,10 +81,14 @@ def hexof(art: Artifact) -> str:
 
 
 async def publish_task(
-    js: JetStreamContext, node: str, task: dict[str, Any], msg_id: str | None = None
+    js: JetStreamContext,
+    node: str,
+    task: dict[str, Any],
+    msg_id: str | None = None,
+    digest: str | None = None,
 ) -> str:
     tid = str(task["credentials"]["task_id"])
-    env = TaskEnvelope(task=task, submitted_at=time.time())
+    env = TaskEnvelope(task=task, submitted_at=time.time(), digest=digest)
     await js.publish(
         f"fades.task.{node}", env.encode(), headers={"Nats-Msg-Id": msg_id or tid}, timeout=5
     )
@@ -96,10 +101,10 @@ class Results:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
         self.sub: Any = None
-        self.seen: list[ResultMessage] = []
+        self.seen: list[Outcome] = []
 
     async def open(self) -> Results:
-        await ensure_streams(self.js)
+        await ensure_streams(NatsBus(self.js._nc))
         cfg = ConsumerConfig(durable_name="test-results", ack_policy=AckPolicy.EXPLICIT)
         self.sub = await self.js.pull_subscribe(
             "fades.result.>", durable="test-results", stream=RESULTS_STREAM, config=cfg
@@ -112,10 +117,10 @@ class Results:
         except TimeoutError:
             return
         for m in msgs:
-            self.seen.append(ResultMessage.decode(m.data))
+            self.seen.append(Outcome.decode(m.data))
             await m.ack()
 
-    async def wait(self, task_id: str, timeout: float = 30.0) -> ResultMessage:
+    async def wait(self, task_id: str, timeout: float = 30.0) -> Outcome:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for r in self.seen:
@@ -152,10 +157,15 @@ async def running_agent(
         await agent.stop()
 
 
+async def open_repo(js: JetStreamContext) -> ArtifactRepository:
+    """The repository through a Bus over the test's own connection (closed by fabric())."""
+    return await ArtifactRepository.open(NatsBus(js._nc))
+
+
 async def registry_entry(js: JetStreamContext, name: str) -> NodeInfo:
-    kv = await nodes_bucket(js)
+    kv = await nodes_bucket(NatsBus(js._nc))
     entry = await kv.get(name)
-    return NodeInfo.decode(entry.value or b"")
+    return NodeInfo.decode(entry.value if entry is not None else b"")
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
@@ -192,12 +202,28 @@ def test_outbox_column_is_added_to_an_old_database_and_reset_by_finish_and_fail(
     try:
         assert store.get("old").delivered  # ended before any agent: not published
         assert store.undelivered() == []
-        store.finish("open", result=1, timing={}, bytes_read=0, bytes_returned=0)
+        digest = "sha256:" + "ab" * 32
+        store.finish(
+            "open", result=1, timing={}, bytes_read=0, bytes_returned=0, digest=digest, logs="hi"
+        )
         assert [r.id for r in store.undelivered()] == ["open"]
+        out = store.get("open").outcome("n1")  # the later columns were added, and are read
+        assert (out.status, out.result, out.digest, out.logs, out.node) == (
+            "done",
+            1,
+            digest,
+            "hi",
+            "n1",
+        )
+        with pytest.raises(ValueError, match="not finished"):
+            TaskRecord(id="x", tenant="t", status="running", task={}, accepted_at=0).outcome("n1")
         store.mark_delivered("open")
         assert store.undelivered() == [] and store.get("open").delivered
-        store.fail("open", "X", "again")  # ended again: its new result is not delivered yet
+        store.fail("open", "X", "again", traceback="tb")  # ended again: not delivered yet
         assert [r.id for r in store.undelivered()] == ["open"]
+        out = store.get("open").outcome("n1")
+        assert (out.status, out.error_kind, out.traceback, out.logs) == ("failed", "X", "tb", None)
+        assert out.digest == digest  # kept from the run
         store.accept("new", "t", "{}")
         store.mark_delivered("new")  # not ended: nothing to deliver, stays in the outbox path
         assert not store.get("new").delivered
@@ -246,8 +272,8 @@ def test_registers_heartbeats_answers_ping_and_marks_stopping(
                     return now.seq >= first.seq + 3 and now.heartbeat_at > first.heartbeat_at
 
                 await wait_for(advanced, 5, "three more heartbeats")
-                pong = NodeInfo.model_validate(
-                    await request_json(nc, ping_subject("edge1"), {}, timeout=2)
+                pong = NodeInfo.decode(
+                    await NatsBus(nc).request(ping_subject("edge1"), b"{}", timeout=2)
                 )
                 assert pong.name == "edge1" and pong.load.capacity == 3
             finally:
@@ -276,7 +302,7 @@ def test_task_runs_with_function_and_runtime_fetched_from_the_repository_and_onc
 
     async def main() -> None:
         async with fabric(nats_server) as (_, js, results):
-            repo = await ArtifactRepository.open(js)
+            repo = await open_repo(js)
             await repo.put(runtime_artifact)
             await repo.put(fn)
             async with running_agent(home, nats_server) as agent:
@@ -289,6 +315,7 @@ def test_task_runs_with_function_and_runtime_fetched_from_the_repository_and_onc
                 for key in ("queue", "retrieval", "transfer", "start", "compute", "total"):
                     assert key in res.timing
                 assert res.bytes_read > 0 and res.accepted_at and res.finished_at
+                assert res.digest == fn.digest and res.attempts == 1  # the Outcome says what ran
                 # both came from the repository, verified into the node's store
                 assert artifact_files(home) == {hexof(fn), hexof(runtime_artifact)}
                 # by name, the task was pinned to the repository's digest
@@ -314,6 +341,10 @@ def _tampered(art: Artifact) -> Artifact:
     payload = art.payload.replace(b'"n"', b'"m"')
     assert payload != art.payload
     manifest = {**art.manifest, "payload_sha256": sha256_hex(payload)}
+    # an older build than the original, so the name still resolves to the good one
+    manifest["created"] = art.manifest["created"] - 1
+    if "created_ns" in manifest:
+        manifest["created_ns"] = art.manifest["created_ns"] - 1_000_000_000
     return Artifact(manifest, canonical(manifest), art.signature, payload)
 
 
@@ -332,7 +363,7 @@ def test_tampered_or_untrusted_artifacts_are_refused_and_the_node_keeps_serving(
 
     async def main() -> None:
         async with fabric(nats_server) as (_, js, results):
-            repo = await ArtifactRepository.open(js)
+            repo = await open_repo(js)
             for art in (forged, good, stranger, altered):  # 'count' names the good one
                 await repo.put(art)
             # bytes altered at rest inside the object store, after the upload
@@ -419,23 +450,22 @@ def test_query_returns_the_blob_a_local_task_gets_and_the_policy_still_applies(
 
     async def main() -> None:
         async with fabric(nats_server) as (nc, _, _), running_agent(home, nats_server) as agent:
+            bus = NatsBus(nc)
             req = QueryRequest(tenant="facilities", data=ops, params=params)
-            blob, meta = await request_chunks(
-                nc, query_subject("edge1"), req.model_dump(mode="json"), timeout=10
+            blob, meta = decode_query_reply(
+                await bus.request(query_subject("edge1"), req.encode(), timeout=10)
             )
             assert agent.node is not None
             datasets, _ = agent.node.broker.fetch("facilities", ops)  # what a task would get
             local = encode(datasets, params)
             assert blob == bytes(local) and len(blob) > 64 * 1024  # several chunks
-            assert meta["blob_bytes"] == len(blob)
-            assert meta["rows"] == sum(len(d) for d in datasets.values()) > 0
-            assert meta["bytes_read"] == sum(d.nbytes for d in datasets.values())
+            assert meta.blob_bytes == len(blob)
+            assert meta.rows == sum(len(d) for d in datasets.values()) > 0
+            assert meta.bytes_read == sum(d.nbytes for d in datasets.values())
 
             denied = QueryRequest(tenant="guest", data=ops, params=params)
             with pytest.raises(AccessDenied, match="guest"):
-                await request_chunks(
-                    nc, query_subject("edge1"), denied.model_dump(mode="json"), timeout=10
-                )
+                await bus.request(query_subject("edge1"), denied.encode(), timeout=10)
 
     run(main())
 
@@ -601,6 +631,13 @@ def test_cli_refuses_a_bad_name_and_an_unreachable_nats_in_one_line(tmp_path: Pa
     assert down.returncode == 2
     assert "cannot reach NATS" in down.stderr and "Traceback" not in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+    zero = subprocess.run(
+        [FADES, "node", "start", "--name", "edge1", "--data", str(tmp_path / "h"),
+         "--capacity", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert zero.returncode == 2 and "Traceback" not in zero.stderr
+    assert zero.stderr.strip() == "error: capacity must be at least 1, got 0"
 
 
 def test_unreachable_nats_fails_start_and_leaves_nothing_open(tmp_path: Path) -> None:
@@ -632,7 +669,7 @@ def test_ingested_readings_show_up_in_the_registry(
             fabric(nats_server) as (nc, js, _),
             running_agent(home, nats_server, ingest=True) as agent,
         ):
-            assert agent.ingestor is not None
+            assert agent.ingest.ingestor is not None
             reading = {"ts": time.time(), "value": 21.5, "device": "room9-temperature", "unit": "C"}
             await nc.publish("sensors.edge1.room9.temperature", json.dumps(reading).encode())
             await nc.flush()
@@ -666,18 +703,18 @@ def test_undelivered_results_are_published_on_start_and_by_the_heartbeat_sweep(
             assert a.node is not None and a.node.orchestrator.get("before").delivered
 
             # the first publish of the next result fails: the heartbeat sweep sends it again
-            assert a.js is not None
-            real = a.js.publish
+            assert a.bus is not None
+            real = a.bus.publish
             attempts: list[str] = []
 
             async def flaky(subject: str, payload: bytes = b"", **kw: Any) -> Any:
                 if subject.startswith("fades.result."):
                     attempts.append(subject)
                     if len(attempts) == 1:
-                        raise TimeoutError("lost")
+                        raise FabricError("lost")
                 return await real(subject, payload, **kw)
 
-            a.js.publish = flaky  # type: ignore[method-assign]
+            a.bus.publish = flaky  # type: ignore[method-assign]
             await publish_task(js, "edge1", make_task("count", task_id="flaky", memory_mib=MEM))
             res = await results.wait("flaky", timeout=20)
             assert res.status == "done" and len(attempts) >= 2

@@ -21,8 +21,17 @@ from fades.sensors.simulator import SensorSimulator, parse_hostport
 from fades.testbed import SENSOR_TYPES, UNITS, LiveOffice
 
 
+def wait_until(cond: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
 async def collect(url: str, subject: str, work: Any) -> list[tuple[str, bytes]]:
-    """Subscribe to ``subject``, run the blocking ``work()`` in a thread, return what came."""
+    """Subscribe to ``subject``, run the blocking ``work()`` (which returns how many readings
+    it published) in a thread, wait until that many arrived (or 15 s), return what came."""
     nc = await connect(url)
     got: list[tuple[str, bytes]] = []
 
@@ -31,8 +40,11 @@ async def collect(url: str, subject: str, work: Any) -> list[tuple[str, bytes]]:
 
     await nc.subscribe(subject, cb=on_msg)
     await nc.flush()
-    await asyncio.to_thread(work)
-    await asyncio.sleep(0.3)  # the gateway forwards asynchronously
+    published = await asyncio.to_thread(work)
+    deadline = time.monotonic() + 15  # the gateway forwards asynchronously
+    while len(got) < published and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await nc.flush()
     await nc.close()
     return got
 
@@ -52,8 +64,13 @@ def test_readings_arrive_on_nats_subjects_with_the_payload_schema(
         seed=7,
     )
     counts: list[int] = []
+
+    def work() -> int:
+        counts.append(sim.run(1.0))
+        return counts[0]
+
     t0 = time.time()
-    got = asyncio.run(collect(nats_server.url, "sensors.>", lambda: counts.append(sim.run(1.0))))
+    got = asyncio.run(collect(nats_server.url, "sensors.>", work))
     t1 = time.time()
     published = counts[0]
     assert published == len(got)
@@ -82,11 +99,9 @@ def test_background_thread_survives_a_broker_restart(nats_server: EmbeddedNats) 
     sim.start()
     try:
         assert sim.running and sim.connected
-        time.sleep(0.3)
-        before = sim.stats["published"]
-        assert before > 0
+        wait_until(lambda: sim.stats["published"] > 0, "a first reading published")
         nats_server.stop()
-        time.sleep(0.5)
+        wait_until(lambda: sim.stats["disconnects"] >= 1, "the simulator saw the broker go")
         nats_server.start()  # same ports, same store
 
         async def after_restart() -> int:
@@ -138,8 +153,8 @@ def fades_cmd(*args: str) -> list[str]:
 def test_cli_simulate_publishes_for_its_duration_and_exits_0(nats_server: EmbeddedNats) -> None:
     out: dict[str, Any] = {}
 
-    def work() -> None:
-        out["proc"] = subprocess.run(
+    def work() -> int:
+        out["proc"] = proc = subprocess.run(
             fades_cmd(
                 "sensors",
                 "simulate",
@@ -160,6 +175,9 @@ def test_cli_simulate_publishes_for_its_duration_and_exits_0(nats_server: Embedd
             text=True,
             timeout=30,
             env={**os.environ, "COLUMNS": "200"},
+        )
+        return (
+            int(proc.stdout.split("published ")[1].split()[0]) if "published " in proc.stdout else 0
         )
 
     got = asyncio.run(collect(nats_server.url, "sensors.edge2.>", work))

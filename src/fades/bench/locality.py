@@ -21,19 +21,21 @@ The HTTP requests of the client cross the link too (a few hundred bytes each); t
 part of the controller's latency. Functions are uploaded from inside the cloud namespace (the
 function author's side), so the 19 MB Python runtime does not crawl up the uplink. The same
 experiment is also run on loopback (no namespace, no caps) for comparison.
+
+The data and the function are in :mod:`fades.bench.payloads`, what is reported in
+:mod:`fades.bench.report`; the cluster is a :class:`~fades.cluster.LocalCluster`. This module
+(~440 lines) is the experiment's one driver: one topology end to end, then the whole run;
+splitting it further would scatter one sequence of steps.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
-import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,202 +46,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fades.bench.link import DOWN_MBIT, UP_MBIT, CappedLink, measure_tcp
+from fades.bench.payloads import (
+    FUNCTION_SRC,
+    ROOM,
+    SENSORS,
+    TENANT,
+    Payload,
+    calibrate,
+    make_node_data,
+)
+from fades.bench.report import (
+    goal,
+    log,
+    segments,
+    summarise,
+    write,
+)
+from fades.client import FadesClient
+from fades.cluster import LocalCluster
 from fades.errors import FabricError, FadesError
+from fades.functions.keys import SigningKey
 
-SEGMENTS = ("retrieval", "transfer", "start", "compute", "other")
 DEFAULT_SIZES = (1.5, 5.0, 15.0, 50.0)
 QUICK_SIZES = (1.5, 5.0)
 NODE = "edge1"
-TENANT = "bench"
-#: Sensors the tasks read (one data operation each, ``last: N``), all in one room.
-SENSORS = ("temperature", "humidity", "co2")
-ROOM = "room1"
-TESTBED_RATE_S = 5.0
 #: Cloud repetitions whose blob needs longer than this on the uplink run only once.
 CLOUD_REP_BUDGET_S = 15.0
-GOAL_RATIO = 10.0
-GOAL_SIZE_MBIT = 1.5
-
-FUNCTION_SRC = '''"""Min, max, mean and count of every sensor stream the task selected."""
 
 
-def main(data, params):
-    out = {}
-    for name, ds in data.items():
-        n = len(ds)
-        if n == 0:
-            out[name] = {"count": 0}
-            continue
-        lo = hi = ds.values[0]
-        total = 0.0
-        for v in ds.values:
-            if v < lo:
-                lo = v
-            elif v > hi:
-                hi = v
-            total += v
-        out[name] = {"min": lo, "max": hi, "mean": total / n, "count": n}
-    return out
-'''
-
-# Run inside the cloud namespace: upload artifact files to the controller.
+# Run inside the cloud namespace: upload artifact files to the controller (an artifact the
+# repository already holds, HTTP 409, is fine).
 _UPLOAD = """
-import sys, httpx
+import sys
+from pathlib import Path
+from fades.client import FadesClient
+from fades.errors import FadesError
 url, token = sys.argv[1], sys.argv[2]
-for path in sys.argv[3:]:
-    r = httpx.post(url + "/v1/functions", content=open(path, "rb").read(), timeout=300,
-                   headers={"Authorization": "Bearer " + token,
-                            "Content-Type": "application/octet-stream"})
-    if r.status_code not in (200, 201, 409):
-        sys.exit(f"upload of {path} failed: {r.status_code} {r.text[:300]}")
+with FadesClient(url, token, timeout=300) as client:
+    for path in sys.argv[3:]:
+        try:
+            client.upload(Path(path))
+        except FadesError as exc:
+            if exc.context.get("status") != 409:
+                sys.exit(f"upload of {path} failed: {exc.kind}: {exc}")
 """
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-# --- the data --------------------------------------------------------------------------------
-@dataclass
-class Payload:
-    """One payload size: how many readings per sensor give a blob of ``target_bytes``."""
-
-    target_mbit: float
-    target_bytes: int
-    per_sensor: int
-    blob_bytes: int
-
-    @property
-    def readings(self) -> int:
-        return self.per_sensor * len(SENSORS)
-
-    def ops(self) -> list[dict[str, Any]]:
-        return [
-            {"name": s, "select": {"location": ROOM, "sensor_type": s, "last": self.per_sensor}}
-            for s in SENSORS
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target_mbit": self.target_mbit,
-            "target_bytes": self.target_bytes,
-            "blob_bytes": self.blob_bytes,
-            "blob_mbit": self.blob_bytes * 8 / 1e6,
-            "readings": self.readings,
-            "readings_per_sensor": self.per_sensor,
-        }
-
-
-def make_node_data(path: Path, max_mbit: float) -> int:
-    """Write enough testbed readings into ``path`` (SQLite) for a ``max_mbit`` blob."""
-    from fades.broker import SQLiteConnector
-    from fades.testbed import populate
-
-    per_sensor = max(2000, max_mbit * 1e6 / 8 / 22 / len(SENSORS))  # 22 B per FDS1 reading
-    days = math.ceil(per_sensor * 1.1 * TESTBED_RATE_S / 86_400 * 10) / 10
-    store = SQLiteConnector(path)
-    try:
-        return populate(store, days, TESTBED_RATE_S, seed=3, rooms=1, sensor_types=SENSORS)
-    finally:
-        store.close()
-
-
-def calibrate(db: Path, sizes_mbit: list[float]) -> list[Payload]:
-    """Readings per sensor for each target blob size, measured with the node's own broker."""
-    from fades.broker import DataBroker, SQLiteConnector
-    from fades.sandbox.wire import encode
-    from fades.task import DataOp
-
-    store = SQLiteConnector(db)
-    broker = DataBroker({"sqlite": store})
-
-    def blob(per_sensor: int) -> int:
-        p = Payload(0, 0, per_sensor, 0)
-        ops = [DataOp.model_validate(o) for o in p.ops()]
-        datasets, _ = broker.fetch(TENANT, ops)
-        if sum(len(d) for d in datasets.values()) != p.readings:
-            raise FabricError(f"the node holds fewer than {per_sensor} readings per sensor")
-        return len(encode(datasets, {}))
-
-    try:
-        b1, b2 = blob(500), blob(1000)
-        per_reading = (b2 - b1) / 500
-        base = b1 - 500 * per_reading
-        out = []
-        for mbit in sizes_mbit:
-            target = int(mbit * 1e6 / 8)
-            n = max(1, round((target - base) / per_reading))
-            out.append(Payload(mbit, target, n, blob(n)))
-        return out
-    finally:
-        broker.close()
-        store.close()
-
-
-# --- processes -------------------------------------------------------------------------------
-class Proc:
-    """A child process whose output goes to a log file; waits for a "ready" line."""
-
-    def __init__(self, label: str, cmd: list[str], logfile: Path, ready: str | None) -> None:
-        self.label = label
-        self.logfile = logfile
-        self.ready = threading.Event()
-        self._marker = ready
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
-        self._reader = threading.Thread(target=self._read, name=f"log-{label}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.logfile.open("a") as fh:
-            for line in self.proc.stdout:
-                fh.write(line)
-                fh.flush()
-                self.lines.append(line.rstrip())
-                del self.lines[:-50]
-                if self._marker is not None and self._marker in line:
-                    self.ready.set()
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.1):
-            if self.proc.poll() is not None:
-                raise FabricError(
-                    f"{self.label} exited with status {self.proc.returncode} before it was "
-                    f"ready: {self.tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise FabricError(f"{self.label} not ready after {timeout:.0f} s: {self.tail()}")
-
-    def tail(self, n: int = 8) -> str:
-        return " | ".join(self.lines[-n:]) or f"(no output; see {self.logfile})"
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-
-
-def fades_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fades", *args]
-
-
+# --- the cluster ---------------------------------------------------------------------------
 @dataclass
 class Topology:
     """Where the cloud side runs: its address and how to start a command there."""
@@ -250,154 +104,73 @@ class Topology:
     link: CappedLink | None = None
 
 
-@dataclass
-class Cluster:
-    """nats-server and the controller on the cloud side, one node agent on the edge."""
+def make_cluster(topo: Topology, plan: Plan, work: Path, node_src: Path) -> LocalCluster:
+    """A :class:`~fades.cluster.LocalCluster` with nats-server and the controller on the
+    cloud side of ``topo`` and one node agent (no MQTT ingest) on the edge, holding the
+    readings in ``node_src``. Functions are uploaded by :func:`upload` from the cloud side."""
 
-    topo: Topology
-    work: Path
-    node_dir: Path
-    token: str
-    procs: list[Proc] = field(default_factory=list)
-    nats_port: int = 0
-    http_port: int = 0
+    def node_data(name: str, home: Path) -> int:
+        shutil.copy(node_src / "readings.db", home / "readings.db")
+        return plan.rows
 
-    @property
-    def nats_url(self) -> str:
-        return f"nats://{self.topo.cloud_host}:{self.nats_port}"
+    capped = topo.link is not None
+    return LocalCluster(
+        work / topo.name,
+        nodes=1,
+        rooms_per_node=1,
+        sensors=False,
+        ingest=False,
+        functions=False,
+        heartbeat_s=2.0,
+        down_after_s=10.0,
+        host=topo.cloud_host,
+        # a fresh namespace has every port free; free_port() cannot look inside it
+        nats_port=4222 if capped else None,
+        http_port=8080 if capped else None,
+        wrap=topo.wrap if capped else None,
+        key=plan.key,
+        node_data=node_data,
+    )
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.topo.cloud_host}:{self.http_port}"
 
-    def start(self, artifacts: list[Path]) -> None:
-        from fades.fabric.server import EmbeddedNats, free_port, nats_server_binary, wait_port
-
-        host = self.topo.cloud_host
-        if self.topo.link is not None:  # a fresh namespace: every port is free
-            self.nats_port, self.http_port = 4222, 8080
-        else:
-            self.nats_port, self.http_port = free_port(host), free_port(host)
-        server = EmbeddedNats(
-            self.work / "nats", port=self.nats_port, mqtt=False, host=host, name="fades-bench"
-        )
-        server.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = server.store_dir / "nats-server.conf"
-        conf.write_text(server.config_text())
-        self._spawn("nats-server", [nats_server_binary(), "-c", str(conf)], None, cloud=True)
-        if not wait_port(host, self.nats_port, timeout=20):
-            raise FabricError(f"nats-server did not open {host}:{self.nats_port}: {self._tail()}")
-
-        home = self.work / "controller"
-        (home / "trusted").mkdir(parents=True, exist_ok=True)
-        for pub in (self.node_dir / "trusted").iterdir():
-            shutil.copy(pub, home / "trusted" / pub.name)
-        tokens = self.work / "tokens.yaml"
-        tokens.write_text(yaml.safe_dump({"tokens": {self.token: TENANT}}))
-        ctl = self._spawn(
-            "controller",
-            fades_cmd(
-                "controller", "start", "--nats", self.nats_url, "--home", str(home),
-                "--http", f"{host}:{self.http_port}", "--tokens", str(tokens),
-            ),
-            "controller ready",
-            cloud=True,
-        )  # fmt: skip
-        ctl.wait_ready(90)
-        node = self._spawn(
-            "node",
-            fades_cmd(
-                "node", "start", "--name", NODE, "--nats", self.nats_url,
-                "--data", str(self.node_dir), "--no-ingest",
-            ),
-            f"node {NODE} ready",
-            cloud=False,
-        )  # fmt: skip
-        node.wait_ready(90)
-        up = subprocess.run(
-            self.topo.wrap(
-                [sys.executable, "-c", _UPLOAD, self.base_url, self.token, *map(str, artifacts)]
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
-        if up.returncode != 0:
-            raise FabricError(f"function upload failed: {(up.stderr or up.stdout).strip()}")
-
-    def _spawn(self, label: str, cmd: list[str], ready: str | None, *, cloud: bool) -> Proc:
-        full = self.topo.wrap(cmd) if cloud else cmd
-        p = Proc(label, full, self.work / f"{label}.log", ready)
-        self.procs.append(p)
-        return p
-
-    def _tail(self) -> str:
-        return "; ".join(f"{p.label}: {p.tail(3)}" for p in self.procs)
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):  # node first, then controller, then nats
-            with contextlib.suppress(Exception):
-                p.stop()
-        self.procs.clear()
+def upload(cluster: LocalCluster, topo: Topology, artifacts: list[Path]) -> None:
+    """Upload the artifacts from the cloud side (the runtime never crawls up the uplink)."""
+    cmd = [sys.executable, "-c", _UPLOAD, cluster.url, cluster.token, *map(str, artifacts)]
+    up = subprocess.run(
+        topo.wrap(cmd),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if up.returncode != 0:
+        raise FabricError(f"function upload failed: {(up.stderr or up.stdout).strip()}")
 
 
 # --- one task --------------------------------------------------------------------------------
-class Api:
-    """The controller's HTTP API as this benchmark uses it."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        import httpx
-
-        self.http = httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=120
-        )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def wait_node_up(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        seen: Any = None
-        while time.monotonic() < deadline:
-            r = self.http.get("/v1/nodes")
-            if r.status_code == 200:
-                seen = r.json()
-                if any(n.get("name") == NODE and n.get("up") for n in seen):
-                    return
-            time.sleep(0.5)
-        raise FabricError(f"node {NODE} not up at the controller after {timeout} s: {seen}")
-
-    def run(self, task: dict[str, Any], where: str, timeout: float) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        r = self.http.post("/v1/tasks", params={"node": NODE, "where": where}, json=task)
-        if r.status_code != 202:
-            raise FabricError(f"submit ({where}) refused: {r.status_code} {r.text[:300]}")
-        tid = r.json()["task_id"]
-        deadline = time.monotonic() + timeout
-        info: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            wait = max(1, min(30, int(deadline - time.monotonic())))
-            g = self.http.get(f"/v1/tasks/{tid}", params={"wait": wait}, timeout=wait + 60)
-            if g.status_code != 200:
-                raise FabricError(f"GET task {tid}: {g.status_code} {g.text[:300]}")
-            info = g.json()
-            if info.get("status") in ("done", "failed"):
-                break
-        else:
-            raise FabricError(f"task {tid} ({where}) did not finish in {timeout:.0f} s: {info}")
-        info["client_wall_s"] = time.perf_counter() - t0
-        return info
+def wait_node_up(client: FadesClient, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FadesError):  # the controller may still be starting
+            seen = client.nodes()
+            if any(n.get("name") == NODE and n.get("up") for n in seen):
+                return
+        time.sleep(0.5)
+    raise FabricError(f"node {NODE} not up at the controller after {timeout} s: {seen}")
 
 
-def segments(info: dict[str, Any]) -> dict[str, float]:
-    """retrieval/transfer/start/compute as measured, other = the rest of the latency."""
-    timing = info.get("timing") or {}
-    total = timing.get("latency") or info.get("latency_s") or timing.get("total") or 0.0
-    seg = {k: float(timing.get(k, 0.0)) for k in SEGMENTS[:-1]}
-    seg["other"] = max(0.0, float(total) - sum(seg.values()))
-    seg["total"] = float(total)
-    return seg
+def run_task(
+    client: FadesClient, task: dict[str, Any], where: str, timeout: float
+) -> dict[str, Any]:
+    """Submit ``task`` to the node (edge) or the cloud and wait for it to finish."""
+    t0 = time.perf_counter()
+    tid = client.submit(task, node=NODE, where=where)["task_id"]
+    info = client.wait(tid, timeout=timeout)
+    if info.get("status") not in ("done", "failed"):
+        raise FabricError(f"task {tid} ({where}) did not finish in {timeout:.0f} s: {info}")
+    info["client_wall_s"] = time.perf_counter() - t0
+    return info
 
 
 def make_task(payload: Payload, fn_digest: str) -> dict[str, Any]:
@@ -421,19 +194,6 @@ def check_result(info: dict[str, Any], payload: Payload) -> None:
         raise FabricError(f"task {info.get('task_id')} counted {counts}, not {payload.per_sensor}")
 
 
-def summarise(reps: list[dict[str, Any]]) -> dict[str, float]:
-    """The representative repetition: the one with the median total (the lower one of the two
-    middle ones for an even count), so that its segments add up to its total; plus medians
-    of the client's wall time and the link bytes."""
-    rep = sorted(reps, key=lambda r: r["segments"]["total"])[(len(reps) - 1) // 2]
-    out = {k: float(rep["segments"][k]) for k in (*SEGMENTS, "total")}
-    out["client_wall_s"] = statistics.median(r["client_wall_s"] for r in reps)
-    out["uplink_bytes"] = statistics.median(r.get("uplink_bytes", 0) for r in reps)
-    out["downlink_bytes"] = statistics.median(r.get("downlink_bytes", 0) for r in reps)
-    out["n"] = len(reps)
-    return out
-
-
 # --- one topology ----------------------------------------------------------------------------
 @dataclass
 class Plan:
@@ -442,17 +202,13 @@ class Plan:
     fn_digest: str
     artifacts: list[Path]
     up_mbit: float
+    key: SigningKey
+    rows: int
 
 
 def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict[str, Any]:
     """Start the cluster in ``topo``, run every size edge and cloud, return the numbers."""
-    node_dir = work / f"node-{topo.name}"
-    (node_dir / "trusted").mkdir(parents=True)
-    for pub in (node_src / "trusted").iterdir():
-        shutil.copy(pub, node_dir / "trusted" / pub.name)
-    shutil.copy(node_src / "readings.db", node_dir / "readings.db")
-    cluster = Cluster(topo, work / topo.name, node_dir, secrets.token_hex(16))
-    cluster.work.mkdir(parents=True)
+    cluster = make_cluster(topo, plan, work, node_src)
     out: dict[str, Any] = {"status": "running"}
     link = topo.link
     t_start = time.perf_counter()
@@ -484,16 +240,18 @@ def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict
             }
         log(f"[{topo.name}] starting nats-server, controller, node agent")
         t0 = time.perf_counter()
-        cluster.start(plan.artifacts)
-        api = Api(cluster.base_url, cluster.token)
+        cluster.prepare()
+        cluster.start()
+        upload(cluster, topo, plan.artifacts)
+        client = FadesClient(cluster.url, cluster.token, timeout=120)
         try:
-            api.wait_node_up()
+            wait_node_up(client)
             out["startup_s"] = time.perf_counter() - t0
             log(f"[{topo.name}]   up in {out['startup_s']:.1f} s; warm-up (artifact fetch etc.)")
             smallest = plan.sizes[0]
             warm: dict[str, Any] = {}
             for where in ("edge", "cloud"):
-                info = api.run(make_task(smallest, plan.fn_digest), where, timeout=900)
+                info = run_task(client, make_task(smallest, plan.fn_digest), where, timeout=900)
                 check_result(info, smallest)
                 warm[where] = {"segments": segments(info), "timing": info.get("timing")}
             out["warmup"] = warm
@@ -509,7 +267,7 @@ def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict
                             continue
                         u0, d0 = counters()
                         timeout = 120 + 10 * up_s if where == "cloud" else 300
-                        info = api.run(make_task(p, plan.fn_digest), where, timeout)
+                        info = run_task(client, make_task(p, plan.fn_digest), where, timeout)
                         u1, d1 = counters()
                         check_result(info, p)
                         rec = {
@@ -557,12 +315,12 @@ def run_topology(topo: Topology, plan: Plan, work: Path, node_src: Path) -> dict
                 out["link"]["tbf_counters"] = link.stats()
             out["status"] = "ok"
         finally:
-            api.close()
+            client.close()
     except Exception as exc:  # recorded in the JSON (httpx errors, a crashed process, ...)
         out["status"] = "failed"
         out["error"] = f"{type(exc).__name__}: {exc}"
-        out["logs"] = str(cluster.work)
-        log(f"[{topo.name}] FAILED: {out['error']} (logs in {cluster.work})")
+        out["logs"] = str(cluster.home / "logs")
+        log(f"[{topo.name}] FAILED: {out['error']} (logs in {cluster.home / 'logs'})")
     finally:
         cluster.stop()
         out["duration_s"] = time.perf_counter() - t_start
@@ -602,7 +360,6 @@ def _sigterm_as_exit() -> Iterator[None]:
 def run(settings: Settings) -> dict[str, Any]:
     """Run the experiment; writes ``locality.json`` and the PNGs into ``settings.out``."""
     from fades.functions.build import build_python, build_runtime
-    from fades.functions.keys import SigningKey, public_pem
 
     sizes = sorted(settings.sizes_mbit)
     if not sizes or sizes[0] <= 0:
@@ -643,9 +400,8 @@ def run(settings: Settings) -> dict[str, Any]:
         with _sigterm_as_exit():
             log(f"building node data for up to {sizes[-1]:g} Mb and the signed function")
             node_src = work / "node-src"
-            (node_src / "trusted").mkdir(parents=True)
+            node_src.mkdir(parents=True)
             key = SigningKey.generate("bench-locality")
-            (node_src / "trusted" / f"{key.id}.pub").write_bytes(public_pem(key.public))
             rows = make_node_data(node_src / "readings.db", sizes[-1])
             payloads = calibrate(node_src / "readings.db", sizes)
             res["config"]["node_readings"] = rows
@@ -658,7 +414,7 @@ def run(settings: Settings) -> dict[str, Any]:
             arts[1].write_bytes(fn.to_bytes())
             res["config"]["artifact_bytes"] = {"runtime": len(runtime), "function": len(fn)}
             res["payloads"] = [p.to_dict() for p in payloads]
-            plan = Plan(payloads, settings.reps, fn.digest, arts, settings.up_mbit)
+            plan = Plan(payloads, settings.reps, fn.digest, arts, settings.up_mbit, key, rows)
 
             if settings.cap:
                 reason = CappedLink.check()
@@ -691,71 +447,3 @@ def run(settings: Settings) -> dict[str, Any]:
     res["ok"] = ok
     write(res, settings.out)
     return res
-
-
-def goal(res: dict[str, Any]) -> dict[str, Any]:
-    """The issue's target: edge >= 10x faster than cloud at 1.5 Mb over the capped uplink."""
-    capped = res["runs"].get("capped", {})
-    out: dict[str, Any] = {"target_ratio": GOAL_RATIO, "size_mbit": GOAL_SIZE_MBIT}
-    if capped.get("status") != "ok":
-        out.update(measured=None, met=None, why=capped.get("reason") or capped.get("error"))
-        return out
-    rows = capped["sizes"]
-    row = min(rows, key=lambda r: abs(r["target_mbit"] - GOAL_SIZE_MBIT))
-    ratio = row["ratio_cloud_over_edge"]
-    out.update(measured=ratio, at_mbit=row["target_mbit"], met=ratio >= GOAL_RATIO)
-    return out
-
-
-def write(res: dict[str, Any], out: Path) -> None:
-    from fades.bench.plots import plot_breakdown, plot_totals
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "locality.json").write_text(json.dumps(res, indent=2) + "\n")
-    plot_breakdown(res, out / "locality_breakdown.png")
-    plot_totals(res, out / "locality_totals.png")
-    log(f"wrote {out / 'locality.json'}, locality_breakdown.png, locality_totals.png")
-
-
-def table(res: dict[str, Any]) -> str:
-    """The measured numbers as a plain-text table."""
-    lines = []
-    for name, run_ in res["runs"].items():
-        if run_.get("status") != "ok":
-            lines.append(
-                f"{name}: {run_.get('status')} ({run_.get('reason') or run_.get('error')})"
-            )
-            continue
-        mb = run_.get("link", {}).get("measured_mbit", {})
-        rates = ", ".join(f"{k} {v:.3g} Mbit/s" for k, v in mb.items())
-        lines.append(
-            f"{name}: plain TCP over the link: {rates}; run took {run_['duration_s']:.0f} s"
-        )
-        capped = "uplink_bytes" in run_["sizes"][0]["edge"]["reps"][0]
-        head = f"  {'Mb':>5} {'blob B':>8} {'edge s':>7} {'cloud s':>8} {'ratio':>7} {'wall':>7}"
-        head += f" {'up B edge':>9} {'up B cloud':>10}" if capped else ""
-        lines.append(head + "   cloud retrieval/transfer/start/compute/other s")
-        for r in run_["sizes"]:
-            e, c = r["edge"]["median"], r["cloud"]["median"]
-            parts = "/".join(f"{c[k]:.3f}" for k in SEGMENTS)
-            line = (
-                f"  {r['target_mbit']:>5g} {r['blob_bytes']:>8} {e['total']:>7.3f} "
-                f"{c['total']:>8.3f} {r['ratio_cloud_over_edge']:>6.1f}x "
-                f"{r['ratio_client_wall']:>6.1f}x"
-            )
-            if capped:
-                line += f" {e['uplink_bytes']:>9.0f} {c['uplink_bytes']:>10.0f}"
-            lines.append(line + "   " + parts)
-    lines.append(
-        "  (s: controller latency of the median repetition; ratio = cloud/edge; wall = the same "
-        "ratio as the HTTP client saw it; up B = bytes through the uplink's token bucket)"
-    )
-    g = res.get("goal", {})
-    if g.get("measured") is not None:
-        lines.append(
-            f"goal: edge >= {g['target_ratio']:g}x faster at {g['size_mbit']:g} Mb over the capped "
-            f"link: measured {g['measured']:.1f}x ({'met' if g['met'] else 'NOT met'})"
-        )
-    else:
-        lines.append(f"goal: not measured ({g.get('why')})")
-    return "\n".join(lines)

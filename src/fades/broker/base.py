@@ -3,10 +3,15 @@
 A :class:`Dataset` is columnar: one float64 array of timestamps, one of values, and three
 categorical columns (sensor type, location, device) stored as small integer codes with a
 label table. Columnar arrays move into the sandbox as raw bytes, with no per-element work.
+
+A :class:`BoundedConnector` can also count what a selector selects (up to a cap, without
+fetching it) and stops a fetch at a deadline or a row cap; the broker uses that to refuse
+oversized retrievals before paying for them (see :class:`FetchLimits`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +24,10 @@ CATEGORICAL = ("sensor_type", "location", "device")
 
 F64 = npt.NDArray[np.float64]
 U16 = npt.NDArray[np.uint16]
+
+#: Bytes one reading takes in a dataset and in the input blob: ts and value (float64) and
+#: three uint16 codes.
+ROW_BYTES = 8 + 8 + 2 * len(CATEGORICAL)
 
 
 @dataclass(slots=True)
@@ -116,3 +125,62 @@ class Connector(Protocol):
     def describe(self) -> list[DataSummary]:
         """Summarise what this connector holds."""
         ...
+
+
+@runtime_checkable
+class BoundedConnector(Connector, Protocol):
+    """A connector that can count before fetching, and stop a fetch that overruns.
+
+    ``deadline`` is a :func:`time.monotonic` value; past it, both methods raise
+    :class:`~fades.errors.RetrievalTimeLimitExceeded` (the broker supplies the limit's
+    value). ``fetch(..., max_rows=n)`` raises :class:`~fades.errors.InputTooLarge` as soon as
+    it would hold more than ``n`` rows.
+    """
+
+    def count_at_most(self, select: Selector, cap: int, *, deadline: float | None = None) -> int:
+        """Rows that ``fetch(select)`` returns, or any number above ``cap`` if there are more.
+
+        The work done is bounded by ``cap``: at most ``cap + 1`` rows are counted.
+        """
+        ...
+
+    def fetch(
+        self, select: Selector, *, deadline: float | None = None, max_rows: int | None = None
+    ) -> Dataset:
+        """Like :meth:`Connector.fetch`, bounded by ``deadline`` and ``max_rows``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FetchLimits:
+    """What one :meth:`~fades.broker.DataBroker.fetch` may cost.
+
+    Attributes:
+        max_ops: data operations in one request.
+        max_rows: rows of all operations together.
+        max_bytes: bytes of all datasets together (rows x :data:`ROW_BYTES`).
+        seconds: wall time of the whole retrieval (counting and fetching).
+        bytes_limit: the name of the limit ``max_bytes`` comes from, for error messages
+            (``max_input_bytes``, or ``memory_mib`` when the function's cap is smaller).
+    """
+
+    max_ops: int = 32
+    max_rows: int = 5_000_000
+    max_bytes: int = 256 * 2**20
+    seconds: float = 30.0
+    bytes_limit: str = "max_input_bytes"
+
+    def __post_init__(self) -> None:
+        for name in ("max_ops", "max_rows", "max_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"FetchLimits.{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.seconds, int | float) and math.isfinite(self.seconds)):
+            raise ValueError(f"FetchLimits.seconds must be a finite number, got {self.seconds!r}")
+        if self.seconds <= 0:
+            raise ValueError(f"FetchLimits.seconds must be positive, got {self.seconds!r}")
+
+    @property
+    def row_cap(self) -> int:
+        """Rows allowed by both the row and the byte limit."""
+        return min(self.max_rows, self.max_bytes // ROW_BYTES)

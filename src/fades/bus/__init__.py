@@ -7,5 +7,6 @@ both.
 """
 
 from fades.bus.base import Bus, Delivery, KeyValue, KvEntry, ObjectStore
+from fades.bus.memory import MemoryBus, MemoryFabric
 
-__all__ = ["Bus", "Delivery", "KeyValue", "KvEntry", "ObjectStore"]
+__all__ = ["Bus", "Delivery", "KeyValue", "KvEntry", "MemoryBus", "MemoryFabric", "ObjectStore"]

@@ -45,6 +45,10 @@ class Delivery(Protocol):
         """Never deliver this message again."""
         ...
 
+    async def in_progress(self) -> None:
+        """Still working on it: restart the ack deadline (a long artifact fetch)."""
+        ...
+
 
 class KeyValue(Protocol):
     """A key-value bucket."""
@@ -93,12 +97,24 @@ class ObjectStore(Protocol):
     async def names(self) -> list[str]: ...
 
 
+#: seconds within which a stream drops a second message with the same id
+DUPLICATE_WINDOW_S = 600.0
+
 Handler = Callable[[bytes], Awaitable[bytes]]
 Listener = Callable[[str, bytes], Awaitable[None]]
 
 
 class Bus(Protocol):
     """A connection to the fabric."""
+
+    #: the largest message the fabric carries, in bytes
+    @property
+    def max_payload(self) -> int: ...
+
+    async def stream(self, name: str, subjects: list[str]) -> None:
+        """Create (if missing) a durable work-queue stream holding ``subjects``, which
+        de-duplicates message ids within :data:`DUPLICATE_WINDOW_S`."""
+        ...
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         """Store ``data`` durably on the stream that holds ``subject`` (acked by the server).
@@ -108,8 +124,12 @@ class Bus(Protocol):
         """
         ...
 
-    def consume(self, stream: str, durable: str, subject: str) -> AsyncIterator[Delivery]:
-        """Deliveries from a durable consumer of ``stream`` filtered on ``subject``."""
+    def consume(
+        self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0
+    ) -> AsyncIterator[Delivery]:
+        """Deliveries from a durable consumer of ``stream`` filtered on ``subject``; one not
+        acked within ``ack_wait`` seconds (or nak'ed) is delivered again. The iterator rides
+        out a fabric restart (it re-subscribes) and ends when the bus closes."""
         ...
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:

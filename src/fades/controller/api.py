@@ -10,18 +10,23 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fades import __version__
+from fades.controller import bodies
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, TaskInfo
 from fades.controller.service import Controller
+from fades.controller.store import TaskRecord
 from fades.errors import (
     ArtifactError,
     ArtifactFormatError,
+    BadRequest,
     ControllerError,
     DuplicateTask,
     FabricError,
@@ -29,11 +34,14 @@ from fades.errors import (
     Forbidden,
     NodeUnavailable,
     NoPlacement,
+    PayloadTooLarge,
+    RollbackRefused,
     SignatureError,
     TaskNotFound,
     TaskValidationError,
     Unauthorized,
     UnknownNode,
+    UnsupportedContentType,
 )
 
 log = logging.getLogger("fades.controller")
@@ -41,6 +49,7 @@ log = logging.getLogger("fades.controller")
 #: HTTP status per error class (the first match in this order wins)
 STATUS: list[tuple[type[FadesError], int]] = [
     (TaskValidationError, 400),
+    (BadRequest, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
     (TaskNotFound, 404),
@@ -49,6 +58,9 @@ STATUS: list[tuple[type[FadesError], int]] = [
     (SignatureError, 422),
     (ArtifactError, 404),
     (DuplicateTask, 409),
+    (RollbackRefused, 409),
+    (PayloadTooLarge, 413),
+    (UnsupportedContentType, 415),
     (NoPlacement, 422),
     (NodeUnavailable, 503),
     (FabricError, 503),
@@ -57,6 +69,8 @@ STATUS: list[tuple[type[FadesError], int]] = [
 
 #: longest ``?wait=`` a GET may block (seconds)
 MAX_WAIT_S = 60.0
+#: longest node name or task id taken in a path or query
+MAX_NAME = 256
 
 _bearer = HTTPBearer(auto_error=False, description="a token from the controller's tokens file")
 
@@ -72,11 +86,68 @@ def _tenant(
 Tenant = Annotated[str, Depends(_tenant)]
 
 
+def task_info(rec: TaskRecord) -> TaskInfo:
+    """The HTTP view of a stored task: its outcome (if any) and the controller's fields."""
+    ended = rec.outcome.model_dump() if rec.outcome is not None else {}
+    return TaskInfo(
+        **ended
+        | {
+            "task_id": rec.task_id,
+            "tenant": rec.tenant,
+            "node": rec.node,
+            "where": rec.where,
+            "status": rec.status,
+            "placement": rec.placement,
+            "submitted_at": rec.submitted_at,
+            "latency_s": rec.latency_s,
+            "bytes_uplink": rec.bytes_uplink,
+            "digest": ended.get("digest") or rec.digest,
+        }
+    )
+
+
 def status_of(exc: FadesError) -> int:
     for cls, code in STATUS:
         if isinstance(exc, cls):
             return code
     return 500
+
+
+def error_body(exc: FadesError) -> dict[str, Any]:
+    """The JSON of a refusal: ``detail``, ``error_kind`` and, for a task, ``problems``."""
+    body: dict[str, Any] = {"detail": str(exc), "error_kind": exc.kind}
+    if isinstance(exc, TaskValidationError) and exc.problems:
+        body["problems"] = [{"field": f, "reason": r} for f, r in exc.problems]
+    return body
+
+
+class ContainErrors:
+    """ASGI middleware: an unexpected exception becomes a 500 reply and goes no further, so
+    the server keeps the keep-alive connection (it drops it when an exception escapes)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            body = {"detail": f"internal error: {type(exc).__name__}", "error_kind": "internal"}
+            await JSONResponse(body, status_code=500)(scope, receive, send)
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -86,76 +157,96 @@ def create_app(controller: Controller) -> FastAPI:
         version=__version__,
         description="Offload tasks to edge nodes next to their data, or run them in the cloud.",
     )
-
     app.state.controller = controller
+    app.add_middleware(ContainErrors)
 
+    # --- the one place errors become HTTP answers ----------------------------------------------
     @app.exception_handler(FadesError)
     async def _fades_error(_: Request, exc: FadesError) -> JSONResponse:
         code = status_of(exc)
-        body: dict[str, Any] = {"detail": str(exc), "error_kind": exc.kind}
-        if isinstance(exc, TaskValidationError) and exc.problems:
-            body["problems"] = [{"field": f, "reason": r} for f, r in exc.problems]
         headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-        return JSONResponse(body, status_code=code, headers=headers)
-
-    @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error in a request")
-        return JSONResponse(
-            {"detail": f"internal error: {type(exc).__name__}: {exc}", "error_kind": "internal"},
-            status_code=500,
-        )
+        return JSONResponse(error_body(exc), status_code=code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
+            {"field": ".".join(str(p) for p in e["loc"]), "reason": str(e["msg"])[:200]}
+            for e in exc.errors()[:20]
         ]
         detail = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
         return JSONResponse(
             {
                 "detail": f"malformed request: {detail}",
-                "error_kind": "TaskValidationError",
+                "error_kind": "BadRequest",
                 "problems": problems,
             },
             status_code=400,
         )
 
-    @app.post("/v1/tasks", status_code=202, response_model=SubmitReceipt, tags=["tasks"])
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc.detail), "error_kind": "BadRequest"},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    # --- tasks -----------------------------------------------------------------------------------
+    @app.post(
+        "/v1/tasks",
+        status_code=202,
+        response_model=SubmitReceipt,
+        tags=["tasks"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
     async def submit_task(
         tenant: Tenant,
-        task: Annotated[dict[str, Any], Body(description="the task: credentials, data, function")],
-        node: Annotated[str | None, Query(description="run on this node (default: placed)")] = None,
+        request: Request,
+        node: Annotated[
+            str | None,
+            Query(max_length=MAX_NAME, description="run on this node (default: placed)"),
+        ] = None,
         where: Annotated[
             Literal["edge", "cloud"], Query(description="at the node, or here on its data")
         ] = "edge",
     ) -> SubmitReceipt:
-        """Submit a task, to a named node or placed by data locality."""
+        """Submit a task (JSON: credentials, data, function), to a named node or placed."""
+        bodies.require_type(request, ("application/json",), "a task")
+        raw = await bodies.read_body(request, bodies.MAX_TASK_BYTES, "a task")
+        task = bodies.parse_json_object(raw, "the task")
         return await controller.submit(task, tenant=tenant, node=node, where=where)
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskInfo, tags=["tasks"])
     async def get_task(
         tenant: Tenant,
-        task_id: str,
+        task_id: Annotated[str, Path(max_length=MAX_NAME)],
         wait: Annotated[
-            float, Query(ge=0, description=f"block up to this many seconds (max {MAX_WAIT_S:g})")
+            float, Query(description=f"block up to this many seconds (max {MAX_WAIT_S:g})")
         ] = 0.0,
     ) -> TaskInfo:
-        """A task's status, result and timing breakdown."""
-        return await controller.wait(task_id, min(wait, MAX_WAIT_S), tenant=tenant)
+        """A task: status, placement, pinned digest and, once it ended, its outcome."""
+        wait = bodies.finite(wait, "wait", 0.0, 1e9)
+        rec = await controller.wait(task_id, min(wait, MAX_WAIT_S), tenant=tenant)
+        return task_info(rec)
 
     @app.get("/v1/tasks", response_model=list[TaskInfo], tags=["tasks"])
     async def list_tasks(
         tenant: Tenant, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> list[TaskInfo]:
         """Your tasks, newest first."""
-        return controller.list(tenant=tenant, limit=limit)
+        return [task_info(r) for r in await controller.list(tenant=tenant, limit=limit)]
 
     @app.get("/v1/nodes", response_model=list[NodeView], tags=["nodes"])
     async def list_nodes(tenant: Tenant) -> list[NodeView]:
         """Registered nodes: up or down, load, and the data each holds."""
         return controller.nodes()
 
+    # --- functions -------------------------------------------------------------------------------
     @app.get("/v1/functions", response_model=list[FunctionInfo], tags=["functions"])
     async def list_functions(tenant: Tenant) -> list[FunctionInfo]:
         """Artifacts in the function repository, newest first."""
@@ -175,10 +266,20 @@ def create_app(controller: Controller) -> FastAPI:
             }
         },
     )
-    async def upload_function(tenant: Tenant, request: Request) -> FunctionInfo:
-        """Upload a signed artifact (verified against the controller's trust store)."""
-        return await controller.upload(await request.body())
+    async def upload_function(
+        tenant: Tenant,
+        request: Request,
+        allow_rollback: Annotated[
+            bool, Query(description="allow an older version to become current again")
+        ] = False,
+    ) -> FunctionInfo:
+        """Upload a signed artifact (verified against the controller's trust store); the
+        name becomes yours if nobody published it before."""
+        bodies.require_type(request, ("application/octet-stream",), "an artifact")
+        data = await bodies.read_body(request, bodies.MAX_UPLOAD_BYTES, "an artifact")
+        return await controller.upload(data, tenant=tenant, allow_rollback=allow_rollback)
 
+    # --- service ---------------------------------------------------------------------------------
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, Any]:
         """Liveness: no token needed."""

@@ -37,6 +37,10 @@ def start(
     down_after: Annotated[
         float, typer.Option(help="seconds without a heartbeat before a node is marked down")
     ] = 10.0,
+    placer: Annotated[
+        str,
+        typer.Option(help="how tasks are placed: locality (least loaded data holder) or nimbus"),
+    ] = "locality",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Serve the HTTP API, watch the node registry, dispatch tasks and collect results.
@@ -48,10 +52,18 @@ def start(
     from fades.controller.server import parse_listen, serve
     from fades.controller.service import Controller
     from fades.fabric.connect import FabricSettings
+    from fades.placers import PLACERS
 
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
+    if placer not in PLACERS:
+        print(
+            f"error: --placer {placer!r}: expected one of {', '.join(PLACERS)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise typer.Exit(2)
     try:
         h = (home or paths.home()).expanduser()
         host, port = parse_listen(http)
@@ -64,6 +76,7 @@ def start(
             nats=FabricSettings.from_env(nats, str(nats_creds) if nats_creds else None),
             tokens=Tokens.load(path),
             down_after=down_after,
+            placer=placer,
         )
 
         async def main() -> None:

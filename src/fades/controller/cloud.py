@@ -2,8 +2,10 @@
 
 The controller asks the node's broker for the FDS1 blob the function would get at the edge
 (``query_subject(node)``, chunked and flow-controlled), then runs the same artifact in its own
-sandboxes, in a worker thread. Artifacts come from the repository and are verified against the
-controller's trust store (``<home>/trusted``) into its function store (``<home>/artifacts``).
+sandboxes, in a worker thread. Artifacts come from the repository through
+:class:`~fades.fabric.sync.ArtifactSync` (the one download path nodes use too) and are
+verified against the controller's trust store (``<home>/trusted``) into its function store
+(``<home>/artifacts``).
 
 Timing keys (seconds): ``queue`` (submit -> a cloud worker is free), ``retrieval`` (the remote
 fetch through the fabric: node retrieval + encode + network), ``node_retrieval`` and
@@ -18,16 +20,14 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from nats.aio.client import Client as NATS
-
-from fades.controller.store import Outcome
-from fades.errors import ArtifactError, FadesError
-from fades.fabric.protocol import QueryMeta, QueryRequest
+from fades.bus.base import Bus
+from fades.errors import FadesError
+from fades.fabric.protocol import QueryRequest, decode_query_reply
 from fades.fabric.repository import ArtifactRepository
 from fades.fabric.subjects import query_subject
-from fades.fabric.transfer import request_chunks
-from fades.functions.artifact import PYTHON_ABI, Artifact
+from fades.fabric.sync import ArtifactSync
 from fades.functions.store import FunctionStore
+from fades.outcome import Outcome
 from fades.sandbox import Limits, Sandboxes
 from fades.task import Task
 
@@ -41,62 +41,38 @@ class CloudRunner:
     """Runs tasks in the controller on data pulled from a node.
 
     Args:
-        nc: the controller's NATS connection.
+        bus: the controller's fabric connection.
         repo: the function repository.
         functions: the controller's verified function store.
         capacity: cloud tasks run at the same time (each in a worker thread).
     """
 
     def __init__(
-        self, nc: NATS, repo: ArtifactRepository, functions: FunctionStore, capacity: int = 2
+        self, bus: Bus, repo: ArtifactRepository, functions: FunctionStore, capacity: int = 2
     ) -> None:
-        self.nc = nc
-        self.repo = repo
+        self.bus = bus
+        self.sync = ArtifactSync(repo, functions, "controller")
         self.functions = functions
         self.sandboxes = Sandboxes(functions)
         self.capacity = max(1, capacity)
         self._pool = ThreadPoolExecutor(self.capacity, thread_name_prefix="fades-cloud")
         self._slots = asyncio.Semaphore(self.capacity)
-        self._fetch_lock = asyncio.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _local(self, digest: str) -> Artifact:
-        """The artifact from the local store, fetched from the repository first if missing."""
-        try:
-            return self.functions.get(digest)
-        except ArtifactError:
-            pass
-        async with self._fetch_lock:  # one download of the (large) runtime, not one per task
-            try:
-                return self.functions.get(digest)
-            except ArtifactError:
-                data = await self.repo.get(digest)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, self.functions.add, data)
-
-    async def artifact(self, ref: str) -> Artifact:
-        """The verified artifact for a function name or digest (the repository's newest)."""
-        art = await self._local(await self.repo.resolve(ref))
-        if art.kind == "python":
-            try:
-                runtime = await self.repo.runtime_digest(PYTHON_ABI)
-            except ArtifactError:
-                self.functions.runtime(PYTHON_ABI)  # no runtime anywhere: raises, says so
-            else:
-                await self._local(runtime)
-        return art
-
-    async def run(self, task: Task, node: str, submitted_at: float) -> Outcome:
-        """Fetch the task's data from ``node`` and run its function here; never raises."""
+    async def run(
+        self, task: Task, node: str, submitted_at: float, digest: str
+    ) -> tuple[Outcome, int]:
+        """Fetch the task's data from ``node`` and run the function ``digest`` (pinned at
+        submit) here; returns the outcome and the bytes pulled from the node. Never raises."""
         async with self._slots:
             timing: dict[str, float] = {"queue": max(0.0, time.time() - submitted_at)}
             t0 = time.perf_counter()
             blob_bytes = 0
             try:
                 loop = asyncio.get_running_loop()
-                art = await self.artifact(task.function.artifact)
+                art = await self.sync.artifact(digest)
                 limits = Limits(task.function.memory_mib, task.function.time_budget_ms)
                 # loads the Python runtime once, before the clock starts (as a warm node has)
                 await loop.run_in_executor(self._pool, self.sandboxes.check, art, limits)
@@ -104,24 +80,21 @@ class CloudRunner:
                 request = QueryRequest(
                     tenant=task.tenant, data=list(task.data), params=task.function.params
                 )
-                blob, raw_meta = await request_chunks(
-                    self.nc,
-                    query_subject(node),
-                    request.model_dump(mode="json"),
-                    timeout=FIRST_PART_TIMEOUT_S,
-                    what=f"cloud fetch of task {task.id} from node {node}",
+                reply = await self.bus.request(
+                    query_subject(node), request.encode(), timeout=FIRST_PART_TIMEOUT_S
                 )
                 t1 = time.perf_counter()
-                meta = QueryMeta.model_validate(raw_meta)
+                blob, meta = decode_query_reply(reply)
                 blob_bytes = len(blob)
                 res = await loop.run_in_executor(self._pool, self.sandboxes.run, art, blob, limits)
             except FadesError as exc:
                 log.info("cloud task %s failed: %s: %s", task.id, exc.kind, exc)
-                return self._failed(task, node, exc.kind, str(exc), timing, t0, blob_bytes)
+                out = self._failed(task, node, digest, exc.kind, str(exc), timing, t0)
+                return out, blob_bytes
             except Exception as exc:
                 log.exception("cloud task %s: unexpected failure", task.id)
                 kind, msg = type(exc).__name__, f"internal error: {exc}"
-                return self._failed(task, node, kind, msg, timing, t0, blob_bytes)
+                return self._failed(task, node, digest, kind, msg, timing, t0), blob_bytes
             timing.update(
                 retrieval=t1 - t0,
                 node_retrieval=meta.retrieval_s,
@@ -132,38 +105,39 @@ class CloudRunner:
                 result=res.timing["result"],
                 total=time.perf_counter() - t0,
             )
-            return Outcome(
-                task.id,
-                task.tenant,
-                node,
-                "done",
-                res.value,
+            out = Outcome(
+                task_id=task.id,
+                tenant=task.tenant,
+                node="cloud",
+                status="done",
+                result=res.value,
                 timing=timing,
                 bytes_read=meta.bytes_read,
                 bytes_returned=res.bytes_out,
+                digest=digest,
                 finished_at=time.time(),
-                bytes_uplink=blob_bytes,
             )
+            return out, blob_bytes
 
     @staticmethod
     def _failed(
         task: Task,
         node: str,
+        digest: str,
         kind: str,
         message: str,
         timing: dict[str, float],
         t0: float,
-        blob_bytes: int,
     ) -> Outcome:
         timing["total"] = time.perf_counter() - t0
         return Outcome(
-            task.id,
-            task.tenant,
-            node,
-            "failed",
+            task_id=task.id,
+            tenant=task.tenant,
+            node="cloud",
+            status="failed",
             error_kind=kind,
             error=message,
             timing=timing,
+            digest=digest,
             finished_at=time.time(),
-            bytes_uplink=blob_bytes,
         )

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from fades.outcome import Outcome
+
 Where = Literal["edge", "cloud"]
 Status = Literal["accepted", "dispatched", "done", "failed"]
 FINAL: frozenset[str] = frozenset({"done", "failed"})
@@ -21,29 +23,25 @@ class SubmitReceipt(BaseModel):
     placement: str = Field(description="why this node was chosen")
 
 
-class TaskInfo(BaseModel):
-    """A task's status and, once it ended, its result and timing breakdown (seconds)."""
+class TaskInfo(Outcome):
+    """A task as the API serves it: an :class:`~fades.outcome.Outcome` (empty until the task
+    ends) plus what only the controller knows of it.
 
-    task_id: str
-    tenant: str
-    node: str
+    ``node`` is where the controller placed it (for a cloud run: the node its data came
+    from, with ``where: cloud``); ``digest`` is the artifact pinned at submit, which is the
+    one that ran. ``Outcome.model_validate`` of a finished task's JSON gives its outcome.
+    """
+
+    status: Status  # type: ignore[assignment]  # a task may not have ended yet
     where: Where
-    status: Status
-    result: Any = None
-    error_kind: str | None = None
-    error: str | None = None
-    timing: dict[str, float] = Field(default_factory=dict)
-    bytes_read: int | None = None
-    bytes_returned: int | None = None
+    placement: str = Field("", description="why this node was chosen")
     submitted_at: float
-    finished_at: float | None = None
-    latency_s: float | None = None
+    latency_s: float | None = Field(None, description="submit -> outcome stored (seconds)")
     bytes_uplink: int | None = Field(
         default=None,
-        description="bytes the node sent upstream: the result message at the edge, "
+        description="bytes the node sent upstream: the outcome message at the edge, "
         "the raw data blob for a cloud run",
     )
-    placement: str = ""
 
     @property
     def done(self) -> bool:

@@ -8,8 +8,9 @@ registry watches the bucket and marks a node **down** when
 
 ``up`` is computed when asked, so a node is reported down at most ``down_after`` seconds after
 its last heartbeat, never later. A heartbeat seen live is stamped with the controller's clock
-(node clocks may drift); entries read when the watch (re)starts are stamped with the server's
-time of the put, so after a controller restart a node that died meanwhile is not revived.
+(node clocks may drift); entries read when the watch (re)starts are stamped with the
+heartbeat time the node wrote in them (never later than now), so after a controller restart
+a node that died meanwhile is not revived.
 
 The bucket lives in JetStream (file storage), so a restarted controller rebuilds the same
 view from it. While the controller itself is cut off from NATS it sees no heartbeats either, so
@@ -24,11 +25,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-
+from fades.bus.base import KeyValue, KvEntry
+from fades.controller.models import NodeView
 from fades.errors import FabricError
 from fades.fabric.protocol import NodeInfo
 
@@ -73,8 +72,8 @@ class Registry:
         down_after: float = DOWN_AFTER_S,
         reconnects: Callable[[], int] | None = None,
     ) -> None:
-        if down_after <= 0:
-            raise FabricError("down_after must be positive")
+        if not down_after > 0:
+            raise ValueError(f"down_after must be a positive number of seconds, not {down_after!r}")
         self.kv = kv
         self._reconnects = reconnects or (lambda: 0)
         self.down_after = down_after
@@ -115,8 +114,37 @@ class Registry:
         now = time.time() if now is None else now
         return [e for _, e in sorted(self.nodes.items()) if not self.is_up(e.info.name, now)]
 
+    def views(self, now: float | None = None) -> list[NodeView]:
+        """Every registered node, up or down, by name, as the API shows it."""
+        now = time.time() if now is None else now
+        out = []
+        for name, entry in sorted(self.nodes.items()):
+            info = entry.info
+            reason = entry.down_reason(self.down_after, now)
+            load = info.load.model_dump()
+            load["score"] = info.load.score
+            out.append(
+                NodeView(
+                    name=name,
+                    up=reason is None,
+                    down_reason=reason,
+                    heartbeat_age_s=round(entry.age(now), 3),
+                    load=load,
+                    data=[d.model_dump() for d in info.data],
+                    labels=info.labels,
+                    runtimes=info.runtimes,
+                    arch=info.arch,
+                    cores=info.cores,
+                    memory_mib=info.memory_mib,
+                    version=info.version,
+                    seq=info.seq,
+                    stats=info.stats,
+                )
+            )
+        return out
+
     # --- watching ----------------------------------------------------------------------------
-    def apply(self, key: str, value: bytes | None, created: float | None, *, live: bool) -> None:
+    def apply(self, key: str, value: bytes | None, *, live: bool) -> None:
         """Record one bucket update (``value`` None: the key was deleted)."""
         now = time.time()
         if value is None:
@@ -132,7 +160,8 @@ class Registry:
         if old is not None and (old.info.seq, old.info.started_at) == (info.seq, info.started_at):
             old.info = info  # the same heartbeat delivered again (watch restarted)
             return
-        stamp = now if live or created is None else min(now, created)
+        written = info.heartbeat_at if info.heartbeat_at > 0 else now
+        stamp = now if live else min(now, written)
         self.nodes[key] = NodeEntry(info, stamp)
         if old is None:
             log.info("node %s registered (%s, %d cores)", key, info.arch or "?", info.cores)
@@ -149,21 +178,28 @@ class Registry:
                     log.warning("node %s is down: %s", name, reason)
                 self._was_up[name] = up
 
+    async def _pump(self, queue: asyncio.Queue[KvEntry | None]) -> None:
+        async for entry in self.kv.watch():
+            await queue.put(entry)
+
     async def _run(self) -> None:
         # The watch is restarted when it fails, after a reconnect, or when it goes quiet for
-        # longer than a node may: an ordered consumer does not always survive a NATS restart.
+        # longer than a node may: a watch does not always survive a NATS restart.
         quiet_limit = max(1.0, self.down_after / 2)
         while True:
-            watcher: Any = None
+            queue: asyncio.Queue[KvEntry | None] = asyncio.Queue()
+            pump = asyncio.create_task(self._pump(queue), name="fades-registry-watch")
             try:
                 reconnects = self._reconnects()
-                watcher = await self.kv.watchall()
                 initial = True
                 last_update = time.monotonic()
                 while True:
                     self._log_transitions()
+                    if pump.done():
+                        pump.result()  # raises why the watch ended
+                        break
                     try:
-                        entry = await watcher.updates(timeout=0.5)
+                        entry = await asyncio.wait_for(queue.get(), 0.5)
                     except TimeoutError:
                         quiet = time.monotonic() - last_update
                         if (initial or self.nodes) and quiet > quiet_limit:
@@ -176,27 +212,11 @@ class Registry:
                         self._ready.set()
                         continue
                     last_update = time.monotonic()
-                    deleted = entry.operation in (KV_DEL, KV_PURGE)
-                    self.apply(
-                        entry.key,
-                        None if deleted else bytes(entry.value or b""),
-                        _epoch(entry.created),
-                        live=not initial,
-                    )
+                    self.apply(entry.key, entry.value or None, live=not initial)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a NATS outage: retry the watch shortly
+            except Exception as exc:  # a fabric outage: retry the watch shortly
                 log.debug("registry watch failed: %s; restarting it", exc)
                 await asyncio.sleep(0.5)
             finally:
-                if watcher is not None:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()
-
-
-def _epoch(created: Any) -> float | None:
-    if isinstance(created, datetime):
-        return created.timestamp()
-    if isinstance(created, int | float):
-        return float(created)
-    return None
+                pump.cancel()  # its watch closes as the generator unwinds

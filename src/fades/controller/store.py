@@ -1,12 +1,18 @@
 """The controller's durable state: ``controller.db`` (SQLite).
 
-* ``tasks``: every accepted task, where it was placed and why, edge or cloud, and whether it
-  was handed to JetStream yet (``accepted`` -> ``dispatched``);
-* ``results``: the first result per task id. Later copies (results are delivered at least
-  once) are ignored, so a result is stored exactly once.
+* ``tasks``: every accepted task, keyed by ``(tenant, id)`` (one tenant's ids say nothing
+  about another's), where it was placed and why, the artifact digest pinned at submit, the
+  ``wire_id`` it carries on the fabric (unique across tenants), and whether it was handed to
+  the fabric yet (``accepted`` -> ``dispatched`` -> ``done``/``failed``);
+* ``outcomes``: the first :class:`~fades.outcome.Outcome` per task. Later copies (outcomes
+  are delivered at least once) are ignored, so an outcome is stored exactly once;
+* ``functions``: who owns each function name (the first tenant to publish it).
 
 A task is recorded before it is dispatched, so a restarted controller re-publishes what it
 had accepted but not yet handed over, and re-runs cloud tasks that had not finished.
+
+The methods are blocking; the controller calls them through :func:`asyncio.to_thread`, never
+on its event loop.
 """
 
 from __future__ import annotations
@@ -15,87 +21,109 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fades.controller.models import TaskInfo, Where
+from fades.controller.models import FINAL, Status, Where
 from fades.errors import DuplicateTask, TaskNotFound
 from fades.node.taskstore import open_sqlite
+from fades.outcome import Outcome
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id            TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS tasks_v2 (
     tenant        TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    wire_id       TEXT NOT NULL UNIQUE,
     node          TEXT NOT NULL,
     location      TEXT NOT NULL CHECK (location IN ('edge', 'cloud')),
     status        TEXT NOT NULL,
     task          TEXT NOT NULL,
     placement     TEXT NOT NULL,
+    digest        TEXT,
     submitted_at  REAL NOT NULL,
-    dispatched_at REAL
+    dispatched_at REAL,
+    PRIMARY KEY (tenant, id)
 );
-CREATE INDEX IF NOT EXISTS tasks_by_tenant ON tasks (tenant, submitted_at);
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status);
-CREATE TABLE IF NOT EXISTS results (
-    task_id        TEXT PRIMARY KEY,
-    tenant         TEXT NOT NULL,
-    node           TEXT NOT NULL,
-    status         TEXT NOT NULL CHECK (status IN ('done', 'failed')),
-    result         TEXT,
-    error_kind     TEXT,
-    error          TEXT,
-    timing         TEXT NOT NULL,
-    bytes_read     INTEGER,
-    bytes_returned INTEGER,
-    accepted_at    REAL,
-    finished_at    REAL,
-    stored_at      REAL NOT NULL,
-    latency_s      REAL,
-    bytes_uplink   INTEGER
+CREATE INDEX IF NOT EXISTS tasks_v2_by_tenant ON tasks_v2 (tenant, submitted_at);
+CREATE INDEX IF NOT EXISTS tasks_v2_by_status ON tasks_v2 (status);
+CREATE TABLE IF NOT EXISTS outcomes (
+    tenant       TEXT NOT NULL,
+    task_id      TEXT NOT NULL,
+    outcome      TEXT NOT NULL,
+    stored_at    REAL NOT NULL,
+    latency_s    REAL,
+    bytes_uplink INTEGER,
+    PRIMARY KEY (tenant, task_id)
+);
+CREATE TABLE IF NOT EXISTS functions (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    updated_at REAL NOT NULL
 );
 """
 
+#: most bytes of stored outcomes one task listing returns (the rest: ask with a smaller limit)
+LIST_MAX_BYTES = 16 * 1024 * 1024
+
 _SELECT = """
-SELECT t.id, t.tenant, t.node, t.location, t.status, t.placement, t.submitted_at,
-       r.status, r.result, r.error_kind, r.error, r.timing, r.bytes_read, r.bytes_returned,
-       r.finished_at, r.latency_s, r.bytes_uplink
-FROM tasks t LEFT JOIN results r ON r.task_id = t.id
+SELECT t.tenant, t.id, t.node, t.location, t.status, t.placement, t.submitted_at, t.digest,
+       o.outcome, o.latency_s, o.bytes_uplink
+FROM tasks_v2 t LEFT JOIN outcomes o ON o.tenant = t.tenant AND o.task_id = t.id
 """
 
 
 @dataclass(slots=True, frozen=True)
-class Outcome:
-    """How a task ended, as a node (or the cloud runner) reports it."""
+class TaskRecord:
+    """A task as the controller holds it, and its outcome once it ended."""
 
     task_id: str
     tenant: str
     node: str
-    status: str
-    result: Any = None
-    error_kind: str | None = None
-    error: str | None = None
-    timing: dict[str, float] | None = None
-    bytes_read: int | None = None
-    bytes_returned: int | None = None
-    accepted_at: float | None = None
-    finished_at: float | None = None
+    where: Where
+    status: Status
+    placement: str
+    submitted_at: float
+    digest: str | None = None
+    outcome: Outcome | None = None
+    latency_s: float | None = None
     bytes_uplink: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
 
 
 @dataclass(slots=True, frozen=True)
 class PendingTask:
     """A task recorded but not finished: what a restart needs to resume it."""
 
+    tenant: str
     id: str
+    wire_id: str
     node: str
     where: Where
     task: dict[str, Any]
     submitted_at: float
+    digest: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class FunctionOwner:
+    """Who owns a function name and which version is current."""
+
+    name: str
+    owner: str
+    digest: str
+    #: the current version's place in the version order (build time in ns)
+    created_ns: int
 
 
 class ControllerStore:
-    """Tasks and results in one SQLite file (safe to call from several threads)."""
+    """Tasks, outcomes and function owners in one SQLite file (safe from several threads)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -119,36 +147,64 @@ class ControllerStore:
         task: dict[str, Any],
         placement: str,
         submitted_at: float,
-    ) -> None:
-        """Record an accepted task.
+        digest: str | None = None,
+    ) -> str:
+        """Record an accepted task; returns its wire id (the task id unless another tenant
+        already used that id, then the id with a random suffix).
 
         Raises:
-            DuplicateTask: a task with this id was recorded before.
+            DuplicateTask: this tenant recorded a task with this id before.
         """
-        try:
-            with self._lock:
-                self._db.execute(
-                    "INSERT INTO tasks (id, tenant, node, location, status, task, placement,"
-                    " submitted_at) VALUES (?, ?, ?, ?, 'accepted', ?, ?, ?)",
-                    (task_id, tenant, node, where, json.dumps(task), placement, submitted_at),
-                )
-        except sqlite3.IntegrityError:
-            raise DuplicateTask(
-                f"task id {task_id!r} was already submitted; task ids must be unique",
-                task_id=task_id,
-            ) from None
-
-    def exists(self, task_id: str) -> bool:
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            wire_id = task_id
+            taken = self._db.execute("SELECT 1 FROM tasks_v2 WHERE wire_id = ?", (task_id,))
+            if taken.fetchone() is not None:
+                wire_id = f"{task_id[:47]}.{uuid.uuid4().hex[:16]}"
+            try:
+                self._db.execute(
+                    "INSERT INTO tasks_v2 (tenant, id, wire_id, node, location, status, task,"
+                    " placement, digest, submitted_at)"
+                    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?)",
+                    (
+                        tenant,
+                        task_id,
+                        wire_id,
+                        node,
+                        where,
+                        json.dumps(task),
+                        placement,
+                        digest,
+                        submitted_at,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise DuplicateTask(
+                    f"task id {task_id!r} was already submitted; task ids must be unique",
+                    task_id=task_id,
+                ) from None
+        return wire_id
+
+    def exists(self, tenant: str, task_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM tasks_v2 WHERE tenant = ? AND id = ?", (tenant, task_id)
+            ).fetchone()
         return row is not None
 
-    def mark_dispatched(self, task_id: str, at: float | None = None) -> None:
+    def by_wire_id(self, wire_id: str) -> tuple[str, str] | None:
+        """``(tenant, task id)`` of the task carried on the fabric as ``wire_id``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT tenant, id FROM tasks_v2 WHERE wire_id = ?", (wire_id,)
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def mark_dispatched(self, tenant: str, task_id: str, at: float | None = None) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE tasks SET status = 'dispatched', dispatched_at = ? "
-                "WHERE id = ? AND status = 'accepted'",
-                (time.time() if at is None else at, task_id),
+                "UPDATE tasks_v2 SET status = 'dispatched', dispatched_at = ? "
+                "WHERE tenant = ? AND id = ? AND status = 'accepted'",
+                (time.time() if at is None else at, tenant, task_id),
             )
 
     def pending(self, where: Where) -> list[PendingTask]:
@@ -157,61 +213,54 @@ class ControllerStore:
         marks = ",".join("?" * len(status))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, node, task, submitted_at FROM tasks WHERE location = ? "
-                f"AND status IN ({marks}) ORDER BY submitted_at",
+                f"SELECT tenant, id, wire_id, node, task, submitted_at, digest FROM tasks_v2 "
+                f"WHERE location = ? AND status IN ({marks}) ORDER BY submitted_at",
                 (where, *status),
             ).fetchall()
-        return [PendingTask(r[0], r[1], where, json.loads(r[2]), r[3]) for r in rows]
+        return [
+            PendingTask(r[0], r[1], r[2], r[3], where, json.loads(r[4]), r[5], r[6]) for r in rows
+        ]
 
-    # --- results -----------------------------------------------------------------------------
-    def add_result(self, out: Outcome, stored_at: float | None = None) -> bool:
-        """Store the first result of a task; returns False for a duplicate (ignored).
+    # --- outcomes ----------------------------------------------------------------------------
+    def add_outcome(
+        self,
+        out: Outcome,
+        *,
+        bytes_uplink: int | None = None,
+        stored_at: float | None = None,
+    ) -> bool:
+        """Store the first outcome of ``(out.tenant, out.task_id)``; False for a duplicate.
 
         The timing breakdown gains ``dispatch`` (submit -> the node accepted it) and
-        ``latency`` (submit -> result stored) when the task was submitted here.
+        ``latency`` (submit -> outcome stored) when the task was submitted here.
         """
         now = time.time() if stored_at is None else stored_at
-        timing = dict(out.timing or {})
         with self._lock:
             row = self._db.execute(
-                "SELECT submitted_at FROM tasks WHERE id = ?", (out.task_id,)
+                "SELECT submitted_at FROM tasks_v2 WHERE tenant = ? AND id = ?",
+                (out.tenant, out.task_id),
             ).fetchone()
             latency = None
             if row is not None:
                 submitted = float(row[0])
+                timing = dict(out.timing)
                 if out.accepted_at is not None:
                     timing["dispatch"] = max(0.0, out.accepted_at - submitted)
                 latency = max(0.0, now - submitted)
                 timing["latency"] = latency
+                out = out.model_copy(update={"timing": timing})
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute(
-                    "INSERT OR IGNORE INTO results (task_id, tenant, node, status, result,"
-                    " error_kind, error, timing, bytes_read, bytes_returned, accepted_at,"
-                    " finished_at, stored_at, latency_s, bytes_uplink)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        out.task_id,
-                        out.tenant,
-                        out.node,
-                        out.status,
-                        json.dumps(out.result),
-                        out.error_kind,
-                        out.error,
-                        json.dumps(timing),
-                        out.bytes_read,
-                        out.bytes_returned,
-                        out.accepted_at,
-                        out.finished_at if out.finished_at is not None else now,
-                        now,
-                        latency,
-                        out.bytes_uplink,
-                    ),
+                    "INSERT OR IGNORE INTO outcomes (tenant, task_id, outcome, stored_at,"
+                    " latency_s, bytes_uplink) VALUES (?, ?, ?, ?, ?, ?)",
+                    (out.tenant, out.task_id, out.model_dump_json(), now, latency, bytes_uplink),
                 )
                 new = cur.rowcount == 1
                 if new:
                     self._db.execute(
-                        "UPDATE tasks SET status = ? WHERE id = ?", (out.status, out.task_id)
+                        "UPDATE tasks_v2 SET status = ? WHERE tenant = ? AND id = ?",
+                        (out.status, out.tenant, out.task_id),
                     )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -219,59 +268,89 @@ class ControllerStore:
                 raise
         return new
 
-    def result_count(self, task_id: str) -> int:
+    def outcome_count(self, tenant: str, task_id: str) -> int:
         with self._lock:
             row = self._db.execute(
-                "SELECT COUNT(*) FROM results WHERE task_id = ?", (task_id,)
+                "SELECT COUNT(*) FROM outcomes WHERE tenant = ? AND task_id = ?",
+                (tenant, task_id),
             ).fetchone()
         return int(row[0])
 
     # --- reading -----------------------------------------------------------------------------
-    def get(self, task_id: str, tenant: str | None = None) -> TaskInfo:
-        """A task as its tenant sees it.
+    def get(self, task_id: str, tenant: str) -> TaskRecord:
+        """One tenant's task.
 
         Raises:
-            TaskNotFound: no such task, or it belongs to another tenant than ``tenant``.
+            TaskNotFound: ``tenant`` has no task ``task_id``.
         """
         with self._lock:
-            row = self._db.execute(_SELECT + " WHERE t.id = ?", (task_id,)).fetchone()
-        if row is None or (tenant is not None and row[1] != tenant):
+            row = self._db.execute(
+                _SELECT + " WHERE t.tenant = ? AND t.id = ?", (tenant, task_id)
+            ).fetchone()
+        if row is None:
             raise TaskNotFound(f"no task {task_id!r}", task_id=task_id)
-        return _info(row)
+        return _record(row)
 
-    def list(self, tenant: str | None = None, limit: int = 100) -> list[TaskInfo]:
-        """Newest first; only ``tenant``'s tasks if given."""
+    def list(
+        self, tenant: str | None = None, limit: int = 100, max_bytes: int = LIST_MAX_BYTES
+    ) -> list[TaskRecord]:
+        """Newest first; only ``tenant``'s tasks if given; at most ``limit`` tasks and, past
+        the first, no more than ``max_bytes`` of stored outcomes in all."""
         where, args = ("WHERE t.tenant = ?", (tenant,)) if tenant is not None else ("", ())
+        sizes = _SELECT.replace("SELECT ", "SELECT length(o.outcome), ", 1)
+        out: list[TaskRecord] = []
+        total = 0
         with self._lock:
-            rows = self._db.execute(
-                f"{_SELECT} {where} ORDER BY t.submitted_at DESC LIMIT ?", (*args, limit)
-            ).fetchall()
-        return [_info(r) for r in rows]
+            cur = self._db.execute(
+                f"{sizes} {where} ORDER BY t.submitted_at DESC LIMIT ?", (*args, limit)
+            )
+            for row in cur:
+                total += int(row[0] or 0)
+                if out and total > max_bytes:
+                    break
+                out.append(_record(row[1:]))
+        return out
 
     def status_counts(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM tasks_v2 GROUP BY status"
+            ).fetchall()
         return {str(s): int(n) for s, n in rows}
 
+    # --- function names ----------------------------------------------------------------------
+    def function_owner(self, name: str) -> FunctionOwner | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, owner, digest, created_ns FROM functions WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else FunctionOwner(row[0], row[1], row[2], int(row[3]))
 
-def _info(row: tuple[Any, ...]) -> TaskInfo:
-    (tid, tenant, node, where, status, placement, submitted_at) = row[:7]
-    (r_status, result, error_kind, error, timing, b_read, b_ret, finished_at, latency, up) = row[7:]
-    return TaskInfo(
+    def set_function(self, name: str, owner: str, digest: str, created_ns: int) -> None:
+        """Record ``digest`` as the current version of ``name`` (owned by ``owner``)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO functions (name, owner, digest, created_ns, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " digest = excluded.digest, created_ns = excluded.created_ns,"
+                " updated_at = excluded.updated_at",
+                (name, owner, digest, created_ns, time.time()),
+            )
+
+
+def _record(row: tuple[Any, ...]) -> TaskRecord:
+    (tenant, tid, node, where, status, placement, submitted_at, digest) = row[:8]
+    (outcome, latency, uplink) = row[8:]
+    return TaskRecord(
         task_id=tid,
         tenant=tenant,
         node=node,
         where=where,
-        status=r_status or status,
-        result=json.loads(result) if result is not None else None,
-        error_kind=error_kind,
-        error=error,
-        timing=json.loads(timing) if timing else {},
-        bytes_read=b_read,
-        bytes_returned=b_ret,
-        submitted_at=submitted_at,
-        finished_at=finished_at,
-        latency_s=latency,
-        bytes_uplink=up,
+        status=status,
         placement=placement,
+        submitted_at=submitted_at,
+        digest=digest,
+        outcome=Outcome.model_validate_json(outcome) if outcome is not None else None,
+        latency_s=latency,
+        bytes_uplink=uplink,
     )

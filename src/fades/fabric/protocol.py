@@ -3,18 +3,18 @@
 * :class:`NodeInfo`: a node's registry entry, re-put in the ``fades_nodes`` bucket on every
   heartbeat (what it offers, what data it holds, how loaded it is);
 * :class:`TaskEnvelope`: a task on ``fades.task.<node>`` (message id = task id);
-* :class:`ResultMessage`: a finished or failed task on ``fades.result.<node>``
+* :class:`fades.outcome.Outcome`: a finished or failed task on ``fades.result.<node>``
   (message id = ``<task id>.result``; the controller keeps the first one per task id);
-* :class:`QueryRequest`: a remote retrieval on ``fades.node.<node>.query``; the reply is the
-  FDS1 blob the function would get at the edge, sent with :func:`fades.fabric.transfer.send_chunks`
-  and :class:`QueryMeta` on its last part.
+* :class:`QueryRequest`: a remote retrieval on ``fades.node.<node>.query`` (``Bus.request``);
+  the reply is :func:`encode_query_reply`: :class:`QueryMeta` and the FDS1 blob the function
+  would get at the edge (:func:`decode_query_reply` splits them).
 """
 
 from __future__ import annotations
 
-import json
+import struct
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,7 +23,6 @@ from fades.task import DataOp, Selector
 
 if TYPE_CHECKING:
     from fades.broker.base import DataSummary
-    from fades.node.taskstore import TaskRecord
 
 
 class _Msg(BaseModel):
@@ -131,46 +130,19 @@ def _selects(sel: Selector, held: DataHeld) -> bool:
 
 
 class TaskEnvelope(_Msg):
-    """A task sent to a node."""
+    """A task sent to a node.
+
+    ``digest`` pins the function: the controller resolves the task's ``function.artifact``
+    once, at submit, and the node runs exactly that artifact (fetching it if needed), so an
+    upload between submit and run does not change the code that runs. ``None``: not pinned
+    (a sender that predates pinning, or a function installed on the node only); the node
+    then resolves the name itself.
+    """
 
     task: dict[str, Any]
     submitted_at: float
     origin: str = "controller"
-
-
-class ResultMessage(_Msg):
-    """What a node reports when a task ends."""
-
-    task_id: str
-    tenant: str
-    node: str
-    status: Literal["done", "failed"]
-    result: Any = None
-    error_kind: str | None = None
-    error: str | None = None
-    timing: dict[str, float] = Field(default_factory=dict)
-    bytes_read: int = 0
-    bytes_returned: int = 0
-    accepted_at: float | None = None
-    finished_at: float | None = None
-
-    @classmethod
-    def from_record(cls, rec: TaskRecord, node: str) -> ResultMessage:
-        """The result message for a node's finished (or failed) task record."""
-        return cls(
-            task_id=rec.id,
-            tenant=rec.tenant,
-            node=node,
-            status="done" if rec.status == "done" else "failed",
-            result=rec.result,
-            error_kind=rec.error_kind,
-            error=rec.error,
-            timing=rec.timing,
-            bytes_read=rec.bytes_read or 0,
-            bytes_returned=rec.bytes_returned or 0,
-            accepted_at=rec.accepted_at,
-            finished_at=rec.finished_at,
-        )
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
 
 
 class QueryRequest(_Msg):
@@ -191,5 +163,26 @@ class QueryMeta(BaseModel):
     encode_s: float
 
 
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+_META_LEN = struct.Struct(">I")
+
+
+def encode_query_reply(blob: bytes | bytearray, meta: QueryMeta) -> bytes:
+    """A query reply: 4-byte meta length, the meta as JSON, then the blob."""
+    head = meta.model_dump_json().encode()
+    return _META_LEN.pack(len(head)) + head + bytes(blob)
+
+
+def decode_query_reply(data: bytes) -> tuple[bytes, QueryMeta]:
+    """Split a query reply into (blob, meta).
+
+    Raises:
+        FabricError: the reply is not a query reply.
+    """
+    if len(data) < _META_LEN.size:
+        raise FabricError(f"malformed query reply ({len(data)} bytes)")
+    (n,) = _META_LEN.unpack_from(data)
+    try:
+        meta = QueryMeta.model_validate_json(data[_META_LEN.size : _META_LEN.size + n])
+    except ValidationError as exc:
+        raise FabricError(f"malformed query reply: {exc.errors()[0]['msg']}") from exc
+    return data[_META_LEN.size + n :], meta

@@ -59,11 +59,6 @@ def ping_subject(node: str) -> str:
     return f"fades.node.{check_token(node)}.ping"
 
 
-def sensor_subject(node: str, location: str = "*", sensor_type: str = "*") -> str:
-    """``sensors.<node>.<location>.<type>``; ``*`` parts make a subscription pattern."""
-    return f"{SENSORS_PREFIX}.{check_token(node)}.{location}.{sensor_type}"
-
-
 def sensor_topic(node: str, location: str, sensor_type: str) -> str:
     """The MQTT topic a sensor publishes to (the gateway maps ``/`` to ``.``)."""
     return f"{SENSORS_PREFIX}/{check_token(node)}/{location}/{sensor_type}"

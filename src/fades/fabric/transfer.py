@@ -1,8 +1,9 @@
 """Request/reply over NATS, including replies too big for one message.
 
-Small requests use :func:`request_json`. Raw data (the cloud path pulls a node's readings)
-uses a flow-controlled chunked reply: the sender publishes parts of ``chunk`` bytes to the
-requester's inbox and keeps at most ``window`` parts unacknowledged. On a capped uplink this
+:class:`fades.bus.nats.NatsBus` sends small replies as one message and larger ones (the
+cloud path pulls a node's readings) as a flow-controlled chunked reply: the sender publishes
+parts of ``chunk`` bytes to the requester's inbox and keeps at most ``window`` parts
+unacknowledged. On a capped uplink this
 keeps the sender's outbound buffer small, so its heartbeats are not stuck behind megabytes of
 data, and no message exceeds the server's ``max_payload``.
 
@@ -20,8 +21,6 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
 from fades import errors
 from fades.errors import FabricError, FadesError, NodeUnavailable
@@ -45,32 +44,6 @@ def raise_remote(msg: Msg) -> None:
 async def reply_error(nc: NATS, reply: str, exc: Exception) -> None:
     kind = exc.kind if isinstance(exc, FadesError) else type(exc).__name__
     await nc.publish(reply, str(exc).encode(), headers={H_ERROR: kind})
-
-
-async def reply_json(nc: NATS, reply: str, obj: Any) -> None:
-    await nc.publish(reply, json.dumps(obj, separators=(",", ":")).encode())
-
-
-async def request_json(
-    nc: NATS, subject: str, obj: Any, *, timeout: float = 5.0, what: str = "request"
-) -> Any:
-    """Send ``obj`` as JSON and return the decoded JSON reply (remote errors are re-raised)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            msg = await nc.request(subject, json.dumps(obj).encode(), timeout=timeout)
-            break
-        except NoRespondersError:
-            # nobody subscribed (yet): a node may be reconnecting; ask again until timeout
-            if time.monotonic() + 0.05 >= deadline:
-                raise NodeUnavailable(f"{what}: nobody serves {subject}") from None
-            await asyncio.sleep(0.05)
-        except NatsTimeout:
-            raise NodeUnavailable(
-                f"{what}: no answer on {subject} within {timeout:.1f} s"
-            ) from None
-    raise_remote(msg)
-    return json.loads(msg.data)
 
 
 async def send_chunks(
@@ -130,8 +103,11 @@ async def request_chunks(
 ) -> tuple[bytes, dict[str, Any]]:
     """Ask ``subject`` and collect a chunked reply: returns (data, meta).
 
-    ``timeout`` bounds the wait for the first part; ``idle_timeout`` the gap between parts.
+    ``request`` is sent as is if it is bytes, else as JSON. A plain reply (no part header)
+    is the whole answer, with empty meta. ``timeout`` bounds the wait for the first part;
+    ``idle_timeout`` the gap between parts.
     """
+    body = request if isinstance(request, bytes) else json.dumps(request).encode()
     inbox = nc.new_inbox()
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -142,7 +118,7 @@ async def request_chunks(
     buf = bytearray()
     expected = 0
     try:
-        await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
+        await nc.publish(subject, body, reply=inbox)
         wait = timeout
         t0 = time.monotonic()
         while True:
@@ -159,9 +135,11 @@ async def request_chunks(
                 # no subscriber (yet): a node may be reconnecting; ask again until timeout
                 if expected == 0 and time.monotonic() - t0 + 0.05 < timeout:
                     await asyncio.sleep(0.05)
-                    await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
+                    await nc.publish(subject, body, reply=inbox)
                     continue
                 raise NodeUnavailable(f"{what}: nobody serves {subject}")
+            if expected == 0 and H_SEQ not in headers:
+                return msg.data, {}  # a plain (small) reply
             seq = int(headers.get(H_SEQ, "-1"))
             if seq != expected:
                 raise FabricError(f"{what}: part {seq} arrived, expected part {expected}")

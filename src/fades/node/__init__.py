@@ -8,6 +8,7 @@ A node's folder (``FADES_HOME``, or ``--home``) holds::
     tasks.db        accepted tasks, results, invocations
     policy.yaml     optional per-tenant access policy (absent: every tenant reads everything)
     node.yaml       optional settings: capacity, scheduling, extra connectors
+    limits.yaml     optional limits on a task's input (see :mod:`fades.node.limits`)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fades.broker.base import Connector
 from fades.errors import OrchestratorError
 from fades.functions.keys import TrustStore, install_trusted
 from fades.functions.store import FunctionStore
+from fades.node.limits import NodeLimits
 from fades.node.orchestrator import Orchestrator
 
 __all__ = ["Node", "NodeConfig", "Orchestrator"]
@@ -78,7 +80,8 @@ class Node:
             connectors[name] = open_connector(kind, **spec)
         policy_path = self.home / "policy.yaml"
         policy = AccessPolicy.from_file(policy_path) if policy_path.exists() else None
-        self.broker = DataBroker(connectors, policy)
+        self.limits = NodeLimits.load(self.home)
+        self.broker = DataBroker(connectors, policy, limits=self.limits.fetch_limits())
         self.orchestrator = Orchestrator(
             broker=self.broker,
             functions=self.functions,
@@ -86,6 +89,7 @@ class Node:
             capacity=capacity or self.config.capacity,
             policy=scheduling or self.config.scheduling,
             autostart=autostart,
+            limits=self.limits,
         )
 
     def trust_key(self, public_key_file: str | Path) -> str:

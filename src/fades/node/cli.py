@@ -87,3 +87,6 @@ def start(
     except FadesError as exc:
         print(f"error ({exc.kind}): {exc}", file=sys.stderr, flush=True)
         raise typer.Exit(2) from None
+    except ValueError as exc:  # a bad option value (e.g. --capacity 0)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(2) from None

@@ -8,6 +8,13 @@ breakdown. wasmtime and SQLite release the GIL, so workers really run in paralle
 A failure of one task (bad data, a trapped or over-budget function) fails that task with its
 reason; the node keeps serving. On start, tasks left ``accepted`` or ``running`` by a crash are
 resumed; a task that was already interrupted ``max_attempts`` times is failed with that reason.
+
+Persistent tasks are bounded: by their ``invocations``, their ``max_duration_s`` and the node's
+``max_persistent_seconds`` (counted from acceptance), and :meth:`Orchestrator.cancel` ends one
+after its current invocation (status ``failed``, kind ``TaskCancelled``). A task submitted with
+``one_shot=True`` (a CLI run) lives only as long as that run: when the run ends it is cancelled,
+and if the process died instead, the next orchestrator on the folder fails it (kind
+``TaskCancelled``) rather than reviving it.
 """
 
 from __future__ import annotations
@@ -21,8 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from fades.broker.broker import DataBroker
-from fades.errors import FadesError, OrchestratorError, SandboxError, TaskNotFound
+from fades.errors import (
+    FadesError,
+    NoData,
+    OrchestratorError,
+    SandboxError,
+    TaskCancelled,
+    TaskNotFound,
+)
 from fades.functions.store import FunctionStore
+from fades.node.limits import NodeLimits
 from fades.node.scheduler import ReadyQueue, SchedulingPolicy, get_policy
 from fades.node.taskstore import TaskRecord, TaskStore
 from fades.sandbox import Sandboxes
@@ -33,6 +48,10 @@ from fades.task import Task, parse_task, parse_task_text
 log = logging.getLogger("fades.node")
 
 TIMING_KEYS = ("queue", "retrieval", "transfer", "start", "compute", "result", "total")
+#: Tasks submitted by a one-shot run (a side table of tasks.db): never resumed by another run.
+_ONE_SHOT_SCHEMA = "CREATE TABLE IF NOT EXISTS one_shot_tasks (id TEXT PRIMARY KEY)"
+#: How long ``run(one_shot=True)`` waits for a cancelled persistent task's current invocation.
+_CANCEL_GRACE_S = 5.0
 
 
 class Orchestrator:
@@ -46,6 +65,8 @@ class Orchestrator:
         policy: ``"fifo"``, ``"priority"``, ``"edf"`` or a :class:`SchedulingPolicy`.
         max_attempts: runs interrupted by a crash before a task is failed instead of resumed.
         autostart: start the workers now (tests pass False to queue work first).
+        limits: what one task's input may cost (default: :meth:`NodeLimits.load` without a
+            folder, i.e. the defaults and ``FADES_LIMIT_*`` variables).
     """
 
     def __init__(
@@ -58,12 +79,14 @@ class Orchestrator:
         policy: str | SchedulingPolicy = "fifo",
         max_attempts: int = 2,
         autostart: bool = True,
+        limits: NodeLimits | None = None,
     ) -> None:
         if capacity < 1:
             raise OrchestratorError("capacity must be at least 1")
+        self.limits = limits if limits is not None else NodeLimits.load()
         self.broker = broker
         self.functions = functions
-        self.sandboxes = Sandboxes(functions)
+        self.sandboxes = Sandboxes(functions, workers=capacity)
         self.store = TaskStore(db)
         self.capacity = capacity
         self.max_attempts = max_attempts
@@ -75,6 +98,9 @@ class Orchestrator:
         self._lock = threading.Lock()
         self.on_finish: list[Callable[[TaskRecord], None]] = []
         self._cancelled: set[str] = set()
+        self._wake = threading.Condition(self._lock)
+        self._one_shot: set[str] = set()
+        self.store._exec(_ONE_SHOT_SCHEMA)
         self._recover()
         if autostart:
             self.start()
@@ -98,13 +124,25 @@ class Orchestrator:
         """
         self._stop.set()
         self.queue.close()
+        with self._wake:
+            self._wake.notify_all()  # persistent tasks waiting for their next period
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def close(self, timeout: float = 10.0) -> None:
-        """:meth:`drain`, then close the database."""
+    def close(self, timeout: float = 10.0, *, cancel_persistent: bool = False) -> None:
+        """:meth:`drain`, then close the database.
+
+        Tasks submitted here with ``one_shot=True`` that are still going are cancelled first;
+        ``cancel_persistent`` cancels every persistent task this node is running or holds.
+        """
+        with self._lock:
+            owned = set(self._one_shot)
+        if cancel_persistent:
+            owned |= {r.id for r in self.store.active() if _persistent(r.task)}
+        self._cancel_all(owned, "the node was closed")
         self.drain(timeout)
+        self.sandboxes.close()
         self.store.close()
 
     def __enter__(self) -> Orchestrator:
@@ -124,22 +162,33 @@ class Orchestrator:
         """Everything ``submit`` checks, without accepting the task.
 
         Raises:
-            TaskValidationError, AccessDenied, ConnectorError, ArtifactError, SignatureError.
+            TaskValidationError, AccessDenied, ConnectorError, ArtifactError, SignatureError,
+            InputTooLarge (more data operations than the node allows).
         """
         if isinstance(task, str):
             task = parse_task_text(task)
         elif isinstance(task, dict):
             task = parse_task(task)
-        self.broker.check(task.tenant, list(task.data))
+        self.broker.check(
+            task.tenant, list(task.data), self.limits.fetch_limits(task.function.memory_mib)
+        )
         artifact = self.functions.get(task.function.artifact)
         self.sandboxes.check(artifact, _limits(task))
         return task
 
-    def submit(self, task: Task | dict[str, Any] | str) -> str:
-        """Validate and accept a task; returns its id once it is durably recorded."""
+    def submit(self, task: Task | dict[str, Any] | str, *, one_shot: bool = False) -> str:
+        """Validate and accept a task; returns its id once it is durably recorded.
+
+        ``one_shot``: the task belongs to this run (a CLI invocation). It is cancelled when
+        :meth:`close` is called, and never resumed by another orchestrator on the folder.
+        """
         if self._stop.is_set():
             raise OrchestratorError("the node is shutting down and accepts no new tasks")
         task = self.validate(task)
+        if one_shot:  # marked before it is accepted: a crash in between leaves no orphan
+            self.store._exec("INSERT OR IGNORE INTO one_shot_tasks(id) VALUES (?)", (task.id,))
+            with self._lock:
+                self._one_shot.add(task.id)
         self.store.accept(task.id, task.tenant, task.to_json())
         self.queue.put(task)
         log.info("accepted task %s from %s", task.id, task.tenant)
@@ -165,26 +214,71 @@ class Orchestrator:
                     return rec
                 self._done.wait(0.5 if remaining is None else min(0.5, remaining))
 
-    def run(self, task: Task | dict[str, Any] | str, timeout: float | None = None) -> TaskRecord:
-        """Submit and wait: the synchronous Python API."""
-        return self.wait(self.submit(task), timeout)
+    def run(
+        self,
+        task: Task | dict[str, Any] | str,
+        timeout: float | None = None,
+        *,
+        one_shot: bool = False,
+    ) -> TaskRecord:
+        """Submit and wait: the synchronous Python API.
+
+        With ``one_shot`` (what a CLI run uses), a task still going when the wait ends (the
+        timeout, or an interrupt such as Ctrl-C) is cancelled and its final record returned.
+        """
+        task_id = self.submit(task, one_shot=one_shot)
+        if not one_shot:
+            return self.wait(task_id, timeout)
+        try:
+            rec = self.wait(task_id, timeout)
+        finally:
+            self._cancel_all({task_id}, "the one-shot run that started it ended")
+        return rec if rec.done else self.wait(task_id, _CANCEL_GRACE_S)
 
     def invocations(self, task_id: str) -> list[dict[str, Any]]:
         """Recorded invocations of a persistent task."""
         self.store.get(task_id)
         return self.store.invocations(task_id)
 
-    def cancel(self, task_id: str) -> None:
-        """Stop a persistent task after its current invocation."""
+    def cancel(self, task_id: str, reason: str = "cancelled") -> None:
+        """Cancel a task: one not yet started is failed now; a running persistent task stops
+        after its current invocation. Either ends ``failed`` with kind ``TaskCancelled``.
+
+        A running ephemeral task is not interrupted (its time budget bounds it); a finished
+        task is left as it is.
+
+        Raises:
+            TaskNotFound: no task with this id.
+        """
         rec = self.store.get(task_id)
         if rec.done:
             return
-        with self._lock:
+        if rec.status == "accepted":
+            self.store.fail(task_id, TaskCancelled.__name__, f"{reason} before it started")
+            self._notify(task_id)
+        with self._wake:
             self._cancelled.add(task_id)
+            self._wake.notify_all()
+
+    def _cancel_all(self, ids: set[str], reason: str) -> None:
+        for task_id in sorted(ids):
+            try:
+                self.cancel(task_id, reason)
+            except TaskNotFound:
+                continue
 
     # --- recovery ----------------------------------------------------------------------------
     def _recover(self) -> None:
+        one_shot = {r[0] for r in self.store._exec("SELECT id FROM one_shot_tasks").fetchall()}
         for rec in self.store.active():
+            if rec.id in one_shot:
+                self.store.fail(
+                    rec.id,
+                    TaskCancelled.__name__,
+                    "cancelled: the one-shot run that started it ended before it finished; "
+                    "not resumed",
+                )
+                continue
             if rec.status == "running" and rec.attempts >= self.max_attempts:
                 self.store.fail(
                     rec.id,
@@ -248,7 +342,18 @@ class Orchestrator:
 
     def _fetch(self, task: Task) -> tuple[bytearray, dict[str, float], int]:
         t0 = time.perf_counter()
-        datasets, _ = self.broker.fetch(task.tenant, list(task.data))
+        datasets, _ = self.broker.fetch(
+            task.tenant,
+            list(task.data),
+            limits=self.limits.fetch_limits(task.function.memory_mib),
+        )
+        empty = [op.name for op in task.data if not op.allow_empty and not len(datasets[op.name])]
+        if empty:
+            raise NoData(
+                f"no rows matched data operation(s) {', '.join(empty)}; check the selection "
+                f"(location, sensor type, time window), or set 'allow_empty: true' on the "
+                f"operation to run the function on empty data"
+            )
         t1 = time.perf_counter()
         blob = encode(datasets, task.function.params)
         t2 = time.perf_counter()
@@ -268,7 +373,14 @@ class Orchestrator:
             res = self.sandboxes.run(artifact, blob, _limits(task))
         except FadesError as exc:
             timing["total"] = time.perf_counter() - t0
-            self.store.fail(task.id, exc.kind, str(exc), timing)
+            self.store.fail(
+                task.id,
+                exc.kind,
+                str(exc),
+                timing,
+                traceback=getattr(exc, "traceback", None) or exc.context.get("traceback"),
+                logs=getattr(exc, "logs", None) or exc.context.get("logs"),
+            )
             log.info("task %s failed: %s: %s", task.id, exc.kind, exc)
             return
         timing.update(
@@ -285,27 +397,48 @@ class Orchestrator:
             timing=timing,
             bytes_read=bytes_read,
             bytes_returned=res.bytes_out,
+            digest=artifact.digest,
+            logs=res.logs,
         )
 
     def _run_persistent(self, task: Task) -> None:
-        """Keep one instance alive and invoke it every ``period_s`` until done or cancelled."""
+        """Keep one instance alive and invoke it every ``period_s`` until a bound is reached
+        (``invocations``, ``max_duration_s``, the node's ``max_persistent_seconds``) or it is
+        cancelled."""
         rec = self.store.get(task.id)
         if rec.done or self._late(task):
             return
         self.store.start(task.id)
         spec = task.function
         assert spec.period_s is not None
+        lifetime, bound = self.limits.max_persistent_seconds, "max_persistent_seconds"
+        if spec.max_duration_s is not None and spec.max_duration_s <= lifetime:
+            lifetime, bound = spec.max_duration_s, "max_duration_s"
+        end_at = rec.accepted_at + lifetime  # wall clock: the bound holds across restarts
         seq = len(self.store.invocations(task.id))
         artifact = self.functions.get(spec.artifact)
         session: Session | None = None
         last: Any = None
         failures = 0
+        stopped: str | None = None
         next_at = time.monotonic()
         try:
-            while not self._stop.is_set() and task.id not in self._cancelled:
-                if spec.invocations is not None and seq >= spec.invocations:
+            while True:
+                with self._wake:  # sleep until the next period, a cancel or a shutdown
+                    while (
+                        not self._stop.is_set()
+                        and task.id not in self._cancelled
+                        and (delay := next_at - time.monotonic()) > 0
+                    ):
+                        self._wake.wait(delay)
+                if self._stop.is_set() or task.id in self._cancelled:
                     break
-                time.sleep(max(0.0, next_at - time.monotonic()))
+                if spec.invocations is not None and seq >= spec.invocations:
+                    stopped = "invocations"
+                    break
+                if time.time() >= end_at:
+                    stopped = bound
+                    break
                 next_at = time.monotonic() + spec.period_s
                 t0 = time.perf_counter()
                 try:
@@ -335,16 +468,27 @@ class Orchestrator:
         finally:
             if session is not None:
                 session.close()
-        if (
-            self._stop.is_set()
-            and task.id not in self._cancelled
-            and (spec.invocations is None or seq < spec.invocations)
-        ):
+        if task.id in self._cancelled:
+            self.store.fail(
+                task.id,
+                TaskCancelled.__name__,
+                f"cancelled after {seq} invocation(s) ({failures} failed in this run); "
+                f"the invocations are kept",
+            )
+            log.info("persistent task %s cancelled after %d invocations", task.id, seq)
+            return
+        if stopped is None:
             return  # shutting down: stays 'running' and resumes on the next start
-        done = seq - failures
-        summary = {"invocations": seq, "failed": failures, "last": last}
+        summary: dict[str, Any] = {"invocations": seq, "failed": failures, "last": last}
+        if stopped != "invocations":
+            summary["stopped"] = f"{stopped}={lifetime:g} s reached"
         self.store.finish(task.id, result=summary, timing={}, bytes_read=0, bytes_returned=0)
-        log.info("persistent task %s finished after %d invocations (%d ok)", task.id, seq, done)
+        log.info("persistent task %s finished after %d invocations (%s)", task.id, seq, stopped)
+
+
+def _persistent(task_json: dict[str, Any]) -> bool:
+    fn = task_json.get("function")
+    return isinstance(fn, dict) and fn.get("mode") == "persistent"
 
 
 def _limits(task: Task) -> Limits:

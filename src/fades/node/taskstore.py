@@ -6,11 +6,15 @@ which reruns them or fails them with a reason. Nothing accepted is silently drop
 
 The ``delivered`` column is the node agent's result outbox: a finished or failed task stays
 ``delivered = 0`` until its result has been acknowledged by the fabric.
+
+A finished record gives the one :class:`~fades.outcome.Outcome` (:meth:`TaskRecord.outcome`):
+what the agent publishes and the controller stores.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fades.errors import TaskNotFound
+from fades.outcome import Outcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -36,7 +41,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     timing_json   TEXT,
     bytes_read    INTEGER,
     bytes_returned INTEGER,
-    delivered     INTEGER NOT NULL DEFAULT 0  -- result acknowledged by the fabric
+    delivered     INTEGER NOT NULL DEFAULT 0, -- result acknowledged by the fabric
+    digest        TEXT,                     -- the artifact that ran
+    traceback     TEXT,                     -- the function's own, when it raised
+    logs          TEXT                      -- the function's bounded stdout/stderr
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
 CREATE TABLE IF NOT EXISTS invocations (
@@ -59,6 +67,11 @@ OUTBOX_INDEX = (
 
 ACTIVE = ("accepted", "running")
 
+#: columns added after the first release: (name, SQL type), added by :meth:`TaskStore._migrate`
+LATER_COLUMNS = (("digest", "TEXT"), ("traceback", "TEXT"), ("logs", "TEXT"))
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
 
 @dataclass(slots=True)
 class TaskRecord:
@@ -79,10 +92,46 @@ class TaskRecord:
     bytes_read: int | None = None
     bytes_returned: int | None = None
     delivered: bool = False
+    digest: str | None = None
+    traceback: str | None = None
+    logs: str | None = None
 
     @property
     def done(self) -> bool:
         return self.status in ("done", "failed")
+
+    def outcome(self, node: str) -> Outcome:
+        """The task's :class:`Outcome` as run on ``node`` (a finished or failed record).
+
+        The digest is the one recorded at run time, else the task's pinned
+        ``function.artifact`` when that is a digest.
+        """
+        if not self.done:
+            raise ValueError(f"task {self.id} is {self.status}, not finished")
+        digest = self.digest
+        fn = self.task.get("function")
+        ref = fn.get("artifact") if isinstance(fn, dict) else None
+        if digest is None and isinstance(ref, str) and _DIGEST.match(ref):
+            digest = ref
+        return Outcome(
+            task_id=self.id,
+            tenant=self.tenant,
+            node=node,
+            status="done" if self.status == "done" else "failed",
+            result=self.result,
+            error_kind=self.error_kind,
+            error=self.error,
+            traceback=self.traceback,
+            logs=self.logs,
+            timing=self.timing,
+            bytes_read=self.bytes_read or 0,
+            bytes_returned=self.bytes_returned or 0,
+            digest=digest,
+            attempts=self.attempts,
+            accepted_at=self.accepted_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +171,7 @@ class TaskStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = open_sqlite(self.path)
+        self._db.row_factory = sqlite3.Row
         self._db.executescript(SCHEMA)
         self._migrate()
 
@@ -148,6 +198,13 @@ class TaskStore:
                 self._db.execute("ROLLBACK")
                 raise
         self._db.execute(OUTBOX_INDEX)
+        for name, sqltype in LATER_COLUMNS:
+            if name not in cols:
+                try:
+                    self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {sqltype}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def close(self) -> None:
         with self._lock:
@@ -188,27 +245,50 @@ class TaskStore:
         timing: dict[str, float],
         bytes_read: int,
         bytes_returned: int,
+        digest: str | None = None,
+        logs: str | None = None,
     ) -> None:
         self._exec(
             "UPDATE tasks SET status='done', finished_at=?, result_json=?, timing_json=?, "
-            "bytes_read=?, bytes_returned=?, error_kind=NULL, error=NULL, delivered=0 WHERE id=?",
+            "bytes_read=?, bytes_returned=?, error_kind=NULL, error=NULL, traceback=NULL, "
+            "digest=COALESCE(?, digest), logs=?, delivered=0 WHERE id=?",
             (
                 time.time(),
                 json.dumps(result),
                 json.dumps(timing),
                 bytes_read,
                 bytes_returned,
+                digest,
+                logs or None,
                 task_id,
             ),
         )
 
     def fail(
-        self, task_id: str, kind: str, message: str, timing: dict[str, float] | None = None
+        self,
+        task_id: str,
+        kind: str,
+        message: str,
+        timing: dict[str, float] | None = None,
+        *,
+        digest: str | None = None,
+        traceback: str | None = None,
+        logs: str | None = None,
     ) -> None:
         self._exec(
             "UPDATE tasks SET status='failed', finished_at=?, error_kind=?, error=?, "
-            "timing_json=COALESCE(?, timing_json), delivered=0 WHERE id=?",
-            (time.time(), kind, message, json.dumps(timing) if timing else None, task_id),
+            "timing_json=COALESCE(?, timing_json), digest=COALESCE(?, digest), traceback=?, "
+            "logs=?, delivered=0 WHERE id=?",
+            (
+                time.time(),
+                kind,
+                message,
+                json.dumps(timing) if timing else None,
+                digest,
+                traceback or None,
+                logs or None,
+                task_id,
+            ),
         )
 
     def record_invocation(
@@ -297,7 +377,8 @@ class TaskStore:
         return [self._record(r) for r in rows]
 
     @staticmethod
-    def _record(row: tuple[Any, ...]) -> TaskRecord:
+    def _record(row: sqlite3.Row) -> TaskRecord:
+        keys = row.keys()
         return TaskRecord(
             id=row[0],
             tenant=row[1],
@@ -313,5 +394,8 @@ class TaskStore:
             timing=_loads(row[11]) or {},
             bytes_read=row[12],
             bytes_returned=row[13],
-            delivered=bool(row[14]) if len(row) > 14 else False,
+            delivered=bool(row["delivered"]) if "delivered" in keys else False,
+            digest=row["digest"] if "digest" in keys else None,
+            traceback=row["traceback"] if "traceback" in keys else None,
+            logs=row["logs"] if "logs" in keys else None,
         )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, Protocol
 
 from fades.functions.artifact import Artifact
 
@@ -18,6 +19,63 @@ class Limits:
     @property
     def memory_bytes(self) -> int:
         return self.memory_mib << 20
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimits:
+    """Node-wide bounds on what one task can make the host spend (see docs/functions.md).
+
+    Every field can be set from the environment as ``FADES_SANDBOX_<FIELD>`` (upper case),
+    e.g. ``FADES_SANDBOX_MAX_RESULT_BYTES=1048576``; :meth:`from_env` reads them.
+    """
+
+    #: ``process`` (default: killable worker processes) or ``inprocess`` (benchmarks, tests).
+    mode: Literal["process", "inprocess"] = "process"
+    #: A result (its JSON) larger than this fails the task with ResultTooLarge.
+    max_result_bytes: int = 8 << 20
+    #: Error messages are cut to this many characters, tracebacks to the next one.
+    max_error_chars: int = 4096
+    max_traceback_chars: int = 16384
+    #: Captured stdout/stderr (Python) or ``fades.log`` lines (core), per invocation.
+    max_log_bytes: int = 16 << 10
+    #: JSON nesting allowed in a result.
+    max_result_depth: int = 100
+    #: A worker is killed when the task runs this long past its time budget.
+    grace_ms: int = 500
+    #: A worker is killed when its anonymous RSS passes the task's memory cap plus this.
+    worker_overhead_mib: int = 256
+    #: A worker is replaced after this many tasks, or when idle with more anonymous RSS.
+    worker_max_tasks: int = 10_000
+    worker_max_idle_rss_mib: int = 384
+    #: Core modules: elements per table, and tables, memories, instances per store.
+    max_table_elements: int = 100_000
+    max_tables: int = 8
+    max_memories: int = 1
+    max_instances: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("process", "inprocess"):
+            raise ValueError(f"sandbox mode must be 'process' or 'inprocess', not {self.mode!r}")
+        for f in fields(self):
+            if f.name != "mode" and int(getattr(self, f.name)) < 1:
+                raise ValueError(f"sandbox limit {f.name} must be at least 1")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> HostLimits:
+        """Defaults, then ``FADES_SANDBOX_*`` variables, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"FADES_SANDBOX_{f.name.upper()}")
+            if raw is None:
+                continue
+            try:
+                values[f.name] = raw if f.name == "mode" else int(raw)
+            except ValueError:
+                raise ValueError(
+                    f"FADES_SANDBOX_{f.name.upper()} must be an integer, not {raw!r}"
+                ) from None
+        return replace(cls(**values), **overrides)
 
 
 @dataclass(slots=True)
@@ -86,6 +144,9 @@ class LogBuffer:
         self._size += len(chunk)
         if len(data) > room:
             self.truncated = True
+
+    def __len__(self) -> int:
+        return self._size
 
     def text(self) -> str:
         out = b"".join(self._parts).decode("utf-8", "replace")

@@ -10,37 +10,119 @@ a core module has no file system, network, clock or environment at all.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import wasmtime
 
-from fades.errors import FunctionCrashed, MemoryLimitExceeded, SandboxError, TimeLimitExceeded
+from fades.errors import (
+    BadFunctionOutput,
+    FunctionCrashed,
+    MemoryLimitExceeded,
+    ResultTooLarge,
+    SandboxError,
+    TimeLimitExceeded,
+)
 from fades.functions.artifact import Artifact
 from fades.sandbox import engine
-from fades.sandbox.base import Limits, LogBuffer, SandboxResult
+from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult
+from fades.sandbox.output import check_size, check_value, parse_json
 
-_F64_T = wasmtime.FuncType(
-    [wasmtime.ValType.i32(), wasmtime.ValType.i32(), wasmtime.ValType.f64()], []
-)
-_PTR_T = wasmtime.FuncType([wasmtime.ValType.i32(), wasmtime.ValType.i32()], [])
+_I32, _F64 = wasmtime.ValType.i32(), wasmtime.ValType.f64()
+_F64_T = wasmtime.FuncType([_I32, _I32, _F64], [])
+_PTR_T = wasmtime.FuncType([_I32, _I32], [])
+_ALLOC_T = ([_I32], [_I32])
+_RUN_T = ([_I32, _I32], [_I32])
 
 
-def _read(caller: wasmtime.Caller, ptr: int, length: int) -> bytes:
-    mem = caller["memory"]
-    assert isinstance(mem, wasmtime.Memory)
-    if ptr < 0 or length < 0 or ptr + length > mem.data_len(caller):
-        raise wasmtime.Trap("fades import given an out-of-bounds buffer")
-    return bytes(mem.read(caller, ptr, ptr + length))
+class _Sink:
+    """What the host imports write into. It holds no reference to the store or the session:
+    wasmtime keeps host functions alive in a global table until their store is freed, so a
+    host function that reached the store would keep both alive forever (the leak of every
+    core invocation before this)."""
+
+    def __init__(self, host: HostLimits) -> None:
+        self.host = host
+        self.memory: wasmtime.Memory | None = None
+        self.result: dict[str, float] = {}
+        self.whole: list[Any] = []
+        self.size = 0
+        self.error: SandboxError | None = None
+        self.logs = LogBuffer(host.max_log_bytes)
+
+    def fail(self, error: SandboxError) -> wasmtime.Trap:
+        self.error = error
+        return wasmtime.Trap(str(error))
+
+    def read(self, caller: wasmtime.Caller, ptr: int, length: int, cap: int) -> bytes:
+        mem = self.memory
+        if mem is None:
+            raise self.fail(BadFunctionOutput("a fades import was called before fades_run"))
+        if ptr < 0 or length < 0 or ptr + length > mem.data_len(caller):
+            raise wasmtime.Trap("fades import given an out-of-bounds buffer")
+        return bytes(mem.read(caller, ptr, ptr + min(length, cap)))
+
+    def result_f64(self, caller: wasmtime.Caller, ptr: int, length: int, value: float) -> None:
+        limit = self.host.max_result_bytes
+        name = self.read(caller, ptr, length, limit + 1).decode("utf-8", "replace")
+        if not math.isfinite(value):
+            raise self.fail(
+                BadFunctionOutput(f"result_f64 {name[:80]!r} is {value}; results must be finite")
+            )
+        if name not in self.result:  # each distinct name costs the host a dict entry
+            self.size += len(name) + 24
+        if self.size > limit:
+            raise self.fail(ResultTooLarge(limit, what="result"))
+        self.result[name] = value
+
+    def result_json(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
+        host = self.host
+        if length > host.max_result_bytes:
+            raise self.fail(ResultTooLarge(host.max_result_bytes, length, what="result_json"))
+        data = self.read(caller, ptr, length, length)
+        try:
+            value = parse_json(
+                data, limit=host.max_result_bytes, max_depth=host.max_result_depth,
+                what="result_json",
+            )  # fmt: skip
+        except SandboxError as exc:
+            raise self.fail(exc) from None
+        self.whole[:] = [value]
+
+    def log(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
+        room = max(0, self.logs.limit - len(self.logs))
+        self.logs.write(self.read(caller, ptr, length, room + 1) + b"\n")
+
+
+def _check_export(obj: Any, name: str, ty: tuple[list[wasmtime.ValType], list[wasmtime.ValType]],
+                  store: wasmtime.Store) -> wasmtime.Func:  # fmt: skip
+    if not isinstance(obj, wasmtime.Func):
+        raise BadFunctionOutput(_abi(f"export {name!r} is not a function"))
+    ft = obj.type(store)
+    if [str(p) for p in ft.params] != [str(p) for p in ty[0]] or [str(r) for r in ft.results] != [
+        str(r) for r in ty[1]
+    ]:
+        raise BadFunctionOutput(_abi(f"export {name!r} has the wrong signature"))
+    return obj
+
+
+def _abi(detail: str) -> str:
+    return f"the module does not follow fades-core/1: {detail}"
 
 
 class CoreSandbox:
     """Runs fades-core/1 modules: each ephemeral invocation in a fresh instance."""
 
+    def __init__(self, host: HostLimits | None = None) -> None:
+        self.host = host or HostLimits(mode="inprocess")
+
     def open(self, artifact: Artifact, limits: Limits) -> CoreSession:
-        return CoreSession(artifact, limits)
+        return CoreSession(artifact, limits, self.host)
 
     def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
         with self.open(artifact, limits) as session:
@@ -50,38 +132,52 @@ class CoreSandbox:
 class CoreSession:
     """One live instance of a core module. Not thread-safe; use from one thread."""
 
-    def __init__(self, artifact: Artifact, limits: Limits) -> None:
+    def __init__(self, artifact: Artifact, limits: Limits, host: HostLimits | None = None) -> None:
         t0 = time.perf_counter()
+        host = host or HostLimits(mode="inprocess")
         module, self.cached = engine.load_compiled(
             wasmtime.Module, artifact.payload, artifact.payload_sha256
         )
-        self.artifact, self.limits = artifact, limits
+        self.artifact, self.limits, self.host = artifact, limits, host
         store = wasmtime.Store(engine.engine())
-        store.set_limits(memory_size=limits.memory_bytes)
+        store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=host.max_table_elements,
+            instances=host.max_instances,
+            tables=host.max_tables,
+            memories=host.max_memories,
+        )
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
-        self._store = store
-        self._result: dict[str, Any] = {}
-        self._whole: list[Any] = []
-        self.logs = LogBuffer()
+        self._store: wasmtime.Store | None = store
+        self._sink = sink = _Sink(host)
+        self.logs = sink.logs
         hosts: dict[str, tuple[wasmtime.FuncType, Callable[..., None]]] = {
-            "result_f64": (_F64_T, self._result_f64),
-            "result_json": (_PTR_T, self._result_json),
-            "log": (_PTR_T, self._log),
+            "result_f64": (_F64_T, sink.result_f64),
+            "result_json": (_PTR_T, sink.result_json),
+            "log": (_PTR_T, sink.log),
         }
         imports = []
-        for imp in module.imports:
-            ty, fn = hosts[imp.name or ""]
-            imports.append(wasmtime.Func(store, ty, fn, access_caller=True))
-        self._memory: wasmtime.Memory | None = None
         try:
-            instance = wasmtime.Instance(store, module, imports)
-        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise _translate(exc, limits, store, None, "start") from None
-        exports = instance.exports(store)
-        mem, alloc, run = exports["memory"], exports["fades_alloc"], exports["fades_run"]
-        assert isinstance(mem, wasmtime.Memory)
-        assert isinstance(alloc, wasmtime.Func) and isinstance(run, wasmtime.Func)
-        self._memory, self._alloc, self._run = mem, alloc, run
+            for imp in module.imports:
+                if imp.module != "fades" or (imp.name or "") not in hosts:
+                    raise BadFunctionOutput(_abi(f"it imports {imp.module}.{imp.name}"))
+                ty, fn = hosts[imp.name or ""]
+                imports.append(wasmtime.Func(store, ty, fn, access_caller=True))
+            try:
+                instance = wasmtime.Instance(store, module, imports)
+            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+                raise _translate(exc, limits, store, None, "start", sink) from None
+            exports = instance.exports(store)
+            mem = exports.get("memory")
+            if not isinstance(mem, wasmtime.Memory):
+                what = "missing" if mem is None else f"a {type(mem).__name__.lower()}"
+                raise BadFunctionOutput(_abi(f"export 'memory' is {what}, not a memory"))
+            self._alloc = _check_export(exports.get("fades_alloc"), "fades_alloc", _ALLOC_T, store)
+            self._run = _check_export(exports.get("fades_run"), "fades_run", _RUN_T, store)
+        except BaseException:
+            self.close()
+            raise
+        self._memory = sink.memory = mem
         self.start_s = time.perf_counter() - t0
         self.invocations = 0
 
@@ -92,57 +188,82 @@ class CoreSession:
         self.close()
 
     def close(self) -> None:
-        """Nothing to release beyond the store, which Python frees."""
+        """Free the store (and the instance, its memory and tables) now."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
-    def _result_f64(self, caller: wasmtime.Caller, ptr: int, length: int, value: float) -> None:
-        self._result[_read(caller, ptr, length).decode("utf-8", "replace")] = value
-
-    def _result_json(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
-        try:
-            self._whole[:] = [json.loads(_read(caller, ptr, length))]
-        except ValueError as exc:
-            raise wasmtime.Trap(f"result_json was given invalid JSON: {exc}") from None
-
-    def _log(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
-        self.logs.write(_read(caller, ptr, length) + b"\n")
-
-    def invoke(self, blob: bytes | bytearray) -> SandboxResult:
-        store, limits, mem = self._store, self.limits, self._memory
-        assert mem is not None
-        self._result.clear()
-        self._whole.clear()
+    def invoke(self, blob: bytes | bytearray | None, path: str | None = None) -> SandboxResult:
+        """Run once on ``blob``, or on the contents of the file ``path`` (read straight into
+        the module's memory: the worker processes' hand-off)."""
+        store, limits, mem, sink = self._store, self.limits, self._memory, self._sink
+        if store is None:
+            raise ValueError("invoke() on a closed core session")
+        sink.result.clear()
+        sink.whole.clear()
+        sink.size, sink.error = 0, None
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
         stage = "transfer"
         t1 = time.perf_counter()
+        size = len(blob) if blob is not None else _file_size(path)
         try:
-            ptr = self._alloc(store, len(blob))
-            if not isinstance(ptr, int) or ptr <= 0 or ptr + len(blob) > mem.data_len(store):
-                raise MemoryLimitExceeded(limits.memory_mib, stage="transfer", bytes=len(blob))
-            mem.write(store, blob, ptr)
+            ptr = self._alloc(store, size)
+            if not isinstance(ptr, int) or ptr <= 0 or ptr + size > mem.data_len(store):
+                raise MemoryLimitExceeded(limits.memory_mib, stage="transfer", bytes=size)
+            if blob is not None:
+                mem.write(store, blob, ptr)
+            else:
+                _read_into(path, mem, store, ptr, size)
             t2 = time.perf_counter()
             stage = "compute"
-            status = self._run(store, ptr, len(blob))
+            status = self._run(store, ptr, size)
             t3 = time.perf_counter()
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise _translate(exc, limits, store, mem, stage) from None
+            raise _translate(exc, limits, store, mem, stage, sink) from None
         if status != 0:
             raise FunctionCrashed(
                 f"function {self.artifact.name!r} returned error status {status}",
                 logs=self.logs.text() or None,
             )
-        value = self._whole[0] if self._whole else dict(self._result)
-        out = json.dumps(value, separators=(",", ":"))
+        value = sink.whole[0] if sink.whole else dict(sink.result)
+        check_value(value, max_depth=self.host.max_result_depth)
+        out = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        check_size(out, self.host.max_result_bytes)
         t4 = time.perf_counter()
         start = self.start_s if self.invocations == 0 else 0.0
         self.invocations += 1
         return SandboxResult(
             value=value,
             timing={"start": start, "transfer": t2 - t1, "compute": t3 - t2, "result": t4 - t3},
-            bytes_in=len(blob),
+            bytes_in=size,
             bytes_out=len(out),
             compiled_cached=self.cached,
             logs=self.logs.text(),
         )
+
+
+def _file_size(path: str | None) -> int:
+    if path is None:
+        raise ValueError("invoke() needs a blob or a path")
+    return os.stat(path).st_size
+
+
+def _read_into(
+    path: str | None, mem: wasmtime.Memory, store: wasmtime.Store, ptr: int, size: int
+) -> None:
+    """Read the file straight into linear memory: one copy from the page cache."""
+    assert path is not None
+    if size == 0:
+        return
+    base = ctypes.addressof(mem.data_ptr(store).contents)
+    view = memoryview((ctypes.c_ubyte * size).from_address(base + ptr)).cast("B")
+    with open(path, "rb", buffering=0) as f:
+        pos = 0
+        while pos < size:
+            n = f.readinto(view[pos:])
+            if not n:
+                raise FunctionCrashed(f"input ended after {pos} of {size} bytes")
+            pos += n
 
 
 def _translate(
@@ -151,7 +272,10 @@ def _translate(
     store: wasmtime.Store,
     memory: wasmtime.Memory | None,
     stage: str,
+    sink: _Sink,
 ) -> SandboxError:
+    if sink.error is not None:
+        return sink.error
     text = str(exc)
     if "interrupt" in text:
         return TimeLimitExceeded(limits.time_budget_ms, stage=stage)

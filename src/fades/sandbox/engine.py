@@ -11,6 +11,7 @@ stay private to the node: deserialising runs native code without re-validating i
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from importlib import metadata
@@ -104,7 +105,7 @@ def _load(
     if not hit:
         obj = cls(eng, payload)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # workers race
         tmp.write_bytes(obj.serialize())
         tmp.replace(path)
     _memo[key] = obj

@@ -11,26 +11,27 @@ sockets, no environment, no arguments.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import wasmtime
 from wasmtime import component
 
 from fades.errors import (
+    BadFunctionOutput,
     FunctionCrashed,
     MemoryLimitExceeded,
+    ResultTooLarge,
     SandboxError,
     SandboxViolation,
     TimeLimitExceeded,
 )
 from fades.functions.artifact import Artifact
 from fades.sandbox import engine
-from fades.sandbox.base import Limits, LogBuffer, SandboxResult
+from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult
+from fades.sandbox.output import clip, parse_json, seconds, size_of, typed_field
 
 #: The runtime cannot run below this much linear memory: its initial heap snapshot takes
 #: about 12.4 MiB and it starts at 14 MiB; 16 MiB (the seeds' smallest unikernel) leaves
@@ -48,8 +49,9 @@ def _scratch_dir() -> Path:
 class PythonSandbox:
     """Runs ``python`` artifacts on a verified runtime artifact."""
 
-    def __init__(self, runtime: Artifact) -> None:
+    def __init__(self, runtime: Artifact, host: HostLimits | None = None) -> None:
         self.runtime = runtime
+        self.host = host or HostLimits(mode="inprocess")
         self._linker: component.Linker | None = None
 
     def _component(self) -> tuple[component.Component, bool]:
@@ -66,14 +68,20 @@ class PythonSandbox:
         """Load (or compile and cache) the runtime now rather than on the first task."""
         self._component()
 
-    def open(self, artifact: Artifact, limits: Limits) -> PythonSession:
-        """A live instance for ``artifact``: one invocation (ephemeral) or many (persistent)."""
+    def open(
+        self, artifact: Artifact, limits: Limits, input_dir: str | None = None
+    ) -> PythonSession:
+        """A live instance for ``artifact``: one invocation (ephemeral) or many (persistent).
+
+        ``input_dir``: a directory the caller writes ``data.fds`` into before each
+        ``invoke(None)`` (the worker processes' hand-off); by default the session makes one.
+        """
         if limits.memory_mib < MIN_MEMORY_MIB:
             raise MemoryLimitExceeded(
                 limits.memory_mib,
                 detail=f"the Python runtime needs at least {MIN_MEMORY_MIB} MiB to start",
             )
-        return PythonSession(self, artifact, limits)
+        return PythonSession(self, artifact, limits, input_dir)
 
     def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
         """Run once in a fresh instance."""
@@ -84,31 +92,42 @@ class PythonSandbox:
 class PythonSession:
     """One runtime instance bound to one function. Not thread-safe; use from one thread."""
 
-    def __init__(self, sandbox: PythonSandbox, artifact: Artifact, limits: Limits) -> None:
+    def __init__(
+        self,
+        sandbox: PythonSandbox,
+        artifact: Artifact,
+        limits: Limits,
+        input_dir: str | None = None,
+    ) -> None:
         t0 = time.perf_counter()
         comp, self.cached = sandbox._component()
         assert sandbox._linker is not None
-        self.artifact, self.limits = artifact, limits
+        self.artifact, self.limits, self.host = artifact, limits, sandbox.host
         self._source = artifact.payload.decode()
-        self._tmp = tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir())
-        self._input = os.path.join(self._tmp.name, "data.fds")
-        self.logs = LogBuffer()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if input_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir())
+            input_dir = self._tmp.name
+        self._input = os.path.join(input_dir, "data.fds")
+        self.logs = LogBuffer(self.host.max_log_bytes)
         store = wasmtime.Store(engine.engine())
         store.set_limits(memory_size=limits.memory_bytes)
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
         wasi = wasmtime.WasiConfig()
-        wasi.preopen_dir(self._tmp.name, "/input", False)
+        wasi.preopen_dir(input_dir, "/input", False)
         wasi.stdout_custom = self.logs.write
         wasi.stderr_custom = self.logs.write
         store.set_wasi(wasi)
         try:
             instance = sandbox._linker.instantiate(store, comp)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            self._tmp.cleanup()
+            store.close()
+            self.close()
             raise _translate_trap(exc, limits) from None
         run = instance.get_func(store, "run")
         assert run is not None
-        self._store, self._run = store, run
+        self._store: wasmtime.Store | None = store
+        self._run = run
         self.start_s = time.perf_counter() - t0
         self.invocations = 0
 
@@ -119,15 +138,23 @@ class PythonSession:
         self.close()
 
     def close(self) -> None:
-        self._tmp.cleanup()
+        store, self._store = getattr(self, "_store", None), None
+        if store is not None:
+            store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
-    def invoke(self, blob: bytes | bytearray) -> SandboxResult:
-        """Run the function on ``blob``; the time budget applies to each invocation."""
+    def invoke(self, blob: bytes | bytearray | None) -> SandboxResult:
+        """Run the function on ``blob`` (None: the caller already wrote ``data.fds`` into
+        ``input_dir``); the time budget applies to each invocation."""
         t0 = time.perf_counter()
-        with open(self._input, "wb") as f:
-            f.write(blob)
+        if blob is not None:
+            with open(self._input, "wb") as f:
+                f.write(blob)
         t_write = time.perf_counter() - t0
         store, limits = self._store, self.limits
+        if store is None:
+            raise ValueError("invoke() on a closed Python session")
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
         t1 = time.perf_counter()
         try:
@@ -135,23 +162,40 @@ class PythonSession:
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise _translate_trap(exc, limits) from None
         t2 = time.perf_counter()
-        if reply.tag != "ok":
-            raise _translate_guest_error(json.loads(reply.payload), limits, self.logs.text())
-        out: dict[str, Any] = json.loads(reply.payload)
+        host = self.host
+        tag, payload = getattr(reply, "tag", None), getattr(reply, "payload", None)
+        if tag not in ("ok", "err") or not isinstance(payload, str):
+            raise BadFunctionOutput("the runtime's reply is not a result<string, string>")
+        if tag != "ok":
+            raise _translate_guest_error(payload, limits, self.logs.text(), host)
+        # the reply holds the result plus a small timing object
+        if size_of(payload) > host.max_result_bytes + 4096:
+            raise ResultTooLarge(host.max_result_bytes, size_of(payload), what="result")
+        out = parse_json(
+            payload, limit=host.max_result_bytes + 4096, max_depth=host.max_result_depth + 1,
+            what="reply",
+        )  # fmt: skip
+        if not isinstance(out, dict) or "result" not in out:
+            raise BadFunctionOutput("the function's reply has no 'result'")
+        g = typed_field(out, "timing", dict, "reply")
+        read, load = seconds(g, "read"), seconds(g, "load")
+        compute, encode = seconds(g, "compute"), seconds(g, "encode")
+        if size_of(payload) > host.max_result_bytes:  # the bound above had room for timing
+            raise ResultTooLarge(host.max_result_bytes, size_of(payload), what="result")
         t3 = time.perf_counter()
-        g = out["timing"]
-        start = (self.start_s if self.invocations == 0 else 0.0) + g["load"]
+        start = (self.start_s if self.invocations == 0 else 0.0) + load
         self.invocations += 1
+        guest = read + load + compute + encode
         return SandboxResult(
             value=out["result"],
             timing={
                 "start": start,
-                "transfer": t_write + g["read"],
-                "compute": g["compute"],
+                "transfer": t_write + read,
+                "compute": compute,
                 # what the guest did not account for is the call/return path plus encoding
-                "result": g["encode"] + (t3 - t2) + max(0.0, (t2 - t1) - sum(g.values())),
+                "result": encode + (t3 - t2) + max(0.0, (t2 - t1) - guest),
             },
-            bytes_in=len(blob),
+            bytes_in=len(blob) if blob is not None else os.stat(self._input).st_size,
             bytes_out=len(reply.payload),
             compiled_cached=self.cached,
             logs=self.logs.text(),
@@ -172,9 +216,16 @@ def _translate_trap(exc: wasmtime.WasmtimeError | wasmtime.Trap, limits: Limits)
     return FunctionCrashed(f"the sandbox trapped: {trap or text.splitlines()[0]}")
 
 
-def _translate_guest_error(err: dict[str, Any], limits: Limits, logs: str) -> SandboxError:
-    kind, message = err.get("type", "Exception"), err.get("message", "")
-    tb = err.get("traceback", "")
+def _translate_guest_error(
+    payload: str, limits: Limits, logs: str, host: HostLimits
+) -> SandboxError:
+    bound = host.max_error_chars + host.max_traceback_chars + 4096
+    err = parse_json(payload, limit=bound, max_depth=2, what="error report")
+    kind = clip(typed_field(err, "type", str, "error report"), 100)
+    message = clip(typed_field(err, "message", str, "error report"), host.max_error_chars)
+    tb = clip(
+        typed_field(err, "traceback", str, "error report"), host.max_traceback_chars, tail=True
+    )
     if kind == "MemoryError":
         return MemoryLimitExceeded(limits.memory_mib, traceback=tb)
     if kind == "ModuleNotFoundError" and any(f"'{m}'" in message for m in _NETWORK_MODULES):

@@ -7,7 +7,7 @@ gateway delivers that on the subject ``sensors.<node>.<location>.<sensor_type>``
 * a JSON object ``{"ts": <epoch s>, "value": <number>, "device": "...", "unit": "..."}``;
   only ``value`` is required: ``ts`` defaults to the arrival time, ``device`` to
   ``<location>-<sensor_type>``, ``unit`` to the unit the store already has for that sensor
-  (else the testbed's unit for the sensor type, else ``""``);
+  (else the usual unit of the sensor type, :data:`fades.sensors.units.UNITS`, else ``""``);
 * or a bare number (``21.5``), read at its arrival time.
 
 Readings are buffered in the event loop and written every ``batch_s`` seconds in one
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from fades.errors import ConnectorError
 from fades.fabric.subjects import SENSORS_PREFIX, check_token
-from fades.testbed import UNITS
+from fades.sensors.units import UNITS
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS

@@ -33,7 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fades.errors import DatasetError, FabricError
 from fades.fabric.subjects import check_token, sensor_topic
-from fades.testbed import UNITS, LiveOffice
+from fades.sensors.units import UNITS
+from fades.testbed import LiveOffice
 from fades.testbed.generator import device_name
 
 log = logging.getLogger("fades.sensors")

@@ -32,22 +32,14 @@ import numpy.typing as npt
 from scipy.signal import lfilter, lfilter_zi
 
 from fades.errors import DatasetError
+from fades.sensors.units import SENSOR_TYPES as SENSOR_TYPES  # re-exported
+from fades.sensors.units import UNITS as UNITS
 
 if TYPE_CHECKING:
     from fades.broker.connectors.sqlite import SQLiteConnector
 
 F64 = npt.NDArray[np.float64]
 
-UNITS: dict[str, str] = {
-    "humidity": "%",
-    "temperature": "°C",
-    "light": "lux",
-    "audio": "dB",
-    "proximity": "devices",
-    "co2": "ppm",
-    "occupancy": "0/1",
-}
-SENSOR_TYPES: tuple[str, ...] = tuple(UNITS)
 DAY = 86_400.0
 
 

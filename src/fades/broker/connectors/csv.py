@@ -7,7 +7,8 @@ onto these names, and a missing column can be given one constant value for every
     CSVConnector("lab.csv", columns={"ts": "time", "value": "reading"},
                  defaults={"location": "lab", "device": "lab-1", "unit": ""})
 
-The file is parsed once, on the first fetch, and kept in memory as columns.
+The file is parsed once, on the first fetch (or count), and kept in memory as columns. The
+file is the operator's, not a tenant's: its parse is not bounded by a task's limits.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from fades.broker.base import CATEGORICAL, Dataset, DataSummary
-from fades.broker.connectors.memory import select_columns, summarise
+from fades.broker.connectors.memory import (
+    check_deadline,
+    count_columns,
+    select_columns,
+    summarise,
+)
 from fades.errors import ConnectorError
 from fades.task import Selector
 
@@ -146,8 +152,23 @@ class CSVConnector:
             units=ds.units,
         )
 
-    def fetch(self, select: Selector, now: float | None = None) -> Dataset:
-        return select_columns(self.load(), select, now)
+    def fetch(
+        self,
+        select: Selector,
+        now: float | None = None,
+        *,
+        deadline: float | None = None,
+        max_rows: int | None = None,
+    ) -> Dataset:
+        check_deadline(deadline)
+        out = select_columns(self.load(), select, now, max_rows=max_rows)
+        check_deadline(deadline)
+        return out
+
+    def count_at_most(self, select: Selector, cap: int, *, deadline: float | None = None) -> int:
+        """Rows ``fetch(select)`` returns (the file is parsed on first use, then counted)."""
+        check_deadline(deadline)
+        return count_columns(self.load(), select)
 
     def describe(self) -> list[DataSummary]:
         return summarise(self.load())

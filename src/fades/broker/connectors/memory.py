@@ -2,12 +2,17 @@
 
 It also holds the numpy selection helpers that every connector keeping its readings as columns
 (memory, CSV) shares: :func:`select_columns` applies a :class:`~fades.task.Selector` to a
-:class:`~fades.broker.base.Dataset`, and :func:`concat` merges two datasets.
+:class:`~fades.broker.base.Dataset`, :func:`count_columns` counts what it would select
+without copying any column, and :func:`concat` merges two datasets.
+
+Both connectors are :class:`~fades.broker.base.BoundedConnector`: a selection over data held
+in memory is one vectorised pass, so the deadline is checked before and after it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +20,24 @@ import numpy as np
 import numpy.typing as npt
 
 from fades.broker.base import CATEGORICAL, U16, Dataset, DataSummary
+from fades.errors import InputTooLarge, RetrievalTimeLimitExceeded
 from fades.task import Selector
+
+
+def check_deadline(deadline: float | None) -> None:
+    """Raise :class:`RetrievalTimeLimitExceeded` if ``deadline`` (monotonic) has passed.
+
+    The error's ``seconds`` is 0 here; the broker re-raises it with the node's limit.
+    """
+    if deadline is not None and time.monotonic() > deadline:
+        raise RetrievalTimeLimitExceeded(0.0)
+
+
+def too_many_rows(max_rows: int) -> InputTooLarge:
+    """The error a connector raises when a fetch would hold more than ``max_rows`` rows."""
+    return InputTooLarge(
+        f"the selection holds more than {max_rows} rows", limit="max_rows", value=max_rows
+    )
 
 
 def _lookup(labels: list[str], wanted: list[str]) -> U16:
@@ -47,12 +69,7 @@ def take(ds: Dataset, index: npt.NDArray[Any]) -> Dataset:
     )
 
 
-def select_columns(ds: Dataset, select: Selector, now: float | None = None) -> Dataset:
-    """Apply ``select`` to ``ds``: filter, order by time, keep the newest ``last`` rows.
-
-    The time window is half-open: ``since <= ts < until``. ``now`` (epoch seconds) anchors
-    ``last_seconds``; by default the current time.
-    """
+def _mask(ds: Dataset, select: Selector, now: float | None) -> npt.NDArray[np.bool_]:
     from datetime import UTC, datetime
 
     mask = np.ones(len(ds), bool)
@@ -66,7 +83,27 @@ def select_columns(ds: Dataset, select: Selector, now: float | None = None) -> D
         mask &= ds.ts >= start
     if end is not None:
         mask &= ds.ts < end
-    idx = np.flatnonzero(mask)
+    return mask
+
+
+def count_columns(ds: Dataset, select: Selector, now: float | None = None) -> int:
+    """How many rows :func:`select_columns` would return, without copying any column."""
+    n = int(np.count_nonzero(_mask(ds, select, now)))
+    return n if select.last is None else min(n, select.last)
+
+
+def select_columns(
+    ds: Dataset, select: Selector, now: float | None = None, *, max_rows: int | None = None
+) -> Dataset:
+    """Apply ``select`` to ``ds``: filter, order by time, keep the newest ``last`` rows.
+
+    The time window is half-open: ``since <= ts < until``. ``now`` (epoch seconds) anchors
+    ``last_seconds``; by default the current time. More than ``max_rows`` selected rows raise
+    :class:`InputTooLarge` before any column is copied.
+    """
+    idx = np.flatnonzero(_mask(ds, select, now))
+    if max_rows is not None and min(len(idx), select.last or len(idx)) > max_rows:
+        raise too_many_rows(max_rows)
     ts = ds.ts[idx]
     if len(ts) > 1 and bool(np.any(ts[1:] < ts[:-1])):
         idx = idx[np.argsort(ts, kind="stable")]
@@ -180,8 +217,17 @@ class MemoryConnector:
             self._flush()
             return self._data
 
-    def fetch(self, select: Selector) -> Dataset:
-        return select_columns(self.snapshot(), select)
+    def fetch(
+        self, select: Selector, *, deadline: float | None = None, max_rows: int | None = None
+    ) -> Dataset:
+        check_deadline(deadline)
+        out = select_columns(self.snapshot(), select, max_rows=max_rows)
+        check_deadline(deadline)
+        return out
+
+    def count_at_most(self, select: Selector, cap: int, *, deadline: float | None = None) -> int:
+        check_deadline(deadline)
+        return count_columns(self.snapshot(), select)
 
     def describe(self) -> list[DataSummary]:
         return summarise(self.snapshot())

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from fades.broker.base import CATEGORICAL, U16, Dataset, DataSummary
-from fades.errors import ConnectorError
+from fades.broker.base import Dataset, DataSummary
+from fades.broker.connectors.memory import too_many_rows
+from fades.broker.connectors.sqlite_rows import ROW, Sensor, assemble, keep_newest, window
+from fades.errors import ConnectorError, RetrievalTimeLimitExceeded
 from fades.task import Selector
 
 _SCHEMA = """
@@ -48,10 +51,11 @@ CREATE TABLE IF NOT EXISTS readings (
 ) WITHOUT ROWID;
 """
 
-_ROW = np.dtype([("ts", np.float64), ("value", np.float64)])
+#: SQLite virtual-machine steps between two checks of a read's deadline (about 0.1 ms).
+_PROGRESS_STEPS = 1000
 
 Categorical = str | Sequence[str] | npt.NDArray[Any]
-_Sensor = tuple[int, str, str, str, str]  # id, sensor_type, unit, location, device
+_Sensor = Sensor
 
 
 class SQLiteConnector:
@@ -108,9 +112,9 @@ class SQLiteConnector:
         self.close()
 
     # --- sensors -------------------------------------------------------------------------
-    def _sensors(self) -> list[_Sensor]:
+    def _sensors(self, conn: sqlite3.Connection | None = None) -> list[_Sensor]:
         rows = (
-            self._conn()
+            (conn or self._conn())
             .execute("SELECT id, sensor_type, unit, location, device FROM sensors")
             .fetchall()
         )
@@ -243,83 +247,118 @@ class SQLiteConnector:
         return n
 
     # --- reading -------------------------------------------------------------------------
-    def fetch(self, select: Selector, now: float | None = None) -> Dataset:
-        """The readings ``select`` selects, ordered by time (window ``since <= ts < until``).
+    @contextmanager
+    def _bounded(self, deadline: float | None) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, its statements interrupted once ``deadline`` passes.
 
-        ``now`` (epoch seconds) anchors ``last_seconds``; by default the current time.
+        An interrupted statement is rolled back by SQLite; no read snapshot or lock outlives
+        the call, so other processes and later tasks on the same file are never held up.
         """
+        conn = self._conn()
+        if deadline is not None:
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
         try:
-            return self._fetch(select, now)
+            yield conn
+        except sqlite3.OperationalError as exc:
+            if deadline is not None and time.monotonic() > deadline:
+                raise RetrievalTimeLimitExceeded(0.0, connector="sqlite") from None
+            raise ConnectorError(
+                f"reading from SQLite store {self.path} failed: {exc}", connector="sqlite"
+            ) from exc
         except sqlite3.Error as exc:
             raise ConnectorError(
                 f"reading from SQLite store {self.path} failed: {exc}", connector="sqlite"
             ) from exc
+        finally:
+            if deadline is not None:
+                conn.set_progress_handler(None, 0)
+            if conn.in_transaction:  # never the case for reads; a guard, not a code path
+                conn.rollback()
 
-    def _match(self, select: Selector) -> list[_Sensor]:
+    def fetch(
+        self,
+        select: Selector,
+        now: float | None = None,
+        *,
+        deadline: float | None = None,
+        max_rows: int | None = None,
+    ) -> Dataset:
+        """The readings ``select`` selects, ordered by time (window ``since <= ts < until``).
+
+        ``now`` (epoch seconds) anchors ``last_seconds``; by default the current time.
+        ``deadline`` (a :func:`time.monotonic` value) interrupts the query when it passes
+        (:class:`RetrievalTimeLimitExceeded`); more than ``max_rows`` rows raise
+        :class:`InputTooLarge` after reading at most ``max_rows + 1`` of them.
+        """
+        with self._bounded(deadline) as conn:
+            return self._fetch(conn, select, now, max_rows)
+
+    def count_at_most(
+        self, select: Selector, cap: int, *, now: float | None = None, deadline: float | None = None
+    ) -> int:
+        """Rows ``fetch(select)`` returns, or a number above ``cap`` if there are more.
+
+        One bounded ``COUNT`` per matching sensor over the clustered index: at most
+        ``cap + 1`` index entries are visited and no row is materialised.
+        """
+        if cap < 0:
+            raise ValueError("cap must not be negative")
+        with self._bounded(deadline) as conn:
+            sensors = self._match(conn, select)
+            where, args = window(select, now)
+            want = cap if select.last is None else min(cap, select.last)
+            sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM readings WHERE {where} LIMIT ?)"
+            total = 0
+            for s in sensors:
+                total += int(conn.execute(sql, (s[0], *args, want + 1 - total)).fetchone()[0])
+                if total > want:
+                    break
+        return total if select.last is None else min(total, select.last)
+
+    def _match(self, conn: sqlite3.Connection, select: Selector) -> list[_Sensor]:
         st, loc, dev = select.sensor_types, select.locations, select.devices
         return [
             s
-            for s in self._sensors()
+            for s in self._sensors(conn)
             if (st is None or s[1] in st)
             and (loc is None or s[3] in loc)
             and (dev is None or s[4] in dev)
         ]
 
-    def _fetch(self, select: Selector, now: float | None) -> Dataset:
-        sensors = self._match(select)
+    def _fetch(
+        self, conn: sqlite3.Connection, select: Selector, now: float | None, max_rows: int | None
+    ) -> Dataset:
+        sensors = self._match(conn, select)
         if not sensors:
             return Dataset.empty()
-        start, end = select.time_bounds(
-            datetime.fromtimestamp(now, UTC) if now is not None else None
-        )
-        where = "sensor_id=?"
-        args: list[float] = []
-        if start is not None:
-            where += " AND ts>=?"
-            args.append(start)
-        if end is not None:
-            where += " AND ts<?"
-            args.append(end)
-        if select.last is not None:
+        where, args = window(select, now)
+        last = select.last
+        if last is not None:
             sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts DESC LIMIT ?"
-            args.append(select.last)
         else:
-            sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts"
-        conn = self._conn()
+            sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts LIMIT ?"
+        # the result holds min(last, all selected) rows: only that may exceed max_rows
+        strict = max_rows is not None and (last is None or last > max_rows)
         parts: list[npt.NDArray[np.void]] = []
         kept: list[_Sensor] = []
+        held = 0
         for s in sensors:
-            rows = np.fromiter(conn.execute(sql, (s[0], *args)), dtype=_ROW)
-            if len(rows):
-                parts.append(rows[::-1] if select.last is not None else rows)
-                kept.append(s)
-        if not kept:
-            return Dataset.empty()
-        counts = np.array([len(p) for p in parts], np.int64)
-        rows_all = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        ts = np.ascontiguousarray(rows_all["ts"])
-        value = np.ascontiguousarray(rows_all["value"])
-        codes: dict[str, U16] = {}
-        labels: dict[str, list[str]] = {}
-        for name, pos in zip(CATEGORICAL, (1, 3, 4), strict=True):
-            labs = sorted({str(s[pos]) for s in kept})
-            index = {lab: i for i, lab in enumerate(labs)}
-            per_sensor = np.array([index[str(s[pos])] for s in kept], np.uint16)
-            codes[name] = np.repeat(per_sensor, counts)
-            labels[name] = labs
-        if len(kept) > 1:
-            order = np.argsort(ts, kind="stable")
-            if select.last is not None:
-                order = order[-select.last :]
-            ts, value = ts[order], value[order]
-            codes = {c: a[order] for c, a in codes.items()}
-            if select.last is not None:
-                from fades.broker.connectors.memory import compact
-
-                return compact(
-                    Dataset(ts=ts, value=value, codes=codes, labels=labels, units=_units(kept))
-                )
-        return Dataset(ts=ts, value=value, codes=codes, labels=labels, units=_units(kept))
+            limit = last if last is not None else -1  # -1: no LIMIT in SQLite
+            if strict:
+                assert max_rows is not None
+                room = max_rows + 1 - held
+                limit = room if limit < 0 else min(limit, room)
+            rows = np.fromiter(conn.execute(sql, (s[0], *args, limit)), dtype=ROW)
+            if not len(rows):
+                continue
+            parts.append(rows[::-1] if last is not None else rows)
+            kept.append(s)
+            held += len(rows)
+            if strict and max_rows is not None and held > max_rows:
+                raise too_many_rows(max_rows)
+            if last is not None and held > 2 * last:
+                held = keep_newest(parts, last)
+        return assemble(parts, kept, last)
 
     def describe(self) -> list[DataSummary]:
         """Rows and time span per (location, sensor type)."""
@@ -359,7 +398,3 @@ class SQLiteConnector:
 
     def __repr__(self) -> str:
         return f"SQLiteConnector({str(self.path)!r})"
-
-
-def _units(sensors: Iterable[_Sensor]) -> dict[str, str]:
-    return {s[1]: s[2] for s in sensors}

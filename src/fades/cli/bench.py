@@ -1,4 +1,4 @@
-"""``fades bench``: Experiments that reproduce the seeds' figures."""
+"""``fades bench``: experiments that reproduce the seeds' figures."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def locality(
     the edge and in the cloud for each payload, and writes locality.json plus two PNGs.
     Needs root for the capped link; without it the capped run is skipped and says why.
     """
-    from fades.bench.locality import QUICK_SIZES, Settings, run, table
+    from fades.bench.locality import QUICK_SIZES, Settings, run
+    from fades.bench.report import table
 
     chosen = list(QUICK_SIZES) if quick and sizes == "1.5,5,15,50" else _sizes(sizes)
     settings = Settings(

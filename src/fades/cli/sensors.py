@@ -1,4 +1,4 @@
-"""``fades sensors``: Simulated IoT sensors over MQTT."""
+"""``fades sensors``: simulated IoT sensors over MQTT (the testbed's rooms, in real time)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from fades.errors import FadesError
+from fades.cli.common import console, report
+from fades.cli.safe import markup
 
 sensors_app = typer.Typer(help="Simulated IoT sensors over MQTT.", no_args_is_help=True)
-
-console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 @sensors_app.command("simulate")
@@ -45,27 +42,24 @@ def simulate(
     """
     from fades.sensors.simulator import SensorSimulator, parse_hostport
 
-    try:
-        host, port = parse_hostport(mqtt)
-        sim = SensorSimulator(
-            host,
-            port,
-            node,
-            rooms=rooms,
-            first_room=first_room,
-            rate_s=rate,
-            qos=qos,
-            seed=seed,
-            connect_timeout_s=connect_timeout,
-        )
-        sim.connect()
-    except FadesError as exc:
-        err.print(f"[bold red]error[/] ({exc.kind}): {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+    host, port = parse_hostport(mqtt)
+    sim = SensorSimulator(
+        host,
+        port,
+        node,
+        rooms=rooms,
+        first_room=first_room,
+        rate_s=rate,
+        qos=qos,
+        seed=seed,
+        connect_timeout_s=connect_timeout,
+    )
+    sim.connect()
 
     rooms_s = ", ".join(sim.office.rooms)
     console.print(
-        f"simulating {len(sim.devices)} sensors of node {node} ({rooms_s}) -> {sim.url}, "
+        f"simulating {len(sim.devices)} sensors of node {markup(node)} ({markup(rooms_s)}) -> "
+        f"{markup(sim.url)}, "
         f"one reading per sensor every {rate:g} s (qos {qos})"
         + (f" for {duration:g} s" if duration is not None else "; Ctrl-C stops"),
         soft_wrap=True,
@@ -109,9 +103,7 @@ def simulate(
     if live:
         sys.stderr.write("\n")
     if failure:
-        problem = failure[0]
-        kind = problem.kind if isinstance(problem, FadesError) else type(problem).__name__
-        err.print(f"[bold red]error[/] ({kind}): {problem}", soft_wrap=True)
+        report(failure[0])
         raise typer.Exit(1)
     count = result[0] if result else sim.stats["published"]
     elapsed = time.monotonic() - started

@@ -1,4 +1,4 @@
-"""Auto-placement by data locality.
+"""The default placer: data locality (the task goes where its data is).
 
 A task goes to a node that holds the data every one of its operations selects
 (:meth:`NodeInfo.holds <fades.fabric.protocol.NodeInfo.holds>`). Among several such nodes the
@@ -10,46 +10,30 @@ selector, and whether a node that is down holds it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from fades.errors import NoPlacement
 from fades.fabric.protocol import NodeInfo
+from fades.placers.base import Placement
 from fades.task import DataOp, Task
 
 
-@dataclass(slots=True, frozen=True)
-class Placement:
-    node: str
-    reason: str
-
-
 def describe_op(op: DataOp) -> str:
-    """``op 't' (sqlite: location=room1, sensor_type=temperature)``."""
+    """``data op 't' (sqlite: location=room1, sensor_type=temperature)``."""
     sel = op.select.model_dump(exclude_none=True, mode="json")
     parts = [f"{k}={'+'.join(v) if isinstance(v, list) else v}" for k, v in sel.items()]
     return f"data op {op.name!r} ({op.connector}: {', '.join(parts) or 'everything'})"
 
 
-def place(task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -> Placement:
-    """The node ``task`` should run on, and why.
-
-    Args:
-        task: the validated task.
-        up: registry entries of the nodes that are up.
-        down: entries of the nodes that are down (only to explain a refusal).
+def holders(task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -> list[NodeInfo]:
+    """The up nodes that hold every data operation of ``task`` (at least one).
 
     Raises:
-        NoPlacement: no up node holds every data operation of the task.
+        NoPlacement: none does; the message names the operation and any down holder.
     """
     ops = list(task.data)
-    holders = [n for n in up if all(n.holds(op) for op in ops)]
-    if holders:
-        best = min(holders, key=lambda n: (n.load.score, n.name))
-        others = len(holders) - 1
-        why = f"data locality: holds {', '.join(repr(op.name) for op in ops)}"
-        if others:
-            why += f"; least loaded of {len(holders)} holders (load {best.load.score:.2f})"
-        return Placement(best.name, why)
+    found = [n for n in up if all(n.holds(op) for op in ops)]
+    if found:
+        return found
     for op in ops:
         if not any(n.holds(op) for n in up):
             asleep = sorted(n.name for n in down if n.holds(op))
@@ -72,3 +56,21 @@ def place(task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -> 
         "split it into one task per node",
         task_id=task.id,
     )
+
+
+def locality_reason(task: Task) -> str:
+    return f"data locality: holds {', '.join(repr(op.name) for op in task.data)}"
+
+
+class LocalityPlacer:
+    """Data locality, then the least loaded holder (ties by name)."""
+
+    name = "locality"
+
+    def place(self, task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -> Placement:
+        found = holders(task, up, down)
+        best = min(found, key=lambda n: (n.load.score, n.name))
+        why = locality_reason(task)
+        if len(found) > 1:
+            why += f"; least loaded of {len(found)} holders (load {best.load.score:.2f})"
+        return Placement(best.name, why)

@@ -1,0 +1,149 @@
+"""Single-node benchmark 3: the mean over 1 M readings, sandboxed against native.
+
+Sandboxed Python (``sum(v)/len(v)`` over the zero-copy view) and the WAT core module against
+native CPython running the same function on the same blob. Target: sandboxed <= 4x native
+(compute-only and end-to-end).
+
+Run ``python benchmarks/bench_mean.py [--quick]`` (``make bench`` runs it through
+``run_all.py``). Writes ``benchmarks/results/single_node_mean_1m.json`` and its PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from _common import (
+    MEAN_SRC,
+    MIB,
+    RESULTS,
+    Bench,
+    dataset,
+    log,
+    parse_args,
+    session,
+    summary,
+    verdict,
+    write_result,
+)
+from fades.guest import fades_sdk
+from fades.sandbox.base import Limits
+from fades.sandbox.wire import encode
+
+
+def native_function(source: str) -> Callable[[Any, Any], Any]:
+    ns: dict[str, Any] = {"__name__": "fades_function"}
+    exec(compile(source, "<function>", "exec"), ns)
+    fn: Callable[[Any, Any], Any] = ns["main"]
+    return fn
+
+
+def bench_mean(b: Bench, n: int, reps: int) -> dict[str, Any]:
+    log(f"3. mean over {n:,} readings")
+    blob = encode({"d": dataset(n)})
+    cap = int(len(blob) / MIB) + 64
+    fn = native_function(MEAN_SRC)
+    native_c, native_e2e, vals = [], [], []
+    py_c, py_e2e, py_wall = [], [], []
+    co_c, co_e2e, co_wall = [], [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        data, params = fades_sdk.decode(blob)
+        t1 = time.perf_counter()
+        res = fn(data, params)
+        t2 = time.perf_counter()
+        json.dumps(res)
+        t3 = time.perf_counter()
+        native_c.append(t2 - t1)
+        native_e2e.append(t3 - t0)
+        vals.append(res["mean"])
+        for art, comp, e2e, wall in (
+            (b.py_mean, py_c, py_e2e, py_wall),
+            (b.core_mean, co_c, co_e2e, co_wall),
+        ):
+            t0 = time.perf_counter()
+            r = b.sandbox(art).run(art, blob, Limits(cap, 60_000))
+            wall.append(time.perf_counter() - t0)
+            comp.append(r.timing["compute"])
+            e2e.append(sum(r.timing.values()))
+            vals.append(r.value["mean"])
+    spread = max(vals) - min(vals)
+    nat_c, nat_e = statistics.median(native_c), statistics.median(native_e2e)
+    out: dict[str, Any] = {
+        "readings": n,
+        "blob_bytes": len(blob),
+        "results_agree": spread < 1e-9 * max(1.0, abs(vals[0])),
+        "native_ms": {"compute": summary(native_c, 1e3), "end_to_end": summary(native_e2e, 1e3)},
+    }
+    for name, comp, e2e, wall in (
+        ("python", py_c, py_e2e, py_wall),
+        ("core", co_c, co_e2e, co_wall),
+    ):
+        rc = statistics.median(comp) / nat_c
+        re = statistics.median(e2e) / nat_e
+        out[name] = {
+            "compute_ms": summary(comp, 1e3),
+            "end_to_end_ms": summary(e2e, 1e3),
+            "wall_ms": summary(wall, 1e3),
+            "ratio_compute": rc,
+            "ratio_end_to_end": re,
+            "target_compute": verdict(rc, 4.0, higher_is_better=False),
+            "target_end_to_end": verdict(re, 4.0, higher_is_better=False),
+        }
+        log(f"   {name}: compute {rc:.2f}x native, end-to-end {re:.2f}x native")
+    return out
+
+
+def plot_mean(mean: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = ("compute", "end_to_end")
+    x = np.arange(len(groups))
+    w = 0.26
+    series = (
+        ("native CPython", mean["native_ms"]["compute"]["p50"], mean["native_ms"]["end_to_end"]),
+        ("sandboxed Python", mean["python"]["compute_ms"]["p50"], mean["python"]["end_to_end_ms"]),
+        ("core module (WAT)", mean["core"]["compute_ms"]["p50"], mean["core"]["end_to_end_ms"]),
+    )
+    for i, ((label, comp, e2e), color) in enumerate(
+        zip(series, ("grey", "tab:blue", "tab:orange"), strict=True)
+    ):
+        vals = [comp, e2e["p50"]]
+        bars = ax.bar(x + (i - 1) * w, vals, w, label=label, color=color)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(x, ["compute only", "end to end\n(transfer+start+compute+result)"])
+    ax.set_ylabel("p50, ms")
+    ax.set_title(
+        f"Mean over {mean['readings']:,} readings "
+        f"(Python {mean['python']['ratio_compute']:.2f}x / "
+        f"{mean['python']['ratio_end_to_end']:.2f}x native; target <= 4x)",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    q = parse_args(__doc__ or "", argv)
+    with session(q) as (b, meta):
+        res = bench_mean(b, 1_000_000, 3 if q else 9)
+    out = write_result("mean_1m", res, meta)
+    plot_mean(res, RESULTS / "single_node_mean_1m.png")
+    log(f"wrote {out} in {meta['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Single-node benchmark 4: tasks per second through the orchestrator.
+
+SQLite broker, capacity 2, submit all then wait all, for a mean over 100 readings, Python and
+core. Baseline: the same work in a plain single-thread loop (fetch + encode + sandbox run).
+Target >= 300 tasks/s.
+
+Run ``python benchmarks/bench_throughput.py [--quick]`` (``make bench`` runs it through
+``run_all.py``). Writes ``benchmarks/results/single_node_throughput.json`` and its PNG.
+Also draws ``single_node_breakdown.png`` (a representative task per function kind) when
+``bench_mean.py`` has written its result.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from _common import (
+    RESULTS,
+    Bench,
+    dataset,
+    log,
+    parse_args,
+    session,
+    verdict,
+    write_result,
+)
+from fades.functions.artifact import Artifact
+from fades.functions.keys import public_pem
+from fades.node import Node
+from fades.sandbox.base import Limits
+from fades.sandbox.wire import encode
+
+STAGES = ("queue", "retrieval", "transfer", "start", "compute", "result", "total")
+
+
+def make_node(b: Bench, home: Path, readings: int) -> None:
+    (home / "trusted").mkdir(parents=True)
+    (home / "trusted" / f"{b.key.id}.pub").write_bytes(public_pem(b.key.public))
+    from fades.broker import SQLiteConnector
+
+    store = SQLiteConnector(home / "readings.db")
+    ds = dataset(readings, seed=3)
+    store.write_columns(ds.ts, ds.value, "temperature", "room1", "t1", "C")
+    other = dataset(readings * 10, seed=4)  # data the tasks do not select
+    store.write_columns(other.ts, other.value, "humidity", "room1", "h1", "%")
+    store.close()
+
+
+def task(artifact: str, memory_mib: int) -> dict[str, Any]:
+    return {
+        "credentials": {"tenant": "bench"},
+        "data": [
+            {"name": "temperature", "select": {"location": "room1", "sensor_type": "temperature"}}
+        ],
+        "function": {"artifact": artifact, "memory_mib": memory_mib, "time_budget_ms": 5000},
+    }
+
+
+def bench_throughput(b: Bench, tasks: int, readings: int, direct_reps: int) -> dict[str, Any]:
+    log(f"4. orchestrator throughput ({tasks} tasks, {readings} readings each)")
+    out: dict[str, Any] = {"tasks": tasks, "readings_per_task": readings, "capacity": 2}
+    with tempfile.TemporaryDirectory(prefix="fades-bench-node-") as tmp:
+        home = Path(tmp)
+        make_node(b, home, readings)
+        with Node(home, capacity=2) as node:
+            for art in (b.runtime, b.py_mean, b.core_mean):
+                node.functions.add(art.to_bytes())
+            orc = node.orchestrator
+            for kind, name, mem in (("python", "bench_mean", 64), ("core", "mean_core", 16)):
+                for tid in [orc.submit(task(name, mem)) for _ in range(10)]:  # warm up
+                    orc.wait(tid, timeout=60)
+                # baseline: the same work, one task after another, no orchestrator
+                from fades.task import parse_task
+
+                tk = parse_task(task(name, mem))
+                art = node.functions.get(name)
+                direct: list[float] = []
+
+                def loop(
+                    n: int, out: list[float], art: Artifact = art, mem: int = mem, t: Any = tk
+                ) -> None:
+                    for _ in range(n):
+                        t0 = time.perf_counter()
+                        datasets, _ = node.broker.fetch(t.tenant, list(t.data))
+                        node.orchestrator.sandboxes.run(art, encode(datasets), Limits(mem, 5000))
+                        out.append(time.perf_counter() - t0)
+
+                loop(direct_reps, direct)
+                # the ceiling: the same loop in 2 plain threads (no task store, queue, waits)
+                threads = [threading.Thread(target=loop, args=(direct_reps, [])) for _ in range(2)]
+                t0 = time.perf_counter()
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join()
+                par_rate = 2 * direct_reps / (time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                ids = [orc.submit(task(name, mem)) for _ in range(tasks)]
+                t_sub = time.perf_counter()
+                recs = [orc.wait(tid, timeout=120) for tid in ids]
+                wall = time.perf_counter() - t0
+                ok = [r for r in recs if r.status == "done"]
+                rate = tasks / wall
+                per_stage = {
+                    s: statistics.median(r.timing.get(s, 0.0) for r in ok) * 1e3 for s in STAGES
+                }
+                # a representative task: the one whose total is the median
+                by_total = sorted(ok, key=lambda r: r.timing["total"])
+                rep = by_total[len(by_total) // 2].timing
+                direct_rate = 1.0 / statistics.median(direct)
+                out[kind] = {
+                    "tasks_per_s": rate,
+                    "submit_per_s": tasks / (t_sub - t0),
+                    "wall_s": wall,
+                    "done": len(ok),
+                    "failed": [r.error for r in recs if r.status != "done"][:3],
+                    "median_stage_ms": per_stage,
+                    "representative_timing_ms": {k: v * 1e3 for k, v in rep.items()},
+                    "baseline_serial_direct_tasks_per_s": direct_rate,
+                    "ratio_vs_serial_direct": rate / direct_rate,
+                    "baseline_2_threads_direct_tasks_per_s": par_rate,
+                    "ratio_vs_2_threads_direct": rate / par_rate,
+                    "target": verdict(rate, 300.0, higher_is_better=True),
+                }
+                log(
+                    f"   {kind}: {rate:.0f} tasks/s (direct loop: serial {direct_rate:.0f}/s, "
+                    f"2 threads {par_rate:.0f}/s; "
+                    f"submit {tasks / (t_sub - t0):.0f}/s); median stages "
+                    + ", ".join(f"{s} {v:.2f}" for s, v in per_stage.items() if s != "queue")
+                    + " ms"
+                )
+    return out
+
+
+def plot_throughput(tp: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    kinds = ("python", "core")
+    x = np.arange(len(kinds))
+    w = 0.27
+    series = (
+        ("tasks_per_s", "tab:blue", "orchestrator, capacity 2"),
+        ("baseline_2_threads_direct_tasks_per_s", "darkgrey", "baseline: 2 threads, direct loop"),
+        ("baseline_serial_direct_tasks_per_s", "grey", "baseline: serial fetch+encode+run"),
+    )
+    for i, (key, color, label) in enumerate(series):
+        bars = ax.bar(x + (i - 1) * w, [tp[k][key] for k in kinds], w, color=color, label=label)
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.axhline(300, ls="--", color="red", lw=1, label="target 300 tasks/s")
+    ax.set_xticks(x, [f"{k} mean\n({tp['readings_per_task']} readings)" for k in kinds])
+    ax.set_ylabel("tasks per second")
+    ax.set_title(f"Node throughput, {tp['tasks']} tasks submitted at once (2 cores)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_breakdown(tp: dict[str, Any], mean: dict[str, Any], path: Path) -> None:
+    stages = ("retrieval", "transfer", "start", "compute", "result")
+    colors = ("tab:green", "tab:purple", "tab:red", "tab:blue", "tab:brown")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    ax = axes[0]
+    kinds = ("python", "core")
+    for i, kind in enumerate(kinds):
+        t = tp[kind]["representative_timing_ms"]
+        bottom = 0.0
+        for s, c in zip(stages, colors, strict=True):
+            ax.bar(i, t.get(s, 0.0), bottom=bottom, color=c, label=s if i == 0 else None)
+            bottom += t.get(s, 0.0)
+        ax.annotate(f"{bottom:.2f} ms", (i, bottom), ha="center", xytext=(0, 3),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xticks(range(len(kinds)), [f"{k} mean" for k in kinds])
+    ax.set_ylabel("ms")
+    ax.set_title(f"Orchestrator task, {tp['readings_per_task']} readings from SQLite", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for i, kind in enumerate(kinds):
+        e2e = mean[kind]["end_to_end_ms"]["p50"]
+        comp = mean[kind]["compute_ms"]["p50"]
+        ax.bar(i, comp, color=colors[3])
+        ax.bar(
+            i,
+            e2e - comp,
+            bottom=comp,
+            color="lightgrey",
+            label="transfer+start+result" if i == 0 else None,
+        )
+        ax.annotate(
+            f"{e2e:.1f} ms", (i, e2e), ha="center", xytext=(0, 3), textcoords="offset points"
+        )
+    nat = mean["native_ms"]["end_to_end"]["p50"]
+    ax.bar(2, nat, color="grey")
+    ax.annotate(f"{nat:.1f} ms", (2, nat), ha="center", xytext=(0, 3), textcoords="offset points")
+    ax.set_xticks(range(3), ["python mean", "core mean", "native CPython"])
+    ax.set_title(f"Sandbox run, {mean['readings']:,} readings (p50)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.suptitle("Where a task's time goes (representative task per function kind)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    q = parse_args(__doc__ or "", argv)
+    with session(q) as (b, meta):
+        res = bench_throughput(b, 200 if q else 500, 100, 30 if q else 100)
+    out = write_result("throughput", res, meta)
+    plot_throughput(res, RESULTS / "single_node_throughput.png")
+    mean_json = RESULTS / "single_node_mean_1m.json"
+    if mean_json.exists():  # written by bench_mean.py, which run_all.py runs first
+        mean = json.loads(mean_json.read_text())["mean_1m"]
+        plot_breakdown(res, mean, RESULTS / "single_node_breakdown.png")
+    else:
+        log(f"no {mean_json.name}: run bench_mean.py for the breakdown figure")
+    log(f"wrote {out} in {meta['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Single-node benchmark 2: broker -> sandbox transfer throughput.
+
+1 MB..100 MB FDS1 blobs, into a Python function (host write + guest read) and into a core
+module (memory write). Baseline: a native ``memmove`` of the same bytes. Target >= 500 MB/s.
+
+Run ``python benchmarks/bench_transfer.py [--quick]`` (``make bench`` runs it through
+``run_all.py``). Writes ``benchmarks/results/single_node_transfer.json`` and its PNG.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from _common import (
+    MB,
+    MIB,
+    RESULTS,
+    Bench,
+    dataset,
+    head,
+    log,
+    parse_args,
+    pct,
+    readings_for_bytes,
+    session,
+    summary,
+    verdict,
+    write_result,
+)
+from fades.sandbox.base import Limits
+from fades.sandbox.wire import encode
+
+
+def bench_transfer(b: Bench, sizes_mb: list[int], reps: int) -> dict[str, Any]:
+    log("2. broker -> sandbox transfer")
+    big = dataset(readings_for_bytes(max(sizes_mb) * MB))
+    rows = []
+    for size in sizes_mb:
+        blob = encode({"d": head(big, readings_for_bytes(size * MB))})
+        nbytes = len(blob)
+        cap = int(nbytes / MIB) + 64
+        memmove, py, core = [], [], []
+        for _ in range(reps):
+            dst = bytearray(nbytes)  # fresh pages, as the sandboxes get
+            t0 = time.perf_counter()
+            dst[:] = blob
+            memmove.append(time.perf_counter() - t0)
+            del dst
+            r = b.python.run(b.py_len, blob, Limits(cap, 60_000))
+            py.append(r.timing["transfer"])
+            r = b.core.run(b.core_mean, blob, Limits(cap, 60_000))
+            core.append(r.timing["transfer"])
+        row: dict[str, Any] = {"size_mb": nbytes / MB, "bytes": nbytes}
+        for name, xs in (("native_memmove", memmove), ("python", py), ("core", core)):
+            row[name] = {
+                "mb_per_s_p50": nbytes / MB / statistics.median(xs),
+                "mb_per_s_p10": nbytes / MB / pct(xs, 90),
+                "seconds": summary(xs),
+            }
+        for name in ("python", "core"):
+            mbs = row[name]["mb_per_s_p50"]
+            row[name]["target"] = verdict(mbs, 500.0, higher_is_better=True)
+            row[name]["fraction_of_memmove"] = mbs / row["native_memmove"]["mb_per_s_p50"]
+        rows.append(row)
+        log(
+            f"   {nbytes / MB:7.1f} MB: python {row['python']['mb_per_s_p50']:7.0f} MB/s, "
+            f"core {row['core']['mb_per_s_p50']:7.0f} MB/s, "
+            f"memmove {row['native_memmove']['mb_per_s_p50']:7.0f} MB/s"
+        )
+    return {
+        "rows": rows,
+        "all_met": {k: all(r[k]["target"]["met"] for r in rows) for k in ("python", "core")},
+        "min_mb_per_s": {k: min(r[k]["mb_per_s_p50"] for r in rows) for k in ("python", "core")},
+    }
+
+
+def plot_transfer(tr: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = [r["size_mb"] for r in tr["rows"]]
+    for name, color, label in (
+        ("native_memmove", "grey", "native memmove (baseline)"),
+        ("python", "tab:blue", "Python function (file write + guest read)"),
+        ("core", "tab:orange", "core module (memory write)"),
+    ):
+        ax.plot(
+            sizes, [r[name]["mb_per_s_p50"] for r in tr["rows"]], "o-", color=color, label=label
+        )
+    ax.axhline(500, ls="--", color="red", lw=1, label="target 500 MB/s")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("FDS1 blob size, MB")
+    ax.set_ylabel("throughput p50, MB/s (log)")
+    ax.set_title("Broker -> sandbox transfer")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    q = parse_args(__doc__ or "", argv)
+    with session(q) as (b, meta):
+        res = bench_transfer(b, [1, 10, 30] if q else [1, 3, 10, 30, 100], 3 if q else 7)
+    out = write_result("transfer", res, meta)
+    plot_transfer(res, RESULTS / "single_node_transfer.png")
+    log(f"wrote {out} in {meta['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""NatsBus: the :class:`~fades.bus.base.Bus` over NATS and JetStream (nats-py).
+
+Built on what :mod:`fades.fabric` already learned:
+
+* connecting polls the port first and then reconnects forever (:func:`fades.fabric.connect`);
+* a durable consumer pulls one message per fetch (a batch fetch waits for the whole batch);
+* replies above one chunk go as flow-controlled parts (:mod:`fades.fabric.transfer`), so no
+  message exceeds ``max_payload`` and a capped uplink is not flooded;
+* errors raised by a handler travel back as their :mod:`fades.errors` class.
+
+Key-value buckets and object stores are in :mod:`fades.bus.nats_stores`. Every nats-py
+exception is translated there and here into :class:`~fades.errors.FabricError`
+(or ``FabricConflict`` / ``NodeUnavailable``); nothing above this module imports nats-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Handler, Listener
+from fades.bus.nats_stores import (
+    OP_TIMEOUT_S,
+    NatsKv,
+    NatsObjects,
+    fabric_error,
+    open_or_create,
+)
+from fades.errors import FabricError, FadesError
+from fades.fabric.connect import FabricSettings, connect
+from fades.fabric.transfer import CHUNK, reply_error, request_chunks, send_chunks
+
+log = logging.getLogger("fades.bus")
+
+#: how long one pull waits for a message
+FETCH_TIMEOUT_S = 1.0
+#: pause after a failed pull (the server may be restarting)
+BACKOFF_S = (0.2, 0.5)
+
+
+class NatsDelivery:
+    """A JetStream message taken from a pull consumer."""
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.subject = msg.subject
+        self.data = msg.data
+        self.msg_id: str | None = (msg.headers or {}).get("Nats-Msg-Id")
+        try:
+            self.delivered = int(msg.metadata.num_delivered)
+        except Exception:
+            self.delivered = 1
+
+    async def ack(self) -> None:
+        try:
+            await self._msg.ack()
+        except Exception as exc:
+            raise fabric_error("ack failed", exc) from exc
+
+    async def nak(self, delay: float | None = None) -> None:
+        try:
+            await self._msg.nak(delay=delay)
+        except Exception as exc:
+            raise fabric_error("nak failed", exc) from exc
+
+    async def term(self) -> None:
+        try:
+            await self._msg.term()
+        except Exception as exc:
+            raise fabric_error("term failed", exc) from exc
+
+    async def in_progress(self) -> None:
+        try:
+            await self._msg.in_progress()
+        except Exception as exc:
+            raise fabric_error("in_progress failed", exc) from exc
+
+
+class NatsBus:
+    """The Bus over one nats-py connection (it reconnects by itself after a server restart)."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: FabricSettings | str | None = None,
+        *,
+        name: str = "fades",
+        timeout: float = 10.0,
+    ) -> NatsBus:
+        """Connect (waiting up to ``timeout`` for the server).
+
+        Raises:
+            FabricError: unreachable, or the server refused the credentials.
+        """
+        return cls(await connect(settings, name=name, timeout=timeout))
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload)
+
+    @property
+    def reconnects(self) -> int:
+        """How often the connection came back after a loss (streams may need re-creating)."""
+        return int(self.nc.stats["reconnects"])
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def stream(self, name: str, subjects: list[str]) -> None:
+        try:
+            await asyncio.wait_for(self.js.stream_info(name), OP_TIMEOUT_S)
+            return
+        except NotFoundError:
+            pass
+        except Exception as exc:
+            raise fabric_error(f"stream {name}", exc) from exc
+        cfg = StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+        try:
+            await asyncio.wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
+        except Exception as exc:
+            raise fabric_error(f"creating stream {name}", exc) from exc
+
+    async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        try:
+            await self.js.publish(subject, data, timeout=OP_TIMEOUT_S, headers=headers)
+        except Exception as exc:
+            raise fabric_error(f"publish on {subject} not stored", exc) from exc
+
+    async def consume(
+        self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0
+    ) -> AsyncIterator[NatsDelivery]:
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            filter_subject=subject,
+        )
+        psub: Any = None
+        failures = 0
+        try:
+            while not self._closed:
+                try:
+                    if psub is None:
+                        psub = await asyncio.wait_for(
+                            self.js.pull_subscribe(
+                                subject, durable=durable, stream=stream, config=config
+                            ),
+                            OP_TIMEOUT_S,
+                        )
+                        if failures:
+                            log.info("consumer %s: consuming again", durable)
+                    msgs = await psub.fetch(1, timeout=FETCH_TIMEOUT_S)
+                except TimeoutError:
+                    continue  # nothing there (or a reconnect swallowed the pull request)
+                except Exception as exc:
+                    failures += 1
+                    if failures == 1 or failures % 20 == 0:
+                        log.warning("consumer %s: pull failed (%d): %r", durable, failures, exc)
+                    if failures >= 3 and psub is not None:
+                        with contextlib.suppress(Exception):
+                            await psub.unsubscribe()  # re-created on the next pass
+                        psub = None
+                    await asyncio.sleep(BACKOFF_S[0] if failures < 3 else BACKOFF_S[1])
+                    continue
+                failures = 0
+                for msg in msgs:
+                    yield NatsDelivery(msg)
+        finally:
+            if psub is not None:
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()  # the durable consumer stays on the server
+
+    async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> NatsKv:
+        cfg = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)
+        kv = await open_or_create(
+            f"KV bucket {bucket}", self.js.key_value(bucket), lambda: self.js.create_key_value(cfg)
+        )
+        return NatsKv(kv, bucket)
+
+    async def objects(self, bucket: str) -> NatsObjects:
+        store = await open_or_create(
+            f"object store {bucket}",
+            self.js.object_store(bucket),
+            lambda: self.js.create_object_store(bucket),
+        )
+        return NatsObjects(store, bucket)
+
+    async def request(self, subject: str, data: bytes, *, timeout: float = 5.0) -> bytes:
+        try:
+            reply, _ = await request_chunks(
+                self.nc, subject, data, timeout=timeout, idle_timeout=max(timeout, 30.0)
+            )
+        except FadesError:
+            raise
+        except Exception as exc:
+            raise fabric_error(f"request on {subject}", exc) from exc
+        return reply
+
+    async def serve(self, subject: str, handler: Handler, *, queue: str | None = None) -> None:
+        async def _answer(msg: Msg) -> None:
+            if not msg.reply:
+                return
+            try:
+                out = await handler(msg.data)
+                if len(out) <= CHUNK:
+                    await self.nc.publish(msg.reply, out)
+                else:
+                    await send_chunks(self.nc, msg.reply, out, {})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("serving %s failed: %s", subject, exc)
+                with contextlib.suppress(Exception):
+                    await reply_error(self.nc, msg.reply, exc)
+
+        async def _on_msg(msg: Msg) -> None:
+            # one task per request: a long reply does not hold up the next request
+            task = asyncio.create_task(_answer(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        await self._subscribe(subject, _on_msg, queue)
+
+    async def subscribe(self, subject: str, listener: Listener) -> None:
+        async def _on_msg(msg: Msg) -> None:
+            try:
+                await listener(msg.subject, msg.data)
+            except Exception:
+                log.exception("listener on %s failed", subject)
+
+        await self._subscribe(subject, _on_msg, None)
+
+    async def _subscribe(self, subject: str, cb: Any, queue: str | None) -> None:
+        if self._closed:
+            raise FabricError("the bus is closed")
+        try:
+            self._subs.append(await self.nc.subscribe(subject, queue=queue or "", cb=cb))
+        except Exception as exc:
+            raise fabric_error(f"subscribe to {subject}", exc) from exc
+
+    async def send(self, subject: str, data: bytes) -> None:
+        try:
+            await self.nc.publish(subject, data)
+        except Exception as exc:
+            raise fabric_error(f"send on {subject}", exc) from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = []
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.close(), 5.0)
+
+
+if TYPE_CHECKING:
+    _conforms: type[Bus] = NatsBus

@@ -1,0 +1,128 @@
+"""What every ``fades`` command group shares: the consoles, common options, progress
+helpers, and the one place where errors are translated at the CLI boundary.
+
+:func:`report` turns any exception that escapes a command into one line on stderr: a
+:class:`~fades.errors.FadesError` is ``error (kind): message`` with exit status 2, a failure
+to reach a server names the URL (exit 2), anything else is one line with a hint (exit 1),
+the traceback only with ``fades --debug`` or ``FADES_DEBUG=1``. Every message is cleaned by
+:mod:`fades.cli.safe` first: it may quote a function's output.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from fades import paths
+from fades.cli.safe import markup
+from fades.errors import FadesError, TaskValidationError
+
+# Wide enough for the timing tables when output goes to a file or a pipe. No emoji codes:
+# ":smile:" in a function's output stays ":smile:".
+console = Console(width=None if sys.stdout.isatty() else 120, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home", help="node folder (default: $FADES_HOME or ~/.fades)", show_default=False
+    ),
+]
+ControllerOpt = Annotated[
+    str,
+    typer.Option(
+        "--controller", envvar="FADES_CONTROLLER", help="controller URL ($FADES_CONTROLLER)"
+    ),
+]
+TokenOpt = Annotated[
+    str, typer.Option("--token", envvar="FADES_TOKEN", help="bearer token ($FADES_TOKEN)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def home_dir(home: Path | None) -> Path:
+    return home if home is not None else paths.home()
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("FADES_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _connection_failure(exc: BaseException) -> str | None:
+    """The URL that could not be reached, if ``exc`` is a failure to connect."""
+    import httpx
+
+    if isinstance(exc, httpx.TransportError):
+        try:
+            return str(exc.request.url)
+        except RuntimeError:  # no request attached
+            return "the server"
+    if isinstance(exc, ConnectionError):
+        return "the server"
+    return None
+
+
+def report(exc: BaseException) -> int:
+    """Print ``exc`` as one line on stderr and return the exit status for it."""
+    if isinstance(exc, FadesError):
+        err.print(f"[bold red]error[/] ({markup(exc.kind)}): {markup(exc)}", soft_wrap=True)
+        if isinstance(exc, TaskValidationError) and len(exc.problems) > 1:
+            for field, reason in exc.problems[:20]:
+                err.print(f"  - {markup(field, oneline=True)}: {markup(reason, oneline=True)}")
+        status = 2
+    elif (url := _connection_failure(exc)) is not None:
+        err.print(
+            f"[bold red]error[/] (connection): cannot reach {markup(url, oneline=True)}: "
+            f"{markup(exc, oneline=True)}",
+            soft_wrap=True,
+        )
+        status = 2
+    elif isinstance(exc, (FileExistsError, FileNotFoundError, PermissionError)):
+        err.print(f"[bold red]error[/]: {markup(exc, oneline=True)}", soft_wrap=True)
+        status = 2
+    else:
+        err.print(
+            f"[bold red]error[/] (unexpected {markup(type(exc).__name__)}): "
+            f"{markup(exc, oneline=True)}",
+            soft_wrap=True,
+        )
+        if not debug_enabled():
+            err.print("  this is a bug in fades; rerun with --debug (or FADES_DEBUG=1) for details")
+        status = 1
+    if debug_enabled():
+        err.print(markup("".join(traceback.format_exception(exc)), 64 * 1024), soft_wrap=True)
+    return status
+
+
+@contextmanager
+def progress_bar() -> Iterator[tuple[Callable[[Any, int, int], None], Any]]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("generating readings", total=0)
+
+        def update(task_id: Any, done: int, total: int) -> None:
+            progress.update(task_id, completed=done, total=total)
+
+        yield update, bar
+
+
+@contextmanager
+def spinner(text: str) -> Iterator[None]:
+    with Progress(SpinnerColumn(), TextColumn(text), TimeElapsedColumn(), console=console) as p:
+        p.add_task(text, total=None)
+        yield

@@ -1,0 +1,93 @@
+"""``fades data``: generate, load and summarise the node's local sensor data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fades.cli.common import HomeOpt, console, home_dir, progress_bar
+from fades.cli.safe import markup
+
+data_app = typer.Typer(help="The node's local sensor data.", no_args_is_help=True)
+
+
+@contextmanager
+def readings(home: Path | None) -> Iterator[tuple[Path, Any]]:
+    """The node's SQLite store, opened (folder created) and closed around a command."""
+    from fades.broker import SQLiteConnector
+
+    h = home_dir(home)
+    h.mkdir(parents=True, exist_ok=True)
+    store = SQLiteConnector(h / "readings.db")
+    try:
+        yield h / "readings.db", store
+    finally:
+        store.close()
+
+
+@data_app.command("generate")
+def generate(
+    days: Annotated[float, typer.Option(help="days of readings")] = 2.0,
+    rate: Annotated[float, typer.Option(help="seconds between readings of one sensor")] = 10.0,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same values)")] = 0,
+    home: HomeOpt = None,
+) -> None:
+    """Generate the five-room office testbed into the node's SQLite store."""
+    from datetime import UTC, datetime, timedelta
+
+    from fades.testbed import populate
+
+    # The readings end now, so that tasks asking for "the last N seconds" find them.
+    start = datetime.now(UTC) - timedelta(days=days)
+    with readings(home) as (path, store):
+        with progress_bar() as (progress, task_bar):
+            n = populate(
+                store, days, rate, seed, start, progress=lambda d, t: progress(task_bar, d, t)
+            )
+        console.print(f"wrote {n:,} readings to {path} ({store.count():,} in total)", markup=False)
+
+
+@data_app.command("load")
+def load(
+    dataset: Annotated[str, typer.Argument(help="'river-occupancy' or a CSV file of readings")],
+    location: Annotated[str, typer.Option(help="location for the river data set")] = "lab",
+    home: HomeOpt = None,
+) -> None:
+    """Load a real data set into the node's store."""
+    from fades.broker import CSVConnector
+
+    with readings(home) as (path, store):
+        if dataset == "river-occupancy":
+            from fades.testbed import load_river_occupancy
+
+            n = load_river_occupancy(store, location=location)
+        else:
+            n = store.write(CSVConnector(dataset).load())
+        console.print(f"loaded {n:,} readings into {path}", markup=False)
+
+
+@data_app.command("info")
+def info(home: HomeOpt = None) -> None:
+    """Summarise the data this node holds (names came from sensors: printed escaped)."""
+    from datetime import UTC, datetime
+
+    def fmt(ts: float | None) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+    with readings(home) as (_, store):
+        table = Table("location", "sensor type", "unit", "rows", "from", "to")
+        for s in store.describe():
+            table.add_row(
+                markup(s.location, 200, oneline=True),
+                markup(s.sensor_type, 200, oneline=True),
+                markup(s.unit, 200, oneline=True),
+                f"{s.rows:,}",
+                fmt(s.first_ts),
+                fmt(s.last_ts),
+            )
+        console.print(table)

@@ -1,0 +1,146 @@
+"""``fades fn``: build, sign, install, list and upload functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fades.cli.common import ControllerOpt, HomeOpt, TokenOpt, console, home_dir, spinner
+from fades.cli.safe import markup
+
+fn_app = typer.Typer(help="Build, sign and install functions.", no_args_is_help=True)
+
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option("--key", help="private key to sign with (default: HOME/keys/signing.key)"),
+]
+
+
+def signing_key(key: Path | None, home: Path) -> Any:
+    from fades.errors import SignatureError
+    from fades.functions.keys import SigningKey
+
+    path = key or home / "keys" / "signing.key"
+    if not path.exists():
+        raise SignatureError(
+            f"no signing key at {path}; create one with 'fades keys generate' or pass --key"
+        )
+    return SigningKey.load(path)
+
+
+def install(home: Path, data: bytes) -> None:
+    from fades.functions.keys import TrustStore
+    from fades.functions.store import FunctionStore
+
+    store = FunctionStore(home / "artifacts", TrustStore.from_dir(home / "trusted"))
+    art = store.add(data)
+    console.print(f"installed {markup(art.name)} on node {markup(home)}", highlight=False)
+
+
+@fn_app.command("build")
+def build(
+    source: Annotated[Path, typer.Argument(help="a .py function, or a .wat/.wasm core module")],
+    key: KeyOpt = None,
+    name: Annotated[str | None, typer.Option(help="function name (default: file stem)")] = None,
+    entry: Annotated[str, typer.Option(help="entry function of a Python source")] = "main",
+    out: Annotated[Path | None, typer.Option(help="write the artifact here")] = None,
+    install_it: Annotated[
+        bool, typer.Option("--install/--no-install", help="install into this node")
+    ] = True,
+    home: HomeOpt = None,
+) -> None:
+    """Build and sign a function artifact (and install it on this node)."""
+    from fades.functions.build import build_function
+
+    h = home_dir(home)
+    art = build_function(source, key=signing_key(key, h), name=name, entry=entry)
+    if out is not None:
+        out.write_bytes(art.to_bytes())
+    console.print(
+        f"built {markup(art.kind)} function [bold]{markup(art.name)}[/] {markup(art.digest)} "
+        f"({len(art)} bytes, signed by {markup(art.signer)})",
+        highlight=False,
+    )
+    if out is not None:
+        console.print(f"wrote {markup(out)}", highlight=False)
+    if install_it:
+        install(h, art.to_bytes())
+
+
+@fn_app.command("runtime")
+def runtime(
+    key: KeyOpt = None,
+    out: Annotated[Path | None, typer.Option(help="write the artifact here")] = None,
+    install_it: Annotated[
+        bool, typer.Option("--install/--no-install", help="install into this node")
+    ] = True,
+    home: HomeOpt = None,
+) -> None:
+    """Build and sign the shared Python runtime (once per fades version; takes seconds)."""
+    from fades.functions.build import build_runtime
+
+    h = home_dir(home)
+    with spinner("building the Python runtime with componentize-py"):
+        art = build_runtime(key=signing_key(key, h))
+    console.print(f"runtime {art.digest} ({len(art) / 2**20:.1f} MiB)", markup=False)
+    if out is not None:
+        out.write_bytes(art.to_bytes())
+    if install_it:
+        install(h, art.to_bytes())
+
+
+@fn_app.command("add")
+def add(artifact: Path, home: HomeOpt = None) -> None:
+    """Verify and install an artifact file on this node."""
+    from fades.errors import ArtifactFormatError
+
+    try:
+        data = artifact.read_bytes()
+    except OSError as exc:
+        raise ArtifactFormatError(f"cannot read {artifact}: {exc.strerror}") from None
+    install(home_dir(home), data)
+
+
+@fn_app.command("list")
+def list_functions(home: HomeOpt = None) -> None:
+    """List the functions installed on this node."""
+    from fades.functions.keys import TrustStore
+    from fades.functions.store import FunctionStore
+
+    h = home_dir(home)
+    store = FunctionStore(h / "artifacts", TrustStore.from_dir(h / "trusted"))
+    table = Table("name", "kind", "digest", "bytes", "signer")
+    for name, digest in store.names().items():
+        art = store.get(digest)
+        table.add_row(
+            markup(name, 200, oneline=True),
+            markup(art.kind, 40, oneline=True),
+            markup(digest[:23], oneline=True) + "…",
+            str(len(art)),
+            markup(art.signer or "-", 200, oneline=True),
+        )
+    console.print(table)
+
+
+@fn_app.command("upload")
+def upload(
+    artifact: Annotated[Path, typer.Argument(help="a signed artifact file (.fart)")],
+    controller: ControllerOpt,
+    token: TokenOpt,
+) -> None:
+    """Upload a signed artifact to the controller's function repository."""
+    from fades.client import FadesClient
+
+    with FadesClient(controller, token) as client:
+        rec = client.upload(artifact)
+    size = rec.get("size")
+    size_s = f"{size:,}" if isinstance(size, int) else markup(size, 40)
+    console.print(
+        f"uploaded {markup(rec.get('kind'))} function [bold]{markup(rec.get('name'))}[/] "
+        f"{markup(rec.get('digest'))} ({size_s} bytes, "
+        f"signed by {markup(rec.get('signer'))})",
+        highlight=False,
+    )

@@ -1,0 +1,50 @@
+"""``fades keys``: signing keys and the node's trusted keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fades.cli.common import HomeOpt, console, home_dir
+
+keys_app = typer.Typer(help="Signing keys and trust.", no_args_is_help=True)
+
+
+def trust(home: Path, pub: Path) -> str:
+    from fades.functions.keys import install_trusted
+
+    return install_trusted(home / "trusted", pub)
+
+
+@keys_app.command("generate")
+def generate(
+    name: Annotated[str, typer.Option(help="file name stem of the key pair")] = "signing",
+    out: Annotated[Path | None, typer.Option(help="folder (default: HOME/keys)")] = None,
+    trusted: Annotated[
+        bool, typer.Option("--trust/--no-trust", help="also make this node trust the key")
+    ] = True,
+    home: HomeOpt = None,
+) -> None:
+    """Generate an Ed25519 key pair for signing functions."""
+    from fades.functions.keys import SigningKey
+
+    h = home_dir(home)
+    key = SigningKey.generate(name)
+    priv, pub = key.save(out or h / "keys")
+    console.print(
+        f"private key: {priv}\npublic key:  {pub}\nkey id:      {key.id}",
+        markup=False,
+        highlight=False,
+    )
+    if trusted:
+        trust(h, pub)
+        console.print(f"this node ({h}) now trusts key {key.id}", markup=False)
+
+
+@keys_app.command("trust")
+def trust_key(public_key: Path, home: HomeOpt = None) -> None:
+    """Make the node accept artifacts signed by PUBLIC_KEY."""
+    kid = trust(home_dir(home), public_key)
+    console.print(f"trusted key {kid}", markup=False)

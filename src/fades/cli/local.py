@@ -1,0 +1,124 @@
+"""``fades demo`` and ``fades up``: the guided demo and a local cluster on this machine.
+
+:func:`run_up` keeps a :class:`~fades.cluster.LocalCluster` running until Ctrl-C, SIGTERM
+or ``--duration``, printing how to use it and a status line every 10 s.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fades.cli.common import console, progress_bar, spinner
+
+
+def demo(
+    home: Annotated[
+        Path | None, typer.Option(help="demo node folder (default: ./.fades/demo)")
+    ] = None,
+    days: Annotated[float, typer.Option(help="days of testbed data")] = 7.0,
+    rate: Annotated[float, typer.Option(help="seconds between readings")] = 30.0,
+    examples: Annotated[Path | None, typer.Option(help="folder with functions/ and tasks/")] = None,
+    nodes: Annotated[
+        int, typer.Option(min=0, max=16, help="node agents in the cluster part (0: skip it)")
+    ] = 3,
+) -> None:
+    """The main job: one node end to end, then offloading across a local cluster."""
+    from fades.demo import run_demo
+
+    run_demo(
+        home=home or Path(".fades") / "demo",
+        days=days,
+        rate=rate,
+        examples=examples,
+        console=console,
+        progress=progress_bar,
+        spinner=spinner,
+        cluster_nodes=nodes,
+    )
+
+
+def up(
+    nodes: Annotated[int, typer.Option(min=1, max=32, help="node agents to start")] = 3,
+    home: Annotated[
+        Path | None, typer.Option(help="cluster folder, made fresh (default: ./.fades/up)")
+    ] = None,
+    days: Annotated[float, typer.Option(help="days of history per node")] = 1.0,
+    sensors: Annotated[
+        bool, typer.Option(help="stream live readings over MQTT for every node's rooms")
+    ] = True,
+    duration: Annotated[
+        float | None, typer.Option(help="stop by itself after this many seconds")
+    ] = None,
+) -> None:
+    """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
+    run_up(
+        home or Path(".fades") / "up",
+        nodes=nodes,
+        duration=duration,
+        sensors=sensors,
+        days=days,
+        say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+    )
+
+
+def run_up(
+    home: Path,
+    *,
+    nodes: int,
+    duration: float | None,
+    sensors: bool,
+    days: float,
+    say: Callable[[str], None],
+) -> None:
+    """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    from fades.cluster import LocalCluster
+
+    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say)
+    try:
+        cluster.prepare()
+        cluster.start()
+        say("")
+        say(f"controller   {cluster.url}   (docs {cluster.url}/docs)")
+        say(f"token        {cluster.token}   (tenant facilities)")
+        say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
+        say(f"NATS         {cluster.nats.url}   MQTT 127.0.0.1:{cluster.nats.mqtt_port}")
+        for name in cluster.names:
+            say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
+        say("")
+        say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
+        say("      fades task submit examples/tasks/mean_core.yaml --wait")
+        say("stop: Ctrl-C" + (f" (or wait {duration:g} s)" if duration else ""))
+        t_end = None if duration is None else time.monotonic() + duration
+        next_status = time.monotonic() + 10.0
+        while not stop.is_set():
+            if t_end is not None and time.monotonic() >= t_end:
+                break
+            stop.wait(0.2)
+            cluster._check_alive()
+            if time.monotonic() >= next_status:
+                next_status += 10.0
+                try:
+                    listed = cluster.client().nodes()
+                    up = sum(1 for n in listed if n["up"])
+                    say(f"status: {up}/{len(listed)} nodes up")
+                except Exception as exc:  # status is best effort; stopping is not
+                    say(f"status: controller did not answer ({exc})")
+    finally:
+        say("stopping sensors, nodes, controller and NATS ...")
+        cluster.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        say("stopped")

@@ -1,0 +1,146 @@
+"""Dispatch: hand recorded edge tasks to their nodes over the fabric.
+
+A task is published to ``fades.task.<node>`` as a :class:`~fades.fabric.protocol.TaskEnvelope`
+with its wire id as the message id (JetStream drops a second publish with the same id, and a
+node ignores a task id it already holds, so re-publishing is safe). The envelope pins the
+artifact digest chosen at submit, and the task body it carries names that digest as its
+``function.artifact``, so a node runs exactly that version whatever is uploaded meanwhile.
+
+A task that can never be published (its envelope exceeds the fabric's message limit) fails
+with :class:`~fades.errors.DispatchFailed` naming the limit; it never holds up the tasks
+behind it. A fabric outage leaves tasks ``accepted``; the dispatcher retries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fades.controller.results import Recorder
+from fades.controller.store import ControllerStore, PendingTask
+from fades.errors import DispatchFailed, FabricError
+from fades.fabric.protocol import TaskEnvelope
+from fades.fabric.subjects import task_subject
+from fades.outcome import Outcome
+
+log = logging.getLogger("fades.controller")
+
+#: seconds between re-publish attempts of tasks accepted but not yet in JetStream
+REDISPATCH_S = 1.0
+#: bytes of a message kept for headers (message id) below the server's max_payload
+HEADER_ROOM = 4096
+
+#: ``publish(subject, data, msg_id)``; raises FabricError when the fabric does not store it
+Publish = Callable[[str, bytes, str], Awaitable[None]]
+
+
+def envelope(p: PendingTask) -> bytes:
+    """The wire form of a pending task: wire id as its task id, the pinned digest as its
+    artifact."""
+    body: dict[str, Any] = dict(p.task)
+    body["credentials"] = {**body.get("credentials", {}), "task_id": p.wire_id}
+    if p.digest is not None:
+        body["function"] = {**body.get("function", {}), "artifact": p.digest}
+    return TaskEnvelope(task=body, submitted_at=p.submitted_at, digest=p.digest).encode()
+
+
+class Dispatcher:
+    """Publishes pending edge tasks; one bad task fails alone.
+
+    Args:
+        store: the controller's store.
+        recorder: where a task that cannot be dispatched gets its failed outcome.
+        publish: ``publish(subject, data, msg_id)``; raises FabricError when the fabric is
+            unreachable (the Bus translates every transport error into it).
+        ready: whether the fabric is reachable now.
+        limit: the largest message the fabric takes (bytes), asked each time.
+    """
+
+    def __init__(
+        self,
+        store: ControllerStore,
+        recorder: Recorder,
+        publish: Publish,
+        ready: Callable[[], bool],
+        limit: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.publish = publish
+        self.ready = ready
+        self.limit = limit
+        self._inflight: set[tuple[str, str]] = set()
+        self._kick = asyncio.Event()
+
+    def kick(self) -> None:
+        """Run a dispatcher pass now."""
+        self._kick.set()
+
+    async def dispatch(self, p: PendingTask) -> bool:
+        """Publish one recorded task; False if it must be retried (fabric unreachable)."""
+        if not self.ready():
+            self._kick.set()
+            return False  # stays 'accepted'; the dispatcher retries once the fabric is back
+        try:
+            data = envelope(p)
+        except (TypeError, ValueError) as exc:  # a task recorded by an older version, say
+            await self.fail(p, f"the task cannot be encoded for its node: {exc}")
+            return True
+        limit = self.limit() - HEADER_ROOM
+        if len(data) > limit:
+            await self.fail(
+                p,
+                f"the task's message ({len(data)} bytes) exceeds the fabric's limit "
+                f"({limit} bytes); send less in function.params",
+            )
+            return True
+        key = (p.tenant, p.id)
+        self._inflight.add(key)
+        try:
+            await self.publish(task_subject(p.node), data, p.wire_id)
+            await asyncio.to_thread(self.store.mark_dispatched, p.tenant, p.id)
+            return True
+        except FabricError as exc:  # fabric down or slow: stays 'accepted' and is retried
+            log.warning("task %s not dispatched yet (%s); retrying", p.id, exc)
+            self._kick.set()
+            return False
+        finally:
+            self._inflight.discard(key)
+
+    async def fail(self, p: PendingTask, reason: str) -> None:
+        """End a task that can never be dispatched, with ``reason``."""
+        log.warning("task %s of %s cannot be dispatched: %s", p.id, p.tenant, reason)
+        now = time.time()
+        out = Outcome(
+            task_id=p.id,
+            tenant=p.tenant,
+            node=p.node,
+            status="failed",
+            error_kind=DispatchFailed.__name__,
+            error=reason,
+            digest=p.digest,
+            attempts=0,
+            finished_at=now,
+        )
+        await self.recorder.record(out, "edge")
+
+    async def run(self) -> None:
+        """Re-publish tasks accepted but not yet handed over (restart, fabric outage)."""
+        while True:
+            try:
+                for p in await asyncio.to_thread(self.store.pending, "edge"):
+                    if (p.tenant, p.id) in self._inflight:
+                        continue  # its submit is publishing it right now
+                    if not await self.dispatch(p):
+                        break  # the fabric is unreachable: wait before trying the rest
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. the database: log it and try again on the next pass
+                log.exception("dispatcher pass failed")
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), REDISPATCH_S)

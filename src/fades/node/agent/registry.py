@@ -1,0 +1,152 @@
+"""Registry and heartbeat: the node's entry in the ``fades_nodes`` bucket.
+
+The entry (:class:`~fades.fabric.protocol.NodeInfo`: what the node offers, the data it holds,
+how loaded it is) is re-put every ``heartbeat_s``; ``stopping: true`` on a clean stop. The
+data summary is refreshed every :data:`DATA_EVERY` beats, and sooner after ingest wrote
+readings when describing the data is cheap. After a fabric reconnect the streams are checked
+again (a server may come back without its store), and every beat sweeps the result outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import time
+from typing import TYPE_CHECKING, Any
+
+from fades import __version__
+from fades.bus.base import KeyValue
+from fades.errors import FadesError
+from fades.fabric.protocol import DataHeld, NodeInfo, NodeLoad
+from fades.fabric.streams import nodes_bucket
+
+if TYPE_CHECKING:
+    from fades.node.agent import NodeAgent
+
+log = logging.getLogger("fades.node.agent")
+
+#: the data summary is refreshed at least every this many heartbeats
+DATA_EVERY = 5
+
+
+def memory_mib() -> int:
+    """Total memory of this machine in MiB (0 if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // (1024 * 1024)
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+class Registry:
+    """Puts the node's registry entry, once per heartbeat."""
+
+    def __init__(self, agent: NodeAgent) -> None:
+        self.agent = agent
+        self.seq = 0
+        self._kv: KeyValue | None = None
+        self._data: list[DataHeld] = []
+        self._data_beat = -DATA_EVERY
+        self._ingest_written: Any = None
+        self._describe_s = 0.0
+        self._reconnects = 0
+
+    def info(self) -> NodeInfo:
+        """The registry entry as of now (without bumping ``seq``)."""
+        a = self.agent
+        load = NodeLoad(capacity=a.capacity or 1)
+        if a.node is not None:
+            orc = a.node.orchestrator
+            current = orc.load
+            load = NodeLoad(
+                running=current["running"], queued=current["queued"], capacity=orc.capacity
+            )
+        stats = dict(a.ingest.stats)
+        return NodeInfo(
+            name=a.name,
+            version=__version__,
+            arch=platform.machine(),
+            cores=os.cpu_count() or 1,
+            memory_mib=memory_mib(),
+            runtimes=["python", "core"],
+            labels=a.labels,
+            data=list(self._data),
+            load=load,
+            started_at=a.started_at,
+            heartbeat_at=time.time(),
+            heartbeat_s=a.heartbeat_s,
+            seq=self.seq,
+            stopping=a.stopping,
+            stats=stats,
+        )
+
+    async def refresh_data(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            described = await asyncio.to_thread(self.agent.require_node().broker.describe)
+            self._data = DataHeld.from_broker(described)
+        except FadesError as exc:
+            log.warning("node %s: cannot describe its data: %s", self.agent.name, exc)
+        self._describe_s = time.perf_counter() - t0
+        self._data_beat = self.seq
+
+    async def beat(self) -> None:
+        """Put the registry entry (seq + 1), refreshing the data summary when due."""
+        written = self.agent.ingest.stats.get("written")
+        due = self.seq - self._data_beat >= DATA_EVERY
+        cheap = self._describe_s <= self.agent.heartbeat_s / 4
+        if due or (written != self._ingest_written and cheap):
+            self._ingest_written = written
+            await self.refresh_data()
+        self.seq += 1
+        entry = self.info().encode()
+        try:
+            if self._kv is None:
+                self._kv = await nodes_bucket(self.agent.require_bus())
+            await self._kv.put(self.agent.name, entry)
+        except Exception:
+            self._kv = None  # re-open the bucket next time (the server may have restarted)
+            raise
+
+    async def last_beat(self) -> None:
+        """A final put (``stopping``), if the fabric takes it."""
+        if self.agent.bus is None or not getattr(self.agent.bus, "connected", True):
+            return
+        try:
+            await asyncio.wait_for(self.beat(), 10.0)
+        except Exception as exc:
+            log.warning("node %s: could not put its stopping entry: %r", self.agent.name, exc)
+
+    async def loop(self) -> None:
+        a = self.agent
+        self._reconnects = getattr(a.bus, "reconnects", 0)
+        failures = 0
+        while not a.stopping:
+            await asyncio.sleep(a.heartbeat_s)
+            reconnects = getattr(a.bus, "reconnects", 0)
+            if reconnects != self._reconnects:
+                self._reconnects = reconnects
+                log.info("node %s: reconnected to the fabric; re-checking streams", a.name)
+                try:
+                    await a.open_fabric()  # re-created if the server came back without its store
+                except Exception as exc:
+                    log.warning("node %s: streams not re-checked: %r", a.name, exc)
+            try:
+                await self.beat()
+                if failures:
+                    log.info("node %s: heartbeat resumed after %d failures", a.name, failures)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("node %s: heartbeat failed (%d): %s", a.name, failures, exc)
+                continue
+            await a.outbox.flush()
