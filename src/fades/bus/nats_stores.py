@@ -11,7 +11,6 @@ from typing import TypeVar
 from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
     NotFoundError,
     ObjectNotFoundError,
 )
@@ -98,12 +97,20 @@ class NatsKv:
             raise fabric_error(f"KV {self.bucket} delete {key}", exc) from exc
 
     async def keys(self) -> list[str]:
+        # Not nats-py's keys(): it lists through a watcher whose "caught up" marker can arrive
+        # before the entries on a loaded machine, returning too few keys. The stream's subject
+        # counts are exact; a subject whose last entry is a delete marker is not a key.
+        pre = self._kv._pre
         try:
-            return list(await asyncio.wait_for(self._kv.keys(), OP_TIMEOUT_S))
-        except NoKeysError:
-            return []
+            info = await asyncio.wait_for(
+                self._kv._js.stream_info(self._kv._stream, subjects_filter=f"{pre}>"),
+                OP_TIMEOUT_S,
+            )
         except Exception as exc:
             raise fabric_error(f"KV {self.bucket} keys", exc) from exc
+        subjects = info.state.subjects or {}
+        keys = [subject[len(pre) :] for subject in subjects]
+        return [key for key in keys if await self.get(key) is not None]
 
     async def watch(self, key: str = ">") -> AsyncIterator[KvEntry | None]:
         try:
