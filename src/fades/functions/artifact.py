@@ -27,20 +27,20 @@ from typing import Any, Literal
 
 from fades.errors import ArtifactFormatError, ArtifactRejected, SignatureError
 from fades.functions.keys import SigningKey, TrustStore
+from fades.functions.validate import CORE_ABI as CORE_ABI
 from fades.functions.validate import (
+    KINDS,
     MAX_ARTIFACT_BYTES,
     MAX_MANIFEST_BYTES,
     check_manifest,
     check_payload,
 )
+from fades.functions.validate import PYTHON_ABI as PYTHON_ABI
 
 MAGIC = b"FADESART"
 VERSION = 1
 _HEAD = struct.Struct("<8sIII")
 Kind = Literal["python", "core", "runtime"]
-PYTHON_ABI = "fades-py/1"
-CORE_ABI = "fades-core/1"
-KINDS: dict[str, str] = {"python": PYTHON_ABI, "core": CORE_ABI, "runtime": PYTHON_ABI}
 
 
 def sha256_hex(data: bytes | bytearray | memoryview) -> str:

@@ -28,6 +28,11 @@ import wasmtime
 
 from fades.errors import ArtifactRejected
 
+PYTHON_ABI = "fades-py/1"
+CORE_ABI = "fades-core/1"
+#: artifact kind -> the ABI its manifest must name
+KINDS: dict[str, str] = {"python": PYTHON_ABI, "core": CORE_ABI, "runtime": PYTHON_ABI}
+
 MAX_NAME = 64
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*$")
 NAME_RULE = (
@@ -119,8 +124,6 @@ def check_manifest(manifest: object) -> dict[str, Any]:
     Raises:
         ArtifactRejected: naming the field and the rule it breaks.
     """
-    from fades.functions.artifact import KINDS
-
     where = "artifact manifest"
     if not isinstance(manifest, dict):
         raise reject(
