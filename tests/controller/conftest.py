@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import wasmtime
 
 from fades.bus.nats import NatsBus
 from fades.client import FadesClient
@@ -33,6 +34,15 @@ from fades.node.agent import NodeAgent
 from fades.outcome import Outcome
 
 T = TypeVar("T")
+
+#: the smallest core module the repository accepts (memory, fades_alloc, fades_run)
+CORE_WASM = bytes(
+    wasmtime.wat2wasm(
+        '(module (memory (export "memory") 1)'
+        ' (func (export "fades_alloc") (param i32) (result i32) (i32.const 1024))'
+        ' (func (export "fades_run") (param i32 i32) (result i32) (i32.const 0)))'
+    )
+)
 
 FACILITIES = "token-facilities-0123"
 VISITOR = "token-visitor-0123456"

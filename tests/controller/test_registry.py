@@ -8,7 +8,7 @@ import pytest
 
 from fades.errors import NodeUnavailable
 
-from .conftest import Bed, held
+from .conftest import CORE_WASM, Bed, held
 
 DOWN_AFTER = 1.0
 
@@ -53,7 +53,7 @@ def test_a_silent_node_is_marked_down_within_down_after_and_new_tasks_avoid_it(
     bed.register("edge-b", [held("room1")])
     wait_for(lambda: all(n["up"] for n in nodes(bed).values()) and len(nodes(bed)) == 2)
     with bed.client() as c:
-        c.upload(create("core", "mean", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "mean", CORE_WASM, key=signing_key).to_bytes())
         # both hold room1 and are idle: the tie goes to the first name
         assert c.submit(make_task("mean"))["node"] == "edge-a"
 

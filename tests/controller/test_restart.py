@@ -10,7 +10,7 @@ from fades.controller.store import ControllerStore
 from fades.functions.artifact import Artifact
 from fades.task import parse_task
 
-from .conftest import Bed, held
+from .conftest import CORE_WASM, Bed, held
 from .test_api import artifact_of, up
 
 COUNT = """
@@ -127,7 +127,7 @@ def test_the_controller_carries_on_after_a_nats_restart(
     node = bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
         bed.nats.stop()
         time.sleep(0.3)
         # NATS is down: the task is recorded, and handed over once NATS is back

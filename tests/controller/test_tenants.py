@@ -17,7 +17,7 @@ from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.outcome import Outcome
 
-from .conftest import FACILITIES, VISITOR, Bed, held
+from .conftest import CORE_WASM, FACILITIES, VISITOR, Bed, held
 from .test_api import raw, up
 
 
@@ -33,7 +33,7 @@ def test_task_ids_are_per_tenant_and_reveal_nothing_across_tenants(
     reg = bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client(FACILITIES) as fac, bed.client(VISITOR) as vis:
-        fac.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        fac.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
         fac.submit(make_task("f", task_id="job-1"), node="edge")
         # the same id for another tenant: accepted, not 409
         resp = raw(
@@ -130,7 +130,7 @@ def test_a_task_the_fabric_cannot_carry_is_refused_at_submit(
     up(bed, "edge")
     limit = ctl.max_payload - 4096
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
         # within the HTTP body limit, over the fabric's message limit
         big = make_task("f", params={"blob": "x" * (limit - 200)})
         resp = raw(bed, "POST", "/v1/tasks?node=edge", json=big)
@@ -159,7 +159,7 @@ def test_one_task_that_cannot_be_dispatched_fails_alone(
     reg = bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
     # what an older controller accepted: an oversized task, queued before a good one
     now = time.time()
     bad = make_task("f", task_id="too-big", params={"blob": "x" * ctl.max_payload})
