@@ -293,3 +293,9 @@ class NameTaken(Forbidden):
 
 class RollbackRefused(ControllerError):
     """An upload would make an older version of a function current again."""
+
+
+# --- controller (wave 2) ---------------------------------------------------------------------
+class TaskNotCancellable(ControllerError):
+    """A cancel request for a task that already ended, or that cannot be stopped where it runs
+    (HTTP 409)."""

@@ -78,3 +78,12 @@ class FunctionInfo(BaseModel):
     parts: int
     signer: str | None
     uploaded_at: float
+
+
+class CancelReceipt(BaseModel):
+    """What a cancel request did."""
+
+    task_id: str
+    node: str
+    status: Status = Field(description="the task's status at the controller after the request")
+    detail: str = Field(description="what happened, in words")

@@ -29,7 +29,7 @@ from fades.controller.auth import Tokens
 from fades.controller.cloud import CloudRunner
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.metrics import Metrics
-from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, Where
+from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, Where
 from fades.controller.publishing import Publisher
 from fades.controller.registry import DOWN_AFTER_S, Registry
 from fades.controller.results import Recorder, consume
@@ -374,6 +374,17 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         return await self.get(task_id, tenant=tenant)
+
+    async def cancel(self, task_id: str, *, tenant: str) -> CancelReceipt:
+        """Cancel one of ``tenant``'s tasks (see :mod:`fades.controller.cancel`)."""
+        from fades.controller.cancel import cancel
+
+        return await cancel(self, task_id, tenant=tenant)
+
+    def cancel_cloud(self, tenant: str, task_id: str) -> None:
+        running = self._cloud_tasks.pop((tenant, task_id), None)
+        if running is not None:
+            running.cancel()
 
     async def list(self, *, tenant: str | None = None, limit: int = 100) -> list[TaskRecord]:
         """Tasks, newest first (only ``tenant``'s if given)."""
