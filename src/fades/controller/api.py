@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fades import __version__
 from fades.controller import bodies
+from fades.controller.apidocs import mount_docs
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, TaskInfo
 from fades.controller.service import Controller
@@ -158,7 +159,10 @@ def create_app(controller: Controller) -> FastAPI:
         title="fades controller",
         version=__version__,
         description="Offload tasks to edge nodes next to their data, or run them in the cloud.",
+        docs_url=None,  # served from local files below, not from a CDN
+        redoc_url=None,
     )
+    mount_docs(app)
     app.state.controller = controller
     app.add_middleware(ContainErrors)
 
