@@ -299,3 +299,8 @@ class RollbackRefused(ControllerError):
 class TaskNotCancellable(ControllerError):
     """A cancel request for a task that already ended, or that cannot be stopped where it runs
     (HTTP 409)."""
+
+
+class SignerNotTrusted(ControllerError):
+    """An upload signed by a key that none of the nodes that are up trusts (HTTP 422);
+    ``context`` holds ``signer`` and ``nodes``."""

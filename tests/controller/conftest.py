@@ -66,9 +66,15 @@ class Registration:
     (they wait in the node's stream)."""
 
     def __init__(
-        self, url: str, name: str, data: list[DataHeld], load: NodeLoad | None, heartbeat_s: float
+        self,
+        url: str,
+        name: str,
+        data: list[DataHeld],
+        load: NodeLoad | None,
+        heartbeat_s: float,
+        trusted: list[str] | None = None,
     ) -> None:
-        self.url, self.name, self.data = url, name, data
+        self.url, self.name, self.data, self.trusted = url, name, data, trusted
         self.load = load or NodeLoad()
         self.heartbeat_s = heartbeat_s
         self.seq = 0
@@ -100,6 +106,7 @@ class Registration:
             heartbeat_s=self.heartbeat_s,
             seq=self.seq,
             stopping=self.stopping,
+            trusted_signers=self.trusted,
         )
         await self.kv.put(self.name, info.encode())
 
@@ -221,9 +228,11 @@ class Bed:
         data: list[DataHeld],
         load: NodeLoad | None = None,
         heartbeat_s: float = 0.2,
+        trusted: list[str] | None = None,
     ) -> Registration:
-        """A registered node that takes no tasks (see :class:`Registration`)."""
-        reg = Registration(self.nats.url, name, data, load, heartbeat_s)
+        """A registered node that takes no tasks (see :class:`Registration`); ``trusted``:
+        the signer ids its entry lists (None: it does not say)."""
+        reg = Registration(self.nats.url, name, data, load, heartbeat_s, trusted)
         self.run(reg.start())
         self.registrations.append(reg)
         return reg

@@ -78,6 +78,9 @@ class FunctionInfo(BaseModel):
     parts: int
     signer: str | None
     uploaded_at: float
+    warnings: list[str] = Field(
+        default_factory=list, description="e.g. nodes that do not trust the signer"
+    )
 
 
 class CancelReceipt(BaseModel):

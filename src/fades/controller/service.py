@@ -152,6 +152,7 @@ class Controller:
         self._publisher = Publisher(
             self.home / "trusted", self.functions, store, self._repo, lambda: self.connected
         )
+        self._publisher.up_nodes = lambda: [e.info for e in self.registry.up()]
         self._cloud = CloudRunner(bus, self._repo, self.functions, self.cloud_capacity)
         recorder = self._recorder = Recorder(store, self.metrics)
         self._dispatcher = Dispatcher(
