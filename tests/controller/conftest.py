@@ -164,7 +164,7 @@ class Bed:
         self._stop: asyncio.Event | None = None
         self._serving: Any = None
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 180.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def controller_home(self) -> Path:
@@ -287,6 +287,18 @@ class Bed:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A real nats-server per test, waited for until its ports accept connections (a generous
+    budget: on a loaded 2-core machine a start can take many seconds)."""
+    server = EmbeddedNats(tmp_path / "nats", name="fades-test")
+    server.start(timeout=120.0)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_the_store_is_never_called_on_the_event_loop(
         tid = c.submit(make_task("f"), node="edge")["task_id"]
         done = Outcome(task_id=tid, tenant="facilities", node="edge", status="done", result=3)
         bed.publish_outcome("edge", done, f"{tid}.result")
-        assert c.wait(tid, timeout=10)["result"] == 3
+        assert c.wait(tid, timeout=60)["result"] == 3
         assert [t["task_id"] for t in c.tasks()] == [tid]
     names = {n for n, _ in calls}
     assert {"add_task", "add_outcome", "mark_dispatched", "get", "list", "exists"} <= names
