@@ -58,6 +58,18 @@ def test_a_running_persistent_task_is_cancelled_on_its_node(
             time.sleep(0.05)
         assert c.get(tid)["status"] in ("accepted", "dispatched", "running")
 
+        # a task the node accepted but has not started (its one worker runs the persistent
+        # task) is not run: it fails at once as cancelled
+        queued = c.submit(make_task("counter", memory_mib=32))["task_id"]
+        while not orc.exists(queued):
+            assert time.monotonic() < deadline, "the node never accepted the second task"
+            time.sleep(0.05)
+        assert orc.store.get(queued).status == "accepted"
+        c.cancel(queued)
+        info = c.wait(queued, timeout=60)
+        assert info["status"] == "failed" and info["error_kind"] == "TaskCancelled", info
+        assert info["started_at"] is None and "before it started" in info["error"], info
+
         with bed.client(VISITOR) as other, pytest.raises(TaskNotFound):
             other.cancel(tid)  # another tenant's task is not found (404)
 
