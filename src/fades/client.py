@@ -106,6 +106,16 @@ class FadesClient:
         )
         return result
 
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel a task: ``task_id``, ``node``, ``status`` and ``detail`` of what happened.
+
+        Raises:
+            TaskNotFound: no such task of this tenant; TaskNotCancellable: it already ended;
+            NodeUnavailable: its node did not answer.
+        """
+        result: dict[str, Any] = self._call("POST", f"/v1/tasks/{task_id}/cancel")
+        return result
+
     def wait(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """The task once done or failed, or as it stands after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout

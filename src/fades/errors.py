@@ -293,3 +293,14 @@ class NameTaken(Forbidden):
 
 class RollbackRefused(ControllerError):
     """An upload would make an older version of a function current again."""
+
+
+# --- controller (wave 2) ---------------------------------------------------------------------
+class TaskNotCancellable(ControllerError):
+    """A cancel request for a task that already ended, or that cannot be stopped where it runs
+    (HTTP 409)."""
+
+
+class SignerNotTrusted(ControllerError):
+    """An upload signed by a key that none of the nodes that are up trusts (HTTP 422);
+    ``context`` holds ``signer`` and ``nodes``."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import wasmtime
 
 from fades.bus.nats import NatsBus
 from fades.client import FadesClient
@@ -33,6 +34,15 @@ from fades.node.agent import NodeAgent
 from fades.outcome import Outcome
 
 T = TypeVar("T")
+
+#: the smallest core module the repository accepts (memory, fades_alloc, fades_run)
+CORE_WASM = bytes(
+    wasmtime.wat2wasm(
+        '(module (memory (export "memory") 1)'
+        ' (func (export "fades_alloc") (param i32) (result i32) (i32.const 1024))'
+        ' (func (export "fades_run") (param i32 i32) (result i32) (i32.const 0)))'
+    )
+)
 
 FACILITIES = "token-facilities-0123"
 VISITOR = "token-visitor-0123456"
@@ -56,9 +66,15 @@ class Registration:
     (they wait in the node's stream)."""
 
     def __init__(
-        self, url: str, name: str, data: list[DataHeld], load: NodeLoad | None, heartbeat_s: float
+        self,
+        url: str,
+        name: str,
+        data: list[DataHeld],
+        load: NodeLoad | None,
+        heartbeat_s: float,
+        trusted: list[str] | None = None,
     ) -> None:
-        self.url, self.name, self.data = url, name, data
+        self.url, self.name, self.data, self.trusted = url, name, data, trusted
         self.load = load or NodeLoad()
         self.heartbeat_s = heartbeat_s
         self.seq = 0
@@ -90,6 +106,7 @@ class Registration:
             heartbeat_s=self.heartbeat_s,
             seq=self.seq,
             stopping=self.stopping,
+            trusted_signers=self.trusted,
         )
         await self.kv.put(self.name, info.encode())
 
@@ -147,7 +164,7 @@ class Bed:
         self._stop: asyncio.Event | None = None
         self._serving: Any = None
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 180.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def controller_home(self) -> Path:
@@ -211,9 +228,11 @@ class Bed:
         data: list[DataHeld],
         load: NodeLoad | None = None,
         heartbeat_s: float = 0.2,
+        trusted: list[str] | None = None,
     ) -> Registration:
-        """A registered node that takes no tasks (see :class:`Registration`)."""
-        reg = Registration(self.nats.url, name, data, load, heartbeat_s)
+        """A registered node that takes no tasks (see :class:`Registration`); ``trusted``:
+        the signer ids its entry lists (None: it does not say)."""
+        reg = Registration(self.nats.url, name, data, load, heartbeat_s, trusted)
         self.run(reg.start())
         self.registrations.append(reg)
         return reg
@@ -268,6 +287,18 @@ class Bed:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A real nats-server per test, waited for until its ports accept connections (a generous
+    budget: on a loaded 2-core machine a start can take many seconds)."""
+    server = EmbeddedNats(tmp_path / "nats", name="fades-test")
+    server.start(timeout=120.0)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

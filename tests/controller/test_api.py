@@ -23,7 +23,7 @@ from fades.functions.keys import SigningKey, TrustStore
 from fades.functions.store import FunctionStore
 from fades.outcome import Outcome
 
-from .conftest import FACILITIES, VISITOR, Bed, held
+from .conftest import CORE_WASM, FACILITIES, VISITOR, Bed, held
 
 COUNT = """
 def main(data, params):
@@ -147,7 +147,7 @@ def test_refusals_name_the_problem_with_the_right_status(
     bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
 
         resp = raw(
             bed,
@@ -189,7 +189,7 @@ def test_an_outcome_delivered_twice_is_stored_once(
     bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
         tid = c.submit(make_task("f"), node="edge")["task_id"]
         first = Outcome(
             task_id=tid,
@@ -207,10 +207,10 @@ def test_an_outcome_delivered_twice_is_stored_once(
         # another tenant's name on it, and garbage: dropped, the consumer carries on
         bed.publish_outcome("edge", first.model_copy(update={"tenant": "visitor"}), "forged")
         bed.publish_outcome("edge", b"{not an outcome", "garbage")
-        info = c.wait(tid, timeout=10)
+        info = c.wait(tid, timeout=60)
         assert info["status"] == "done" and info["result"] == {"copy": 1}
         assert set(info["timing"]) >= {"dispatch", "latency"}
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             metrics = httpx.get(bed.url + "/metrics").text
             if "fades_results_duplicate_total 1.0" in metrics:

@@ -79,7 +79,7 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         env=env,
     )
     try:
-        lines = read_line(proc, "controller ready ", timeout=30)
+        lines = read_line(proc, "controller ready ", timeout=120)
         url = lines[-1].removeprefix("controller ready ")
         assert url == f"http://127.0.0.1:{port}"
         assert any(f"created {home / 'tokens.yaml'}" in line for line in lines)
@@ -87,11 +87,11 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         (token,) = [t for t, tenant in tokens.items() if tenant == "facilities"]
         assert (home / "tokens.yaml").stat().st_mode & 0o077 == 0
 
-        docs = httpx.get(f"{url}/docs", timeout=10)
+        docs = httpx.get(f"{url}/docs", timeout=30)
         assert docs.status_code == 200 and "swagger" in docs.text.lower()
-        paths = httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+        paths = httpx.get(f"{url}/openapi.json", timeout=30).json()["paths"]
         assert {"/v1/tasks", "/v1/tasks/{task_id}", "/v1/nodes", "/v1/functions"} <= set(paths)
-        assert httpx.get(f"{url}/v1/nodes", timeout=10).status_code == 401
+        assert httpx.get(f"{url}/v1/nodes", timeout=30).status_code == 401
 
         # the CLI client against it, with a node on the fabric
         node_home = prepare_home("edge", functions={"count": COUNT})
@@ -112,7 +112,7 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         assert bad.returncode == 2 and "ArtifactFormatError" in bad.stderr
 
         auth = {"Authorization": f"Bearer {token}"}
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait for the node's registration
             if any(n["up"] for n in httpx.get(f"{url}/v1/nodes", headers=auth).json()):
                 break

@@ -16,7 +16,7 @@ from fades.errors import ControllerError, ControllerUnreachable
 from fades.functions.artifact import create
 from fades.functions.keys import SigningKey
 
-from .conftest import FACILITIES, Bed, held
+from .conftest import CORE_WASM, FACILITIES, Bed, held
 from .test_api import up
 
 
@@ -116,7 +116,7 @@ def test_bad_requests_get_a_4xx_and_the_connection_stays_usable(
             assert conn.request("GET", "/v1/tasks")[0] == 200
 
         # uploads: wrong type, not an artifact, too large (declared)
-        art = create("core", "f", b"\0asm", key=signing_key).to_bytes()
+        art = create("core", "f", CORE_WASM, key=signing_key).to_bytes()
         uploads = [
             (art, {"Content-Type": "application/json"}, 415, "application/octet-stream"),
             (b"\x00" * 100, {}, 422, "not a fades artifact"),
@@ -165,15 +165,11 @@ def test_the_client_says_when_it_cannot_reach_the_controller() -> None:
 def test_absurd_numbers_in_a_task_are_a_4xx(
     bed: Bed, make_task: Any, signing_key: SigningKey
 ) -> None:
-    import fades.task
-
-    if not hasattr(fades.task, "MAX_WINDOW_SECONDS"):
-        pytest.skip("task.py does not bound last_seconds yet (the taskinput branch does)")
     bed.start_controller()
     bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
     conn = RawHttp(bed.url)
     try:
         for value in (1e12, -1, 1e308):
@@ -195,7 +191,7 @@ def test_long_polls_leave_nothing_behind(bed: Bed, make_task: Any, signing_key: 
     bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
         for i in range(50):  # unknown ids
             with pytest.raises(TaskNotFound):
                 c.get(f"nope-{i}", wait=0.05)

@@ -13,7 +13,7 @@ from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.outcome import Outcome
 
-from .conftest import Bed, held
+from .conftest import CORE_WASM, Bed, held
 from .test_api import up
 
 
@@ -107,11 +107,11 @@ def test_the_store_is_never_called_on_the_event_loop(
     bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
         tid = c.submit(make_task("f"), node="edge")["task_id"]
         done = Outcome(task_id=tid, tenant="facilities", node="edge", status="done", result=3)
         bed.publish_outcome("edge", done, f"{tid}.result")
-        assert c.wait(tid, timeout=10)["result"] == 3
+        assert c.wait(tid, timeout=60)["result"] == 3
         assert [t["task_id"] for t in c.tasks()] == [tid]
     names = {n for n, _ in calls}
     assert {"add_task", "add_outcome", "mark_dispatched", "get", "list", "exists"} <= names

@@ -15,7 +15,7 @@ from fades.functions.artifact import create
 from fades.placers import LocalityPlacer, NimbusPlacer, Placement, placer
 from fades.task import Task, parse_task
 
-from .conftest import Bed, held
+from .conftest import CORE_WASM, Bed, held
 
 
 def place(t: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -> Placement:
@@ -127,7 +127,7 @@ def test_auto_placement_over_http(bed: Bed, make_task: Any, signing_key: Any) ->
         deadline = time.monotonic() + 30
         while len([n for n in c.nodes() if n["up"]]) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
 
         def submit(room: str) -> dict[str, Any]:
             return c.submit(make_task("f", data=[{"name": "t", "select": {"location": room}}]))
@@ -162,6 +162,6 @@ def test_the_controller_places_with_the_placer_it_was_given(
         deadline = time.monotonic() + 30
         while len([n for n in c.nodes() if n["up"]]) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
         r = c.submit(make_task("f", data=[{"name": "t", "select": {"location": "room1"}}]))
     assert r["node"] == "idle" and "nimbus score" in r["placement"]

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from fades.errors import NameTaken, PayloadTooLarge, RollbackRefused
+from fades.errors import NameTaken, RollbackRefused, TaskValidationError
 from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.outcome import Outcome
 
-from .conftest import FACILITIES, VISITOR, Bed, held
+from .conftest import CORE_WASM, FACILITIES, VISITOR, Bed, held
 from .test_api import raw, up
 
 
@@ -33,7 +33,7 @@ def test_task_ids_are_per_tenant_and_reveal_nothing_across_tenants(
     reg = bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client(FACILITIES) as fac, bed.client(VISITOR) as vis:
-        fac.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        fac.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
         fac.submit(make_task("f", task_id="job-1"), node="edge")
         # the same id for another tenant: accepted, not 409
         resp = raw(
@@ -128,22 +128,20 @@ def test_a_task_the_fabric_cannot_carry_is_refused_at_submit(
     ctl = bed.start_controller()
     reg = bed.register("edge", [held("room1")])
     up(bed, "edge")
-    limit = ctl.max_payload - 4096
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
-        # within the HTTP body limit, over the fabric's message limit
-        big = make_task("f", params={"blob": "x" * (limit - 200)})
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
+        # within the HTTP body limit, over what one message carries: params are bounded by
+        # the task model (262,144 bytes) below the fabric's limit, so it is a 400 naming it
+        assert ctl.max_payload - 4096 > 262_144
+        big = make_task("f", params={"blob": "x" * 300_000})
         resp = raw(bed, "POST", "/v1/tasks?node=edge", json=big)
-        assert resp.status_code == 413, resp.text
-        body = resp.json()
-        assert (
-            body["error_kind"] == "PayloadTooLarge" and f"at most {limit} bytes" in body["detail"]
-        )
+        assert resp.status_code == 400, resp.text
+        assert "at most 262,144" in resp.json()["detail"]
         # over the HTTP body limit: refused before it is read
         huge = make_task("f", params={"blob": "x" * (2 * 1024 * 1024)})
         resp = raw(bed, "POST", "/v1/tasks?node=edge", json=huge)
         assert resp.status_code == 413 and "limit of 1048576 bytes" in resp.json()["detail"]
-        with pytest.raises(PayloadTooLarge):
+        with pytest.raises(TaskValidationError):
             c.submit(big, node="edge")
         # nothing of them was recorded, and the next task goes through
         assert c.tasks() == []
@@ -159,7 +157,7 @@ def test_one_task_that_cannot_be_dispatched_fails_alone(
     reg = bed.register("edge", [held("room1")])
     up(bed, "edge")
     with bed.client() as c:
-        c.upload(create("core", "f", b"\0asm", key=signing_key).to_bytes())
+        c.upload(create("core", "f", CORE_WASM, key=signing_key).to_bytes())
     # what an older controller accepted: an oversized task, queued before a good one
     now = time.time()
     bad = make_task("f", task_id="too-big", params={"blob": "x" * ctl.max_payload})

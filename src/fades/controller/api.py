@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fades import __version__
 from fades.controller import bodies
+from fades.controller.apidocs import mount_docs
 from fades.controller.metrics import CONTENT_TYPE_LATEST
-from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, TaskInfo
+from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, TaskInfo
 from fades.controller.service import Controller
 from fades.controller.store import TaskRecord
 from fades.errors import (
@@ -37,6 +38,8 @@ from fades.errors import (
     PayloadTooLarge,
     RollbackRefused,
     SignatureError,
+    SignerNotTrusted,
+    TaskNotCancellable,
     TaskNotFound,
     TaskValidationError,
     Unauthorized,
@@ -58,6 +61,8 @@ STATUS: list[tuple[type[FadesError], int]] = [
     (SignatureError, 422),
     (ArtifactError, 404),
     (DuplicateTask, 409),
+    (TaskNotCancellable, 409),
+    (SignerNotTrusted, 422),
     (RollbackRefused, 409),
     (PayloadTooLarge, 413),
     (UnsupportedContentType, 415),
@@ -156,7 +161,10 @@ def create_app(controller: Controller) -> FastAPI:
         title="fades controller",
         version=__version__,
         description="Offload tasks to edge nodes next to their data, or run them in the cloud.",
+        docs_url=None,  # served from local files below, not from a CDN
+        redoc_url=None,
     )
+    mount_docs(app)
     app.state.controller = controller
     app.add_middleware(ContainErrors)
 
@@ -233,6 +241,13 @@ def create_app(controller: Controller) -> FastAPI:
         wait = bodies.finite(wait, "wait", 0.0, 1e9)
         rec = await controller.wait(task_id, min(wait, MAX_WAIT_S), tenant=tenant)
         return task_info(rec)
+
+    @app.post("/v1/tasks/{task_id}/cancel", response_model=CancelReceipt, tags=["tasks"])
+    async def cancel_task(
+        tenant: Tenant, task_id: Annotated[str, Path(max_length=MAX_NAME)]
+    ) -> CancelReceipt:
+        """Cancel a task (404: not yours; 409: already ended; 503: its node did not answer)."""
+        return await controller.cancel(task_id, tenant=tenant)
 
     @app.get("/v1/tasks", response_model=list[TaskInfo], tags=["tasks"])
     async def list_tasks(

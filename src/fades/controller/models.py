@@ -78,3 +78,15 @@ class FunctionInfo(BaseModel):
     parts: int
     signer: str | None
     uploaded_at: float
+    warnings: list[str] = Field(
+        default_factory=list, description="e.g. nodes that do not trust the signer"
+    )
+
+
+class CancelReceipt(BaseModel):
+    """What a cancel request did."""
+
+    task_id: str
+    node: str
+    status: Status = Field(description="the task's status at the controller after the request")
+    detail: str = Field(description="what happened, in words")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fades.controller.models import FunctionInfo
+from fades.controller.signers import check_signer
 from fades.controller.store import ControllerStore, FunctionOwner
 from fades.errors import (
     ArtifactError,
@@ -32,6 +33,7 @@ from fades.errors import (
     RollbackRefused,
     SignatureError,
 )
+from fades.fabric.protocol import NodeInfo
 from fades.fabric.repository import ArtifactRepository, order_key
 from fades.functions.artifact import Artifact, parse
 from fades.functions.keys import TrustStore
@@ -121,6 +123,8 @@ class Publisher:
         self.store = store
         self.repository = repository
         self.connected = connected
+        #: the registry entries of the nodes that are up (set by the controller)
+        self.up_nodes: Callable[[], list[NodeInfo]] = list
 
     async def pin(self, ref: str) -> str:
         """The digest ``ref`` names now (ArtifactError, HTTP 404: no such function).
@@ -180,6 +184,7 @@ class Publisher:
             raise SignatureError(
                 f"upload refused: {exc}; the controller trusts the keys in {self.trusted}"
             ) from None
+        warnings = check_signer(art.signer, self.up_nodes())
         try:
             await self.repository.record(art.digest)
             known = True
@@ -192,4 +197,4 @@ class Publisher:
         await asyncio.to_thread(record_publish, self.store, art, tenant)
         await asyncio.to_thread(self.functions.add, art)  # ready for the cloud path
         log.info("uploaded %s function %s %s", art.kind, art.name, art.digest)
-        return FunctionInfo(**rec.to_dict())
+        return FunctionInfo(**rec.to_dict(), warnings=warnings)

@@ -29,7 +29,7 @@ from fades.controller.auth import Tokens
 from fades.controller.cloud import CloudRunner
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.metrics import Metrics
-from fades.controller.models import FunctionInfo, NodeView, SubmitReceipt, Where
+from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, Where
 from fades.controller.publishing import Publisher
 from fades.controller.registry import DOWN_AFTER_S, Registry
 from fades.controller.results import Recorder, consume
@@ -152,6 +152,7 @@ class Controller:
         self._publisher = Publisher(
             self.home / "trusted", self.functions, store, self._repo, lambda: self.connected
         )
+        self._publisher.up_nodes = lambda: [e.info for e in self.registry.up()]
         self._cloud = CloudRunner(bus, self._repo, self.functions, self.cloud_capacity)
         recorder = self._recorder = Recorder(store, self.metrics)
         self._dispatcher = Dispatcher(
@@ -374,6 +375,17 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         return await self.get(task_id, tenant=tenant)
+
+    async def cancel(self, task_id: str, *, tenant: str) -> CancelReceipt:
+        """Cancel one of ``tenant``'s tasks (see :mod:`fades.controller.cancel`)."""
+        from fades.controller.cancel import cancel
+
+        return await cancel(self, task_id, tenant=tenant)
+
+    def cancel_cloud(self, tenant: str, task_id: str) -> None:
+        running = self._cloud_tasks.pop((tenant, task_id), None)
+        if running is not None:
+            running.cancel()
 
     async def list(self, *, tenant: str | None = None, limit: int = 100) -> list[TaskRecord]:
         """Tasks, newest first (only ``tenant``'s if given)."""

@@ -199,6 +199,14 @@ class ControllerStore:
             ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
+    def wire_id(self, tenant: str, task_id: str) -> str | None:
+        """The id the task carries on the fabric (and on its node), None if unknown."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT wire_id FROM tasks_v2 WHERE tenant = ? AND id = ?", (tenant, task_id)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def mark_dispatched(self, tenant: str, task_id: str, at: float | None = None) -> None:
         with self._lock:
             self._db.execute(

@@ -99,6 +99,8 @@ class NodeInfo(_Msg):
     seq: int = 0
     stopping: bool = False
     stats: dict[str, Any] = Field(default_factory=dict)
+    #: key ids whose signatures the node accepts (None: the node does not say)
+    trusted_signers: list[str] | None = None
 
     def matching(self, op: DataOp) -> list[DataHeld]:
         """The data entries that ``op`` selects on this node (non-empty, time overlapping)."""

@@ -6,6 +6,7 @@ Controller and node agents agree on these and nothing else::
     fades.result.<node>         stream FADES_RESULTS: results from a node (at least once)
     fades.node.<node>.query     request/reply: remote retrieval through the node's broker
     fades.node.<node>.ping      request/reply: liveness probe
+    fades.node.<node>.control   request/reply: operations on the node's tasks (cancel)
     KV  fades_nodes             node registry: one key per node, re-put on every heartbeat
     KV  fades_functions         function index: d.<hex> -> record, n.<name> -> digest,
                                 r.<abi> -> runtime digest
@@ -57,6 +58,10 @@ def query_subject(node: str) -> str:
 
 def ping_subject(node: str) -> str:
     return f"fades.node.{check_token(node)}.ping"
+
+
+def control_subject(node: str) -> str:
+    return f"fades.node.{check_token(node)}.control"
 
 
 def sensor_topic(node: str, location: str, sensor_type: str) -> str:

@@ -31,6 +31,9 @@ class QueryServer:
         bus = self.agent.require_bus()
         await bus.serve(ping_subject(self.agent.name), self._ping)
         await bus.serve(query_subject(self.agent.name), self._query)
+        from fades.node.agent.control import serve_control
+
+        await serve_control(self.agent)  # fades.node.<name>.control (cancel)
 
     async def _ping(self, _: bytes) -> bytes:
         return self.agent.registry.info().encode()

@@ -86,6 +86,7 @@ class Registry:
             seq=self.seq,
             stopping=a.stopping,
             stats=stats,
+            trusted_signers=a.node.trust.ids() if a.node is not None else None,
         )
 
     async def refresh_data(self) -> None:
