@@ -59,3 +59,15 @@ def test_a_damaged_signed_copy_is_not_reused(tmp_path: Path) -> None:
     assert again.digest != first.digest  # signed anew (new build time), and the copy replaced
     assert build_runtime(key=key).digest == again.digest
     copy.unlink()
+
+
+def test_the_cache_keeps_only_a_few_signed_copies() -> None:
+    keys = [SigningKey.generate(f"k{i}") for i in range(6)]
+    for key in keys:
+        build_runtime(key=key)
+    folder = paths.cache() / "runtime"
+    assert len(list(folder.glob("runtime-*-*.fart"))) <= 4
+    assert _signed_copies(keys[-1]), "the newest is kept"
+    for key in keys:
+        for p in _signed_copies(key):
+            p.unlink()

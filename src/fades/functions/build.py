@@ -283,4 +283,19 @@ def build_runtime(*, key: SigningKey | None, store: FunctionStore | None = None)
         tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
         tmp.write_bytes(art.to_bytes())
         tmp.replace(cached)
+        _prune_signed(cached.parent)
     return art
+
+
+_KEEP_SIGNED = 4  # signed runtime copies kept in the cache (about 19 MB each)
+
+
+def _prune_signed(folder: Path) -> None:
+    """Keep the newest few signed runtime copies (one per key in use), drop the rest."""
+    copies = []
+    for p in folder.glob("runtime-*-*.fart"):
+        with contextlib.suppress(OSError):
+            copies.append((p.stat().st_mtime_ns, p))
+    for _, p in sorted(copies, reverse=True)[_KEEP_SIGNED:]:
+        with contextlib.suppress(OSError):
+            p.unlink()

@@ -8,7 +8,9 @@ public bytes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fades.errors import SignatureError
+
+log = logging.getLogger(__name__)
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -105,16 +109,35 @@ def install_trusted(directory: str | Path, public_key_file: str | Path) -> str:
 
 
 class TrustStore:
-    """The public keys whose signatures a node accepts, by key id."""
+    """The public keys whose signatures a node accepts, by key id.
+
+    A store made by :meth:`from_dir` follows its folder: when the folder's listing or
+    modification time changes (``fades keys trust`` on a running node, or a key file
+    removed), the keys are read again at the next check (:meth:`refresh`, which costs a
+    ``stat`` and a listing and runs on every membership test and verification). Keys given
+    to the constructor or :meth:`add` stay trusted across reloads. :attr:`version` counts
+    the changes, so that a store of artifacts can re-examine what it skipped.
+    """
 
     def __init__(self, keys: list[Ed25519PublicKey] | None = None) -> None:
-        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._added: dict[str, Ed25519PublicKey] = {}
+        self._from_dir: dict[str, Ed25519PublicKey] = {}
+        self._dir: Path | None = None
+        self._seen: tuple[int, int, tuple[str, ...]] | None = None
+        self._lock = threading.Lock()
+        self.version = 0
         for k in keys or []:
             self.add(k)
 
+    @property
+    def _keys(self) -> dict[str, Ed25519PublicKey]:
+        return {**self._from_dir, **self._added}
+
     def add(self, key: Ed25519PublicKey) -> str:
         kid = key_id(key)
-        self._keys[kid] = key
+        with self._lock:
+            self._added[kid] = key
+            self.version += 1
         return kid
 
     def add_file(self, path: str | Path) -> str:
@@ -122,15 +145,59 @@ class TrustStore:
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> TrustStore:
-        """Trust every ``*.pub`` in ``directory`` (a missing directory trusts nobody)."""
+        """Trust every ``*.pub`` in ``directory`` (a missing directory trusts nobody), and
+        follow the directory's changes.
+
+        Raises:
+            SignatureError: a ``.pub`` file there is not an Ed25519 public key.
+        """
         store = cls()
-        d = Path(directory)
-        if d.is_dir():
-            for p in sorted(d.glob("*.pub")):
-                store.add_file(p)
+        store._dir = Path(directory)
+        store._reload(strict=True)
         return store
 
+    def _listing(self) -> tuple[int, int, tuple[str, ...]] | None:
+        assert self._dir is not None
+        try:
+            st = self._dir.stat()
+            names = tuple(sorted(n for n in os.listdir(self._dir) if n.endswith(".pub")))
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino, names
+
+    def _reload(self, *, strict: bool) -> bool:
+        """Read the folder again if it changed; True if it did."""
+        with self._lock:
+            seen = self._listing()
+            if seen == self._seen and (seen is not None or not self._from_dir):
+                return False
+            keys: dict[str, Ed25519PublicKey] = {}
+            assert self._dir is not None
+            for name in seen[2] if seen is not None else ():
+                try:
+                    key = load_public(self._dir / name)
+                except SignatureError as exc:
+                    if strict:
+                        raise
+                    log.warning("trusted key file %s ignored: %s", name, exc)
+                    continue
+                keys[key_id(key)] = key
+            changed = keys.keys() != self._from_dir.keys()
+            self._seen, self._from_dir = seen, keys
+            if changed:
+                self.version += 1
+                log.info("trusted keys now: %s", ", ".join(sorted(self._keys)) or "none")
+            return changed
+
+    def refresh(self) -> bool:
+        """Pick up a change to the trusted-keys folder (cheap when there is none).
+
+        Returns whether the set of trusted keys changed.
+        """
+        return self._dir is not None and self._reload(strict=False)
+
     def __contains__(self, kid: object) -> bool:
+        self.refresh()
         return kid in self._keys
 
     def __len__(self) -> int:
@@ -145,6 +212,7 @@ class TrustStore:
         Raises:
             SignatureError: the key is not trusted or the signature does not match.
         """
+        self.refresh()
         key = self._keys.get(kid)
         if key is None:
             raise SignatureError(

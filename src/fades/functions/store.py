@@ -6,8 +6,10 @@ loads its folder, so a file dropped into or altered in ``artifacts/`` can never 
 name. A file that fails for a reason that cannot change (malformed, unsigned, tampered, a
 payload that is not its kind) is moved to ``artifacts/quarantine/`` with a ``.why`` note,
 reported as a logged warning and listed by :meth:`FunctionStore.quarantine`; the store keeps
-loading the rest. A file signed by a key this node does not trust is left in place (trust
-may be added later) and listed in :attr:`FunctionStore.skipped`.
+loading the rest. A file signed by a key this node does not trust is left in place and
+listed in :attr:`FunctionStore.skipped`; when the node's trust changes (``fades keys trust``,
+seen by :meth:`~fades.functions.keys.TrustStore.refresh` without a restart), those files are
+loaded again at the next lookup and indexed if their signer is now trusted.
 
 Versions of a name are ordered by :attr:`~fades.functions.artifact.Artifact.order_key`
 (nanosecond build time, then digest): the newest wins, in every process, whatever the order
@@ -70,8 +72,27 @@ class FunctionStore:
         self._runtimes: dict[str, dict[str, OrderKey]] = {}
         self.quarantined: list[Quarantined] = []  # moved aside by this store
         self.skipped: dict[str, str] = {}  # file name -> why it is not indexed (left in place)
+        self._trust_version = trust.version
         for path in sorted(self.dir.glob("*.fart")):
             self._load(path)
+
+    def _retry_skipped(self) -> None:
+        """After a trust change (``fades keys trust`` on a running node), load again the files
+        left in place for an untrusted signer: those now trusted are indexed, no restart."""
+        self.trust.refresh()
+        with self._lock:
+            if self.trust.version == self._trust_version:
+                return
+            self._trust_version = self.trust.version
+            retry = sorted(self.skipped)
+            for name in retry:
+                self.skipped.pop(name, None)
+        for name in retry:
+            path = self.dir / name
+            if path.exists():
+                self._load(path)
+                if name not in self.skipped:
+                    log.info("artifact file %s indexed after a trust change", name)
 
     # --- loading -----------------------------------------------------------------------------
     def _read(self, path: Path) -> Artifact:
@@ -203,6 +224,7 @@ class FunctionStore:
         """Turn a function name or ``sha256:`` reference into a digest (the newest version)."""
         if ref.startswith("sha256:"):
             return ref
+        self._retry_skipped()
         with self._lock:
             versions = self._names.get(ref)
             best = max(versions.items(), key=lambda kv: kv[1])[0] if versions else None
@@ -261,6 +283,7 @@ class FunctionStore:
 
     def runtime(self, abi: str = PYTHON_ABI) -> Artifact:
         """The newest verified runtime for ``abi``."""
+        self._retry_skipped()
         with self._lock:
             versions = self._runtimes.get(abi)
             best = max(versions.items(), key=lambda kv: kv[1])[0] if versions else None
@@ -273,12 +296,14 @@ class FunctionStore:
 
     def runtimes(self, abi: str = PYTHON_ABI) -> list[str]:
         """The digests of the verified runtimes for ``abi``, newest first."""
+        self._retry_skipped()
         with self._lock:
             versions = self._runtimes.get(abi, {})
             return [d for d, _ in sorted(versions.items(), key=lambda kv: kv[1], reverse=True)]
 
     def names(self) -> dict[str, str]:
         """Each function name and the digest of its newest verified version."""
+        self._retry_skipped()
         with self._lock:
             return {
                 n: max(v.items(), key=lambda kv: kv[1])[0] for n, v in sorted(self._names.items())
