@@ -97,7 +97,7 @@ class Orchestrator:
         self._running = 0
         self._lock = threading.Lock()
         self.on_finish: list[Callable[[TaskRecord], None]] = []
-        self._cancelled: set[str] = set()
+        self._cancelled: dict[str, str] = {}  # task id: why
         self._wake = threading.Condition(self._lock)
         self._one_shot: set[str] = set()
         self.store._exec(_ONE_SHOT_SCHEMA)
@@ -239,7 +239,7 @@ class Orchestrator:
         self.store.get(task_id)
         return self.store.invocations(task_id)
 
-    def cancel(self, task_id: str, reason: str = "cancelled") -> None:
+    def cancel(self, task_id: str, reason: str = "on request") -> None:
         """Cancel a task: one not yet started is failed now; a running persistent task stops
         after its current invocation. Either ends ``failed`` with kind ``TaskCancelled``.
 
@@ -253,10 +253,12 @@ class Orchestrator:
         if rec.done:
             return
         if rec.status == "accepted":
-            self.store.fail(task_id, TaskCancelled.__name__, f"{reason} before it started")
+            self.store.fail(
+                task_id, TaskCancelled.__name__, f"cancelled before it started: {reason}"
+            )
             self._notify(task_id)
         with self._wake:
-            self._cancelled.add(task_id)
+            self._cancelled.setdefault(task_id, reason)
             self._wake.notify_all()
 
     def _cancel_all(self, ids: set[str], reason: str) -> None:
@@ -462,8 +464,8 @@ class Orchestrator:
             self.store.fail(
                 task.id,
                 TaskCancelled.__name__,
-                f"cancelled after {seq} invocation(s) ({failures} failed in this run); "
-                f"the invocations are kept",
+                f"cancelled after {seq} invocation(s) ({failures} failed in this run): "
+                f"{self._cancelled[task.id]}; the invocations are kept",
             )
             log.info("persistent task %s cancelled after %d invocations", task.id, seq)
             return
