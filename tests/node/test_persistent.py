@@ -285,3 +285,17 @@ def test_an_empty_selection_fails_with_no_data_naming_the_operation(
     ok = orc.run(task("count", data=data), timeout=60)
     assert ok.status == "done" and ok.result == {"t": 5, "ghost": 0}, ok
     assert orc.run(task("count"), timeout=60).status == "done"
+
+
+def test_close_cancels_every_persistent_task_when_asked_and_twice_is_harmless(
+    home: Path, open_node: Any
+) -> None:
+    node = open_node(home)
+    orc = node.orchestrator
+    tid = orc.submit(endless())
+    wait_for(lambda: len(orc.invocations(tid)) >= 1)
+    orc.close(cancel_persistent=True)
+    orc.close()
+    rec, _ = _record(home, tid)
+    assert rec.status == "failed" and rec.error_kind == "TaskCancelled", rec
+    assert "the node was closed" in (rec.error or "")

@@ -100,6 +100,7 @@ class Orchestrator:
         self._cancelled: dict[str, str] = {}  # task id: why
         self._wake = threading.Condition(self._lock)
         self._one_shot: set[str] = set()
+        self._closed = False
         self.store._exec(_ONE_SHOT_SCHEMA)
         self._recover()
         if autostart:
@@ -135,7 +136,11 @@ class Orchestrator:
 
         Tasks submitted here with ``one_shot=True`` that are still going are cancelled first;
         ``cancel_persistent`` cancels every persistent task this node is running or holds.
+        Closing again does nothing.
         """
+        if self._closed:
+            return
+        self._closed = True
         with self._lock:
             owned = set(self._one_shot)
         if cancel_persistent:
