@@ -299,3 +299,25 @@ def test_close_cancels_every_persistent_task_when_asked_and_twice_is_harmless(
     rec, _ = _record(home, tid)
     assert rec.status == "failed" and rec.error_kind == "TaskCancelled", rec
     assert "the node was closed" in (rec.error or "")
+
+
+def test_max_persistent_seconds_is_set_by_the_environment_and_checked() -> None:
+    from fades.errors import OrchestratorError
+    from fades.node.limits import NodeLimits
+
+    assert NodeLimits().max_persistent_seconds == 3600
+    env = {"FADES_LIMIT_MAX_PERSISTENT_SECONDS": "90"}
+    assert NodeLimits.load(env=env).max_persistent_seconds == 90
+    for bad in ("0", "-5", "nan", str(31 * 86400)):
+        with pytest.raises(OrchestratorError, match="max_persistent_seconds"):
+            NodeLimits.load(env={"FADES_LIMIT_MAX_PERSISTENT_SECONDS": bad})
+
+
+def test_an_empty_selection_in_a_persistent_task_is_a_failed_invocation(
+    home: Path, open_node: Any
+) -> None:
+    orc = open_node(home).orchestrator
+    data = [{"name": "t", "select": {"location": "nowhere"}}]
+    rec = orc.run(task(data=data, mode="persistent", period_s=0.05, invocations=2), timeout=60)
+    assert rec.status == "done" and rec.result["failed"] == 2, rec
+    assert all(i["error"].startswith("NoData:") for i in orc.invocations(rec.id))
