@@ -321,3 +321,25 @@ def test_an_empty_selection_in_a_persistent_task_is_a_failed_invocation(
     rec = orc.run(task(data=data, mode="persistent", period_s=0.05, invocations=2), timeout=60)
     assert rec.status == "done" and rec.result["failed"] == 2, rec
     assert all(i["error"].startswith("NoData:") for i in orc.invocations(rec.id))
+
+
+def test_a_second_run_on_the_folder_leaves_a_live_one_shot_run_alone(
+    home: Path, tmp_path: Path
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(home), json.dumps(endless("forever-3")), "600"],
+        env=_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _invocations(home, "forever-3") >= 1, 120)
+        _cli_run_other(home, tmp_path)  # opens the folder while the first run goes on
+        rec, n = _record(home, "forever-3")
+        assert rec.status == "running", rec
+        wait_for(lambda: _invocations(home, "forever-3") > n)  # and it still runs
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the run cancels its task on the way out
+        proc.wait(60)
+    rec, _ = _record(home, "forever-3")
+    assert rec.status == "failed" and rec.error_kind == "TaskCancelled", rec

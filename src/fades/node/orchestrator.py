@@ -20,6 +20,7 @@ and if the process died instead, the next orchestrator on the folder fails it (k
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,8 +49,11 @@ from fades.task import Task, parse_task, parse_task_text
 log = logging.getLogger("fades.node")
 
 TIMING_KEYS = ("queue", "retrieval", "transfer", "start", "compute", "result", "total")
-#: Tasks submitted by a one-shot run (a side table of tasks.db): never resumed by another run.
-_ONE_SHOT_SCHEMA = "CREATE TABLE IF NOT EXISTS one_shot_tasks (id TEXT PRIMARY KEY)"
+#: Tasks submitted by a one-shot run and the process id of that run (a side table of
+#: tasks.db): never resumed by another run, and left alone while their run is alive.
+_ONE_SHOT_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS one_shot_tasks (id TEXT PRIMARY KEY, pid INTEGER NOT NULL)"
+)
 #: How long ``run(one_shot=True)`` waits for a cancelled persistent task's current invocation.
 _CANCEL_GRACE_S = 5.0
 
@@ -190,7 +194,10 @@ class Orchestrator:
             raise OrchestratorError("the node is shutting down and accepts no new tasks")
         task = self.validate(task)
         if one_shot:  # marked before it is accepted: a crash in between leaves no orphan
-            self.store._exec("INSERT OR IGNORE INTO one_shot_tasks(id) VALUES (?)", (task.id,))
+            self.store._exec(
+                "INSERT OR IGNORE INTO one_shot_tasks(id, pid) VALUES (?, ?)",
+                (task.id, os.getpid()),
+            )
             with self._lock:
                 self._one_shot.add(task.id)
         self.store.accept(task.id, task.tenant, task.to_json())
@@ -275,9 +282,12 @@ class Orchestrator:
 
     # --- recovery ----------------------------------------------------------------------------
     def _recover(self) -> None:
-        one_shot = {r[0] for r in self.store._exec("SELECT id FROM one_shot_tasks").fetchall()}
+        rows = self.store._exec("SELECT id, pid FROM one_shot_tasks").fetchall()
+        one_shot = {str(r[0]): int(r[1]) for r in rows}
         for rec in self.store.active():
             if rec.id in one_shot:
+                if _alive(one_shot[rec.id]):
+                    continue  # another one-shot run, still going, owns it
                 self.store.fail(
                     rec.id,
                     TaskCancelled.__name__,
@@ -481,6 +491,19 @@ class Orchestrator:
             summary["stopped"] = f"{stopped}={lifetime:g} s reached"
         self.store.finish(task.id, result=summary, timing={}, bytes_read=0, bytes_returned=0)
         log.info("persistent task %s finished after %d invocations (%s)", task.id, seq, stopped)
+
+
+def _alive(pid: int) -> bool:
+    """True if process ``pid`` (not this one) exists."""
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _persistent(task_json: dict[str, Any]) -> bool:
