@@ -343,3 +343,27 @@ def test_a_second_run_on_the_folder_leaves_a_live_one_shot_run_alone(
         proc.wait(60)
     rec, _ = _record(home, "forever-3")
     assert rec.status == "failed" and rec.error_kind == "TaskCancelled", rec
+
+
+def test_another_process_on_the_folder_can_cancel_a_running_persistent_task(
+    home: Path, open_node: Any
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(home), json.dumps(endless("forever-4", 3600)), "600"],
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _invocations(home, "forever-4") >= 1, 120)
+        other = open_node(home, autostart=False)  # what `fades task cancel` would open
+        other.orchestrator.cancel("forever-4", "stopped by the operator")
+        other.close()
+        out, _ = proc.communicate(timeout=60)  # the running node ends it, its run returns
+    finally:
+        proc.kill()
+    rec = json.loads(out)
+    assert rec["status"] == "failed" and rec["error_kind"] == "TaskCancelled", rec
+    assert "stopped by the operator" in rec["error"]
+    assert _record(home, "forever-4")[1] == 1  # not waiting out its one-hour period

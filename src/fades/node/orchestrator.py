@@ -56,6 +56,12 @@ _ONE_SHOT_SCHEMA = (
 )
 #: How long ``run(one_shot=True)`` waits for a cancelled persistent task's current invocation.
 _CANCEL_GRACE_S = 5.0
+#: Cancel requests, so that another process on the folder (``fades task cancel``) can cancel.
+_CANCEL_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS cancel_requests (id TEXT PRIMARY KEY, reason TEXT NOT NULL)"
+)
+#: How often a waiting persistent task looks for a cancel request from another process.
+_CANCEL_POLL_S = 1.0
 
 
 class Orchestrator:
@@ -106,6 +112,7 @@ class Orchestrator:
         self._one_shot: set[str] = set()
         self._closed = False
         self.store._exec(_ONE_SHOT_SCHEMA)
+        self.store._exec(_CANCEL_SCHEMA)
         self._recover()
         if autostart:
             self.start()
@@ -256,7 +263,8 @@ class Orchestrator:
         after its current invocation. Either ends ``failed`` with kind ``TaskCancelled``.
 
         A running ephemeral task is not interrupted (its time budget bounds it); a finished
-        task is left as it is.
+        task is left as it is. The request is recorded in ``tasks.db``, so an orchestrator in
+        another process on the same folder (a running node) honours it within a second.
 
         Raises:
             TaskNotFound: no task with this id.
@@ -269,6 +277,9 @@ class Orchestrator:
                 task_id, TaskCancelled.__name__, f"cancelled before it started: {reason}"
             )
             self._notify(task_id)
+        self.store._exec(
+            "INSERT OR IGNORE INTO cancel_requests(id, reason) VALUES (?, ?)", (task_id, reason)
+        )
         with self._wake:
             self._cancelled.setdefault(task_id, reason)
             self._wake.notify_all()
@@ -279,6 +290,16 @@ class Orchestrator:
                 self.cancel(task_id, reason)
             except TaskNotFound:
                 continue
+
+    def _cancel_requested(self, task_id: str) -> bool:
+        """Take a cancel request recorded by another process into ``_cancelled`` (the caller
+        holds ``_wake``)."""
+        row = self.store._exec(
+            "SELECT reason FROM cancel_requests WHERE id=?", (task_id,)
+        ).fetchone()
+        if row is not None:
+            self._cancelled.setdefault(task_id, str(row[0]))
+        return row is not None
 
     # --- recovery ----------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -437,7 +458,11 @@ class Orchestrator:
                         and task.id not in self._cancelled
                         and (delay := next_at - time.monotonic()) > 0
                     ):
-                        self._wake.wait(delay)
+                        self._wake.wait(min(delay, _CANCEL_POLL_S))
+                        if self._cancel_requested(task.id):
+                            break
+                    else:
+                        self._cancel_requested(task.id)
                 if self._stop.is_set() or task.id in self._cancelled:
                     break
                 if spec.invocations is not None and seq >= spec.invocations:
