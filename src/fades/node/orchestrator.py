@@ -20,6 +20,7 @@ and if the process died instead, the next orchestrator on the folder fails it (k
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,10 +49,19 @@ from fades.task import Task, parse_task, parse_task_text
 log = logging.getLogger("fades.node")
 
 TIMING_KEYS = ("queue", "retrieval", "transfer", "start", "compute", "result", "total")
-#: Tasks submitted by a one-shot run (a side table of tasks.db): never resumed by another run.
-_ONE_SHOT_SCHEMA = "CREATE TABLE IF NOT EXISTS one_shot_tasks (id TEXT PRIMARY KEY)"
+#: Tasks submitted by a one-shot run and the process id of that run (a side table of
+#: tasks.db): never resumed by another run, and left alone while their run is alive.
+_ONE_SHOT_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS one_shot_tasks (id TEXT PRIMARY KEY, pid INTEGER NOT NULL)"
+)
 #: How long ``run(one_shot=True)`` waits for a cancelled persistent task's current invocation.
 _CANCEL_GRACE_S = 5.0
+#: Cancel requests, so that another process on the folder (``fades task cancel``) can cancel.
+_CANCEL_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS cancel_requests (id TEXT PRIMARY KEY, reason TEXT NOT NULL)"
+)
+#: How often a waiting persistent task looks for a cancel request from another process.
+_CANCEL_POLL_S = 1.0
 
 
 class Orchestrator:
@@ -97,10 +107,12 @@ class Orchestrator:
         self._running = 0
         self._lock = threading.Lock()
         self.on_finish: list[Callable[[TaskRecord], None]] = []
-        self._cancelled: set[str] = set()
+        self._cancelled: dict[str, str] = {}  # task id: why
         self._wake = threading.Condition(self._lock)
         self._one_shot: set[str] = set()
+        self._closed = False
         self.store._exec(_ONE_SHOT_SCHEMA)
+        self.store._exec(_CANCEL_SCHEMA)
         self._recover()
         if autostart:
             self.start()
@@ -135,7 +147,11 @@ class Orchestrator:
 
         Tasks submitted here with ``one_shot=True`` that are still going are cancelled first;
         ``cancel_persistent`` cancels every persistent task this node is running or holds.
+        Closing again does nothing.
         """
+        if self._closed:
+            return
+        self._closed = True
         with self._lock:
             owned = set(self._one_shot)
         if cancel_persistent:
@@ -186,7 +202,10 @@ class Orchestrator:
             raise OrchestratorError("the node is shutting down and accepts no new tasks")
         task = self.validate(task)
         if one_shot:  # marked before it is accepted: a crash in between leaves no orphan
-            self.store._exec("INSERT OR IGNORE INTO one_shot_tasks(id) VALUES (?)", (task.id,))
+            self.store._exec(
+                "INSERT OR IGNORE INTO one_shot_tasks(id, pid) VALUES (?, ?)",
+                (task.id, os.getpid()),
+            )
             with self._lock:
                 self._one_shot.add(task.id)
         self.store.accept(task.id, task.tenant, task.to_json())
@@ -240,12 +259,13 @@ class Orchestrator:
         self.store.get(task_id)
         return self.store.invocations(task_id)
 
-    def cancel(self, task_id: str, reason: str = "cancelled") -> None:
+    def cancel(self, task_id: str, reason: str = "on request") -> None:
         """Cancel a task: one not yet started is failed now; a running persistent task stops
         after its current invocation. Either ends ``failed`` with kind ``TaskCancelled``.
 
         A running ephemeral task is not interrupted (its time budget bounds it); a finished
-        task is left as it is.
+        task is left as it is. The request is recorded in ``tasks.db``, so an orchestrator in
+        another process on the same folder (a running node) honours it within a second.
 
         Raises:
             TaskNotFound: no task with this id.
@@ -254,10 +274,15 @@ class Orchestrator:
         if rec.done:
             return
         if rec.status == "accepted":
-            self.store.fail(task_id, TaskCancelled.__name__, f"{reason} before it started")
+            self.store.fail(
+                task_id, TaskCancelled.__name__, f"cancelled before it started: {reason}"
+            )
             self._notify(task_id)
+        self.store._exec(
+            "INSERT OR IGNORE INTO cancel_requests(id, reason) VALUES (?, ?)", (task_id, reason)
+        )
         with self._wake:
-            self._cancelled.add(task_id)
+            self._cancelled.setdefault(task_id, reason)
             self._wake.notify_all()
 
     def _cancel_all(self, ids: set[str], reason: str) -> None:
@@ -267,11 +292,24 @@ class Orchestrator:
             except TaskNotFound:
                 continue
 
+    def _cancel_requested(self, task_id: str) -> bool:
+        """Take a cancel request recorded by another process into ``_cancelled`` (the caller
+        holds ``_wake``)."""
+        row = self.store._exec(
+            "SELECT reason FROM cancel_requests WHERE id=?", (task_id,)
+        ).fetchone()
+        if row is not None:
+            self._cancelled.setdefault(task_id, str(row[0]))
+        return row is not None
+
     # --- recovery ----------------------------------------------------------------------------
     def _recover(self) -> None:
-        one_shot = {r[0] for r in self.store._exec("SELECT id FROM one_shot_tasks").fetchall()}
+        rows = self.store._exec("SELECT id, pid FROM one_shot_tasks").fetchall()
+        one_shot = {str(r[0]): int(r[1]) for r in rows}
         for rec in self.store.active():
             if rec.id in one_shot:
+                if _alive(one_shot[rec.id]):
+                    continue  # another one-shot run, still going, owns it
                 self.store.fail(
                     rec.id,
                     TaskCancelled.__name__,
@@ -430,7 +468,11 @@ class Orchestrator:
                         and task.id not in self._cancelled
                         and (delay := next_at - time.monotonic()) > 0
                     ):
-                        self._wake.wait(delay)
+                        self._wake.wait(min(delay, _CANCEL_POLL_S))
+                        if self._cancel_requested(task.id):
+                            break
+                    else:
+                        self._cancel_requested(task.id)
                 if self._stop.is_set() or task.id in self._cancelled:
                     break
                 if spec.invocations is not None and seq >= spec.invocations:
@@ -472,8 +514,8 @@ class Orchestrator:
             self.store.fail(
                 task.id,
                 TaskCancelled.__name__,
-                f"cancelled after {seq} invocation(s) ({failures} failed in this run); "
-                f"the invocations are kept",
+                f"cancelled after {seq} invocation(s) ({failures} failed in this run): "
+                f"{self._cancelled[task.id]}; the invocations are kept",
             )
             log.info("persistent task %s cancelled after %d invocations", task.id, seq)
             return
@@ -484,6 +526,19 @@ class Orchestrator:
             summary["stopped"] = f"{stopped}={lifetime:g} s reached"
         self.store.finish(task.id, result=summary, timing={}, bytes_read=0, bytes_returned=0)
         log.info("persistent task %s finished after %d invocations (%s)", task.id, seq, stopped)
+
+
+def _alive(pid: int) -> bool:
+    """True if process ``pid`` (not this one) exists."""
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _persistent(task_json: dict[str, Any]) -> bool:

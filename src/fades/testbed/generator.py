@@ -382,11 +382,27 @@ def populate(
     first_room: int = 1,
     sensor_types: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    replace: bool = False,
 ) -> int:
     """Write the testbed into ``store``; returns the number of readings written.
 
-    ``progress(done, total)`` is called after each chunk (``total`` is an estimate).
+    Idempotent for a range: the generated devices' readings between the first and the last
+    instant of the period are deleted first, so populating the same (or an overlapping)
+    period again never leaves two interleaved series. ``replace`` deletes every reading of
+    the generated devices first, whatever its time. ``progress(done, total)`` is called after
+    each chunk (``total`` is an estimate).
     """
+    if days <= 0 or rate_s <= 0:
+        raise DatasetError(f"days and rate_s must be positive (got {days}, {rate_s})")
+    types = list(SENSOR_TYPES) if sensor_types is None else list(sensor_types)
+    first = start or _default_start(days)
+    t0 = (first if first.tzinfo is not None else first.replace(tzinfo=UTC)).timestamp()
+    store.clear(
+        location=room_names(rooms, first_room),
+        device=[device_name(r, t) for r in room_names(rooms, first_room) for t in types],
+        start=None if replace else t0,
+        end=None if replace else t0 + days * DAY,
+    )
     total = expected_rows(
         days,
         rate_s,

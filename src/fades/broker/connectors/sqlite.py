@@ -9,7 +9,8 @@ Schema (normalised, so that a reading costs three numbers on disk)::
 ``readings`` is clustered on ``(sensor_id, ts)``: the primary key *is* the index, so a time
 window of one sensor is one contiguous range scan and no second copy of the rows exists. A
 sensor holds at most one reading per timestamp; writing the same ``(sensor, ts)`` again
-replaces the value. The file runs in WAL mode, so readers never block the writer.
+replaces the value; :meth:`SQLiteConnector.clear` deletes readings by sensor and time range.
+The file runs in WAL mode, so readers never block the writer.
 
 Every thread gets its own connection (SQLite connections must not be shared between
 threads), writes are serialised by a lock.
@@ -17,6 +18,7 @@ threads), writes are serialised by a lock.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -359,6 +361,51 @@ class SQLiteConnector:
             if last is not None and held > 2 * last:
                 held = keep_newest(parts, last)
         return assemble(parts, kept, last)
+
+    def clear(
+        self,
+        *,
+        location: str | Sequence[str] | None = None,
+        sensor_type: str | Sequence[str] | None = None,
+        device: str | Sequence[str] | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> int:
+        """Delete the readings of the matching sensors (all sensors if no filter is given)
+        with ``start <= ts <= end`` (either end open if None); returns the rows deleted.
+
+        A sensor left without readings is forgotten too.
+        """
+
+        def one(v: str | Sequence[str] | None) -> set[str] | None:
+            return None if v is None else {v} if isinstance(v, str) else set(v)
+
+        loc, st, dev = one(location), one(sensor_type), one(device)
+        lo = -math.inf if start is None else float(start)
+        hi = math.inf if end is None else float(end)
+        deleted = 0
+        with self._write_lock:
+            conn = self._conn()
+            with conn:
+                for s in self._sensors(conn):
+                    if (
+                        (st and s[1] not in st)
+                        or (loc and s[3] not in loc)
+                        or (dev and s[4] not in dev)
+                    ):
+                        continue
+                    deleted += conn.execute(
+                        "DELETE FROM readings WHERE sensor_id=? AND ts BETWEEN ? AND ?",
+                        (s[0], max(lo, -1e308), min(hi, 1e308)),
+                    ).rowcount
+                    if (
+                        conn.execute(
+                            "SELECT 1 FROM readings WHERE sensor_id=? LIMIT 1", (s[0],)
+                        ).fetchone()
+                        is None
+                    ):
+                        conn.execute("DELETE FROM sensors WHERE id=?", (s[0],))
+        return deleted
 
     def describe(self) -> list[DataSummary]:
         """Rows and time span per (location, sensor type)."""
