@@ -14,10 +14,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+import fades.functions.artifact as artifact_module
 from fades.bus.base import Bus
 from fades.bus.memory import MemoryBus, MemoryFabric
 from fades.errors import AccessDenied, NodeUnavailable
@@ -113,6 +115,7 @@ async def cluster(
 
 
 def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
+    monkeypatch: pytest.MonkeyPatch,
     prepare_home: Callable[..., Path],
     make_task: Callable[..., dict[str, Any]],
     signing_key: SigningKey,
@@ -126,11 +129,15 @@ def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
         }
     }
     home = prepare_home("n1", runtime=False, policy=policy)
+    # v2 is a later build (manifests keep whole seconds): the build clock is injected
+    built = time.time()
+    clock = SimpleNamespace(time=lambda: built)
+    monkeypatch.setattr(artifact_module, "time", clock)
     v1 = build(tmp_path, "count", V1, signing_key, "1")
-    second = int(time.time())
-    while int(time.time()) == second:  # v2 is a later build (manifests keep whole seconds)
-        time.sleep(0.02)
+    built += 1
     v2 = build(tmp_path, "count", V2, signing_key, "2")
+    monkeypatch.undo()
+    assert v2.manifest["created"] == v1.manifest["created"] + 1
     noisy = build(tmp_path, "noisy", NOISY, signing_key)
 
     async def main() -> None:
