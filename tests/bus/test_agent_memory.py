@@ -8,15 +8,18 @@ registry and calls the node's query and ping services.
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+import fades.functions.artifact as artifact_module
 from fades.bus.base import Bus
 from fades.bus.memory import MemoryBus, MemoryFabric
 from fades.errors import AccessDenied, NodeUnavailable
@@ -96,12 +99,14 @@ class Controller:
 
 
 @asynccontextmanager
-async def cluster(home: Path) -> AsyncIterator[tuple[NodeAgent, Controller, ArtifactRepository]]:
+async def cluster(
+    home: Path, ingest: bool = False
+) -> AsyncIterator[tuple[NodeAgent, Controller, ArtifactRepository]]:
     fabric = MemoryFabric()
     ctl_bus = MemoryBus(fabric)
     ctl = await Controller(ctl_bus).open()
     repo = await ArtifactRepository.open(ctl_bus)
-    agent = NodeAgent("edge1", home, heartbeat_s=0.2, ingest=False, bus=MemoryBus(fabric))
+    agent = NodeAgent("edge1", home, heartbeat_s=0.2, ingest=ingest, bus=MemoryBus(fabric))
     try:
         yield agent, ctl, repo
     finally:
@@ -110,6 +115,7 @@ async def cluster(home: Path) -> AsyncIterator[tuple[NodeAgent, Controller, Arti
 
 
 def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
+    monkeypatch: pytest.MonkeyPatch,
     prepare_home: Callable[..., Path],
     make_task: Callable[..., dict[str, Any]],
     signing_key: SigningKey,
@@ -123,11 +129,15 @@ def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
         }
     }
     home = prepare_home("n1", runtime=False, policy=policy)
+    # v2 is a later build (manifests keep whole seconds): the build clock is injected
+    built = time.time()
+    clock = SimpleNamespace(time=lambda: built)
+    monkeypatch.setattr(artifact_module, "time", clock)
     v1 = build(tmp_path, "count", V1, signing_key, "1")
-    second = int(time.time())
-    while int(time.time()) == second:  # v2 is a later build (manifests keep whole seconds)
-        time.sleep(0.02)
+    built += 1
     v2 = build(tmp_path, "count", V2, signing_key, "2")
+    monkeypatch.undo()
+    assert v2.manifest["created"] == v1.manifest["created"] + 1
     noisy = build(tmp_path, "noisy", NOISY, signing_key)
 
     async def main() -> None:
@@ -198,5 +208,45 @@ def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
             assert entry is not None and NodeInfo.decode(entry.value).stopping
             with pytest.raises(NodeUnavailable):  # its services left with its connection
                 await ctl.bus.request(ping_subject("edge1"), b"{}", timeout=0.3)
+
+    asyncio.run(main())
+
+
+def test_sensor_readings_sent_on_the_bus_land_in_the_store_and_a_task_sees_them(
+    prepare_home: Callable[..., Path],
+    make_task: Callable[..., dict[str, Any]],
+    signing_key: SigningKey,
+    runtime_artifact: Artifact,
+    tmp_path: Path,
+) -> None:
+    """Ingest needs no NATS client: readings sent with ``bus.send`` on the node's sensor
+    subject are written into its readings store, and a task selecting them counts them."""
+    home = prepare_home("n1", runtime=False)
+    fn = build(tmp_path, "count", V1, signing_key)
+    n = 5
+
+    async def main() -> None:
+        async with cluster(home, ingest=True) as (agent, ctl, repo):
+            await repo.put(runtime_artifact)
+            await repo.put(fn)
+            await agent.start()
+            assert agent.ingest.ingestor is not None
+            now = time.time()
+            for i in range(n):
+                reading = {"ts": now - n + i, "value": 20.0 + i, "device": "room9-temperature"}
+                await ctl.bus.send("sensors.edge1.room9.temperature", json.dumps(reading).encode())
+            deadline = time.monotonic() + 30
+            while agent.ingest.stats.get("written", 0) < n:
+                assert time.monotonic() < deadline, agent.ingest.stats
+                await asyncio.sleep(0.02)
+            assert agent.ingest.stats["rejected"] == 0
+            select = {"location": "room9", "sensor_type": "temperature"}
+            task = make_task(
+                "count", task_id="room9", memory_mib=MEM, data=[{"name": "t", "select": select}]
+            )
+            await ctl.submit("edge1", task)
+            out = await ctl.wait("room9")
+            assert out.status == "done", out
+            assert out.result["n"] == n
 
     asyncio.run(main())

@@ -168,6 +168,17 @@ async def registry_entry(js: JetStreamContext, name: str) -> NodeInfo:
     return NodeInfo.decode(entry.value if entry is not None else b"")
 
 
+async def sweeps(js: Any, node: str, n: int, timeout: float = 30.0) -> None:
+    """Wait until the node's registry entry shows ``n + 1`` more heartbeats: every beat
+    that succeeds is followed by an outbox sweep, so at least ``n`` sweeps have finished."""
+    start = (await registry_entry(js, node)).seq
+
+    async def swept() -> bool:
+        return (await registry_entry(js, node)).seq >= start + n + 1
+
+    await wait_for(swept, timeout, f"{n} outbox sweeps on {node}")
+
+
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
     """Poll ``pred`` (plain or async) until it is true."""
     deadline = time.monotonic() + timeout
@@ -276,13 +287,15 @@ def test_registers_heartbeats_answers_ping_and_marks_stopping(
                     await NatsBus(nc).request(ping_subject("edge1"), b"{}", timeout=2)
                 )
                 assert pong.name == "edge1" and pong.load.capacity == 3
+                background = list(agent._tasks)  # heartbeat, intake, outbox loop
+                assert background and not any(t.done() for t in background)
             finally:
                 await agent.stop()
             last = await registry_entry(js, "edge1")
             assert last.stopping
-            seq = last.seq
-            await asyncio.sleep(3 * HB)
-            assert (await registry_entry(js, "edge1")).seq == seq  # no heartbeat after stop
+            # no heartbeat after stop: nothing that beats is left running (observed, no wait)
+            assert all(t.done() for t in background) and agent._tasks == []
+            assert (await registry_entry(js, "edge1")).seq == last.seq
 
     run(main())
 
@@ -329,7 +342,7 @@ def test_task_runs_with_function_and_runtime_fetched_from_the_repository_and_onc
                 assert info.state.messages == 0  # both deliveries acked
                 assert agent.node.orchestrator.get("t-1").attempts == 1
                 assert agent.counters["accepted"] == 1
-                await asyncio.sleep(3 * HB)
+                await sweeps(js, "edge1", 2)  # two outbox sweeps after the duplicate
                 await results.poll()
                 assert results.count("t-1") == 1
 
@@ -544,7 +557,7 @@ def test_a_node_process_killed_holding_a_task_delivers_its_result_once_after_res
                 res = await results.wait("held", timeout=30)
                 assert res.status == "done" and res.result["slept"] == 1.5
                 assert task_row(home, "held") == ("done", 2)  # rerun after the crash
-                await asyncio.sleep(5 * HB)  # heartbeats sweep the outbox: nothing left to send
+                await sweeps(js, "edge1", 3)  # heartbeats sweep the outbox: nothing left to send
                 await results.poll()
                 assert results.count("held") == 1
                 proc.send_signal(signal.SIGTERM)
@@ -559,6 +572,7 @@ def test_a_node_process_killed_holding_a_task_delivers_its_result_once_after_res
 
 
 def test_agent_survives_a_nats_restart_and_delivers_results_held_meanwhile(
+    caplog: pytest.LogCaptureFixture,
     nats_server: EmbeddedNats,
     prepare_home: Callable[..., Path],
     make_task: Callable[..., dict[str, Any]],
@@ -578,7 +592,11 @@ def test_agent_survives_a_nats_restart_and_delivers_results_held_meanwhile(
             )
             rec = await asyncio.to_thread(agent.node.orchestrator.wait, "offline", 30)
             assert rec.status == "done" and not rec.delivered
-            await asyncio.sleep(5 * HB)
+
+            def failed_beats() -> bool:  # the agent noticed the fabric is gone
+                return any("heartbeat failed" in r.getMessage() for r in caplog.records)
+
+            await wait_for(failed_beats, 30, "a failed heartbeat while the server is down")
             nats_server.start()
             async with fabric(nats_server) as (_, js, results):
 

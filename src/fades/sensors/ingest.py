@@ -26,7 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fades.errors import ConnectorError
 from fades.fabric.subjects import SENSORS_PREFIX, check_token
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
 
     from fades.broker.connectors.sqlite import SQLiteConnector
+    from fades.bus.base import Bus
 
 log = logging.getLogger("fades.sensors")
 
@@ -56,7 +57,8 @@ class Ingestor:
     """Write the readings arriving on ``sensors.<node>.>`` into ``readings``.
 
     Args:
-        nc: a connected NATS client (it may reconnect; the subscription survives).
+        nc: the node's :class:`~fades.bus.base.Bus` (any bus: readings arrive through its
+            ``subscribe``), or a connected NATS client (subscribed directly, drained on stop).
         readings: the node's store.
         node: the node name (subject token).
         batch_s: seconds between two writes.
@@ -72,7 +74,7 @@ class Ingestor:
 
     def __init__(
         self,
-        nc: NATS,
+        nc: Bus | NATS,
         readings: SQLiteConnector,
         node: str,
         batch_s: float = 0.2,
@@ -97,6 +99,8 @@ class Ingestor:
         }
         self._pending: list[_Raw] = []
         self._sub: Subscription | None = None
+        self._listening = False  # over a Bus: readings are taken while True
+        self._on_bus = False  # subscribed on the Bus (it has no unsubscribe: once only)
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._stats_lock = threading.Lock()
@@ -105,14 +109,20 @@ class Ingestor:
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> Ingestor:
         """Subscribe and start the periodic writer."""
-        if self._sub is None:
-            self._sub = await self.nc.subscribe(self.subject, cb=self._on_msg)
+        if not hasattr(self.nc, "jetstream"):  # a Bus, not a raw NATS client
+            if not self._on_bus:
+                await self.nc.subscribe(self.subject, self._on_reading)
+                self._on_bus = True
+            self._listening = True
+        elif self._sub is None:
+            self._sub = await cast("NATS", self.nc).subscribe(self.subject, cb=self._on_msg)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._writer(), name=f"fades-ingest-{self.node}")
         return self
 
     async def stop(self) -> None:
         """Unsubscribe (after handling what already arrived) and write what is buffered."""
+        self._listening = False  # over a Bus: what arrives from now on is not taken
         sub, self._sub = self._sub, None
         if sub is not None:
             try:
@@ -133,7 +143,7 @@ class Ingestor:
 
     @property
     def running(self) -> bool:
-        return self._sub is not None
+        return self._sub is not None or self._listening
 
     @property
     def pending(self) -> int:
@@ -142,10 +152,17 @@ class Ingestor:
 
     # --- receiving -------------------------------------------------------------------------
     async def _on_msg(self, msg: Msg) -> None:
+        await self._take(msg.subject, msg.data)
+
+    async def _on_reading(self, subject: str, data: bytes) -> None:
+        if self._listening:
+            await self._take(subject, data)
+
+    async def _take(self, subject: str, data: bytes) -> None:
         if len(self._pending) >= self.max_pending:
             self._reject(f"ingest backlog full ({self.max_pending} readings): reading dropped")
             return
-        self._pending.append((msg.subject, msg.data, time.time()))
+        self._pending.append((subject, data, time.time()))
         self.stats["received"] += 1
 
     async def _writer(self) -> None:

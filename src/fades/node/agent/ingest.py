@@ -1,8 +1,8 @@
 """MQTT sensor ingest: readings published by sensors (through the fabric's MQTT gateway)
 are written into the node's readings database by :mod:`fades.sensors.ingest`.
 
-The ingestor subscribes with a NATS client, so ingest runs only over a bus that has one
-(:class:`~fades.bus.nats.NatsBus`); over another bus it is skipped with a log line.
+The ingestor subscribes through the agent's :class:`~fades.bus.base.Bus`, so ingest runs
+over any bus (NATS, or :class:`~fades.bus.memory.MemoryBus` in tests).
 """
 
 from __future__ import annotations
@@ -35,16 +35,12 @@ class Ingest:
         a = self.agent
         if not self.enabled:
             return
-        nc = getattr(a.bus, "nc", None)
-        if nc is None:
-            log.info("node %s: sensor ingest needs a NATS bus; skipped", a.name)
-            return
         try:
             from fades.sensors.ingest import Ingestor
         except ImportError:
             log.info("node %s: sensor ingest is not available (fades.sensors.ingest)", a.name)
             return
-        ingestor = Ingestor(nc, a.require_node().readings, a.name)
+        ingestor = Ingestor(a.require_bus(), a.require_node().readings, a.name)
         try:
             await ingestor.start()
         except Exception as exc:
