@@ -185,7 +185,7 @@ def nats_server(tmp_path: Path) -> Iterator[Any]:
     from fades.fabric import EmbeddedNats
 
     server = EmbeddedNats(tmp_path / "nats", name="fades-test")
-    server.start()
+    server.start(timeout=120.0)  # a loaded 2-core CI machine can take many seconds
     try:
         yield server
     finally:

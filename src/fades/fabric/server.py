@@ -99,6 +99,9 @@ class EmbeddedNats:
         self.port = port or free_port(host)
         self.mqtt = mqtt
         self.mqtt_port = (mqtt_port or free_port(host)) if mqtt else None
+        #: ports picked here may be taken by another process before the server binds them;
+        #: then start() picks new ones (ports the caller named are never changed)
+        self._auto_ports = not port and not (mqtt and mqtt_port)
         self.name = name
         self.domain = domain
         self.max_payload = max_payload
@@ -127,14 +130,34 @@ class EmbeddedNats:
             lines.append(self.extra_config.strip())
         return "\n".join(lines) + "\n"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedNats:
-        """Write the config, start the server and wait until its ports accept connections."""
+    def start(self, timeout: float = 30.0, *, attempts: int = 3) -> EmbeddedNats:
+        """Write the config, start the server and wait until its ports accept connections.
+
+        If the server exits at start and its ports were picked here (another process took one
+        between picking and binding), it is tried again on fresh ports, ``attempts`` times.
+        """
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except FabricError:
+                if not self._auto_ports or attempt == attempts - 1 or self.proc is None:
+                    raise
+                if self.proc.returncode is None:  # timed out rather than exited: do not retry
+                    raise
+                self.port = free_port(self.host)
+                if self.mqtt:
+                    self.mqtt_port = free_port(self.host)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> EmbeddedNats:
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
         conf.write_text(self.config_text())
-        log = (self.store_dir / "nats-server.log").open("ab")
+        log_path = self.store_dir / "nats-server.log"
+        log = log_path.open("ab")
+        log_from = log.tell()
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)],
             stdout=log,
@@ -144,8 +167,10 @@ class EmbeddedNats:
         log.close()
         ports = [self.port] + ([self.mqtt_port] if self.mqtt_port else [])
         deadline = time.monotonic() + timeout
+        # An open port alone is not proof: another process may own it. The server says
+        # "Server is ready" in its own log once it listens.
         for p in ports:
-            while not port_open(self.host, p):
+            while not (port_open(self.host, p) and _logged_ready(log_path, log_from)):
                 if self.proc.poll() is not None:
                     raise FabricError(
                         f"nats-server exited with {self.proc.returncode} at start; "
@@ -189,3 +214,9 @@ class EmbeddedNats:
     def __repr__(self) -> str:
         mqtt = f", mqtt={self.host}:{self.mqtt_port}" if self.mqtt_port else ""
         return f"EmbeddedNats({self.url}{mqtt}, store={self.store_dir})"
+
+
+def _logged_ready(log: Path, offset: int) -> bool:
+    with log.open("rb") as f:
+        f.seek(offset)
+        return b"Server is ready" in f.read()
