@@ -15,6 +15,7 @@ import pytest
 from fades.broker.base import Dataset
 from fades.errors import (
     ArtifactError,
+    BadFunctionOutput,
     FunctionCrashed,
     MemoryLimitExceeded,
     SandboxError,
@@ -160,11 +161,11 @@ def test_an_exception_in_the_function_is_reported_as_a_crash_with_its_traceback(
     assert "ValueError" in err.value.context["traceback"]
 
 
-def test_an_unserialisable_result_is_a_crash(
+def test_an_unserialisable_result_is_bad_output(
     sandbox: PythonSandbox, blob: bytearray, signing_key: SigningKey
 ) -> None:
     src = "def main(data, params):\n    return {1, 2}\n"
-    with pytest.raises(FunctionCrashed, match="TypeError"):
+    with pytest.raises(BadFunctionOutput, match="return value is not JSON: result: set"):
         run(sandbox, python_artifact("setres", src, signing_key), blob)
 
 

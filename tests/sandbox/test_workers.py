@@ -221,7 +221,7 @@ def test_errors_cross_from_the_worker_with_their_kind_and_attributes(
     boom = "def main(data, params):\n    raise KeyError('nope')\n"
     with pytest.raises(FunctionCrashed, match="the function raised KeyError") as crash:
         pool.run(py("boom", boom, signing_key), runtime_artifact, blob, Limits(64, 5000))
-    assert 'File "<function>", line 2, in main' in crash.value.context["traceback"]
+    assert 'File "boom.py", line 2, in main' in crash.value.context["traceback"]
 
 
 def test_closing_the_pool_ends_a_task_blocked_in_a_host_call(

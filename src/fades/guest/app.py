@@ -30,6 +30,77 @@ _make_encoder = json.encoder.c_make_encoder
 _escape = json.encoder.encode_basestring
 _RecursionError = RecursionError
 
+#: The standard library a function may import: equal to fades.functions.modules.AVAILABLE
+#: (less fades_sdk; a test keeps them equal). componentize-py bundles only the modules that
+#: are imported while the runtime is built, so each is imported here, at build time, and
+#: lives in the runtime's pre-initialized snapshot.
+STDLIB: tuple[str, ...] = (
+    "__future__",
+    "abc",
+    "array",
+    "base64",
+    "binascii",
+    "bisect",
+    "builtins",
+    "calendar",
+    "cmath",
+    "codecs",
+    "collections",
+    "collections.abc",
+    "colorsys",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "enum",
+    "fnmatch",
+    "fractions",
+    "functools",
+    "graphlib",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "importlib",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "keyword",
+    "logging",
+    "math",
+    "numbers",
+    "operator",
+    "pprint",
+    "random",
+    "re",
+    "reprlib",
+    "secrets",
+    "shlex",
+    "statistics",
+    "string",
+    "struct",
+    "sys",
+    "textwrap",
+    "time",
+    "traceback",
+    "types",
+    "typing",
+    "unicodedata",
+    "urllib.parse",
+    "uuid",
+    "warnings",
+    "weakref",
+    "zlib",
+    "zoneinfo",
+)
+for _name in STDLIB:
+    __import__(_name)
+
 MAX_MESSAGE = 4096
 MAX_TRACEBACK = 16384
 
@@ -53,9 +124,18 @@ def _clip(text: str, limit: int, tail: bool = False) -> str:
     return ("..." + text[-limit:]) if tail else (text[:limit] + "...")
 
 
-def _error(exc: BaseException) -> Err[str]:
+def _user_tb(exc: BaseException, filename: str) -> object:
+    """The traceback from the first frame in the function's own file (the runtime's dropped)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    return tb if tb is not None else exc.__traceback__
+
+
+def _error(exc: BaseException, filename: str = "") -> Err[str]:
     try:
-        tb = "".join(_format_exception(exc)[-6:])
+        exc.__traceback__ = _user_tb(exc, filename)  # type: ignore[assignment]
+        tb = "".join(_format_exception(exc))
     except BaseException:  # a hostile exception can break its own formatting
         tb = ""
     try:
@@ -68,6 +148,43 @@ def _error(exc: BaseException) -> Err[str]:
         "traceback": _clip(tb, MAX_TRACEBACK, tail=True),
     }
     return Err(_encode(report))
+
+
+class ResultNotJSON(ValueError):
+    """The function's return value (not its code) cannot be encoded as JSON."""
+
+
+def _bad_path(value: object) -> str:
+    """Where in ``value`` JSON fails: ``result["rooms"][2]: set is not JSON``."""
+    stack: list[tuple[str, object]] = [("result", value)]
+    seen: set[int] = set()
+    while stack:
+        path, v = stack.pop()
+        t = _type(v)
+        if v is None or _isinstance(v, (bool, int, str)):
+            continue
+        if _isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                return f"{path}: {v!r} is not JSON (NaN and Infinity are not allowed)"
+            continue
+        if id(v) in seen:
+            return f"{path}: a container that contains itself is not JSON"
+        if t is dict:
+            seen.add(id(v))
+            items = list(v.items())  # type: ignore[attr-defined]
+            for k, _ in items:
+                if _type(k) not in (str, int, float, bool) and k is not None:
+                    return f"{path}: key {k!r:.60} ({_type(k).__name__}) is not a JSON key"
+            for k, x in reversed(items):
+                key = _escape(k) if _isinstance(k, str) else _str(k)
+                stack.append((f"{path}[{_clip(key, 60)}]", x))
+        elif t is list or t is tuple:
+            seen.add(id(v))
+            pairs = list(enumerate(v))  # type: ignore[call-overload]
+            stack.extend((f"{path}[{i}]", x) for i, x in reversed(pairs))
+        else:
+            return f"{path}: {t.__name__} is not JSON"
+    return "result: is not JSON"
 
 
 INPUT = "/input/data.fds"
@@ -89,7 +206,7 @@ def _read_input() -> bytearray:
 
 
 class WitWorld(wit_world.WitWorld):
-    def run(self, source: str, entry: str) -> str:
+    def run(self, source: str, entry: str, filename: str) -> str:
         t0 = _clock()
         try:
             blob = _read_input()
@@ -98,7 +215,7 @@ class WitWorld(wit_world.WitWorld):
             fn = _LOADED.get((source, entry))
             if fn is None:
                 namespace: dict[str, object] = {"__name__": "fades_function"}
-                exec(compile(source, "<function>", "exec"), namespace)
+                exec(compile(source, filename, "exec"), namespace)
                 fn = namespace.get(entry)
                 if not callable(fn):
                     raise NameError(f"the function source defines no callable {entry!r}")
@@ -108,11 +225,21 @@ class WitWorld(wit_world.WitWorld):
             t2 = _clock()
             result = fn(datasets, params)
             t3 = _clock()
+        except BaseException as exc:
+            raise _error(exc, filename) from None
+        try:
             out = _encode({"result": result})
         except _RecursionError as exc:
-            raise _error(ValueError(f"the result is nested too deeply to encode ({exc})")) from None
+            deep = ResultNotJSON(f"result: nested too deeply to encode ({exc})")
+            raise _error(deep) from None
+        except (TypeError, ValueError):
+            try:
+                where = _bad_path(result)
+            except BaseException as exc:  # a hostile object can break the walk
+                where = f"result: cannot be inspected ({_type(exc).__name__})"
+            raise _error(ResultNotJSON(where)) from None
         except BaseException as exc:
-            raise _error(exc) from None
+            raise _error(exc, filename) from None
         t4 = _clock()
         timing = {"read": t1 - t0, "load": t2 - t1, "compute": t3 - t2, "encode": t4 - t3}
         return out[:-1] + ', "timing": ' + _encode(timing) + "}"

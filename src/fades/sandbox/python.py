@@ -104,6 +104,7 @@ class PythonSession:
         assert sandbox._linker is not None
         self.artifact, self.limits, self.host = artifact, limits, sandbox.host
         self._source = artifact.payload.decode()
+        self._filename = source_filename(artifact.name)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if input_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir())
@@ -158,9 +159,12 @@ class PythonSession:
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
         t1 = time.perf_counter()
         try:
-            reply = self._run(store, self._source, self.artifact.entry)
+            reply = self._run(store, self._source, self.artifact.entry, self._filename)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise _translate_trap(exc, limits) from None
+            err = _translate_trap(exc, limits)
+            if self.logs.text():
+                err.context.setdefault("logs", self.logs.text())
+            raise err from None
         t2 = time.perf_counter()
         host = self.host
         tag, payload = getattr(reply, "tag", None), getattr(reply, "payload", None)
@@ -202,6 +206,12 @@ class PythonSession:
         )
 
 
+def source_filename(name: str) -> str:
+    """The file name a function's tracebacks name: its artifact name, ending in ``.py``."""
+    base = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "function"
+    return base if base.endswith(".py") else base + ".py"
+
+
 def _translate_trap(exc: wasmtime.WasmtimeError | wasmtime.Trap, limits: Limits) -> SandboxError:
     text = str(exc)
     if "interrupt" in text:
@@ -226,19 +236,26 @@ def _translate_guest_error(
     tb = clip(
         typed_field(err, "traceback", str, "error report"), host.max_traceback_chars, tail=True
     )
+    log = logs or None
+    if kind == "ResultNotJSON":
+        return BadFunctionOutput(
+            f"the function's return value is not JSON: {message}", traceback=tb, logs=log
+        )
     if kind == "MemoryError":
-        return MemoryLimitExceeded(limits.memory_mib, traceback=tb)
+        return MemoryLimitExceeded(limits.memory_mib, traceback=tb, logs=log)
     if kind == "ModuleNotFoundError" and any(f"'{m}'" in message for m in _NETWORK_MODULES):
         return SandboxViolation(
             f"the function tried to use the network ({kind}: {message}); "
             "sandboxes are granted no network access",
             traceback=tb,
+            logs=log,
         )
     if kind in {"FileNotFoundError", "PermissionError", "OSError", "NotADirectoryError"}:
         return SandboxViolation(
             f"the function tried to use the file system ({kind}: {message}); "
             "sandboxes are granted no file system",
             traceback=tb,
+            logs=log,
         )
     detail = f"{kind}: {message}" if message else kind
-    return FunctionCrashed(f"the function raised {detail}", traceback=tb, logs=logs or None)
+    return FunctionCrashed(f"the function raised {detail}", traceback=tb, logs=log)
