@@ -10,6 +10,8 @@ not build (the same one-line error as ``fades fn build``).
 from __future__ import annotations
 
 import json
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,7 +100,9 @@ def test(
         name=name,
         allow_empty=allow_empty,
     )
-    with spinner(f"running {source.name} in a sandbox"):
+    # the spinner writes to stdout: never into --json, nor into a pipe or a file
+    busy = not as_json and sys.stdout.isatty()
+    with spinner(f"running {source.name} in a sandbox") if busy else nullcontext():
         outcome = run_local(
             source,
             sample=sample,

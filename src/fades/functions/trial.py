@@ -18,6 +18,7 @@ compiled form are reused from one run to the next).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 from dataclasses import dataclass
@@ -91,10 +92,8 @@ def _runtime_key() -> SigningKey:
         except Exception:  # a damaged key is replaced: it guards nothing but this cache
             path.unlink(missing_ok=True)
     (folder / "fn-test.pub").unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(FileExistsError):  # another run made it first
         SigningKey.generate("fn-test").save(folder)
-    except FileExistsError:  # another run made it first
-        pass
     return SigningKey.load(path)
 
 
