@@ -127,3 +127,25 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     proc = fn_test(tmp_path, str(fn), "--csv", str(tmp_path / "missing.csv"))
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "missing.csv" in proc.stderr
+
+
+def test_a_nodes_store_an_empty_selection_and_the_time_budget(tmp_path: Path) -> None:
+    home = tmp_path / "node"
+    gen = subprocess.run(
+        [sys.executable, "-m", "fades", "data", "generate", "--days", "0.05", "--home", str(home)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    fn = source(tmp_path, "good.py", GOOD)
+    proc = fn_test(tmp_path, str(fn), "--home", str(home), "-s", "co2", "-p", "scale=1", "--json")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert json.loads(proc.stdout)["status"] == "done"
+    # an empty selection says so (exit 1), and the node's store was only read
+    proc = fn_test(tmp_path, str(fn), "--home", str(home), "-l", "nowhere")
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "NoData" in proc.stdout and "no rows matched" in proc.stdout
+    assert not (home / "tasks.db").exists() and not (home / "artifacts").exists()
+    loop = source(tmp_path, "loop.py", "def main(data, params):\n    while True:\n        pass\n")
+    proc = fn_test(tmp_path, str(loop), "--days", "0.01", "--time-budget-ms", "300", "--json")
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert json.loads(proc.stdout)["error_kind"] == "TimeLimitExceeded"
