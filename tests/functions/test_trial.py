@@ -149,3 +149,17 @@ def test_a_nodes_store_an_empty_selection_and_the_time_budget(tmp_path: Path) ->
     proc = fn_test(tmp_path, str(loop), "--days", "0.01", "--time-budget-ms", "300", "--json")
     assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert json.loads(proc.stdout)["error_kind"] == "TimeLimitExceeded"
+
+
+def test_the_cli_defaults_are_the_nodes_and_the_runner_loads_lazily() -> None:
+    from fades.cli import fntest
+    from fades.functions import trial
+    from fades.task import FunctionSpec
+
+    spec = FunctionSpec(artifact="f")
+    assert fntest.DEFAULT_MEMORY_MIB == trial.DEFAULT_MEMORY_MIB == spec.memory_mib
+    assert fntest.DEFAULT_TIME_BUDGET_MS == trial.DEFAULT_TIME_BUDGET_MS == spec.time_budget_ms
+    # the command's module loads the runner only when it runs (fades --help stays light)
+    code = "import sys, fades.cli.fntest; print('fades.functions.trial' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]

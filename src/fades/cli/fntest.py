@@ -17,7 +17,10 @@ from typing import Annotated, Any
 
 import typer
 
-from fades.functions.trial import DEFAULT_MEMORY_MIB, DEFAULT_TIME_BUDGET_MS
+# The node's defaults for a task (fades.functions.trial has the same; importing it here
+# would load wasmtime and numpy into every ``fades`` run, even ``--help``).
+DEFAULT_MEMORY_MIB = 64
+DEFAULT_TIME_BUDGET_MS = 5000
 
 __all__ = ["parse_params", "test"]
 
