@@ -144,3 +144,8 @@ def upload(
         f"signed by {markup(rec.get('signer'))})",
         highlight=False,
     )
+
+
+from fades.cli.fntest import test  # noqa: E402  (its own module: fades fn test)
+
+fn_app.command("test")(test)
