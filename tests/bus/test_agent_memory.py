@@ -131,7 +131,7 @@ def test_agent_runs_pinned_tasks_serves_queries_and_registers_over_memory_bus(
     home = prepare_home("n1", runtime=False, policy=policy)
     # v2 is a later build (manifests keep whole seconds): the build clock is injected
     built = time.time()
-    clock = SimpleNamespace(time=lambda: built)
+    clock = SimpleNamespace(time=lambda: built, time_ns=lambda: int(built * 1e9))
     monkeypatch.setattr(artifact_module, "time", clock)
     v1 = build(tmp_path, "count", V1, signing_key, "1")
     built += 1
