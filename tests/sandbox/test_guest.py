@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fades.broker.base import Dataset
-from fades.errors import BadFunctionOutput, FunctionCrashed
+from fades.errors import BadFunctionOutput, FunctionCrashed, TimeLimitExceeded
 from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.sandbox import Limits, PythonSandbox
@@ -109,6 +109,25 @@ def test_a_deeper_failure_names_each_of_the_functions_frames(
         sandbox.run(_artifact("avg", src, signing_key), blob, LIMITS)
     tb = info.value.context["traceback"]
     assert 'File "avg.py", line 5, in main' in tb and 'File "avg.py", line 3, in helper' in tb
+
+
+def test_a_syntax_error_names_the_file_and_line_and_no_runtime_frame(
+    sandbox: PythonSandbox, blob: bytearray, signing_key: SigningKey
+) -> None:
+    src = "def main(data, params):\n    x = 1\n    return x +\n"
+    with pytest.raises(FunctionCrashed, match="SyntaxError") as info:
+        sandbox.run(_artifact("broken", src, signing_key), blob, LIMITS)
+    tb = info.value.context["traceback"]
+    assert 'File "broken.py", line 3' in tb and "app.py" not in tb, tb
+
+
+def test_print_output_comes_with_a_time_limit_too(
+    sandbox: PythonSandbox, blob: bytearray, signing_key: SigningKey
+) -> None:
+    src = "def main(data, params):\n    print('started')\n    while True:\n        pass\n"
+    with pytest.raises(TimeLimitExceeded) as info:
+        sandbox.run(_artifact("spin", src, signing_key), blob, Limits(64, 300))
+    assert info.value.context["logs"] == "started\n"
 
 
 NOT_JSON = {

@@ -125,11 +125,12 @@ def _clip(text: str, limit: int, tail: bool = False) -> str:
 
 
 def _user_tb(exc: BaseException, filename: str) -> object:
-    """The traceback from the first frame in the function's own file (the runtime's dropped)."""
+    """The traceback from the first frame in the function's own file: the runtime's frames are
+    dropped (a SyntaxError in the source has none, and still names its file and line)."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != filename:
         tb = tb.tb_next
-    return tb if tb is not None else exc.__traceback__
+    return tb
 
 
 def _error(exc: BaseException, filename: str = "") -> Err[str]:
