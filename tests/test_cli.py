@@ -391,3 +391,32 @@ def test_rendering_a_50_mb_error_and_result_takes_well_under_a_second() -> None:
         render.console = saved
         capture.file.close()
     assert elapsed < 5.0, elapsed  # minutes before the bound; generous for a loaded machine
+
+
+def test_help_and_version_import_no_heavy_module_and_a_missing_extra_is_named() -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    run = [sys.executable, "-X", "importtime", "-m", "fades", "--help"]
+    proc = subprocess.run(run, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0 and "sim" in proc.stdout, proc
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
+    assert not imported & {"numpy", "matplotlib", "scipy", "wasmtime", "fastapi"}, imported
+    proc = subprocess.run(
+        [sys.executable, "-m", "fades", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("fades "), proc
+    script = "import sys; sys.modules['matplotlib'] = None; from fades.cli import app; app()"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "sim", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc
+    assert "pip install 'fades[sim]'" in proc.stderr and "matplotlib" in proc.stderr, proc

@@ -189,3 +189,10 @@ def error_class(kind: str | None, default: type[FadesError] = FadesError) -> typ
     if isinstance(cls, type) and issubclass(cls, FadesError):
         return cls
     return default
+
+
+# --- cli ---
+
+
+class MissingExtra(FadesError):
+    """A command needs an optional dependency (matplotlib, scipy) that is not installed."""
