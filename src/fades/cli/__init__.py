@@ -50,6 +50,10 @@ LAZY: dict[str, tuple[str, str, str, str | None]] = {
 HEAVY = ("matplotlib", "scipy")
 
 
+def _nothing() -> None:
+    """A callback that keeps the wrapper a group."""
+
+
 class LazyRoot(TyperGroup):
     """The root group: loads a command group's module only when that group is used."""
 
@@ -72,11 +76,15 @@ class LazyRoot(TyperGroup):
             raise MissingExtra(
                 f"fades {cmd_name} needs {exc.name}: pip install 'fades[{extra}]'"
             ) from None
-        if not isinstance(obj, typer.Typer):
-            sub = typer.Typer(add_completion=False)
-            sub.command(cmd_name)(obj)
-            obj = sub
-        cmd = typer.main.get_command(obj)
+        wrapper = typer.Typer(add_completion=False)  # mounted as add_typer/command would
+        wrapper.callback()(_nothing)
+        if isinstance(obj, typer.Typer):
+            wrapper.add_typer(obj, name=cmd_name)
+        else:
+            wrapper.command(cmd_name)(obj)
+        group = typer.main.get_command(wrapper)
+        assert isinstance(group, TyperGroup)
+        cmd = group.commands[cmd_name]
         cmd.name = cmd_name
         self.commands[cmd_name] = cmd
         return cmd
