@@ -474,3 +474,15 @@ def test_fades_up_restarts_a_killed_node_and_stops_cleanly_on_sigint(tmp_path: P
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_keys_list_shows_trusted_and_signing_keys(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert fades("keys", "generate", "--home", str(home), home=home).returncode == 0
+    (home / "trusted" / "bad.pub").write_text("not a key")
+    proc = fades("keys", "list", "--home", str(home), home=home)
+    assert proc.returncode == 0, proc
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("trusted") and "unreadable" in line for line in lines), lines
+    assert sum(line.startswith("signing") for line in lines) == 1, lines
+    assert sum(line.startswith("trusted") for line in lines) == 2, lines
