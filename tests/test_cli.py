@@ -391,3 +391,98 @@ def test_rendering_a_50_mb_error_and_result_takes_well_under_a_second() -> None:
         render.console = saved
         capture.file.close()
     assert elapsed < 5.0, elapsed  # minutes before the bound; generous for a loaded machine
+
+
+def test_help_and_version_import_no_heavy_module_and_a_missing_extra_is_named() -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    run = [sys.executable, "-X", "importtime", "-m", "fades", "--help"]
+    proc = subprocess.run(run, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0 and "sim" in proc.stdout, proc
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
+    assert not imported & {"numpy", "matplotlib", "scipy", "wasmtime", "fastapi"}, imported
+    proc = subprocess.run(
+        [sys.executable, "-m", "fades", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("fades "), proc
+    script = "import sys; sys.modules['matplotlib'] = None; from fades.cli import app; app()"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "sim", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc
+    assert "pip install 'fades[sim]'" in proc.stderr and "matplotlib" in proc.stderr, proc
+
+
+def test_fades_up_restarts_a_killed_node_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    import re
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = tmp_path / "up.out"
+    cmd = [sys.executable, "-m", "fades", "up", "--nodes", "2", "--home", str(tmp_path / "up")]
+    with out.open("w") as sink:
+        up = subprocess.Popen([*cmd, "--duration", "300"], stdout=sink, stderr=sink, env=env)
+    try:
+
+        def wait_for(text: str, timeout: float = 120.0) -> str:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if text in (seen := out.read_text()):
+                    return seen
+                assert up.poll() is None, out.read_text()
+                time.sleep(0.2)
+            raise AssertionError(f"{text!r} not printed: {out.read_text()}")
+
+        seen = wait_for("stop: Ctrl-C")
+        pids = subprocess.run(
+            ["pgrep", "-P", str(up.pid), "-f", "node start --name edge1"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        assert pids, seen
+        os.kill(int(pids[0]), signal.SIGKILL)
+        wait_for("node edge1 exited with -9; restarting in 1 s")
+        wait_for("node edge1: restarting")
+        url = re.search(r"FADES_CONTROLLER=(\S+)", seen).group(1)  # type: ignore[union-attr]
+        token = re.search(r"FADES_TOKEN=(\S+)", seen).group(1)  # type: ignore[union-attr]
+        task = fades(
+            "task",
+            "submit",
+            str(EXAMPLES / "tasks" / "mean_core.yaml"),
+            "--wait",
+            "--controller",
+            url,
+            "--token",
+            token,
+            home=tmp_path / "client",
+        )
+        assert task.returncode == 0, task
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=120) == 0, out.read_text()
+        assert "stopped" in out.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_keys_list_shows_trusted_and_signing_keys(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert fades("keys", "generate", "--home", str(home), home=home).returncode == 0
+    (home / "trusted" / "bad.pub").write_text("not a key")
+    proc = fades("keys", "list", "--home", str(home), home=home)
+    assert proc.returncode == 0, proc
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("trusted") and "unreadable" in line for line in lines), lines
+    assert sum(line.startswith("signing") for line in lines) == 1, lines
+    assert sum(line.startswith("trusted") for line in lines) == 2, lines

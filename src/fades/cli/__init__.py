@@ -16,23 +16,85 @@ a task that ran and failed, or for a bug), a traceback only with ``--debug`` or
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Annotated, Any
 
 import click
 import typer
+from typer import _click as tclick  # typer >= 0.29 vendors click; its group uses these
+from typer.core import TyperCommand, TyperGroup
 
-from fades.cli.bench import bench_app
 from fades.cli.common import report
-from fades.cli.data import data_app
-from fades.cli.fn import fn_app
-from fades.cli.keys import keys_app
-from fades.cli.local import demo, up
-from fades.cli.sensors import sensors_app
-from fades.cli.task import task_app
+from fades.errors import MissingExtra
 
 __all__ = ["app", "main"]
+
+
+# name -> (module, attribute, short help, extra that provides its heavy dependencies).
+# Nothing below is imported until its command runs: ``fades --help`` loads typer and rich only.
+LAZY: dict[str, tuple[str, str, str, str | None]] = {
+    "keys": ("fades.cli.keys", "keys_app", "Signing keys and trust.", None),
+    "fn": ("fades.cli.fn", "fn_app", "Build, sign and install functions.", None),
+    "data": ("fades.cli.data", "data_app", "The node's local sensor data.", "sim"),
+    "task": ("fades.cli.task", "task_app", "Run tasks on this node or the cluster.", None),
+    "demo": ("fades.cli.local", "demo", "Run the end-to-end demo on one machine.", "sim"),
+    "up": ("fades.cli.local", "up", "Start a local cluster: broker, controller, nodes.", "sim"),
+    "node": ("fades.node.cli", "node_app", "Run an edge node agent.", None),
+    "controller": ("fades.controller.cli", "controller_app", "Run the controller.", None),
+    "sensors": ("fades.cli.sensors", "sensors_app", "Simulated IoT sensors over MQTT.", "sim"),
+    "bench": ("fades.cli.bench", "bench_app", "Experiments and their figures.", "bench"),
+    "sim": ("fades.placement.cli", "sim_app", "Simulators.", "sim"),
+}
+HEAVY = ("matplotlib", "scipy")
+
+
+def _nothing() -> None:
+    """A callback that keeps the wrapper a group."""
+
+
+class LazyRoot(TyperGroup):
+    """The root group: loads a command group's module only when that group is used."""
+
+    _listing = False
+
+    def list_commands(self, ctx: tclick.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY if n not in self.commands)]
+
+    def get_command(self, ctx: tclick.Context, cmd_name: str) -> tclick.Command | None:
+        if cmd_name in self.commands or cmd_name not in LAZY:
+            return super().get_command(ctx, cmd_name)
+        module, attr, short, extra = LAZY[cmd_name]
+        if self._listing:  # the root's help: the short help, no import
+            return TyperCommand(cmd_name, short_help=short, help=short)
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            if exc.name not in HEAVY or extra is None:
+                raise
+            raise MissingExtra(
+                f"fades {cmd_name} needs {exc.name}: pip install 'fades[{extra}]'"
+            ) from None
+        wrapper = typer.Typer(add_completion=False)  # mounted as add_typer/command would
+        wrapper.callback()(_nothing)
+        if isinstance(obj, typer.Typer):
+            wrapper.add_typer(obj, name=cmd_name)
+        else:
+            wrapper.command(cmd_name)(obj)
+        group = typer.main.get_command(wrapper)
+        assert isinstance(group, TyperGroup)
+        cmd = group.commands[cmd_name]
+        cmd.name = cmd_name
+        self.commands[cmd_name] = cmd
+        return cmd
+
+    def format_help(self, ctx: tclick.Context, formatter: tclick.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
 
 class FadesApp(typer.Typer):
@@ -55,7 +117,19 @@ app = FadesApp(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LazyRoot,
 )
+
+
+def _print_version() -> None:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        typer.echo(f"fades {dist_version('fades')}")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout, not installed
+        typer.echo("fades (not installed)")
+    raise typer.Exit()
 
 
 @app.callback()
@@ -64,34 +138,20 @@ def _root(
         bool,
         typer.Option("--debug", help="show the traceback of an error ($FADES_DEBUG=1)"),
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="print the fades version and exit",
+            is_eager=True,
+            callback=lambda value: _print_version() if value else None,
+        ),
+    ] = False,
 ) -> None:
     """fades: run signed WebAssembly functions next to IoT data."""
+    del version
     if debug:
         os.environ["FADES_DEBUG"] = "1"
-
-
-def _mount() -> None:
-    from fades.controller.cli import controller_app
-    from fades.node.cli import node_app
-
-    app.add_typer(keys_app, name="keys")
-    app.add_typer(fn_app, name="fn")
-    app.add_typer(data_app, name="data")
-    app.add_typer(task_app, name="task")
-    app.command("demo")(demo)
-    app.command("up")(up)
-    app.add_typer(node_app, name="node")
-    app.add_typer(controller_app, name="controller")
-    app.add_typer(sensors_app, name="sensors")
-    app.add_typer(bench_app, name="bench")
-    try:  # the placement simulator is optional at import time (numpy/scipy heavy)
-        from fades.placement.cli import sim_app
-    except ImportError:  # pragma: no cover
-        return
-    app.add_typer(sim_app, name="sim")
-
-
-_mount()
 
 
 def main() -> None:  # pragma: no cover - console-script shim

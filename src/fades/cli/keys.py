@@ -48,3 +48,21 @@ def trust_key(public_key: Path, home: HomeOpt = None) -> None:
     """Make the node accept artifacts signed by PUBLIC_KEY."""
     kid = trust(home_dir(home), public_key)
     console.print(f"trusted key {kid}", markup=False)
+
+
+@keys_app.command("list")
+def list_keys(home: HomeOpt = None) -> None:
+    """The keys this node trusts (key id and file) and its own signing keys."""
+    from fades.functions.keys import key_id, load_public
+
+    h = home_dir(home)
+    for label, folder, pattern in (
+        ("trusted", h / "trusted", "*"),
+        ("signing", h / "keys", "*.pub"),
+    ):
+        for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+            try:
+                kid = key_id(load_public(path))
+            except Exception as exc:  # one unreadable file does not hide the others
+                kid = f"unreadable ({type(exc).__name__})"
+            console.print(f"{label:<8} {kid}  {path}", markup=False, highlight=False)

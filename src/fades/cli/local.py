@@ -102,23 +102,60 @@ def run_up(
         say("      fades task submit examples/tasks/mean_core.yaml --wait")
         say("stop: Ctrl-C" + (f" (or wait {duration:g} s)" if duration else ""))
         t_end = None if duration is None else time.monotonic() + duration
-        next_status = time.monotonic() + 10.0
+        restarts: dict[str, tuple[float, float]] = {}  # node -> (when, next backoff)
+        next_status = time.monotonic() + 2.0
+        last_status = ""
         while not stop.is_set():
             if t_end is not None and time.monotonic() >= t_end:
                 break
             stop.wait(0.2)
-            cluster._check_alive()
-            if time.monotonic() >= next_status:
-                next_status += 10.0
+            _supervise(cluster, restarts, say)
+            if time.monotonic() >= next_status:  # print only what changed
+                next_status = time.monotonic() + 2.0
                 try:
                     listed = cluster.client().nodes()
-                    up = sum(1 for n in listed if n["up"])
-                    say(f"status: {up}/{len(listed)} nodes up")
+                    down = sorted(n["name"] for n in listed if not n["up"])
+                    line = f"status: {len(listed) - len(down)}/{len(listed)} nodes up" + (
+                        f" (down: {', '.join(down)})" if down else ""
+                    )
                 except Exception as exc:  # status is best effort; stopping is not
-                    say(f"status: controller did not answer ({exc})")
+                    line = f"status: controller did not answer ({type(exc).__name__})"
+                if line != last_status:
+                    say(line)
+                    last_status = line
     finally:
         say("stopping sensors, nodes, controller and NATS ...")
         cluster.stop()
         for s, h in old.items():
             signal.signal(s, h)
         say("stopped")
+
+
+MAX_BACKOFF = 30.0
+
+
+def _supervise(
+    cluster: Any, restarts: dict[str, tuple[float, float]], say: Callable[[str], None]
+) -> None:
+    """Restart a node that exited, with backoff 1 s, 2 s, 4 s ... at most 30 s; any other
+    process that exits (NATS, the controller, the sensors) still stops the cluster."""
+    now = time.monotonic()
+    for name in cluster.names:
+        proc = cluster.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            continue
+        if proc is not None:  # just exited: schedule a restart
+            cluster.procs.pop(name, None)
+            _, backoff = restarts.get(name, (0.0, 1.0))
+            restarts[name] = (now + backoff, min(backoff * 2, MAX_BACKOFF))
+            say(f"node {name} exited with {proc.returncode}; restarting in {backoff:g} s")
+        elif name in restarts and now >= restarts[name][0]:
+            restarts[name] = (float("inf"), restarts[name][1])
+            say(f"node {name}: restarting")
+            cluster.start_node(name)
+    others = {k: v for k, v in cluster.procs.items() if k not in cluster.names}
+    saved, cluster.procs = cluster.procs, others
+    try:
+        cluster._check_alive()
+    finally:
+        cluster.procs = saved
