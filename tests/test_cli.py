@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -486,3 +487,53 @@ def test_keys_list_shows_trusted_and_signing_keys(tmp_path: Path) -> None:
     assert any(line.startswith("trusted") and "unreadable" in line for line in lines), lines
     assert sum(line.startswith("signing") for line in lines) == 1, lines
     assert sum(line.startswith("trusted") for line in lines) == 2, lines
+
+
+def test_task_list_get_and_cancel_read_the_node_folder(home: Path) -> None:
+    example = str(EXAMPLES / "tasks" / "minmaxmean.yaml")
+    ran = json.loads(ok(fades("task", "run", example, "--json", home=home)))
+    listed = json.loads(ok(fades("task", "list", "--json", home=home)))
+    assert ran["id"] in [row["id"] for row in listed]
+    got = json.loads(ok(fades("task", "get", ran["id"], "--json", home=home)))
+    assert got["status"] == "done" and got["result"] == ran["result"]
+    missing = fades("task", "get", "no-such-task", home=home)
+    assert missing.returncode == 2 and "no-such-task" in missing.stderr
+
+
+def test_task_cancel_from_another_process_ends_a_running_persistent_task(
+    home: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "ticker.py"
+    src.write_text("N = 0\ndef main(data, params):\n    global N\n    N += 1\n    return N\n")
+    ok(fades("fn", "build", str(src), home=home))
+    t = tmp_path / "ticker.yaml"
+    t.write_text(
+        "credentials: {tenant: a, task_id: ticker-1}\ndata: [{name: t, select: {last: 5}}]\n"
+        "function: {artifact: ticker, mode: persistent, period_s: 0.2, memory_mib: 32}\n"
+    )
+    env = dict(os.environ, FADES_HOME=str(home))
+    runner = subprocess.Popen(
+        [FADES, "task", "run", str(t), "--json", "--timeout", "600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the other process has the task running
+            rows = json.loads(ok(fades("task", "list", "--json", home=home)))
+            if any(r["id"] == "ticker-1" and r["status"] == "running" for r in rows):
+                break
+            assert runner.poll() is None, runner.communicate()
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.2)
+        assert "ticker-1" in ok(fades("task", "cancel", "ticker-1", home=home))
+        out, err = runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 1, err
+    rec = json.loads(out)
+    assert (rec["status"], rec["error_kind"]) == ("failed", "TaskCancelled")

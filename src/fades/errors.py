@@ -304,6 +304,8 @@ class TaskNotCancellable(ControllerError):
 class SignerNotTrusted(ControllerError):
     """An upload signed by a key that none of the nodes that are up trusts (HTTP 422);
     ``context`` holds ``signer`` and ``nodes``."""
+
+
 # --- cli ---
 
 

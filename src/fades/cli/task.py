@@ -7,7 +7,7 @@ the exit status is 1 when the task ran and failed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +33,9 @@ def run(
 
     task = load_task(task_file)
     with Node(home_dir(home)) as node:
-        rec = node.orchestrator.run(task, timeout=timeout)
+        # one_shot: this process is the node that runs the task, so a persistent task ends
+        # (cancelled) with it and is never revived by a later, unrelated run on the folder
+        rec = node.orchestrator.run(task, timeout=timeout, one_shot=True)
     if json_out:
         print_json(rec.to_dict())
     else:
@@ -78,3 +80,128 @@ def submit(
             show_outcome(info, title=str(task_file))
     if info is not None and info.get("status") != "done":
         raise typer.Exit(1)
+
+
+RemoteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--controller",
+        envvar="FADES_CONTROLLER",
+        help="ask this controller ($FADES_CONTROLLER); without it, this node's folder",
+    ),
+]
+OptionalTokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="FADES_TOKEN", help="bearer token ($FADES_TOKEN)")
+]
+TaskIdArg = Annotated[str, typer.Argument(help="the task's id")]
+
+
+def _client(controller: str, token: str | None) -> Any:
+    from fades.client import FadesClient
+    from fades.errors import Unauthorized
+
+    if not token:
+        raise Unauthorized(f"a token is needed for {controller}: pass --token or set FADES_TOKEN")
+    return FadesClient(controller, token)
+
+
+@task_app.command("get")
+def get(
+    task_id: TaskIdArg,
+    controller: RemoteOpt = None,
+    token: OptionalTokenOpt = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one task: status, result or error with its traceback and output, timing."""
+    if controller:
+        with _client(controller, token) as client:
+            info: dict[str, Any] = client.get(task_id)
+    else:
+        from fades.node import Node
+
+        with Node(home_dir(home), autostart=False) as node:
+            info = node.orchestrator.get(task_id).to_dict()
+    if json_out:
+        print_json(info)
+    else:
+        show_outcome(info)
+
+
+@task_app.command("logs")
+def logs(
+    task_id: TaskIdArg,
+    controller: RemoteOpt = None,
+    token: OptionalTokenOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Print a task's captured function output (stdout and stderr) and traceback."""
+    from rich.markup import escape
+
+    from fades.cli.safe import tail
+
+    if controller:
+        with _client(controller, token) as client:
+            info: dict[str, Any] = client.get(task_id)
+    else:
+        from fades.node import Node
+
+        with Node(home_dir(home), autostart=False) as node:
+            info = node.orchestrator.get(task_id).to_dict()
+    for key in ("logs", "traceback"):
+        if info.get(key):
+            console.print(escape(tail(str(info[key]))), highlight=False, soft_wrap=True)
+
+
+@task_app.command("list")
+def list_tasks(
+    controller: RemoteOpt = None,
+    token: OptionalTokenOpt = None,
+    home: HomeOpt = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """List tasks, newest first (this node's, or your tenant's at the controller)."""
+    from rich.table import Table
+
+    if controller:
+        with _client(controller, token) as client:
+            rows: list[dict[str, Any]] = client.tasks(limit=limit)
+    else:
+        from fades.node import Node
+
+        with Node(home_dir(home), autostart=False) as node:
+            rows = [rec.to_dict() for rec in node.orchestrator.store.list(limit=limit)]
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("task", "tenant", "status", "node", "error")
+    for r in rows:
+        table.add_row(
+            markup(r.get("task_id") or r.get("id")),
+            markup(r.get("tenant")),
+            markup(r.get("status")),
+            markup(r.get("node") or ""),
+            markup(r.get("error_kind") or ""),
+        )
+    console.print(table)
+
+
+@task_app.command("cancel")
+def cancel(
+    task_id: TaskIdArg,
+    controller: RemoteOpt = None,
+    token: OptionalTokenOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Cancel a task: one not started never runs, a persistent one stops after its current
+    invocation."""
+    if controller:
+        with _client(controller, token) as client:
+            client.cancel(task_id)
+    else:
+        from fades.node import Node
+
+        with Node(home_dir(home), autostart=False) as node:
+            node.orchestrator.cancel(task_id)
+    console.print(f"task {markup(task_id)}: cancel requested", highlight=False)
