@@ -35,9 +35,15 @@ def generate(
     days: Annotated[float, typer.Option(help="days of readings")] = 2.0,
     rate: Annotated[float, typer.Option(help="seconds between readings of one sensor")] = 10.0,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same values)")] = 0,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="first delete every reading of the testbed's sensors")
+    ] = False,
     home: HomeOpt = None,
 ) -> None:
-    """Generate the five-room office testbed into the node's SQLite store."""
+    """Generate the five-room office testbed into the node's SQLite store.
+
+    Running it again replaces the readings of the range it covers (it never doubles them).
+    """
     from datetime import UTC, datetime, timedelta
 
     from fades.testbed import populate
@@ -47,9 +53,38 @@ def generate(
     with readings(home) as (path, store):
         with progress_bar() as (progress, task_bar):
             n = populate(
-                store, days, rate, seed, start, progress=lambda d, t: progress(task_bar, d, t)
+                store,
+                days,
+                rate,
+                seed,
+                start,
+                progress=lambda d, t: progress(task_bar, d, t),
+                replace=replace,
             )
         console.print(f"wrote {n:,} readings to {path} ({store.count():,} in total)", markup=False)
+
+
+@data_app.command("clear")
+def clear(
+    location: Annotated[
+        list[str] | None, typer.Option("--location", "-l", help="only this location")
+    ] = None,
+    sensor_type: Annotated[
+        list[str] | None, typer.Option("--sensor-type", "-s", help="only this sensor type")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="needed to delete every reading (no filter given)")
+    ] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Delete readings from the node's store (all of them only with --yes)."""
+    from fades.errors import FadesError
+
+    if not (location or sensor_type or yes):
+        raise FadesError("this deletes every reading: pass --yes, or --location/--sensor-type")
+    with readings(home) as (path, store):
+        n = store.clear(location=location or None, sensor_type=sensor_type or None)
+        console.print(f"deleted {n:,} readings from {path} ({store.count():,} left)", markup=False)
 
 
 @data_app.command("load")

@@ -96,9 +96,10 @@ def runtime(
 def add(artifact: Path, home: HomeOpt = None) -> None:
     """Verify and install an artifact file on this node."""
     from fades.errors import ArtifactFormatError
+    from fades.functions.store import read_artifact
 
     try:
-        data = artifact.read_bytes()
+        data = read_artifact(artifact).to_bytes()  # bounded: size checked before reading
     except OSError as exc:
         raise ArtifactFormatError(f"cannot read {artifact}: {exc.strerror}") from None
     install(home_dir(home), data)
@@ -123,6 +124,15 @@ def list_functions(home: HomeOpt = None) -> None:
             markup(art.signer or "-", 200, oneline=True),
         )
     console.print(table)
+    for file, why in store.skipped.items():
+        name = markup(file, 200, oneline=True)
+        console.print(f"[yellow]not loaded[/]: {name}: {markup(why, oneline=True)}", highlight=False)
+    for q in store.quarantine():
+        console.print(
+            f"[red]quarantined[/]: {markup(q.file, 200, oneline=True)} "
+            f"({markup(q.kind, 40, oneline=True)}): {markup(q.reason, oneline=True)}",
+            highlight=False,
+        )
 
 
 @fn_app.command("upload")
