@@ -126,7 +126,8 @@ def list_functions(home: HomeOpt = None) -> None:
     console.print(table)
     for file, why in store.skipped.items():
         name = markup(file, 200, oneline=True)
-        console.print(f"[yellow]not loaded[/]: {name}: {markup(why, oneline=True)}", highlight=False)
+        why_text = markup(why, oneline=True)
+        console.print(f"[yellow]not loaded[/]: {name}: {why_text}", highlight=False)
     for q in store.quarantine():
         console.print(
             f"[red]quarantined[/]: {markup(q.file, 200, oneline=True)} "
