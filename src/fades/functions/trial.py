@@ -149,6 +149,7 @@ def run_local(
     """
     from fades.node.limits import NodeLimits
     from fades.node.orchestrator import Orchestrator
+    from fades.sandbox.python import source_filename
     from fades.task import parse_task
 
     sample = sample or Sample()
@@ -201,7 +202,11 @@ def run_local(
     if outcome.traceback and art.kind == "python":
         text = art.payload.decode("utf-8", "replace")
         outcome = outcome.model_copy(
-            update={"traceback": own_frames(outcome.traceback, source, text)}
+            update={
+                "traceback": own_frames(
+                    outcome.traceback, source, text, sandbox_name=source_filename(art.name)
+                )
+            }
         )
     return outcome
 
@@ -210,16 +215,19 @@ _RUNTIME_FILES = ("/app.py", "/fades_sdk.py")  # the runtime's own guest code
 _FRAME = re.compile(r'^  File "(?P<file>[^"]*)", line (?P<line>\d+)(?P<rest>.*)$')
 
 
-def own_frames(traceback: str, path: str | Path, source: str) -> str:
-    """The sandbox's traceback with the function's frames named by ``path`` and shown with
-    their source line (as Python prints a script's), and the runtime's own frames left out."""
+def own_frames(
+    traceback: str, path: str | Path, source: str, *, sandbox_name: str = "<function>"
+) -> str:
+    """The sandbox's traceback with the function's frames (named ``sandbox_name`` inside the
+    sandbox) named by ``path`` and shown with their source line (as Python prints a script's),
+    and the runtime's own frames left out."""
     lines = source.splitlines()
     out: list[str] = []
     for line in traceback.splitlines():
         m = _FRAME.match(line)
         if m is None:
             out.append(line)
-        elif m["file"] == "<function>":
+        elif m["file"] in (sandbox_name, "<function>"):
             out.append(f'  File "{path}", line {m["line"]}{m["rest"]}')
             n = int(m["line"])
             if 1 <= n <= len(lines) and lines[n - 1].strip():
