@@ -241,11 +241,6 @@ def test_a_killed_one_shot_process_is_not_revived_by_the_next_run(
     assert n2 == n  # not invoked again
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs the CLI change (NAME=cli): task_run calls "
-    "node.orchestrator.run(task, timeout=timeout, one_shot=True)",
-)
 def test_cli_task_run_timeout_of_an_endless_persistent_task_is_not_revived(
     home: Path, tmp_path: Path
 ) -> None:

@@ -33,16 +33,16 @@ from fades.errors import (
     FadesError,
     NoData,
     OrchestratorError,
-    SandboxError,
     TaskCancelled,
     TaskNotFound,
 )
 from fades.functions.store import FunctionStore
 from fades.node.limits import NodeLimits
+from fades.node.persistent import run_persistent
 from fades.node.scheduler import ReadyQueue, SchedulingPolicy, get_policy
 from fades.node.taskstore import TaskRecord, TaskStore
 from fades.sandbox import Sandboxes
-from fades.sandbox.base import Limits, Session
+from fades.sandbox.base import Limits
 from fades.sandbox.wire import encode
 from fades.task import Task, parse_task, parse_task_text
 
@@ -60,8 +60,6 @@ _CANCEL_GRACE_S = 5.0
 _CANCEL_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS cancel_requests (id TEXT PRIMARY KEY, reason TEXT NOT NULL)"
 )
-#: How often a waiting persistent task looks for a cancel request from another process.
-_CANCEL_POLL_S = 1.0
 
 
 class Orchestrator:
@@ -440,92 +438,7 @@ class Orchestrator:
         )
 
     def _run_persistent(self, task: Task) -> None:
-        """Keep one instance alive and invoke it every ``period_s`` until a bound is reached
-        (``invocations``, ``max_duration_s``, the node's ``max_persistent_seconds``) or it is
-        cancelled."""
-        rec = self.store.get(task.id)
-        if rec.done or self._late(task):
-            return
-        self.store.start(task.id)
-        spec = task.function
-        assert spec.period_s is not None
-        lifetime, bound = self.limits.max_persistent_seconds, "max_persistent_seconds"
-        if spec.max_duration_s is not None and spec.max_duration_s <= lifetime:
-            lifetime, bound = spec.max_duration_s, "max_duration_s"
-        end_at = rec.accepted_at + lifetime  # wall clock: the bound holds across restarts
-        seq = len(self.store.invocations(task.id))
-        artifact = self.functions.get(spec.artifact)
-        session: Session | None = None
-        last: Any = None
-        failures = 0
-        stopped: str | None = None
-        next_at = time.monotonic()
-        try:
-            while True:
-                with self._wake:  # sleep until the next period, a cancel or a shutdown
-                    while (
-                        not self._stop.is_set()
-                        and task.id not in self._cancelled
-                        and (delay := next_at - time.monotonic()) > 0
-                    ):
-                        self._wake.wait(min(delay, _CANCEL_POLL_S))
-                        if self._cancel_requested(task.id):
-                            break
-                    else:
-                        self._cancel_requested(task.id)
-                if self._stop.is_set() or task.id in self._cancelled:
-                    break
-                if spec.invocations is not None and seq >= spec.invocations:
-                    stopped = "invocations"
-                    break
-                if time.time() >= end_at:
-                    stopped = bound
-                    break
-                next_at = time.monotonic() + spec.period_s
-                t0 = time.perf_counter()
-                try:
-                    blob, fetch_t, _ = self._fetch(task)
-                    if session is None:
-                        session = self.sandboxes.open(artifact, _limits(task))
-                    res = session.invoke(blob)
-                except FadesError as exc:
-                    failures += 1
-                    self.store.record_invocation(task.id, seq, ok=False, error=f"{exc.kind}: {exc}")
-                    if isinstance(exc, SandboxError) and session is not None:
-                        session.close()  # a trapped instance cannot be re-entered
-                        session = None
-                    seq += 1
-                    continue
-                timing = {
-                    "retrieval": fetch_t["retrieval"],
-                    "transfer": fetch_t["encode"] + res.timing["transfer"],
-                    "start": res.timing["start"],
-                    "compute": res.timing["compute"],
-                    "result": res.timing["result"],
-                    "total": time.perf_counter() - t0,
-                }
-                self.store.record_invocation(task.id, seq, ok=True, result=res.value, timing=timing)
-                last = res.value
-                seq += 1
-        finally:
-            if session is not None:
-                session.close()
-        if task.id in self._cancelled:
-            self.store.fail(
-                task.id,
-                TaskCancelled.__name__,
-                f"cancelled after {seq} invocation(s) ({failures} failed in this run): "
-                f"{self._cancelled[task.id]}; the invocations are kept",
-            )
-            log.info("persistent task %s cancelled after %d invocations", task.id, seq)
-            return
-        if stopped is None:
-            return  # shutting down: stays 'running' and resumes on the next start
-        summary: dict[str, Any] = {"invocations": seq, "failed": failures, "last": last}
-        if stopped != "invocations":
-            summary["stopped"] = f"{stopped}={lifetime:g} s reached"
-        self.store.finish(task.id, result=summary, timing={}, bytes_read=0, bytes_returned=0)
-        log.info("persistent task %s finished after %d invocations (%s)", task.id, seq, stopped)
+        run_persistent(self, task)
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,117 @@
+"""A persistent task's life on a node: one live sandbox instance invoked every ``period_s``.
+
+It runs until a bound is reached (the task's ``invocations`` or ``max_duration_s``, the node's
+``max_persistent_seconds``, counted from acceptance so the bound holds across restarts), until
+it is cancelled (in this process, or by a request another process recorded in ``tasks.db``),
+or until the node shuts down (then it stays ``running`` and resumes on the next start).
+Part of the orchestrator, kept apart because it is the one long-lived loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from fades.errors import FadesError, SandboxError, TaskCancelled
+from fades.sandbox.base import Limits, Session
+
+if TYPE_CHECKING:
+    from fades.node.orchestrator import Orchestrator
+    from fades.task import Task
+
+log = logging.getLogger("fades.node")
+
+#: How often a waiting persistent task looks for a cancel request from another process.
+_CANCEL_POLL_S = 1.0
+
+
+def run_persistent(orc: Orchestrator, task: Task) -> None:
+    """Keep one instance alive and invoke it every ``period_s`` until a bound is reached
+    (``invocations``, ``max_duration_s``, the node's ``max_persistent_seconds``) or it is
+    cancelled."""
+    rec = orc.store.get(task.id)
+    if rec.done or orc._late(task):
+        return
+    orc.store.start(task.id)
+    spec = task.function
+    assert spec.period_s is not None
+    lifetime, bound = orc.limits.max_persistent_seconds, "max_persistent_seconds"
+    if spec.max_duration_s is not None and spec.max_duration_s <= lifetime:
+        lifetime, bound = spec.max_duration_s, "max_duration_s"
+    end_at = rec.accepted_at + lifetime  # wall clock: the bound holds across restarts
+    seq = len(orc.store.invocations(task.id))
+    artifact = orc.functions.get(spec.artifact)
+    session: Session | None = None
+    last: Any = None
+    failures = 0
+    stopped: str | None = None
+    next_at = time.monotonic()
+    try:
+        while True:
+            with orc._wake:  # sleep until the next period, a cancel or a shutdown
+                while (
+                    not orc._stop.is_set()
+                    and task.id not in orc._cancelled
+                    and (delay := next_at - time.monotonic()) > 0
+                ):
+                    orc._wake.wait(min(delay, _CANCEL_POLL_S))
+                    if orc._cancel_requested(task.id):
+                        break
+                else:
+                    orc._cancel_requested(task.id)
+            if orc._stop.is_set() or task.id in orc._cancelled:
+                break
+            if spec.invocations is not None and seq >= spec.invocations:
+                stopped = "invocations"
+                break
+            if time.time() >= end_at:
+                stopped = bound
+                break
+            next_at = time.monotonic() + spec.period_s
+            t0 = time.perf_counter()
+            try:
+                blob, fetch_t, _ = orc._fetch(task)
+                if session is None:
+                    session = orc.sandboxes.open(
+                        artifact, Limits(spec.memory_mib, spec.time_budget_ms)
+                    )
+                res = session.invoke(blob)
+            except FadesError as exc:
+                failures += 1
+                orc.store.record_invocation(task.id, seq, ok=False, error=f"{exc.kind}: {exc}")
+                if isinstance(exc, SandboxError) and session is not None:
+                    session.close()  # a trapped instance cannot be re-entered
+                    session = None
+                seq += 1
+                continue
+            timing = {
+                "retrieval": fetch_t["retrieval"],
+                "transfer": fetch_t["encode"] + res.timing["transfer"],
+                "start": res.timing["start"],
+                "compute": res.timing["compute"],
+                "result": res.timing["result"],
+                "total": time.perf_counter() - t0,
+            }
+            orc.store.record_invocation(task.id, seq, ok=True, result=res.value, timing=timing)
+            last = res.value
+            seq += 1
+    finally:
+        if session is not None:
+            session.close()
+    if task.id in orc._cancelled:
+        orc.store.fail(
+            task.id,
+            TaskCancelled.__name__,
+            f"cancelled after {seq} invocation(s) ({failures} failed in this run): "
+            f"{orc._cancelled[task.id]}; the invocations are kept",
+        )
+        log.info("persistent task %s cancelled after %d invocations", task.id, seq)
+        return
+    if stopped is None:
+        return  # shutting down: stays 'running' and resumes on the next start
+    summary: dict[str, Any] = {"invocations": seq, "failed": failures, "last": last}
+    if stopped != "invocations":
+        summary["stopped"] = f"{stopped}={lifetime:g} s reached"
+    orc.store.finish(task.id, result=summary, timing={}, bytes_read=0, bytes_returned=0)
+    log.info("persistent task %s finished after %d invocations (%s)", task.id, seq, stopped)
