@@ -537,3 +537,23 @@ def test_task_cancel_from_another_process_ends_a_running_persistent_task(
     assert runner.returncode == 1, err
     rec = json.loads(out)
     assert (rec["status"], rec["error_kind"]) == ("failed", "TaskCancelled")
+
+
+def test_fn_list_json_gives_full_digests_and_fn_rm_removes_every_version(
+    home: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "short_lived.py"
+    src.write_text('"""Here for a moment."""\ndef main(data, params):\n    return 1\n')
+    ok(fades("fn", "build", str(src), home=home))
+    src.write_text('"""Here for a moment, v2."""\ndef main(data, params):\n    return 2\n')
+    ok(fades("fn", "build", str(src), home=home))
+    rows = json.loads(ok(fades("fn", "list", "--json", home=home)))
+    (row,) = [r for r in rows if r["name"] == "short_lived"]
+    assert row["digest"].startswith("sha256:") and len(row["digest"]) == len("sha256:") + 64
+    assert row["description"] == "Here for a moment, v2."
+    out = ok(fades("fn", "rm", "short_lived", home=home))
+    assert out.count("removed short_lived") == 2  # both versions
+    rows = json.loads(ok(fades("fn", "list", "--json", home=home)))
+    assert "short_lived" not in [r["name"] for r in rows]
+    again = fades("fn", "rm", "short_lived", home=home)
+    assert again.returncode == 2 and "short_lived" in again.stderr

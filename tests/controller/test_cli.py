@@ -122,6 +122,15 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         info = json.loads(run.stdout)
         assert info["status"] == "done" and info["node"] == "edge"
         assert info["result"]["rows"] > 0
+        listed = fades("task", "list", *env_args, "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert info["task_id"] in [r["task_id"] for r in json.loads(listed.stdout)]
+        got = fades("task", "get", info["task_id"], *env_args, "--json")
+        assert json.loads(got.stdout)["result"] == info["result"]
+        table = fades("nodes", *env_args)
+        assert table.returncode == 0 and "edge" in table.stdout and "up" in table.stdout
+        gone = fades("task", "cancel", info["task_id"], *env_args)
+        assert gone.returncode == 2 and "TaskNotCancellable" in gone.stderr  # already done
         shown = fades("task", "submit", str(task_file), "--controller", url, "--token", "wrong")
         assert shown.returncode == 2 and "Unauthorized" in shown.stderr
 

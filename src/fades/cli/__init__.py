@@ -39,6 +39,7 @@ LAZY: dict[str, tuple[str, str, str, str | None]] = {
     "fn": ("fades.cli.fn", "fn_app", "Build, sign and install functions.", None),
     "data": ("fades.cli.data", "data_app", "The node's local sensor data.", "sim"),
     "task": ("fades.cli.task", "task_app", "Run tasks on this node or the cluster.", None),
+    "nodes": ("fades.cli.task", "nodes", "The cluster's nodes (the controller's registry).", None),
     "demo": ("fades.cli.local", "demo", "Run the end-to-end demo on one machine.", "sim"),
     "up": ("fades.cli.local", "up", "Start a local cluster: broker, controller, nodes.", "sim"),
     "node": ("fades.node.cli", "node_app", "Run an edge node agent.", None),

@@ -1,4 +1,4 @@
-"""``fades bench``: experiments that reproduce the seeds' figures."""
+"""``fades bench``: experiments that reproduce the research papers' figures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-bench_app = typer.Typer(help="Experiments that reproduce the seeds' figures.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Experiments that reproduce the research papers' figures.", no_args_is_help=True
+)
 
 
 def _sizes(text: str) -> list[float]:

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fades.cli.common import ControllerOpt, HomeOpt, TokenOpt, console, home_dir, spinner
+from fades.cli.common import (
+    ControllerOpt,
+    HomeOpt,
+    JsonOpt,
+    TokenOpt,
+    console,
+    home_dir,
+    spinner,
+)
+from fades.cli.render import print_json
 from fades.cli.safe import markup
 
 fn_app = typer.Typer(help="Build, sign and install functions.", no_args_is_help=True)
@@ -106,13 +115,30 @@ def add(artifact: Path, home: HomeOpt = None) -> None:
 
 
 @fn_app.command("list")
-def list_functions(home: HomeOpt = None) -> None:
+def list_functions(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """List the functions installed on this node."""
     from fades.functions.keys import TrustStore
     from fades.functions.store import FunctionStore
 
     h = home_dir(home)
     store = FunctionStore(h / "artifacts", TrustStore.from_dir(h / "trusted"))
+    if json_out:
+        rows = []
+        for name, digest in store.names().items():
+            art = store.get(digest)
+            rows.append(
+                {
+                    "name": name,
+                    "kind": art.kind,
+                    "digest": digest,
+                    "bytes": len(art),
+                    "signer": art.signer,
+                    "description": art.manifest.get("description", ""),
+                    "created": art.manifest.get("created"),
+                }
+            )
+        print_json(rows)
+        return
     table = Table("name", "kind", "digest", "bytes", "signer")
     for name, digest in store.names().items():
         art = store.get(digest)
@@ -160,3 +186,35 @@ def upload(
 from fades.cli.fntest import test  # noqa: E402  (its own module: fades fn test)
 
 fn_app.command("test")(test)
+
+
+@fn_app.command("rm")
+def remove(
+    ref: Annotated[str, typer.Argument(help="a function name (every version) or sha256:<digest>")],
+    home: HomeOpt = None,
+) -> None:
+    """Remove a function (every version of a name, or one digest) from this node's store.
+
+    A running node keeps what it has loaded until it restarts.
+    """
+    from fades.errors import ArtifactError
+    from fades.functions.keys import TrustStore
+    from fades.functions.store import FunctionStore
+
+    h = home_dir(home)
+
+    def store() -> FunctionStore:
+        return FunctionStore(h / "artifacts", TrustStore.from_dir(h / "trusted"))
+
+    art = store().get(ref)  # an unknown name or digest is the store's own error
+    removed: list[str] = []
+    while art.digest not in removed:  # the newest version, then the one that resolves next
+        (h / "artifacts" / f"{art.digest.removeprefix('sha256:')}.fart").unlink(missing_ok=True)
+        removed.append(art.digest)
+        console.print(f"removed {markup(art.name, oneline=True)} ({art.digest})", highlight=False)
+        if ref.startswith("sha256:"):
+            break
+        try:
+            art = store().get(ref)
+        except ArtifactError:
+            break

@@ -205,3 +205,32 @@ def cancel(
         with Node(home_dir(home), autostart=False) as node:
             node.orchestrator.cancel(task_id)
     console.print(f"task {markup(task_id)}: cancel requested", highlight=False)
+
+
+def nodes(
+    controller: ControllerOpt,
+    token: TokenOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """The cluster's nodes as the controller's registry sees them."""
+    from rich.table import Table
+
+    with _client(controller, token) as client:
+        rows: list[dict[str, Any]] = client.nodes()
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("node", "up", "heartbeat age s", "running", "queued", "data", "runtimes")
+    for r in rows:
+        load = r.get("load") or {}
+        held = sorted({f"{d.get('location')}/{d.get('sensor_type')}" for d in r.get("data") or []})
+        table.add_row(
+            markup(r.get("name")),
+            "[green]up[/]" if r.get("up") else f"[red]down[/] {markup(r.get('down_reason') or '')}",
+            f"{float(r.get('heartbeat_age_s') or 0):.1f}",
+            markup(load.get("running", "")),
+            markup(load.get("queued", "")),
+            markup(", ".join(held[:6]) + (" …" if len(held) > 6 else "")),
+            markup(", ".join(r.get("runtimes") or [])),
+        )
+    console.print(table)
