@@ -9,6 +9,9 @@ pinned digest.
 
 After a restart the controller re-publishes tasks it had accepted but not dispatched,
 re-runs unfinished cloud tasks, and consumes the outcomes published while it was down.
+
+About 430 lines: the controller's public methods in one place; dispatch, results, publishing,
+bodies and cancel are their own modules.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ after its current invocation (status ``failed``, kind ``TaskCancelled``). A task
 ``one_shot=True`` (a CLI run) lives only as long as that run: when the run ends it is cancelled,
 and if the process died instead, the next orchestrator on the folder fails it (kind
 ``TaskCancelled``) rather than reviving it.
+
+This module is one unit (about 460 lines): intake, recovery, the worker loop and cancel share the
+queue, the store and their locks; the persistent loop lives in ``node/persistent.py``.
 """
 
 from __future__ import annotations

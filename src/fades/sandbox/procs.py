@@ -16,6 +16,9 @@ process (:mod:`fades.sandbox.worker`) and enforces each task's bounds from outsi
 The blob is handed over as a file in a RAM-backed scratch directory per worker: the node
 writes it once, a Python guest reads it from its preopened ``/input``, a core module has it
 read straight into its linear memory.
+
+About 420 lines: the pool, a worker's lifecycle and the watchdog (deadline, RSS) share the
+worker records and their lock.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ process drives every signal:
 
 Times of day are taken in UTC. Everything is vectorised with numpy and deterministic for a
 given ``seed`` (and the other arguments).
+
+About 430 lines: the occupancy model and the six sensor models are one deterministic
+simulation and are read together.
 """
 
 from __future__ import annotations

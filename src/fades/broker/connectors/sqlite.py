@@ -14,6 +14,9 @@ The file runs in WAL mode, so readers never block the writer.
 
 Every thread gets its own connection (SQLite connections must not be shared between
 threads), writes are serialised by a lock.
+
+About 450 lines in one module: the schema, the bounded count and the interruptible fetch share
+one connection and its progress handler; row assembly is in ``sqlite_rows.py``.
 """
 
 from __future__ import annotations
