@@ -557,3 +557,26 @@ def test_fn_list_json_gives_full_digests_and_fn_rm_removes_every_version(
     assert "short_lived" not in [r["name"] for r in rows]
     again = fades("fn", "rm", "short_lived", home=home)
     assert again.returncode == 2 and "short_lived" in again.stderr
+
+
+def test_a_crashing_task_keeps_its_traceback_and_output_in_the_node_folder(
+    home: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "noisy_crash.py"
+    src.write_text(
+        "def main(data, params):\n    print('looking for room9')\n    return data['room9']\n"
+    )
+    ok(fades("fn", "build", str(src), home=home))
+    t = tmp_path / "noisy.yaml"
+    t.write_text(
+        "credentials: {tenant: a}\ndata: [{name: t, select: {last: 5}}]\n"
+        "function: {artifact: noisy_crash, memory_mib: 32}\n"
+    )
+    proc = fades("task", "run", str(t), "--json", home=home)
+    assert proc.returncode == 1
+    rec = json.loads(proc.stdout)
+    assert 'noisy_crash.py", line 3, in main' in rec["traceback"]
+    assert rec["logs"] == "looking for room9\n"
+    assert rec["digest"].startswith("sha256:")
+    logs = ok(fades("task", "logs", rec["id"], home=home))
+    assert "looking for room9" in logs and "line 3" in logs

@@ -124,3 +124,16 @@ def _pub_file(home: Path, key: SigningKey) -> Path:
     p = home / f"{key.name}.pem"
     p.write_bytes(public_pem(key.public))
     return p
+
+
+def test_the_ids_a_running_node_reports_follow_keys_trust(
+    home: Path, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    # A node's heartbeat lists trust.ids(); the controller refuses uploads no node trusts,
+    # so a stale list kept refusing a key the operator had just trusted.
+    trust = TrustStore.from_dir(home / "trusted")
+    assert trust.ids() == [signing_key.id]
+    other = SigningKey.generate("other")
+    _, pub = other.save(tmp_path / "elsewhere")
+    keys_trust(home, pub)
+    assert trust.ids() == sorted([signing_key.id, other.id])

@@ -58,7 +58,7 @@ def show_outcome(outcome: Outcome | Mapping[str, Any], title: str = "") -> None:
         console.print("  traceback (last lines):", highlight=False)
         console.print(escape(tail(str(d["traceback"]))), highlight=False, soft_wrap=True)
     if d.get("logs"):
-        console.print("  function output (last lines):", highlight=False)
+        console.print("  function output:", highlight=False)
         console.print(escape(tail(str(d["logs"]))), highlight=False, soft_wrap=True)
     if d.get("result") is not None:
         console.print(escape(result_text(d["result"])), highlight=False)

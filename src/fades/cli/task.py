@@ -15,7 +15,9 @@ from fades.cli.common import ControllerOpt, HomeOpt, JsonOpt, TokenOpt, console,
 from fades.cli.render import print_json, show_outcome
 from fades.cli.safe import markup
 
-task_app = typer.Typer(help="Offload tasks to this node.", no_args_is_help=True)
+task_app = typer.Typer(
+    help="Run tasks on this node, or submit them to the controller.", no_args_is_help=True
+)
 
 TaskFileArg = Annotated[Path, typer.Argument(help="task in YAML or JSON")]
 

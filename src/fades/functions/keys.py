@@ -204,6 +204,8 @@ class TrustStore:
         return len(self._keys)
 
     def ids(self) -> list[str]:
+        """The trusted key ids, as the folder holds them now (a node's heartbeat reports them)."""
+        self.refresh()
         return sorted(self._keys)
 
     def verify(self, kid: str, signature: bytes, message: bytes, *, what: str) -> None:

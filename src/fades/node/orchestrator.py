@@ -406,9 +406,11 @@ class Orchestrator:
         self.store.start(task.id)
         timing: dict[str, float] = {"queue": time.time() - rec.accepted_at}
         t0 = time.perf_counter()
+        digest: str | None = None
         try:
-            blob, fetch_t, bytes_read = self._fetch(task)
             artifact = self.functions.get(task.function.artifact)
+            digest = artifact.digest
+            blob, fetch_t, bytes_read = self._fetch(task)
             res = self.sandboxes.run(artifact, blob, _limits(task))
         except FadesError as exc:
             timing["total"] = time.perf_counter() - t0
@@ -417,6 +419,7 @@ class Orchestrator:
                 exc.kind,
                 str(exc),
                 timing,
+                digest=digest,
                 traceback=getattr(exc, "traceback", None) or exc.context.get("traceback"),
                 logs=getattr(exc, "logs", None) or exc.context.get("logs"),
             )

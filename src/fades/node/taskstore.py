@@ -148,6 +148,9 @@ class TaskRecord:
             "accepted_at": self.accepted_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "digest": self.digest,
+            "traceback": self.traceback,
+            "logs": self.logs,
         }
 
 
