@@ -107,6 +107,17 @@ def _client(controller: str, token: str | None) -> Any:
     return FadesClient(controller, token)
 
 
+def _task(task_id: str, controller: str | None, token: str | None, home: Path | None) -> Any:
+    """One task as a dict: the controller's view with ``controller``, else the node folder's."""
+    if controller:
+        with _client(controller, token) as client:
+            return client.get(task_id)
+    from fades.node import Node
+
+    with Node(home_dir(home), autostart=False) as node:
+        return node.orchestrator.get(task_id).to_dict()
+
+
 @task_app.command("get")
 def get(
     task_id: TaskIdArg,
@@ -116,14 +127,7 @@ def get(
     json_out: JsonOpt = False,
 ) -> None:
     """Show one task: status, result or error with its traceback and output, timing."""
-    if controller:
-        with _client(controller, token) as client:
-            info: dict[str, Any] = client.get(task_id)
-    else:
-        from fades.node import Node
-
-        with Node(home_dir(home), autostart=False) as node:
-            info = node.orchestrator.get(task_id).to_dict()
+    info = _task(task_id, controller, token, home)
     if json_out:
         print_json(info)
     else:
@@ -142,14 +146,7 @@ def logs(
 
     from fades.cli.safe import tail
 
-    if controller:
-        with _client(controller, token) as client:
-            info: dict[str, Any] = client.get(task_id)
-    else:
-        from fades.node import Node
-
-        with Node(home_dir(home), autostart=False) as node:
-            info = node.orchestrator.get(task_id).to_dict()
+    info = _task(task_id, controller, token, home)
     for key in ("logs", "traceback"):
         if info.get(key):
             console.print(escape(tail(str(info[key]))), highlight=False, soft_wrap=True)
