@@ -177,7 +177,16 @@ class Worker:
                         detail=f"the sandbox process was killed after "
                         f"{limits.time_budget_ms} + {self.host.grace_ms} ms",
                     )
-                if not poller.poll(min(deadline - now, POLL_S) * 1000):
+                try:
+                    # another thread may kill this worker (the pool closing) and close its
+                    # pipe under us: that is a dead worker, not an OSError for the caller
+                    if self.dead:
+                        raise OSError("the worker was killed")
+                    ready = poller.poll(min(deadline - now, POLL_S) * 1000)
+                    chunk = os.read(self._r, min(need - len(buf), 1 << 20)) if ready else None
+                except OSError:
+                    raise self._died() from None
+                if chunk is None:
                     if cap is not None and limits is not None and self.anon_rss() > cap:
                         self.kill()
                         raise MemoryLimitExceeded(
@@ -187,7 +196,6 @@ class Worker:
                             f"{self.host.worker_overhead_mib} MiB overhead)",
                         )
                     continue
-                chunk = os.read(self._r, min(need - len(buf), 1 << 20))
                 if not chunk:
                     self.proc.wait()
                     raise self._died()
