@@ -84,7 +84,7 @@ def test_a_task_round_trips_through_its_json() -> None:
         (variant("credentials.tenant", "no spaces allowed"), "credentials.tenant", "letters"),
         (variant("credentials.priority", 12), "credentials.priority", "less than or equal to 9"),
         (variant("credentials.priority", -1), "credentials.priority", "greater than or equal"),
-        (variant("data", []), "data", "at least 1 item"),
+        (variant("data", []), "data", "at least one data operation"),
         (variant("function.mode", "persistent"), "function", "period_s"),
         (variant("function.period_s", 1.0), "function", "persistent"),
         (variant("function.artifact", "sha256:xyz"), "function.artifact", "64 hex digits"),

@@ -35,6 +35,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -54,6 +55,7 @@ from fades.tasktext import (
 __all__ = [
     "MAX_ALIASES",
     "MAX_DEPTH",
+    "MAX_INPUT_BYTES",
     "MAX_LAST",
     "MAX_NAMES",
     "MAX_NODES",
@@ -80,6 +82,8 @@ MAX_WINDOW_SECONDS = 100 * 365 * 86_400
 MAX_LAST = 10**9
 #: Most names in one selector field (``location: [...]`` etc.).
 MAX_NAMES = 1000
+#: Largest ``inputs`` (values carried inline with the task), in bytes of compact JSON.
+MAX_INPUT_BYTES = 512 * 2**10
 #: Most problems listed in a TaskValidationError (the count of the rest is given).
 MAX_PROBLEMS = 20
 
@@ -306,17 +310,57 @@ class Task(_Strict):
     """A unit of offloaded work: credentials, data operations and a function."""
 
     credentials: Credentials
-    data: list[DataOp] = Field(min_length=1)
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="values carried inline with the task (JSON), seen by the function as "
+        "data[name] next to the datasets; a task needs data operations, inputs or both",
+    )
+    data: list[DataOp] = Field(default_factory=list, validate_default=True)
     function: FunctionSpec
 
     @field_validator("data")
     @classmethod
-    def _unique_names(cls, data: list[DataOp]) -> list[DataOp]:
+    def _unique_names(cls, data: list[DataOp], info: ValidationInfo) -> list[DataOp]:
+        inputs = info.data.get("inputs")
+        if not data and not inputs:
+            raise ValueError(
+                "a task needs at least one data operation, or inline 'inputs' to compute on"
+            )
+        clash = sorted({op.name for op in data} & set(inputs or {}))
+        if clash:
+            raise ValueError(
+                f"{', '.join(repr(c) for c in clash)} is both a data operation and an input; "
+                "the function sees both as data[name], so rename one"
+            )
         names = [op.name for op in data]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"data operation names must be unique; repeated: {', '.join(dupes)}")
         return data
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if not _NAME.match(k)]
+        if bad:
+            raise ValueError(
+                f"input name {clip(bad[0], 40)!r} must be a Python-style identifier "
+                "(letters, digits, '_')"
+            )
+        problem = shape_problem(v, MAX_DEPTH)
+        if problem:
+            raise ValueError(problem)
+        try:
+            text = json.dumps(v, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"inputs must be JSON-serialisable ({str(exc)[:100]})") from None
+        if len(text.encode()) > MAX_INPUT_BYTES:
+            raise ValueError(
+                f"inputs are {len(text.encode()):,} bytes of JSON; at most "
+                f"{MAX_INPUT_BYTES:,} travel inline with a task (put larger data on a node "
+                "and select it with a data operation)"
+            )
+        return v
 
     @property
     def id(self) -> str:

@@ -18,7 +18,7 @@ The input blob (format FDS1, little-endian) is documented in ``docs/functions.md
     0   b"FDS1"        4   u32 version (1)     8   u32 dataset count
     12  u32 meta offset 16  u32 meta length    20  u32 reserved
     24  per dataset, 6 x u32: rows, ts, value, sensor_type, location, device offsets
-    meta: UTF-8 JSON {"params": {...}, "datasets": [{"name", "labels", "units"}]}
+    meta: UTF-8 JSON {"params": {...}, "inputs": {...}, "datasets": [{"name", "labels", "units"}]}
     columns: ts and value are f64, the categorical columns u16 codes; each 8-byte aligned.
 """
 
@@ -34,7 +34,32 @@ HEADER = struct.Struct("<4sIIIII")
 ENTRY = struct.Struct("<IIIIII")
 CATEGORICAL = ("sensor_type", "location", "device")
 
-__all__ = ["Dataset", "decode"]
+#: how an input that was skipped (a pipeline stage that did not run) travels in the meta
+SKIPPED_KEY = "__fades_skipped__"
+
+__all__ = ["SKIPPED_KEY", "Dataset", "Skipped", "decode"]
+
+
+class Skipped:
+    """The input of an upstream pipeline stage that did not run (its node was down and the
+    stage's failover is ``skip``, or its guard was false). It is falsy; ``reason`` says why."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"Skipped({self.reason!r})"
+
+
+def _input(value: Any) -> Any:
+    if isinstance(value, dict) and len(value) == 1 and SKIPPED_KEY in value:
+        return Skipped(str(value[SKIPPED_KEY]))
+    return value
 
 
 class Dataset:
@@ -96,8 +121,12 @@ class Dataset:
         return out
 
 
-def decode(blob: bytes | bytearray | memoryview) -> tuple[dict[str, Dataset], dict[str, Any]]:
-    """Decode an FDS1 input blob into ``(datasets, params)`` without copying columns."""
+def decode(blob: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Decode an FDS1 input blob into ``(data, params)`` without copying columns.
+
+    ``data`` maps each dataset's name to a :class:`Dataset` and each inline input's name to
+    its JSON value (a :class:`Skipped` for a skipped pipeline input).
+    """
     mv = memoryview(blob)
     if len(mv) < HEADER.size:
         raise ValueError("input blob too short for an FDS1 header")
@@ -109,7 +138,7 @@ def decode(blob: bytes | bytearray | memoryview) -> tuple[dict[str, Dataset], di
         raise ValueError(
             f"FDS1 header lists {count} datasets, its metadata {len(meta['datasets'])}"
         )
-    datasets: dict[str, Dataset] = {}
+    datasets: dict[str, Any] = {}
     for i, info in enumerate(meta["datasets"]):
         rows, ts_off, val_off, st_off, loc_off, dev_off = ENTRY.unpack_from(
             mv, HEADER.size + i * ENTRY.size
@@ -126,4 +155,6 @@ def decode(blob: bytes | bytearray | memoryview) -> tuple[dict[str, Dataset], di
             info["labels"],
             info.get("units", {}),
         )
+    for name, value in meta.get("inputs", {}).items():
+        datasets[name] = _input(value)
     return datasets, meta.get("params", {})

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fades.broker.base import Dataset
 from fades.broker.broker import DataBroker
 from fades.errors import (
     FadesError,
@@ -381,11 +382,13 @@ class Orchestrator:
 
     def _fetch(self, task: Task) -> tuple[bytearray, dict[str, float], int]:
         t0 = time.perf_counter()
-        datasets, _ = self.broker.fetch(
-            task.tenant,
-            list(task.data),
-            limits=self.limits.fetch_limits(task.function.memory_mib),
-        )
+        datasets: dict[str, Dataset] = {}
+        if task.data:
+            datasets, _ = self.broker.fetch(
+                task.tenant,
+                list(task.data),
+                limits=self.limits.fetch_limits(task.function.memory_mib),
+            )
         empty = [op.name for op in task.data if not op.allow_empty and not len(datasets[op.name])]
         if empty:
             raise NoData(
@@ -394,7 +397,7 @@ class Orchestrator:
                 f"operation to run the function on empty data"
             )
         t1 = time.perf_counter()
-        blob = encode(datasets, task.function.params)
+        blob = encode(datasets, task.function.params, task.inputs)
         t2 = time.perf_counter()
         bytes_read = sum(ds.nbytes for ds in datasets.values())
         return blob, {"retrieval": t1 - t0, "encode": t2 - t1}, bytes_read

@@ -31,6 +31,8 @@ def holders(task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -
         NoPlacement: none does; the message names the operation and any down holder.
     """
     ops = list(task.data)
+    if not ops and not up:
+        raise NoPlacement("cannot place task: no node is up", task_id=task.id)
     found = [n for n in up if all(n.holds(op) for op in ops)]
     if found:
         return found
@@ -59,6 +61,8 @@ def holders(task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -
 
 
 def locality_reason(task: Task) -> str:
+    if not task.data:
+        return "reads no node's data (inputs only): any node can serve it"
     return f"data locality: holds {', '.join(repr(op.name) for op in task.data)}"
 
 

@@ -20,11 +20,16 @@ def _align(n: int) -> int:
     return (n + 7) & ~7
 
 
-def encode(datasets: Mapping[str, Dataset], params: Mapping[str, Any] | None = None) -> bytearray:
-    """Lay out ``datasets`` and ``params`` as one FDS1 blob."""
+def encode(
+    datasets: Mapping[str, Dataset],
+    params: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
+) -> bytearray:
+    """Lay out ``datasets``, ``params`` and inline ``inputs`` (JSON values) as one FDS1 blob."""
     meta = json.dumps(
         {
             "params": dict(params or {}),
+            "inputs": dict(inputs or {}),
             "datasets": [
                 {"name": name, "labels": ds.labels, "units": ds.units}
                 for name, ds in datasets.items()
