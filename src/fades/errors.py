@@ -24,6 +24,8 @@ everything that fades raises on purpose, while a plain bug still surfaces as its
     ├── PlacementError            the placement engine (infeasible instance, bad config)
     ├── FabricError               the NATS fabric (server start, connection, transfer)
     │   └── NodeUnavailable       a node did not answer or is marked down
+    ├── PipelineError             pipelines (spec, planning, queues)
+    ├── StateError                stateful functions (capture, checkpoints, fencing, moves)
     └── ControllerError           the controller refused a request (HTTP 4xx/503)
         ├── Unauthorized          missing or unknown bearer token               401
         ├── Forbidden             the task's tenant is not the token's tenant   403
@@ -311,3 +313,49 @@ class SignerNotTrusted(ControllerError):
 
 class MissingExtra(FadesError):
     """A command needs an optional dependency (matplotlib, scipy) that is not installed."""
+
+
+# --- pipelines -------------------------------------------------------------------------------
+class PipelineError(FadesError):
+    """A pipeline could not be accepted, planned or run."""
+
+
+class PipelineValidationError(PipelineError, TaskValidationError):
+    """A malformed pipeline spec. ``problems`` lists ``(field, reason)`` pairs; a field inside
+    a stage is named ``stages.<stage name>.<field>``."""
+
+
+class PipelineNotFound(PipelineError):
+    """No pipeline (or run) with that name is known (HTTP 404)."""
+
+
+class Unplaceable(PipelineError, NoPlacement):
+    """A stage no node that is up can serve (HTTP 422); ``context['stage']`` names it."""
+
+
+class QueueFull(PipelineError):
+    """A pipeline's bundle queue is at its bound and its policy is ``refuse``."""
+
+
+# --- stateful functions ----------------------------------------------------------------------
+class StateError(FadesError):
+    """A stateful task's state could not be captured, stored, restored or moved."""
+
+
+class StateNotCapturable(StateError):
+    """A global of a stateful function holds something that cannot be checkpointed (a
+    generator, a lambda, an open file); the message names the global."""
+
+
+class CheckpointRejected(StateError):
+    """A checkpoint that fails its integrity check, or was written by another function
+    (digest mismatch), is refused on restore."""
+
+
+class Fenced(StateError):
+    """A stale instance tried to write a checkpoint after the task moved (its fencing token,
+    the bucket revision, is no longer current)."""
+
+
+class MigrationFailed(StateError):
+    """A migration could not complete; the task keeps running where it was."""

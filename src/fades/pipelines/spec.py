@@ -87,6 +87,9 @@ class StageSpec(_Strict):
     failover: Failover = "substitute"
     #: pin the stage to this node (the planner then only checks it can serve the stage)
     node: str | None = None
+    #: also publish each result of this stage, as JSON, on this NATS subject (an MQTT client
+    #: sees it on the topic with ``/`` for ``.``), e.g. ``warnings.road1`` for vehicles
+    publish: str | None = None
 
 
 class RunSpec(_Strict):
