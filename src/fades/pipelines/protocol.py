@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fades.bus.base import Bus
 from fades.errors import FabricError
 
 PLANS_BUCKET = "fades_plans"
@@ -178,3 +179,8 @@ class StageEvent(_Msg):
 
     def msg_id(self) -> str:
         return f"{self.run}:{self.stage}:{self.instance}:{self.status}"
+
+
+async def ensure_events_stream(bus: Bus) -> None:
+    """The stage-events stream (idempotent; the controller and every engine call it)."""
+    await bus.stream(EVENTS_STREAM, ["fades.pevent.>"])
