@@ -174,9 +174,11 @@ class StageSpec(_Strict):
 
     @field_validator("node")
     @classmethod
-    def _node(cls, v: str | None) -> str | None:
+    def _node(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is not None and not _NODE_RE.match(v):
             raise ValueError("must be a node name: 1-64 letters, digits, '_' or '-'")
+        if v is not None and info.data.get("scatter"):
+            raise ValueError("a scattered stage runs on every holder of its data; do not pin it")
         return v
 
     @field_validator("publish")
