@@ -331,6 +331,7 @@ def test_skip_with_the_skipper_down_too_moves_the_skipper() -> None:
     newer = replan(new, spec, [n3], [n1, n2])
     assert where(newer)[("a", SINGLE)] == ("n3", "skip")
     assert where(newer)[("b", SINGLE)] == ("n2", "wait")
+    assert "pinned to n2; its bundles wait" in newer.instances("b")[0].reason
     assert newer.instances("a")[0].home == "n1"
 
 
@@ -343,3 +344,15 @@ def test_nothing_up_everything_waits() -> None:
     plan = plan_pipeline(spec, [n1], now=NOW)
     new = replan(plan, spec, [], [n1])
     assert {a.mode for a in new.assignments} == {"wait"}
+
+
+def test_a_waiting_substitute_is_substituted_when_a_holder_comes_up() -> None:
+    spec = pipeline({"name": "a", "function": fn("a"), "data": sel("co2")})
+    n1, n2 = node("n1", ("r", "co2")), node("n2")
+    plan = plan_pipeline(spec, [n1, n2], now=NOW)
+    waiting = replan(plan, spec, [n2], [n1])
+    assert where(waiting)[("a", SINGLE)] == ("n1", "wait")
+    n3 = node("n3", ("r", "co2"))
+    moved = replan(waiting, spec, [n2, n3], [n1])
+    assert where(moved)[("a", SINGLE)] == ("n3", "run")
+    assert moved.instances("a")[0].reason.startswith("failover: n1 down; substituted by n3")

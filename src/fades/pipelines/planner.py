@@ -334,6 +334,12 @@ def _replan_one(
     if a.mode != "run" and home in lay.up:
         why = f"back on {home}, which is up again"
         return a.model_copy(update={"node": home, "mode": "run", "home": None, "reason": why})
+    policy = spec.stage(a.stage).failover
+    if a.mode != "run" and policy == "substitute" and lay.up:
+        # a fallback (no holder was up): a node that can serve it may have come up since
+        sub = _substitute(a.model_copy(update={"node": home}), spec, lay, up, down, placer)
+        if sub is not None:
+            return sub
     if a.mode == "wait" or (a.mode == "run" and a.node in lay.up):
         return a
     if a.mode == "skip":
@@ -344,7 +350,6 @@ def _replan_one(
         node = _skipper(a, spec, lay)
         why = f"failover: {home} down; skipped (downstream gets Skipped), passed on by {node}"
         return a.model_copy(update={"node": node, "reason": why})
-    policy = spec.stage(a.stage).failover
     dead = a.node
     fallback = ""
     if policy == "substitute" and lay.up:
@@ -352,7 +357,14 @@ def _replan_one(
         if sub is not None:
             return sub
         policy = "skip" if a.instance != SINGLE else "wait"
-        fallback = "no other up node holds its data; " if spec.stage(a.stage).data else ""
+        st = spec.stage(a.stage)
+        fallback = (
+            f"pinned to {st.node}; "
+            if st.node
+            else "no other up node holds its data; "
+            if st.data
+            else ""
+        )
     if policy == "skip" and lay.up:
         node = _skipper(a, spec, lay)
         why = (
