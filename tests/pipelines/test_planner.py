@@ -48,8 +48,12 @@ def fn(name: str) -> dict[str, Any]:
 
 
 def pipeline(*stages: dict[str, Any], **top: Any) -> PipelineSpec:
+    """A spec of ``stages``; a single stage gets a data-less ``sink`` after it."""
+    listed = list(stages)
+    if len(listed) == 1:
+        listed.append({"name": "sink", "after": [listed[0]["name"]], "function": fn("sink")})
     return parse_pipeline(
-        {"name": "p", "credentials": {"tenant": "t", "priority": 7}, "stages": list(stages), **top}
+        {"name": "p", "credentials": {"tenant": "t", "priority": 7}, "stages": listed, **top}
     )
 
 
@@ -133,10 +137,10 @@ def test_a_chain_stays_on_the_node_of_its_data() -> None:
 def test_a_data_stage_goes_through_the_placer_and_mentions_other_holders() -> None:
     spec = pipeline({"name": "a", "function": fn("a"), "data": sel("co2")})
     up = [node("n1", ("r", "co2"), running=4), node("n2", ("r", "co2"))]
-    (a,) = plan_pipeline(spec, up, now=NOW).assignments
+    (a,) = plan_pipeline(spec, up, now=NOW).instances("a")
     assert a.node == "n2"
     assert "least loaded of 2 holders" in a.reason and "1 other node(s)" in a.reason
-    nimbus = plan_pipeline(spec, up, placer=NimbusPlacer(), now=NOW).assignments[0]
+    nimbus = plan_pipeline(spec, up, placer=NimbusPlacer(), now=NOW).instances("a")[0]
     assert "nimbus" in nimbus.reason
 
 
@@ -271,6 +275,7 @@ def test_substitute_a_data_stage_onto_a_replica_holder() -> None:
     spec = pipeline(
         {"name": "a", "function": fn("a"), "data": sel("co2")},
         {"name": "s", "function": fn("s"), "data": sel("temp"), "scatter": True},
+        {"name": "join", "after": ["a", "s"], "function": fn("j")},
     )
     n1 = node("n1", ("r", "co2"), ("r1", "temp"))
     n2 = node("n2", ("r", "co2"), ("r1", "temp"), running=5)

@@ -239,6 +239,25 @@ def test_a_guard_on_a_fan_in_reads_stage_names() -> None:
     parse_pipeline(obj)
 
 
+def test_every_stage_is_connected_so_that_it_has_one_role() -> None:
+    obj = road()
+    obj["stages"] = obj["stages"][:1]
+    stage(obj, "detect")["scatter"] = False
+    err = refused(obj)
+    assert err.problems == [
+        (
+            "stages.detect.after",
+            "a pipeline needs at least two connected stages; run a single function as a task "
+            "(fades submit)",
+        )
+    ]
+    obj = road()
+    obj["stages"].append({"name": "lonely", "function": {"artifact": "f"}})
+    err = refused(obj)
+    assert err.problems[0][0] == "stages.lonely.after"
+    assert "not connected" in err.problems[0][1]
+
+
 def test_an_unknown_function_is_for_the_controller() -> None:
     """The spec names functions; whether one exists is checked at submit, not here."""
     obj = road()

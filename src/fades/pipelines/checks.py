@@ -1,9 +1,10 @@
 """Checks of a pipeline spec that span fields: its stage graph and its NATS subjects.
 
-:func:`graph_problems` finds what is wrong with a graph of stages (a repeated name, an unknown
-``after``, a cycle, named along the data flow as ``a -> b -> a``, a gather timeout on a stage
-with one input, a guard reading a name that is not an input); :func:`topo_order` orders the
-stages so that each comes after its upstreams; :func:`subject_problem` checks a subject.
+:func:`graph_problems` finds what is wrong with a graph of stages: a repeated name, an unknown
+``after``, a stage connected to no other (it would be both a start and a finale), a cycle
+(named along the data flow, ``a -> b -> a``), a gather timeout on a stage with one input, a
+guard on a fan-in reading a name that is not one of its inputs. :func:`topo_order` orders
+the stages so that each comes after its upstreams; :func:`subject_problem` checks a subject.
 """
 
 from __future__ import annotations
@@ -101,6 +102,21 @@ def graph_problems(stages: Iterable[StageSpec]) -> list[tuple[str, str]]:
                 problems.append(
                     (f"stages.{s.name}.after", f"unknown stage {a!r} (stages: {listing})")
                 )
+    if problems:
+        return problems
+    fed = {a for s in stages for a in s.after}
+    for s in stages:
+        if not s.after and s.name not in fed:
+            problems.append(
+                (
+                    f"stages.{s.name}.after",
+                    "a pipeline needs at least two connected stages; run a single function as "
+                    "a task (fades submit)"
+                    if len(stages) == 1
+                    else "the stage is not connected: it comes after no stage and no stage "
+                    "comes after it",
+                )
+            )
     if problems:
         return problems
     cyc = _cycle({s.name: s.after for s in stages})
