@@ -361,3 +361,19 @@ def test_a_waiting_substitute_is_substituted_when_a_holder_comes_up() -> None:
     moved = replan(waiting, spec, [n2, n3], [n1])
     assert where(moved)[("a", SINGLE)] == ("n3", "run")
     assert moved.instances("a")[0].reason.startswith("failover: n1 down; substituted by n3")
+
+
+def test_a_skipped_stage_is_passed_on_next_to_its_substituted_downstream() -> None:
+    spec = pipeline(
+        {"name": "a", "function": fn("a"), "data": sel("co2"), "failover": "skip"},
+        {"name": "b", "after": ["a"], "function": fn("b")},
+        {"name": "c", "after": ["b"], "function": fn("c"), "data": sel("valve")},
+    )
+    n1, n2, n3 = node("n1", ("r", "co2")), node("n2", ("r", "valve"), running=5), node("n3")
+    plan = plan_pipeline(spec, [n1, n2, n3], now=NOW)
+    assert where(plan) == {
+        ("a", SINGLE): ("n1", "run"), ("b", SINGLE): ("n1", "run"), ("c", SINGLE): ("n2", "run")
+    }  # fmt: skip
+    new = replan(plan, spec, [n2, n3], [n1])
+    assert where(new)[("b", SINGLE)] == ("n2", "run")  # next to c, which holds its data
+    assert where(new)[("a", SINGLE)] == ("n2", "skip")  # passed on where b now runs

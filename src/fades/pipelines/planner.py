@@ -305,18 +305,22 @@ def replan(
     lay = _Layout(spec, up)
     for a in plan.assignments:
         lay.add(a)
-    out: list[Assignment] = []
+    out = list(plan.assignments)
     changed = False
-    for a in plan.assignments:
-        new = _replan_one(a, spec, lay, up, down, placer)
-        if new is not a:
-            changed = True
-            if a.mode == "run" and a.node in lay.up:
-                lay.count[a.node] -= 1
-            lay.by_stage[a.stage] = [new if b is a else b for b in lay.by_stage[a.stage]]
-            if new.mode == "run":
-                lay.count[new.node] += 1
-        out.append(new)
+    # substitutions first, so that a skipped stage can be passed on next to a substitute
+    for second in (False, True):
+        for i, a in enumerate(plan.assignments):
+            new = _replan_one(a, spec, lay, up, down, placer)
+            if (new.mode == "skip" and new is not a) != second:
+                continue
+            if new is not a:
+                changed = True
+                if a.mode == "run" and a.node in lay.up:
+                    lay.count[a.node] -= 1
+                lay.by_stage[a.stage] = [new if b is a else b for b in lay.by_stage[a.stage]]
+                if new.mode == "run":
+                    lay.count[new.node] += 1
+            out[i] = new
     if not changed:
         return plan
     return plan.model_copy(update={"assignments": out, "version": plan.version + 1})
