@@ -11,7 +11,7 @@ ever handed to ``eval``. What a guard may contain:
   ``{"ice": true}``);
 * ``a.b`` and ``a["b"]`` read a mapping's key, ``a[0]`` a list's item;
 * ``and or not``, comparisons (``== != < <= > >= in not in is is not``), ``x if c else y``,
-  ``+ - * / // % **``;
+  ``+ - * / // % **`` (``%`` on numbers only);
 * calls of ``len abs min max any all round`` only, with positional arguments.
 
 Bounds: at most :data:`MAX_GUARD_CHARS` characters and :data:`MAX_GUARD_DEPTH` levels of
@@ -93,16 +93,21 @@ def _mul(a: Any, b: Any) -> Any:
     return operator.mul(a, b)
 
 
+def _mod(a: Any, b: Any) -> Any:
+    if isinstance(a, str | bytes):  # "%999999999d" % 1 would allocate a gigabyte
+        raise ValueError("'%' formatting of strings is not allowed")
+    return operator.mod(a, b)
+
+
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: _mul,
     ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
+    ast.Mod: _mod,
     ast.Pow: _pow,
 }
-_BINOP_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//"}
 _CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
