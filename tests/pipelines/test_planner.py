@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fades.errors import NoPlacement, PipelineError, PipelineValidationError, Unplaceable
 from fades.fabric.protocol import DataHeld, NodeInfo, NodeLoad
@@ -377,3 +379,67 @@ def test_a_skipped_stage_is_passed_on_next_to_its_substituted_downstream() -> No
     new = replan(plan, spec, [n2, n3], [n1])
     assert where(new)[("b", SINGLE)] == ("n2", "run")  # next to c, which holds its data
     assert where(new)[("a", SINGLE)] == ("n2", "skip")  # passed on where b now runs
+
+
+# --- properties ------------------------------------------------------------------------------
+
+_TYPES = ["co2", "temp", "valve"]
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> tuple[PipelineSpec, list[NodeInfo], list[NodeInfo]]:
+    n = draw(st.integers(2, 7))
+    stages: list[dict[str, Any]] = []
+    for i in range(n):
+        after = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=2)) if i else []
+        data = draw(st.sampled_from([None, *_TYPES]))
+        s: dict[str, Any] = {"name": f"s{i}", "function": fn("f"),
+                             "after": [f"s{j}" for j in after]}  # fmt: skip
+        if data:
+            s["data"] = sel(data)
+            s["scatter"] = draw(st.booleans())
+        s["failover"] = draw(st.sampled_from(["substitute", "skip", "wait"]))
+        stages.append(s)
+    fed = {a for s in stages for a in s["after"]}
+    loose = [s["name"] for s in stages if not s["after"] and s["name"] not in fed]
+    stages.append({"name": "end", "function": fn("f"),
+                   "after": loose or [stages[-1]["name"]]})  # fmt: skip
+    for s in stages:  # a gather timeout only where there are several inputs
+        if len(s["after"]) > 1:
+            s["gather"] = {"timeout_s": 1}
+    spec = pipeline(*stages)
+    nodes = [
+        node(f"n{k}", *[("r", t) for t in draw(st.lists(st.sampled_from(_TYPES), unique=True))],
+             capacity=draw(st.integers(1, 4)), running=draw(st.integers(0, 3)))
+        for k in range(draw(st.integers(1, 4)))
+    ]  # fmt: skip
+    dead = draw(st.lists(st.sampled_from([x.name for x in nodes]), unique=True))
+    return spec, nodes, [x for x in nodes if x.name in dead]
+
+
+@settings(max_examples=150, deadline=None)
+@given(graphs())
+def test_any_graph_is_planned_or_unplaceable_and_replans_keep_every_instance(
+    case: tuple[PipelineSpec, list[NodeInfo], list[NodeInfo]],
+) -> None:
+    spec, nodes, dead = case
+    try:
+        plan = plan_pipeline(spec, nodes, now=NOW)
+    except Unplaceable as exc:
+        assert exc.context["stage"] in {s.name for s in spec.stages}
+        return
+    names = {x.name for x in nodes}
+    assert {a.stage for a in plan.assignments} == {s.name for s in spec.stages}
+    assert all(a.node in names and a.mode == "run" and a.reason for a in plan.assignments)
+    alive = [x for x in nodes if x not in dead]
+    new = replan(plan, spec, alive, dead)
+    assert [(a.stage, a.instance) for a in new.assignments] == [
+        (a.stage, a.instance) for a in plan.assignments
+    ]
+    up = {x.name for x in alive}
+    for a in new.assignments:
+        assert a.mode == "wait" or a.node in up, a
+        assert a.mode != "run" or a.node in up, a
+    assert replan(new, spec, alive, dead) is new  # stable
+    back = replan(new, spec, nodes, [])
+    assert all(a.mode == "run" and a.node in names for a in back.assignments)
