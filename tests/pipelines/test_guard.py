@@ -50,6 +50,7 @@ def test_names_and_source() -> None:
     assert isinstance(g, Guard)
     assert g.source == "ice == true and detect.t < limit"
     assert g.names == frozenset({"ice", "detect", "limit"})
+    assert compile_guard("ice == true and detect.t < limit") is g  # compiled once, reused
 
 
 def test_keys_are_names_only_with_a_single_upstream() -> None:

@@ -23,6 +23,7 @@ list longer than :data:`MAX_SEQ_LEN`, is an evaluation error (so ``9**9**9`` or
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ MAX_GUARD_DEPTH = 32
 MAX_INT_BITS = 4096
 #: Longest string or list a guard may build by repetition or concatenation.
 MAX_SEQ_LEN = 100_000
+#: How many compiled guards are kept for reuse.
+GUARD_CACHE = 256
 #: ``round(x, n)``: largest ``|n|``.
 MAX_ROUND_DIGITS = 100
 
@@ -344,7 +347,8 @@ def _fold(node: ast.AST) -> None:
 
 
 def compile_guard(expr: str) -> Guard:
-    """Parse and check a guard.
+    """Parse and check a guard (the last :data:`GUARD_CACHE` compiled guards are reused:
+    an engine may compile a stage's guard on every run).
 
     Raises:
         ValueError: a syntax error or anything not allowed, naming it and the column (1-based).
@@ -352,6 +356,11 @@ def compile_guard(expr: str) -> Guard:
     """
     if not isinstance(expr, str):
         raise TypeError(f"a guard is a string, not {type(expr).__name__}")
+    return _compile(expr)
+
+
+@functools.lru_cache(maxsize=GUARD_CACHE)
+def _compile(expr: str) -> Guard:
     if not expr.strip():
         raise ValueError("a guard is empty")
     if len(expr) > MAX_GUARD_CHARS:
