@@ -237,6 +237,11 @@ def test_a_guard_on_a_fan_in_reads_stage_names() -> None:
     assert err.problems[0][0] == "stages.both.when" and "ice" in err.problems[0][1]
     obj["stages"][-1]["when"] = "warn and log.n > 1"
     parse_pipeline(obj)
+    # a stage name with '-' is read with '_' (as the function sees it in data[...])
+    stage(obj, "log")["name"] = "log-2"
+    obj["stages"][-1]["after"] = ["warn", "log-2"]
+    obj["stages"][-1]["when"] = "warn and log_2.n > 1"
+    parse_pipeline(obj)
 
 
 def test_every_stage_is_connected_so_that_it_has_one_role() -> None:

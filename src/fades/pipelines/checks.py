@@ -24,6 +24,13 @@ MAX_SUBJECT_CHARS = 256
 _TOKEN_RE = re.compile(r"^[^\s.*>]+$")
 
 
+def input_name(stage: str) -> str:
+    """The name under which a downstream function and guard see ``stage``'s value: the stage
+    name with ``-`` as ``_``, and a leading ``_`` if it starts with a digit."""
+    name = stage.replace("-", "_")
+    return f"_{name}" if name[:1].isdigit() else name
+
+
 def subject_problem(subject: str, *, wildcards: bool) -> str | None:
     """What is wrong with a NATS subject (or pattern, with ``wildcards``), or None."""
     if not subject or len(subject) > MAX_SUBJECT_CHARS:
@@ -135,13 +142,14 @@ def graph_problems(stages: Iterable[StageSpec]) -> list[tuple[str, str]]:
                 )
             )
         if s.when is not None and len(s.after) > 1:
-            stray = sorted(compile_guard(s.when).names - set(s.after))
+            names = [input_name(a) for a in s.after]
+            stray = sorted(compile_guard(s.when).names - set(names))
             if stray:
                 problems.append(
                     (
                         f"stages.{s.name}.when",
                         f"unknown name(s) {', '.join(stray)}: a stage with several inputs "
-                        f"reads them by stage name ({', '.join(s.after)})",
+                        f"reads them by stage name ({', '.join(names)})",
                     )
                 )
     return problems
