@@ -5,7 +5,7 @@ Everything rides on the Bus (JetStream), so it survives a restart of any process
     KV  fades_plans                  <pipeline> -> Plan (the deployment: spec + which node runs
                                      which stage instance); nodes watch it, the controller
                                      updates it by compare-and-set (failover bumps ``version``)
-    stream FADES_B_<PIPELINE>        one stream per pipeline, subjects
+    stream FADES_B_<pipeline>        one stream per pipeline, subjects
         fades.bundle.<pipeline>.<stage>.<instance>
                                      bundles waiting for one stage instance; bounded by the
                                      spec's queue (max_msgs_per_subject = max_runs, max_bytes),
@@ -54,7 +54,7 @@ PlanState = Literal["active", "cancelled", "finished"]
 
 
 def bundle_stream(pipeline: str) -> str:
-    return f"FADES_B_{pipeline.upper().replace('-', '_')}"
+    return f"FADES_B_{pipeline}"
 
 
 def bundle_subject(pipeline: str, stage: str, instance: str = SINGLE) -> str:
