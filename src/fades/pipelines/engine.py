@@ -305,7 +305,8 @@ class PipelineEngine:
         if mode == "skip":
             reason = f"stage {stage} is skipped on failover (its node is down)"
         elif st.when:
-            reason = _guard(st.when, inputs)
+            by_stage = {up: inputs.get(input_name(up)) for up in st.after}
+            reason = _guard(st.when, by_stage)
         if reason is not None:
             out = await self._forward(plan, spec, g, None, reason, started)
             await self._event(pipeline, run, stage, instance, "skipped", started, **base,
@@ -395,16 +396,12 @@ class PipelineEngine:
 
 
 def _guard(expr: str, inputs: dict[str, Any]) -> str | None:
-    """None if the guard holds, else why the stage is skipped."""
+    """None if the guard holds on ``{upstream stage: value}``, else why the stage is skipped."""
     from fades.pipelines.guard import compile_guard
 
-    scope = dict(inputs)
-    values = [v for k, v in inputs.items()]
-    if len(values) == 1 and isinstance(values[0], dict):
-        scope = {**values[0], **scope}  # one upstream: its fields by name (``ice == true``)
     try:
-        if compile_guard(expr).evaluate(scope):
+        if compile_guard(expr).evaluate(inputs):
             return None
-    except Exception as exc:
+    except (ValueError, TypeError) as exc:
         return f"guard {expr!r} could not be evaluated: {exc}"
     return f"guard {expr!r} is false"
