@@ -241,3 +241,170 @@ def test_chain_across_two_nodes_delivers_the_finale_once_with_timing(
             assert ags["n1"].counters["published"] == 0
 
     run(main())
+
+
+def test_a_redelivered_bundle_reuses_the_stage_task_and_duplicates_no_finale(
+    nats_server: EmbeddedNats, prepare_home: Callable[..., Path]
+) -> None:
+    homes = {n: prepare_home(n, functions=FUNCS, readings=False) for n in ("n1", "n2")}
+
+    async def main() -> None:
+        async with harness(nats_server) as h:
+            plan = make_plan("abc", chain(), {"a": "n1", "b": "n2", "c": "n1"})
+            await h.put_plan(plan)
+            async with agents(nats_server, homes):
+                await h.trigger(plan, "r0")
+                await h.events.wait("finale", run="r0", stage="c", status="done")
+            # the same bundle for b again (as after a crash that lost its ack), under another
+            # message id so the stream's de-duplication does not hide it; a fresh agent (no
+            # memory of the run) must find the stage task and reuse it
+            now = time.time()
+            again = Bundle(pipeline="abc", plan_version=1, run="r0", stage="b", from_stage="a",
+                           producer=SINGLE, run_started_at=now, sent_at=now)  # fmt: skip
+            await h.bus.publish("fades.bundle.abc.b._", again.model_copy(
+                update={"value": {"v": 1, "run": "r0"}}).encode(), msg_id="replayed")  # fmt: skip
+            async with agents(nats_server, homes) as ags:
+                await wait_for(lambda: ags["n2"].pipelines.counters["reused"] == 1, 30, "reuse")
+                await h.trigger(plan, "r1")  # and the pipeline carries on
+                await h.events.wait("finale", run="r1", stage="c", status="done")
+                assert ags["n2"].pipelines.counters["executed"] == 1  # r1 only
+            assert len(h.events.of(run="r0", stage="c")) == 1
+            assert len(h.events.of(run="r0", stage="b", status="done")) == 1
+
+    run(main())
+
+
+def test_bundles_survive_a_restart_of_the_consumer_node_and_of_nats(
+    nats_server: EmbeddedNats, prepare_home: Callable[..., Path]
+) -> None:
+    homes = {n: prepare_home(n, functions=FUNCS, readings=False) for n in ("n1", "n2")}
+
+    async def main() -> None:
+        plan = make_plan("abc", chain(), {"a": "n1", "b": "n2", "c": "n1"})
+        async with harness(nats_server) as h:
+            await h.put_plan(plan)
+            async with agents(nats_server, {"n1": homes["n1"]}):  # n2 is down
+                await h.trigger(plan, "r0")
+                await h.events.wait("a done", run="r0", stage="a", status="done")
+        nats_server.stop()  # the bundle for b waits in the stream, on disk
+        nats_server.start()
+        async with harness(nats_server) as h, agents(nats_server, homes):
+            fin = await h.events.wait("finale", run="r0", stage="c", status="done")
+            assert fin.result == {"v": 20, "run": "r0"}
+
+    run(main())
+
+
+HOSTILE = """
+def main(data, params):
+    how = data["_pipeline"]["run"]
+    if how.startswith("loop"):
+        while True:
+            pass
+    if how.startswith("bomb"):
+        hog = []
+        while True:
+            hog.append(bytearray(1 << 20))
+    return {"v": data["a"]["v"] + 1}
+"""
+
+
+def test_a_hostile_stage_fails_its_run_and_the_next_run_succeeds(
+    nats_server: EmbeddedNats, prepare_home: Callable[..., Path]
+) -> None:
+    homes = {"n1": prepare_home("n1", functions={**FUNCS, "hostile": HOSTILE}, readings=False)}
+    stages = [
+        stage("a", "fa"),
+        stage("b", "hostile", ["a"], function={"time_budget_ms": 1000}),
+        stage("c", "fc", ["b"]),
+    ]
+
+    async def main() -> None:
+        async with harness(nats_server) as h, agents(nats_server, homes):
+            plan = make_plan("hostile", stages, {"a": "n1", "b": "n1", "c": "n1"})
+            await h.put_plan(plan)
+            for r in ("loop1", "bomb1", "ok1"):
+                await h.trigger(plan, r)
+            for r in ("loop1", "bomb1"):
+                ev = await h.events.wait("failed", run=r, stage="b", status="failed")
+                assert ev.error_kind and ev.error
+            fin = await h.events.wait("finale", run="ok1", stage="c", status="done")
+            assert fin.result["v"] == 20
+            assert not h.events.of(run="loop1", stage="c")
+
+    run(main())
+
+
+GUARDED = {
+    **FUNCS,
+    "fe": """
+def main(data, params):
+    w = data["w"]
+    return {"w_ran": bool(w), "why": getattr(w, "reason", None)}
+""",
+}
+
+
+def test_a_false_guard_skips_the_stage_and_downstream_sees_skipped(
+    nats_server: EmbeddedNats, prepare_home: Callable[..., Path]
+) -> None:
+    homes = {"n1": prepare_home("n1", functions=GUARDED, readings=False)}
+    stages = [
+        stage("a", "fa"),
+        stage("w", "fb", ["a"], when="v > 5"),
+        stage("e", "fe", ["w"]),
+    ]
+
+    async def main() -> None:
+        async with harness(nats_server) as h, agents(nats_server, homes) as ags:
+            plan = make_plan("guarded", stages, {"a": "n1", "w": "n1", "e": "n1"})
+            await h.put_plan(plan)
+            await h.trigger(plan, "r0")
+            fin = await h.events.wait("finale", run="r0", stage="e", status="done")
+            ev = h.events.of(run="r0", stage="w")[0]
+            assert ev.status == "skipped" and "v > 5" in (ev.error or "")
+            assert fin.result["w_ran"] is False and "v > 5" in fin.result["why"]
+            assert ags["n1"].pipelines.counters["handovers"] == 2  # all in process
+
+    run(main())
+
+
+GATHER = {
+    "scan": """
+def main(data, params):
+    return {"node": data["_pipeline"]["node"], "rows": len(data["t"])}
+""",
+    "merge": """
+def main(data, params):
+    parts = data["scan"]  # {instance: value}; a missing one is {"__fades_skipped__": why}
+    gone = sorted(k for k, v in parts.items() if "__fades_skipped__" in v)
+    return {"have": sorted(k for k in parts if k not in gone), "missing": gone}
+""",
+}
+
+
+def test_scatter_and_gather_with_a_timeout_passes_the_missing_as_skipped(
+    nats_server: EmbeddedNats, prepare_home: Callable[..., Path]
+) -> None:
+    homes = {n: prepare_home(n, functions=GATHER) for n in ("n1", "n2", "n3")}
+    data = [{"name": "t", "select": {"location": "room1", "sensor_type": "temperature"}}]
+    stages = [
+        stage("scan", "scan", data=data, scatter=True),
+        stage("merge", "merge", ["scan"], gather={"timeout_s": 2}),
+    ]
+
+    async def main() -> None:
+        async with harness(nats_server) as h, agents(nats_server, homes):
+            # n3's instance waits (its node is "down"): the gather times out without it
+            plan = make_plan("scatter", stages, {"scan": ["n1", "n2", "n3"], "merge": "n1"},
+                             modes={("scan", "n3"): "wait"})  # fmt: skip
+            await h.put_plan(plan)
+            await h.trigger(plan, "r0")
+            fin = await h.events.wait("finale", run="r0", stage="merge", status="done")
+            assert fin.result == {"have": ["n1", "n2"], "missing": ["n3"]}
+            assert {e.node for e in h.events.of(run="r0", stage="scan", status="done")} == {
+                "n1",
+                "n2",
+            }
+
+    run(main())

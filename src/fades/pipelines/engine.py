@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fades.pipelines")
 
 #: seconds before an unacked bundle is redelivered (kept alive while its stage works)
-ACK_WAIT_S = 20.0
+ACK_WAIT_S = 10.0
 #: stage executions at the same time on one node (the orchestrator queues them by priority)
 MAX_EXECUTIONS = 32
 #: pause before consuming or watching again after the fabric failed
