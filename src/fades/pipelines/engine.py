@@ -77,10 +77,11 @@ class PipelineEngine:
         self.runner = StageRunner(agent)
         self.triggers = Triggers(self)
         self.io: BundleIO | None = None
-        #: bundles_in, handovers, bundles_out, executed, reused, skipped, failed, dropped
+        #: bundles_in, handovers, bundles_out, executed, reused, skipped, failed, dropped,
+        #: events, triggered (runs started here by automatic triggers)
         self.counters: dict[str, int] = dict.fromkeys(
             ("bundles_in", "handovers", "bundles_out", "executed", "reused", "skipped",
-             "failed", "dropped", "events"),
+             "failed", "dropped", "events", "triggered"),
             0,
         )  # fmt: skip
         self._exec = asyncio.Semaphore(MAX_EXECUTIONS)

@@ -141,6 +141,7 @@ class Triggers:
             )
             try:
                 await io.send(b, value)
+                self.engine.counters["triggered"] += 1
             except QueueFull as exc:
                 await self._dropped(plan.pipeline, run, stage, instance, started, exc)
             except FadesError as exc:
