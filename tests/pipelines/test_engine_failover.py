@@ -43,8 +43,9 @@ def test_a_killed_node_is_substituted_and_no_run_is_lost_or_duplicated(
     homes = {n: prepare_home(n, functions=FUNCS, readings=False) for n in ("n1", "n2", "n3")}
 
     async def main() -> None:
-        async with harness(nats_server) as h, agents(
-            nats_server, {"n1": homes["n1"], "n3": homes["n3"]}
+        async with (
+            harness(nats_server) as h,
+            agents(nats_server, {"n1": homes["n1"], "n3": homes["n3"]}),
         ):
             plan = make_plan("abc", chain(), {"a": "n1", "b": "n2", "c": "n1"})
             await h.put_plan(plan)

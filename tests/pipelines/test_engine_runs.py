@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,8 +95,8 @@ def test_a_flood_of_readings_is_bounded_by_the_queue_and_drops_are_counted(
             before = rss_mib()
             t0 = time.time()  # one reading per millisecond of sensor time: distinct runs
             for i in range(FLOOD):
-                await h.bus.send("sensors.n1.road.surface_temp",
-                                 f'{{"value": {i % 7}, "ts": {t0 + i / 1000}}}'.encode())  # fmt: skip
+                reading = {"value": i % 7, "ts": t0 + i / 1000}
+                await h.bus.send("sensors.n1.road.surface_temp", json.dumps(reading).encode())
                 if i % 2000 == 0:
                     await h.bus.nc.flush()
             await h.bus.nc.flush()
