@@ -174,9 +174,11 @@ class StageSpec(_Strict):
 
     @field_validator("node")
     @classmethod
-    def _node(cls, v: str | None) -> str | None:
+    def _node(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is not None and not _NODE_RE.match(v):
             raise ValueError("must be a node name: 1-64 letters, digits, '_' or '-'")
+        if v is not None and info.data.get("scatter"):
+            raise ValueError("a scattered stage runs on every holder of its data; do not pin it")
         return v
 
     @field_validator("publish")
@@ -245,7 +247,7 @@ class RunSpec(_Strict):
                     "an automatic pipeline needs exactly one of 'every_s' (runs on a timer) "
                     "and 'on_reading' (runs on each matching sensor reading)"
                 )
-            if "runs" in self.model_fields_set:
+            if self.runs != 1:
                 raise ValueError("'runs' applies only to mode 'on-demand'")
         elif self.every_s is not None or self.on_reading is not None:
             raise ValueError(
@@ -355,6 +357,10 @@ def parse_pipeline(obj: Any) -> PipelineSpec:
     Raises:
         PipelineValidationError: naming each bad field (``stages.<stage>.<field>``) and why.
     """
+    problem = shape_problem(obj, MAX_DEPTH)
+    if problem:
+        name = obj.get("name") if isinstance(obj, dict) else None
+        raise _invalid([("pipeline", problem)], 1, name)
     if not isinstance(obj, dict):
         raise _invalid(
             [
@@ -367,9 +373,6 @@ def parse_pipeline(obj: Any) -> PipelineSpec:
             1,
             None,
         )
-    problem = shape_problem(obj, MAX_DEPTH)
-    if problem:
-        raise _invalid([("pipeline", problem)], 1, obj.get("name"))
     found: list[tuple[str, str]] = []
     try:
         spec = PipelineSpec.model_validate(obj, context={"fades_problems": found})
