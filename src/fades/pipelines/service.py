@@ -124,10 +124,9 @@ class PipelineService:
             except ArtifactError as exc:
                 problems.append((f"stages.{stage.name}.function.artifact", str(exc)))
         if problems:
-            names = ", ".join(p[0].split(".")[1] for p in problems)
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise PipelineValidationError(
-                f"pipeline {spec.name!r}: unknown function in stage {names}: {problems[0][1]}",
-                problems=problems,
+                f"invalid pipeline: {problems[0][0]}: {problems[0][1]}{more}", problems=problems
             )
         return parse_pipeline(pinned)
 
