@@ -351,3 +351,39 @@ def test_a_node_that_stops_heartbeating_is_replanned_within_the_down_detection_t
 async def _resume(reg: Any) -> None:
     await reg.beat()
     reg._beats = asyncio.create_task(reg._loop())
+
+
+def test_a_full_queue_refuses_runs_and_says_so(bed: Bed, signing_key: SigningKey) -> None:
+    cluster(bed, signing_key)
+    spec = chain(runs=3)
+    spec["queue"] = {"max_runs": 2, "when_full": "refuse"}
+    with bed.client() as c:
+        receipt = c.submit_pipeline(spec)  # no engine consumes: the triggers stay queued
+        assert receipt["runs"] == ["r000001", "r000002"] and receipt["refused"] == 1
+        assert "queue of pipeline 'chain' is full (max_runs 2" in receipt["detail"]
+        dropped = c.pipeline_run("chain", "r000003")
+        assert dropped["status"] == "dropped" and "refused" in dropped["reason"]
+        assert c.pipeline("chain")["runs"]["dropped"] == 1
+        assert c.pipelines()[0]["state"] == "active"  # the pipeline itself carries on
+    assert "fades_pipeline_drops_total 1.0" in httpx.get(bed.url + "/metrics").text
+
+
+def test_a_pipeline_ends_at_its_end_and_events_sent_while_the_controller_was_down_count(
+    bed: Bed, signing_key: SigningKey
+) -> None:
+    cluster(bed, signing_key)
+    with bed.client() as c:
+        c.submit_pipeline(chain(runs=1, for_s=3))
+    bed.stop_controller()
+    done = [event("r000001", s, "done") for s in "abc"]
+    bed.run(_events(bed.nats.url, done))  # they wait, durable, in the events stream
+    bed.start_controller()
+    with bed.client() as c:
+        assert c.pipeline_run("chain", "r000001", wait=30)["status"] == "done"
+        info = wait_for(
+            lambda: (s := c.pipeline("chain"))["state"] == "finished" and s,
+            timeout=30,
+            what="the end",
+        )
+        assert "reached its end" in info["reason"]
+    assert bed.run(_plan(bed.nats.url, "chain")).state == "finished"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.pipelines.test_engine import FUNCS
 from tests.pipelines.test_engine_failover import start_node_process
@@ -82,6 +83,8 @@ def test_a_three_stage_pipeline_across_two_nodes_completes_with_its_timeline(
         status = c.pipeline("p1")
         assert status["runs"]["done"] == 3 and status["runs"]["running"] == 0
         assert {q["queued"] for q in status["queues"]} <= {0, None}
+    gauge = 'fades_pipeline_queue_depth{instance="_",pipeline="p1",stage="b"} 0.0'
+    wait_for(lambda: gauge in httpx.get(bed.url + "/metrics").text, what="the queue gauge")
     assert bed.controller is not None
     store = bed.controller.pipelines.store
     assert [store.finale_count("p1", r) for r in receipt["runs"]] == [1, 1, 1]
