@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from tests.pipelines.test_engine import FUNCS
 from tests.pipelines.test_engine_failover import start_node_process
 
-from controller.conftest import Bed  # type: ignore[import-not-found]
+from controller.conftest import FACILITIES, Bed  # type: ignore[import-not-found]
 from controller.test_api import artifact_of  # type: ignore[import-not-found]
 from fades.fabric import EmbeddedNats
 from fades.functions.keys import SigningKey
@@ -83,6 +85,16 @@ def test_a_three_stage_pipeline_across_two_nodes_completes_with_its_timeline(
         status = c.pipeline("p1")
         assert status["runs"]["done"] == 3 and status["runs"]["running"] == 0
         assert {q["queued"] for q in status["queues"]} <= {0, None}
+    # the CLI starts two more and waits for them
+    proc = subprocess.run(
+        [sys.executable, "-m", "fades", "pipeline", "run", "p1", "--count", "2", "--wait"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ) | {"FADES_CONTROLLER": bed.url, "FADES_TOKEN": FACILITIES},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "r000004" in proc.stdout and "r000005" in proc.stdout and "done" in proc.stdout
     gauge = 'fades_pipeline_queue_depth{instance="_",pipeline="p1",stage="b"} 0.0'
     wait_for(lambda: gauge in httpx.get(bed.url + "/metrics").text, what="the queue gauge")
     assert bed.controller is not None

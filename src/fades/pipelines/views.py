@@ -133,7 +133,7 @@ class Views:
         while True:
             rec = await asyncio.to_thread(self.store.run, name, run)
             status = rec.status if rec else None
-            if status in RUN_ENDED or time.monotonic() >= deadline:
+            if status is None or status in RUN_ENDED or time.monotonic() >= deadline:
                 return status
             await asyncio.sleep(0.1)
 
