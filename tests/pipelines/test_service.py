@@ -321,7 +321,9 @@ def test_a_node_that_stops_heartbeating_is_replanned_within_the_down_detection_t
         a = next(x for x in moved.assignments if x.stage == "a")
         assert (a.node, a.mode) == (other, "run") and a_node in a.reason
         assert took < down_after + 0.2 + 2.0, took  # heartbeat age + sweep + a loaded machine
-        assert c.pipeline("chain")["plan"][0]["node"] == other
+        status = c.pipeline("chain")
+        assert status["plan"][0]["node"] == other
+        assert status["failovers"][0]["version"] == 2 and other in status["failovers"][0]["moved"]
         # b waits for n2 (failover: wait), and gets it back when n2 returns
         bed.run(regs["n2"].pause())
         waited = wait_for(
@@ -365,6 +367,11 @@ def test_a_full_queue_refuses_runs_and_says_so(bed: Bed, signing_key: SigningKey
         assert dropped["status"] == "dropped" and "refused" in dropped["reason"]
         assert c.pipeline("chain")["runs"]["dropped"] == 1
         assert c.pipelines()[0]["state"] == "active"  # the pipeline itself carries on
+        # replacing the active pipeline: a new version of the plan; its runs number on
+        spec["queue"] = {"max_runs": 10, "when_full": "refuse"}
+        again = c.submit_pipeline(spec, replace=True)
+        assert again["version"] == 2 and again["runs"] == ["r000004", "r000005", "r000006"]
+        assert bed.run(_plan(bed.nats.url, "chain")).version == 2
     assert "fades_pipeline_drops_total 1.0" in httpx.get(bed.url + "/metrics").text
 
 

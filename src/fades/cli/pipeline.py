@@ -275,6 +275,12 @@ def status(
         for r in info.get("plan") or []
     ]
     console.print(_plan_table(rows))
+    for f in info.get("failovers") or []:
+        console.print(
+            f"  re-planned (version {markup(f.get('version'))}): {markup(f.get('moved'), 400)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @pipeline_app.command("runs")

@@ -98,6 +98,9 @@ class PipelineService(Views):
             raise RuntimeError("the pipeline service is not started")
         return self._store
 
+    def failover_log(self) -> list[tuple[str, int, float, str]]:
+        return list(self._tracker.failovers) if self._tracker is not None else []
+
     @property
     def kv(self) -> KeyValue:
         if self._kv is None:

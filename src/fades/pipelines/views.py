@@ -88,7 +88,16 @@ class Views:
                 )
             plan_rows = rows(plan, spec)
             body |= {"version": plan.version, "plan": plan_rows, "queues": queues}
+        body["failovers"] = [
+            {"version": v, "at": at, "moved": what}
+            for p, v, at, what in self.failover_log()
+            if p == name
+        ][-20:]
         return body
+
+    def failover_log(self) -> list[tuple[str, int, float, str]]:
+        """(pipeline, new version, epoch seconds, what moved) per re-plan since the start."""
+        return []
 
     async def runs(self, name: str, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         await self.row(name, tenant)
