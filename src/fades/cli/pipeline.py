@@ -8,6 +8,7 @@ said is printed through :mod:`fades.cli.safe`; ``--json`` prints the API's answe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,10 @@ def _spec(path: Path) -> dict[str, Any]:
     return load_pipeline(path).to_dict()
 
 
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _ms(value: Any) -> str:
     return f"{value * 1e3:.1f}" if isinstance(value, (int, float)) else "-"
 
@@ -65,6 +70,13 @@ def _plan_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     return table
 
 
+def _compact(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))[:1000]
+    except (TypeError, ValueError, RecursionError):
+        return "(see --json)"
+
+
 def _runs_table(runs: list[dict[str, Any]]) -> Table:
     table = Table("run", "status", "took ms", "result or reason")
     colour = {"done": "green", "running": "yellow"}
@@ -72,7 +84,7 @@ def _runs_table(runs: list[dict[str, Any]]) -> Table:
         status = str(r.get("status"))
         shown = r.get("reason") or ""
         if not shown and r.get("results"):
-            shown = result_text(r["results"], limit=300, lines=1)
+            shown = _compact(r["results"])
         took = r.get("duration_s")
         table.add_row(
             markup(r.get("run"), 32),
@@ -263,7 +275,7 @@ def status(
     )
     console.print(
         f"  queue: at most {markup(queue.get('max_runs'))} runs and "
-        f"{markup(queue.get('max_bytes'))} bytes per stage; when full: "
+        f"{_int(queue.get('max_bytes')):,} bytes per stage; when full: "
         f"{markup(queue.get('when_full'))}",
         highlight=False,
     )
