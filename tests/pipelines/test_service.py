@@ -394,3 +394,31 @@ def test_a_pipeline_ends_at_its_end_and_events_sent_while_the_controller_was_dow
         )
         assert "reached its end" in info["reason"]
     assert bed.run(_plan(bed.nats.url, "chain")).state == "finished"
+
+
+async def _queued(url: str, pipeline: str) -> int:
+    bus = await NatsBus.connect(url, name="test-queued")
+    try:
+        n: int = (await bus.js.stream_info(bundle_stream(pipeline))).state.messages
+        return n
+    finally:
+        await bus.close()
+
+
+def test_runs_recorded_but_not_triggered_before_a_restart_are_triggered_once_after_it(
+    bed: Bed, signing_key: SigningKey
+) -> None:
+    cluster(bed, signing_key)
+    with bed.client() as c:
+        assert c.submit_pipeline(chain(runs=1))["runs"] == ["r000001"]
+    assert bed.controller is not None
+    # the controller stops between recording two runs and publishing their triggers
+    store = bed.controller.pipelines.store
+    assert store.new_runs("chain", 2, time.time()) == ["r000002", "r000003"]
+    assert bed.run(_queued(bed.nats.url, "chain")) == 1
+    bed.stop_controller()
+    bed.start_controller()
+    # r000002 and r000003 are triggered; r000001's trigger is not sent twice
+    assert bed.run(_queued(bed.nats.url, "chain")) == 3
+    triggers = bed.run(_take(bed.nats.url, "chain", "a", 3))
+    assert sorted(b.run for b in triggers) == ["r000001", "r000002", "r000003"]

@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from fades.bus.base import DUPLICATE_WINDOW_S
 from fades.controller.pipestore import PipelineRow, PipelineStore
 from fades.errors import (
     ArtifactError,
     FabricConflict,
+    FabricError,
     Forbidden,
     NameTaken,
     PipelineExists,
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fades.pipelines")
 
+#: triggers are published again after a restart only for runs this much younger than the
+#: stream's duplicate window (seconds)
+RESUME_MARGIN_S = 60.0
 #: most runs one request may start
 MAX_RUNS_PER_REQUEST = 10_000
 
@@ -83,6 +88,10 @@ class PipelineService(Views):
                     self.plans[key] = (Plan.decode(entry.value), entry.revision)
         self._tracker = Tracker(self)
         self._tracker.start()
+        try:
+            await self.resume()
+        except FabricError as exc:  # the fabric is down: the deadlines still end them
+            log.warning("could not publish unreported runs' triggers again: %s", exc)
 
     async def stop(self) -> None:
         if self._tracker is not None:
@@ -223,29 +232,13 @@ class PipelineService(Views):
             )
         plan, _ = await self.active(name, tenant)
         spec = PipelineSpec.model_validate(plan.spec)
-        starts = [a for a in plan.assignments if spec.role(a.stage) == "start"]
         now = time.time()
         ids = await asyncio.to_thread(self.store.new_runs, name, count, now)
         started: list[str] = []
         refused: list[str] = []
         for run in ids:
             try:
-                for a in starts:
-                    b = Bundle(
-                        pipeline=name,
-                        plan_version=plan.version,
-                        run=run,
-                        stage=a.stage,
-                        instance=a.instance,
-                        from_stage=TRIGGER,
-                        producer=TRIGGER,
-                        priority=spec.priority,
-                        run_started_at=now,
-                        sent_at=time.time(),
-                    )
-                    await self.controller.bus.publish(
-                        bundle_subject(name, a.stage, a.instance), b.encode(), msg_id=b.msg_id()
-                    )
+                await self._trigger(plan, spec, run, now)
             except QueueFull as exc:
                 refused.append(run)
                 await asyncio.to_thread(self.store.end_run, name, run, "dropped", f"refused: {exc}")
@@ -262,6 +255,48 @@ class PipelineService(Views):
             )
         return out
 
+    async def _trigger(self, plan: Plan, spec: PipelineSpec, run: str, started_at: float) -> None:
+        """Publish one run's trigger bundle to every instance of every start stage (the
+        message ids make a second publish of the same run a no-op within the stream's
+        duplicate window)."""
+        for a in plan.assignments:
+            if spec.role(a.stage) != "start":
+                continue
+            b = Bundle(
+                pipeline=plan.pipeline,
+                plan_version=plan.version,
+                run=run,
+                stage=a.stage,
+                instance=a.instance,
+                from_stage=TRIGGER,
+                producer=TRIGGER,
+                priority=spec.priority,
+                run_started_at=started_at,
+                sent_at=time.time(),
+            )
+            await self.controller.bus.publish(
+                bundle_subject(plan.pipeline, a.stage, a.instance), b.encode(), msg_id=b.msg_id()
+            )
+
+    async def resume(self) -> int:
+        """After a restart: publish again the triggers of runs this controller started that
+        no node has reported on yet (it may have stopped between recording a run and
+        publishing its trigger). Only runs younger than the duplicate window, so a trigger
+        that did go out is dropped as a duplicate, never run twice."""
+        since = time.time() - DUPLICATE_WINDOW_S + RESUME_MARGIN_S
+        count = 0
+        for name, (plan, _) in list(self.plans.items()):
+            if plan.state != "active":
+                continue
+            spec = PipelineSpec.model_validate(plan.spec)
+            for r in await asyncio.to_thread(self.store.silent_runs, name, since):
+                with contextlib.suppress(QueueFull):
+                    await self._trigger(plan, spec, r.run, r.started_at)
+                    count += 1
+        if count:
+            log.info("published the triggers of %d unreported run(s) again", count)
+        return count
+
     # --- cancel ------------------------------------------------------------------------------
     async def cancel(self, name: str, tenant: str) -> dict[str, Any]:
         """Stop a pipeline: the plan becomes ``cancelled`` (engines stop), running runs end
@@ -273,10 +308,10 @@ class PipelineService(Views):
     async def set_state(self, name: str, state: str, reason: str) -> None:
         """Write the plan's new state (compare-and-set) and end its running runs."""
         async with self._lock:
+            await asyncio.to_thread(self.store.set_state, name, state, reason)
             plan = await self._write(name, lambda p: p.model_copy(update={"state": state}))
         if plan is None:
             return
-        await asyncio.to_thread(self.store.set_state, name, state, reason)
         for r in await asyncio.to_thread(self.store.running, name):
             if await asyncio.to_thread(self.store.end_run, name, r.run, "cancelled", reason):
                 self.controller.metrics.pipeline_runs.labels("cancelled").inc()
