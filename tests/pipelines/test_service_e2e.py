@@ -173,3 +173,35 @@ def test_a_sigkilled_node_is_replanned_within_the_down_time_and_runs_carry_on(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_automatic_pipeline_runs_on_its_own_and_finishes_at_its_end(
+    e2e_bed: Bed, prepare_home: Callable[..., Path]
+) -> None:
+    """Runs the nodes start (every second) are recorded from their events, each ends done,
+    and the pipeline becomes finished when its for_s has passed."""
+    bed = e2e_bed
+    homes = {n: prepare_home(n, functions=FUNCS, readings=False) for n in ("n1", "n2")}
+    bed.start_controller()
+    for n, home in homes.items():
+        bed.agent(n, home)
+    up(bed, "n1", "n2")
+    stages = [
+        stage("a", "fa", node="n1"),
+        stage("b", "fb", ["a"], node="n2"),
+        stage("c", "fc", ["b"], node="n1"),
+    ]
+    auto = spec(stages, runs=1)
+    auto["run"] = {"mode": "automatic", "every_s": 1, "for_s": 8, "run_deadline_s": 30}
+    with bed.client() as c:
+        for fn in FUNCS:
+            c.upload(artifact_of(homes["n1"], fn))
+        assert c.submit_pipeline(auto)["runs"] == []
+        done = wait_for(
+            lambda: [r for r in c.pipeline_runs("p1") if r["status"] == "done"][:2],
+            timeout=60,
+            what="two automatic runs done",
+        )
+        for r in done:
+            assert r["run"].startswith("t") and r["results"]["c"]["run"] == r["run"]
+        wait_for(lambda: c.pipeline("p1")["state"] == "finished", timeout=60, what="the end")
