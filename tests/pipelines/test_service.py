@@ -294,7 +294,7 @@ def test_a_run_past_its_deadline_fails_with_the_stages_it_waited_on(
 def test_a_node_that_stops_heartbeating_is_replanned_within_the_down_detection_time(
     bed: Bed, signing_key: SigningKey
 ) -> None:
-    down_after = 1.0
+    down_after = 2.0
     bed.start_controller(down_after=down_after)
     regs = {
         "n1": bed.register("n1", [held("room1")]),
