@@ -302,11 +302,12 @@ class RoadSim:
             air = np.interp(pos, grid, st.air) + rng.normal(0.0, 0.1, n)
             rh = np.clip(np.interp(pos, grid, st.rh) + rng.normal(0.0, 1.0, n), 1.0, 100.0)
             surface = np.interp(pos, grid, st.surface) + rng.normal(0.0, 0.15, n)
+            air, rh = np.round(air, 2), np.round(rh, 1)
             values = {
                 "surface_temp": np.round(surface, 2),
-                "air_temp": np.round(air, 2),
-                "humidity": np.round(rh, 1),
-                "dew_point": np.round(dew_point(air, rh), 2),
+                "air_temp": air,
+                "humidity": rh,
+                "dew_point": np.round(dew_point(air, rh), 2),  # from what the station reports
             }
             for stype in ROAD_SENSOR_TYPES:
                 yield SensorSeries(
