@@ -24,6 +24,7 @@ from fades.errors import (
     FabricError,
     FadesError,
     NodeUnavailable,
+    QueueFull,
 )
 
 
@@ -277,5 +278,83 @@ def test_a_closed_bus_refuses_work_and_ends_its_consumers(connect: Connect) -> N
             await asyncio.wait_for(pending, 10)
         with pytest.raises(FabricError):
             await bus.publish("c.x", b"x")
+
+    run(body())
+
+
+async def publish_when_room(bus: Any, subject: str, data: bytes, msg_id: str) -> None:
+    """Publish, retrying while a bound refuses it (an ack reaches the server a moment later)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await bus.publish(subject, data, msg_id=msg_id)
+            return
+        except QueueFull:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def test_bounded_stream_discard_new_refuses_with_queue_full(connect: Connect) -> None:
+    async def body() -> None:
+        bus = await connect()
+        try:
+            await bus.stream("QN", ["qn.>"], max_msgs_per_subject=2, discard="new")
+            await bus.stream("QN", ["qn.>"], max_msgs_per_subject=2, discard="new")  # same
+            await bus.publish("qn.a", b"1", msg_id="n1")
+            await bus.publish("qn.a", b"2", msg_id="n2")
+            await bus.publish("qn.b", b"other subject", msg_id="n3")  # per subject
+            with pytest.raises(QueueFull, match="QN"):
+                await bus.publish("qn.a", b"3", msg_id="n4")
+            it = bus.consume("QN", "cq", "qn.a").__aiter__()
+            d = await take(it)
+            assert d.data == b"1"
+            assert await bus.pending("QN", "cq") == 2  # one in flight, one waiting
+            await d.ack()
+            await publish_when_room(bus, "qn.a", b"3", "n5")  # room again once the ack lands
+            assert [(await take(it)).data, (await take(it)).data] == [b"2", b"3"]
+            assert await bus.pending("QN", "nobody") is None
+            await it.aclose()
+        finally:
+            await bus.close()
+
+    run(body())
+
+
+def test_bounded_stream_discard_old_drops_the_oldest(connect: Connect) -> None:
+    async def body() -> None:
+        bus = await connect()
+        try:
+            await bus.stream("QO", ["qo.>"], max_msgs_per_subject=2, discard="old")
+            for i in range(5):
+                await bus.publish("qo.a", f"m{i}".encode(), msg_id=f"o{i}")
+            it = bus.consume("QO", "co", "qo.a").__aiter__()
+            got = []
+            for _ in range(2):
+                d = await take(it)
+                got.append(d.data)
+                await d.ack()
+            assert got == [b"m3", b"m4"]
+            await it.aclose()
+        finally:
+            await bus.close()
+
+    run(body())
+
+
+def test_bounded_stream_bytes_limit(connect: Connect) -> None:
+    async def body() -> None:
+        bus = await connect()
+        try:
+            await bus.stream("QB", ["qb.>"], max_bytes=4096, discard="new")
+            await bus.publish("qb.a", b"x" * 1500, msg_id="b1")
+            await bus.publish("qb.b", b"x" * 1500, msg_id="b2")
+            with pytest.raises(QueueFull, match="QB"):
+                await bus.publish("qb.c", b"x" * 1500, msg_id="b3")
+            # the bounds can be changed on the existing stream
+            await bus.stream("QB", ["qb.>"], max_bytes=1 << 20, discard="new")
+            await bus.publish("qb.c", b"x" * 1500, msg_id="b4")
+        finally:
+            await bus.close()
 
     run(body())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,9 @@ class ObjectStore(Protocol):
 #: seconds within which a stream drops a second message with the same id
 DUPLICATE_WINDOW_S = 600.0
 
+#: what a bounded stream does when full: drop its oldest message, or refuse the new one
+Discard = Literal["old", "new"]
+
 Handler = Callable[[bytes], Awaitable[bytes]]
 Listener = Callable[[str, bytes], Awaitable[None]]
 
@@ -111,15 +114,36 @@ class Bus(Protocol):
     @property
     def max_payload(self) -> int: ...
 
-    async def stream(self, name: str, subjects: list[str]) -> None:
+    async def stream(
+        self,
+        name: str,
+        subjects: list[str],
+        *,
+        max_msgs_per_subject: int | None = None,
+        max_bytes: int | None = None,
+        discard: Discard = "old",
+    ) -> None:
         """Create (if missing) a durable work-queue stream holding ``subjects``, which
-        de-duplicates message ids within :data:`DUPLICATE_WINDOW_S`."""
+        de-duplicates message ids within :data:`DUPLICATE_WINDOW_S`.
+
+        Optionally bounded: at most ``max_msgs_per_subject`` messages waiting on any one
+        subject and ``max_bytes`` in all. When a bound is reached, ``discard="old"`` drops the
+        oldest message to make room, ``discard="new"`` refuses the publish with
+        :class:`fades.errors.QueueFull`. Calling it again with other bounds updates them
+        (idempotent with the same ones).
+        """
+        ...
+
+    async def pending(self, stream: str, durable: str) -> int | None:
+        """How many messages the durable consumer has not acked yet (waiting or in flight);
+        None if there is no such consumer."""
         ...
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         """Store ``data`` durably on the stream that holds ``subject`` (acked by the server).
 
         Raises:
+            fades.errors.QueueFull: the stream is at a bound and its policy is discard new.
             fades.errors.FabricError: not stored (unreachable, no stream, timed out).
         """
         ...

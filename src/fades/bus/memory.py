@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fades import errors
-from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Handler, KvEntry, Listener
-from fades.errors import FabricConflict, FabricError, FadesError, NodeUnavailable
+from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Discard, Handler, KvEntry, Listener
+from fades.errors import FabricConflict, FabricError, FadesError, NodeUnavailable, QueueFull
 
 log = logging.getLogger("fades.bus")
 
@@ -63,7 +63,11 @@ class _Consumer:
 
 @dataclass(slots=True)
 class _Stream:
+    name: str
     subjects: list[str]
+    max_per_subject: int | None = None
+    max_bytes: int | None = None
+    discard: Discard = "old"
     msgs: dict[int, _Msg] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
     consumers: dict[str, _Consumer] = field(default_factory=dict)
@@ -217,9 +221,59 @@ class MemoryBus:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def stream(self, name: str, subjects: list[str]) -> None:
+    async def stream(
+        self,
+        name: str,
+        subjects: list[str],
+        *,
+        max_msgs_per_subject: int | None = None,
+        max_bytes: int | None = None,
+        discard: Discard = "old",
+    ) -> None:
         self._check()
-        self.fabric.streams.setdefault(name, _Stream(list(subjects)))
+        if discard not in ("old", "new"):
+            raise ValueError(f"discard must be 'old' or 'new', not {discard!r}")
+        st = self.fabric.streams.setdefault(name, _Stream(name, list(subjects)))
+        st.max_per_subject = max_msgs_per_subject
+        st.max_bytes = max_bytes
+        st.discard = discard
+
+    async def pending(self, stream: str, durable: str) -> int | None:
+        self._check()
+        st = self.fabric.streams.get(stream)
+        con = st.consumers.get(durable) if st else None
+        if st is None or con is None:
+            return None
+        waiting = sum(
+            1 for s, m in st.msgs.items() if s >= con.next_seq and matches(con.filter, m.subject)
+        )
+        return waiting + sum(1 for s in con.pending if s in st.msgs)
+
+    @staticmethod
+    def _make_room(st: _Stream, subject: str, size: int) -> None:
+        """Apply the stream's bounds before storing ``size`` more bytes on ``subject``."""
+        if st.max_per_subject is not None:
+            same = [s for s in sorted(st.msgs) if st.msgs[s].subject == subject]
+            if len(same) >= st.max_per_subject:
+                if st.discard == "new":
+                    raise QueueFull(
+                        f"stream {st.name}: {subject} already holds {len(same)} messages "
+                        f"(the limit is {st.max_per_subject})"
+                    )
+                for s in same[: len(same) - st.max_per_subject + 1]:
+                    del st.msgs[s]
+        if st.max_bytes is not None:
+            total = sum(len(m.data) for m in st.msgs.values())
+            if total + size > st.max_bytes:
+                if st.discard == "new":
+                    raise QueueFull(
+                        f"stream {st.name}: holds {total} bytes, {size} more would exceed "
+                        f"the limit of {st.max_bytes}"
+                    )
+                for s in sorted(st.msgs):
+                    if total + size <= st.max_bytes:
+                        break
+                    total -= len(st.msgs.pop(s).data)
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         self._check()
@@ -237,6 +291,8 @@ class MemoryBus:
             st.seen = {k: t for k, t in st.seen.items() if now - t < DUPLICATE_WINDOW_S}
             if msg_id in st.seen:
                 return  # a duplicate: acknowledged, not stored
+        self._make_room(st, subject, len(data))
+        if msg_id is not None:
             st.seen[msg_id] = now
         seq = next(self.fabric.seq)
         st.msgs[seq] = _Msg(seq, subject, bytes(data), msg_id)

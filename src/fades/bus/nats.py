@@ -27,14 +27,15 @@ from nats.aio.subscription import Subscription
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
-from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Handler, Listener
+from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Discard, Handler, Listener
 from fades.bus.nats_stores import (
     OP_TIMEOUT_S,
     NatsKv,
@@ -42,7 +43,7 @@ from fades.bus.nats_stores import (
     fabric_error,
     open_or_create,
 )
-from fades.errors import FabricError, FadesError
+from fades.errors import FabricError, FadesError, QueueFull
 from fades.fabric.connect import FabricSettings, connect
 from fades.fabric.transfer import CHUNK, reply_error, request_chunks, send_chunks
 
@@ -130,30 +131,77 @@ class NatsBus:
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
 
-    async def stream(self, name: str, subjects: list[str]) -> None:
+    async def stream(
+        self,
+        name: str,
+        subjects: list[str],
+        *,
+        max_msgs_per_subject: int | None = None,
+        max_bytes: int | None = None,
+        discard: Discard = "old",
+    ) -> None:
+        if discard not in ("old", "new"):
+            raise ValueError(f"discard must be 'old' or 'new', not {discard!r}")
+        per_subject = max_msgs_per_subject or -1
+        total = max_bytes or -1
+        policy = DiscardPolicy.NEW if discard == "new" else DiscardPolicy.OLD
+        existing: Any = None
         try:
-            await asyncio.wait_for(self.js.stream_info(name), OP_TIMEOUT_S)
-            return
+            existing = (await asyncio.wait_for(self.js.stream_info(name), OP_TIMEOUT_S)).config
         except NotFoundError:
             pass
         except Exception as exc:
             raise fabric_error(f"stream {name}", exc) from exc
+        if existing is not None and (
+            (existing.max_msgs_per_subject or -1) == per_subject
+            and (existing.max_bytes or -1) == total
+            and (existing.discard or DiscardPolicy.OLD) == policy
+        ):
+            return
         cfg = StreamConfig(
             name=name,
-            subjects=subjects,
+            subjects=existing.subjects if existing is not None else subjects,
             storage=StorageType.FILE,
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=DUPLICATE_WINDOW_S,
+            max_msgs_per_subject=per_subject,
+            max_bytes=total,
+            discard=policy,
+            # discard new applies to the per-subject bound too (not only to the stream's)
+            discard_new_per_subject=discard == "new" and per_subject > 0,
         )
         try:
-            await asyncio.wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
+            if existing is None:
+                await asyncio.wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
+            else:
+                await asyncio.wait_for(self.js.update_stream(cfg), OP_TIMEOUT_S)
         except Exception as exc:
             raise fabric_error(f"creating stream {name}", exc) from exc
+
+    async def pending(self, stream: str, durable: str) -> int | None:
+        try:
+            info = await asyncio.wait_for(self.js.consumer_info(stream, durable), OP_TIMEOUT_S)
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            raise fabric_error(f"consumer {stream}/{durable}", exc) from exc
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         try:
             await self.js.publish(subject, data, timeout=OP_TIMEOUT_S, headers=headers)
+        except APIError as exc:
+            if "maximum" in (exc.description or "").lower():  # messages/bytes exceeded
+                stream = "?"
+                with contextlib.suppress(Exception):
+                    stream = await asyncio.wait_for(
+                        self.js.find_stream_name_by_subject(subject), OP_TIMEOUT_S
+                    )
+                raise QueueFull(
+                    f"stream {stream}: publish on {subject} refused, {exc.description}"
+                ) from None
+            raise fabric_error(f"publish on {subject} not stored", exc) from exc
         except Exception as exc:
             raise fabric_error(f"publish on {subject} not stored", exc) from exc
 

@@ -9,7 +9,8 @@ and runs one job per module:
 * :mod:`.outbox`: every finished or failed task's :class:`~fades.outcome.Outcome` on
   ``fades.result.<name>``, at least once, through the outbox in ``tasks.db``;
 * :mod:`.query`: remote retrieval and ping (request/reply);
-* :mod:`.ingest`: MQTT sensor ingest (over NATS).
+* :mod:`.ingest`: MQTT sensor ingest (over NATS);
+* :mod:`fades.pipelines.engine`: the stages of pipelines planned onto this node.
 
 This module holds the lifecycle: start (connect, open the node, register, consume), stop
 (stop intake, let running tasks finish, deliver their results, put ``stopping``), and the
@@ -40,6 +41,7 @@ from fades.node.agent.intake import ACK_WAIT_S, Intake
 from fades.node.agent.outbox import Outbox
 from fades.node.agent.query import QueryServer
 from fades.node.agent.registry import DATA_EVERY, Registry, memory_mib
+from fades.pipelines.engine import PipelineEngine
 
 __all__ = ["ACK_WAIT_S", "DATA_EVERY", "NodeAgent", "memory_mib", "run_agent"]
 
@@ -106,6 +108,7 @@ class NodeAgent:
         self.outbox = Outbox(self)
         self.query = QueryServer(self)
         self.ingest = Ingest(self, ingest)
+        self.pipelines = PipelineEngine(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -176,6 +179,7 @@ class NodeAgent:
             asyncio.create_task(self.registry.loop()),
             asyncio.create_task(self.intake.loop()),
         ]
+        await self.pipelines.start()
         self.ready = True
         log.info("node %s ready on %s", self.name, self.where)
 
@@ -197,6 +201,7 @@ class NodeAgent:
         self.ready = False
         outbox_loop, heartbeat, intake = self._tasks or (None, None, None)
         await _cancel(intake, heartbeat)
+        await self.pipelines.stop()
         await self.registry.last_beat()  # stopping: true, so the controller sends nothing more
         await self.ingest.stop()
         if self.node is not None:
@@ -214,6 +219,7 @@ class NodeAgent:
         self._stopped = True
         await _cancel(*self._tasks)
         self._tasks = []
+        await self.pipelines.stop()
         await self.ingest.stop(5.0)
         if self.bus is not None:
             with contextlib.suppress(Exception):

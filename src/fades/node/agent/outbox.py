@@ -18,6 +18,7 @@ from fades.errors import FadesError, OrchestratorError
 from fades.fabric.subjects import result_subject
 from fades.node.taskstore import TaskRecord
 from fades.outcome import Outcome
+from fades.pipelines.bundles import is_stage_task
 
 if TYPE_CHECKING:
     from fades.node.agent import NodeAgent
@@ -75,7 +76,17 @@ class Outbox:
         )
 
     async def publish(self, rec: TaskRecord) -> bool:
-        """Publish one finished record; mark it delivered once the fabric acknowledged it."""
+        """Publish one finished record; mark it delivered once the fabric acknowledged it.
+
+        A pipeline stage's task is not the controller's: its outcome goes out as a stage
+        event (the pipeline engine), so it is only marked delivered here."""
+        if not is_stage_task(rec.task):
+            return await self._publish(rec)
+        store = self.agent.require_node().orchestrator.store
+        await asyncio.to_thread(store.mark_delivered, rec.id)
+        return True
+
+    async def _publish(self, rec: TaskRecord) -> bool:
         try:
             await self.send(rec.outcome(self.agent.name))
         except Exception as exc:

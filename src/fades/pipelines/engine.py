@@ -1,0 +1,408 @@
+"""A node's pipeline engine: bundles in, stage executions, bundles and events out.
+
+:class:`PipelineEngine` is started and stopped by the node agent. It watches the plans in
+KV ``fades_plans``; for every active plan, it consumes the durable bundle consumer of each
+stage instance assigned to this node (mode ``run`` or ``skip``; ``wait`` leaves the bundles
+waiting, durable), and runs the triggers of its start stages (:mod:`.triggers`).
+
+For each bundle: its inputs are gathered per (run, stage, instance) (:mod:`.collect`); the
+guard is evaluated (false or an error: the stage is ``skipped`` and downstream get a skipped
+input); the stage runs as a task on this node's orchestrator (:mod:`.stagerun`: a redelivery
+reuses the existing execution); the result goes to each downstream instance, in process
+when it runs on this node (no network hop), else as a durable bundle (:mod:`.bundles`); a
+stage with ``publish`` also sends it on that subject; a :class:`StageEvent` records what
+happened. The incoming bundles are acked only when all that is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from fades.bus.base import Delivery
+from fades.errors import FabricError, FadesError, QueueFull
+from fades.pipelines.bundles import BundleIO, encoded_size
+from fades.pipelines.collect import Arrival, Collector, Gathering, Hold
+from fades.pipelines.protocol import (
+    PLANS_BUCKET,
+    SINGLE,
+    TRIGGER,
+    Bundle,
+    Plan,
+    StageEvent,
+    StageStatus,
+    bundle_durable,
+    bundle_stream,
+    bundle_subject,
+    stage_task_id,
+)
+from fades.pipelines.routing import TRIGGER_INPUT, expected, input_name, one_to_one, targets
+from fades.pipelines.spec import PipelineSpec
+from fades.pipelines.stagerun import StageRunner
+from fades.pipelines.triggers import Triggers
+
+if TYPE_CHECKING:
+    from fades.node.agent import NodeAgent
+
+log = logging.getLogger("fades.pipelines")
+
+#: seconds before an unacked bundle is redelivered (kept alive while its stage works)
+ACK_WAIT_S = 10.0
+#: stage executions at the same time on one node (the orchestrator queues them by priority)
+MAX_EXECUTIONS = 32
+#: pause before consuming or watching again after the fabric failed
+BACKOFF_S = 0.5
+
+SKIPPED = "__fades_skipped__"
+
+
+def skipped(reason: str) -> dict[str, str]:
+    return {SKIPPED: reason}
+
+
+class PipelineEngine:
+    """Runs the stages the plans assign to one node."""
+
+    def __init__(self, agent: NodeAgent) -> None:
+        self.agent = agent
+        self.name = agent.name
+        self.plans: dict[str, Plan] = {}
+        self.specs: dict[str, PipelineSpec] = {}
+        self.consumers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self.collector = Collector(self._fire)
+        self.runner = StageRunner(agent)
+        self.triggers = Triggers(self)
+        self.io: BundleIO | None = None
+        #: bundles_in, handovers, bundles_out, executed, reused, skipped, failed, dropped,
+        #: events, triggered (runs started here by automatic triggers)
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("bundles_in", "handovers", "bundles_out", "executed", "reused", "skipped",
+             "failed", "dropped", "events", "triggered"),
+            0,
+        )  # fmt: skip
+        self._exec = asyncio.Semaphore(MAX_EXECUTIONS)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self.stopping = False
+
+    def require_io(self) -> BundleIO:
+        if self.io is None:
+            raise FabricError("the pipeline engine is not started")
+        return self.io
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.io = BundleIO(self.agent.require_bus())
+        self.runner.bind()
+        self._loops = [asyncio.create_task(self._watch()), asyncio.create_task(self._keepalive())]
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.triggers.stop_all()
+        tasks = [*self._loops, *self.consumers.values(), *self._tasks]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.consumers.clear()
+
+    def spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- plans -------------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        while not self.stopping:
+            try:
+                kv = await self.agent.require_bus().kv(PLANS_BUCKET)
+                async for entry in kv.watch():
+                    if entry is not None:
+                        await self.apply(entry.key, entry.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("node %s: watching plans failed: %r", self.name, exc)
+            await asyncio.sleep(BACKOFF_S)
+
+    async def apply(self, pipeline: str, value: bytes) -> None:
+        """Take one plan (or its deletion): start and stop consumers and triggers."""
+        plan: Plan | None = None
+        if value:
+            try:
+                plan = Plan.decode(value)
+                spec = PipelineSpec.model_validate(plan.spec)
+            except (FabricError, ValueError) as exc:
+                log.warning("node %s: ignoring plan %s: %s", self.name, pipeline, exc)
+                return
+        if plan is None or plan.state != "active":
+            self._retire(pipeline)
+            return
+        old = self.plans.get(pipeline)
+        if old is not None and old.version > plan.version:
+            return  # an older revision seen late
+        self.plans[pipeline], self.specs[pipeline] = plan, spec
+        await self.require_io().ensure(plan)
+        mine = {
+            (pipeline, a.stage, a.instance)
+            for a in plan.on_node(self.name)
+            if a.mode in ("run", "skip")
+        }
+        for key in [k for k in self.consumers if k[0] == pipeline and k not in mine]:
+            self.consumers.pop(key).cancel()
+        for key in sorted(mine - set(self.consumers)):
+            self.consumers[key] = asyncio.create_task(self._consume(*key))
+        self.triggers.update(plan, spec)
+
+    def _retire(self, pipeline: str) -> None:
+        self.plans.pop(pipeline, None)
+        self.specs.pop(pipeline, None)
+        self.triggers.stop(pipeline)
+        for key in [k for k in self.consumers if k[0] == pipeline]:
+            self.consumers.pop(key).cancel()
+
+    def serves(self, pipeline: str, stage: str, instance: str) -> bool:
+        return (pipeline, stage, instance) in self.consumers
+
+    # --- bundles in --------------------------------------------------------------------------
+    async def _consume(self, pipeline: str, stage: str, instance: str) -> None:
+        bus = self.agent.require_bus()
+        while not self.stopping:
+            try:
+                async for d in bus.consume(
+                    bundle_stream(pipeline),
+                    bundle_durable(stage, instance),
+                    bundle_subject(pipeline, stage, instance),
+                    ack_wait=ACK_WAIT_S,
+                ):
+                    await self._receive(d)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("node %s: consuming %s.%s failed: %r", self.name, pipeline, stage, exc)
+            await asyncio.sleep(BACKOFF_S)
+
+    async def _receive(self, d: Delivery) -> None:
+        io = self.require_io()
+        self.counters["bundles_in"] += 1
+        try:
+            bundle = Bundle.decode(d.data)
+        except FabricError as exc:
+            log.warning("node %s: dropping an unreadable bundle: %s", self.name, exc)
+            with contextlib.suppress(Exception):
+                await d.term()
+            return
+        received = time.time()
+        try:
+            value = await io.value(bundle)
+        except FabricError as exc:
+            await self._event(bundle.pipeline, bundle.run, bundle.stage, bundle.instance,
+                              "failed", bundle.run_started_at, error=str(exc),
+                              error_kind=exc.kind)  # fmt: skip
+            with contextlib.suppress(Exception):
+                await d.ack()
+            return
+
+        async def forget() -> None:
+            await io.forget(bundle)
+
+        await self.arrive(bundle, value, received, Hold([d], after_ack=forget))
+
+    async def arrive(self, bundle: Bundle, value: Any, received: float, hold: Hold) -> None:
+        """One input for (run, stage, instance), from the stream or handed over in process."""
+        plan, spec = self.plans.get(bundle.pipeline), self.specs.get(bundle.pipeline)
+        if plan is None or spec is None:
+            await hold.release(ok=False)  # the plan went away meanwhile: leave it durable
+            return
+        key = (bundle.pipeline, bundle.run, bundle.stage, bundle.instance)
+        want = expected(spec, plan, bundle.stage, bundle.instance)
+        timeout = spec.stage(bundle.stage).gather.timeout_s
+        await self.collector.arrive(key, want, timeout, Arrival(bundle, value, received), hold)
+
+    def _fire(self, g: Gathering) -> None:
+        self.spawn(self._execute(g))
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(ACK_WAIT_S / 3)
+            await self.collector.keepalive()
+            now = time.time()
+            for g in list(self.collector.open.values()):
+                spec = self.specs.get(g.key[0])
+                dl = spec.run.run_deadline_s if spec is not None else None
+                started = min(a.bundle.run_started_at for a in g.arrivals.values())
+                if not g.fired and dl is not None and now > started + dl:
+                    self.collector._fire(g)  # fails it with the deadline's reason
+
+    # --- one stage execution -----------------------------------------------------------------
+    async def _execute(self, g: Gathering) -> None:
+        ok = False
+        try:
+            async with self._exec:
+                await self._run_stage(g)
+            ok = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("node %s: stage %s left for redelivery: %r", self.name, g.key, exc)
+        finally:
+            if ok:
+                self.collector.finished(g.key)
+            else:
+                self.collector.open.pop(g.key, None)
+            for h in g.holds:
+                await h.release(ok)
+
+    def _inputs(self, spec: PipelineSpec, plan: Plan, g: Gathering) -> dict[str, Any]:
+        stage = g.key[2]
+        st = spec.stage(stage)
+        out: dict[str, Any] = {}
+        if not st.after:
+            trig = g.arrivals.get((TRIGGER, TRIGGER))
+            if trig is not None and trig.value is not None:
+                out[TRIGGER_INPUT] = trig.value
+            return out
+        for up in st.after:
+            producers = sorted(p for (s, p) in g.expected if s == up)
+            vals: dict[str, Any] = {}
+            for prod in producers:
+                a = g.arrivals.get((up, prod))
+                if a is None:
+                    vals[prod] = skipped(f"no input from {up} ({prod}) within the gather timeout")
+                elif a.bundle.skipped:
+                    vals[prod] = skipped(a.bundle.skipped)
+                else:
+                    vals[prod] = a.value
+            single = producers == [SINGLE] or one_to_one(spec, plan, up, stage)
+            out[input_name(up)] = next(iter(vals.values())) if single and vals else vals
+        return out
+
+    async def _run_stage(self, g: Gathering) -> None:
+        pipeline, run, stage, instance = g.key
+        plan, spec = self.plans.get(pipeline), self.specs.get(pipeline)
+        if plan is None or spec is None:
+            raise FabricError(f"pipeline {pipeline} has no active plan here")
+        st = spec.stage(stage)
+        arrivals = list(g.arrivals.values())
+        started = min(a.bundle.run_started_at for a in arrivals)
+        hop = max(max(0.0, a.received - a.bundle.sent_at) for a in arrivals)
+        bytes_in = sum(a.bundle.bytes for a in arrivals)
+        inputs = self._inputs(spec, plan, g)
+        mode = next((a.mode for a in plan.on_node(self.name)
+                     if a.stage == stage and a.instance == instance), "run")  # fmt: skip
+        base: dict[str, Any] = {"timing": {"hop": hop}, "bytes_in": bytes_in}
+        dl = spec.run.run_deadline_s
+        if dl is not None and time.time() > started + dl:
+            await self._event(pipeline, run, stage, instance, "failed", started, **base,
+                              error_kind="DeadlineMissed",
+                              error=f"the run's deadline ({dl:g} s after it started) passed "
+                              f"before stage {stage} could run")  # fmt: skip
+            self.counters["failed"] += 1
+            return
+        reason = None
+        if mode == "skip":
+            reason = f"stage {stage} is skipped on failover (its node is down)"
+        elif st.when:
+            by_stage = {up: inputs.get(input_name(up)) for up in st.after}
+            reason = _guard(st.when, by_stage)
+        if reason is not None:
+            out = await self._forward(plan, spec, g, None, reason, started)
+            await self._event(pipeline, run, stage, instance, "skipped", started, **base,
+                              bytes_out=out, error=reason)  # fmt: skip
+            self.counters["skipped"] += 1
+            return
+        task_id = stage_task_id(pipeline, run, stage, instance)
+
+        async def build() -> dict[str, Any]:
+            return await self.runner.task(plan, spec, stage, instance, run, started, inputs)
+
+        rec, fresh = await self.runner.run(task_id, build)
+        self.counters["executed" if fresh else "reused"] += 1
+        timing: dict[str, float] = {"hop": hop}
+        timing.update({k: rec.timing[k] for k in ("queue", "start", "compute") if k in rec.timing})
+        if rec.status != "done":
+            await self._event(pipeline, run, stage, instance, "failed", started,
+                              timing=timing, bytes_in=bytes_in, error_kind=rec.error_kind,
+                              error=rec.error)  # fmt: skip
+            self.counters["failed"] += 1
+            return
+        out = await self._forward(plan, spec, g, rec.result, None, started)
+        if st.publish:
+            note = {"pipeline": pipeline, "run": run, "stage": stage, "node": self.name,
+                    "value": rec.result}  # fmt: skip
+            with contextlib.suppress(FadesError):
+                await self.agent.require_bus().send(st.publish, json.dumps(note).encode())
+        finale = spec.role(stage) == "finale"
+        await self._event(pipeline, run, stage, instance, "done", started, timing=timing,
+                          bytes_in=bytes_in, bytes_out=out,
+                          result=rec.result if finale else None)  # fmt: skip
+
+    async def _forward(
+        self,
+        plan: Plan,
+        spec: PipelineSpec,
+        g: Gathering,
+        value: Any,
+        skip: str | None,
+        started: float,
+    ) -> int:
+        """Send a result (or a skip) to every downstream instance; returns bytes sent."""
+        pipeline, run, stage, instance = g.key
+        sent = 0
+        for down in spec.downstream(stage):
+            for a in targets(spec, plan, stage, instance, down):
+                b = Bundle(pipeline=pipeline, plan_version=plan.version, run=run, stage=down,
+                           instance=a.instance, from_stage=stage, producer=instance,
+                           skipped=skip, priority=spec.priority, run_started_at=started,
+                           sent_at=time.time())  # fmt: skip
+                if a.node == self.name and self.serves(pipeline, down, a.instance):
+                    self.counters["handovers"] += 1
+                    size = 0 if skip else encoded_size(value)
+                    b = b.model_copy(update={"bytes": size})
+                    self.spawn(self.arrive(b, value, time.time(), Hold([], parents=g.holds)))
+                    continue
+                try:
+                    sent += await self.require_io().send(b, value)
+                    self.counters["bundles_out"] += 1
+                except QueueFull as exc:
+                    self.counters["dropped"] += 1
+                    await self._event(pipeline, run, down, a.instance, "dropped", started,
+                                      error_kind=exc.kind, error=str(exc))  # fmt: skip
+        return sent
+
+    async def _event(
+        self,
+        pipeline: str,
+        run: str,
+        stage: str,
+        instance: str,
+        status: StageStatus,
+        started: float,
+        **fields: Any,
+    ) -> None:
+        spec = self.specs.get(pipeline)
+        role = spec.role(stage) if spec is not None else "midsection"
+        now = time.time()
+        timing = dict(fields.pop("timing", {}))
+        if started:
+            timing["total"] = now - started
+        ev = StageEvent(pipeline=pipeline, run=run, stage=stage, instance=instance,
+                        node=self.name, status=status, role=role, timing=timing,
+                        run_started_at=started, at=now, **fields)  # fmt: skip
+        await self.require_io().event(ev)
+        self.counters["events"] += 1
+
+
+def _guard(expr: str, inputs: dict[str, Any]) -> str | None:
+    """None if the guard holds on ``{upstream stage: value}``, else why the stage is skipped."""
+    from fades.pipelines.guard import compile_guard
+
+    try:
+        if compile_guard(expr).evaluate(inputs):
+            return None
+    except (ValueError, TypeError) as exc:
+        return f"guard {expr!r} could not be evaluated: {exc}"
+    return f"guard {expr!r} is false"
