@@ -80,7 +80,7 @@ class FadesClient:
         cls = errors.error_class(body.get("error_kind"), ControllerError)
         if issubclass(cls, TaskValidationError):
             problems = [(p["field"], p["reason"]) for p in body.get("problems") or []]
-            raise TaskValidationError(str(detail), problems=problems)
+            raise cls(str(detail), problems=problems)
         try:
             error = cls(str(detail), status=resp.status_code)
         except TypeError:  # an error class with its own constructor
@@ -174,6 +174,72 @@ class FadesClient:
             headers={"Content-Type": "application/octet-stream"},
             params={"allow_rollback": "true"} if allow_rollback else None,
         )
+        return result
+
+    # --- pipelines ---------------------------------------------------------------------------
+    def plan_pipeline(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Where each stage of ``spec`` would run now, and why (``rows``); nothing deployed."""
+        result: dict[str, Any] = self._call("POST", "/v1/pipelines/plan", json=dict(spec))
+        return result
+
+    def submit_pipeline(self, spec: Mapping[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Deploy a pipeline: ``pipeline``, ``version``, ``rows`` (the plan) and, for an
+        on-demand one, the ``runs`` it started (``refused``: runs a full queue refused)."""
+        params = {"replace": "true"} if replace else None
+        result: dict[str, Any] = self._call("POST", "/v1/pipelines", json=dict(spec), params=params)
+        return result
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """Your pipelines, newest first, with run counts."""
+        result: list[dict[str, Any]] = self._call("GET", "/v1/pipelines")
+        return result
+
+    def pipeline(self, name: str) -> dict[str, Any]:
+        """A pipeline's state, plan, run counts and queue depths."""
+        result: dict[str, Any] = self._call("GET", f"/v1/pipelines/{name}")
+        return result
+
+    def pipeline_runs(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A pipeline's runs, newest first."""
+        result: list[dict[str, Any]] = self._call(
+            "GET", f"/v1/pipelines/{name}/runs", params={"limit": limit}
+        )
+        return result
+
+    def pipeline_run(self, name: str, run: str, wait: float = 0) -> dict[str, Any]:
+        """One run and its timeline (``stages``); ``wait`` blocks up to that many seconds
+        (at most 60) for it to end."""
+        result: dict[str, Any] = self._call(
+            "GET",
+            f"/v1/pipelines/{name}/runs/{run}",
+            params={"wait": wait} if wait else None,
+            timeout=self.timeout + wait,
+        )
+        return result
+
+    def start_runs(self, name: str, count: int = 1) -> dict[str, Any]:
+        """Start ``count`` more runs of an active pipeline: ``runs`` (ids) and ``refused``."""
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/pipelines/{name}/runs", json={"count": count}
+        )
+        return result
+
+    def wait_runs(self, name: str, runs: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Each of ``runs`` once it ended, or as it stands after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        out = []
+        for run in runs:
+            while True:
+                remaining = deadline - time.monotonic()
+                info = self.pipeline_run(name, run, wait=max(0.0, min(remaining, _WAIT_STEP_S)))
+                if info["status"] != "running" or remaining <= 0:
+                    out.append(info)
+                    break
+        return out
+
+    def cancel_pipeline(self, name: str) -> dict[str, Any]:
+        """Stop a pipeline (its running runs end cancelled)."""
+        result: dict[str, Any] = self._call("POST", f"/v1/pipelines/{name}/cancel")
         return result
 
     def health(self) -> dict[str, Any]:

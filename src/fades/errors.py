@@ -359,3 +359,9 @@ class Fenced(StateError):
 
 class MigrationFailed(StateError):
     """A migration could not complete; the task keeps running where it was."""
+
+
+# --- pipelines: controller side (NAME=pctl) ----------------------------------------------------
+class PipelineExists(PipelineError):
+    """A pipeline of that name is active; cancel it first or resubmit with ``replace``
+    (HTTP 409)."""

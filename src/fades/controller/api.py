@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fades import __version__
-from fades.controller import bodies
+from fades.controller import bodies, pipeapi
 from fades.controller.apidocs import mount_docs
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, TaskInfo
@@ -36,6 +36,10 @@ from fades.errors import (
     NodeUnavailable,
     NoPlacement,
     PayloadTooLarge,
+    PipelineExists,
+    PipelineNotFound,
+    PipelineValidationError,
+    QueueFull,
     RollbackRefused,
     SignatureError,
     SignerNotTrusted,
@@ -51,6 +55,10 @@ log = logging.getLogger("fades.controller")
 
 #: HTTP status per error class (the first match in this order wins)
 STATUS: list[tuple[type[FadesError], int]] = [
+    (PipelineValidationError, 422),
+    (PipelineNotFound, 404),
+    (PipelineExists, 409),
+    (QueueFull, 429),
     (TaskValidationError, 400),
     (BadRequest, 400),
     (Unauthorized, 401),
@@ -293,6 +301,8 @@ def create_app(controller: Controller) -> FastAPI:
         bodies.require_type(request, ("application/octet-stream",), "an artifact")
         data = await bodies.read_body(request, bodies.MAX_UPLOAD_BYTES, "an artifact")
         return await controller.upload(data, tenant=tenant, allow_rollback=allow_rollback)
+
+    app.include_router(pipeapi.router)  # /v1/pipelines
 
     # --- service ---------------------------------------------------------------------------------
     @app.get("/healthz", tags=["service"])

@@ -47,6 +47,34 @@ class Metrics:
         )
         self.nodes_up = Gauge("fades_nodes_up", "Nodes up", registry=self.registry)
         self.nodes_down = Gauge("fades_nodes_down", "Nodes down", registry=self.registry)
+        # pipelines (fades.pipelines.service / tracker)
+        self.pipeline_started = Counter(
+            "fades_pipeline_runs_started",
+            "On-demand pipeline runs started by the controller",
+            registry=self.registry,
+        )
+        self.pipeline_runs = Counter(
+            "fades_pipeline_runs",
+            "Pipeline runs that ended, by status (done, failed, dropped, cancelled)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.pipeline_events = Counter(
+            "fades_pipeline_stage_events",
+            "Stage events recorded (each once), by status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.pipeline_drops = Counter(
+            "fades_pipeline_drops",
+            "Pipeline bundles or runs dropped or refused by a full queue",
+            registry=self.registry,
+        )
+        self.pipeline_failovers = Counter(
+            "fades_pipeline_failovers",
+            "Pipeline re-plans after a node went down or came back",
+            registry=self.registry,
+        )
 
     def track_nodes(self, up: Callable[[], int], down: Callable[[], int]) -> None:
         self.nodes_up.set_function(lambda: float(up()))

@@ -117,6 +117,9 @@ class Controller:
         self._publisher: Publisher | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._cloud_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        from fades.pipelines.service import PipelineService  # (it imports the controller)
+
+        self.pipelines = PipelineService(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> Controller:
@@ -167,6 +170,7 @@ class Controller:
             asyncio.create_task(consume(bus, recorder), name="fades-results"),
             asyncio.create_task(self._dispatcher.run(), name="fades-dispatcher"),
         ]
+        await self.pipelines.start()
         for p in await asyncio.to_thread(store.pending, "cloud"):
             log.info("re-running cloud task %s interrupted by a restart", p.id)
             self._spawn_cloud(p)
@@ -187,6 +191,7 @@ class Controller:
         for t in [*loops, *cloud]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.pipelines.stop()
         if self._registry is not None:
             await self._registry.stop()
         if self._cloud is not None:

@@ -1,0 +1,424 @@
+"""Pipelines at the controller: submit, plan, start runs, cancel, and what the API shows.
+
+:class:`PipelineService` is started by the :class:`~fades.controller.Controller`. A submitted
+spec is validated, each stage's function name is pinned to the digest the repository holds
+now, the stages are planned onto nodes (:func:`fades.pipelines.planner.plan_pipeline`), the
+bundle stream is created with the spec's queue bounds, and the
+:class:`~fades.pipelines.protocol.Plan` goes into the KV bucket ``fades_plans`` that the nodes'
+engines watch. An on-demand pipeline's runs are started by publishing a *trigger* bundle to
+every instance of each start stage (message ids de-duplicate a retried publish).
+
+What happens next is reported by the nodes as stage events; :mod:`fades.pipelines.tracker`
+records them, ends runs, and re-plans when a node goes down or comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from fades.controller.pipestore import RUN_ENDED, PipelineRow, PipelineStore
+from fades.errors import (
+    ArtifactError,
+    FabricConflict,
+    Forbidden,
+    NameTaken,
+    PipelineExists,
+    PipelineNotFound,
+    PipelineValidationError,
+    QueueFull,
+)
+from fades.pipelines.protocol import (
+    PLANS_BUCKET,
+    TRIGGER,
+    Bundle,
+    Plan,
+    bundle_durable,
+    bundle_stream,
+    bundle_subject,
+    ensure_events_stream,
+)
+from fades.pipelines.spec import PipelineSpec, parse_pipeline
+
+if TYPE_CHECKING:
+    from fades.bus.base import KeyValue
+    from fades.controller.service import Controller
+    from fades.pipelines.tracker import Tracker
+
+log = logging.getLogger("fades.pipelines")
+
+#: most runs one request may start
+MAX_RUNS_PER_REQUEST = 10_000
+#: most runs one listing returns
+MAX_RUNS_LISTED = 10_000
+
+
+class PipelineService:
+    """The controller's side of pipelines (call from the controller's event loop)."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self._store: PipelineStore | None = None
+        self._kv: KeyValue | None = None
+        #: pipeline name -> (plan, KV revision): the newest plan this controller wrote or read
+        self.plans: dict[str, tuple[Plan, int]] = {}
+        self._lock = asyncio.Lock()
+        self._tracker: Tracker | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        from fades.pipelines.tracker import Tracker
+
+        bus = self.controller.bus
+        self._store = await asyncio.to_thread(PipelineStore, self.controller.home / "controller.db")
+        await ensure_events_stream(bus)
+        self._kv = await bus.kv(PLANS_BUCKET)
+        for key in await self._kv.keys():
+            entry = await self._kv.get(key)
+            if entry is not None and entry.value:
+                with contextlib.suppress(Exception):
+                    self.plans[key] = (Plan.decode(entry.value), entry.revision)
+        self._tracker = Tracker(self)
+        self._tracker.start()
+
+    async def stop(self) -> None:
+        if self._tracker is not None:
+            await self._tracker.stop()
+            self._tracker = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> PipelineStore:
+        if self._store is None:
+            raise RuntimeError("the pipeline service is not started")
+        return self._store
+
+    @property
+    def kv(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError("the pipeline service is not started")
+        return self._kv
+
+    # --- submit ------------------------------------------------------------------------------
+    async def prepare(self, obj: PipelineSpec | Mapping[str, Any], tenant: str) -> PipelineSpec:
+        """Validate ``obj``, check its tenant and pin every stage's function to a digest."""
+        spec = obj if isinstance(obj, PipelineSpec) else parse_pipeline(dict(obj))
+        if spec.tenant != tenant:
+            raise Forbidden(
+                f"the pipeline is for tenant {spec.tenant!r} but the token belongs to "
+                f"tenant {tenant!r}"
+            )
+        problems: list[tuple[str, str]] = []
+        pinned = spec.to_dict()
+        for raw, stage in zip(pinned["stages"], spec.stages, strict=True):
+            try:
+                raw["function"]["artifact"] = await self.controller.publisher.pin(
+                    stage.function.artifact
+                )
+            except ArtifactError as exc:
+                problems.append((f"stages.{stage.name}.function.artifact", str(exc)))
+        if problems:
+            names = ", ".join(p[0].split(".")[1] for p in problems)
+            raise PipelineValidationError(
+                f"pipeline {spec.name!r}: unknown function in stage {names}: {problems[0][1]}",
+                problems=problems,
+            )
+        return parse_pipeline(pinned)
+
+    def plan(self, spec: PipelineSpec) -> Plan:
+        """Where each stage would run now (raises Unplaceable naming the stage)."""
+        from fades.pipelines.planner import plan_pipeline
+
+        reg = self.controller.registry
+        plan: Plan = plan_pipeline(
+            spec,
+            [e.info for e in reg.up()],
+            [e.info for e in reg.down()],
+            self.controller.placer,
+            now=time.time(),
+        )
+        return plan
+
+    async def dry_run(self, obj: Mapping[str, Any], tenant: str) -> dict[str, Any]:
+        """The plan of ``obj`` and why, without deploying anything."""
+        spec = await self.prepare(obj, tenant)
+        plan = self.plan(spec)
+        return {"pipeline": spec.name, "rows": rows(plan, spec), "ends_at": plan.ends_at}
+
+    async def submit(
+        self, obj: Mapping[str, Any], tenant: str, *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Deploy a pipeline; an on-demand one starts its ``run.runs`` runs.
+
+        Raises:
+            PipelineValidationError (422), Forbidden / NameTaken (403), PipelineExists (409),
+            Unplaceable (422), FabricError (503).
+        """
+        spec = await self.prepare(obj, tenant)
+        bus = self.controller.bus
+        async with self._lock:
+            entry = await self.kv.get(spec.name)
+            old = Plan.decode(entry.value) if entry is not None and entry.value else None
+            row = await asyncio.to_thread(self.store.get, spec.name)
+            owner = old.tenant if old is not None else (row.tenant if row else tenant)
+            if owner != tenant:
+                raise NameTaken(
+                    f"pipeline name {spec.name!r} belongs to another tenant; choose another name"
+                )
+            if old is not None and old.state == "active" and not replace:
+                raise PipelineExists(
+                    f"pipeline {spec.name!r} is already running (version {old.version}); "
+                    "cancel it first or resubmit with replace"
+                )
+            plan = self.plan(spec)
+            if old is not None:
+                plan = plan.model_copy(update={"version": old.version + 1})
+            q = spec.queue
+            await bus.stream(
+                bundle_stream(spec.name),
+                [f"fades.bundle.{spec.name}.>"],
+                max_msgs_per_subject=q.max_runs,
+                max_bytes=q.max_bytes,
+                discard="new" if q.when_full == "refuse" else "old",
+            )
+            await asyncio.to_thread(
+                self.store.put, spec.name, tenant, plan.spec, plan.submitted_at, plan.ends_at
+            )
+            try:
+                if entry is None or not entry.value:
+                    revision = await self.kv.create(spec.name, plan.encode())
+                else:
+                    revision = await self.kv.update(spec.name, plan.encode(), entry.revision)
+            except FabricConflict:
+                raise PipelineExists(
+                    f"pipeline {spec.name!r} was submitted by someone else at the same time"
+                ) from None
+            self.plans[spec.name] = (plan, revision)
+        log.info("pipeline %s v%d deployed for %s", spec.name, plan.version, tenant)
+        started: dict[str, Any] = {"runs": [], "refused": 0}
+        if spec.run.mode == "on-demand":
+            started = await self.start_runs(spec.name, tenant, spec.run.runs)
+        return {
+            "pipeline": spec.name,
+            "version": plan.version,
+            "state": plan.state,
+            "ends_at": plan.ends_at,
+            "rows": rows(plan, spec),
+        } | started
+
+    async def start_runs(self, name: str, tenant: str, count: int) -> dict[str, Any]:
+        """Start ``count`` runs of an active pipeline: a trigger bundle to each start stage
+        instance. Runs a full queue refuses are recorded as dropped (``refused``)."""
+        if not 1 <= count <= MAX_RUNS_PER_REQUEST:
+            raise PipelineValidationError(
+                f"count must be 1 to {MAX_RUNS_PER_REQUEST}, not {count}",
+                problems=[("count", f"1 to {MAX_RUNS_PER_REQUEST}")],
+            )
+        plan, _ = await self.active(name, tenant)
+        spec = PipelineSpec.model_validate(plan.spec)
+        starts = [a for a in plan.assignments if spec.role(a.stage) == "start"]
+        now = time.time()
+        ids = await asyncio.to_thread(self.store.new_runs, name, count, now)
+        started: list[str] = []
+        refused: list[str] = []
+        for run in ids:
+            try:
+                for a in starts:
+                    b = Bundle(
+                        pipeline=name,
+                        plan_version=plan.version,
+                        run=run,
+                        stage=a.stage,
+                        instance=a.instance,
+                        from_stage=TRIGGER,
+                        producer=TRIGGER,
+                        priority=spec.priority,
+                        run_started_at=now,
+                        sent_at=time.time(),
+                    )
+                    await self.controller.bus.publish(
+                        bundle_subject(name, a.stage, a.instance), b.encode(), msg_id=b.msg_id()
+                    )
+            except QueueFull as exc:
+                refused.append(run)
+                await asyncio.to_thread(self.store.end_run, name, run, "dropped", f"refused: {exc}")
+                self.controller.metrics.pipeline_runs.labels("dropped").inc()
+                self.controller.metrics.pipeline_drops.inc()
+                continue
+            started.append(run)
+        self.controller.metrics.pipeline_started.inc(len(started))
+        out: dict[str, Any] = {"runs": started, "refused": len(refused)}
+        if refused:
+            out["detail"] = (
+                f"{len(refused)} run(s) refused: the queue of pipeline {name!r} is full "
+                f"(max_runs {spec.queue.max_runs}, when_full refuse)"
+            )
+        return out
+
+    # --- cancel ------------------------------------------------------------------------------
+    async def cancel(self, name: str, tenant: str) -> dict[str, Any]:
+        """Stop a pipeline: the plan becomes ``cancelled`` (engines stop), running runs end
+        ``cancelled``."""
+        await self.active(name, tenant)
+        await self.set_state(name, "cancelled", "cancelled by the tenant")
+        return {"pipeline": name, "state": "cancelled"}
+
+    async def set_state(self, name: str, state: str, reason: str) -> None:
+        """Write the plan's new state (compare-and-set) and end its running runs."""
+        async with self._lock:
+            plan = await self._write(name, lambda p: p.model_copy(update={"state": state}))
+        if plan is None:
+            return
+        await asyncio.to_thread(self.store.set_state, name, state, reason)
+        for r in await asyncio.to_thread(self.store.running, name):
+            if await asyncio.to_thread(self.store.end_run, name, r.run, "cancelled", reason):
+                self.controller.metrics.pipeline_runs.labels("cancelled").inc()
+        log.info("pipeline %s %s: %s", name, state, reason)
+
+    async def _write(self, name: str, change: Callable[[Plan], Plan]) -> Plan | None:
+        """Apply ``change(plan) -> plan`` to the stored plan by compare-and-set (retried on a
+        conflict); None when there is no plan or nothing changed. Hold ``self._lock``."""
+        for _ in range(5):
+            entry = await self.kv.get(name)
+            if entry is None or not entry.value:
+                return None
+            plan = Plan.decode(entry.value)
+            new = change(plan)
+            if new is plan or new == plan:
+                self.plans[name] = (plan, entry.revision)
+                return None
+            try:
+                revision = await self.kv.update(name, new.encode(), entry.revision)
+            except FabricConflict:
+                continue
+            self.plans[name] = (new, revision)
+            return new
+        raise PipelineExists(f"pipeline {name!r} kept changing under a re-plan; try again")
+
+    # --- reading -----------------------------------------------------------------------------
+    async def row(self, name: str, tenant: str) -> PipelineRow:
+        row = await asyncio.to_thread(self.store.get, name)
+        if row is None or row.tenant != tenant:
+            raise PipelineNotFound(f"no pipeline {name!r}", pipeline=name)
+        return row
+
+    async def active(self, name: str, tenant: str) -> tuple[Plan, PipelineRow]:
+        row = await self.row(name, tenant)
+        cached = self.plans.get(name)
+        if cached is None or cached[0].state != "active":
+            state = cached[0].state if cached else row.state
+            raise PipelineNotFound(f"pipeline {name!r} is not active (it is {state})")
+        return cached[0], row
+
+    async def list_pipelines(self, tenant: str) -> list[dict[str, Any]]:
+        out = []
+        for row in await asyncio.to_thread(self.store.pipelines, tenant):
+            counts = await asyncio.to_thread(self.store.counts, row.name)
+            plan = self.plans.get(row.name)
+            out.append(
+                {
+                    "pipeline": row.name,
+                    "state": plan[0].state if plan else row.state,
+                    "version": plan[0].version if plan else None,
+                    "mode": row.spec.get("run", {}).get("mode"),
+                    "stages": len(row.spec.get("stages", [])),
+                    "submitted_at": row.submitted_at,
+                    "runs": counts,
+                }
+            )
+        return out
+
+    async def status(self, name: str, tenant: str) -> dict[str, Any]:
+        """The plan (each stage's node and mode), run counts, and queue depths."""
+        row = await self.row(name, tenant)
+        counts = await asyncio.to_thread(self.store.counts, name)
+        cached = self.plans.get(name)
+        body: dict[str, Any] = {
+            "pipeline": name,
+            "tenant": row.tenant,
+            "state": cached[0].state if cached else row.state,
+            "reason": row.reason,
+            "submitted_at": row.submitted_at,
+            "ends_at": row.ends_at,
+            "runs": {s: counts.get(s, 0) for s in ("running", *RUN_ENDED)},
+            "queue": row.spec.get("queue", {}),
+        }
+        if cached is not None:
+            plan = cached[0]
+            spec = PipelineSpec.model_validate(plan.spec)
+            stream = bundle_stream(name)
+            queues = []
+            for a in plan.assignments:
+                depth = None
+                with contextlib.suppress(Exception):
+                    depth = await asyncio.wait_for(
+                        self.controller.bus.pending(stream, bundle_durable(a.stage, a.instance)),
+                        2.0,
+                    )
+                queues.append(
+                    {"stage": a.stage, "instance": a.instance, "node": a.node, "mode": a.mode}
+                    | {"queued": depth}
+                )
+            plan_rows = rows(plan, spec)
+            body |= {"version": plan.version, "plan": plan_rows, "queues": queues}
+        return body
+
+    async def runs(self, name: str, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
+        await self.row(name, tenant)
+        limit = max(1, min(limit, MAX_RUNS_LISTED))
+        return [r.to_dict() for r in await asyncio.to_thread(self.store.runs, name, limit)]
+
+    async def timeline(self, name: str, run: str, tenant: str) -> dict[str, Any]:
+        """One run and each stage instance's node, queue, start, compute, hop, bytes."""
+        await self.row(name, tenant)
+        rec = await asyncio.to_thread(self.store.run, name, run)
+        if rec is None:
+            raise PipelineNotFound(f"pipeline {name!r} has no run {run!r}", pipeline=name)
+        events = await asyncio.to_thread(self.store.timeline, name, run)
+        stages = []
+        for ev in events:
+            t = ev.timing
+            stages.append(
+                {
+                    "stage": ev.stage,
+                    "instance": ev.instance,
+                    "role": ev.role,
+                    "node": ev.node,
+                    "status": ev.status,
+                    "at": ev.at,
+                    "since_start_s": max(0.0, ev.at - rec.started_at),
+                    "queue_s": t.get("queue"),
+                    "start_s": t.get("start"),
+                    "compute_s": t.get("compute"),
+                    "hop_s": t.get("hop"),
+                    "total_s": t.get("total"),
+                    "bytes_in": ev.bytes_in,
+                    "bytes_out": ev.bytes_out,
+                    "error_kind": ev.error_kind,
+                    "error": ev.error,
+                }
+            )
+        return rec.to_dict() | {"stages": stages}
+
+    async def wait_run(self, name: str, run: str, timeout: float) -> str | None:
+        """The run's status once it ended, or as it stands after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rec = await asyncio.to_thread(self.store.run, name, run)
+            status = rec.status if rec else None
+            if status in RUN_ENDED or time.monotonic() >= deadline:
+                return status
+            await asyncio.sleep(0.1)
+
+
+def rows(plan: Plan, spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The plan as table rows (stage, role, instance, node, mode, reason, after)."""
+    from fades.pipelines.planner import plan_rows
+
+    return [dict(r) for r in plan_rows(plan, spec)]

@@ -1,0 +1,210 @@
+"""The controller following its pipelines: stage events into runs, deadlines, ends, failover.
+
+* **Events.** A durable consumer on ``FADES_PEVENTS`` stores each
+  :class:`~fades.pipelines.protocol.StageEvent` once (see
+  :class:`~fades.controller.pipestore.PipelineStore`). A run is ``done`` when every instance
+  of every finale stage is done or skipped, ``failed`` when a stage failed, ``dropped`` when
+  a full queue dropped one of its bundles. A finale's result is recorded once. An event is
+  acked only after it is stored, so a controller that was down catches up on restart.
+* **Deadlines and ends.** Every :data:`SWEEP_S` a running run older than the spec's
+  ``run_deadline_s`` fails with the stages it was still waiting on; a pipeline whose
+  ``ends_at`` passed becomes ``finished``.
+* **Failover.** Every :data:`SWEEP_S` each active plan is re-planned against the registry
+  (:func:`fades.pipelines.planner.replan`): a stage on a node the registry marks down is
+  substituted, skipped or left waiting as its spec says, and a node that came back gets its
+  stages again. The new plan is written by compare-and-set, with its version bumped. So a
+  dead node's stages move at most ``down_after`` (the registry's heartbeat timeout, default
+  10 s) plus :data:`SWEEP_S` after its last heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from fades.errors import FabricError, FadesError
+from fades.pipelines.protocol import EVENTS_STREAM, Plan, StageEvent
+from fades.pipelines.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from fades.pipelines.service import PipelineService
+
+log = logging.getLogger("fades.pipelines")
+
+#: seconds between checks of deadlines, ends and the registry (failover)
+SWEEP_S = 0.25
+#: the controller's durable consumer of stage events
+EVENTS_CONSUMER = "controller-pevents"
+
+
+class Tracker:
+    """The background loops of a :class:`~fades.pipelines.service.PipelineService`."""
+
+    def __init__(self, service: PipelineService) -> None:
+        self.service = service
+        self.controller = service.controller
+        self._tasks: list[asyncio.Task[None]] = []
+        self._specs: dict[tuple[str, int], tuple[PipelineSpec, dict[str, set[str]]]] = {}
+        #: (pipeline, new version, epoch seconds, what changed) per re-plan, oldest first
+        self.failovers: list[tuple[str, int, float, str]] = []
+        self._refused: dict[str, str] = {}
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="fades-pipeline-events"),
+            asyncio.create_task(self._sweep(), name="fades-pipeline-sweep"),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def spec_of(self, plan: Plan) -> tuple[PipelineSpec, dict[str, set[str]]]:
+        """The plan's spec and its finale instances (stage -> instance names), cached."""
+        key = (plan.pipeline, plan.version)
+        found = self._specs.get(key)
+        if found is None:
+            spec = PipelineSpec.model_validate(plan.spec)
+            finales = {
+                s.name: {a.instance for a in plan.instances(s.name)}
+                for s in spec.stages
+                if spec.role(s.name) == "finale"
+            }
+            found = self._specs[key] = (spec, finales)
+            if len(self._specs) > 256:
+                self._specs.pop(next(iter(self._specs)))
+        return found
+
+    # --- events ------------------------------------------------------------------------------
+    async def _consume(self) -> None:
+        bus = self.controller.bus
+        async for d in bus.consume(EVENTS_STREAM, EVENTS_CONSUMER, "fades.pevent.>"):
+            try:
+                stored = await self.handle(d.data)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database failed: unacked, so redelivered later
+                log.exception("could not store a stage event on %s", d.subject)
+                continue
+            with contextlib.suppress(Exception):
+                await (d.term() if stored is None else d.ack())
+
+    async def handle(self, data: bytes) -> bool | None:
+        """Record one event; None if it is malformed or for no pipeline of ours."""
+        try:
+            ev = StageEvent.decode(data)
+        except FabricError as exc:
+            log.warning("dropping a stage event: %s", exc)
+            return None
+        cached = self.service.plans.get(ev.pipeline)
+        if cached is None:
+            log.warning("dropping a stage event for unknown pipeline %r", ev.pipeline)
+            return None
+        _, finales = self.spec_of(cached[0])
+        rec = await asyncio.to_thread(self.service.store.record, ev, finales)
+        m = self.controller.metrics
+        if not rec.new:
+            return False
+        m.pipeline_events.labels(ev.status).inc()
+        if ev.status == "dropped":
+            m.pipeline_drops.inc()
+        if rec.ended and rec.run_status is not None:
+            m.pipeline_runs.labels(rec.run_status).inc()
+        return True
+
+    # --- deadlines, ends, failover -----------------------------------------------------------
+    async def _sweep(self) -> None:
+        last_deadlines = 0.0
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                await self.failover()
+                if time.monotonic() - last_deadlines >= 1.0:
+                    last_deadlines = time.monotonic()
+                    await self.deadlines()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pipeline sweep failed; retrying")
+
+    async def failover(self) -> None:
+        """Re-plan every active plan against the registry's up and down nodes."""
+        from fades.pipelines.planner import replan
+
+        if not self.controller.connected:
+            return  # cut off from NATS: every node looks down; decide nothing
+        reg = self.controller.registry
+        up = [e.info for e in reg.up()]
+        down = [e.info for e in reg.down()]
+        if not up:
+            return
+        for name, (plan, _) in list(self.service.plans.items()):
+            if plan.state != "active":
+                continue
+            spec, _ = self.spec_of(plan)
+            try:
+                new = replan(plan, spec, up, down, self.controller.placer)
+            except FadesError as exc:
+                if self._refused.get(name) != str(exc):
+                    self._refused[name] = str(exc)
+                    log.warning("pipeline %s cannot be re-planned: %s", name, exc)
+                continue
+            if new is plan:
+                continue
+            self._refused.pop(name, None)
+
+            def change(current: Plan, up: Any = up, down: Any = down, spec: Any = spec) -> Plan:
+                if current.state != "active":
+                    return current
+                replanned: Plan = replan(current, spec, up, down, self.controller.placer)
+                return replanned
+
+            async with self.service._lock:
+                written = await self.service._write(name, change)
+            if written is None:
+                continue
+            what = "; ".join(
+                f"{a.stage}/{a.instance} -> {a.node} ({a.mode})"
+                for a in written.assignments
+                if a not in plan.assignments
+            )
+            self.failovers.append((name, written.version, time.time(), what))
+            del self.failovers[:-1000]
+            self.controller.metrics.pipeline_failovers.inc()
+            log.warning("pipeline %s re-planned (v%d): %s", name, written.version, what)
+
+    async def deadlines(self) -> None:
+        """Fail runs past their deadline; finish pipelines past their end."""
+        now = time.time()
+        for name, (plan, _) in list(self.service.plans.items()):
+            if plan.state != "active":
+                continue
+            if plan.ends_at is not None and now >= plan.ends_at:
+                await self.service.set_state(
+                    name, "finished", "the pipeline reached its end (run.until / run.for_s)"
+                )
+                continue
+            spec, _ = self.spec_of(plan)
+            limit = spec.run.run_deadline_s
+            if limit is None:
+                continue
+            store = self.service.store
+            for r in await asyncio.to_thread(store.running, name):
+                if now - r.started_at <= limit:
+                    continue
+                events = await asyncio.to_thread(store.timeline, name, r.run)
+                ended = {e.stage for e in events if e.status != "started"}
+                waiting = [s.name for s in spec.stages if s.name not in ended]
+                reason = (
+                    f"run deadline of {limit:g} s passed; still waiting on "
+                    f"{', '.join(waiting) or 'the finale'}"
+                )
+                if await asyncio.to_thread(store.end_run, name, r.run, "failed", reason):
+                    self.controller.metrics.pipeline_runs.labels("failed").inc()
