@@ -21,7 +21,8 @@ Everything rides on the Bus (JetStream), so it survives a restart of any process
 Identity and de-duplication: a bundle's message id is ``<run>:<from_stage>:<producer>:<stage>``
 (:meth:`Bundle.msg_id`), so a stage that executes twice after a failure publishes the same ids
 and JetStream drops the second copy within its duplicate window; an event's id is
-``<run>:<stage>:<instance>:<status>``. The controller records a finale's result once per
+``<pipeline>:<run>:<stage>:<instance>:<status>`` (one events stream serves every pipeline).
+The controller records a finale's result once per
 (pipeline, run, stage, instance).
 
 A stage instance is named by the node it was planned for when the stage is scattered (one
@@ -181,7 +182,8 @@ class StageEvent(_Msg):
     at: float
 
     def msg_id(self) -> str:
-        return f"{self.run}:{self.stage}:{self.instance}:{self.status}"
+        # the events stream is shared by every pipeline, and run ids repeat across pipelines
+        return f"{self.pipeline}:{self.run}:{self.stage}:{self.instance}:{self.status}"
 
 
 async def ensure_events_stream(bus: Bus) -> None:
