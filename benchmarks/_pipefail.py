@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,7 +39,7 @@ from fades.fabric import EmbeddedNats
 from fades.functions.artifact import Artifact
 from fades.functions.keys import SigningKey, TrustStore, public_pem
 from fades.functions.store import FunctionStore
-from fades.pipelines.protocol import EVENTS_STREAM, StageEvent, ensure_events_stream
+from fades.pipelines.protocol import StageEvent, ensure_events_stream
 from fades.testbed import populate
 
 T = TypeVar("T")
@@ -128,15 +129,14 @@ class FailoverBed:
         return self
 
     async def _reader(self) -> None:
+        # the events stream is a work queue that the controller consumes: listen beside it
         self.bus = await NatsBus.connect(self.nats.url, name="bench-failover-events")
         await ensure_events_stream(self.bus)
 
-        async def consume() -> None:
-            async for d in self.bus.consume(EVENTS_STREAM, "bench-failover", "fades.pevent.>"):
-                self.events.append(StageEvent.decode(d.data))
-                await d.ack()
+        async def listener(subject: str, data: bytes) -> None:
+            self.events.append(StageEvent.decode(data))
 
-        self._consumer = asyncio.ensure_future(consume())
+        await self.bus.subscribe("fades.pevent.>", listener)
 
     def spawn(self, name: str) -> None:
         proc = subprocess.Popen(
@@ -224,7 +224,6 @@ class FailoverBed:
             if p.poll() is None:
                 p.kill()
         with contextlib.suppress(Exception):
-            self._consumer.cancel()
             self.run(self.bus.close())
         with contextlib.suppress(Exception):
             self._stop.set()
@@ -245,10 +244,10 @@ def failover(root: Path, key: SigningKey, runtime: Artifact, relay: Artifact, re
             for i in range(reps):
                 rep = bed.repetition(c)
                 out.append(rep)
-                took = rep["kill_to_first_substitute_run_s"]
+                took = rep["kill_to_first_substitute_run_s"] or float("nan")
                 log(
                     f"   kill {i + 1}/{reps}: {rep['victim']} -> {rep['substitute']}, first run "
-                    f"on the substitute {took} s after the kill; lost {rep['lost']}, "
+                    f"on the substitute {took:.2f} s after the kill; lost {rep['lost']}, "
                     f"duplicated {rep['duplicated_finales']}"
                 )
     finally:
@@ -264,7 +263,7 @@ def failover(root: Path, key: SigningKey, runtime: Artifact, relay: Artifact, re
         "runs_lost": sum(r["lost"] for r in out),
         "duplicated_finales": sum(r["duplicated_finales"] for r in out),
         "kill_to_first_substitute_run_s": {
-            "p50": sorted(times)[len(times) // 2] if times else None,
+            "p50": statistics.median(times) if times else None,
             "max": max(times) if times else None,
             "all": times,
         },
