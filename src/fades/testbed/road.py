@@ -325,19 +325,31 @@ def populate_road(
     sim: RoadSim,
     rate_s: float = 60.0,
     lampposts: Sequence[str] | None = None,
+    *,
+    shift_s: float = 0.0,
+    until: float | None = None,
 ) -> int:
     """Write the readings of ``lampposts`` (default: all) into ``store``, replacing what these
-    lampposts' sensors held in the period; returns the number of readings written."""
+    lampposts' sensors held in the period; returns the number of readings written.
+
+    ``shift_s`` moves every timestamp (a replay: the simulated instant ``t`` is stored at
+    ``t + shift_s``, e.g. to make an icing episode "now" for a live pipeline); ``until``
+    (simulated epoch seconds) leaves out the readings after that instant.
+    """
     names = list(sim.lamps) if lampposts is None else list(lampposts)
     store.clear(
         location=names,
         sensor_type=list(ROAD_SENSOR_TYPES),
-        start=sim.t0,
-        end=float(sim.minutes[-1]) + 60.0,
+        start=sim.t0 + shift_s,
+        end=float(sim.minutes[-1]) + 60.0 + shift_s,
     )
     done = 0
     for s in sim.readings(rate_s, names):
-        done += store.write_columns(s.ts, s.value, s.sensor_type, s.location, s.device, s.unit)
+        keep = (
+            slice(None) if until is None else slice(0, int(np.searchsorted(s.ts, until, "right")))
+        )
+        ts, value = s.ts[keep] + shift_s, s.value[keep]
+        done += store.write_columns(ts, value, s.sensor_type, s.location, s.device, s.unit)
     return done
 
 
