@@ -23,7 +23,9 @@ Sections (each against a baseline measured in the same run):
 5. black ice: detection accuracy of the example functions natively against the road's ground
    truth;
 6. failover (``_pipefail.py``): a node SIGKILLed mid-stream, ``reps`` times: runs lost, finales
-   duplicated, time from the kill to the first run completed by the substitute.
+   duplicated, time from the kill to the first run completed by the substitute;
+7. capped link (``_pipelink.py``): the middle node of A -> B -> C behind the 0.574 / 45.38
+   Mbit/s link, compact (64 B) against raw (250 KB) bundles from A to B.
 
 Usage: ``python benchmarks/bench_pipelines.py [--quick]``; writes
 ``results/pipelines.json`` and ``results/pipelines_*.png``.
@@ -107,7 +109,13 @@ def chain(k: int, nodes: Sequence[str]) -> list[tuple[str, str, list[str]]]:
     return [(f"s{i}", nodes[i % len(nodes)], [f"s{i - 1}"] if i else []) for i in range(k)]
 
 
-def make_plan(name: str, stages: list[tuple[str, str, list[str]]], nbytes: int) -> Plan:
+def make_plan(
+    name: str,
+    stages: list[tuple[str, str, list[str]]],
+    nbytes: int,
+    sizes: dict[str, int] | None = None,
+) -> Plan:
+    """Stages pinned as drawn; each returns ``nbytes`` of payload (``sizes``: per stage)."""
     spec = PipelineSpec.model_validate(
         {
             "name": name,
@@ -120,7 +128,7 @@ def make_plan(name: str, stages: list[tuple[str, str, list[str]]], nbytes: int) 
                     "function": {
                         "artifact": "relay",
                         "memory_mib": 64,
-                        "params": {"bytes": nbytes},
+                        "params": {"bytes": (sizes or {}).get(s, nbytes)},
                     },
                 }
                 for s, _, after in stages
@@ -462,6 +470,12 @@ async def bench(quick: bool, root: Path) -> dict[str, Any]:
         log(f"   {n / wall:.1f} runs/s; a stage execution p50 {stage_s * 1000:.1f} ms")
     finally:
         await bed.stop()
+    log("7. the middle node behind the capped link (0.574 / 45.38 Mbit/s): compact vs raw")
+    from _pipelink import capped
+
+    cap_root = root / "capped"
+    cap_root.mkdir()
+    res["capped_link"] = await capped(cap_root, key, runtime, relay, 3 if quick else 10, log)
     reps = 3 if quick else 100
     log(f"6. failover: kill -9 the node running a stage mid-stream, {reps} times")
     from _pipefail import failover
