@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -135,3 +136,26 @@ def test_a_lamppost_node_that_never_answers_is_fused_around(
             assert "seg1" in warn.result["segments"]
 
     run(main())
+
+
+def test_the_demos_pipeline_part_reports_and_fails_over(tmp_path: Path) -> None:
+    """The building report across a local cluster's node processes, then the report's node
+    killed -9: the next run still ends done, with that node's rooms listed missing."""
+    from rich.console import Console
+
+    from fades.cluster import LocalCluster
+    from fades.demo_pipeline import run_pipeline_demo
+
+    cluster = LocalCluster(tmp_path / "cluster", nodes=3, days=0.05, sensors=False,
+                           say=lambda s: None)  # fmt: skip
+    cluster.prepare()
+    cluster.start()
+    try:
+        with open(os.devnull, "w") as sink:
+            out = run_pipeline_demo(cluster, Console(width=160, file=sink))
+    finally:
+        cluster.stop()
+    assert out["first"] == "done" and out["after_kill"] == "done"
+    report = out["report"]
+    assert report["missing"] == [out["victim"]] and out["victim"] not in report["nodes"]
+    assert len(report["nodes"]) == 2 and report["rooms"]
