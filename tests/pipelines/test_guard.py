@@ -50,6 +50,7 @@ def test_names_and_source() -> None:
     assert isinstance(g, Guard)
     assert g.source == "ice == true and detect.t < limit"
     assert g.names == frozenset({"ice", "detect", "limit"})
+    assert compile_guard("ice == true and detect.t < limit") is g  # compiled once, reused
 
 
 def test_keys_are_names_only_with_a_single_upstream() -> None:
@@ -90,6 +91,7 @@ def test_keys_are_names_only_with_a_single_upstream() -> None:
         ("'a' * 10**9 == x", "longer than 100,000"),
         ("[0] * 10**8", "longer than 100,000"),
         ("round(5, -10**9)", "digits"),
+        ("'%999999999d' % 1 == x", "formatting"),
         ("1 / 0 == x", "ZeroDivisionError"),
         ("x ==", "syntax error at the end"),
         ("a b", "syntax error at column 3"),
@@ -136,6 +138,7 @@ def test_evaluation_is_bounded_on_hostile_inputs() -> None:
         ("detect.ice", {"detect": [1]}, "cannot read 'ice' of a list"),
         ("x[5]", {"s": {"x": [1]}}, "index 5 out of range"),
         ("x < 1", {"s": {"x": "a"}}, "TypeError"),
+        ("x % 1", {"s": {"x": "%999999999d"}}, "formatting"),
         ("1 / x > 0", {"s": {"x": 0}}, "ZeroDivisionError"),
         ("x ** 400.0 > 1", {"s": {"x": 10.0}}, "OverflowError"),
     ],

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fades.errors import NoPlacement, PipelineError, PipelineValidationError, Unplaceable
 from fades.fabric.protocol import DataHeld, NodeInfo, NodeLoad
@@ -48,8 +50,12 @@ def fn(name: str) -> dict[str, Any]:
 
 
 def pipeline(*stages: dict[str, Any], **top: Any) -> PipelineSpec:
+    """A spec of ``stages``; a single stage gets a data-less ``sink`` after it."""
+    listed = list(stages)
+    if len(listed) == 1:
+        listed.append({"name": "sink", "after": [listed[0]["name"]], "function": fn("sink")})
     return parse_pipeline(
-        {"name": "p", "credentials": {"tenant": "t", "priority": 7}, "stages": list(stages), **top}
+        {"name": "p", "credentials": {"tenant": "t", "priority": 7}, "stages": listed, **top}
     )
 
 
@@ -133,10 +139,10 @@ def test_a_chain_stays_on_the_node_of_its_data() -> None:
 def test_a_data_stage_goes_through_the_placer_and_mentions_other_holders() -> None:
     spec = pipeline({"name": "a", "function": fn("a"), "data": sel("co2")})
     up = [node("n1", ("r", "co2"), running=4), node("n2", ("r", "co2"))]
-    (a,) = plan_pipeline(spec, up, now=NOW).assignments
+    (a,) = plan_pipeline(spec, up, now=NOW).instances("a")
     assert a.node == "n2"
     assert "least loaded of 2 holders" in a.reason and "1 other node(s)" in a.reason
-    nimbus = plan_pipeline(spec, up, placer=NimbusPlacer(), now=NOW).assignments[0]
+    nimbus = plan_pipeline(spec, up, placer=NimbusPlacer(), now=NOW).instances("a")[0]
     assert "nimbus" in nimbus.reason
 
 
@@ -271,6 +277,7 @@ def test_substitute_a_data_stage_onto_a_replica_holder() -> None:
     spec = pipeline(
         {"name": "a", "function": fn("a"), "data": sel("co2")},
         {"name": "s", "function": fn("s"), "data": sel("temp"), "scatter": True},
+        {"name": "join", "after": ["a", "s"], "function": fn("j")},
     )
     n1 = node("n1", ("r", "co2"), ("r1", "temp"))
     n2 = node("n2", ("r", "co2"), ("r1", "temp"), running=5)
@@ -331,6 +338,7 @@ def test_skip_with_the_skipper_down_too_moves_the_skipper() -> None:
     newer = replan(new, spec, [n3], [n1, n2])
     assert where(newer)[("a", SINGLE)] == ("n3", "skip")
     assert where(newer)[("b", SINGLE)] == ("n2", "wait")
+    assert "pinned to n2; its bundles wait" in newer.instances("b")[0].reason
     assert newer.instances("a")[0].home == "n1"
 
 
@@ -343,3 +351,95 @@ def test_nothing_up_everything_waits() -> None:
     plan = plan_pipeline(spec, [n1], now=NOW)
     new = replan(plan, spec, [], [n1])
     assert {a.mode for a in new.assignments} == {"wait"}
+
+
+def test_a_waiting_substitute_is_substituted_when_a_holder_comes_up() -> None:
+    spec = pipeline({"name": "a", "function": fn("a"), "data": sel("co2")})
+    n1, n2 = node("n1", ("r", "co2")), node("n2")
+    plan = plan_pipeline(spec, [n1, n2], now=NOW)
+    waiting = replan(plan, spec, [n2], [n1])
+    assert where(waiting)[("a", SINGLE)] == ("n1", "wait")
+    n3 = node("n3", ("r", "co2"))
+    moved = replan(waiting, spec, [n2, n3], [n1])
+    assert where(moved)[("a", SINGLE)] == ("n3", "run")
+    assert moved.instances("a")[0].reason.startswith("failover: n1 down; substituted by n3")
+
+
+def test_a_skipped_stage_is_passed_on_next_to_its_substituted_downstream() -> None:
+    spec = pipeline(
+        {"name": "a", "function": fn("a"), "data": sel("co2"), "failover": "skip"},
+        {"name": "b", "after": ["a"], "function": fn("b")},
+        {"name": "c", "after": ["b"], "function": fn("c"), "data": sel("valve")},
+    )
+    n1, n2, n3 = node("n1", ("r", "co2")), node("n2", ("r", "valve"), running=5), node("n3")
+    plan = plan_pipeline(spec, [n1, n2, n3], now=NOW)
+    assert where(plan) == {
+        ("a", SINGLE): ("n1", "run"), ("b", SINGLE): ("n1", "run"), ("c", SINGLE): ("n2", "run")
+    }  # fmt: skip
+    new = replan(plan, spec, [n2, n3], [n1])
+    assert where(new)[("b", SINGLE)] == ("n2", "run")  # next to c, which holds its data
+    assert where(new)[("a", SINGLE)] == ("n2", "skip")  # passed on where b now runs
+
+
+# --- properties ------------------------------------------------------------------------------
+
+_TYPES = ["co2", "temp", "valve"]
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> tuple[PipelineSpec, list[NodeInfo], list[NodeInfo]]:
+    n = draw(st.integers(2, 7))
+    stages: list[dict[str, Any]] = []
+    for i in range(n):
+        after = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=2)) if i else []
+        data = draw(st.sampled_from([None, *_TYPES]))
+        s: dict[str, Any] = {"name": f"s{i}", "function": fn("f"),
+                             "after": [f"s{j}" for j in after]}  # fmt: skip
+        if data:
+            s["data"] = sel(data)
+            s["scatter"] = draw(st.booleans())
+        s["failover"] = draw(st.sampled_from(["substitute", "skip", "wait"]))
+        stages.append(s)
+    fed = {a for s in stages for a in s["after"]}
+    loose = [s["name"] for s in stages if not s["after"] and s["name"] not in fed]
+    stages.append({"name": "end", "function": fn("f"),
+                   "after": loose or [stages[-1]["name"]]})  # fmt: skip
+    for s in stages:  # a gather timeout only where there are several inputs
+        if len(s["after"]) > 1:
+            s["gather"] = {"timeout_s": 1}
+    spec = pipeline(*stages)
+    nodes = [
+        node(f"n{k}", *[("r", t) for t in draw(st.lists(st.sampled_from(_TYPES), unique=True))],
+             capacity=draw(st.integers(1, 4)), running=draw(st.integers(0, 3)))
+        for k in range(draw(st.integers(1, 4)))
+    ]  # fmt: skip
+    dead = draw(st.lists(st.sampled_from([x.name for x in nodes]), unique=True))
+    return spec, nodes, [x for x in nodes if x.name in dead]
+
+
+@settings(max_examples=150, deadline=None)
+@given(graphs())
+def test_any_graph_is_planned_or_unplaceable_and_replans_keep_every_instance(
+    case: tuple[PipelineSpec, list[NodeInfo], list[NodeInfo]],
+) -> None:
+    spec, nodes, dead = case
+    try:
+        plan = plan_pipeline(spec, nodes, now=NOW)
+    except Unplaceable as exc:
+        assert exc.context["stage"] in {s.name for s in spec.stages}
+        return
+    names = {x.name for x in nodes}
+    assert {a.stage for a in plan.assignments} == {s.name for s in spec.stages}
+    assert all(a.node in names and a.mode == "run" and a.reason for a in plan.assignments)
+    alive = [x for x in nodes if x not in dead]
+    new = replan(plan, spec, alive, dead)
+    assert [(a.stage, a.instance) for a in new.assignments] == [
+        (a.stage, a.instance) for a in plan.assignments
+    ]
+    up = {x.name for x in alive}
+    for a in new.assignments:
+        assert a.mode == "wait" or a.node in up, a
+        assert a.mode != "run" or a.node in up, a
+    assert replan(new, spec, alive, dead) is new  # stable
+    back = replan(new, spec, nodes, [])
+    assert all(a.mode == "run" and a.node in names for a in back.assignments)

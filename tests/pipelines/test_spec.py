@@ -237,6 +237,30 @@ def test_a_guard_on_a_fan_in_reads_stage_names() -> None:
     assert err.problems[0][0] == "stages.both.when" and "ice" in err.problems[0][1]
     obj["stages"][-1]["when"] = "warn and log.n > 1"
     parse_pipeline(obj)
+    # a stage name with '-' is read with '_' (as the function sees it in data[...])
+    stage(obj, "log")["name"] = "log-2"
+    obj["stages"][-1]["after"] = ["warn", "log-2"]
+    obj["stages"][-1]["when"] = "warn and log_2.n > 1"
+    parse_pipeline(obj)
+
+
+def test_every_stage_is_connected_so_that_it_has_one_role() -> None:
+    obj = road()
+    obj["stages"] = obj["stages"][:1]
+    stage(obj, "detect")["scatter"] = False
+    err = refused(obj)
+    assert err.problems == [
+        (
+            "stages.detect.after",
+            "a pipeline needs at least two connected stages; run a single function as a task "
+            "(fades submit)",
+        )
+    ]
+    obj = road()
+    obj["stages"].append({"name": "lonely", "function": {"artifact": "f"}})
+    err = refused(obj)
+    assert err.problems[0][0] == "stages.lonely.after"
+    assert "not connected" in err.problems[0][1]
 
 
 def test_an_unknown_function_is_for_the_controller() -> None:

@@ -1,9 +1,10 @@
 """Checks of a pipeline spec that span fields: its stage graph and its NATS subjects.
 
-:func:`graph_problems` finds what is wrong with a graph of stages (a repeated name, an unknown
-``after``, a cycle, named along the data flow as ``a -> b -> a``, a gather timeout on a stage
-with one input, a guard reading a name that is not an input); :func:`topo_order` orders the
-stages so that each comes after its upstreams; :func:`subject_problem` checks a subject.
+:func:`graph_problems` finds what is wrong with a graph of stages: a repeated name, an unknown
+``after``, a stage connected to no other (it would be both a start and a finale), a cycle
+(named along the data flow, ``a -> b -> a``), a gather timeout on a stage with one input, a
+guard on a fan-in reading a name that is not one of its inputs. :func:`topo_order` orders
+the stages so that each comes after its upstreams; :func:`subject_problem` checks a subject.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ if TYPE_CHECKING:
 #: Longest ``publish`` or ``on_reading`` subject.
 MAX_SUBJECT_CHARS = 256
 _TOKEN_RE = re.compile(r"^[^\s.*>]+$")
+
+
+def input_name(stage: str) -> str:
+    """The name under which a downstream function and guard see ``stage``'s value: the stage
+    name with ``-`` as ``_``, and a leading ``_`` if it starts with a digit."""
+    name = stage.replace("-", "_")
+    return f"_{name}" if name[:1].isdigit() else name
 
 
 def subject_problem(subject: str, *, wildcards: bool) -> str | None:
@@ -103,6 +111,21 @@ def graph_problems(stages: Iterable[StageSpec]) -> list[tuple[str, str]]:
                 )
     if problems:
         return problems
+    fed = {a for s in stages for a in s.after}
+    for s in stages:
+        if not s.after and s.name not in fed:
+            problems.append(
+                (
+                    f"stages.{s.name}.after",
+                    "a pipeline needs at least two connected stages; run a single function as "
+                    "a task (fades submit)"
+                    if len(stages) == 1
+                    else "the stage is not connected: it comes after no stage and no stage "
+                    "comes after it",
+                )
+            )
+    if problems:
+        return problems
     cyc = _cycle({s.name: s.after for s in stages})
     if cyc:
         problems.append((f"stages.{cyc[0]}.after", f"cycle: {' -> '.join(cyc)}"))
@@ -119,13 +142,14 @@ def graph_problems(stages: Iterable[StageSpec]) -> list[tuple[str, str]]:
                 )
             )
         if s.when is not None and len(s.after) > 1:
-            stray = sorted(compile_guard(s.when).names - set(s.after))
+            names = [input_name(a) for a in s.after]
+            stray = sorted(compile_guard(s.when).names - set(names))
             if stray:
                 problems.append(
                     (
                         f"stages.{s.name}.when",
                         f"unknown name(s) {', '.join(stray)}: a stage with several inputs "
-                        f"reads them by stage name ({', '.join(s.after)})",
+                        f"reads them by stage name ({', '.join(names)})",
                     )
                 )
     return problems

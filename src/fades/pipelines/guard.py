@@ -11,7 +11,7 @@ ever handed to ``eval``. What a guard may contain:
   ``{"ice": true}``);
 * ``a.b`` and ``a["b"]`` read a mapping's key, ``a[0]`` a list's item;
 * ``and or not``, comparisons (``== != < <= > >= in not in is is not``), ``x if c else y``,
-  ``+ - * / // % **``;
+  ``+ - * / // % **`` (``%`` on numbers only);
 * calls of ``len abs min max any all round`` only, with positional arguments.
 
 Bounds: at most :data:`MAX_GUARD_CHARS` characters and :data:`MAX_GUARD_DEPTH` levels of
@@ -23,6 +23,7 @@ list longer than :data:`MAX_SEQ_LEN`, is an evaluation error (so ``9**9**9`` or
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ MAX_GUARD_DEPTH = 32
 MAX_INT_BITS = 4096
 #: Longest string or list a guard may build by repetition or concatenation.
 MAX_SEQ_LEN = 100_000
+#: How many compiled guards are kept for reuse.
+GUARD_CACHE = 256
 #: ``round(x, n)``: largest ``|n|``.
 MAX_ROUND_DIGITS = 100
 
@@ -93,16 +96,21 @@ def _mul(a: Any, b: Any) -> Any:
     return operator.mul(a, b)
 
 
+def _mod(a: Any, b: Any) -> Any:
+    if isinstance(a, str | bytes):  # "%999999999d" % 1 would allocate a gigabyte
+        raise ValueError("'%' formatting of strings is not allowed")
+    return operator.mod(a, b)
+
+
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: _mul,
     ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
+    ast.Mod: _mod,
     ast.Pow: _pow,
 }
-_BINOP_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//"}
 _CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
@@ -339,7 +347,8 @@ def _fold(node: ast.AST) -> None:
 
 
 def compile_guard(expr: str) -> Guard:
-    """Parse and check a guard.
+    """Parse and check a guard (the last :data:`GUARD_CACHE` compiled guards are reused:
+    an engine may compile a stage's guard on every run).
 
     Raises:
         ValueError: a syntax error or anything not allowed, naming it and the column (1-based).
@@ -347,6 +356,11 @@ def compile_guard(expr: str) -> Guard:
     """
     if not isinstance(expr, str):
         raise TypeError(f"a guard is a string, not {type(expr).__name__}")
+    return _compile(expr)
+
+
+@functools.lru_cache(maxsize=GUARD_CACHE)
+def _compile(expr: str) -> Guard:
     if not expr.strip():
         raise ValueError("a guard is empty")
     if len(expr) > MAX_GUARD_CHARS:

@@ -305,18 +305,22 @@ def replan(
     lay = _Layout(spec, up)
     for a in plan.assignments:
         lay.add(a)
-    out: list[Assignment] = []
+    out = list(plan.assignments)
     changed = False
-    for a in plan.assignments:
-        new = _replan_one(a, spec, lay, up, down, placer)
-        if new is not a:
-            changed = True
-            if a.mode == "run" and a.node in lay.up:
-                lay.count[a.node] -= 1
-            lay.by_stage[a.stage] = [new if b is a else b for b in lay.by_stage[a.stage]]
-            if new.mode == "run":
-                lay.count[new.node] += 1
-        out.append(new)
+    # substitutions first, so that a skipped stage can be passed on next to a substitute
+    for second in (False, True):
+        for i, a in enumerate(plan.assignments):
+            new = _replan_one(a, spec, lay, up, down, placer)
+            if (new.mode == "skip" and new is not a) != second:
+                continue
+            if new is not a:
+                changed = True
+                if a.mode == "run" and a.node in lay.up:
+                    lay.count[a.node] -= 1
+                lay.by_stage[a.stage] = [new if b is a else b for b in lay.by_stage[a.stage]]
+                if new.mode == "run":
+                    lay.count[new.node] += 1
+            out[i] = new
     if not changed:
         return plan
     return plan.model_copy(update={"assignments": out, "version": plan.version + 1})
@@ -334,6 +338,12 @@ def _replan_one(
     if a.mode != "run" and home in lay.up:
         why = f"back on {home}, which is up again"
         return a.model_copy(update={"node": home, "mode": "run", "home": None, "reason": why})
+    policy = spec.stage(a.stage).failover
+    if a.mode != "run" and policy == "substitute" and lay.up:
+        # a fallback (no holder was up): a node that can serve it may have come up since
+        sub = _substitute(a.model_copy(update={"node": home}), spec, lay, up, down, placer)
+        if sub is not None:
+            return sub
     if a.mode == "wait" or (a.mode == "run" and a.node in lay.up):
         return a
     if a.mode == "skip":
@@ -344,7 +354,6 @@ def _replan_one(
         node = _skipper(a, spec, lay)
         why = f"failover: {home} down; skipped (downstream gets Skipped), passed on by {node}"
         return a.model_copy(update={"node": node, "reason": why})
-    policy = spec.stage(a.stage).failover
     dead = a.node
     fallback = ""
     if policy == "substitute" and lay.up:
@@ -352,7 +361,14 @@ def _replan_one(
         if sub is not None:
             return sub
         policy = "skip" if a.instance != SINGLE else "wait"
-        fallback = "no other up node holds its data; " if spec.stage(a.stage).data else ""
+        st = spec.stage(a.stage)
+        fallback = (
+            f"pinned to {st.node}; "
+            if st.node
+            else "no other up node holds its data; "
+            if st.data
+            else ""
+        )
     if policy == "skip" and lay.up:
         node = _skipper(a, spec, lay)
         why = (

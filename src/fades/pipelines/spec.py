@@ -28,7 +28,14 @@ named, with the stage it belongs to::
         failover: skip           # substitute (default) | skip | wait
 
 Roles follow from the graph: a *start* stage has no ``after``, a *finale* has no stage after
-it, every other stage is a *midsection*.
+it, every other stage is a *midsection*; a stage connected to no other is refused, so each
+stage has exactly one role.
+
+:func:`parse_pipeline` raises :class:`~fades.errors.PipelineValidationError` whose problems
+name ``stages.<stage name>.<field>`` inside a stage. Field rules live on the models below;
+rules across stages (unknown ``after``, cycles, gather, guards on a fan-in) in
+:mod:`fades.pipelines.checks`. Bounds: the text bounds of :mod:`fades.tasktext`, at most
+:data:`MAX_STAGES` stages and :data:`MAX_PIPELINE_BYTES` of JSON.
 """
 
 from __future__ import annotations
@@ -221,7 +228,7 @@ class RunSpec(_Strict):
         problem = subject_problem(v, wildcards=True)
         if problem:
             raise ValueError(f"not a NATS subject pattern: {problem}")
-        if not (v.startswith("sensors.") or v == "sensors.>"):
+        if not v.startswith("sensors."):
             raise ValueError(
                 "must be a sensor subject starting with 'sensors.' "
                 "(e.g. 'sensors.*.road.surface_temp')"
