@@ -18,11 +18,12 @@ Everything rides on the Bus (JetStream), so it survives a restart of any process
                                      skipped, dropped); a finale's ``done`` carries its result
     OBJ fades_bundles                bundle values over :data:`INLINE_MAX` bytes, by identity
 
-Identity and de-duplication: a bundle's message id is ``<run>:<from_stage>:<producer>:<stage>``
-(:meth:`Bundle.msg_id`), so a stage that executes twice after a failure publishes the same ids
-and JetStream drops the second copy within its duplicate window; an event's id is
-``<pipeline>:<run>:<stage>:<instance>:<status>`` (one events stream serves every pipeline).
-The controller records a finale's result once per
+Identity and de-duplication: a bundle's message id is
+``<run>:<from_stage>:<producer>:<stage>:<instance>`` (:meth:`Bundle.msg_id`, unique within the
+pipeline's own stream), so a stage that executes
+twice after a failure publishes the same ids and JetStream drops the second copy within its
+duplicate window; an event's id is ``<pipeline>:<run>:<stage>:<instance>:<status>`` (the events
+stream is shared by every pipeline). The controller records a finale's result once per
 (pipeline, run, stage, instance).
 
 A stage instance is named by the node it was planned for when the stage is scattered (one
@@ -106,9 +107,6 @@ class Assignment(BaseModel):
     mode: AssignmentMode = "run"
     #: why the planner chose this node (shown by ``fades pipeline plan``)
     reason: str = ""
-    #: the node the stage was planned on before a failover moved it (mode skip); it goes
-    #: back there, in mode run, when that node is up again
-    home: str | None = None
 
 
 class Plan(_Msg):
@@ -182,7 +180,7 @@ class StageEvent(_Msg):
     at: float
 
     def msg_id(self) -> str:
-        # the events stream is shared by every pipeline, and run ids repeat across pipelines
+        # one events stream holds every pipeline: the pipeline is part of the identity
         return f"{self.pipeline}:{self.run}:{self.stage}:{self.instance}:{self.status}"
 
 
