@@ -294,7 +294,7 @@ def test_a_run_past_its_deadline_fails_with_the_stages_it_waited_on(
 def test_a_node_that_stops_heartbeating_is_replanned_within_the_down_detection_time(
     bed: Bed, signing_key: SigningKey
 ) -> None:
-    down_after = 1.0
+    down_after = 2.0
     bed.start_controller(down_after=down_after)
     regs = {
         "n1": bed.register("n1", [held("room1")]),
@@ -321,7 +321,9 @@ def test_a_node_that_stops_heartbeating_is_replanned_within_the_down_detection_t
         a = next(x for x in moved.assignments if x.stage == "a")
         assert (a.node, a.mode) == (other, "run") and a_node in a.reason
         assert took < down_after + 0.2 + 2.0, took  # heartbeat age + sweep + a loaded machine
-        assert c.pipeline("chain")["plan"][0]["node"] == other
+        status = c.pipeline("chain")
+        assert status["plan"][0]["node"] == other
+        assert status["failovers"][0]["version"] == 2 and other in status["failovers"][0]["moved"]
         # b waits for n2 (failover: wait), and gets it back when n2 returns
         bed.run(regs["n2"].pause())
         waited = wait_for(
@@ -351,3 +353,72 @@ def test_a_node_that_stops_heartbeating_is_replanned_within_the_down_detection_t
 async def _resume(reg: Any) -> None:
     await reg.beat()
     reg._beats = asyncio.create_task(reg._loop())
+
+
+def test_a_full_queue_refuses_runs_and_says_so(bed: Bed, signing_key: SigningKey) -> None:
+    cluster(bed, signing_key)
+    spec = chain(runs=3)
+    spec["queue"] = {"max_runs": 2, "when_full": "refuse"}
+    with bed.client() as c:
+        receipt = c.submit_pipeline(spec)  # no engine consumes: the triggers stay queued
+        assert receipt["runs"] == ["r000001", "r000002"] and receipt["refused"] == 1
+        assert "queue of pipeline 'chain' is full (max_runs 2" in receipt["detail"]
+        dropped = c.pipeline_run("chain", "r000003")
+        assert dropped["status"] == "dropped" and "refused" in dropped["reason"]
+        assert c.pipeline("chain")["runs"]["dropped"] == 1
+        assert c.pipelines()[0]["state"] == "active"  # the pipeline itself carries on
+        # replacing the active pipeline: a new version of the plan; its runs number on
+        spec["queue"] = {"max_runs": 10, "when_full": "refuse"}
+        again = c.submit_pipeline(spec, replace=True)
+        assert again["version"] == 2 and again["runs"] == ["r000004", "r000005", "r000006"]
+        assert bed.run(_plan(bed.nats.url, "chain")).version == 2
+    assert "fades_pipeline_drops_total 1.0" in httpx.get(bed.url + "/metrics").text
+
+
+def test_a_pipeline_ends_at_its_end_and_events_sent_while_the_controller_was_down_count(
+    bed: Bed, signing_key: SigningKey
+) -> None:
+    cluster(bed, signing_key)
+    with bed.client() as c:
+        c.submit_pipeline(chain(runs=1, for_s=3))
+    bed.stop_controller()
+    done = [event("r000001", s, "done") for s in "abc"]
+    bed.run(_events(bed.nats.url, done))  # they wait, durable, in the events stream
+    bed.start_controller()
+    with bed.client() as c:
+        assert c.pipeline_run("chain", "r000001", wait=30)["status"] == "done"
+        info = wait_for(
+            lambda: (s := c.pipeline("chain"))["state"] == "finished" and s,
+            timeout=30,
+            what="the end",
+        )
+        assert "reached its end" in info["reason"]
+    assert bed.run(_plan(bed.nats.url, "chain")).state == "finished"
+
+
+async def _queued(url: str, pipeline: str) -> int:
+    bus = await NatsBus.connect(url, name="test-queued")
+    try:
+        n: int = (await bus.js.stream_info(bundle_stream(pipeline))).state.messages
+        return n
+    finally:
+        await bus.close()
+
+
+def test_runs_recorded_but_not_triggered_before_a_restart_are_triggered_once_after_it(
+    bed: Bed, signing_key: SigningKey
+) -> None:
+    cluster(bed, signing_key)
+    with bed.client() as c:
+        assert c.submit_pipeline(chain(runs=1))["runs"] == ["r000001"]
+    assert bed.controller is not None
+    # the controller stops between recording two runs and publishing their triggers
+    store = bed.controller.pipelines.store
+    assert store.new_runs("chain", 2, time.time()) == ["r000002", "r000003"]
+    assert bed.run(_queued(bed.nats.url, "chain")) == 1
+    bed.stop_controller()
+    bed.start_controller()
+    # r000002 and r000003 are triggered; r000001's trigger is not sent twice
+    assert bed.run(_queued(bed.nats.url, "chain")) == 3
+    triggers = bed.run(_take(bed.nats.url, "chain", "a", 3))
+    assert sorted(b.run for b in triggers) == ["r000001", "r000002", "r000003"]

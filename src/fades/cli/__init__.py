@@ -1,7 +1,8 @@
 """The ``fades`` command line (console script ``fades = "fades.cli:app"``).
 
 One module per command group: :mod:`~fades.cli.keys`, :mod:`~fades.cli.fn`,
-:mod:`~fades.cli.data`, :mod:`~fades.cli.task`, :mod:`~fades.cli.local` (``demo``, ``up``),
+:mod:`~fades.cli.data`, :mod:`~fades.cli.task`, :mod:`~fades.cli.pipeline`,
+:mod:`~fades.cli.local` (``demo``, ``up``),
 :mod:`~fades.cli.sensors`, :mod:`~fades.cli.bench`; ``node``, ``controller`` and ``sim`` live
 beside the code they run (:mod:`fades.node.cli`, :mod:`fades.controller.cli`,
 :mod:`fades.placement.cli`). Every command works on one node folder: ``--home`` or
@@ -39,6 +40,12 @@ LAZY: dict[str, tuple[str, str, str, str | None]] = {
     "fn": ("fades.cli.fn", "fn_app", "Build, sign and install functions.", None),
     "data": ("fades.cli.data", "data_app", "The node's local sensor data.", "sim"),
     "task": ("fades.cli.task", "task_app", "Run tasks on this node or the cluster.", None),
+    "pipeline": (
+        "fades.cli.pipeline",
+        "pipeline_app",
+        "Pipelines of functions across nodes.",
+        None,
+    ),
     "nodes": ("fades.cli.task", "nodes", "The cluster's nodes (the controller's registry).", None),
     "demo": ("fades.cli.local", "demo", "Run the end-to-end demo on one machine.", "sim"),
     "up": ("fades.cli.local", "up", "Start a local cluster: broker, controller, nodes.", "sim"),

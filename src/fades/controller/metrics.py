@@ -70,6 +70,12 @@ class Metrics:
             "Pipeline bundles or runs dropped or refused by a full queue",
             registry=self.registry,
         )
+        self.pipeline_queue = Gauge(
+            "fades_pipeline_queue_depth",
+            "Bundles waiting (or in flight) for a stage instance of an active pipeline",
+            ["pipeline", "stage", "instance"],
+            registry=self.registry,
+        )
         self.pipeline_failovers = Counter(
             "fades_pipeline_failovers",
             "Pipeline re-plans after a node went down or came back",

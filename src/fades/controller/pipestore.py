@@ -238,6 +238,18 @@ class PipelineStore:
             ).fetchall()
         return [_run(r) for r in rows]
 
+    def silent_runs(self, name: str, since: float) -> list[RunRow]:
+        """Running runs of ``name`` started after ``since`` that no event was recorded for."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.pipeline, r.run, r.status, r.started_at, r.ended_at, r.reason"
+                " FROM pipeline_runs r WHERE r.pipeline = ? AND r.status = 'running'"
+                " AND r.started_at > ? AND NOT EXISTS (SELECT 1 FROM stage_events e"
+                " WHERE e.pipeline = r.pipeline AND e.run = r.run) ORDER BY r.run",
+                (name, since),
+            ).fetchall()
+        return [_run(r) for r in rows]
+
     def runs(self, name: str, limit: int = 100) -> list[RunRow]:
         """A pipeline's runs, newest first, with their finales' results."""
         with self._lock:

@@ -170,7 +170,11 @@ class Controller:
             asyncio.create_task(consume(bus, recorder), name="fades-results"),
             asyncio.create_task(self._dispatcher.run(), name="fades-dispatcher"),
         ]
-        await self.pipelines.start()
+        try:
+            await self.pipelines.start()
+        except BaseException:
+            await self.stop()
+            raise
         for p in await asyncio.to_thread(store.pending, "cloud"):
             log.info("re-running cloud task %s interrupted by a restart", p.id)
             self._spawn_cloud(p)

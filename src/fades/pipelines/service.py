@@ -9,7 +9,8 @@ engines watch. An on-demand pipeline's runs are started by publishing a *trigger
 every instance of each start stage (message ids de-duplicate a retried publish).
 
 What happens next is reported by the nodes as stage events; :mod:`fades.pipelines.tracker`
-records them, ends runs, and re-plans when a node goes down or comes back.
+records them, ends runs, and re-plans when a node goes down or comes back;
+:mod:`fades.pipelines.views` is what the API shows of them.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from fades.controller.pipestore import RUN_ENDED, PipelineRow, PipelineStore
+from fades.bus.base import DUPLICATE_WINDOW_S
+from fades.controller.pipestore import PipelineRow, PipelineStore
 from fades.errors import (
     ArtifactError,
     FabricConflict,
+    FabricError,
     Forbidden,
     NameTaken,
     PipelineExists,
@@ -37,12 +40,12 @@ from fades.pipelines.protocol import (
     TRIGGER,
     Bundle,
     Plan,
-    bundle_durable,
     bundle_stream,
     bundle_subject,
     ensure_events_stream,
 )
 from fades.pipelines.spec import PipelineSpec, parse_pipeline
+from fades.pipelines.views import Views, rows
 
 if TYPE_CHECKING:
     from fades.bus.base import KeyValue
@@ -51,13 +54,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fades.pipelines")
 
+#: triggers are published again after a restart only for runs this much younger than the
+#: stream's duplicate window (seconds)
+RESUME_MARGIN_S = 60.0
 #: most runs one request may start
 MAX_RUNS_PER_REQUEST = 10_000
-#: most runs one listing returns
-MAX_RUNS_LISTED = 10_000
 
 
-class PipelineService:
+class PipelineService(Views):
     """The controller's side of pipelines (call from the controller's event loop)."""
 
     def __init__(self, controller: Controller) -> None:
@@ -84,6 +88,10 @@ class PipelineService:
                     self.plans[key] = (Plan.decode(entry.value), entry.revision)
         self._tracker = Tracker(self)
         self._tracker.start()
+        try:
+            await self.resume()
+        except FabricError as exc:  # the fabric is down: the deadlines still end them
+            log.warning("could not publish unreported runs' triggers again: %s", exc)
 
     async def stop(self) -> None:
         if self._tracker is not None:
@@ -98,6 +106,9 @@ class PipelineService:
         if self._store is None:
             raise RuntimeError("the pipeline service is not started")
         return self._store
+
+    def failover_log(self) -> list[tuple[str, int, float, str]]:
+        return list(self._tracker.failovers) if self._tracker is not None else []
 
     @property
     def kv(self) -> KeyValue:
@@ -124,10 +135,9 @@ class PipelineService:
             except ArtifactError as exc:
                 problems.append((f"stages.{stage.name}.function.artifact", str(exc)))
         if problems:
-            names = ", ".join(p[0].split(".")[1] for p in problems)
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise PipelineValidationError(
-                f"pipeline {spec.name!r}: unknown function in stage {names}: {problems[0][1]}",
-                problems=problems,
+                f"invalid pipeline: {problems[0][0]}: {problems[0][1]}{more}", problems=problems
             )
         return parse_pipeline(pinned)
 
@@ -222,29 +232,13 @@ class PipelineService:
             )
         plan, _ = await self.active(name, tenant)
         spec = PipelineSpec.model_validate(plan.spec)
-        starts = [a for a in plan.assignments if spec.role(a.stage) == "start"]
         now = time.time()
         ids = await asyncio.to_thread(self.store.new_runs, name, count, now)
         started: list[str] = []
         refused: list[str] = []
         for run in ids:
             try:
-                for a in starts:
-                    b = Bundle(
-                        pipeline=name,
-                        plan_version=plan.version,
-                        run=run,
-                        stage=a.stage,
-                        instance=a.instance,
-                        from_stage=TRIGGER,
-                        producer=TRIGGER,
-                        priority=spec.priority,
-                        run_started_at=now,
-                        sent_at=time.time(),
-                    )
-                    await self.controller.bus.publish(
-                        bundle_subject(name, a.stage, a.instance), b.encode(), msg_id=b.msg_id()
-                    )
+                await self._trigger(plan, spec, run, now)
             except QueueFull as exc:
                 refused.append(run)
                 await asyncio.to_thread(self.store.end_run, name, run, "dropped", f"refused: {exc}")
@@ -261,6 +255,48 @@ class PipelineService:
             )
         return out
 
+    async def _trigger(self, plan: Plan, spec: PipelineSpec, run: str, started_at: float) -> None:
+        """Publish one run's trigger bundle to every instance of every start stage (the
+        message ids make a second publish of the same run a no-op within the stream's
+        duplicate window)."""
+        for a in plan.assignments:
+            if spec.role(a.stage) != "start":
+                continue
+            b = Bundle(
+                pipeline=plan.pipeline,
+                plan_version=plan.version,
+                run=run,
+                stage=a.stage,
+                instance=a.instance,
+                from_stage=TRIGGER,
+                producer=TRIGGER,
+                priority=spec.priority,
+                run_started_at=started_at,
+                sent_at=time.time(),
+            )
+            await self.controller.bus.publish(
+                bundle_subject(plan.pipeline, a.stage, a.instance), b.encode(), msg_id=b.msg_id()
+            )
+
+    async def resume(self) -> int:
+        """After a restart: publish again the triggers of runs this controller started that
+        no node has reported on yet (it may have stopped between recording a run and
+        publishing its trigger). Only runs younger than the duplicate window, so a trigger
+        that did go out is dropped as a duplicate, never run twice."""
+        since = time.time() - DUPLICATE_WINDOW_S + RESUME_MARGIN_S
+        count = 0
+        for name, (plan, _) in list(self.plans.items()):
+            if plan.state != "active":
+                continue
+            spec = PipelineSpec.model_validate(plan.spec)
+            for r in await asyncio.to_thread(self.store.silent_runs, name, since):
+                with contextlib.suppress(QueueFull):
+                    await self._trigger(plan, spec, r.run, r.started_at)
+                    count += 1
+        if count:
+            log.info("published the triggers of %d unreported run(s) again", count)
+        return count
+
     # --- cancel ------------------------------------------------------------------------------
     async def cancel(self, name: str, tenant: str) -> dict[str, Any]:
         """Stop a pipeline: the plan becomes ``cancelled`` (engines stop), running runs end
@@ -272,10 +308,10 @@ class PipelineService:
     async def set_state(self, name: str, state: str, reason: str) -> None:
         """Write the plan's new state (compare-and-set) and end its running runs."""
         async with self._lock:
+            await asyncio.to_thread(self.store.set_state, name, state, reason)
             plan = await self._write(name, lambda p: p.model_copy(update={"state": state}))
         if plan is None:
             return
-        await asyncio.to_thread(self.store.set_state, name, state, reason)
         for r in await asyncio.to_thread(self.store.running, name):
             if await asyncio.to_thread(self.store.end_run, name, r.run, "cancelled", reason):
                 self.controller.metrics.pipeline_runs.labels("cancelled").inc()
@@ -302,12 +338,6 @@ class PipelineService:
         raise PipelineExists(f"pipeline {name!r} kept changing under a re-plan; try again")
 
     # --- reading -----------------------------------------------------------------------------
-    async def row(self, name: str, tenant: str) -> PipelineRow:
-        row = await asyncio.to_thread(self.store.get, name)
-        if row is None or row.tenant != tenant:
-            raise PipelineNotFound(f"no pipeline {name!r}", pipeline=name)
-        return row
-
     async def active(self, name: str, tenant: str) -> tuple[Plan, PipelineRow]:
         row = await self.row(name, tenant)
         cached = self.plans.get(name)
@@ -315,110 +345,3 @@ class PipelineService:
             state = cached[0].state if cached else row.state
             raise PipelineNotFound(f"pipeline {name!r} is not active (it is {state})")
         return cached[0], row
-
-    async def list_pipelines(self, tenant: str) -> list[dict[str, Any]]:
-        out = []
-        for row in await asyncio.to_thread(self.store.pipelines, tenant):
-            counts = await asyncio.to_thread(self.store.counts, row.name)
-            plan = self.plans.get(row.name)
-            out.append(
-                {
-                    "pipeline": row.name,
-                    "state": plan[0].state if plan else row.state,
-                    "version": plan[0].version if plan else None,
-                    "mode": row.spec.get("run", {}).get("mode"),
-                    "stages": len(row.spec.get("stages", [])),
-                    "submitted_at": row.submitted_at,
-                    "runs": counts,
-                }
-            )
-        return out
-
-    async def status(self, name: str, tenant: str) -> dict[str, Any]:
-        """The plan (each stage's node and mode), run counts, and queue depths."""
-        row = await self.row(name, tenant)
-        counts = await asyncio.to_thread(self.store.counts, name)
-        cached = self.plans.get(name)
-        body: dict[str, Any] = {
-            "pipeline": name,
-            "tenant": row.tenant,
-            "state": cached[0].state if cached else row.state,
-            "reason": row.reason,
-            "submitted_at": row.submitted_at,
-            "ends_at": row.ends_at,
-            "runs": {s: counts.get(s, 0) for s in ("running", *RUN_ENDED)},
-            "queue": row.spec.get("queue", {}),
-        }
-        if cached is not None:
-            plan = cached[0]
-            spec = PipelineSpec.model_validate(plan.spec)
-            stream = bundle_stream(name)
-            queues = []
-            for a in plan.assignments:
-                depth = None
-                with contextlib.suppress(Exception):
-                    depth = await asyncio.wait_for(
-                        self.controller.bus.pending(stream, bundle_durable(a.stage, a.instance)),
-                        2.0,
-                    )
-                queues.append(
-                    {"stage": a.stage, "instance": a.instance, "node": a.node, "mode": a.mode}
-                    | {"queued": depth}
-                )
-            plan_rows = rows(plan, spec)
-            body |= {"version": plan.version, "plan": plan_rows, "queues": queues}
-        return body
-
-    async def runs(self, name: str, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
-        await self.row(name, tenant)
-        limit = max(1, min(limit, MAX_RUNS_LISTED))
-        return [r.to_dict() for r in await asyncio.to_thread(self.store.runs, name, limit)]
-
-    async def timeline(self, name: str, run: str, tenant: str) -> dict[str, Any]:
-        """One run and each stage instance's node, queue, start, compute, hop, bytes."""
-        await self.row(name, tenant)
-        rec = await asyncio.to_thread(self.store.run, name, run)
-        if rec is None:
-            raise PipelineNotFound(f"pipeline {name!r} has no run {run!r}", pipeline=name)
-        events = await asyncio.to_thread(self.store.timeline, name, run)
-        stages = []
-        for ev in events:
-            t = ev.timing
-            stages.append(
-                {
-                    "stage": ev.stage,
-                    "instance": ev.instance,
-                    "role": ev.role,
-                    "node": ev.node,
-                    "status": ev.status,
-                    "at": ev.at,
-                    "since_start_s": max(0.0, ev.at - rec.started_at),
-                    "queue_s": t.get("queue"),
-                    "start_s": t.get("start"),
-                    "compute_s": t.get("compute"),
-                    "hop_s": t.get("hop"),
-                    "total_s": t.get("total"),
-                    "bytes_in": ev.bytes_in,
-                    "bytes_out": ev.bytes_out,
-                    "error_kind": ev.error_kind,
-                    "error": ev.error,
-                }
-            )
-        return rec.to_dict() | {"stages": stages}
-
-    async def wait_run(self, name: str, run: str, timeout: float) -> str | None:
-        """The run's status once it ended, or as it stands after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rec = await asyncio.to_thread(self.store.run, name, run)
-            status = rec.status if rec else None
-            if status in RUN_ENDED or time.monotonic() >= deadline:
-                return status
-            await asyncio.sleep(0.1)
-
-
-def rows(plan: Plan, spec: PipelineSpec) -> list[dict[str, Any]]:
-    """The plan as table rows (stage, role, instance, node, mode, reason, after)."""
-    from fades.pipelines.planner import plan_rows
-
-    return [dict(r) for r in plan_rows(plan, spec)]

@@ -26,7 +26,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fades.errors import FabricError, FadesError
-from fades.pipelines.protocol import EVENTS_STREAM, Plan, StageEvent
+from fades.pipelines.protocol import (
+    EVENTS_STREAM,
+    Plan,
+    StageEvent,
+    bundle_durable,
+    bundle_stream,
+)
 from fades.pipelines.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -36,6 +42,8 @@ log = logging.getLogger("fades.pipelines")
 
 #: seconds between checks of deadlines, ends and the registry (failover)
 SWEEP_S = 0.25
+#: seconds between readings of the bundle queues' depths for the metrics
+QUEUE_METRICS_S = 5.0
 #: the controller's durable consumer of stage events
 EVENTS_CONSUMER = "controller-pevents"
 
@@ -121,7 +129,7 @@ class Tracker:
 
     # --- deadlines, ends, failover -----------------------------------------------------------
     async def _sweep(self) -> None:
-        last_deadlines = 0.0
+        last_deadlines = last_depths = 0.0
         while True:
             await asyncio.sleep(SWEEP_S)
             try:
@@ -129,6 +137,9 @@ class Tracker:
                 if time.monotonic() - last_deadlines >= 1.0:
                     last_deadlines = time.monotonic()
                     await self.deadlines()
+                if time.monotonic() - last_depths >= QUEUE_METRICS_S:
+                    last_depths = time.monotonic()
+                    await self.queue_depths()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -179,6 +190,24 @@ class Tracker:
             del self.failovers[:-1000]
             self.controller.metrics.pipeline_failovers.inc()
             log.warning("pipeline %s re-planned (v%d): %s", name, written.version, what)
+
+    async def queue_depths(self) -> None:
+        """Set the queue-depth gauge of every stage instance of the active plans."""
+        gauge = self.controller.metrics.pipeline_queue
+        gauge.clear()
+        for name, (plan, _) in list(self.service.plans.items()):
+            if plan.state != "active":
+                continue
+            for a in plan.assignments:
+                with contextlib.suppress(Exception):
+                    depth = await asyncio.wait_for(
+                        self.controller.bus.pending(
+                            bundle_stream(name), bundle_durable(a.stage, a.instance)
+                        ),
+                        2.0,
+                    )
+                    if depth is not None:
+                        gauge.labels(name, a.stage, a.instance).set(depth)
 
     async def deadlines(self) -> None:
         """Fail runs past their deadline; finish pipelines past their end."""
