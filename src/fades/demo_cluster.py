@@ -120,6 +120,10 @@ def _drive(cluster: LocalCluster, console: Console) -> dict[str, Any]:
         "(0.574 Mbps in the FADES paper) that is what dominates: run 'fades bench locality'"
     )
 
+    from fades.demo_pipeline import run_pipeline_demo
+
+    pipeline = run_pipeline_demo(cluster, console)
+
     console.rule("[bold]cluster summary")
     all_recs = [rec for _, rec in recs] + [live, edge]
     kept = sum(r.get("bytes_read") or 0 for r in all_recs)
@@ -137,4 +141,5 @@ def _drive(cluster: LocalCluster, console: Console) -> dict[str, Any]:
         "bytes_kept_at_edge": kept,
         "bytes_sent_upstream": sent,
         "cloud_raw_bytes": raw,
+        "pipeline": pipeline,
     }

@@ -38,18 +38,44 @@ def generate(
     replace: Annotated[
         bool, typer.Option("--replace", help="first delete every reading of the testbed's sensors")
     ] = False,
+    testbed: Annotated[
+        str, typer.Option(help="'office' (five rooms) or 'road' (lampposts, black ice)")
+    ] = "office",
+    segments: Annotated[int, typer.Option(help="road: segments")] = 3,
+    lampposts: Annotated[int, typer.Option(help="road: lampposts per segment")] = 4,
+    lamp: Annotated[
+        list[str] | None,
+        typer.Option("--lamp", help="road: only this lamppost (e.g. seg1-lamp2); repeatable"),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Generate the five-room office testbed into the node's SQLite store.
+    """Generate a testbed into the node's SQLite store: the five-room office, or a road of
+    lampposts (with its icing episodes written to road_truth.json beside the readings).
 
     Running it again replaces the readings of the range it covers (it never doubles them).
     """
     from datetime import UTC, datetime, timedelta
 
+    from fades.errors import DatasetError
     from fades.testbed import populate
 
     # The readings end now, so that tasks asking for "the last N seconds" find them.
     start = datetime.now(UTC) - timedelta(days=days)
+    if testbed == "road":
+        from fades.testbed.road import RoadSim, populate_road, write_truth
+
+        sim = RoadSim(days, seed, start, segments=segments, lampposts=lampposts)
+        with readings(home) as (path, store):
+            n = populate_road(store, sim, rate, lamp or None)
+            truth = write_truth(path.parent, sim)
+            console.print(
+                f"wrote {n:,} readings to {path} ({store.count():,} in total); "
+                f"icing episodes in {truth}",
+                markup=False,
+            )
+        return
+    if testbed != "office":
+        raise DatasetError(f"unknown testbed {testbed!r}; known: office, road")
     with readings(home) as (path, store):
         with progress_bar() as (progress, task_bar):
             n = populate(

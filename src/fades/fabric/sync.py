@@ -74,7 +74,8 @@ class ArtifactSync:
         if not DIGEST.match(digest):
             raise ValueError(f"not a sha256: digest: {digest!r}")
         art = await self._local(digest, keepalive)
-        if art.kind == "python":
+        if art.kind == "python" and not self.store.runtimes(PYTHON_ABI):
+            # only when none is held: loading one verifies its ~20 MB (tens of ms) each time
             await self.runtime(PYTHON_ABI, keepalive)
         return art
 

@@ -68,6 +68,11 @@ class Sandboxes:
             return self._pool_obj
 
     def python(self) -> PythonSandbox:
+        # the live sandbox holds its runtime verified and compiled: reuse it while it is still
+        # the newest, instead of reading and verifying the ~20 MB file on every task
+        newest = self.functions.runtimes(PYTHON_ABI)
+        if self._python is not None and newest and self._python.runtime.digest == newest[0]:
+            return self._python
         runtime = self.functions.runtime(PYTHON_ABI)
         if self._python is None or self._python.runtime.digest != runtime.digest:
             self._python = PythonSandbox(runtime, self.host)
