@@ -15,6 +15,9 @@ the module): dunder names, modules, classes, functions defined with ``def``, bui
 Anything else (a generator, a lambda, an open file, an instance of a class) raises
 :class:`StateNotCapturable` naming the global and where inside it.
 
+A :class:`fades_state.StepGraph` held in a global is captured as its position and ``kv``
+(``["obj", "StepGraph", state]``) and restored into the graph the module re-creates.
+
 Format: ``{"v": 1, "g": {name: value}}`` where a value is a JSON scalar (None, bool, int,
 str, finite float) or a list ``[tag, ...]``.
 """
@@ -30,7 +33,14 @@ import json
 import types
 from typing import Any, NoReturn
 
+try:  # inside the sandbox the step-graph helper is a top-level module, on the host a submodule
+    import fades_state as _graph_module
+except ImportError:
+    from fades.guest import fades_state as _graph_module
+
 FORMAT = 1
+#: classes captured through their ``__fades_state__`` / ``__fades_restore__`` (top-level only)
+_GRAPHS: tuple[type, ...] = (_graph_module.StepGraph,)
 MAX_DEPTH = 200
 
 _FACTORIES = {
@@ -191,6 +201,9 @@ def capture(namespace: dict[str, Any], limit: int) -> str:
     for key, value in list(namespace.items()):
         if type(key) is not str or _is_code(key, value):
             continue
+        if type(value) in _GRAPHS:  # a step graph: its position and kv, not its code
+            out[key] = ["obj", type(value).__name__, enc.enc(value.__fades_state__(), repr(key), 1)]
+            continue
         out[key] = enc.enc(value, repr(key), 0)
     text = json.dumps({"v": FORMAT, "g": out}, separators=(",", ":"), allow_nan=False)
     if len(text) > limit:
@@ -277,10 +290,24 @@ def restore(namespace: dict[str, Any], text: str | bytes) -> list[str]:
         if not isinstance(doc, dict) or doc.get("v") != FORMAT:
             raise StateRestoreError(f"not a format-{FORMAT} captured state")
         dec = _Decoder()
-        values = {str(k): dec.dec(v) for k, v in doc["g"].items()}
+        values: dict[str, Any] = {}
+        graphs: dict[str, Any] = {}
+        for k, v in doc["g"].items():
+            if isinstance(v, list) and v and v[0] == "obj":
+                graphs[str(k)] = (str(v[1]), dec.dec(v[2]))
+            else:
+                values[str(k)] = dec.dec(v)
     except StateRestoreError:
         raise
     except Exception as exc:
         raise StateRestoreError(f"the captured state is malformed ({type(exc).__name__})") from None
+    for name, (kind, state) in graphs.items():
+        target = namespace.get(name)
+        if type(target) not in _GRAPHS or type(target).__name__ != kind:
+            raise StateRestoreError(f"global {name!r} is no longer a {kind}")
+        try:
+            target.__fades_restore__(state)  # type: ignore[union-attr]
+        except Exception as exc:
+            raise StateRestoreError(f"global {name!r}: {exc}") from None
     namespace.update(values)
     return sorted(values)
