@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fades.errors import FadesError, SandboxError, TaskCancelled
+from fades.node.handoff import MOVED, handoffs, mark_moved
 from fades.sandbox.base import Limits, Session
 
 if TYPE_CHECKING:
@@ -31,8 +32,9 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
     (``invocations``, ``max_duration_s``, the node's ``max_persistent_seconds``) or it is
     cancelled."""
     rec = orc.store.get(task.id)
-    if rec.done or orc._late(task):
+    if rec.done or rec.status == MOVED or orc._late(task):
         return
+    hand = handoffs(orc)
     orc.store.start(task.id)
     spec = task.function
     assert spec.period_s is not None
@@ -53,6 +55,7 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                 while (
                     not orc._stop.is_set()
                     and task.id not in orc._cancelled
+                    and not hand.leaving(task.id)
                     and (delay := next_at - time.monotonic()) > 0
                 ):
                     orc._wake.wait(min(delay, _CANCEL_POLL_S))
@@ -60,7 +63,7 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                         break
                 else:
                     orc._cancel_requested(task.id)
-            if orc._stop.is_set() or task.id in orc._cancelled:
+            if orc._stop.is_set() or task.id in orc._cancelled or hand.leaving(task.id):
                 break
             if spec.invocations is not None and seq >= spec.invocations:
                 stopped = "invocations"
@@ -73,7 +76,7 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
             try:
                 blob, fetch_t, _ = orc._fetch(task)
                 if session is None:
-                    session = orc.sandboxes.open(
+                    session = hand.take_session(task.id) or orc.sandboxes.open(
                         artifact, Limits(spec.memory_mib, spec.time_budget_ms)
                     )
                 res = session.invoke(blob)
@@ -94,9 +97,15 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                 "total": time.perf_counter() - t0,
             }
             orc.store.record_invocation(task.id, seq, ok=True, result=res.value, timing=timing)
+            hand.output(task.id, seq)
             last = res.value
             seq += 1
+        if hand.leaving(task.id):  # migrating: stop here, at an invocation boundary
+            mark_moved(orc.store, task.id, "moved to another node")
+            hand.departed(task.id, seq)
+            return
     finally:
+        hand.stopped(task.id, "the task stopped before its first invocation here")
         if session is not None:
             session.close()
     if task.id in orc._cancelled:
