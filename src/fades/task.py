@@ -242,6 +242,50 @@ class DataOp(_Strict):
         return v
 
 
+class EveryN(_Strict):
+    """Checkpoint after every N-th invocation."""
+
+    every_n: int = Field(ge=1, le=10**9)
+
+
+class EveryS(_Strict):
+    """Checkpoint after the first invocation that ends at least S seconds after the last one."""
+
+    every_s: float = Field(gt=0, le=86_400, allow_inf_nan=False)
+
+
+class StateSpec(_Strict):
+    """A stateful persistent function: its state is checkpointed (see docs/state.md)."""
+
+    checkpoint: Literal["every"] | EveryN | EveryS = Field(
+        default="every",
+        description="'every' invocation, {'every_n': N} invocations or {'every_s': S} seconds",
+    )
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _policy(cls, v: Any) -> Any:
+        shape = "must be 'every', {every_n: N} (1..10^9) or {every_s: S} (0 < S <= 86400)"
+        if isinstance(v, (EveryN, EveryS)) or v == "every":
+            return v
+        if not isinstance(v, dict) or len(v) != 1 or next(iter(v)) not in ("every_n", "every_s"):
+            raise ValueError(f"{shape}, not {str(v)[:60]!r}")
+        try:
+            return EveryN(**v) if "every_n" in v else EveryS(**v)
+        except ValidationError:
+            raise ValueError(f"{shape}, not {str(v)[:60]!r}") from None
+
+    def due(self, done_since: int, seconds_since: float) -> bool:
+        """Whether to checkpoint now, ``done_since`` invocations and ``seconds_since`` seconds
+        after the last checkpoint."""
+        c = self.checkpoint
+        if isinstance(c, EveryN):
+            return done_since >= c.every_n
+        if isinstance(c, EveryS):
+            return done_since > 0 and seconds_since >= c.every_s
+        return done_since > 0
+
+
 class FunctionSpec(_Strict):
     """Which function to run on the data, with what parameters and limits."""
 
@@ -264,6 +308,11 @@ class FunctionSpec(_Strict):
         allow_inf_nan=False,
         description="persistent only: stop this long after the task was accepted "
         "(also capped by the node's max_persistent_seconds)",
+    )
+    state: StateSpec | None = Field(
+        default=None,
+        description="persistent only: keep the function's state in checkpoints "
+        "(absent: not stateful)",
     )
 
     @field_validator("artifact")
@@ -303,6 +352,8 @@ class FunctionSpec(_Strict):
             raise ValueError(
                 "'period_s', 'invocations' and 'max_duration_s' apply only to mode 'persistent'"
             )
+        if self.state is not None and self.mode != "persistent":
+            raise ValueError("'state' applies only to mode 'persistent'")
         return self
 
 
