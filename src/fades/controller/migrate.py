@@ -247,7 +247,7 @@ async def _move(
         {"op": "migrate_prepare", "task_id": wire_id, "task": body, "digest": rec.digest},
         PREPARE_TIMEOUT_S,
     )
-    if "error" in prep:
+    if prep.get("error"):
         raise MigrationFailed(f"node {to!r} cannot take task {task_id!r}: {prep['error']}")
     out: dict[str, Any] = {}
     forced = force
@@ -265,7 +265,7 @@ async def _move(
             )
             forced = True
         else:
-            if "error" in out:
+            if out.get("error"):
                 await _abort(ctl, to, wire_id)
                 raise MigrationFailed(
                     f"node {source!r} could not hand over task {task_id!r}: {out['error']}"
@@ -280,7 +280,7 @@ async def _move(
         )
     except NodeUnavailable as exc:
         arrived = {"error": str(exc)}
-    if "error" in arrived and not arrived.get("started"):
+    if arrived.get("error") and not arrived.get("started"):
         await _fall_back(ctl, tenant, task_id, wire_id, body, source, to, forced)
         raise MigrationFailed(
             f"node {to!r} did not start task {task_id!r}: {arrived['error']}; "
@@ -353,7 +353,7 @@ async def _fall_back(
         )
     except NodeUnavailable as exc:
         back = {"error": str(exc)}
-    if "error" in back and not back.get("started"):
+    if back.get("error") and not back.get("started"):
         log.error("task %s: neither %s nor %s runs it: %s", task_id, target, source, back)
         return
     await asyncio.to_thread(

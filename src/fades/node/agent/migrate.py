@@ -23,6 +23,7 @@ JSON (``{"error": ...}`` when it cannot be done, naming why):
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ from fades.task import parse_task
 
 if TYPE_CHECKING:
     from fades.node.agent import NodeAgent
+
+log = logging.getLogger("fades.node.agent")
 
 #: operations this module answers
 OPS = frozenset({"migrate_prepare", "migrate_out", "migrate_in", "migrate_abort", "forget"})
@@ -126,6 +129,7 @@ async def _prepare(agent: NodeAgent, task_id: str, req: dict[str, Any]) -> dict[
     except FadesError as exc:
         return {"error": f"cannot open a sandbox for it: {exc.kind}: {exc}"}
     handoffs(orc).prepare(task_id, session)
+    log.info("node %s: prepared a warm session for arriving task %s", agent.name, task_id)
     return {
         "ready": True,
         "prepare_s": time.perf_counter() - t0,
@@ -179,6 +183,9 @@ def _start_departure(agent: NodeAgent, task_id: str, to: str) -> dict[str, Any] 
         return {"moved": True, "seq": None, "last_output_at": None, "state_bytes": 0}
     with orc._wake:
         orc._wake.notify_all()
+    log.info(
+        "node %s: task %s leaves for %s at its next invocation boundary", agent.name, task_id, to
+    )
     return None
 
 
