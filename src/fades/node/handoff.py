@@ -26,9 +26,13 @@ if TYPE_CHECKING:
     from fades.node.orchestrator import Orchestrator
     from fades.node.taskstore import TaskStore
     from fades.sandbox.base import Session
+    from fades.task import Task
 
 #: the local status of a task that now runs on another node
 MOVED = "moved"
+#: a task asked to leave whose next invocation is due within this many seconds runs it
+#: first, then leaves at once (so the gap its move makes is the hand-over alone)
+DEPART_NEXT_S = 0.1
 
 
 @dataclass(slots=True)
@@ -37,6 +41,7 @@ class Departure:
 
     to: str
     requested_at: float = field(default_factory=time.time)
+    asked: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     #: invocations completed when it stopped (the target continues at this seq)
     seq: int | None = None
@@ -51,6 +56,8 @@ class Arrival:
     """A task about to arrive: its warm session, and its first output once restored."""
 
     session: Session | None
+    #: the task, validated when the session was prepared
+    task: Task | None = None
     prepared_at: float = field(default_factory=time.time)
     first: threading.Event = field(default_factory=threading.Event)
     #: the first invocation's seq here and when it ended (wall clock)
@@ -82,6 +89,14 @@ class Handoffs:
         dep = self.departures.get(task_id)
         return dep is not None and not dep.done.is_set()
 
+    def leave_now(self, task_id: str, delay: float) -> bool:
+        """True if the loop should stop now rather than run its next invocation, due in
+        ``delay`` seconds: it runs one more first when that one is due soon."""
+        dep = self.departures.get(task_id)
+        if dep is None or dep.done.is_set():
+            return False
+        return delay > DEPART_NEXT_S or time.monotonic() - dep.asked > DEPART_NEXT_S
+
     def departed(
         self, task_id: str, seq: int, *, state_bytes: int = 0, error: str | None = None
     ) -> None:
@@ -102,11 +117,11 @@ class Handoffs:
             self.departures.pop(task_id, None)
 
     # --- target ------------------------------------------------------------------------------
-    def prepare(self, task_id: str, session: Session | None) -> Arrival:
+    def prepare(self, task_id: str, session: Session | None, task: Task | None = None) -> Arrival:
         """Keep ``session`` warm for ``task_id`` (closing one prepared before)."""
         with self._lock:
             old = self.arrivals.pop(task_id, None)
-            arr = self.arrivals[task_id] = Arrival(session)
+            arr = self.arrivals[task_id] = Arrival(session, task)
         if old is not None and old.session is not None:
             old.session.close()
         return arr

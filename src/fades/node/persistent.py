@@ -55,15 +55,17 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                 while (
                     not orc._stop.is_set()
                     and task.id not in orc._cancelled
-                    and not hand.leaving(task.id)
                     and (delay := next_at - time.monotonic()) > 0
+                    and not hand.leave_now(task.id, delay)
                 ):
                     orc._wake.wait(min(delay, _CANCEL_POLL_S))
                     if orc._cancel_requested(task.id):
                         break
                 else:
                     orc._cancel_requested(task.id)
-            if orc._stop.is_set() or task.id in orc._cancelled or hand.leaving(task.id):
+            if orc._stop.is_set() or task.id in orc._cancelled:
+                break
+            if hand.leave_now(task.id, next_at - time.monotonic()):
                 break
             if spec.invocations is not None and seq >= spec.invocations:
                 stopped = "invocations"
@@ -100,6 +102,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
             hand.output(task.id, seq)
             last = res.value
             seq += 1
+            if hand.leaving(task.id):
+                break  # asked to move: leave right after this invocation
         if hand.leaving(task.id):  # migrating: stop here, at an invocation boundary
             mark_moved(orc.store, task.id, "moved to another node")
             hand.departed(task.id, seq)

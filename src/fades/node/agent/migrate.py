@@ -32,7 +32,7 @@ from fades.errors import FadesError, TaskNotFound
 from fades.functions.artifact import PYTHON_ABI
 from fades.node.handoff import MOVED, handoffs, mark_moved, reactivate, summary
 from fades.sandbox.base import Limits
-from fades.task import parse_task
+from fades.task import Task, parse_task
 
 if TYPE_CHECKING:
     from fades.node.agent import NodeAgent
@@ -128,7 +128,7 @@ async def _prepare(agent: NodeAgent, task_id: str, req: dict[str, Any]) -> dict[
         session = await asyncio.to_thread(orc.sandboxes.open, artifact, limits)
     except FadesError as exc:
         return {"error": f"cannot open a sandbox for it: {exc.kind}: {exc}"}
-    handoffs(orc).prepare(task_id, session)
+    handoffs(orc).prepare(task_id, session, task)
     log.info("node %s: prepared a warm session for arriving task %s", agent.name, task_id)
     return {
         "ready": True,
@@ -198,7 +198,7 @@ async def _arrive(
     if arr is None:
         arr = hand.prepare(task_id, None)  # not prepared: the loop opens its own session
     t0 = time.time()
-    refused = await asyncio.to_thread(_take, agent, task_id, body)
+    refused = await asyncio.to_thread(_take, agent, task_id, body, arr.task)
     if refused is not None:
         hand.cancel_arrival(task_id)
         return {"error": refused}
@@ -220,19 +220,24 @@ async def _arrive(
     }
 
 
-def _take(agent: NodeAgent, task_id: str, body: dict[str, Any]) -> str | None:
-    """Accept the arriving task here (or re-activate it); why not, or None."""
+def _take(agent: NodeAgent, task_id: str, body: dict[str, Any], task: Task | None) -> str | None:
+    """Accept the arriving task here (or re-activate it); why not, or None. A task validated
+    when its session was prepared is accepted without validating it again."""
     orc = agent.require_node().orchestrator
     try:
         if orc.exists(task_id):
             if reactivate(orc.store, task_id):
-                orc.queue.put(parse_task(body))
+                orc.queue.put(task or parse_task(body))
                 return None
             status = orc.store.get(task_id).status
             if status in ("accepted", "running"):
                 return f"task {task_id!r} is already {status} on {agent.name}"
             return f"task {task_id!r} already ended on {agent.name} ({status})"
-        orc.submit(body)
+        if task is not None and not orc._stop.is_set():
+            orc.store.accept(task.id, task.tenant, task.to_json())
+            orc.queue.put(task)
+        else:
+            orc.submit(body)
     except FadesError as exc:
         return f"refused: {exc.kind}: {exc}"
     return None
