@@ -12,6 +12,7 @@ import os
 import time
 import traceback
 
+import fades_capture
 import fades_sdk
 import wit_world
 from componentize_py_types import Err
@@ -29,6 +30,9 @@ _isinstance = isinstance
 _make_encoder = json.encoder.c_make_encoder
 _escape = json.encoder.encode_basestring
 _RecursionError = RecursionError
+_capture = fades_capture.capture
+_restore = fades_capture.restore
+_urandom = os.urandom
 
 #: The standard library a function may import: equal to fades.functions.modules.AVAILABLE
 #: (less fades_sdk; a test keeps them equal). componentize-py bundles only the modules that
@@ -100,6 +104,10 @@ STDLIB: tuple[str, ...] = (
 )
 for _name in STDLIB:
     __import__(_name)
+
+import random  # noqa: E402  (bound after the standard library is imported above)
+
+_reseed = random.seed
 
 MAX_MESSAGE = 4096
 MAX_TRACEBACK = 16384
@@ -189,7 +197,8 @@ def _bad_path(value: object) -> str:
 
 
 INPUT = "/input/data.fds"
-_LOADED: dict[tuple[str, str], object] = {}
+#: each loaded function and its module namespace (a persistent instance keeps them)
+_LOADED: dict[tuple[str, str], tuple[object, dict[str, object]]] = {}
 
 
 def _read_input() -> bytearray:
@@ -206,23 +215,51 @@ def _read_input() -> bytearray:
     return buf
 
 
+def _load(source: str, entry: str, filename: str) -> tuple[object, dict[str, object]]:
+    loaded = _LOADED.get((source, entry))
+    if loaded is None:
+        namespace: dict[str, object] = {"__name__": "fades_function"}
+        exec(compile(source, filename, "exec"), namespace)
+        fn = namespace.get(entry)
+        if not callable(fn):
+            raise NameError(f"the function source defines no callable {entry!r}")
+        # A persistent function's instance lives on between invocations, and so do its
+        # module globals: that is where it keeps state.
+        loaded = _LOADED[(source, entry)] = (fn, namespace)
+    return loaded
+
+
+def _state_op(source: str, control: str, filename: str) -> str:
+    """The host's state requests, passed as an entry starting with NUL (never a valid entry):
+    ``\0snapshot\0ENTRY\0LIMIT`` returns the captured globals (fades_capture);
+    ``\0restore\0ENTRY`` loads the module, puts back the globals captured in the input
+    file and reseeds ``random`` from the host's entropy (two restores of one snapshot must
+    not draw the same numbers)."""
+    parts = control[1:].split("\0")
+    op, entry = parts[0], parts[1]
+    if op == "snapshot":
+        return _capture(_load(source, entry, filename)[1], int(parts[2]))
+    if op == "restore":
+        text = bytes(_read_input()).decode()
+        _restore(_load(source, entry, filename)[1], text)
+        _reseed(_urandom(32))
+        return ""
+    raise ValueError(f"unknown state request {op!r}")
+
+
 class WitWorld(wit_world.WitWorld):
     def run(self, source: str, entry: str, filename: str) -> str:
+        if entry[:1] == "\0":
+            try:
+                return _state_op(source, entry, filename)
+            except BaseException as exc:
+                raise _error(exc, filename) from None
         t0 = _clock()
         try:
             blob = _read_input()
             t1 = _clock()
             datasets, params = _decode(blob)
-            fn = _LOADED.get((source, entry))
-            if fn is None:
-                namespace: dict[str, object] = {"__name__": "fades_function"}
-                exec(compile(source, filename, "exec"), namespace)
-                fn = namespace.get(entry)
-                if not callable(fn):
-                    raise NameError(f"the function source defines no callable {entry!r}")
-                # A persistent function's instance lives on between invocations, and so do its
-                # module globals: that is where it keeps state.
-                _LOADED[(source, entry)] = fn
+            fn = _load(source, entry, filename)[0]
             t2 = _clock()
             result = fn(datasets, params)
             t3 = _clock()

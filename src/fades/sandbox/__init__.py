@@ -88,13 +88,23 @@ class Sandboxes:
     def _runtime(self, artifact: Artifact) -> Artifact | None:
         return self.python().runtime if artifact.kind == "python" else None
 
-    def open(self, artifact: Artifact, limits: Limits) -> Session:
-        """A persistent session (in its own worker process, unless in-process)."""
+    def open(self, artifact: Artifact, limits: Limits, *, restore: bytes | None = None) -> Session:
+        """A persistent session (in its own worker process, unless in-process); ``restore``:
+        a snapshot to put back into it before its first invocation."""
         if self.host.mode == "process":
-            return ProcSession(self.host, artifact, self._runtime(artifact), limits)
+            return ProcSession(self.host, artifact, self._runtime(artifact), limits, restore)
+        session: Session
         if artifact.kind == "core":
-            return self.core.open(artifact, limits)
-        return self.python().open(artifact, limits)
+            session = self.core.open(artifact, limits)
+        else:
+            session = self.python().open(artifact, limits)
+        if restore is not None:
+            try:
+                session.restore(restore)
+            except BaseException:
+                session.close()
+                raise
+        return session
 
     def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
         """One invocation in a fresh instance, within ``limits`` whatever the function does."""

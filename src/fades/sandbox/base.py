@@ -106,6 +106,23 @@ class Session(Protocol):
         """Run the function once more on ``blob``."""
         ...
 
+    def snapshot(self, limit: int | None = None) -> bytes:
+        """The instance's state at an invocation boundary (at most ``limit`` bytes; default
+        ``FADES_STATE_MAX_BYTES``).
+
+        Raises:
+            StateNotCapturable: part of the state cannot be captured (named).
+        """
+        ...
+
+    def restore(self, state: bytes) -> None:
+        """Put a snapshot back into this fresh instance (before its first invocation).
+
+        Raises:
+            CheckpointRejected: the state does not fit this function.
+        """
+        ...
+
     def close(self) -> None: ...
 
 

@@ -29,9 +29,10 @@ from fades.errors import (
     TimeLimitExceeded,
 )
 from fades.functions.artifact import Artifact
-from fades.sandbox import engine
+from fades.sandbox import core_state, engine
 from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult
 from fades.sandbox.output import check_size, check_value, parse_json
+from fades.state.seal import max_state_bytes
 
 _I32, _F64 = wasmtime.ValType.i32(), wasmtime.ValType.f64()
 _F64_T = wasmtime.FuncType([_I32, _I32, _F64], [])
@@ -174,6 +175,7 @@ class CoreSession:
                 raise BadFunctionOutput(_abi(f"export 'memory' is {what}, not a memory"))
             self._alloc = _check_export(exports.get("fades_alloc"), "fades_alloc", _ALLOC_T, store)
             self._run = _check_export(exports.get("fades_run"), "fades_run", _RUN_T, store)
+            self._globals = core_state.mutable_globals(store, exports)
         except BaseException:
             self.close()
             raise
@@ -239,6 +241,28 @@ class CoreSession:
             bytes_out=len(out),
             compiled_cached=self.cached,
             logs=self.logs.text(),
+        )
+
+    def snapshot(self, limit: int | None = None) -> bytes:
+        """The module's state at an invocation boundary: the memory chunks that changed since
+        instantiation (compressed) and its exported mutable globals (see core_state)."""
+        store = self._store
+        if store is None:
+            raise ValueError("snapshot() on a closed core session")
+        with CoreSession(self.artifact, self.limits, self.host) as fresh:
+            assert fresh._store is not None
+            base = bytes(core_state._view(fresh._store, fresh._memory))
+        bound = max_state_bytes() if limit is None else limit
+        return core_state.capture(store, self._memory, self._globals, base, bound)
+
+    def restore(self, state: bytes) -> None:
+        """Apply a snapshot to this fresh instance (before its first invocation)."""
+        if self._store is None:
+            raise ValueError("restore() on a closed core session")
+        if self.invocations:
+            raise ValueError("restore() needs a fresh session (this one already ran)")
+        core_state.restore(
+            self._store, self._memory, self._globals, state, self.limits.memory_bytes
         )
 
 

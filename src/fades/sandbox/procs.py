@@ -17,7 +17,7 @@ The blob is handed over as a file in a RAM-backed scratch directory per worker: 
 writes it once, a Python guest reads it from its preopened ``/input``, a core module has it
 read straight into its linear memory.
 
-About 420 lines: the pool, a worker's lifecycle and the watchdog (deadline, RSS) share the
+About 450 lines: the pool, a worker's lifecycle and the watchdog (deadline, RSS) share the
 worker records and their lock.
 """
 
@@ -385,7 +385,12 @@ class ProcSession:
     """A persistent session in a dedicated worker process (see ``Sandboxes.open``)."""
 
     def __init__(
-        self, host: HostLimits, artifact: Artifact, runtime: Artifact | None, limits: Limits
+        self,
+        host: HostLimits,
+        artifact: Artifact,
+        runtime: Artifact | None,
+        limits: Limits,
+        restore: bytes | None = None,
     ) -> None:
         self.host, self.limits = host, limits
         self.worker = w = Worker(host)
@@ -402,6 +407,8 @@ class ProcSession:
                     limits,
                 )
             )
+            if restore is not None:
+                self.restore(restore)
         except BaseException:
             w.kill()
             raise
@@ -417,6 +424,25 @@ class ProcSession:
             res.timing["start"] = 0.0
         self.invocations += 1
         return res
+
+    def snapshot(self, limit: int | None = None) -> bytes:
+        """The session's state at this invocation boundary (captured in the worker)."""
+        w = self.worker
+        if w.dead:
+            raise SandboxError("this session's sandbox process is gone; open a new session")
+        state = w.call(("snapshot", limit), _deadline(self.limits, self.host), self.limits)
+        if not isinstance(state, bytes):
+            raise SandboxError("the sandbox process returned a malformed snapshot")
+        return state
+
+    def restore(self, state: bytes) -> None:
+        """Put a snapshot back into this fresh session (in the worker)."""
+        if self.invocations:
+            raise ValueError("restore() needs a fresh session (this one already ran)")
+        w = self.worker
+        path = os.path.join(w.scratch, "state.in")
+        _write_blob(path, state)
+        w.call(("restore", path), _deadline(self.limits, self.host), self.limits)
 
     def close(self) -> None:
         self.worker.kill()

@@ -21,17 +21,21 @@ from wasmtime import component
 
 from fades.errors import (
     BadFunctionOutput,
+    CheckpointRejected,
     FunctionCrashed,
     MemoryLimitExceeded,
     ResultTooLarge,
     SandboxError,
     SandboxViolation,
+    StateError,
+    StateNotCapturable,
     TimeLimitExceeded,
 )
 from fades.functions.artifact import Artifact
 from fades.sandbox import engine
 from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult
 from fades.sandbox.output import clip, parse_json, seconds, size_of, typed_field
+from fades.state.seal import max_state_bytes
 
 #: The runtime cannot run below this much linear memory: its initial heap snapshot takes
 #: about 12.4 MiB and it starts at 14 MiB; 16 MiB (the seeds' smallest unikernel) leaves
@@ -205,6 +209,60 @@ class PythonSession:
             logs=self.logs.text(),
         )
 
+    # --- state (stateful persistent functions; see fades.guest.fades_capture) ---------------
+    def _control(self, control: str) -> str:
+        store = self._store
+        if store is None:
+            raise ValueError("snapshot()/restore() on a closed Python session")
+        store.set_epoch_deadline(engine.ticks_for(self.limits.time_budget_ms))
+        try:
+            reply = self._run(store, self._source, control, self._filename)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise _translate_trap(exc, self.limits) from None
+        tag, payload = getattr(reply, "tag", None), getattr(reply, "payload", None)
+        if tag not in ("ok", "err") or not isinstance(payload, str):
+            raise BadFunctionOutput("the runtime's reply is not a result<string, string>")
+        if tag != "ok":
+            err = _translate_guest_error(payload, self.limits, self.logs.text(), self.host)
+            kind = getattr(err, "guest_kind", "")
+            if kind == "StateNotCapturable":
+                raise StateNotCapturable(str(err.context.get("guest_message", err)))
+            if kind == "StateRestoreError":
+                raise CheckpointRejected(
+                    f"the state could not be restored: {err.context.get('guest_message', err)}"
+                )
+            raise err
+        return payload
+
+    def snapshot(self, limit: int | None = None) -> bytes:
+        """The function's module state, captured inside the sandbox at an invocation boundary
+        (at most ``limit`` bytes; default ``FADES_STATE_MAX_BYTES``).
+
+        Raises:
+            StateNotCapturable: a global holds something that cannot be captured (named).
+        """
+        bound = max_state_bytes() if limit is None else limit
+        text = self._control(f"\0snapshot\0{self.artifact.entry}\0{bound}")
+        state = text.encode()
+        if len(state) > bound:  # the guest was told the limit; the host checks anyway
+            raise StateError(
+                f"the function's state is {len(state)} bytes, over the limit of {bound} bytes "
+                f"(FADES_STATE_MAX_BYTES)"
+            )
+        return state
+
+    def restore(self, state: bytes) -> None:
+        """Put a snapshot's state back into this (fresh) instance, then reseed its randomness.
+
+        Raises:
+            CheckpointRejected: the state cannot be decoded.
+        """
+        if self.invocations:
+            raise ValueError("restore() needs a fresh session (this one already ran)")
+        with open(self._input, "wb") as f:
+            f.write(state)
+        self._control(f"\0restore\0{self.artifact.entry}")
+
 
 def source_filename(name: str) -> str:
     """The file name a function's tracebacks name: its artifact name, ending in ``.py``."""
@@ -237,6 +295,10 @@ def _translate_guest_error(
         typed_field(err, "traceback", str, "error report"), host.max_traceback_chars, tail=True
     )
     log = logs or None
+    if kind in ("StateNotCapturable", "StateRestoreError"):  # answers to state requests
+        err = FunctionCrashed(f"{kind}: {message}", guest_message=message)
+        err.guest_kind = kind  # type: ignore[attr-defined]
+        return err
     if kind == "ResultNotJSON":
         return BadFunctionOutput(
             f"the function's return value is not JSON: {message}", traceback=tb, logs=log

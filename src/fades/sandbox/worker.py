@@ -13,7 +13,9 @@ Requests (tuples), each answered by ``("ok", value)`` or ``("err", (class, state
 - ``("run", digest, runtime_digest | None, path, Limits)``: fresh instance, one invocation
   on the blob in ``path`` (the node wrote it into a RAM-backed scratch directory)
 - ``("open", digest, runtime_digest | None, input_dir, Limits)`` then ``("invoke", path)``
-  and ``("close",)``: one persistent session
+  and ``("close",)``: one persistent session; ``("snapshot", limit)`` answers its state
+  (bytes) at an invocation boundary, ``("restore", path)`` puts the state in ``path`` back
+  into the freshly opened session
 """
 
 from __future__ import annotations
@@ -162,6 +164,17 @@ class _Worker:
                 self.session.close()  # a trapped instance cannot be re-entered
                 self.session = None
                 raise
+        if op == "snapshot":
+            if self.session is None:
+                raise ValueError("snapshot without an open session")
+            return bytes(self.session.snapshot(msg[1]))
+        if op == "restore":
+            if self.session is None:
+                raise ValueError("restore without an open session")
+            with open(msg[1], "rb") as f:
+                state = f.read()
+            self.session.restore(state)
+            return None
         if op == "close":
             if self.session is not None:
                 self.session.close()

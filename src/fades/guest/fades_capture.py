@@ -1,0 +1,286 @@
+"""Transparent state capture for Python functions (runs inside the sandbox; pure stdlib).
+
+A stateful function keeps its state in module globals. Between two invocations the runtime
+encodes the globals that hold plain data into a tagged JSON text, and restores them into a
+fresh instance after re-running the module (which recreates its code: functions, classes,
+imports). Encoding happens here, inside the sandbox, so a hostile function can only produce
+(or corrupt) its own state; the host treats the text as opaque bytes.
+
+Captured: None, bool, int (any size), float (NaN and infinities too), complex, str, bytes,
+bytearray, list, tuple, dict, set, frozenset, collections' deque, OrderedDict, Counter and
+defaultdict (with a builtin type as factory), Decimal, Fraction, datetime's date, time,
+datetime and timedelta. Shared references and cycles through lists, dicts, sets and the like
+survive (a value reached twice is restored once). Skipped (code, re-created by re-running
+the module): dunder names, modules, classes, functions defined with ``def``, builtins.
+Anything else (a generator, a lambda, an open file, an instance of a class) raises
+:class:`StateNotCapturable` naming the global and where inside it.
+
+Format: ``{"v": 1, "g": {name: value}}`` where a value is a JSON scalar (None, bool, int,
+str, finite float) or a list ``[tag, ...]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime
+import decimal
+import fractions
+import json
+import types
+from typing import Any, NoReturn
+
+FORMAT = 1
+MAX_DEPTH = 200
+
+_FACTORIES = {
+    t.__name__: t for t in (int, float, str, bytes, list, dict, set, tuple, frozenset, bool)
+}
+_CODE = (
+    types.ModuleType,
+    type,
+    types.BuiltinFunctionType,
+    types.MethodWrapperType,
+    types.WrapperDescriptorType,
+)
+
+
+class StateNotCapturable(TypeError):
+    """A global of a stateful function cannot be checkpointed (the message names it)."""
+
+
+class StateRestoreError(ValueError):
+    """A captured state could not be decoded into the function's globals."""
+
+
+def _is_code(name: str, value: object) -> bool:
+    """True for what re-running the module recreates (skipped, not captured)."""
+    if name.startswith("__") and name.endswith("__"):
+        return True
+    if isinstance(value, _CODE):
+        return True
+    if isinstance(value, types.FunctionType):
+        return value.__name__ != "<lambda>"  # a def'd function is code; a lambda is not
+    return False
+
+
+class _Encoder:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.memo: dict[int, int] = {}  # id(container) -> index
+        self.keep: list[object] = []  # keeps encoded containers alive so ids stay unique
+        self.busy: set[int] = set()  # tuples being encoded (a tuple inside itself is refused)
+
+    def fail(self, path: str, what: str) -> NoReturn:
+        raise StateNotCapturable(
+            f"global {path} holds {what}, which cannot be checkpointed; a stateful function "
+            f"keeps plain data in its globals (numbers, strings, bytes, lists, dicts, sets, "
+            f"tuples ...)"
+        )
+
+    def ref(self, value: object) -> list[Any] | None:
+        n = self.memo.get(id(value))
+        if n is not None:
+            return ["@", n]
+        self.memo[id(value)] = len(self.memo)
+        self.keep.append(value)
+        return None
+
+    def enc(self, v: Any, path: str, depth: int) -> Any:
+        t = type(v)
+        if v is None or t is bool or t is str:
+            return v
+        if t is int:
+            return v if -(2**53) < v < 2**53 else ["i", str(v)]
+        if t is float:
+            if v != v:
+                return ["f", "nan"]
+            if v in (float("inf"), float("-inf")):
+                return ["f", "inf" if v > 0 else "-inf"]
+            return v
+        if depth > MAX_DEPTH:
+            self.fail(path, f"data nested deeper than {MAX_DEPTH} levels")
+        d = depth + 1
+        if t is complex:
+            return ["c", self.enc(v.real, path, d), self.enc(v.imag, path, d)]
+        if t is bytes:
+            return ["b", base64.b64encode(v).decode()]
+        if t is decimal.Decimal:
+            return ["dec", str(v)]
+        if t is fractions.Fraction:
+            return ["fr", str(v.numerator), str(v.denominator)]
+        if t is datetime.datetime or t is datetime.date or t is datetime.time:
+            if getattr(v, "tzinfo", None) is not None and v.tzinfo is not datetime.UTC:
+                self.fail(path, f"a {t.__name__} with a time zone other than UTC")
+            tag = {datetime.datetime: "dt", datetime.date: "da", datetime.time: "tm"}[t]
+            return [tag, v.isoformat()]
+        if t is datetime.timedelta:
+            return ["td", v.days, v.seconds, v.microseconds]
+        if t is tuple:
+            if id(v) in self.busy:
+                self.fail(path, "a tuple that contains itself")
+            self.busy.add(id(v))
+            try:
+                return ["t", [self.enc(x, f"{path}[{i}]", d) for i, x in enumerate(v)]]
+            finally:
+                self.busy.discard(id(v))
+        if t is frozenset:
+            return ["fs", [self.enc(x, f"{path}{{...}}", d) for x in v]]
+        if t in _MUTABLE:
+            seen = self.ref(v)
+            if seen is not None:
+                return seen
+            return _MUTABLE[t](self, v, path, d)
+        self.fail(path, f"a {_describe(v)}")
+
+    def items(self, v: Any, path: str, d: int) -> list[list[Any]]:
+        out = []
+        for k, x in v.items():
+            out.append([self.enc(k, f"{path} key", d), self.enc(x, f"{path}[{k!r:.40}]", d)])
+        return out
+
+
+def _describe(v: object) -> str:
+    t = type(v)
+    if isinstance(v, types.FunctionType):
+        return "lambda" if v.__name__ == "<lambda>" else "function"
+    names = {
+        types.GeneratorType: "generator",
+        types.CoroutineType: "coroutine",
+        types.AsyncGeneratorType: "async generator",
+    }
+    if t in names:
+        return names[t]
+    mod = getattr(t, "__module__", "")
+    where = "" if mod in ("builtins", "fades_function", "") else f" from {mod}"
+    return f"{t.__name__} object{where}"
+
+
+_MUTABLE: dict[type, Any] = {
+    list: lambda e, v, p, d: ["l", [e.enc(x, f"{p}[{i}]", d) for i, x in enumerate(v)]],
+    dict: lambda e, v, p, d: ["d", e.items(v, p, d)],
+    set: lambda e, v, p, d: ["s", [e.enc(x, f"{p}{{...}}", d) for x in v]],
+    bytearray: lambda e, v, p, d: ["ba", base64.b64encode(v).decode()],
+    collections.deque: lambda e, v, p, d: [
+        "dq",
+        [e.enc(x, f"{p}[{i}]", d) for i, x in enumerate(v)],
+        v.maxlen,
+    ],
+    collections.OrderedDict: lambda e, v, p, d: ["od", e.items(v, p, d)],
+    collections.Counter: lambda e, v, p, d: ["ct", e.items(v, p, d)],
+    collections.defaultdict: lambda e, v, p, d: _defaultdict(e, v, p, d),
+}
+
+
+def _defaultdict(e: _Encoder, v: Any, p: str, d: int) -> list[Any]:
+    f = v.default_factory
+    if f is not None and _FACTORIES.get(getattr(f, "__name__", "")) is not f:
+        e.fail(p, "a defaultdict whose factory is not a builtin type (int, list, set, ...)")
+    return ["dd", None if f is None else f.__name__, e.items(v, p, d)]
+
+
+def capture(namespace: dict[str, Any], limit: int) -> str:
+    """The globals of ``namespace`` that hold data, as a tagged JSON text of at most
+    ``limit`` characters.
+
+    Raises:
+        StateNotCapturable: a global holds something else, or the state is too large.
+    """
+    enc = _Encoder(limit)
+    out: dict[str, Any] = {}
+    for key, value in list(namespace.items()):
+        if type(key) is not str or _is_code(key, value):
+            continue
+        out[key] = enc.enc(value, repr(key), 0)
+    text = json.dumps({"v": FORMAT, "g": out}, separators=(",", ":"), allow_nan=False)
+    if len(text) > limit:
+        raise StateNotCapturable(
+            f"the function's state is {len(text)} bytes, over the limit of {limit} bytes "
+            f"(FADES_STATE_MAX_BYTES on the node)"
+        )
+    return text
+
+
+class _Decoder:
+    def __init__(self) -> None:
+        self.memo: list[Any] = []
+
+    def dec(self, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        tag = v[0]
+        if tag == "@":
+            return self.memo[v[1]]
+        if tag == "i":
+            return int(v[1])
+        if tag == "f":
+            return float(v[1])
+        if tag == "c":
+            return complex(self.dec(v[1]), self.dec(v[2]))
+        if tag == "b":
+            return base64.b64decode(v[1])
+        if tag == "dec":
+            return decimal.Decimal(v[1])
+        if tag == "fr":
+            return fractions.Fraction(int(v[1]), int(v[2]))
+        if tag == "dt":
+            return datetime.datetime.fromisoformat(v[1])
+        if tag == "da":
+            return datetime.date.fromisoformat(v[1])
+        if tag == "tm":
+            return datetime.time.fromisoformat(v[1])
+        if tag == "td":
+            return datetime.timedelta(days=v[1], seconds=v[2], microseconds=v[3])
+        if tag == "t":
+            return tuple(self.dec(x) for x in v[1])
+        if tag == "fs":
+            return frozenset(self.dec(x) for x in v[1])
+        # mutable containers: registered before their items, so cycles resolve
+        if tag == "ba":
+            return self.keep(bytearray(base64.b64decode(v[1])))
+        if tag == "l":
+            out = self.keep([])
+            out.extend(self.dec(x) for x in v[1])
+            return out
+        if tag == "s":
+            s = self.keep(set())
+            s.update(self.dec(x) for x in v[1])
+            return s
+        if tag == "dq":
+            q = self.keep(collections.deque(maxlen=v[2]))
+            q.extend(self.dec(x) for x in v[1])
+            return q
+        if tag in ("d", "od", "ct", "dd"):
+            if tag == "dd":
+                factory = None if v[1] is None else _FACTORIES[v[1]]
+                m: Any = self.keep(collections.defaultdict(factory))
+                pairs = v[2]
+            else:
+                cls = {"d": dict, "od": collections.OrderedDict, "ct": collections.Counter}[tag]
+                m = self.keep(cls())
+                pairs = v[1]
+            for k, x in pairs:
+                key = self.dec(k)  # the key first: the order the encoder numbered them
+                m[key] = self.dec(x)
+            return m
+        raise StateRestoreError(f"unknown tag {str(tag)[:20]!r} in the captured state")
+
+    def keep(self, value: Any) -> Any:
+        self.memo.append(value)
+        return value
+
+
+def restore(namespace: dict[str, Any], text: str | bytes) -> list[str]:
+    """Put the globals captured in ``text`` back into ``namespace``; returns their names."""
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("v") != FORMAT:
+            raise StateRestoreError(f"not a format-{FORMAT} captured state")
+        dec = _Decoder()
+        values = {str(k): dec.dec(v) for k, v in doc["g"].items()}
+    except StateRestoreError:
+        raise
+    except Exception as exc:
+        raise StateRestoreError(f"the captured state is malformed ({type(exc).__name__})") from None
+    namespace.update(values)
+    return sorted(values)
