@@ -167,6 +167,10 @@ def run_fades(n: int, tmp: Path) -> dict[str, Any]:
             "first_move": receipts[0]["artifact_bytes"],
             "later_moves_max": max((r["artifact_bytes"] for r in receipts[2:]), default=0),
         },
+        "phases_p50_ms": {
+            k: pct([r["phases"][k] for r in receipts if r.get("phases")], 50) * 1e3
+            for k in ("stop", "relay", "start")
+        },
         "continuity": continuity,
         "raw_downtime_s": down,
         "raw_total_s": total,
@@ -430,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         f"downtime p50 {f['downtime']['p50_ms']:.1f} ms p99 {f['downtime']['p99_ms']:.1f} ms; "
         f"total p50 {f['total']['p50_ms']:.1f} ms (hand-over {f['handover']['p50_ms']:.1f}); "
         f"state {f['state_bytes']['max']} B; baseline p50 {ref['p50_ms']:.1f} ms, {img:,} B; "
-        f"continuity {f['continuity']}"
+        f"continuity {f['continuity']}; phases p50 ms {f['phases_p50_ms']}"
     )
     log(f"results in {RESULTS / 'migration.json'}")
     return 0

@@ -78,6 +78,12 @@ class MigrationReceipt(BaseModel):
     prepare_s: float = Field(default=0.0, description="target: fetch the function, open a session")
     artifact_bytes: int = Field(default=0, description="bytes the target had to download")
     state_bytes: int = Field(default=0, description="size of the final checkpoint's state")
+    phases: dict[str, float] = Field(
+        default_factory=dict,
+        description="where the downtime went (seconds): stop (last output on the source to "
+        "its answer reaching the controller), relay (controller, to the target taking the "
+        "task), start (taking it to its first output: claim, restore, invoke)",
+    )
     detail: str = ""
 
 
@@ -270,6 +276,7 @@ async def _move(
                 raise MigrationFailed(
                     f"node {source!r} could not hand over task {task_id!r}: {out['error']}"
                 )
+    t_out = time.time()
     await asyncio.to_thread(_set_node, ctl, tenant, task_id, to, f"{why} (from {source})")
     try:
         arrived = await ask(
@@ -298,6 +305,10 @@ async def _move(
     if arrived.get("error"):
         detail += f"; but the target reported: {arrived['error']}"
     end = first_at if first_at is not None else time.time()
+    took = arrived.get("accepted_at")
+    phases: dict[str, float] = {}
+    if last_at is not None and took is not None and first_at is not None:
+        phases = {"stop": t_out - last_at, "relay": took - t_out, "start": first_at - took}
     receipt = MigrationReceipt(
         task_id=task_id,
         source=source,
@@ -310,6 +321,7 @@ async def _move(
         artifact_bytes=int(prep.get("artifact_bytes") or 0),
         state_bytes=int(out.get("state_bytes") or 0),
         detail=detail,
+        phases=phases,
     )
     log.info(
         "task %s moved %s -> %s (seq %s, downtime %s, forced %s)",

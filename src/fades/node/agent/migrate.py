@@ -128,6 +128,10 @@ async def _prepare(agent: NodeAgent, task_id: str, req: dict[str, Any]) -> dict[
         session = await asyncio.to_thread(orc.sandboxes.open, artifact, limits)
     except FadesError as exc:
         return {"error": f"cannot open a sandbox for it: {exc.kind}: {exc}"}
+    try:  # load the function now (a snapshot runs no code of it but its module's top level)
+        await asyncio.to_thread(session.snapshot)
+    except FadesError as exc:
+        log.info("node %s: warming task %s's session: %s", agent.name, task_id, exc)
     handoffs(orc).prepare(task_id, session, task)
     log.info("node %s: prepared a warm session for arriving task %s", agent.name, task_id)
     return {
