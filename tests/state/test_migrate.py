@@ -46,8 +46,13 @@ def _fades(*args: str) -> list[str]:
     return [sys.executable, "-m", "fades", *args]
 
 
+#: every node verifies every other's checkpoints (no fabric token here to derive it from)
+STATE_KEY = "test-state-key-shared-by-all-nodes-0123456789"
+
+
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FADES_NATS")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FADES_NATS")}
+    return env | {"FADES_STATE_KEY": STATE_KEY}
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = START_S) -> Any:

@@ -17,6 +17,7 @@ sends nothing for it). A task that arrives back on a node it once left is re-act
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,10 @@ if TYPE_CHECKING:
     from fades.node.orchestrator import Orchestrator
     from fades.node.taskstore import TaskStore
     from fades.sandbox.base import Session
+    from fades.state.keeper import StateKeeper
     from fades.task import Task
+
+log = logging.getLogger("fades.node")
 
 #: the local status of a task that now runs on another node
 MOVED = "moved"
@@ -129,14 +133,23 @@ class Handoffs:
     def arrival(self, task_id: str) -> Arrival | None:
         return self.arrivals.get(task_id)
 
-    def take_session(self, task_id: str) -> Session | None:
-        """The warm session prepared for ``task_id`` (once), or None."""
+    def take_session(self, task_id: str, state: bytes | None = None) -> Session | None:
+        """The warm session prepared for ``task_id`` (once), with ``state`` restored into it;
+        None if there is none (or the restore failed: the caller opens a session and sees
+        why)."""
         with self._lock:
             arr = self.arrivals.get(task_id)
             if arr is None or arr.session is None:
                 return None
             session, arr.session = arr.session, None
-            return session
+        if state is not None:
+            try:
+                session.restore(state)
+            except Exception as exc:
+                log.warning("task %s: restore into the warm session failed: %s", task_id, exc)
+                session.close()
+                return None
+        return session
 
     def cancel_arrival(self, task_id: str) -> None:
         with self._lock:
@@ -185,6 +198,48 @@ def handoffs(orc: Orchestrator) -> Handoffs:
                 h = Handoffs()
                 orc._handoffs = h  # type: ignore[attr-defined]
     return h
+
+
+def taken_elsewhere(orc: Orchestrator, task: Task, status: str) -> bool:
+    """True (and the task left ``moved``) if another node holds the lease of a stateful
+    task this node was not asked to take: it moved while this node was away."""
+    if handoffs(orc).arrival(task.id) is not None:
+        return False  # arriving: the claim is ours to make
+    owner_of = getattr(orc.checkpoints, "owner", None)
+    if owner_of is None:
+        return False
+    try:
+        owner = owner_of(task.id)
+    except Exception as exc:  # the fabric is away: the claim decides
+        log.warning("task %s: cannot see who holds it: %s", task.id, exc)
+        return False
+    if owner is None or owner[0] == orc.node_name:
+        return False
+    mark_moved(orc.store, task.id, f"node {owner[0]} took it over while this node was away")
+    log.warning("task %s (%s) now runs on node %s; not resumed here", task.id, status, owner[0])
+    return True
+
+
+def left(
+    orc: Orchestrator,
+    task: Task,
+    seq: int,
+    why: str,
+    *,
+    keeper: StateKeeper | None = None,
+    error: str | None = None,
+) -> None:
+    """The persistent loop of ``task`` ended because it moved (asked to, or fenced)."""
+    hand = handoffs(orc)
+    if keeper is not None and error is None and keeper.saved_seq < seq:
+        # the final checkpoint was not written (the fabric is away): stay, and resume here
+        hand.departed(task.id, seq, error="its final checkpoint could not be saved; it stays")
+        orc.queue.put(task)
+        return
+    mark_moved(orc.store, task.id, why)
+    state = keeper.state if keeper is not None else None
+    hand.departed(task.id, seq, state_bytes=len(state or b""), error=error)
+    log.info("task %s left this node after %d invocation(s): %s", task.id, seq, why)
 
 
 def mark_moved(store: TaskStore, task_id: str, why: str) -> None:

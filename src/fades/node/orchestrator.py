@@ -48,6 +48,7 @@ from fades.node.taskstore import TaskRecord, TaskStore
 from fades.sandbox import Sandboxes
 from fades.sandbox.base import Limits
 from fades.sandbox.wire import encode
+from fades.state.base import Checkpoints
 from fades.task import Task, parse_task, parse_task_text
 
 log = logging.getLogger("fades.node")
@@ -92,6 +93,8 @@ class Orchestrator:
         max_attempts: int = 2,
         autostart: bool = True,
         limits: NodeLimits | None = None,
+        checkpoints: Checkpoints | None = None,
+        node_name: str = "local",
     ) -> None:
         if capacity < 1:
             raise OrchestratorError("capacity must be at least 1")
@@ -100,6 +103,12 @@ class Orchestrator:
         self.functions = functions
         self.sandboxes = Sandboxes(functions, workers=capacity)
         self.store = TaskStore(db)
+        #: where stateful tasks keep checkpoints (default: ``state.db`` beside ``tasks.db``,
+        #: opened on first use); the node agent sets the fabric's KV store
+        self._checkpoints = checkpoints
+        self._state_dir = Path(db).parent
+        #: the name leases are taken in (the agent sets the node's name)
+        self.node_name = node_name
         self.capacity = capacity
         self.max_attempts = max_attempts
         self.queue = ReadyQueue(get_policy(policy))
@@ -168,6 +177,23 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        with self._lock:
+            if self._checkpoints is None:
+                from fades.state.local import LocalCheckpoints
+                from fades.state.seal import state_key
+
+                self._checkpoints = LocalCheckpoints(
+                    self._state_dir / "state.db", state_key(self._state_dir)
+                )
+            return self._checkpoints
+
+    @checkpoints.setter
+    def checkpoints(self, store: Checkpoints) -> None:
+        with self._lock:
+            self._checkpoints = store
 
     @property
     def load(self) -> dict[str, int]:

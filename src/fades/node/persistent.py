@@ -5,6 +5,17 @@ It runs until a bound is reached (the task's ``invocations`` or ``max_duration_s
 it is cancelled (in this process, or by a request another process recorded in ``tasks.db``),
 or until the node shuts down (then it stays ``running`` and resumes on the next start).
 Part of the orchestrator, kept apart because it is the one long-lived loop.
+
+A stateful task (``function.state``) claims its lease at start, restores its newest
+checkpoint and continues the invocation sequence from it, checkpoints per its policy
+(:class:`fades.state.keeper.StateKeeper`), saves once more on a clean stop, and stops with
+kind ``Fenced`` ("task moved: another instance holds it") when another instance claimed it.
+After its own instance crashes, it is reopened from the last checkpoint.
+
+Moving (:mod:`fades.node.handoff`): a task asked to leave stops at an invocation boundary,
+saves its final checkpoint and is left ``moved`` (no outcome is sent from here; it lives on
+elsewhere); an arriving task starts in the warm session prepared for it. A fenced task is
+left ``moved`` too, and so is a resumed one whose lease another node holds now.
 """
 
 from __future__ import annotations
@@ -13,9 +24,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from fades.errors import FadesError, SandboxError, TaskCancelled
-from fades.node.handoff import MOVED, handoffs, mark_moved
+from fades.errors import FabricError, FadesError, Fenced, SandboxError, StateError, TaskCancelled
+from fades.node.handoff import MOVED, handoffs, left, taken_elsewhere
 from fades.sandbox.base import Limits, Session
+from fades.state.keeper import StateKeeper
 
 if TYPE_CHECKING:
     from fades.node.orchestrator import Orchestrator
@@ -35,6 +47,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
     if rec.done or rec.status == MOVED or orc._late(task):
         return
     hand = handoffs(orc)
+    if task.function.state is not None and taken_elsewhere(orc, task, rec.status):
+        return
     orc.store.start(task.id)
     spec = task.function
     assert spec.period_s is not None
@@ -44,10 +58,20 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
     end_at = rec.accepted_at + lifetime  # wall clock: the bound holds across restarts
     seq = len(orc.store.invocations(task.id))
     artifact = orc.functions.get(spec.artifact)
+    keeper: StateKeeper | None = None
+    if spec.state is not None:
+        keeper = StateKeeper(orc.checkpoints, task.id, orc.node_name, artifact.digest, spec.state)
+        try:
+            ckpt = keeper.start()
+        except FadesError as exc:
+            orc.store.fail(task.id, exc.kind, f"the stateful task cannot start: {exc}")
+            return
+        seq = ckpt.seq if ckpt is not None else 0  # what came after it is done again
     session: Session | None = None
     last: Any = None
     failures = 0
     stopped: str | None = None
+    fatal: FadesError | None = None
     next_at = time.monotonic()
     try:
         while True:
@@ -78,10 +102,17 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
             try:
                 blob, fetch_t, _ = orc._fetch(task)
                 if session is None:
-                    session = hand.take_session(task.id) or orc.sandboxes.open(
-                        artifact, Limits(spec.memory_mib, spec.time_budget_ms)
+                    session = hand.take_session(task.id, keeper.state if keeper else None)
+                if session is None:
+                    session = orc.sandboxes.open(
+                        artifact,
+                        Limits(spec.memory_mib, spec.time_budget_ms),
+                        restore=keeper.state if keeper is not None else None,
                     )
                 res = session.invoke(blob)
+            except StateError as exc:  # the checkpoint cannot be restored into this function
+                fatal = exc
+                break
             except FadesError as exc:
                 failures += 1
                 orc.store.record_invocation(task.id, seq, ok=False, error=f"{exc.kind}: {exc}")
@@ -102,16 +133,44 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
             hand.output(task.id, seq)
             last = res.value
             seq += 1
+            if keeper is not None and keeper.due(seq):
+                try:
+                    timing["checkpoint"] = keeper.save(session, seq)
+                except FabricError as exc:  # the fabric is away: try again next time
+                    log.warning("task %s: checkpoint at seq %d not saved: %s", task.id, seq, exc)
+                    continue
+                except (StateError, SandboxError) as exc:
+                    fatal = exc
+                    break
+                orc.store.record_invocation(
+                    task.id, seq - 1, ok=True, result=res.value, timing=timing
+                )
             if hand.leaving(task.id):
                 break  # asked to move: leave right after this invocation
-        if hand.leaving(task.id):  # migrating: stop here, at an invocation boundary
-            mark_moved(orc.store, task.id, "moved to another node")
-            hand.departed(task.id, seq)
-            return
+        if keeper is not None and fatal is None and session is not None and seq > keeper.saved_seq:
+            try:  # a clean stop: nothing is done twice after it
+                keeper.save(session, seq)
+            except FadesError as exc:
+                fatal = exc if isinstance(exc, Fenced) else None
+                log.warning("task %s: final checkpoint not saved: %s", task.id, exc)
     finally:
         hand.stopped(task.id, "the task stopped before its first invocation here")
         if session is not None:
             session.close()
+    if isinstance(fatal, Fenced):
+        left(orc, task, seq, f"stopped after {seq} invocation(s): {fatal}", error=str(fatal))
+        return
+    if hand.leaving(task.id) and fatal is None:
+        left(orc, task, seq, "moved to another node", keeper=keeper)
+        return
+    if fatal is not None:
+        if not isinstance(fatal, Fenced) and keeper is not None:
+            keeper.release()
+        orc.store.fail(task.id, fatal.kind, f"stopped after {seq} invocation(s): {fatal}")
+        log.warning("stateful task %s stopped: %s", task.id, fatal)
+        return
+    if keeper is not None and (task.id in orc._cancelled or stopped is not None):
+        keeper.release()  # the task is over: its checkpoint goes with it
     if task.id in orc._cancelled:
         orc.store.fail(
             task.id,
@@ -126,5 +185,12 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
     summary: dict[str, Any] = {"invocations": seq, "failed": failures, "last": last}
     if stopped != "invocations":
         summary["stopped"] = f"{stopped}={lifetime:g} s reached"
+    if keeper is not None:
+        c = keeper.costs
+        summary["checkpoints"] = {
+            "saved": c.saves,
+            "mean_ms": round(1000 * (c.capture_s + c.store_s) / max(1, c.saves), 3),
+            "state_bytes": c.state_bytes,
+        }
     orc.store.finish(task.id, result=summary, timing={}, bytes_read=0, bytes_returned=0)
     log.info("persistent task %s finished after %d invocations (%s)", task.id, seq, stopped)

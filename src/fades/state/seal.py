@@ -9,9 +9,10 @@ function. It does not protect against a holder of the key, nor against the funct
 the state is whatever the function's sandbox produced, so a hostile function can only corrupt
 its own state.
 
-The key (:func:`state_key`): ``FADES_STATE_KEY`` if set (every node of a fabric must share it
-for checkpoints to move between them), else ``state.key`` in the node's folder, created with
-32 random bytes (mode 0600) on first use.
+The key (:func:`state_key`): ``FADES_STATE_KEY`` if set, else (a node on a fabric) one derived
+from the fabric token ``FADES_NATS_TOKEN``, else ``state.key`` in the node's folder, created
+with 32 random bytes (mode 0600) on first use. Checkpoints move between nodes only when the
+nodes share the key: set ``FADES_STATE_KEY`` (or a token) alike on every node.
 """
 
 from __future__ import annotations
@@ -50,13 +51,17 @@ def max_state_bytes() -> int:
     return value
 
 
-def state_key(home: str | Path | None) -> bytes:
-    """The HMAC key for checkpoints: ``FADES_STATE_KEY``, else ``<home>/state.key``."""
+def state_key(home: str | Path | None, *, fabric_secret: str | None = None) -> bytes:
+    """The HMAC key for checkpoints: ``FADES_STATE_KEY``, else one derived from the fabric's
+    secret (``FADES_NATS_TOKEN``, which every node of the fabric shares), else
+    ``<home>/state.key``."""
     env = os.environ.get("FADES_STATE_KEY")
     if env is not None:
         if len(env) < MIN_KEY_CHARS:
             raise ValueError(f"FADES_STATE_KEY must be at least {MIN_KEY_CHARS} characters")
         return hashlib.sha256(b"fades-state\0" + env.encode()).digest()
+    if fabric_secret:
+        return hashlib.sha256(b"fades-state-fabric\0" + fabric_secret.encode()).digest()
     if home is None:
         raise ValueError("no FADES_STATE_KEY and no node folder to keep a state key in")
     path = Path(home) / KEY_FILE

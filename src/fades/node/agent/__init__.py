@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fades import paths
 from fades.bus.base import Bus
 from fades.errors import FabricError
 from fades.fabric.connect import FabricSettings
@@ -40,6 +41,8 @@ from fades.node.agent.intake import ACK_WAIT_S, Intake
 from fades.node.agent.outbox import Outbox
 from fades.node.agent.query import QueryServer
 from fades.node.agent.registry import DATA_EVERY, Registry, memory_mib
+from fades.state.kv import KvCheckpoints
+from fades.state.seal import state_key
 
 __all__ = ["ACK_WAIT_S", "DATA_EVERY", "NodeAgent", "memory_mib", "run_agent"]
 
@@ -93,6 +96,7 @@ class NodeAgent:
         self.node: Node | None = None
         self.bus: Bus | None = bus
         self.repo: ArtifactRepository | None = None
+        self.checkpoints: KvCheckpoints | None = None
         self.sync: ArtifactSync | None = None
         #: counters for logs and tests: received, accepted, refused, duplicates, published
         self.counters: dict[str, int] = dict.fromkeys(
@@ -155,6 +159,7 @@ class NodeAgent:
                 self.bus = await NatsBus.connect(
                     self.settings, name=f"fades-node-{self.name}", timeout=self.connect_timeout
                 )
+            self.checkpoints = await asyncio.wait_for(self._open_checkpoints(), START_TIMEOUT_S)
             self.node = await asyncio.to_thread(self._open_node)
             try:
                 await asyncio.wait_for(self.open_fabric(), START_TIMEOUT_S)
@@ -179,9 +184,19 @@ class NodeAgent:
         self.ready = True
         log.info("node %s ready on %s", self.name, self.where)
 
+    async def _open_checkpoints(self) -> KvCheckpoints:
+        """Stateful tasks keep their checkpoints in the fabric's ``fades_state`` bucket."""
+        home = Path(self.home).expanduser() if self.home is not None else paths.home()
+        token = self.settings.token if self.settings is not None else None
+        key = await asyncio.to_thread(state_key, home, fabric_secret=token)
+        return await KvCheckpoints.open(self.require_bus(), key)
+
     def _open_node(self) -> Node:
         node = Node(self.home, capacity=self.capacity, autostart=False)
         try:
+            if self.checkpoints is not None:
+                node.orchestrator.checkpoints = self.checkpoints
+            node.orchestrator.node_name = self.name
             node.orchestrator.on_finish.append(self.outbox.on_finish)
             node.orchestrator.start()
         except BaseException:

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from fades.errors import FadesError, TaskNotFound
+from fades.errors import CheckpointRejected, FadesError, TaskNotFound
 from fades.functions.artifact import PYTHON_ABI
 from fades.node.handoff import MOVED, handoffs, mark_moved, reactivate, summary
 from fades.sandbox.base import Limits
@@ -123,6 +123,16 @@ async def _prepare(agent: NodeAgent, task_id: str, req: dict[str, Any]) -> dict[
         task = await asyncio.to_thread(orc.validate, {**body, "function": body["function"]})
     except FadesError as exc:
         return {"error": f"the task would be refused here: {exc.kind}: {exc}"}
+    try:  # its checkpoint must verify here (the nodes must share a state key)
+        await asyncio.to_thread(orc.checkpoints.load, task_id, digest=digest)
+    except CheckpointRejected as exc:
+        return {
+            "error": f"node {agent.name} cannot use this task's checkpoint ({exc}); every "
+            "node must share one state key: set the same FADES_STATE_KEY on all of them, or "
+            "use a fabric token"
+        }
+    except FadesError as exc:
+        return {"error": f"cannot read the task's checkpoint: {exc.kind}: {exc}"}
     limits = Limits(task.function.memory_mib, task.function.time_budget_ms)
     try:
         session = await asyncio.to_thread(orc.sandboxes.open, artifact, limits)

@@ -1,0 +1,103 @@
+"""One stateful task's side of its checkpoints: claim, restore, save per policy, release.
+
+Used by the persistent loop (:mod:`fades.node.persistent`). At start it claims the task's
+lease (fencing out any earlier instance) and loads the newest checkpoint; after each
+invocation it captures the sandbox's state when the task's policy says so (and always after
+the first invocation of a run, so a function whose state cannot be captured fails at once,
+naming the global); on a clean stop it saves what is newer than the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from fades.sandbox.base import Session
+from fades.state.base import Checkpoint, Checkpoints, Lease
+from fades.task import StateSpec
+
+log = logging.getLogger("fades.state")
+
+
+@dataclass(slots=True)
+class Costs:
+    """What checkpointing cost this run: count, seconds (capture + store), last state size."""
+
+    saves: int = 0
+    capture_s: float = 0.0
+    store_s: float = 0.0
+    state_bytes: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+class StateKeeper:
+    """The checkpoints of one stateful task on this node."""
+
+    def __init__(
+        self, store: Checkpoints, task_id: str, node: str, digest: str, spec: StateSpec
+    ) -> None:
+        self.store, self.task_id, self.node, self.digest, self.spec = (
+            store,
+            task_id,
+            node,
+            digest,
+            spec,
+        )
+        self.lease: Lease | None = None
+        #: the newest saved state (what a crashed instance is reopened from)
+        self.state: bytes | None = None
+        self.saved_seq = 0
+        self.saved_at = time.monotonic()
+        self.first = True
+        self.costs = Costs()
+
+    def start(self) -> Checkpoint | None:
+        """Claim the lease and load the newest checkpoint (None: start fresh).
+
+        Raises:
+            CheckpointRejected: the stored checkpoint fails its checks.
+        """
+        self.lease = self.store.claim(self.task_id, self.node)
+        ckpt = self.store.load(self.task_id, digest=self.digest)
+        if ckpt is not None:
+            self.state, self.saved_seq = ckpt.state, ckpt.seq
+            log.info("task %s: restoring its checkpoint at seq %d", self.task_id, ckpt.seq)
+        self.saved_at = time.monotonic()
+        return ckpt
+
+    def due(self, seq: int) -> bool:
+        """Whether a checkpoint is due now that ``seq`` invocations are done."""
+        if self.first:
+            return True
+        return self.spec.due(seq - self.saved_seq, time.monotonic() - self.saved_at)
+
+    def save(self, session: Session, seq: int) -> float:
+        """Capture ``session`` (``seq`` invocations done) and store it; returns the seconds it
+        took.
+
+        Raises:
+            StateNotCapturable, StateError: from the capture; Fenced: the task moved.
+        """
+        assert self.lease is not None, "start() first"
+        t0 = time.perf_counter()
+        state = session.snapshot()
+        t1 = time.perf_counter()
+        ckpt = Checkpoint(self.task_id, self.digest, self.node, seq, state, time.time())
+        self.lease = self.store.save(self.lease, ckpt)
+        t2 = time.perf_counter()
+        self.state, self.saved_seq, self.saved_at, self.first = state, seq, time.monotonic(), False
+        c = self.costs
+        c.saves += 1
+        c.capture_s += t1 - t0
+        c.store_s += t2 - t1
+        c.state_bytes = len(state)
+        if len(c.history) < 10_000:
+            c.history.append(t2 - t0)
+        return t2 - t0
+
+    def release(self) -> None:
+        """The task ended: forget its checkpoint."""
+        if self.lease is not None:
+            self.store.release(self.lease)
+            self.lease = None
