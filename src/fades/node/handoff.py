@@ -170,9 +170,11 @@ class Handoffs:
 
     def stopped(self, task_id: str, error: str) -> None:
         """The loop ended without a first output here (wakes a waiting arrival)."""
+        leaving = self.leaving(task_id)
         with self._lock:
             arr = self.arrivals.get(task_id)
-            self._last.pop(task_id, None)
+            if not leaving:  # a departure reports the last output, then forgets it
+                self._last.pop(task_id, None)
         if arr is not None and not arr.first.is_set():
             arr.error = error
             arr.first.set()
