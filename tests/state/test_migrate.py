@@ -141,12 +141,19 @@ class Cluster:
         return [(int(s), int(json.loads(r)["count"])) for s, r in rows]
 
     def status(self, node: str, task_id: str) -> str | None:
+        row = self._task_row(node, task_id)
+        return None if row is None else str(row[0])
+
+    def why(self, node: str, task_id: str) -> str:
+        row = self._task_row(node, task_id)
+        return "" if row is None else str(row[1] or "")
+
+    def _task_row(self, node: str, task_id: str) -> Any:
         db = sqlite3.connect(f"file:{self.homes[node] / 'tasks.db'}?mode=ro", uri=True)
         try:
-            row = db.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            return db.execute("SELECT status, error FROM tasks WHERE id = ?", (task_id,)).fetchone()
         finally:
             db.close()
-        return None if row is None else str(row[0])
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         self.procs[name].send_signal(sig)
@@ -338,6 +345,8 @@ def test_a_stale_node_is_fenced_out_after_failover(
         _running_on(cluster, "b", tid, stopped_at + 10)
         cluster.kill("a", signal.SIGCONT)  # split brain: the old instance wakes up
         wait_for("a to leave the task", lambda: cluster.status("a", tid) == "moved")
+        # its checkpoint write was refused: the fencing token moved on with b's claim
+        assert "another instance holds it (node b)" in cluster.why("a", tid)
         b_now = cluster.invocations("b", tid)[-1][0]
         _running_on(cluster, "b", tid, b_now + 10)
         a_after = cluster.invocations("a", tid)
