@@ -361,3 +361,43 @@ def test_a_stale_node_is_fenced_out_after_failover(
     seen_b = cluster.invocations("b", tid)
     assert all(count == s + 1 for s, count in seen_b), "b did not continue from a checkpoint"
     assert seen_b[0][0] <= stopped_at + 1, "failover skipped invocations"
+
+
+def test_draining_a_node_moves_its_stateful_tasks_and_places_nothing_new_on_it(
+    cluster: Cluster,
+    prepare_home: Any,
+    make_task: Any,
+    runtime_artifact: Artifact,
+    signing_key: SigningKey,
+    tmp_path: Path,
+) -> None:
+    _setup(cluster, prepare_home, runtime_artifact, signing_key, tmp_path)
+    with cluster.client() as c:
+        tids = [c.submit(_counter_task(make_task), node="a")["task_id"] for _ in range(2)]
+        for tid in tids:
+            _running_on(cluster, "a", tid, 3)
+        cli = subprocess.run(
+            _fades(
+                "nodes", "drain", "a", "--controller", cluster.url, "--token", cluster.token,
+                "--json",
+            ),
+            capture_output=True, text=True, timeout=300, env=_env(),
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        status = json.loads(cli.stdout)
+        assert (status["state"], status["total"], status["moved"]) == ("finished", 2, 2)
+        assert {t["target"] for t in status["tasks"]} == {"b"}
+        for tid in tids:
+            assert cluster.status("a", tid) == "moved" and c.get(tid)["node"] == "b"
+            _running_on(cluster, "b", tid, cluster.invocations("a", tid)[-1][0] + 3)
+        # placed work avoids the drained node, even where its data is
+        placed = c.submit(make_task("counter", memory_mib=64))
+        assert placed["node"] == "b"
+        assert c.drain_status("a")["state"] == "finished"
+        with pytest.raises(UnknownNode, match="no node named 'zz'"):
+            c.drain("zz")
+        c.undrain("a")
+        for tid in tids:
+            c.cancel(tid)
+    for tid in tids:
+        _continuous(cluster, tid, ("a", "b"))
