@@ -92,6 +92,9 @@ def run_fades(n: int, tmp: Path) -> dict[str, Any]:
     from fades.cluster import LocalCluster
     from fades.functions.build import build_python
 
+    # the nodes must verify each other's checkpoints (this cluster has no fabric token)
+    os.environ.setdefault("FADES_STATE_KEY", "bench-migration-shared-state-key-0123456789")
+
     cluster = LocalCluster(
         tmp / "cluster",
         nodes=2,

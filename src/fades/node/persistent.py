@@ -56,7 +56,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
     if spec.max_duration_s is not None and spec.max_duration_s <= lifetime:
         lifetime, bound = spec.max_duration_s, "max_duration_s"
     end_at = rec.accepted_at + lifetime  # wall clock: the bound holds across restarts
-    seq = len(orc.store.invocations(task.id))
+    # (a stateful task's sequence comes from its checkpoint: do not read every invocation)
+    seq = len(orc.store.invocations(task.id)) if spec.state is None else 0
     artifact = orc.functions.get(spec.artifact)
     keeper: StateKeeper | None = None
     if spec.state is not None:
