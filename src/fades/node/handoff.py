@@ -254,11 +254,12 @@ def mark_moved(store: TaskStore, task_id: str, why: str) -> None:
 
 
 def reactivate(store: TaskStore, task_id: str) -> bool:
-    """A task that once left this node comes back: ``accepted`` again. False if it is not
-    ``moved`` here."""
+    """A task that once left this node (``moved``, or stopped ``Fenced``) comes back:
+    ``accepted`` again. False if it is neither here."""
     cur = store._exec(
-        "UPDATE tasks SET status='accepted', finished_at=NULL, error=NULL, attempts=0 "
-        "WHERE id=? AND status=?",
+        "UPDATE tasks SET status='accepted', finished_at=NULL, error=NULL, error_kind=NULL, "
+        "attempts=0, delivered=0 WHERE id=? AND (status=? OR (status='failed' AND "
+        "error_kind='Fenced'))",
         (task_id, MOVED),
     )
     return bool(cur.rowcount)

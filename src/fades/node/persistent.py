@@ -14,8 +14,8 @@ After its own instance crashes, it is reopened from the last checkpoint.
 
 Moving (:mod:`fades.node.handoff`): a task asked to leave stops at an invocation boundary,
 saves its final checkpoint and is left ``moved`` (no outcome is sent from here; it lives on
-elsewhere); an arriving task starts in the warm session prepared for it. A fenced task is
-left ``moved`` too, and so is a resumed one whose lease another node holds now.
+elsewhere); an arriving task starts in the warm session prepared for it. A resumed task
+whose lease another node holds now is left ``moved`` without running.
 """
 
 from __future__ import annotations
@@ -158,9 +158,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
         hand.stopped(task.id, "the task stopped before its first invocation here")
         if session is not None:
             session.close()
-    if isinstance(fatal, Fenced):
-        left(orc, task, seq, f"stopped after {seq} invocation(s): {fatal}", error=str(fatal))
-        return
+    if isinstance(fatal, Fenced):  # (its outcome is not sent: see the agent's outbox)
+        hand.departed(task.id, seq, error=str(fatal))
     if hand.leaving(task.id) and fatal is None:
         left(orc, task, seq, "moved to another node", keeper=keeper)
         return
