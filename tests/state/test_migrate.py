@@ -93,7 +93,7 @@ class Cluster:
 
         wait_for(f"{name} to be ready", up)
 
-    def start_controller(self, down_after: float = 2.0) -> None:
+    def start_controller(self, down_after: float = 15.0) -> None:
         home = self.root / "controller"
         (home / "trusted").mkdir(parents=True, exist_ok=True)
         (home / "trusted" / f"{self.key.id}.pub").write_bytes(public_pem(self.key.public))
@@ -199,8 +199,10 @@ def _setup(
     signing_key: SigningKey,
     tmp_path: Path,
     nodes: tuple[str, ...] = ("a", "b"),
+    down_after: float = 15.0,
 ) -> None:
-    cluster.start_controller()
+    # a generous down_after: a node slowed by a loaded machine must not look dead
+    cluster.start_controller(down_after)
     for n in nodes:
         cluster.start_node(n, prepare_home(n, runtime=False))
     src = tmp_path / "src" / "counter.py"
@@ -334,7 +336,7 @@ def test_a_stale_node_is_fenced_out_after_failover(
     signing_key: SigningKey,
     tmp_path: Path,
 ) -> None:
-    _setup(cluster, prepare_home, runtime_artifact, signing_key, tmp_path)
+    _setup(cluster, prepare_home, runtime_artifact, signing_key, tmp_path, down_after=3.0)
     with cluster.client() as c:
         tid = c.submit(_counter_task(make_task), node="a")["task_id"]
         _running_on(cluster, "a", tid, 5)

@@ -46,6 +46,8 @@ log = logging.getLogger("fades.controller")
 
 #: seconds between two looks at the registry for nodes that went down
 FAILOVER_EVERY_S = 0.5
+#: seconds before trying again to move the tasks of a down node that could not all move
+RETRY_S = 5.0
 
 
 class DrainTask(BaseModel):
@@ -123,6 +125,8 @@ class Failover:
         #: node -> (tenant, task id, wire id) moved off it while it was down
         self.left: dict[str, list[tuple[str, str, str]]] = {}
         self.receipts: list[MigrationReceipt] = []
+        #: node -> when its tasks may be tried again (some could not move)
+        self._retry_at: dict[str, float] = {}
 
     async def run(self) -> None:
         while True:
@@ -138,7 +142,7 @@ class Failover:
         ctl = self.ctl
         for entry in ctl.registry.down():
             name, run = entry.info.name, entry.info.started_at
-            if self.handled.get(name) == run:
+            if self.handled.get(name) == run or time.time() < self._retry_at.get(name, 0.0):
                 continue
             tasks = await asyncio.to_thread(stateful_on, ctl, name)
             ok = True
@@ -146,6 +150,9 @@ class Failover:
                 ok = await self._fail_over(tenant, task_id, name) and ok
             if ok:
                 self.handled[name] = run
+                self._retry_at.pop(name, None)
+            else:
+                self._retry_at[name] = time.time() + RETRY_S
         for entry in ctl.registry.up():
             left = self.left.pop(entry.info.name, None)
             if left:
