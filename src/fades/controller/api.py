@@ -21,6 +21,7 @@ from fades import __version__
 from fades.controller import bodies, pipeapi
 from fades.controller.apidocs import mount_docs
 from fades.controller.metrics import CONTENT_TYPE_LATEST
+from fades.controller.migrate_routes import router as migrate_router
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, TaskInfo
 from fades.controller.service import Controller
 from fades.controller.store import TaskRecord
@@ -303,6 +304,7 @@ def create_app(controller: Controller) -> FastAPI:
         return await controller.upload(data, tenant=tenant, allow_rollback=allow_rollback)
 
     app.include_router(pipeapi.router)  # /v1/pipelines
+    app.include_router(migrate_router)  # moving stateful tasks: migrate, drain
 
     # --- service ---------------------------------------------------------------------------------
     @app.get("/healthz", tags=["service"])

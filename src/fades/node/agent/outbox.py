@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from fades.errors import FadesError, OrchestratorError
+from fades.errors import FadesError, Fenced, OrchestratorError
 from fades.fabric.subjects import result_subject
 from fades.node.taskstore import TaskRecord
 from fades.outcome import Outcome
@@ -79,14 +79,13 @@ class Outbox:
         """Publish one finished record; mark it delivered once the fabric acknowledged it.
 
         A pipeline stage's task is not the controller's: its outcome goes out as a stage
-        event (the pipeline engine), so it is only marked delivered here."""
-        if not is_stage_task(rec.task):
-            return await self._publish(rec)
+        event (the pipeline engine), so it is only marked delivered here. A stateful task
+        stopped because another node holds it now (``Fenced``) lives on there: its stale
+        copy's end is not the task's outcome, so nothing is sent either."""
         store = self.agent.require_node().orchestrator.store
-        await asyncio.to_thread(store.mark_delivered, rec.id)
-        return True
-
-    async def _publish(self, rec: TaskRecord) -> bool:
+        if is_stage_task(rec.task) or rec.error_kind == Fenced.__name__:
+            await asyncio.to_thread(store.mark_delivered, rec.id)
+            return True
         try:
             await self.send(rec.outcome(self.agent.name))
         except Exception as exc:
