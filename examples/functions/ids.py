@@ -181,6 +181,8 @@ def rows_of(ds):
 
 
 def main(data, params):
+    if "packets" not in data:
+        raise ValueError(f"the detector reads a dataset named 'packets'; got {sorted(data)}")
     cfg = dict(DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS})
     alerts = detect(rows_of(data["packets"]), cfg)
     return {

@@ -258,6 +258,7 @@ def generate(
                 a0 + j / scan_pps, kind, src, dst, port, g.sport() if kind == "connect_scan" else sp
             )
         placed.append(Attack(kind, src, dst, a0, a0 + (scan_ports - 1) / scan_pps))
+    placed = [Attack(a.kind, a.src, a.dst, round(a.start, 6), round(a.end, 6)) for a in placed]
     packets = g.out
     packets.sort(key=lambda p: p.ts)
     counts: dict[str, int] = {}
@@ -282,3 +283,35 @@ def to_dataset(packets: Sequence[Packet]) -> Dataset:
         [p.src for p in packets],
         [p.dst for p in packets],
     )
+
+
+def score(traffic: Traffic, alerts: Sequence[dict[str, object]]) -> dict[str, dict[str, float]]:
+    """Alerts against the labels, per kind: ``attacks`` (instances in the trace), ``detected``
+    (an alert of that kind for the attack's source), ``false_positives`` (alerts of that kind
+    that match no such attack) and ``delay_s`` (first matching alert after the attack began).
+    """
+    out: dict[str, dict[str, float]] = {
+        k: {"attacks": 0, "detected": 0, "false_positives": 0, "delay_s": 0.0} for k in ATTACK_KINDS
+    }
+    truth = {(a.kind, a.src): a for a in traffic.attacks}
+    first: dict[tuple[str, str], float] = {}
+    for a in alerts:
+        key = (str(a["kind"]), str(a["src"]))
+        if key[0] not in out:
+            raise ValueError(f"an alert of unknown kind {key[0]!r}")
+        if key in truth:
+            ts = a["ts"]
+            assert isinstance(ts, (int, float))
+            first[key] = min(first.get(key, float(ts)), float(ts))
+        else:
+            out[key[0]]["false_positives"] += 1
+    for key, attack in truth.items():
+        row = out[attack.kind]
+        row["attacks"] += 1
+        if key in first:
+            row["detected"] += 1
+            row["delay_s"] += first[key] - attack.start
+    for row in out.values():
+        if row["detected"]:
+            row["delay_s"] /= row["detected"]
+    return out
