@@ -8,6 +8,7 @@ misses it, and the node it left is fenced out."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -95,7 +96,7 @@ def test_generator_is_deterministic_and_labelled(traffic: Traffic) -> None:
     slow = next(a for a in traffic.attacks if a.kind == "slow_scan")
     probes = [p.ts for p in traffic.packets if p.label == "slow_scan" and p.src == slow.src]
     assert slow.end - slow.start >= 240  # minutes, one probe every few seconds
-    assert min(b - a for a, b in zip(probes, probes[1:], strict=False)) >= 4.9
+    assert min(b - a for a, b in itertools.pairwise(probes)) >= 4.9
     assert sum(len(b) for b in traffic.batches(1.0)) == len(traffic.packets)
     with pytest.raises(ValueError, match="unknown attack kind"):
         generate(1, attacks=["ping_of_death"])
