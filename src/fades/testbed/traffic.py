@@ -26,9 +26,11 @@ so the broker, the FDS1 wire format and the sandbox need nothing new.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from fades.broker.base import Dataset
 
@@ -186,22 +188,23 @@ def generate(
     scan_pps: float = 100.0,
     slow_ports: int = 60,
     slow_interval_s: float = 5.0,
+    slow_start_s: float = 30.0,
     start: float = T0,
 ) -> Traffic:
     """A labelled trace of ``duration_s`` seconds with each of ``attacks`` once.
 
     Benign connections arrive at ``conn_rate`` per second (TCP 70 %, DNS/NTP 25 %, a closed
-    port 5 %). The slow scan starts at 30 s; the other attacks are spread over the rest of the
+    port 5 %). The slow scan starts at ``slow_start_s``; the other attacks are spread over the rest of the
     trace, one at a time, each against a random server.
     """
     unknown = [k for k in attacks if k not in ATTACK_KINDS]
     if unknown:
         raise ValueError(f"unknown attack kind(s) {unknown}; known: {', '.join(ATTACK_KINDS)}")
     slow_len = slow_ports * slow_interval_s
-    if "slow_scan" in attacks and 30.0 + slow_len > duration_s:
+    if "slow_scan" in attacks and slow_start_s + slow_len > duration_s:
         raise ValueError(
             f"duration_s={duration_s:g} is too short for the slow scan "
-            f"({slow_ports} probes every {slow_interval_s:g} s from t=30 s)"
+            f"({slow_ports} probes every {slow_interval_s:g} s from t={slow_start_s:g} s)"
         )
     g = _Gen(seed)
     rng = g.rng
@@ -228,7 +231,7 @@ def generate(
         src = f"10.9.0.{i + 1}"
         dst = rng.choice(servs)
         if kind == "slow_scan":
-            a0 = start + 30.0
+            a0 = start + slow_start_s
             ports = rng.sample(range(1, 1025), slow_ports)
             for j, port in enumerate(ports):
                 g.probe(a0 + j * slow_interval_s, kind, src, dst, port, g.sport())
@@ -265,6 +268,15 @@ def generate(
     for p in packets:
         counts[p.label] = counts.get(p.label, 0) + 1
     return Traffic(packets, placed, seed, start, duration_s, counts)
+
+
+def write_jsonl(packets: Sequence[Packet], path: str | Path) -> Path:
+    """Write ``packets`` as a JSON-lines capture (what the ``packets`` connector reads)."""
+    path = Path(path)
+    with path.open("w", encoding="utf-8") as f:
+        for p in packets:
+            f.write(json.dumps(asdict(p), separators=(",", ":")) + "\n")
+    return path
 
 
 def encode_value(sport: int, dport: int) -> float:
