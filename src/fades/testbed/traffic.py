@@ -194,8 +194,8 @@ def generate(
     """A labelled trace of ``duration_s`` seconds with each of ``attacks`` once.
 
     Benign connections arrive at ``conn_rate`` per second (TCP 70 %, DNS/NTP 25 %, a closed
-    port 5 %). The slow scan starts at ``slow_start_s``; the other attacks are spread over the rest of the
-    trace, one at a time, each against a random server.
+    port 5 %). The slow scan starts at ``slow_start_s``; the other attacks are spread over
+    the rest of the trace, one at a time, each against a random server.
     """
     unknown = [k for k in attacks if k not in ATTACK_KINDS]
     if unknown:
