@@ -116,6 +116,35 @@ class FadesClient:
         result: dict[str, Any] = self._call("POST", f"/v1/tasks/{task_id}/cancel")
         return result
 
+    def migrate(self, task_id: str, to: str, *, timeout: float = 120.0) -> dict[str, Any]:
+        """Move a running stateful task to node ``to``, live; returns the receipt (source,
+        target, seq, downtime_s, total_s, state_bytes, artifact_bytes, forced, detail).
+
+        Raises:
+            TaskNotFound, UnknownNode, MigrationFailed (it cannot move, and keeps running
+            where it was), NodeUnavailable (the target is down or did not answer).
+        """
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/tasks/{task_id}/migrate", json={"to": to}, timeout=timeout
+        )
+        return result
+
+    def drain(self, node: str) -> dict[str, Any]:
+        """Stop placing work on ``node`` and move its stateful tasks off it; returns the
+        progress (``state``, ``total``, ``moved``, ``failed``, ``tasks``)."""
+        result: dict[str, Any] = self._call("POST", f"/v1/nodes/{node}/drain")
+        return result
+
+    def drain_status(self, node: str) -> dict[str, Any]:
+        """How far draining ``node`` has come."""
+        result: dict[str, Any] = self._call("GET", f"/v1/nodes/{node}/drain")
+        return result
+
+    def undrain(self, node: str) -> dict[str, Any]:
+        """Place work on ``node`` again."""
+        result: dict[str, Any] = self._call("DELETE", f"/v1/nodes/{node}/drain")
+        return result
+
     def wait(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """The task once done or failed, or as it stands after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout

@@ -21,6 +21,7 @@ from fades import __version__
 from fades.controller import bodies
 from fades.controller.apidocs import mount_docs
 from fades.controller.metrics import CONTENT_TYPE_LATEST
+from fades.controller.migrate_routes import router as migrate_router
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, TaskInfo
 from fades.controller.service import Controller
 from fades.controller.store import TaskRecord
@@ -293,6 +294,8 @@ def create_app(controller: Controller) -> FastAPI:
         bodies.require_type(request, ("application/octet-stream",), "an artifact")
         data = await bodies.read_body(request, bodies.MAX_UPLOAD_BYTES, "an artifact")
         return await controller.upload(data, tenant=tenant, allow_rollback=allow_rollback)
+
+    app.include_router(migrate_router)  # moving stateful tasks: migrate, drain
 
     # --- service ---------------------------------------------------------------------------------
     @app.get("/healthz", tags=["service"])

@@ -31,7 +31,9 @@ from fades.bus.nats import NatsBus
 from fades.controller.auth import Tokens
 from fades.controller.cloud import CloudRunner
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
+from fades.controller.failover import run_failover
 from fades.controller.metrics import Metrics
+from fades.controller.migrate import moving
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, Where
 from fades.controller.publishing import Publisher
 from fades.controller.registry import DOWN_AFTER_S, Registry
@@ -166,6 +168,7 @@ class Controller:
         self._loops = [
             asyncio.create_task(consume(bus, recorder), name="fades-results"),
             asyncio.create_task(self._dispatcher.run(), name="fades-dispatcher"),
+            asyncio.create_task(run_failover(self), name="fades-failover"),
         ]
         for p in await asyncio.to_thread(store.pending, "cloud"):
             log.info("re-running cloud task %s interrupted by a restart", p.id)
@@ -351,9 +354,10 @@ class Controller:
 
     def _place(self, task: Task, node: str | None) -> Placement:
         if node is None:
+            draining = moving(self).draining  # nodes being drained take no new work
             return self.placer.place(
                 task,
-                [e.info for e in self.registry.up()],
+                [e.info for e in self.registry.up() if e.info.name not in draining],
                 [e.info for e in self.registry.down()],
             )
         entry = self.registry.get(node)

@@ -49,7 +49,13 @@ __all__ = [
     "wasm_bytes",
 ]
 
-_GUEST_FILES = ("app.py", "fades_sdk.py", "fades_capture.py", "wit/runtime.wit")
+_GUEST_FILES = (
+    "app.py",
+    "fades_sdk.py",
+    "fades_capture.py",
+    "fades_state.py",
+    "wit/runtime.wit",
+)
 
 
 def _read_bounded(p: Path, limit: int, what: str) -> bytes:

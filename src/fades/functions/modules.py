@@ -51,6 +51,7 @@ AVAILABLE: tuple[str, ...] = (
     "difflib",
     "enum",
     SDK,
+    "fades_state",
     "fnmatch",
     "fractions",
     "functools",

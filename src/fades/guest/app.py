@@ -34,10 +34,10 @@ _capture = fades_capture.capture
 _restore = fades_capture.restore
 _urandom = os.urandom
 
-#: The standard library a function may import: equal to fades.functions.modules.AVAILABLE
-#: (less fades_sdk; a test keeps them equal). componentize-py bundles only the modules that
-#: are imported while the runtime is built, so each is imported here, at build time, and
-#: lives in the runtime's pre-initialized snapshot.
+#: The standard library a function may import, and the step-graph helper fades_state: equal
+#: to fades.functions.modules.AVAILABLE (less fades_sdk; a test keeps them equal).
+#: componentize-py bundles only the modules that are imported while the runtime is built, so
+#: each is imported here, at build time, and lives in the runtime's pre-initialized snapshot.
 STDLIB: tuple[str, ...] = (
     "__future__",
     "abc",
@@ -60,6 +60,7 @@ STDLIB: tuple[str, ...] = (
     "decimal",
     "difflib",
     "enum",
+    "fades_state",
     "fnmatch",
     "fractions",
     "functools",

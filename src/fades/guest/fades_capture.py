@@ -15,6 +15,9 @@ the module): dunder names, modules, classes, functions defined with ``def``, bui
 Anything else (a generator, a lambda, an open file, an instance of a class) raises
 :class:`StateNotCapturable` naming the global and where inside it.
 
+A :class:`fades_state.StepGraph` held in a global is captured as its position and ``kv``
+(``["obj", "StepGraph", state]``) and restored into the graph the module re-creates.
+
 Format: ``{"v": 1, "g": {name: value}}`` where a value is a JSON scalar (None, bool, int,
 str, finite float) or a list ``[tag, ...]``.
 """
@@ -30,7 +33,16 @@ import json
 import types
 from typing import Any, NoReturn
 
+try:  # inside the sandbox the step-graph helper is a top-level module, on the host a submodule
+    import fades_state as _graph_module
+except ImportError:
+    from fades.guest import fades_state as _graph_module
+
 FORMAT = 1
+_SAFE = frozenset({str, bool, type(None)})  # encoded as themselves
+_BIG = 2**53  # larger ints travel as strings (JSON readers may round them)
+#: classes captured through their ``__fades_state__`` / ``__fades_restore__`` (top-level only)
+_GRAPHS: tuple[type, ...] = (_graph_module.StepGraph,)
 MAX_DEPTH = 200
 
 _FACTORIES = {
@@ -65,8 +77,10 @@ def _is_code(name: str, value: object) -> bool:
 
 
 class _Encoder:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, track: bool) -> None:
         self.limit = limit
+        #: build the path of each value (only to name the culprit after a failure: slow)
+        self.track = track
         self.memo: dict[int, int] = {}  # id(container) -> index
         self.keep: list[object] = []  # keeps encoded containers alive so ids stay unique
         self.busy: set[int] = set()  # tuples being encoded (a tuple inside itself is refused)
@@ -88,16 +102,14 @@ class _Encoder:
 
     def enc(self, v: Any, path: str, depth: int) -> Any:
         t = type(v)
-        if v is None or t is bool or t is str:
+        if t in _SAFE:
             return v
         if t is int:
-            return v if -(2**53) < v < 2**53 else ["i", str(v)]
+            return v if -_BIG < v < _BIG else ["i", str(v)]
         if t is float:
-            if v != v:
-                return ["f", "nan"]
-            if v in (float("inf"), float("-inf")):
-                return ["f", "inf" if v > 0 else "-inf"]
-            return v
+            if v - v == 0.0:  # finite (NaN and infinities give NaN)
+                return v
+            return ["f", "nan" if v != v else ("inf" if v > 0 else "-inf")]
         if depth > MAX_DEPTH:
             self.fail(path, f"data nested deeper than {MAX_DEPTH} levels")
         d = depth + 1
@@ -121,11 +133,11 @@ class _Encoder:
                 self.fail(path, "a tuple that contains itself")
             self.busy.add(id(v))
             try:
-                return ["t", [self.enc(x, f"{path}[{i}]", d) for i, x in enumerate(v)]]
+                return ["t", self.seq(v, path, d)]
             finally:
                 self.busy.discard(id(v))
         if t is frozenset:
-            return ["fs", [self.enc(x, f"{path}{{...}}", d) for x in v]]
+            return ["fs", self.unordered(v, path, d)]
         if t in _MUTABLE:
             seen = self.ref(v)
             if seen is not None:
@@ -134,10 +146,26 @@ class _Encoder:
         self.fail(path, f"a {_describe(v)}")
 
     def items(self, v: Any, path: str, d: int) -> list[list[Any]]:
-        out = []
-        for k, x in v.items():
-            out.append([self.enc(k, f"{path} key", d), self.enc(x, f"{path}[{k!r:.40}]", d)])
-        return out
+        enc = self.enc
+        if not self.track:
+            return [
+                [
+                    k if type(k) is str else enc(k, path, d),
+                    x if type(x) in _SAFE else enc(x, path, d),
+                ]
+                for k, x in v.items()
+            ]
+        return [[enc(k, f"{path} key", d), enc(x, f"{path}[{k!r:.40}]", d)] for k, x in v.items()]
+
+    def seq(self, v: Any, path: str, d: int) -> list[Any]:
+        enc = self.enc
+        if not self.track:
+            return [x if type(x) in _SAFE else enc(x, path, d) for x in v]
+        return [enc(x, f"{path}[{i}]", d) for i, x in enumerate(v)]
+
+    def unordered(self, v: Any, path: str, d: int) -> list[Any]:
+        enc = self.enc
+        return [enc(x, f"{path}{{...}}" if self.track else path, d) for x in v]
 
 
 def _describe(v: object) -> str:
@@ -157,13 +185,13 @@ def _describe(v: object) -> str:
 
 
 _MUTABLE: dict[type, Any] = {
-    list: lambda e, v, p, d: ["l", [e.enc(x, f"{p}[{i}]", d) for i, x in enumerate(v)]],
+    list: lambda e, v, p, d: ["l", e.seq(v, p, d)],
     dict: lambda e, v, p, d: ["d", e.items(v, p, d)],
-    set: lambda e, v, p, d: ["s", [e.enc(x, f"{p}{{...}}", d) for x in v]],
+    set: lambda e, v, p, d: ["s", e.unordered(v, p, d)],
     bytearray: lambda e, v, p, d: ["ba", base64.b64encode(v).decode()],
     collections.deque: lambda e, v, p, d: [
         "dq",
-        [e.enc(x, f"{p}[{i}]", d) for i, x in enumerate(v)],
+        e.seq(v, p, d),
         v.maxlen,
     ],
     collections.OrderedDict: lambda e, v, p, d: ["od", e.items(v, p, d)],
@@ -186,19 +214,29 @@ def capture(namespace: dict[str, Any], limit: int) -> str:
     Raises:
         StateNotCapturable: a global holds something else, or the state is too large.
     """
-    enc = _Encoder(limit)
-    out: dict[str, Any] = {}
-    for key, value in list(namespace.items()):
-        if type(key) is not str or _is_code(key, value):
-            continue
-        out[key] = enc.enc(value, repr(key), 0)
-    text = json.dumps({"v": FORMAT, "g": out}, separators=(",", ":"), allow_nan=False)
+    try:
+        text = _capture(namespace, limit, track=False)
+    except StateNotCapturable:  # once more, building paths, to name where it failed
+        text = _capture(namespace, limit, track=True)
     if len(text) > limit:
         raise StateNotCapturable(
             f"the function's state is {len(text)} bytes, over the limit of {limit} bytes "
             f"(FADES_STATE_MAX_BYTES on the node)"
         )
     return text
+
+
+def _capture(namespace: dict[str, Any], limit: int, *, track: bool) -> str:
+    enc = _Encoder(limit, track)
+    out: dict[str, Any] = {}
+    for key, value in list(namespace.items()):
+        if type(key) is not str or _is_code(key, value):
+            continue
+        if type(value) in _GRAPHS:  # a step graph: its position and kv, not its code
+            out[key] = ["obj", type(value).__name__, enc.enc(value.__fades_state__(), repr(key), 1)]
+            continue
+        out[key] = enc.enc(value, repr(key), 0)
+    return json.dumps({"v": FORMAT, "g": out}, separators=(",", ":"), allow_nan=False)
 
 
 class _Decoder:
@@ -277,10 +315,24 @@ def restore(namespace: dict[str, Any], text: str | bytes) -> list[str]:
         if not isinstance(doc, dict) or doc.get("v") != FORMAT:
             raise StateRestoreError(f"not a format-{FORMAT} captured state")
         dec = _Decoder()
-        values = {str(k): dec.dec(v) for k, v in doc["g"].items()}
+        values: dict[str, Any] = {}
+        graphs: dict[str, Any] = {}
+        for k, v in doc["g"].items():
+            if isinstance(v, list) and v and v[0] == "obj":
+                graphs[str(k)] = (str(v[1]), dec.dec(v[2]))
+            else:
+                values[str(k)] = dec.dec(v)
     except StateRestoreError:
         raise
     except Exception as exc:
         raise StateRestoreError(f"the captured state is malformed ({type(exc).__name__})") from None
+    for name, (kind, state) in graphs.items():
+        target = namespace.get(name)
+        if type(target) not in _GRAPHS or type(target).__name__ != kind:
+            raise StateRestoreError(f"global {name!r} is no longer a {kind}")
+        try:
+            target.__fades_restore__(state)  # type: ignore[union-attr]
+        except Exception as exc:
+            raise StateRestoreError(f"global {name!r}: {exc}") from None
     namespace.update(values)
     return sorted(values)

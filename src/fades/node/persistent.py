@@ -11,6 +11,11 @@ checkpoint and continues the invocation sequence from it, checkpoints per its po
 (:class:`fades.state.keeper.StateKeeper`), saves once more on a clean stop, and stops with
 kind ``Fenced`` ("task moved: another instance holds it") when another instance claimed it.
 After its own instance crashes, it is reopened from the last checkpoint.
+
+Moving (:mod:`fades.node.handoff`): a task asked to leave stops at an invocation boundary,
+saves its final checkpoint and is left ``moved`` (no outcome is sent from here; it lives on
+elsewhere); an arriving task starts in the warm session prepared for it. A resumed task
+whose lease another node holds now is left ``moved`` without running.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fades.errors import FabricError, FadesError, Fenced, SandboxError, StateError, TaskCancelled
+from fades.node.handoff import MOVED, handoffs, left, taken_elsewhere
 from fades.sandbox.base import Limits, Session
 from fades.state.keeper import StateKeeper
 
@@ -38,7 +44,10 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
     (``invocations``, ``max_duration_s``, the node's ``max_persistent_seconds``) or it is
     cancelled."""
     rec = orc.store.get(task.id)
-    if rec.done or orc._late(task):
+    if rec.done or rec.status == MOVED or orc._late(task):
+        return
+    hand = handoffs(orc)
+    if task.function.state is not None and taken_elsewhere(orc, task, rec.status):
         return
     orc.store.start(task.id)
     spec = task.function
@@ -47,7 +56,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
     if spec.max_duration_s is not None and spec.max_duration_s <= lifetime:
         lifetime, bound = spec.max_duration_s, "max_duration_s"
     end_at = rec.accepted_at + lifetime  # wall clock: the bound holds across restarts
-    seq = len(orc.store.invocations(task.id))
+    # (a stateful task's sequence comes from its checkpoint: do not read every invocation)
+    seq = len(orc.store.invocations(task.id)) if spec.state is None else 0
     artifact = orc.functions.get(spec.artifact)
     keeper: StateKeeper | None = None
     if spec.state is not None:
@@ -71,6 +81,7 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                     not orc._stop.is_set()
                     and task.id not in orc._cancelled
                     and (delay := next_at - time.monotonic()) > 0
+                    and not hand.leave_now(task.id, delay)
                 ):
                     orc._wake.wait(min(delay, _CANCEL_POLL_S))
                     if orc._cancel_requested(task.id):
@@ -78,6 +89,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                 else:
                     orc._cancel_requested(task.id)
             if orc._stop.is_set() or task.id in orc._cancelled:
+                break
+            if hand.leave_now(task.id, next_at - time.monotonic()):
                 break
             if spec.invocations is not None and seq >= spec.invocations:
                 stopped = "invocations"
@@ -89,6 +102,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
             t0 = time.perf_counter()
             try:
                 blob, fetch_t, _ = orc._fetch(task)
+                if session is None:
+                    session = hand.take_session(task.id, keeper.state if keeper else None)
                 if session is None:
                     session = orc.sandboxes.open(
                         artifact,
@@ -116,6 +131,7 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                 "total": time.perf_counter() - t0,
             }
             orc.store.record_invocation(task.id, seq, ok=True, result=res.value, timing=timing)
+            hand.output(task.id, seq)
             last = res.value
             seq += 1
             if keeper is not None and keeper.due(seq):
@@ -130,6 +146,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                 orc.store.record_invocation(
                     task.id, seq - 1, ok=True, result=res.value, timing=timing
                 )
+            if hand.leaving(task.id):
+                break  # asked to move: leave right after this invocation
         if keeper is not None and fatal is None and session is not None and seq > keeper.saved_seq:
             try:  # a clean stop: nothing is done twice after it
                 keeper.save(session, seq)
@@ -137,8 +155,14 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                 fatal = exc if isinstance(exc, Fenced) else None
                 log.warning("task %s: final checkpoint not saved: %s", task.id, exc)
     finally:
+        hand.stopped(task.id, "the task stopped before its first invocation here")
         if session is not None:
             session.close()
+    if isinstance(fatal, Fenced):  # (its outcome is not sent: see the agent's outbox)
+        hand.departed(task.id, seq, error=str(fatal))
+    if hand.leaving(task.id) and fatal is None:
+        left(orc, task, seq, "moved to another node", keeper=keeper)
+        return
     if fatal is not None:
         if not isinstance(fatal, Fenced) and keeper is not None:
             keeper.release()

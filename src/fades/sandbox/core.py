@@ -116,6 +116,12 @@ def _abi(detail: str) -> str:
     return f"the module does not follow fades-core/1: {detail}"
 
 
+#: A fresh instance's memory per module digest (what a snapshot is diffed against), for the
+#: few most recently snapshotted modules.
+_FRESH: dict[str, bytes] = {}
+_FRESH_KEEP = 8
+
+
 class CoreSandbox:
     """Runs fades-core/1 modules: each ephemeral invocation in a fresh instance."""
 
@@ -249,9 +255,14 @@ class CoreSession:
         store = self._store
         if store is None:
             raise ValueError("snapshot() on a closed core session")
-        with CoreSession(self.artifact, self.limits, self.host) as fresh:
-            assert fresh._store is not None
-            base = bytes(core_state._view(fresh._store, fresh._memory))
+        base = _FRESH.get(self.artifact.digest)
+        if base is None:
+            with CoreSession(self.artifact, self.limits, self.host) as fresh:
+                assert fresh._store is not None
+                base = bytes(core_state._view(fresh._store, fresh._memory))
+            if len(_FRESH) >= _FRESH_KEEP:
+                _FRESH.pop(next(iter(_FRESH)))
+            _FRESH[self.artifact.digest] = base
         bound = max_state_bytes() if limit is None else limit
         return core_state.capture(store, self._memory, self._globals, base, bound)
 

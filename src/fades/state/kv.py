@@ -14,6 +14,7 @@ event loop, which owns the connection; never call it from that loop itself.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import re
 import struct
@@ -21,7 +22,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fades.bus.base import Bus, KeyValue
-from fades.errors import FabricConflict, Fenced, StateError
+from fades.errors import FabricConflict, FabricError, Fenced, StateError
 from fades.state.base import Checkpoint, Lease
 from fades.state.seal import max_state_bytes, seal, unseal
 
@@ -86,7 +87,19 @@ class KvCheckpoints:
         if running is self._loop:
             coro.close()
             raise RuntimeError("KvCheckpoints is synchronous: call it from a thread, not its loop")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
+        if self._loop.is_closed():
+            coro.close()
+            raise FabricError("the fabric connection is closed: checkpoints are unreachable")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(CALL_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise FabricError(
+                f"the fades_state bucket did not answer within {CALL_TIMEOUT_S:g} s"
+            ) from None
+        except concurrent.futures.CancelledError:
+            raise FabricError("the fabric connection closed during a checkpoint call") from None
 
     async def _claim(self, key: str, node: str) -> int:
         for _ in range(_CLAIM_TRIES):

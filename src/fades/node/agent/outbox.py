@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from fades.errors import FadesError, OrchestratorError
+from fades.errors import FadesError, Fenced, OrchestratorError
 from fades.fabric.subjects import result_subject
 from fades.node.taskstore import TaskRecord
 from fades.outcome import Outcome
@@ -75,7 +75,14 @@ class Outbox:
         )
 
     async def publish(self, rec: TaskRecord) -> bool:
-        """Publish one finished record; mark it delivered once the fabric acknowledged it."""
+        """Publish one finished record; mark it delivered once the fabric acknowledged it.
+
+        A stateful task stopped because another node holds it now (``Fenced``) lives on
+        there: its stale copy's end is not the task's outcome, so nothing is sent."""
+        store = self.agent.require_node().orchestrator.store
+        if rec.error_kind == Fenced.__name__:
+            await asyncio.to_thread(store.mark_delivered, rec.id)
+            return True
         try:
             await self.send(rec.outcome(self.agent.name))
         except Exception as exc:
