@@ -284,7 +284,7 @@ def move(
                     "state_bytes": len(ckpt.state),
                     "save_ms": (t1 - t0) * 1e3,
                     "load_ms": (t2 - t1) * 1e3,
-                    "restore_ms": (t3 - t2) * 1e3,
+                    "open_restore_ms": (t3 - t2) * 1e3,
                 }
             )
     by_point = {
@@ -299,11 +299,12 @@ def move(
     mid = [r for r in rows if r["fraction"] == 0.5]
     summary = {
         k: statistics.median(r[k] for r in rows)
-        for k in ("state_bytes", "save_ms", "load_ms", "restore_ms")
+        for k in ("state_bytes", "save_ms", "load_ms", "open_restore_ms")
     }
     log(
         f"   hand-over: state {summary['state_bytes']:,.0f} B, save {summary['save_ms']:.1f} ms, "
-        f"load {summary['load_ms']:.1f} ms, restore {summary['restore_ms']:.1f} ms (medians)"
+        f"load {summary['load_ms']:.1f} ms, open+restore {summary['open_restore_ms']:.1f} ms "
+        "(medians)"
     )
     return {
         "slow_ports": sum(1 for p in traffic.packets if p.src == scan.src and p.flags == "S"),
