@@ -22,7 +22,10 @@ Rules (thresholds in ``params``, defaults below):
 * ``slow_scan``: ``slow_scan_ports`` distinct ports probed within ``slow_window_s`` when
   no fast alert fired (a low-and-slow scan only long memory can see).
 
-Each (kind, source, destination) alerts once per ``slow_window_s``.
+Each (kind, source, destination) alerts once per ``slow_window_s``. The state is bounded
+whatever the traffic: ``max_half_open`` connections and ``max_ports`` ports per source, and
+``max_keys`` sources (or source-target pairs) per table, the oldest forgotten first. A flood
+from many spoofed sources is therefore not seen by these per-source rules.
 """
 
 DEFAULTS = {
@@ -36,6 +39,7 @@ DEFAULTS = {
     "flood_s": 2.0,
     "max_half_open": 1000,
     "max_ports": 2000,
+    "max_keys": 1000,
 }
 PROBES = {"tcp:S": "syn", "tcp:": "null", "tcp:F": "fin", "tcp:FPU": "xmas", "udp:": "udp"}
 
@@ -85,6 +89,11 @@ def _expire(now, cfg):
             del table[key]
     for key in [k for k in syn_sports if f"syn {k}" not in probes]:
         del syn_sports[key]
+    # bound the state whatever the traffic (many spoofed sources): forget the oldest keys
+    cap = cfg["max_keys"]
+    for table in (half_open, probes, aborted, syn_sports, udp_rate, alerted):
+        for key in list(table)[: max(0, len(table) - cap)]:
+            del table[key]
 
 
 def detect(rows, cfg):

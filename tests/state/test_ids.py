@@ -26,7 +26,16 @@ from fades.sandbox.wire import encode
 from fades.state.keeper import StateKeeper
 from fades.state.local import LocalCheckpoints
 from fades.task import StateSpec
-from fades.testbed.traffic import ATTACK_KINDS, BENIGN, Traffic, generate, score, to_dataset
+from fades.testbed.traffic import (
+    ATTACK_KINDS,
+    BENIGN,
+    T0,
+    Packet,
+    Traffic,
+    generate,
+    score,
+    to_dataset,
+)
 
 IDS = Path(__file__).resolve().parents[2] / "examples" / "functions" / "ids.py"
 LIMITS = Limits(64, 20_000)
@@ -169,3 +178,27 @@ def test_a_moved_detector_still_sees_the_slow_scan_a_fresh_one_misses_it(
     assert score(traffic, early + moved_alerts)["slow_scan"]["detected"] == 1
     assert score(traffic, fresh_alerts)["slow_scan"]["detected"] == 0
     store.close()
+
+
+def test_the_state_stays_bounded_under_a_spoofed_flood() -> None:
+    from fades.guest import fades_capture
+    from fades.state.seal import MAX_STATE_BYTES
+
+    def src(i: int) -> str:
+        return f"172.{16 + i // 65536}.{i // 256 % 256}.{i % 256}"
+
+    flood = [
+        Packet(T0 + i / 20_000, src(i), "10.0.0.1", 1024 + i % 60_000, 80, proto, flags, "x")
+        for i in range(60_000)
+        for proto, flags in [("tcp", "S") if i % 2 else ("udp", "")]
+    ]
+    mod = native_detector()
+    run_native(
+        mod, [encode({"packets": to_dataset(flood[i : i + 20_000])}) for i in (0, 20_000, 40_000)]
+    )
+    size = len(fades_capture.capture(vars(mod), MAX_STATE_BYTES))
+    assert size < MAX_STATE_BYTES // 2, size
+    # and it still works: a scan afterwards is found
+    scan = generate(2, attacks=["syn_scan"], duration_s=60, start=T0 + 10)
+    alerts = run_native(mod, blobs(scan))
+    assert [(a["kind"], a["src"]) for a in alerts] == [("syn_scan", scan.attacks[0].src)]
