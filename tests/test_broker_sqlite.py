@@ -166,7 +166,7 @@ def test_many_threads_can_fetch_and_write_at_once(store: SQLiteConnector) -> Non
 def test_open_connector_builds_by_kind_and_names_known_kinds(tmp_path: Path) -> None:
     s = open_connector("sqlite", path=tmp_path / "c.db")
     assert isinstance(s, SQLiteConnector)
-    with pytest.raises(ConnectorError, match="known kinds: csv, memory, sqlite"):
+    with pytest.raises(ConnectorError, match="known kinds: csv, memory, packets, sqlite"):
         open_connector("influx")
     with pytest.raises(ConnectorError, match="bad options"):
         open_connector("sqlite", nonsense=1)

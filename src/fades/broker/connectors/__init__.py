@@ -15,6 +15,7 @@ from typing import Any
 from fades.broker.base import Connector
 from fades.broker.connectors.csv import CSVConnector
 from fades.broker.connectors.memory import MemoryConnector
+from fades.broker.connectors.packets import PacketConnector
 from fades.broker.connectors.sqlite import SQLiteConnector
 from fades.errors import ConnectorError
 
@@ -22,6 +23,7 @@ CONNECTOR_KINDS: dict[str, Callable[..., Connector]] = {
     "sqlite": SQLiteConnector,
     "csv": CSVConnector,
     "memory": MemoryConnector,
+    "packets": PacketConnector,
 }
 
 
@@ -54,6 +56,7 @@ __all__ = [
     "CONNECTOR_KINDS",
     "CSVConnector",
     "MemoryConnector",
+    "PacketConnector",
     "SQLiteConnector",
     "open_connector",
     "register_connector",
