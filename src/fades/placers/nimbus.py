@@ -29,7 +29,8 @@ declared (Nimbus's fallback), else the lowest score and the reason says so.
 **Hysteresis.** Similar tasks (same tenant, function, data selection and device) stick to
 the previous choice while it is still within budget unless another candidate's score is
 lower by more than :attr:`NimbusPlacer.margin` (default 0.05, about 7% of the budget in
-latency), so decisions do not flap as load wiggles.
+latency), so decisions do not flap as load wiggles. Equal scores go to the site with the
+fewest tasks per worker, then by name.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Candidate:
     energy_mj: float | None
     parts: dict[str, float]
     clients: int = 0
+    load: float = 0.0  # clients per worker: breaks ties between equal scores
     source: str = ""
     score: float = 0.0
     within: bool = True
@@ -178,6 +180,7 @@ class NimbusPlacer:
             }
             c = Candidate(target, where, sum(parts.values()), energy, parts, est.clients)
             c.source = est.source
+            c.load = est.clients / max(1, est.workers)
             fixed = net_dev + est.rtt_ms + transfer
             fit = est.max_clients(eps_t - fixed)
             if est.clients + 1 > fit:
@@ -229,7 +232,7 @@ class NimbusPlacer:
             fallback = "no offloading site within budget" + (
                 ": run on the device" if device else "; the best still wins"
             )
-        best = min(pool, key=lambda c: (c.score, c.target))
+        best = min(pool, key=lambda c: (c.score, c.load, c.target))
         best, held_note = self._hysteresis(task, cands, pool, best)
         took_ms = (time.perf_counter() - t0) * 1000.0
         decision = {
