@@ -1,7 +1,7 @@
 """The cloud path: pull a task's raw data from the node that holds it, run the function here.
 
 A task that reads no node's data (compute-only: its ``inputs`` travel with it) runs here on
-those inputs alone, with no pull (``node`` is ``cloud``; ``retrieval`` is 0).
+those inputs alone, with no pull (``node`` is ``cloud``; ``retrieval`` is only the encoding).
 
 The controller asks the node's broker for the FDS1 blob the function would get at the edge
 (``query_subject(node)``, chunked and flow-controlled), then runs the same artifact in its own
