@@ -81,6 +81,7 @@ class SiteStats:
     last_outcome: float = 0.0
     service_ms: dict[str, float] = field(default_factory=dict)
     waits: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    fitted: tuple[float, float] | None = None  # fit() as of the last outcome
 
     def rtt_sample(self, ms: float) -> None:
         self.pings += 1
@@ -170,6 +171,7 @@ class Measurements:
         wait = out.timing.get("queue")
         if entry is not None and wait is not None and wait >= 0:
             s.waits.append((entry[2], wait * 1000.0))
+            s.fitted = s.fit()
 
     def _forget(self, key: tuple[str, str]) -> tuple[str, float, int] | None:
         entry = self.inflight.pop(key, None)
@@ -193,7 +195,7 @@ class Measurements:
         fresh_load = s.load if s.load_at >= s.last_outcome else 0
         service = s.service(artifact)
         compute = service if service is not None else compute
-        fit = s.fit()
+        fit = s.fitted
         slope, intercept = fit if fit is not None else fluid_queue(compute, workers)
         measured = s.srtt_ms is not None or service is not None
         unreachable = None
