@@ -5,8 +5,10 @@
   time. Smoothed as TCP does (RFC 6298): ``srtt += (sample - srtt)/8``, jitter (mean
   deviation) ``+= (|sample - srtt| - jitter)/4``. :data:`LOST_AFTER` pings in a row without
   an answer make the node unreachable for the placer until one is answered.
-* **Bandwidth** (controller -> node): every :data:`PROBE_EVERY`-th ping carries
-  :data:`PROBE_BYTES` of padding; the extra time over the smoothed RTT gives the rate.
+* **Bandwidth** (controller -> node): every :data:`PROBE_EVERY`-th round a ping carrying
+  :data:`PROBE_BYTES` of padding follows the plain one at once; the least extra time over
+  the last :data:`PROBES` pairs gives the rate (the least, because a busy node or a loaded
+  machine only ever adds time). Under 0.5 ms extra the link counts as fast (the default).
   A node label ``bandwidth_mbps`` overrides it.
 * **Load**: the controller counts the tasks it placed on each site and has no outcome for
   yet (lost ones expire); the ping's registry entry adds tasks from elsewhere.
@@ -55,8 +57,9 @@ PING_EVERY_S = 3.0
 PING_TIMEOUT_S = 2.0
 PING_CONCURRENCY = 16
 LOST_AFTER = 3
-PROBE_EVERY = 5
+PROBE_EVERY = 2
 PROBE_BYTES = 16 * 1024
+PROBES = 8
 WINDOW = 64
 MIN_FIT = 8
 MAX_FUNCTIONS = 64
@@ -76,6 +79,8 @@ class SiteStats:
     lost: int = 0
     last_answer: float = 0.0
     bandwidth_mbps: float | None = None
+    last_ms: float | None = None  # the last plain ping's RTT
+    probes: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES))
     load: int = 0
     load_at: float = 0.0
     last_outcome: float = 0.0
@@ -84,6 +89,7 @@ class SiteStats:
     fitted: tuple[float, float] | None = None  # fit() as of the last outcome
 
     def rtt_sample(self, ms: float) -> None:
+        self.last_ms = ms
         self.pings += 1
         self.lost = 0
         self.last_answer = time.time()
@@ -246,13 +252,12 @@ class Measurements:
         with contextlib.suppress(Exception):
             info = NodeInfo.decode(reply)
             s.load, s.load_at = info.load.running + info.load.queued, time.time()
-        if probe and s.srtt_ms is not None:
-            extra = ms - s.srtt_ms
-            if extra > 0.5:  # below that the probe cannot tell the rate apart from noise
-                mbps = PROBE_BYTES * 8 / (extra * 1000.0)
-                old = s.bandwidth_mbps
-                s.bandwidth_mbps = mbps if old is None else old + (mbps - old) / 4
-            s.pings += 1
+        if probe:
+            if s.last_ms is not None:
+                s.probes.append(ms - s.last_ms)
+                least = min(s.probes)
+                # below 0.5 ms the probe cannot tell the rate from noise: a fast link
+                s.bandwidth_mbps = PROBE_BYTES * 8 / (least * 1000.0) if least > 0.5 else None
             s.lost = 0
             return ms
         s.rtt_sample(ms)
@@ -264,7 +269,8 @@ class Measurements:
 
         async def one(name: str, probe: bool) -> None:
             async with gate:
-                await self.ping(bus, name, probe)
+                if await self.ping(bus, name) is not None and probe:
+                    await self.ping(bus, name, probe=True)
 
         while True:
             self._round += 1

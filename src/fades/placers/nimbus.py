@@ -44,13 +44,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pydantic_core
+
 from fades.fabric.protocol import NodeInfo
 from fades.placers.base import Placement, Site
 from fades.placers.estimates import Estimates, LabelEstimates, NodeEstimate
 from fades.placers.locality import holders, locality_reason
 from fades.task import Task
 
-#: rejected sites listed one by one in a decision (the rest are counted)
+#: candidates (best first; the chosen one, the cloud and the device always) and rejected
+#: sites listed one by one in a decision (the rest are counted)
 MAX_LISTED = 20
 #: similar-task keys remembered for hysteresis (least recently used forgotten first)
 MAX_REMEMBERED = 4096
@@ -94,9 +97,9 @@ def input_bytes(task: Task) -> int:
     """Bytes the task carries to where it runs (its inline inputs and params, as JSON)."""
     size = 0
     if task.inputs:
-        size += len(json.dumps(task.inputs, separators=(",", ":")).encode())
+        size += len(pydantic_core.to_json(task.inputs))
     if task.function.params:
-        size += len(json.dumps(task.function.params, separators=(",", ":")).encode())
+        size += len(pydantic_core.to_json(task.function.params))
     return size
 
 
@@ -154,11 +157,11 @@ class NimbusPlacer:
         return eps
 
     def candidates(
-        self, task: Task, sites: Sequence[NodeInfo], eps_t: float
+        self, task: Task, sites: Sequence[NodeInfo], eps_t: float, nbytes: int | None = None
     ) -> tuple[list[Candidate], list[tuple[str, str]]]:
         """Predictions for every usable site, and the sites refused with the reason."""
         dev = task.device
-        nbytes = input_bytes(task)
+        nbytes = input_bytes(task) if nbytes is None else nbytes
         net_dev = dev.rtt_ms + _ms(nbytes, dev.uplink_mbps) if dev is not None else 0.0
         energy = dev.tx_power_w * net_dev if dev is not None else None
         artifact = task.function.artifact
@@ -217,7 +220,8 @@ class NimbusPlacer:
             if not sites and task.device is None and not self.cloud:
                 holders(task, up, down)  # raises NoPlacement: no node is up
         eps_t = self.budget(task)
-        cands, refused = self.candidates(task, sites, eps_t)
+        nbytes = input_bytes(task)
+        cands, refused = self.candidates(task, sites, eps_t, nbytes)
         refused = [*refused, *others, *((n.name, "down") for n in down)]
         if not cands:  # no site reachable; no device, no cloud
             from fades.errors import NoPlacement
@@ -234,6 +238,11 @@ class NimbusPlacer:
             )
         best = min(pool, key=lambda c: (c.score, c.load, c.target))
         best, held_note = self._hysteresis(task, cands, pool, best)
+        ranked = sorted(cands, key=lambda c: (c.score, c.target))
+        listed = ranked[:MAX_LISTED]
+        if best not in listed:
+            listed.append(best)
+        listed += [c for c in ranked[MAX_LISTED:] if c.where != "edge" and c is not best]
         took_ms = (time.perf_counter() - t0) * 1000.0
         decision = {
             "placer": self.name,
@@ -243,8 +252,9 @@ class NimbusPlacer:
             "eps_b_mj": task.device.local_energy_mj if task.device else None,
             "alpha": self.alpha,
             "beta": self.beta,
-            "input_bytes": input_bytes(task),
-            "candidates": [c.as_json() for c in sorted(cands, key=lambda c: (c.score, c.target))],
+            "input_bytes": nbytes,
+            "candidates": [c.as_json() for c in listed],
+            "candidates_more": len(cands) - len(listed),
             "rejected": [{"target": t, "reason": r} for t, r in refused[:MAX_LISTED]],
             "rejected_more": max(0, len(refused) - MAX_LISTED),
             "hysteresis": held_note,
