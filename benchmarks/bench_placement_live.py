@@ -155,6 +155,8 @@ async def replay(
 
     await asyncio.gather(*(one(at, t) for at, t in stream))
     lat, energy, where, decision_ms, within = [], [], {}, [], 0
+    cpu_ms: list[float] = []
+    errors: dict[str, list[float]] = {}
     for task, r in receipts:
         nbytes = len(json.dumps(task["inputs"], separators=(",", ":")))
         key = r.node if r.where == "edge" else r.where
@@ -168,8 +170,13 @@ async def replay(
             ms = device_part_ms(nbytes) + rec.latency_s * 1000
             mj = TX_W * device_part_ms(nbytes)
         rec = await ctl.get(task["credentials"]["task_id"], tenant=TENANT)
-        if rec.decision and "decision_ms" in rec.decision:
-            decision_ms.append(float(rec.decision["decision_ms"]))
+        d = rec.decision or {}
+        if "decision_ms" in d:
+            decision_ms.append(float(d["decision_ms"]))
+            cpu_ms.append(float(d["decision_cpu_ms"]))
+            chosen = [c for c in d["candidates"] if c["target"] == d["target"]]
+            if chosen and r.status != "local":  # predicted - measured, per site
+                errors.setdefault(key, []).append(chosen[0]["latency_ms"] - ms)
         lat.append(ms)
         energy.append(mj)
         within += ms <= BUDGET_MS
@@ -183,6 +190,11 @@ async def replay(
         "where": where,
         "decision_ms_p50": pct(decision_ms, 50) if decision_ms else None,
         "decision_ms_p99": pct(decision_ms, 99) if decision_ms else None,
+        "decision_cpu_ms_p50": pct(cpu_ms, 50) if cpu_ms else None,
+        "prediction_error_ms": {
+            k: {"mean": statistics.fmean(v), "mean_abs": statistics.fmean(abs(x) for x in v)}
+            for k, v in errors.items()
+        },
         "latencies_ms": lat,
     }
 
@@ -215,12 +227,20 @@ def simulated_decision_ms(quick: bool) -> dict[str, float]:
     placer = NimbusPlacer()
     placer.attach(m)
     task = parse_task(make_stream(1, 1.0, 9)[0][1])
-    times = []
+    times, cpu = [], []
     for _ in range(200 if quick else 2000):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         placer.place(task, nodes)
         times.append((time.perf_counter() - t0) * 1000)
-    return {"nodes": 100, "p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "max_ms": max(times)}
+        cpu.append((time.thread_time() - c0) * 1000)
+    return {
+        "nodes": 100,
+        "p50_ms": pct(times, 50),
+        "p99_ms": pct(times, 99),
+        "max_ms": max(times),
+        "cpu_p50_ms": pct(cpu, 50),
+        "cpu_p99_ms": pct(cpu, 99),
+    }
 
 
 class Cluster:

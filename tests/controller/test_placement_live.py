@@ -115,7 +115,7 @@ def test_the_queue_model_is_fit_to_observed_waits() -> None:
     for k in range(12):
         c = 1 + k % 6
         m.placed("n1", "t", f"x{k}")
-        m.inflight[("t", f"x{k}")] = ("n1", time.time(), c)  # tasks there when placed
+        m.inflight[("t", f"x{k}")] = ("n1", time.time(), c, 0)  # tasks there when placed
         wait = max(0.0, 0.05 * c - 0.1)
         m.observe(
             Outcome(

@@ -21,6 +21,10 @@
   the Nimbus measurements found queue time linear in the client count and a pool of ``k``
   workers is linear past ``k``; M/M/c would assume Poisson arrivals and exponential
   service times, which a stream of similar tasks does not have.
+* **Path time**: what a task's trip to the site and back costs beyond the wait, the run and
+  its input's transfer (the fabric's dispatch and result delivery, which a ping does not
+  see): ``now - placed - wait - total - input bytes / bandwidth`` per outcome, weighted
+  mean (1/4). The placer uses the larger of it and the smoothed RTT.
 * **Compute time**: an exponentially weighted mean (weight 1/4) of the outcome's ``total``
   (fetch + sandbox, without the wait) per site and function, for up to
   :data:`MAX_FUNCTIONS` functions per site.
@@ -80,6 +84,7 @@ class SiteStats:
     last_answer: float = 0.0
     bandwidth_mbps: float | None = None
     last_ms: float | None = None  # the last plain ping's RTT
+    path_ms: float | None = None  # dispatch + result delivery, from outcomes
     probes: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES))
     load: int = 0
     load_at: float = 0.0
@@ -132,8 +137,9 @@ class Measurements:
         self.cloud_workers = cloud_workers
         self.ping_every_s = ping_every_s
         self.sites: dict[str, SiteStats] = {}
-        #: (tenant, task id) -> (site, placed at, tasks at the site then, itself included)
-        self.inflight: dict[tuple[str, str], tuple[str, float, int]] = {}
+        #: (tenant, task id) -> (site, placed at, tasks at the site then (itself included),
+        #: input bytes)
+        self.inflight: dict[tuple[str, str], tuple[str, float, int, int]] = {}
         self.count: dict[str, int] = {}
         self._swept = 0.0
         self._round = 0
@@ -145,8 +151,8 @@ class Measurements:
         return s
 
     # --- load and outcomes -------------------------------------------------------------------
-    def placed(self, site: str, tenant: str, task_id: str) -> None:
-        """A task was placed on ``site`` (a node name or ``cloud``)."""
+    def placed(self, site: str, tenant: str, task_id: str, nbytes: int = 0) -> None:
+        """A task carrying ``nbytes`` of input was placed on ``site`` (a node or ``cloud``)."""
         now = time.time()
         self._sweep(now)
         if (tenant, task_id) in self.inflight:
@@ -155,7 +161,7 @@ class Measurements:
             self._forget(next(iter(self.inflight)))
         n = self.count.get(site, 0) + 1
         self.count[site] = n
-        self.inflight[(tenant, task_id)] = (site, now, max(n, self.site(site).load + 1))
+        self.inflight[(tenant, task_id)] = (site, now, max(n, self.site(site).load + 1), nbytes)
 
     def observe(self, out: Outcome) -> None:
         """An outcome was stored: the task leaves its site's load; a finished one teaches
@@ -177,9 +183,15 @@ class Measurements:
         wait = out.timing.get("queue")
         if entry is not None and wait is not None and wait >= 0:
             s.waits.append((entry[2], wait * 1000.0))
+            if total is not None:
+                bw = s.bandwidth_mbps or DEFAULT_BANDWIDTH_MBPS
+                sent = entry[3] * 8 / (bw * 1000.0) if site != "cloud" else 0.0
+                path = (time.time() - entry[1] - wait - total) * 1000.0 - sent
+                path = max(0.0, path)
+                s.path_ms = path if s.path_ms is None else s.path_ms + (path - s.path_ms) / 4
             s.fitted = s.fit()
 
-    def _forget(self, key: tuple[str, str]) -> tuple[str, float, int] | None:
+    def _forget(self, key: tuple[str, str]) -> tuple[str, float, int, int] | None:
         entry = self.inflight.pop(key, None)
         if entry is not None:
             self.count[entry[0]] = max(0, self.count.get(entry[0], 1) - 1)
@@ -204,11 +216,15 @@ class Measurements:
         fit = s.fitted
         slope, intercept = fit if fit is not None else fluid_queue(compute, workers)
         measured = s.srtt_ms is not None or service is not None
+        if s.srtt_ms is not None:
+            rtt = s.srtt_ms
+        if s.path_ms is not None:
+            rtt = max(rtt, s.path_ms)
         unreachable = None
         if s.lost >= LOST_AFTER:
             unreachable = f"no answer to {s.lost} pings in a row"
         return NodeEstimate(
-            rtt_ms=s.srtt_ms if s.srtt_ms is not None else rtt,
+            rtt_ms=rtt,
             bandwidth_mbps=bw,
             compute_ms=compute,
             slope_ms=slope,

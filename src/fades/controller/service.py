@@ -352,7 +352,8 @@ class Controller:
             return SubmitReceipt(
                 task_id=t.id, node=placed.node, where=loc, status="local", placement=reason
             )
-        self.measure.placed("cloud" if loc == "cloud" else placed.node, t.tenant, t.id)
+        site = "cloud" if loc == "cloud" else placed.node
+        self.measure.placed(site, t.tenant, t.id, (placed.decision or {}).get("input_bytes", 0))
         if loc == "edge":
             await self.dispatcher.dispatch(pending)
         else:

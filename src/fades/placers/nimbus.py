@@ -210,7 +210,7 @@ class NimbusPlacer:
         return out, refused
 
     def place(self, task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -> Placement:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         if task.data:
             sites = holders(task, up, down)  # NoPlacement when no up node holds the data
             held = {n.name for n in sites}
@@ -244,6 +244,7 @@ class NimbusPlacer:
             listed.append(best)
         listed += [c for c in ranked[MAX_LISTED:] if c.where != "edge" and c is not best]
         took_ms = (time.perf_counter() - t0) * 1000.0
+        cpu_ms = (time.thread_time() - c0) * 1000.0
         decision = {
             "placer": self.name,
             "where": best.where,
@@ -260,6 +261,7 @@ class NimbusPlacer:
             "hysteresis": held_note,
             "fallback": fallback,
             "decision_ms": round(took_ms, 3),
+            "decision_cpu_ms": round(cpu_ms, 3),
         }
         return Placement(
             best.target,
