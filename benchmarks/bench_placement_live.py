@@ -14,6 +14,8 @@ as a Poisson process; each declares the device that offloads it (a phone: local 
 budget ``BUDGET_MS``). The same seeded stream is replayed under each placer:
 
 * ``nimbus``: the live Nimbus placer (nodes, the cloud runner, the device);
+* ``nimbus_sites``: the same without the device declaration (nodes and the cloud only; the
+  budget is still ``BUDGET_MS``), to compare the choice of site with the baselines;
 * ``least_loaded``: the locality placer (a compute-only task goes to the least loaded node);
 * ``nearest``: the node with the lowest measured RTT;
 * ``random``: a uniformly random up node (seeded).
@@ -141,7 +143,7 @@ def make_stream(n: int, rate: float, seed: int) -> list[tuple[float, dict[str, A
 
 
 async def replay(
-    ctl: Controller, stream: list[tuple[float, dict[str, Any]]], tag: str
+    ctl: Controller, stream: list[tuple[float, dict[str, Any]]], tag: str, device: bool = True
 ) -> dict[str, Any]:
     """Submit the stream on its schedule (ids tagged), wait for every outcome."""
     t0 = time.monotonic()
@@ -151,6 +153,8 @@ async def replay(
         await asyncio.sleep(max(0.0, at - (time.monotonic() - t0)))
         task = json.loads(json.dumps(task))
         task["credentials"]["task_id"] += f"-{tag}"
+        if not device:  # the placer cannot answer "run locally"; accounting unchanged
+            task.pop("device")
         receipts.append((task, await ctl.submit(task, tenant=TENANT)))
 
     await asyncio.gather(*(one(at, t) for at, t in stream))
@@ -310,10 +314,14 @@ async def run(quick: bool) -> dict[str, Any]:
         results: dict[str, Any] = {}
         try:
             stream = make_stream(n_tasks, rate, seed=7)
-            for policy in ("nimbus", "least_loaded", "nearest", "random"):
+            for policy in ("nimbus", "nimbus_sites", "least_loaded", "nearest", "random"):
                 home = root / f"ctl-{policy}"
                 install_trusted(home / "trusted", pub)
-                placer: Any = {"nimbus": "nimbus", "least_loaded": LocalityPlacer()}.get(policy)
+                placer: Any = {
+                    "nimbus": "nimbus",
+                    "nimbus_sites": NimbusPlacer(eps_t_ms=BUDGET_MS),
+                    "least_loaded": LocalityPlacer(),
+                }.get(policy)
                 ctl = Controller(home, nats=f"nats://127.0.0.1:{cluster.nats.port}",
                                  placer=placer or "locality", cloud_capacity=1,
                                  name=f"bench-{policy}")  # fmt: skip
@@ -343,7 +351,7 @@ async def run(quick: bool) -> dict[str, Any]:
                         await ctl.submit(t, tenant=TENANT, node=node, where=where)
                         await ctl.wait(t["credentials"]["task_id"], 300, tenant=TENANT)
                     log(f"{policy}: {n_tasks} tasks at {rate}/s")
-                    res = await replay(ctl, stream, policy)
+                    res = await replay(ctl, stream, policy, device=policy != "nimbus_sites")
                     res["rtt_ms"] = {n: ctl.measure.sites[n].srtt_ms for n in names}
                     res["bandwidth_mbps"] = {n: ctl.measure.sites[n].bandwidth_mbps for n in names}
                     results[policy] = res
@@ -394,7 +402,7 @@ def plot(res: dict[str, Any]) -> list[Path]:
         strict=True,
     ):
         vals = [pol[n][key] for n in names]
-        ax.bar(names, vals, color=["C0", "C1", "C2", "C3"][: len(names)])
+        ax.bar(names, vals, color=[f"C{i}" for i in range(len(names))])
         ax.set_title(label)
         ax.tick_params(axis="x", rotation=30)
         for i, v in enumerate(vals):

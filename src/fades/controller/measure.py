@@ -6,10 +6,10 @@
   deviation) ``+= (|sample - srtt| - jitter)/4``. :data:`LOST_AFTER` pings in a row without
   an answer make the node unreachable for the placer until one is answered.
 * **Bandwidth** (controller -> node): every :data:`PROBE_EVERY`-th round a ping carrying
-  :data:`PROBE_BYTES` of padding follows the plain one at once; the least extra time over
-  the last :data:`PROBES` pairs gives the rate (the least, because a busy node or a loaded
-  machine only ever adds time). Under 0.5 ms extra the link counts as fast (the default).
-  A node label ``bandwidth_mbps`` overrides it.
+  :data:`PROBE_BYTES` of padding follows the plain one at once; the least padded RTT minus
+  the least plain RTT over the last :data:`PROBES` rounds gives the rate (least, because a
+  busy node or a loaded machine only ever adds time). Under 0.5 ms extra the link counts
+  as fast (the default). A node label ``bandwidth_mbps`` overrides it.
 * **Load**: the controller counts the tasks it placed on each site and has no outcome for
   yet (lost ones expire); the ping's registry entry adds tasks from elsewhere.
 * **Queue model**, per site, the Nimbus one: the wait a task saw at the site (the outcome's
@@ -86,6 +86,7 @@ class SiteStats:
     last_ms: float | None = None  # the last plain ping's RTT
     path_ms: float | None = None  # dispatch + result delivery, from outcomes
     probes: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES))
+    plain: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES))
     load: int = 0
     load_at: float = 0.0
     last_outcome: float = 0.0
@@ -95,6 +96,7 @@ class SiteStats:
 
     def rtt_sample(self, ms: float) -> None:
         self.last_ms = ms
+        self.plain.append(ms)
         self.pings += 1
         self.lost = 0
         self.last_answer = time.time()
@@ -269,9 +271,9 @@ class Measurements:
             info = NodeInfo.decode(reply)
             s.load, s.load_at = info.load.running + info.load.queued, time.time()
         if probe:
-            if s.last_ms is not None:
-                s.probes.append(ms - s.last_ms)
-                least = min(s.probes)
+            if s.plain:
+                s.probes.append(ms)
+                least = min(s.probes) - min(s.plain)
                 # below 0.5 ms the probe cannot tell the rate from noise: a fast link
                 s.bandwidth_mbps = PROBE_BYTES * 8 / (least * 1000.0) if least > 0.5 else None
             s.lost = 0
