@@ -13,6 +13,7 @@ from typing import Any
 
 from fades.controller.measure import Measurements
 from fades.controller.store import ControllerStore
+from fades.fabric.protocol import NodeInfo
 from fades.functions.artifact import Artifact
 from fades.functions.build import build_python
 from fades.functions.keys import SigningKey
@@ -156,3 +157,41 @@ def test_an_older_controller_db_gains_the_decision_column_and_device_tasks(
         assert (rec.status, rec.where, rec.decision) == ("local", "device", {"where": "device"})
     finally:
         store.close()
+
+
+def test_pings_give_rtt_bandwidth_and_unreachability() -> None:
+    import asyncio
+
+    from fades.bus.memory import MemoryBus
+    from fades.controller.measure import LOST_AFTER, PROBE_BYTES
+    from fades.fabric.protocol import NodeLoad
+    from fades.fabric.subjects import ping_subject
+
+    async def go() -> None:
+        bus = MemoryBus()
+        info = NodeInfo(name="n1", load=NodeLoad(running=3, capacity=2))
+
+        async def pong(data: bytes) -> bytes:  # 2 ms, plus the padding at 8 Mbit/s
+            await asyncio.sleep(0.002 + len(data) * 8 / 8e6)
+            return info.encode()
+
+        await bus.serve(ping_subject("n1"), pong)
+        m = Measurements()
+        for _ in range(4):
+            assert await m.ping(bus, "n1") is not None
+            await m.ping(bus, "n1", probe=True)
+        s = m.sites["n1"]
+        assert s.srtt_ms is not None and 1.5 < s.srtt_ms < 200
+        assert s.load == 3 and s.bandwidth_mbps is not None
+        expected = PROBE_BYTES * 8 / 8e6 * 1000  # ms the padding takes at 8 Mbit/s
+        assert 2 < s.bandwidth_mbps < 8 * 1.5, (s.bandwidth_mbps, expected)
+        est = m.node(info, "f")
+        assert est.rtt_ms == s.srtt_ms and est.clients >= 3 and est.unreachable is None
+        # a node that stops answering: unreachable after LOST_AFTER pings in a row
+        for _ in range(LOST_AFTER):
+            assert await m.ping(bus, "gone") is None
+        est = m.node(NodeInfo(name="gone"), "f")
+        assert est.unreachable == f"no answer to {LOST_AFTER} pings in a row"
+        await bus.close()
+
+    asyncio.run(go())
