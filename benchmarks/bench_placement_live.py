@@ -11,7 +11,10 @@ so.
 The stream: compute-only tasks (their input travels inline, ``INPUT_BYTES`` of JSON) arrive
 as a Poisson process; each declares the device that offloads it (a phone: local run
 ``LOCAL_MS`` and ``LOCAL_MJ``, ``UPLINK_MBPS`` uplink, ``DEVICE_RTT_MS`` to the controller,
-budget ``BUDGET_MS``). The same seeded stream is replayed under each placer:
+budget ``BUDGET_MS``). The same seeded stream is replayed under each placer, on one
+controller whose placer is swapped: chunk by chunk (10 tasks), the placers taking turns in
+a rotating order and each chunk drained before the next, so that the load other programs
+put on the machine is shared out between them rather than falling on one placer's run:
 
 * ``nimbus``: the live Nimbus placer (nodes, the cloud runner, the device);
 * ``nimbus_sites``: the same without the device declaration (nodes and the cloud only; the
@@ -143,10 +146,17 @@ def make_stream(n: int, rate: float, seed: int) -> list[tuple[float, dict[str, A
 
 
 async def replay(
-    ctl: Controller, stream: list[tuple[float, dict[str, Any]]], tag: str, device: bool = True
-) -> dict[str, Any]:
-    """Submit the stream on its schedule (ids tagged), wait for every outcome."""
+    ctl: Controller,
+    stream: list[tuple[float, dict[str, Any]]],
+    tag: str,
+    acc: dict[str, Any],
+    device: bool = True,
+) -> None:
+    """Submit the stream on its schedule (ids tagged), wait for every outcome, add the
+    figures to ``acc``."""
     t0 = time.monotonic()
+    base = stream[0][0]
+    stream = [(at - base, t) for at, t in stream]
     receipts: list[tuple[dict[str, Any], Any]] = []
 
     async def one(at: float, task: dict[str, Any]) -> None:
@@ -158,9 +168,8 @@ async def replay(
         receipts.append((task, await ctl.submit(task, tenant=TENANT)))
 
     await asyncio.gather(*(one(at, t) for at, t in stream))
-    lat, energy, where, decision_ms, within = [], [], {}, [], 0
-    cpu_ms: list[float] = []
-    errors: dict[str, list[float]] = {}
+    lat, energy, where = acc["latencies_ms"], acc["energy"], acc["where"]
+    decision_ms, cpu_ms, errors = acc["decision_ms"], acc["cpu_ms"], acc["errors"]
     for task, r in receipts:
         nbytes = len(json.dumps(task["inputs"], separators=(",", ":")))
         key = r.node if r.where == "edge" else r.where
@@ -183,15 +192,19 @@ async def replay(
                 errors.setdefault(key, []).append(chosen[0]["latency_ms"] - ms)
         lat.append(ms)
         energy.append(mj)
-        within += ms <= BUDGET_MS
+
+
+def summarise(acc: dict[str, Any]) -> dict[str, Any]:
+    lat, energy, decision_ms = acc["latencies_ms"], acc["energy"], acc["decision_ms"]
+    cpu_ms, errors = acc["cpu_ms"], acc["errors"]
     return {
         "tasks": len(lat),
         "p50_ms": pct(lat, 50),
         "p99_ms": pct(lat, 99),
         "mean_ms": statistics.fmean(lat),
-        "within_budget": within / len(lat),
+        "within_budget": sum(x <= BUDGET_MS for x in lat) / len(lat),
         "energy_saved": 1 - statistics.fmean(energy) / LOCAL_MJ,
-        "where": where,
+        "where": acc["where"],
         "decision_ms_p50": pct(decision_ms, 50) if decision_ms else None,
         "decision_ms_p99": pct(decision_ms, 99) if decision_ms else None,
         "decision_cpu_ms_p50": pct(cpu_ms, 50) if cpu_ms else None,
@@ -312,61 +325,89 @@ async def run(quick: bool) -> dict[str, Any]:
         cluster = Cluster(root, pub, capped, [runtime, work])
         cluster.start()
         results: dict[str, Any] = {}
+        measured: dict[str, Any] = {}
         try:
             stream = make_stream(n_tasks, rate, seed=7)
-            for policy in ("nimbus", "nimbus_sites", "least_loaded", "nearest", "random"):
-                home = root / f"ctl-{policy}"
-                install_trusted(home / "trusted", pub)
-                placer: Any = {
-                    "nimbus": "nimbus",
-                    "nimbus_sites": NimbusPlacer(eps_t_ms=BUDGET_MS),
-                    "least_loaded": LocalityPlacer(),
-                }.get(policy)
-                ctl = Controller(home, nats=f"nats://127.0.0.1:{cluster.nats.port}",
-                                 placer=placer or "locality", cloud_capacity=1,
-                                 name=f"bench-{policy}")  # fmt: skip
-                if policy == "nearest":
-                    ctl.placer = Nearest(ctl)
-                elif policy == "random":
-                    ctl.placer = Random(11)
-                await ctl.start()
-                try:
-                    await ctl.upload(runtime.to_bytes())
-                    await ctl.upload(work.to_bytes())
-                    deadline = time.monotonic() + 120
-                    names = [n for n, _, _ in NODES]
-                    while not all(
-                        (s := ctl.measure.sites.get(n)) is not None and s.pings >= 3 for n in names
-                    ):
-                        if time.monotonic() > deadline:
-                            raise RuntimeError(f"nodes not measured: {ctl.nodes()}")
-                        await asyncio.sleep(0.2)
-                    # warm every node (the runtime loads once per node process) and the cloud
-                    warm = make_stream(len(names) + 1, 100.0, seed=99)
-                    for i, (_, t) in enumerate(warm):
-                        t["credentials"]["task_id"] += f"-warm-{policy}"
-                        t.pop("device")
-                        where = "cloud" if i == len(names) else "edge"
-                        node = None if where == "cloud" else names[i]
-                        await ctl.submit(t, tenant=TENANT, node=node, where=where)
-                        await ctl.wait(t["credentials"]["task_id"], 300, tenant=TENANT)
-                    log(f"{policy}: {n_tasks} tasks at {rate}/s")
-                    res = await replay(ctl, stream, policy, device=policy != "nimbus_sites")
-                    res["rtt_ms"] = {n: ctl.measure.sites[n].srtt_ms for n in names}
-                    res["bandwidth_mbps"] = {n: ctl.measure.sites[n].bandwidth_mbps for n in names}
-                    results[policy] = res
-                    log(f"  p50 {res['p50_ms']:.0f} ms, p99 {res['p99_ms']:.0f} ms, "
+            home = root / "ctl"
+            install_trusted(home / "trusted", pub)
+            ctl = Controller(home, nats=f"nats://127.0.0.1:{cluster.nats.port}",
+                             placer="nimbus", cloud_capacity=1, name="bench")  # fmt: skip
+            nimbus_sites = NimbusPlacer(eps_t_ms=BUDGET_MS)
+            nimbus_sites.attach(ctl.measure)
+            placers: dict[str, Any] = {
+                "nimbus": ctl.placer,
+                "nimbus_sites": nimbus_sites,
+                "least_loaded": LocalityPlacer(),
+                "nearest": Nearest(ctl),
+                "random": Random(11),
+            }
+            await ctl.start()
+            try:
+                await ctl.upload(runtime.to_bytes())
+                await ctl.upload(work.to_bytes())
+                deadline = time.monotonic() + 180
+                names = [n for n, _, _ in NODES]
+                while not all(
+                    (s := ctl.measure.sites.get(n)) is not None and s.pings >= 4 for n in names
+                ):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"nodes not measured: {ctl.nodes()}")
+                    await asyncio.sleep(0.2)
+                # warm every node (the runtime loads once per node process) and the cloud
+                warm = make_stream(2 * len(names) + 2, 100.0, seed=99)
+                for i, (_, t) in enumerate(warm):
+                    t["credentials"]["task_id"] += "-warm"
+                    t.pop("device")
+                    where = "cloud" if i % (len(names) + 1) == len(names) else "edge"
+                    node = None if where == "cloud" else names[i % (len(names) + 1)]
+                    await ctl.submit(t, tenant=TENANT, node=node, where=where)
+                    await ctl.wait(t["credentials"]["task_id"], 300, tenant=TENANT)
+                # the policies take turns on the same chunks of the stream, in a rotating
+                # order, so that the machine's changing load is shared out between them
+                accs = {
+                    p: {
+                        "latencies_ms": [],
+                        "energy": [],
+                        "where": {},
+                        "decision_ms": [],
+                        "cpu_ms": [],
+                        "errors": {},
+                    }
+                    for p in placers
+                }
+                chunk = 10
+                order = list(placers)
+                for k in range(0, n_tasks, chunk):
+                    part = stream[k : k + chunk]
+                    log(f"tasks {k}-{k + len(part) - 1}: {', '.join(order)}")
+                    for policy in order:
+                        ctl.placer = placers[policy]
+                        await replay(ctl, part, policy, accs[policy], policy != "nimbus_sites")
+                    order = order[1:] + order[:1]
+                for policy, acc in accs.items():
+                    res = results[policy] = summarise(acc)
+                    log(f"{policy}: p50 {res['p50_ms']:.0f} ms, p99 {res['p99_ms']:.0f} ms, "
                         f"within {res['within_budget']:.0%}, energy saved "
                         f"{res['energy_saved']:.0%}, where {res['where']}")  # fmt: skip
-                finally:
-                    await ctl.stop()
+                measured = {
+                    n: {
+                        "rtt_ms": ctl.measure.sites[n].srtt_ms,
+                        "path_ms": ctl.measure.sites[n].path_ms,
+                        "bandwidth_mbps": ctl.measure.sites[n].bandwidth_mbps,
+                        "queue_fit": ctl.measure.sites[n].fitted,
+                    }
+                    for n in [*names, "cloud"]
+                    if n in ctl.measure.sites
+                }
+            finally:
+                await ctl.stop()
         finally:
             cluster.stop()
     return {"links": "netns + tbf" if capped else "loopback (no root: not capped)",
             "nodes": cluster.rates, "stream": {"tasks": n_tasks, "rate_per_s": rate,
             "input_bytes": INPUT_BYTES, "budget_ms": BUDGET_MS, "local_ms": LOCAL_MS,
             "local_mj": LOCAL_MJ, "uplink_mbps": UPLINK_MBPS, "device_rtt_ms": DEVICE_RTT_MS},
-            "policies": results}  # fmt: skip
+            "policies": results, "measured": measured}  # fmt: skip
 
 
 def plot(res: dict[str, Any]) -> list[Path]:
