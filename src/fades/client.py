@@ -146,12 +146,13 @@ class FadesClient:
         return result
 
     def wait(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        """The task once done or failed, or as it stands after ``timeout`` seconds."""
+        """The task once done or failed (or ``local``: placed on its device), or as it stands
+        after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             info = self.get(task_id, wait=max(0.0, min(remaining, _WAIT_STEP_S)))
-            if info["status"] in ("done", "failed") or remaining <= 0:
+            if info["status"] in ("done", "failed", "local") or remaining <= 0:
                 return info
 
     def outcome(self, task_id: str, timeout: float = 60.0) -> Outcome:

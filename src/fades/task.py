@@ -64,6 +64,7 @@ __all__ = [
     "MAX_WINDOW_SECONDS",
     "Credentials",
     "DataOp",
+    "Device",
     "FunctionSpec",
     "Selector",
     "Task",
@@ -357,6 +358,58 @@ class FunctionSpec(_Strict):
         return self
 
 
+class Device(_Strict):
+    """The device that offloads a task, as it declares itself (for the Nimbus placer).
+
+    With a declaration, "run it on the device" is a valid placement: the placer compares
+    what offloading would cost the device (radio time at ``tx_power_w`` over its uplink)
+    and how long it would take against running the task locally.
+    """
+
+    name: str = Field(description="the device's name (tasks of one device share decisions)")
+    local_latency_ms: float = Field(
+        gt=0, le=3_600_000, allow_inf_nan=False, description="time to run the task locally"
+    )
+    local_energy_mj: float = Field(
+        gt=0, le=1e9, allow_inf_nan=False, description="energy the device spends running it"
+    )
+    uplink_mbps: float = Field(
+        gt=0, le=1e6, allow_inf_nan=False, description="the device's uplink bandwidth"
+    )
+    rtt_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=60_000,
+        allow_inf_nan=False,
+        description="round-trip time from the device to the controller",
+    )
+    tx_power_w: float = Field(
+        default=1.21,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="radio power while sending (W = mJ/ms; 1.21: Wi-Fi, as in Nimbus)",
+    )
+    budget_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=3_600_000,
+        allow_inf_nan=False,
+        description="latency wanted at most (default: local_latency_ms: offloading must "
+        "not be slower than running locally)",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return v
+
+
 class Task(_Strict):
     """A unit of offloaded work: credentials, data operations and a function."""
 
@@ -368,6 +421,11 @@ class Task(_Strict):
     )
     data: list[DataOp] = Field(default_factory=list, validate_default=True)
     function: FunctionSpec
+    device: Device | None = Field(
+        default=None,
+        description="the device offloading the task (lets the Nimbus placer answer "
+        "'run it locally')",
+    )
 
     @field_validator("data")
     @classmethod

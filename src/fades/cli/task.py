@@ -72,15 +72,19 @@ def submit(
     if json_out:
         print_json(info or receipt)
     else:
+        if receipt.get("status") == "local":
+            head = f"run locally on device [bold]{markup(receipt.get('node'))}[/]"
+        else:
+            where, on = markup(receipt.get("where")), markup(receipt.get("node"))
+            head = f"accepted: {where} on node [bold]{on}[/]"
         console.print(
-            f"task {markup(receipt.get('task_id'))} accepted: {markup(receipt.get('where'))} "
-            f"on node [bold]{markup(receipt.get('node'))}[/] ({markup(receipt.get('placement'))})",
+            f"task {markup(receipt.get('task_id'))} {head} ({markup(receipt.get('placement'))})",
             highlight=False,
             soft_wrap=True,
         )
         if info is not None:
             show_outcome(info, title=str(task_file))
-    if info is not None and info.get("status") != "done":
+    if info is not None and info.get("status") not in ("done", "local"):
         raise typer.Exit(1)
 
 
@@ -132,6 +136,59 @@ def get(
         print_json(info)
     else:
         show_outcome(info)
+        show_decision(info)
+
+
+def _num(v: Any, digits: int = 1) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "-"
+
+
+def show_decision(info: dict[str, Any]) -> None:
+    """Print why the task went where it went: the placer's candidates and the rejected."""
+    from rich.table import Table
+
+    if info.get("placement"):
+        console.print(f"  placement: {markup(info['placement'])}", highlight=False, soft_wrap=True)
+    if info.get("status") == "local":
+        console.print("  [yellow]run locally[/]: the placer sent this task back to its device")
+    d = info.get("decision")
+    if not isinstance(d, dict):
+        return
+    found = d.get("candidates")
+    cands: list[Any] = found if isinstance(found, list) else []
+    budget = f"budget {_num(d.get('eps_t_ms'))} ms" if d.get("eps_t_ms") is not None else ""
+    table = Table(
+        "", "site", "where", "latency ms", "energy mJ", "score", "why",
+        title=f"placement decision ({markup(d.get('placer'))}{', ' + budget if budget else ''})",
+    )  # fmt: skip
+    for c in cands[:30]:
+        if not isinstance(c, dict):
+            continue
+        chosen = c.get("target") == d.get("target") and c.get("where") == d.get("where")
+        why = c.get("note") or ("" if c.get("within_budget", True) else "over budget")
+        if "load" in c:
+            why = why or f"load {_num(c.get('load'), 2)}"
+        table.add_row(
+            "[green]*[/]" if chosen else "",
+            markup(c.get("target"), 40),
+            markup(c.get("where")),
+            _num(c.get("latency_ms")),
+            _num(c.get("energy_mj")),
+            _num(c.get("score"), 3),
+            markup(why, 80),
+        )
+    refused = d.get("rejected")
+    rejected: list[Any] = refused if isinstance(refused, list) else []
+    for r in rejected[:30]:
+        if isinstance(r, dict):
+            reason = markup(r.get("reason"), 80)
+            table.add_row("x", markup(r.get("target"), 40), "", "", "", "", f"rejected: {reason}")
+    if d.get("rejected_more"):
+        table.add_row("x", f"... {_num(d['rejected_more'], 0)} more", "", "", "", "", "rejected")
+    console.print(table)
+    for key in ("hysteresis", "fallback"):
+        if d.get(key):
+            console.print(f"  {key}: {markup(d[key])}", highlight=False, soft_wrap=True)
 
 
 @task_app.command("logs")

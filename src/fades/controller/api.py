@@ -112,6 +112,7 @@ def task_info(rec: TaskRecord) -> TaskInfo:
             "where": rec.where,
             "status": rec.status,
             "placement": rec.placement,
+            "decision": rec.decision,
             "submitted_at": rec.submitted_at,
             "latency_s": rec.latency_s,
             "bytes_uplink": rec.bytes_uplink,

@@ -1,5 +1,8 @@
 """The cloud path: pull a task's raw data from the node that holds it, run the function here.
 
+A task that reads no node's data (compute-only: its ``inputs`` travel with it) runs here on
+those inputs alone, with no pull (``node`` is ``cloud``; ``retrieval`` is only the encoding).
+
 The controller asks the node's broker for the FDS1 blob the function would get at the edge
 (``query_subject(node)``, chunked and flow-controlled), then runs the same artifact in its own
 sandboxes, in a worker thread. Artifacts come from the repository through
@@ -22,13 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fades.bus.base import Bus
 from fades.errors import FadesError
-from fades.fabric.protocol import QueryRequest, decode_query_reply
+from fades.fabric.protocol import QueryMeta, QueryRequest, decode_query_reply
 from fades.fabric.repository import ArtifactRepository
 from fades.fabric.subjects import query_subject
 from fades.fabric.sync import ArtifactSync
 from fades.functions.store import FunctionStore
 from fades.outcome import Outcome
 from fades.sandbox import Limits, Sandboxes
+from fades.sandbox.wire import encode
 from fades.task import Task
 
 log = logging.getLogger("fades.controller")
@@ -77,16 +81,24 @@ class CloudRunner:
                 # loads the Python runtime once, before the clock starts (as a warm node has)
                 await loop.run_in_executor(self._pool, self.sandboxes.check, art, limits)
                 t0 = time.perf_counter()
-                request = QueryRequest(
-                    tenant=task.tenant, data=list(task.data), params=task.function.params
-                )
-                reply = await self.bus.request(
-                    query_subject(node), request.encode(), timeout=FIRST_PART_TIMEOUT_S
-                )
-                t1 = time.perf_counter()
-                blob, meta = decode_query_reply(reply)
-                blob_bytes = len(blob)
-                res = await loop.run_in_executor(self._pool, self.sandboxes.run, art, blob, limits)
+                if task.data:
+                    request = QueryRequest(
+                        tenant=task.tenant, data=list(task.data), params=task.function.params
+                    )
+                    reply = await self.bus.request(
+                        query_subject(node), request.encode(), timeout=FIRST_PART_TIMEOUT_S
+                    )
+                    t1 = time.perf_counter()
+                    blob, meta = decode_query_reply(reply)
+                    blob_bytes = len(blob)
+                    data: bytes | bytearray = blob
+                else:  # compute-only: its inputs came with it; nothing to pull
+                    data = encode({}, task.function.params, task.inputs)
+                    t1 = time.perf_counter()
+                    meta = QueryMeta(
+                        rows=0, bytes_read=0, blob_bytes=0, retrieval_s=0.0, encode_s=t1 - t0
+                    )
+                res = await loop.run_in_executor(self._pool, self.sandboxes.run, art, data, limits)
             except FadesError as exc:
                 log.info("cloud task %s failed: %s: %s", task.id, exc.kind, exc)
                 out = self._failed(task, node, digest, exc.kind, str(exc), timing, t0)

@@ -8,18 +8,22 @@ from pydantic import BaseModel, Field
 
 from fades.outcome import Outcome
 
+#: where a client asks a task to run: at a node, or in the cloud (the controller)
 Where = Literal["edge", "cloud"]
-Status = Literal["accepted", "dispatched", "done", "failed"]
-FINAL: frozenset[str] = frozenset({"done", "failed"})
+#: where a task was placed: also ``device``, when the placer answered "run it locally"
+Site = Literal["edge", "cloud", "device"]
+#: ``local``: placed on the device; the client runs it, nothing runs in the cluster
+Status = Literal["accepted", "dispatched", "done", "failed", "local"]
+FINAL: frozenset[str] = frozenset({"done", "failed", "local"})
 
 
 class SubmitReceipt(BaseModel):
     """A task the controller has durably recorded."""
 
     task_id: str
-    node: str
-    where: Where
-    status: Status = "accepted"
+    node: str = Field(description="the node, 'cloud', or the device for where=device")
+    where: Site
+    status: Status = Field(default="accepted", description="'local': run it on the device yourself")
     placement: str = Field(description="why this node was chosen")
 
 
@@ -33,8 +37,13 @@ class TaskInfo(Outcome):
     """
 
     status: Status  # type: ignore[assignment]  # a task may not have ended yet
-    where: Where
+    where: Site
     placement: str = Field("", description="why this node was chosen")
+    decision: dict[str, Any] | None = Field(
+        None,
+        description="the placer's explanation: candidates with predicted latency, energy "
+        "and score, rejected sites and why",
+    )
     submitted_at: float
     latency_s: float | None = Field(None, description="submit -> outcome stored (seconds)")
     bytes_uplink: int | None = Field(

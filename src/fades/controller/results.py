@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
@@ -37,6 +37,8 @@ class Recorder:
         self.metrics = metrics
         #: (tenant, task id) -> the event set when its outcome is stored, and how many wait
         self._waiters: dict[tuple[str, str], tuple[asyncio.Event, int]] = {}
+        #: called with each new outcome once stored (e.g. the placer's measurements)
+        self.observers: list[Callable[[Outcome], None]] = []
 
     @contextlib.contextmanager
     def waiting(self, tenant: str, task_id: str) -> Iterator[asyncio.Event]:
@@ -66,6 +68,11 @@ class Recorder:
             log.debug("duplicate outcome for task %s ignored", out.task_id)
             return False
         self.metrics.results.labels(where, out.status).inc()
+        for observe in self.observers:
+            try:
+                observe(out)
+            except Exception:
+                log.exception("an outcome observer failed")
         latency = out.timing.get("latency")
         with contextlib.suppress(Exception):
             rec = await asyncio.to_thread(self.store.get, out.task_id, out.tenant)

@@ -32,6 +32,7 @@ from fades.controller.auth import Tokens
 from fades.controller.cloud import CloudRunner
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.failover import run_failover
+from fades.controller.measure import Measurements
 from fades.controller.metrics import Metrics
 from fades.controller.migrate import moving
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, Where
@@ -54,7 +55,7 @@ from fades.fabric.repository import ArtifactRepository
 from fades.fabric.streams import ensure_streams, nodes_bucket
 from fades.functions.keys import TrustStore
 from fades.functions.store import FunctionStore
-from fades.placers import Placement, Placer, placer
+from fades.placers import Placement, Placer, Site, placer
 from fades.task import Task, parse_task
 
 log = logging.getLogger("fades.controller")
@@ -103,6 +104,11 @@ class Controller:
         self.cloud_capacity = cloud_capacity or os.cpu_count() or 1
         self.name = name
         self.placer: Placer = _placer(placer)
+        #: RTTs, loads and queue models the Nimbus placer reads (fades.controller.measure)
+        self.measure = Measurements(cloud_workers=self.cloud_capacity)
+        attach = getattr(self.placer, "attach", None)
+        if callable(attach):
+            attach(self.measure)
         self.metrics = Metrics()
         self.functions = FunctionStore(
             self.home / "artifacts", TrustStore.from_dir(self.home / "trusted")
@@ -163,6 +169,7 @@ class Controller:
         self._publisher.up_nodes = lambda: [e.info for e in self.registry.up()]
         self._cloud = CloudRunner(bus, self._repo, self.functions, self.cloud_capacity)
         recorder = self._recorder = Recorder(store, self.metrics)
+        recorder.observers.append(self.measure.observe)
         self._dispatcher = Dispatcher(
             store, recorder, self._publish, lambda: self.connected, lambda: self.max_payload
         )
@@ -172,6 +179,10 @@ class Controller:
             asyncio.create_task(consume(bus, recorder), name="fades-results"),
             asyncio.create_task(self._dispatcher.run(), name="fades-dispatcher"),
             asyncio.create_task(run_failover(self), name="fades-failover"),
+            asyncio.create_task(
+                self.measure.run(bus, lambda: [e.info.name for e in registry.up()]),
+                name="fades-measure",
+            ),
         ]
         try:
             await self.pipelines.start()
@@ -307,7 +318,7 @@ class Controller:
             raise TaskValidationError(
                 f"where must be 'edge' or 'cloud', not {where!r}", problems=[("where", "unknown")]
             )
-        loc: Where = "cloud" if where == "cloud" else "edge"
+        loc: Site = "cloud" if where == "cloud" else "edge"
         t = task if isinstance(task, Task) else parse_task(dict(task))
         if tenant is not None and t.tenant != tenant:
             raise Forbidden(
@@ -325,8 +336,12 @@ class Controller:
                 f"task id {t.id!r} was already submitted; task ids must be unique", task_id=t.id
             )
         digest = await self.publisher.pin(t.function.artifact)
-        placed = self._place(t, node)
-        reason = placed.reason if loc == "edge" else f"cloud run on data from: {placed.reason}"
+        placed = self._place(t, node, loc)
+        if loc == "edge" and placed.where != "edge":  # the placer chose the cloud or the device
+            loc = placed.where
+        reason = placed.reason
+        if loc == "cloud" and t.data:
+            reason = f"cloud run on data from: {placed.reason}"
         pending = PendingTask(
             t.tenant, t.id, t.id, placed.node, loc, t.model_dump(mode="json"), time.time(), digest
         )
@@ -342,8 +357,15 @@ class Controller:
             placement=reason,
             submitted_at=pending.submitted_at,
             digest=digest,
+            decision=placed.decision,
         )
         pending = dataclasses.replace(pending, wire_id=wire_id)
+        if loc == "device":  # "run it locally": nothing runs here or on a node
+            return SubmitReceipt(
+                task_id=t.id, node=placed.node, where=loc, status="local", placement=reason
+            )
+        site = "cloud" if loc == "cloud" else placed.node
+        self.measure.placed(site, t.tenant, t.id, (placed.decision or {}).get("input_bytes", 0))
         if loc == "edge":
             await self.dispatcher.dispatch(pending)
         else:
@@ -361,7 +383,11 @@ class Controller:
                 task_id=p.id,
             )
 
-    def _place(self, task: Task, node: str | None) -> Placement:
+    def _place(self, task: Task, node: str | None, loc: str = "edge") -> Placement:
+        if loc == "cloud" and node is None and not task.data:
+            return Placement(
+                "cloud", "reads no node's data: runs in the cloud on its inputs", "cloud"
+            )
         if node is None:
             draining = moving(self).draining  # nodes being drained take no new work
             return self.placer.place(

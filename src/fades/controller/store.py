@@ -1,9 +1,10 @@
 """The controller's durable state: ``controller.db`` (SQLite).
 
 * ``tasks``: every accepted task, keyed by ``(tenant, id)`` (one tenant's ids say nothing
-  about another's), where it was placed and why, the artifact digest pinned at submit, the
-  ``wire_id`` it carries on the fabric (unique across tenants), and whether it was handed to
-  the fabric yet (``accepted`` -> ``dispatched`` -> ``done``/``failed``);
+  about another's), where it was placed and why (``decision``: the placer's explanation as
+  JSON; a task placed on its ``device`` is stored ``local``), the artifact digest pinned at
+  submit, the ``wire_id`` it carries on the fabric (unique across tenants), and whether it
+  was handed to the fabric yet (``accepted`` -> ``dispatched`` -> ``done``/``failed``);
 * ``outcomes``: the first :class:`~fades.outcome.Outcome` per task. Later copies (outcomes
   are delivered at least once) are ignored, so an outcome is stored exactly once;
 * ``functions``: who owns each function name (the first tenant to publish it).
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fades.controller.models import FINAL, Status, Where
+from fades.controller.models import FINAL, Site, Status, Where
 from fades.errors import DuplicateTask, TaskNotFound
 from fades.node.taskstore import open_sqlite
 from fades.outcome import Outcome
@@ -37,13 +38,14 @@ CREATE TABLE IF NOT EXISTS tasks_v2 (
     id            TEXT NOT NULL,
     wire_id       TEXT NOT NULL UNIQUE,
     node          TEXT NOT NULL,
-    location      TEXT NOT NULL CHECK (location IN ('edge', 'cloud')),
+    location      TEXT NOT NULL CHECK (location IN ('edge', 'cloud', 'device')),
     status        TEXT NOT NULL,
     task          TEXT NOT NULL,
     placement     TEXT NOT NULL,
     digest        TEXT,
     submitted_at  REAL NOT NULL,
     dispatched_at REAL,
+    decision      TEXT,
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS tasks_v2_by_tenant ON tasks_v2 (tenant, submitted_at);
@@ -71,7 +73,7 @@ LIST_MAX_BYTES = 16 * 1024 * 1024
 
 _SELECT = """
 SELECT t.tenant, t.id, t.node, t.location, t.status, t.placement, t.submitted_at, t.digest,
-       o.outcome, o.latency_s, o.bytes_uplink
+       o.outcome, o.latency_s, o.bytes_uplink, t.decision
 FROM tasks_v2 t LEFT JOIN outcomes o ON o.tenant = t.tenant AND o.task_id = t.id
 """
 
@@ -83,7 +85,7 @@ class TaskRecord:
     task_id: str
     tenant: str
     node: str
-    where: Where
+    where: Site
     status: Status
     placement: str
     submitted_at: float
@@ -91,6 +93,7 @@ class TaskRecord:
     outcome: Outcome | None = None
     latency_s: float | None = None
     bytes_uplink: int | None = None
+    decision: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -105,7 +108,7 @@ class PendingTask:
     id: str
     wire_id: str
     node: str
-    where: Where
+    where: Site
     task: dict[str, Any]
     submitted_at: float
     digest: str | None
@@ -130,6 +133,7 @@ class ControllerStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = open_sqlite(self.path)
+        _migrate(self._db)
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -143,14 +147,16 @@ class ControllerStore:
         *,
         tenant: str,
         node: str,
-        where: Where,
+        where: Site,
         task: dict[str, Any],
         placement: str,
         submitted_at: float,
         digest: str | None = None,
+        decision: dict[str, Any] | None = None,
     ) -> str:
         """Record an accepted task; returns its wire id (the task id unless another tenant
-        already used that id, then the id with a random suffix).
+        already used that id, then the id with a random suffix). A task placed on its
+        device (``where='device'``) is recorded as ``local``: it is over for the cluster.
 
         Raises:
             DuplicateTask: this tenant recorded a task with this id before.
@@ -163,18 +169,20 @@ class ControllerStore:
             try:
                 self._db.execute(
                     "INSERT INTO tasks_v2 (tenant, id, wire_id, node, location, status, task,"
-                    " placement, digest, submitted_at)"
-                    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?)",
+                    " placement, digest, submitted_at, decision)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         tenant,
                         task_id,
                         wire_id,
                         node,
                         where,
+                        "local" if where == "device" else "accepted",
                         json.dumps(task),
                         placement,
                         digest,
                         submitted_at,
+                        None if decision is None else json.dumps(decision),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -348,7 +356,7 @@ class ControllerStore:
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:
     (tenant, tid, node, where, status, placement, submitted_at, digest) = row[:8]
-    (outcome, latency, uplink) = row[8:]
+    (outcome, latency, uplink, decision) = row[8:]
     return TaskRecord(
         task_id=tid,
         tenant=tenant,
@@ -361,4 +369,26 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
         outcome=Outcome.model_validate_json(outcome) if outcome is not None else None,
         latency_s=latency,
         bytes_uplink=uplink,
+        decision=json.loads(decision) if decision else None,
     )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a ``tasks_v2`` table of an earlier version up to date: the ``decision`` column
+    and ``device`` as a location (a CHECK cannot be altered: the table is rebuilt)."""
+    row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_v2'").fetchone()
+    if row is None or "'device'" in row[0]:
+        return
+    cols = [r[1] for r in db.execute("PRAGMA table_info(tasks_v2)")]
+    keep = ", ".join(c for c in cols if c != "decision")
+    table = _SCHEMA.split("CREATE TABLE IF NOT EXISTS tasks_v2", 1)[1].split(";", 1)[0]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE tasks_v2 RENAME TO tasks_v2_old")
+        db.execute(f"CREATE TABLE tasks_v2 {table}")
+        db.execute(f"INSERT INTO tasks_v2 ({keep}) SELECT {keep} FROM tasks_v2_old")
+        db.execute("DROP TABLE tasks_v2_old")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

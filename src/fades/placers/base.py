@@ -13,18 +13,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from fades.fabric.protocol import NodeInfo
 from fades.task import Task
 
+#: where a placed task runs: on an edge node, in the cloud (the controller), on the device
+Site = Literal["edge", "cloud", "device"]
+
 
 @dataclass(slots=True, frozen=True)
 class Placement:
-    """Where a task runs and why."""
+    """Where a task runs and why.
+
+    ``where`` is ``edge`` (``node`` names the node), ``cloud`` (``node`` is ``cloud``: a
+    task that reads no node's data runs in the controller's cloud runner) or ``device``
+    (``node`` names the device: the client should run the task itself). ``decision`` is
+    the explanation as JSON (candidates with their predictions and scores, rejected sites
+    and why), or None when the placer gives none.
+    """
 
     node: str
     reason: str
+    where: Site = "edge"
+    decision: dict[str, Any] | None = None
 
 
 class Placer(Protocol):

@@ -77,4 +77,18 @@ class LocalityPlacer:
         why = locality_reason(task)
         if len(found) > 1:
             why += f"; least loaded of {len(found)} holders (load {best.load.score:.2f})"
-        return Placement(best.name, why)
+        held = {n.name for n in found}
+        refused = [(n.name, "does not hold the task's data") for n in up if n.name not in held]
+        refused += [(n.name, "down") for n in down]
+        decision = {
+            "placer": self.name,
+            "where": "edge",
+            "target": best.name,
+            "candidates": [
+                {"target": n.name, "where": "edge", "load": round(n.load.score, 3)}
+                for n in sorted(found, key=lambda n: (n.load.score, n.name))[:20]
+            ],
+            "rejected": [{"target": t, "reason": r} for t, r in refused[:20]],
+            "rejected_more": max(0, len(refused) - 20),
+        }
+        return Placement(best.name, why, "edge", decision)
