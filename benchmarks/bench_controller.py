@@ -153,14 +153,19 @@ def plot(res: dict[str, Any], path: Path) -> None:
     modes = [m for m in ("one_by_one", "batch_stream") if m in res["modes"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
-    parts = ["controller", *[k for k in res["modes"][modes[0]]["cpu_ms_per_task"] if k != "controller"]]
+    parts = [
+        "controller",
+        *[k for k in res["modes"][modes[0]]["cpu_ms_per_task"] if k != "controller"],
+    ]
     width = 0.8 / len(modes)
     for j, m in enumerate(modes):
         cpu = res["modes"][m]["cpu_ms_per_task"]
         xs = [i + j * width for i in range(len(parts))]
         ax.bar(xs, [cpu.get(p, 0.0) for p in parts], width, label=m.replace("_", " "))
         for x, p in zip(xs, parts, strict=True):
-            ax.text(x, cpu.get(p, 0.0), f"{cpu.get(p, 0.0):.2f}", ha="center", va="bottom", fontsize=7)
+            ax.text(
+                x, cpu.get(p, 0.0), f"{cpu.get(p, 0.0):.2f}", ha="center", va="bottom", fontsize=7
+            )
     ax.axhline(1.0, color="red", ls=":", lw=1, label="target: controller 1 ms")
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(parts))], parts)
     ax.set_ylabel("CPU ms per task")
@@ -196,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         "modes": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        with LocalCluster(Path(tmp) / "c", nodes=1, rooms_per_node=6, days=0.1, sensors=False) as cl:
+        with LocalCluster(
+            Path(tmp) / "c", nodes=1, rooms_per_node=6, days=0.1, sensors=False
+        ) as cl:
             rooms = cl.rooms(cl.names[0])
             client = cl.client()
             for r in rooms:  # warm: artifact fetched, sandbox compiled

@@ -80,7 +80,7 @@ MAX_NAME = 256
 _bearer = HTTPBearer(auto_error=False, description="a token from the controller's tokens file")
 
 
-def _tenant(
+async def _tenant(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
     controller: Controller = request.app.state.controller
