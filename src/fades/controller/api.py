@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fades import __version__
-from fades.controller import bodies
+from fades.controller import batchapi, bodies
 from fades.controller.apidocs import mount_docs
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, TaskInfo
@@ -198,6 +198,8 @@ def create_app(controller: Controller) -> FastAPI:
             status_code=exc.status_code,
             headers=exc.headers,
         )
+
+    app.include_router(batchapi.router(controller))  # batch submit + result stream
 
     # --- tasks -----------------------------------------------------------------------------------
     @app.post(

@@ -17,8 +17,11 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
 import yaml
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fades.errors import ControllerError, Unauthorized
 
@@ -90,3 +93,19 @@ def create_tokens_file(path: str | Path, tenant: str = "facilities") -> str:
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump({"tokens": {token: tenant}}, f)
     return token
+
+
+_bearer = HTTPBearer(auto_error=False, description="a token from the controller's tokens file")
+
+
+async def request_tenant(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    """FastAPI dependency: the tenant of the request's bearer token (Unauthorized, 401).
+    Async, so FastAPI runs it on the event loop instead of a worker thread."""
+    tokens: Tokens = request.app.state.controller.tokens
+    return tokens.tenant(creds.credentials if creds else None)
+
+
+#: the caller's tenant, from its bearer token (401 without a known token)
+Tenant = Annotated[str, Depends(request_tenant)]
