@@ -333,6 +333,17 @@ class ControllerStore:
             rows = self._db.execute(sql + " ORDER BY rowid LIMIT ?", (*args, limit)).fetchall()
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
+    def ended_by(self, tenant: str, task_ids: Sequence[str], event_id: int) -> set[str]:
+        """Those of ``task_ids`` whose outcome was stored at or before ``event_id``."""
+        marks = ",".join("?" * len(task_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT task_id FROM outcomes WHERE tenant = ? AND rowid <= ?"
+                f" AND task_id IN ({marks})",
+                (tenant, event_id, *task_ids),
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
     def last_event_id(self) -> int:
         """The newest outcome's event id (0: none yet)."""
         with self._lock:

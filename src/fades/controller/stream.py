@@ -132,6 +132,8 @@ class StreamHub:
         if since is None:
             since = 0 if ids is not None else await asyncio.to_thread(store.last_event_id)
         remaining = set(ids) if ids is not None else None
+        if remaining and since > 0:  # those that ended before the resume point were sent
+            remaining -= await asyncio.to_thread(store.ended_by, tenant, sorted(remaining), since)
         last = since
         with self.subscribed(tenant, ids) as sub:
             sent: set[int] = set()  # ids sent from the database (live copies are skipped)
