@@ -13,6 +13,13 @@ A function is a plain Python callable::
 ``Dataset.ts`` and ``Dataset.values`` are zero-copy float64 views over the input bytes;
 ``sensor_type``, ``location`` and ``device`` are categorical columns (codes plus labels).
 
+Aggregations over ``values`` are methods of the dataset (and of each group from
+:meth:`Dataset.split`): ``count()``, ``sum()``, ``mean()``, ``min()``, ``max()``,
+``percentile(q)``, ``percentiles(qs)`` and ``summary()``. Each runs as one pass of C code
+over the view (``math.fsum``, ``min``, ``max``): no Python loop per reading. ``sum`` and
+``mean`` are exactly rounded (``math.fsum``, as ``statistics.fmean``); percentiles sort once
+per dataset (then cached) and interpolate linearly, as ``numpy.percentile`` does by default.
+
 The input blob (format FDS1, little-endian) is documented in ``docs/functions.md``::
 
     0   b"FDS1"        4   u32 version (1)     8   u32 dataset count
@@ -25,7 +32,9 @@ The input blob (format FDS1, little-endian) is documented in ``docs/functions.md
 from __future__ import annotations
 
 import json
+import math
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 MAGIC = b"FDS1"
@@ -65,7 +74,7 @@ def _input(value: Any) -> Any:
 class Dataset:
     """One named dataset: parallel columns over the same readings."""
 
-    __slots__ = ("_codes", "labels", "name", "ts", "units", "values")
+    __slots__ = ("_codes", "_sorted", "labels", "name", "ts", "units", "values")
 
     def __init__(
         self,
@@ -82,6 +91,7 @@ class Dataset:
         self._codes = codes
         self.labels = labels
         self.units = units
+        self._sorted: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -97,6 +107,67 @@ class Dataset:
         """The label of each reading in a categorical column (``sensor_type`` ...)."""
         lab = self.labels[column]
         return [lab[c] for c in self._codes[column]]
+
+    # --- aggregations over ``values`` (one C-level pass each) -------------------------------
+    def count(self) -> int:
+        """Number of readings."""
+        return len(self.values)
+
+    def sum(self) -> float:
+        """Sum of the values, exactly rounded (``math.fsum``); 0.0 when empty."""
+        return math.fsum(self.values)
+
+    def mean(self) -> float:
+        """Arithmetic mean (``statistics.fmean``'s result). ValueError when empty."""
+        n = len(self.values)
+        if n == 0:
+            raise ValueError(f"mean of dataset {self.name!r}: it holds no readings")
+        return math.fsum(self.values) / n
+
+    def min(self) -> float:
+        """Smallest value. ValueError when empty."""
+        self._nonempty("min")
+        return float(min(self.values))
+
+    def max(self) -> float:
+        """Largest value. ValueError when empty."""
+        self._nonempty("max")
+        return float(max(self.values))
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0..100), linear between the two nearest readings (as
+        ``numpy.percentile``). The first call sorts the values once; later ones reuse it."""
+        return self.percentiles([q])[0]
+
+    def percentiles(self, qs: Iterable[float]) -> list[float]:
+        """Several percentiles from one sort (see :meth:`percentile`)."""
+        ranks = [float(q) for q in qs]
+        for q in ranks:
+            if not 0.0 <= q <= 100.0:  # also refuses NaN
+                raise ValueError(f"a percentile is from 0 to 100, not {q!r}")
+        self._nonempty("percentile")
+        if self._sorted is None:
+            self._sorted = sorted(self.values)
+        s = self._sorted
+        top = len(s) - 1
+        out = []
+        for q in ranks:
+            pos = top * q / 100.0
+            lo = int(pos)
+            hi = min(lo + 1, top)
+            out.append(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+        return out
+
+    def summary(self) -> dict[str, float | int]:
+        """``{"count", "mean", "min", "max"}`` of the values (no sort)."""
+        n = len(self.values)
+        if n == 0:
+            return {"count": 0}
+        return {"count": n, "mean": self.mean(), "min": min(self.values), "max": max(self.values)}
+
+    def _nonempty(self, what: str) -> None:
+        if len(self.values) == 0:
+            raise ValueError(f"{what} of dataset {self.name!r}: it holds no readings")
 
     def split(self, *columns: str) -> dict[tuple[str, ...], Dataset]:
         """Split into one dataset per distinct combination of categorical ``columns``.
