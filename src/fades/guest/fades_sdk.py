@@ -16,9 +16,13 @@ A function is a plain Python callable::
 Aggregations over ``values`` are methods of the dataset (and of each group from
 :meth:`Dataset.split`): ``count()``, ``sum()``, ``mean()``, ``min()``, ``max()``,
 ``percentile(q)``, ``percentiles(qs)`` and ``summary()``. Each runs as one pass of C code
-over the view (``math.fsum``, ``min``, ``max``): no Python loop per reading. ``sum`` and
-``mean`` are exactly rounded (``math.fsum``, as ``statistics.fmean``); percentiles sort once
-per dataset (then cached) and interpolate linearly, as ``numpy.percentile`` does by default.
+over the view (``sum``, ``min``, ``max``): no Python loop per reading. ``sum`` and ``mean``
+use the built-in ``sum``, which is compensated (Neumaier) from Python 3.12 on, as in the
+sandbox; on an older host Python they use ``math.fsum`` instead (exactly rounded; the
+sandbox's ``math.fsum`` is about 3x slower than its ``sum``). Percentiles interpolate linearly
+between the two nearest readings, as ``numpy.percentile`` does by default: one near either end
+(within 1/16 of the readings) takes a heap pass (``heapq``), any other sorts the values once
+per dataset (then cached).
 
 The input blob (format FDS1, little-endian) is documented in ``docs/functions.md``::
 
@@ -31,9 +35,11 @@ The input blob (format FDS1, little-endian) is documented in ``docs/functions.md
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import struct
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,6 +48,11 @@ VERSION = 1
 HEADER = struct.Struct("<4sIIIII")
 ENTRY = struct.Struct("<IIIIII")
 CATEGORICAL = ("sensor_type", "location", "device")
+
+#: the fastest accurate float sum here: the built-in is compensated from Python 3.12 on
+_sum = sum if sys.version_info >= (3, 12) else math.fsum
+#: a percentile this close to either end (fraction of the readings) avoids the full sort
+_HEAP_FRACTION = 16
 
 #: how an input that was skipped (a pipeline stage that did not run) travels in the meta
 SKIPPED_KEY = "__fades_skipped__"
@@ -114,15 +125,15 @@ class Dataset:
         return len(self.values)
 
     def sum(self) -> float:
-        """Sum of the values, exactly rounded (``math.fsum``); 0.0 when empty."""
-        return math.fsum(self.values)
+        """Sum of the values (compensated); 0.0 when empty."""
+        return float(_sum(self.values))
 
     def mean(self) -> float:
-        """Arithmetic mean (``statistics.fmean``'s result). ValueError when empty."""
+        """Arithmetic mean (as ``statistics.fmean``, to rounding). ValueError when empty."""
         n = len(self.values)
         if n == 0:
             raise ValueError(f"mean of dataset {self.name!r}: it holds no readings")
-        return math.fsum(self.values) / n
+        return float(_sum(self.values)) / n
 
     def min(self) -> float:
         """Smallest value. ValueError when empty."""
@@ -146,17 +157,33 @@ class Dataset:
             if not 0.0 <= q <= 100.0:  # also refuses NaN
                 raise ValueError(f"a percentile is from 0 to 100, not {q!r}")
         self._nonempty("percentile")
-        if self._sorted is None:
-            self._sorted = sorted(self.values)
-        s = self._sorted
-        top = len(s) - 1
-        out = []
+        n = len(self.values)
+        top = n - 1
+        edge = max(1, n // _HEAP_FRACTION)
+        spots = []
         for q in ranks:
             pos = top * q / 100.0
             lo = int(pos)
-            hi = min(lo + 1, top)
-            out.append(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+            spots.append((lo, min(lo + 1, top), pos - lo))
+        if self._sorted is None and any(edge <= hi and n - lo > edge for lo, hi, _ in spots):
+            self._sorted = sorted(self.values)
+        out = []
+        for lo, hi, frac in spots:
+            a, b = self._ranked(lo, hi, edge)
+            out.append(a + (b - a) * frac)
         return out
+
+    def _ranked(self, lo: int, hi: int, edge: int) -> tuple[float, float]:
+        """The values of rank ``lo`` and ``hi`` (0: smallest)."""
+        s = self._sorted
+        if s is not None:
+            return s[lo], s[hi]
+        if hi < edge:
+            small = heapq.nsmallest(hi + 1, self.values)
+            return small[lo], small[hi]
+        n = len(self.values)
+        big = heapq.nlargest(n - lo, self.values)  # big[i] has rank n - 1 - i
+        return big[n - 1 - lo], big[n - 1 - hi]
 
     def summary(self) -> dict[str, float | int]:
         """``{"count", "mean", "min", "max"}`` of the values (no sort)."""
