@@ -12,6 +12,10 @@ the node's rooms) go through the controller's HTTP API in two ways, in the same 
 2. **batch + stream**: ``POST /v1/tasks/batch`` (``FadesClient.submit_many``) and one
    ``GET /v1/results/stream`` (``FadesClient.results``) for every outcome.
 
+With ``--before SRC`` (a source tree, e.g. ``/work/main/src``) a third run, in its own cluster,
+sends the same tasks one by one to a controller started from ``SRC`` (the code before the
+hot-path work), so the old controller is measured in the same run too.
+
 For each: the controller process's CPU time (user + system, from ``/proc``) over the run,
 divided by N; the node agent's and nats-server's likewise; and tasks per second. Baseline for
 throughput: the same node folder (copied) running the same N tasks in-process
@@ -149,8 +153,12 @@ def run_mode(
     return res
 
 
+LABELS = {"before_one_by_one": "before: one by one"}
+
+
 def plot(res: dict[str, Any], path: Path) -> None:
-    modes = [m for m in ("one_by_one", "batch_stream") if m in res["modes"]]
+    order = ("before_one_by_one", "one_by_one", "batch_stream")
+    modes = [m for m in order if m in res["modes"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
     parts = [
@@ -161,7 +169,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
     for j, m in enumerate(modes):
         cpu = res["modes"][m]["cpu_ms_per_task"]
         xs = [i + j * width for i in range(len(parts))]
-        ax.bar(xs, [cpu.get(p, 0.0) for p in parts], width, label=m.replace("_", " "))
+        label = LABELS.get(m, m.replace("_", " "))
+        ax.bar(xs, [cpu.get(p, 0.0) for p in parts], width, label=label)
         for x, p in zip(xs, parts, strict=True):
             ax.text(
                 x, cpu.get(p, 0.0), f"{cpu.get(p, 0.0):.2f}", ha="center", va="bottom", fontsize=7
@@ -172,9 +181,10 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax.set_title("CPU per task, by process (same run)")
     ax.legend(fontsize=8)
     ax = axes[1]
-    labels = ["in-process", *[m.replace("_", " ") for m in modes]]
+    labels = ["in-process", *[LABELS.get(m, m.replace("_", " ")) for m in modes]]
     vals = [res["in_process"]["tasks_per_s"], *[res["modes"][m]["tasks_per_s"] for m in modes]]
-    ax.bar(labels, vals, color=["#888", "#c84", "#2a7"][: len(vals)])
+    colors = {"before_one_by_one": "#a55", "one_by_one": "#c84", "batch_stream": "#2a7"}
+    ax.bar(labels, vals, color=["#888", *[colors[m] for m in modes]])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.0f}/s ({v / vals[0]:.2f})", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("tasks per second (core mean, 100 readings)")
@@ -190,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", type=int, default=0, help="tasks per mode (default 200, quick 100)")
     ap.add_argument("--batch", type=int, default=100, help="tasks per batch request")
     ap.add_argument("--out", default="controller", help="result file stem")
+    ap.add_argument("--before", help="also run a controller from this source tree (one by one)")
     args = ap.parse_args(argv)
     n = args.tasks or (100 if args.quick else 400)
     res: dict[str, Any] = {
@@ -222,6 +233,29 @@ def main(argv: list[str] | None = None) -> int:
                 )
             node_home = cl.node_home(cl.names[0])
             res["in_process"] = in_process(node_home, rooms, n)
+        if args.before:
+            src = str(Path(args.before).resolve())
+
+            def wrap(cmd: list[str]) -> list[str]:
+                return ["env", f"PYTHONPATH={src}", *cmd] if "controller" in cmd else cmd
+
+            with LocalCluster(
+                Path(tmp) / "b", nodes=1, rooms_per_node=6, days=0.1, sensors=False, wrap=wrap
+            ) as cl:
+                client = cl.client()
+                for r in rooms:
+                    client.wait(client.submit(task(r))["task_id"], timeout=120)
+                client.close()
+                run_mode(cl, "one_by_one", rooms, max(10, n // 10), args.batch)
+                r = res["modes"]["before_one_by_one"] = run_mode(
+                    cl, "one_by_one", rooms, n, args.batch
+                )
+                r["source"] = src
+                print(
+                    f"before ({src}), one by one: {r['tasks_per_s']:.0f} tasks/s, controller "
+                    f"{r['cpu_ms_per_task']['controller']:.2f} ms/task",
+                    flush=True,
+                )
     ip = res["in_process"]["tasks_per_s"]
     print(f"in-process: {ip:.0f} tasks/s", flush=True)
     for m, r in res["modes"].items():
