@@ -7,6 +7,10 @@
         tid = fc.submit(task)["task_id"]
         print(fc.outcome(tid, timeout=60).result)
 
+        ids = [r["task_id"] for r in fc.submit_many(tasks) if r["accepted"]]
+        for out in fc.results(ids, timeout=300):   # each outcome once, as it arrives
+            print(out["task_id"], out["status"], out["result"])
+
 A task as :meth:`FadesClient.get` returns it is the task's :class:`~fades.outcome.Outcome`
 (its fields empty until the task ends) plus the controller's fields (``where``,
 ``placement``, ``submitted_at``, ``latency_s``, ``bytes_uplink``); :meth:`FadesClient.outcome`
@@ -19,10 +23,11 @@ the controller cannot be reached at all, :class:`~fades.errors.ControllerUnreach
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -32,6 +37,31 @@ from fades.outcome import Outcome
 
 #: longest single ``?wait=`` the controller honours (seconds)
 _WAIT_STEP_S = 30.0
+#: most tasks per batch request (the controller's limit)
+BATCH_SIZE = 1000
+
+
+def _sse(lines: Iterable[str]) -> Iterator[tuple[str, int | None, str]]:
+    """``(event, id, data)`` of each server-sent event in ``lines``."""
+    event: str = "message"
+    eid: int | None = None
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield event, eid, "\n".join(data)
+            event, eid, data = "message", None, []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "id" and value.isdigit():
+                eid = int(value)
+            elif name == "data":
+                data.append(value)
 
 
 class FadesClient:
@@ -70,6 +100,9 @@ class FadesClient:
             ) from None
         if resp.is_success:
             return resp.json()
+        self._raise(resp)
+
+    def _raise(self, resp: httpx.Response) -> NoReturn:
         try:
             body = resp.json()
         except ValueError:
@@ -95,6 +128,113 @@ class FadesClient:
         params = {"where": where} | ({"node": node} if node else {})
         result: dict[str, Any] = self._call("POST", "/v1/tasks", json=dict(task), params=params)
         return result
+
+    def submit_many(
+        self,
+        tasks: Iterable[Mapping[str, Any]],
+        node: str | None = None,
+        where: str = "edge",
+        *,
+        batch: int = BATCH_SIZE,
+    ) -> list[dict[str, Any]]:
+        """Submit many tasks, ``batch`` per request (``POST /v1/tasks/batch``); one result per
+        task, in order: ``{"accepted": true, "task_id", "node", "where", "placement", ...}`` or
+        ``{"accepted": false, "task_id", "status", "error_kind", "detail", ...}``. A refused
+        task does not refuse the others."""
+        if not 1 <= batch <= BATCH_SIZE:
+            raise ValueError(f"batch must be from 1 to {BATCH_SIZE}, not {batch}")
+        params = {"where": where} | ({"node": node} if node else {})
+        items = [dict(t) for t in tasks]
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(items), batch):
+            body = {"tasks": items[i : i + batch]}
+            answer = self._call("POST", "/v1/tasks/batch", json=body, params=params)
+            for r in answer["results"]:
+                r["index"] = int(r["index"]) + i
+                out.append(r)
+        return out
+
+    def results(
+        self,
+        task_ids: Iterable[str] | None = None,
+        *,
+        since: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Outcomes of your tasks as they are stored (``GET /v1/results/stream``), each once.
+
+        With ``task_ids`` the iterator ends once each of them was yielded (those that ended
+        before the call come first); without, it yields every new outcome until ``timeout``.
+        It reconnects by itself (resuming after the last outcome seen) when the connection
+        drops or the stream says it fell behind. Each item is an outcome as a dict, with
+        ``event_id``.
+
+        Raises:
+            ControllerError: no outcome (nor keep-alive) for ``timeout`` seconds, or the
+                stream cannot be opened.
+        """
+        want = list(dict.fromkeys(task_ids)) if task_ids is not None else None
+        remaining = set(want) if want is not None else None
+        # a long filter goes client-side: the URL stays short
+        send_ids = want if want is not None and sum(len(t) + 9 for t in want) <= 6000 else None
+        last = since
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
+        while remaining is None or remaining:
+            params: dict[str, Any] = {}
+            if send_ids is not None:
+                params["task_id"] = send_ids
+            headers = {}
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            elif want is not None:
+                params["since"] = 0  # the filter is client-side: start from the beginning
+            left = None if deadline is None else max(0.1, deadline - time.monotonic())
+            read = min(self.timeout, left) if left is not None else max(self.timeout, 60.0)
+            try:
+                with self._http.stream(
+                    "GET",
+                    "/v1/results/stream",
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(self.timeout, read=read),
+                ) as resp:
+                    if not resp.is_success:
+                        resp.read()
+                        self._raise(resp)
+                    failures = 0
+                    for event, eid, data in _sse(resp.iter_lines()):
+                        if eid is not None:
+                            last = eid
+                        if event == "outcome":
+                            item = json.loads(data)
+                            item["event_id"] = eid
+                            if remaining is None or item.get("task_id") in remaining:
+                                if remaining is not None:
+                                    remaining.discard(item["task_id"])
+                                yield item
+                                if remaining is not None and not remaining:
+                                    return
+                        elif event == "behind" and last is None:
+                            last = json.loads(data).get("last_event_id")
+                        elif event == "end" and send_ids is not None:
+                            return
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise ControllerError(f"no outcome within {timeout:g} s")
+            except httpx.ReadTimeout:
+                if deadline is None or time.monotonic() >= deadline:
+                    raise ControllerError(
+                        f"the result stream was silent for {read:g} s"
+                        + ("" if remaining is None else f" ({len(remaining)} outcomes missing)")
+                    ) from None
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > 3:
+                    raise ControllerUnreachable(
+                        f"cannot reach the controller at {self.base_url}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from None
+                time.sleep(0.2 * failures)
 
     def get(self, task_id: str, wait: float = 0) -> dict[str, Any]:
         """A task's status, result and timing; ``wait`` blocks up to that many seconds."""

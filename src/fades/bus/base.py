@@ -149,11 +149,13 @@ class Bus(Protocol):
         ...
 
     def consume(
-        self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0
+        self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0, batch: int = 1
     ) -> AsyncIterator[Delivery]:
         """Deliveries from a durable consumer of ``stream`` filtered on ``subject``; one not
         acked within ``ack_wait`` seconds (or nak'ed) is delivered again. The iterator rides
-        out a fabric restart (it re-subscribes) and ends when the bus closes."""
+        out a fabric restart (it re-subscribes) and ends when the bus closes. ``batch``: at
+        most this many messages are taken from the fabric per pull (the consumer holds them
+        un-acked meanwhile)."""
         ...
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:

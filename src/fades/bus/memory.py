@@ -299,7 +299,7 @@ class MemoryBus:
         st.changed.set()
 
     async def consume(
-        self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0
+        self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0, batch: int = 1
     ) -> AsyncIterator[MemoryDelivery]:
         self._check()
         st = self.fabric.streams.get(stream)

@@ -206,7 +206,7 @@ class NatsBus:
             raise fabric_error(f"publish on {subject} not stored", exc) from exc
 
     async def consume(
-        self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0
+        self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0, batch: int = 1
     ) -> AsyncIterator[NatsDelivery]:
         config = ConsumerConfig(
             durable_name=durable,
@@ -229,7 +229,7 @@ class NatsBus:
                         )
                         if failures:
                             log.info("consumer %s: consuming again", durable)
-                    msgs = await psub.fetch(1, timeout=FETCH_TIMEOUT_S)
+                    msgs = await psub.fetch(max(1, batch), timeout=FETCH_TIMEOUT_S)
                 except TimeoutError:
                     continue  # nothing there (or a reconnect swallowed the pull request)
                 except Exception as exc:

@@ -6,6 +6,7 @@ the exit status is 1 when the task ran and failed.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,7 +49,7 @@ def run(
 
 @task_app.command("submit")
 def submit(
-    task_file: TaskFileArg,
+    task_files: Annotated[list[Path], typer.Argument(help="tasks in YAML or JSON (one or many)")],
     controller: ControllerOpt,
     token: TokenOpt,
     node: Annotated[
@@ -57,35 +58,92 @@ def submit(
     cloud: Annotated[
         bool, typer.Option("--cloud", help="run in the cloud on data pulled from the node")
     ] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="wait for the result and show it")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="wait for the results and show them")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Submit a task to the controller (to a named node, auto-placed, or to the cloud)."""
+    """Submit tasks to the controller (to a named node, auto-placed, or to the cloud).
+
+    One file: one request. Several: one batch request per 1000 tasks and, with --wait, one
+    result stream for all their outcomes. Exit status 1 if a task was refused or failed."""
     from fades.client import FadesClient
     from fades.task import load_task
 
+    where = "cloud" if cloud else "edge"
+    tasks = [load_task(f).model_dump(mode="json") for f in task_files]
     with FadesClient(controller, token) as client:
-        task = load_task(task_file).model_dump(mode="json")
-        receipt = client.submit(task, node=node, where="cloud" if cloud else "edge")
-        info = client.wait(receipt["task_id"], timeout=timeout) if wait else None
-    if json_out:
-        print_json(info or receipt)
-    else:
-        if receipt.get("status") == "local":
-            head = f"run locally on device [bold]{markup(receipt.get('node'))}[/]"
-        else:
-            where, on = markup(receipt.get("where")), markup(receipt.get("node"))
-            head = f"accepted: {where} on node [bold]{on}[/]"
-        console.print(
-            f"task {markup(receipt.get('task_id'))} {head} ({markup(receipt.get('placement'))})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        if info is not None:
-            show_outcome(info, title=str(task_file))
-    if info is not None and info.get("status") not in ("done", "local"):
+        if len(tasks) == 1:
+            receipt = client.submit(tasks[0], node=node, where=where)
+            info = client.wait(receipt["task_id"], timeout=timeout) if wait else None
+            _show_one(task_files[0], receipt, info, json_out)
+            if info is not None and info.get("status") not in ("done", "local"):
+                raise typer.Exit(1)
+            return
+        receipts = client.submit_many(tasks, node=node, where=where)
+        ids = [r["task_id"] for r in receipts if r.get("accepted")]
+        outcomes = {o["task_id"]: o for o in client.results(ids, timeout=timeout)} if wait else {}
+    _show_many(task_files, receipts, outcomes, json_out)
+    refused = any(not r.get("accepted") for r in receipts)
+    if refused or any(o.get("status") != "done" for o in outcomes.values()):
         raise typer.Exit(1)
+
+
+def _show_one(path: Path, receipt: dict[str, Any], info: dict[str, Any] | None, js: bool) -> None:
+    if js:
+        print_json(info or receipt)
+        return
+    if receipt.get("status") == "local":
+        head = f"run locally on device [bold]{markup(receipt.get('node'))}[/]"
+    else:
+        where, on = markup(receipt.get("where")), markup(receipt.get("node"))
+        head = f"accepted: {where} on node [bold]{on}[/]"
+    console.print(
+        f"task {markup(receipt.get('task_id'))} {head} ({markup(receipt.get('placement'))})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if info is not None:
+        show_outcome(info, title=str(path))
+
+
+def _show_many(
+    files: list[Path],
+    receipts: list[dict[str, Any]],
+    outcomes: dict[str, dict[str, Any]],
+    js: bool,
+) -> None:
+    rows = []
+    for f, r in zip(files, receipts, strict=True):
+        row = {"file": str(f)} | r
+        if r.get("accepted") and r.get("task_id") in outcomes:
+            row["outcome"] = outcomes[r["task_id"]]
+        rows.append(row)
+    if js:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("file", "task", "node", "status", "result or reason")
+    for row in rows:
+        out = row.get("outcome")
+        if not row.get("accepted"):
+            status, detail = "[red]refused[/]", f"{row.get('error_kind')}: {row.get('detail')}"
+        elif out is None:
+            status, detail = "accepted", str(row.get("placement", ""))
+        elif out.get("status") == "done":
+            status, detail = "[green]done[/]", json.dumps(out.get("result"))[:80]
+        else:
+            status, detail = "[red]failed[/]", f"{out.get('error_kind')}: {out.get('error')}"
+        table.add_row(
+            markup(row["file"]),
+            markup(row.get("task_id") or ""),
+            markup(row.get("node") or ""),
+            status,
+            markup(detail),
+        )
+    console.print(table)
 
 
 RemoteOpt = Annotated[

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fades import __version__
-from fades.controller import bodies, pipeapi
+from fades.controller import batchapi, bodies, pipeapi
 from fades.controller.apidocs import mount_docs
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.migrate_routes import router as migrate_router
@@ -89,7 +89,7 @@ MAX_NAME = 256
 _bearer = HTTPBearer(auto_error=False, description="a token from the controller's tokens file")
 
 
-def _tenant(
+async def _tenant(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
     controller: Controller = request.app.state.controller
@@ -208,6 +208,8 @@ def create_app(controller: Controller) -> FastAPI:
             status_code=exc.status_code,
             headers=exc.headers,
         )
+
+    app.include_router(batchapi.router(controller))  # batch submit + result stream
 
     # --- tasks -----------------------------------------------------------------------------------
     @app.post(

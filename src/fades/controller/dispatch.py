@@ -102,7 +102,7 @@ class Dispatcher:
         self._inflight.add(key)
         try:
             await self.publish(task_subject(p.node), data, p.wire_id)
-            await asyncio.to_thread(self.store.mark_dispatched, p.tenant, p.id)
+            await self.recorder.commits.call(self.store.mark_dispatched, p.tenant, p.id)
             return True
         except FabricError as exc:  # fabric down or slow: stays 'accepted' and is retried
             log.warning("task %s not dispatched yet (%s); retrying", p.id, exc)

@@ -3,8 +3,12 @@
 Nodes publish :class:`~fades.outcome.Outcome` on ``fades.result.<node>``; the controller reads
 them from a durable pull consumer (``controller``). An outcome names the task by its *wire
 id* (unique across tenants); :class:`Recorder` maps it back to the tenant's own id, checks the
-tenant, stores the first outcome per task (off the event loop) and wakes whoever waits.
-Every message is acked after it is stored; a malformed one is dropped (``term``).
+tenant, stores the first outcome per task (off the event loop, in the writer's next group
+commit) and wakes whoever waits, including the result streams (``listeners``).
+
+The consumer fetches outcomes in batches (:data:`FETCH_BATCH`) and stores up to
+:data:`MAX_INFLIGHT` of them at once, so a burst of outcomes becomes one commit. Every message
+is acked after it is stored; a malformed one is dropped (``term``).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
-from fades.bus.base import Bus
+from fades.bus.base import Bus, Delivery
+from fades.controller.commits import GroupCommitter
 from fades.controller.metrics import Metrics
 from fades.controller.models import Where
-from fades.controller.store import ControllerStore
+from fades.controller.store import ControllerStore, StoredOutcome
 from fades.fabric.subjects import RESULTS_STREAM
 from fades.outcome import Outcome
 
@@ -27,14 +32,26 @@ log = logging.getLogger("fades.controller")
 
 #: the controller's durable consumer on the results stream
 RESULTS_CONSUMER = "controller"
+#: outcomes fetched from the results stream per pull
+FETCH_BATCH = 256
+#: outcomes being stored at the same time by the consumer
+MAX_INFLIGHT = 512
+
+#: called with every newly stored outcome (on the event loop; must not block)
+Listener = Callable[[StoredOutcome], None]
 
 
 class Recorder:
     """Stores outcomes (first one wins) and wakes the waiters of a task."""
 
-    def __init__(self, store: ControllerStore, metrics: Metrics) -> None:
+    def __init__(
+        self, store: ControllerStore, metrics: Metrics, commits: GroupCommitter | None = None
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.commits = commits or GroupCommitter(store)
+        #: called with every newly stored outcome (the result streams)
+        self.listeners: list[Listener] = []
         #: (tenant, task id) -> the event set when its outcome is stored, and how many wait
         self._waiters: dict[tuple[str, str], tuple[asyncio.Event, int]] = {}
         #: called with each new outcome once stored (e.g. the placer's measurements)
@@ -62,26 +79,31 @@ class Recorder:
 
     async def record(self, out: Outcome, where: Where, bytes_uplink: int | None = None) -> bool:
         """Store ``out`` (keyed by its tenant and task id); False for a duplicate."""
-        new = await asyncio.to_thread(self.store.add_outcome, out, bytes_uplink=bytes_uplink)
-        if not new:
+        stored = await self.commits.call(self.store.add_outcome, out, bytes_uplink=bytes_uplink)
+        return self._stored(stored, where)
+
+    def _stored(self, stored: StoredOutcome | None, where: Where) -> bool:
+        if stored is None:
             self.metrics.duplicates.inc()
-            log.debug("duplicate outcome for task %s ignored", out.task_id)
+            log.debug("duplicate outcome ignored")
             return False
+        out = stored.outcome
         self.metrics.results.labels(where, out.status).inc()
         for observe in self.observers:
             try:
                 observe(out)
             except Exception:
                 log.exception("an outcome observer failed")
-        latency = out.timing.get("latency")
-        with contextlib.suppress(Exception):
-            rec = await asyncio.to_thread(self.store.get, out.task_id, out.tenant)
-            latency = rec.latency_s
-        if latency is not None:
-            self.metrics.latency.labels(where).observe(latency)
+        if stored.latency_s is not None:
+            self.metrics.latency.labels(where).observe(stored.latency_s)
         waiting = self._waiters.get((out.tenant, out.task_id))
         if waiting is not None:
             waiting[0].set()
+        for listener in self.listeners:
+            try:
+                listener(stored)
+            except Exception:  # a stream's bug must not stop outcomes being recorded
+                log.exception("a result listener failed")
         return True
 
     async def from_node(self, data: bytes, subject: str) -> bool | None:
@@ -92,22 +114,49 @@ class Recorder:
         except ValidationError as exc:
             log.warning("dropping a malformed outcome on %s: %s", subject, exc.errors()[0]["msg"])
             return None
-        key = await asyncio.to_thread(self.store.by_wire_id, out.task_id)
-        if key is None or key[0] != out.tenant:
+        store = self.store
+
+        def lookup_and_store() -> StoredOutcome | bool | None:
+            key = store.by_wire_id(out.task_id)
+            if key is None or key[0] != out.tenant:
+                return False
+            mine = out.model_copy(update={"task_id": key[1]})
+            return store.add_outcome(mine, bytes_uplink=len(data))
+
+        stored = await self.commits.call(lookup_and_store)
+        if stored is False:
             log.warning("dropping an outcome on %s for an unknown task %r", subject, out.task_id)
             return None
-        return await self.record(out.model_copy(update={"task_id": key[1]}), "edge", len(data))
+        assert not isinstance(stored, bool)
+        return self._stored(stored, "edge")
 
 
 async def consume(bus: Bus, recorder: Recorder) -> None:
     """Store outcomes from the durable consumer until cancelled (or the bus closes)."""
-    async for d in bus.consume(RESULTS_STREAM, RESULTS_CONSUMER, "fades.result.>"):
+    slots = asyncio.Semaphore(MAX_INFLIGHT)
+    running: set[asyncio.Task[None]] = set()
+
+    async def handle(d: Delivery) -> None:
         try:
             stored = await recorder.from_node(d.data, d.subject)
         except asyncio.CancelledError:
             raise
         except Exception:  # the database failed: not acked, so redelivered later
             log.exception("could not store an outcome on %s", d.subject)
-            continue
+            return
+        finally:
+            slots.release()
         with contextlib.suppress(Exception):  # unacked: redelivered, then ignored
             await (d.term() if stored is None else d.ack())
+
+    try:
+        async for d in bus.consume(
+            RESULTS_STREAM, RESULTS_CONSUMER, "fades.result.>", batch=FETCH_BATCH
+        ):
+            await slots.acquire()
+            t = asyncio.create_task(handle(d))
+            running.add(t)
+            t.add_done_callback(running.discard)
+    finally:
+        for t in list(running):
+            t.cancel()

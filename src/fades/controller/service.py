@@ -30,6 +30,8 @@ from fades.bus.base import Bus
 from fades.bus.nats import NatsBus
 from fades.controller.auth import Tokens
 from fades.controller.cloud import CloudRunner
+from fades.controller.commits import GroupCommitter
+from fades.controller.digests import DigestCache
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.failover import run_failover
 from fades.controller.measure import Measurements
@@ -123,6 +125,8 @@ class Controller:
         self._recorder: Recorder | None = None
         self._dispatcher: Dispatcher | None = None
         self._publisher: Publisher | None = None
+        self._commits: GroupCommitter | None = None
+        self._digests: DigestCache | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._cloud_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         from fades.pipelines.service import PipelineService  # (it imports the controller)
@@ -168,8 +172,12 @@ class Controller:
         )
         self._publisher.up_nodes = lambda: [e.info for e in self.registry.up()]
         self._cloud = CloudRunner(bus, self._repo, self.functions, self.cloud_capacity)
-        recorder = self._recorder = Recorder(store, self.metrics)
+        self._commits = GroupCommitter(store)
+        recorder = self._recorder = Recorder(store, self.metrics, self._commits)
         recorder.observers.append(self.measure.observe)
+        self._digests = await DigestCache(
+            self._repo.index, lambda: int(getattr(bus, "reconnects", 0))
+        ).start()
         self._dispatcher = Dispatcher(
             store, recorder, self._publish, lambda: self.connected, lambda: self.max_payload
         )
@@ -212,6 +220,10 @@ class Controller:
         await self.pipelines.stop()
         if self._registry is not None:
             await self._registry.stop()
+        if self._digests is not None:
+            await self._digests.stop()
+        if self._commits is not None:
+            await asyncio.to_thread(self._commits.close)
         if self._cloud is not None:
             self._cloud.close()
         bus, self._bus = self._bus, None
@@ -331,11 +343,12 @@ class Controller:
                 problems=[("function.mode", "persistent functions run at the edge only")],
                 task_id=t.id,
             )
-        if await asyncio.to_thread(self.store.exists, t.tenant, t.id):
+        if await self.recorder.commits.call(self.store.exists, t.tenant, t.id):
             raise DuplicateTask(
                 f"task id {t.id!r} was already submitted; task ids must be unique", task_id=t.id
             )
-        digest = await self.publisher.pin(t.function.artifact)
+        ref = t.function.artifact
+        digest = (self._digests and self._digests.pin(ref)) or await self.publisher.pin(ref)
         placed = self._place(t, node, loc)
         if loc == "edge" and placed.where != "edge":  # the placer chose the cloud or the device
             loc = placed.where
@@ -347,7 +360,7 @@ class Controller:
         )
         if loc == "edge":
             self._check_size(pending)
-        wire_id = await asyncio.to_thread(
+        wire_id = await self.recorder.commits.call(
             self.store.add_task,
             t.id,
             tenant=t.tenant,
@@ -446,7 +459,10 @@ class Controller:
         self, data: bytes, *, tenant: str | None = None, allow_rollback: bool = False
     ) -> FunctionInfo:
         """Verify an artifact and put it in the repository (see :class:`Publisher`)."""
-        return await self.publisher.upload(data, tenant=tenant, allow_rollback=allow_rollback)
+        info = await self.publisher.upload(data, tenant=tenant, allow_rollback=allow_rollback)
+        if self._digests is not None:
+            await self._digests.refresh(info.name, info.digest)
+        return info
 
     # --- cloud -------------------------------------------------------------------------------
     def _spawn_cloud(self, p: PendingTask) -> None:

@@ -12,8 +12,9 @@
 A task is recorded before it is dispatched, so a restarted controller re-publishes what it
 had accepted but not yet handed over, and re-runs cloud tasks that had not finished.
 
-The methods are blocking; the controller calls them through :func:`asyncio.to_thread`, never
-on its event loop.
+The methods are blocking; the controller calls them off its event loop, mostly through
+:class:`~fades.controller.commits.GroupCommitter`, which runs many of them in one transaction
+(:meth:`ControllerStore.group`): one commit per burst of submits and outcomes, not one each.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,17 @@ class PendingTask:
 
 
 @dataclass(slots=True, frozen=True)
+class StoredOutcome:
+    """An outcome as it was stored: its event id (increasing; the result stream's id), the
+    outcome with the controller's timing added, and its JSON."""
+
+    event_id: int
+    outcome: Outcome
+    json: str
+    latency_s: float | None
+
+
+@dataclass(slots=True, frozen=True)
 class FunctionOwner:
     """Who owns a function name and which version is current."""
 
@@ -131,10 +144,34 @@ class ControllerStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        # re-entrant: group() holds it while the write methods it runs take it again
+        self._lock = threading.RLock()
         self._db = open_sqlite(self.path)
         _migrate(self._db)
         self._db.executescript(_SCHEMA)
+
+    def group(self, ops: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run ``ops`` (calls of this store's methods) in ONE transaction, each in its own
+        savepoint: ``(True, result)`` or ``(False, exception)`` per op; an op that raises is
+        undone alone. Raises only if the commit itself fails (then nothing is stored)."""
+        out: list[tuple[bool, Any]] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for op in ops:
+                    self._db.execute("SAVEPOINT fades_op")
+                    try:
+                        out.append((True, op()))
+                    except Exception as exc:
+                        self._db.execute("ROLLBACK TO fades_op")
+                        out.append((False, exc))
+                    self._db.execute("RELEASE fades_op")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return out
 
     def close(self) -> None:
         with self._lock:
@@ -244,8 +281,8 @@ class ControllerStore:
         *,
         bytes_uplink: int | None = None,
         stored_at: float | None = None,
-    ) -> bool:
-        """Store the first outcome of ``(out.tenant, out.task_id)``; False for a duplicate.
+    ) -> StoredOutcome | None:
+        """Store the first outcome of ``(out.tenant, out.task_id)``; None for a duplicate.
 
         The timing breakdown gains ``dispatch`` (submit -> the node accepted it) and
         ``latency`` (submit -> outcome stored) when the task was submitted here.
@@ -265,24 +302,61 @@ class ControllerStore:
                 latency = max(0.0, now - submitted)
                 timing["latency"] = latency
                 out = out.model_copy(update={"timing": timing})
-            self._db.execute("BEGIN IMMEDIATE")
+            text = out.model_dump_json()
+            nested = self._db.in_transaction  # inside group(): its savepoint covers us
+            if not nested:
+                self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO outcomes (tenant, task_id, outcome, stored_at,"
                     " latency_s, bytes_uplink) VALUES (?, ?, ?, ?, ?, ?)",
-                    (out.tenant, out.task_id, out.model_dump_json(), now, latency, bytes_uplink),
+                    (out.tenant, out.task_id, text, now, latency, bytes_uplink),
                 )
-                new = cur.rowcount == 1
-                if new:
+                stored = None
+                if cur.rowcount == 1:
+                    stored = StoredOutcome(int(cur.lastrowid or 0), out, text, latency)
                     self._db.execute(
                         "UPDATE tasks_v2 SET status = ? WHERE tenant = ? AND id = ?",
                         (out.status, out.tenant, out.task_id),
                     )
-                self._db.execute("COMMIT")
+                if not nested:
+                    self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if not nested:
+                    self._db.execute("ROLLBACK")
                 raise
-        return new
+        return stored
+
+    def outcomes_since(
+        self, tenant: str, after: int, task_ids: Sequence[str] | None = None, limit: int = 500
+    ) -> list[tuple[int, str, str]]:
+        """``(event id, task id, outcome JSON)`` of ``tenant``'s outcomes stored after event
+        ``after`` (only of ``task_ids`` if given), oldest first, at most ``limit``."""
+        sql = "SELECT rowid, task_id, outcome FROM outcomes WHERE tenant = ? AND rowid > ?"
+        args: list[Any] = [tenant, after]
+        if task_ids is not None:
+            sql += f" AND task_id IN ({','.join('?' * len(task_ids))})"
+            args += list(task_ids)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY rowid LIMIT ?", (*args, limit)).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def ended_by(self, tenant: str, task_ids: Sequence[str], event_id: int) -> set[str]:
+        """Those of ``task_ids`` whose outcome was stored at or before ``event_id``."""
+        marks = ",".join("?" * len(task_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT task_id FROM outcomes WHERE tenant = ? AND rowid <= ?"
+                f" AND task_id IN ({marks})",
+                (tenant, event_id, *task_ids),
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def last_event_id(self) -> int:
+        """The newest outcome's event id (0: none yet)."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(rowid) FROM outcomes").fetchone()
+        return int(row[0] or 0)
 
     def outcome_count(self, tenant: str, task_id: str) -> int:
         with self._lock:
