@@ -139,12 +139,13 @@ class Events:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def of(self, run: str | None = None, stage: str | None = None, status: str | None = None
-           ) -> list[StageEvent]:  # fmt: skip
+    def of(self, run: str | None = None, stage: str | None = None, status: str | None = None,
+           pipeline: str | None = None) -> list[StageEvent]:  # fmt: skip
         return [
             e
             for e in self.seen
             if (run is None or e.run == run)
+            and (pipeline is None or e.pipeline == pipeline)
             and (stage is None or e.stage == stage)
             and (status is None or e.status == status)
         ]
@@ -234,9 +235,15 @@ def test_chain_across_two_nodes_delivers_the_finale_once_with_timing(
                 assert {"hop", "compute", "total"} <= set(fin.timing)
             b = h.events.of(run="r0", stage="b", status="done")[0]
             assert b.node == "n2" and b.role == "midsection" and b.bytes_in > 0
+            # another pipeline with the same run ids is not mistaken for a duplicate
+            other = make_plan("abd", chain(), {"a": "n1", "b": "n2", "c": "n1"})
+            await h.put_plan(other)
+            await h.trigger(other, "r0")
+            await h.events.wait("other finale", run="r0", stage="c", pipeline="abd")
             await asyncio.sleep(1.0)  # nothing more arrives: no duplicate finale
-            assert all(len(h.events.of(run=f"r{i}", stage="c")) == 1 for i in range(3))
-            assert ags["n1"].pipelines.counters["executed"] == 6
+            assert all(len(h.events.of(run=f"r{i}", stage="c", pipeline="abc")) == 1
+                       for i in range(3))  # fmt: skip
+            assert ags["n1"].pipelines.counters["executed"] == 8
             # stage tasks are not controller tasks: nothing went to the results stream
             assert ags["n1"].counters["published"] == 0
 

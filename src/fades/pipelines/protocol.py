@@ -18,10 +18,12 @@ Everything rides on the Bus (JetStream), so it survives a restart of any process
                                      skipped, dropped); a finale's ``done`` carries its result
     OBJ fades_bundles                bundle values over :data:`INLINE_MAX` bytes, by identity
 
-Identity and de-duplication: a bundle's message id is ``<run>:<from_stage>:<producer>:<stage>``
-(:meth:`Bundle.msg_id`), so a stage that executes twice after a failure publishes the same ids
-and JetStream drops the second copy within its duplicate window; an event's id is
-``<run>:<stage>:<instance>:<status>``. The controller records a finale's result once per
+Identity and de-duplication: a bundle's message id is
+``<run>:<from_stage>:<producer>:<stage>:<instance>`` (:meth:`Bundle.msg_id`, unique within the
+pipeline's own stream), so a stage that executes
+twice after a failure publishes the same ids and JetStream drops the second copy within its
+duplicate window; an event's id is ``<pipeline>:<run>:<stage>:<instance>:<status>`` (the events
+stream is shared by every pipeline). The controller records a finale's result once per
 (pipeline, run, stage, instance).
 
 A stage instance is named by the node it was planned for when the stage is scattered (one
@@ -181,7 +183,8 @@ class StageEvent(_Msg):
     at: float
 
     def msg_id(self) -> str:
-        return f"{self.run}:{self.stage}:{self.instance}:{self.status}"
+        # one events stream holds every pipeline: the pipeline is part of the identity
+        return f"{self.pipeline}:{self.run}:{self.stage}:{self.instance}:{self.status}"
 
 
 async def ensure_events_stream(bus: Bus) -> None:
