@@ -486,6 +486,46 @@ async def bench(quick: bool, root: Path) -> dict[str, Any]:
     return res
 
 
+def costs_plot(res: dict[str, Any], path: Path) -> None:
+    """Hop, hand-over and stage costs; the capped link; failover times (from the result)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    hops_ = res.get("hops", {})
+    labels = ["cross-node hop", "hand-over"]
+    vals = [
+        hops_.get("cross_node_hop_ms", {}).get("p50", 0),
+        hops_.get("handover_ms", {}).get("p50", 0),
+    ]
+    axes[0].bar(labels, vals, color=["tab:blue", "tab:green"])
+    axes[0].axhline(2.0, ls="--", color="tab:blue", lw=1, label="hop target 2 ms")
+    axes[0].axhline(0.3, ls=":", color="tab:green", lw=1, label="hand-over target 0.3 ms")
+    axes[0].set_ylabel("p50 (ms)")
+    axes[0].set_title("Between stages (small bundles)")
+    axes[0].legend(fontsize=8)
+    cap = res.get("capped_link", {})
+    if "compact" in cap:
+        names = ["compact 64 B", "raw 250 KB"]
+        ms = [cap["compact"]["completion_ms"]["p50"], cap["raw"]["completion_ms"]["p50"]]
+        axes[1].bar(names, ms, color=["tab:green", "tab:red"])
+        axes[1].set_yscale("log")
+    axes[1].set_ylabel("completion p50 (ms, log)")
+    axes[1].set_title("A -> B -> C, B behind 0.574 Mbit/s")
+    fo = res.get("failover", {}).get("kill_to_first_substitute_run_s", {}).get("all") or []
+    if fo:
+        axes[2].hist(fo, bins=20, color="tab:purple")
+        axes[2].axvline(res["failover"]["down_after_s"], ls="--", color="k", lw=1,
+                        label="down_after")  # fmt: skip
+        axes[2].legend(fontsize=8)
+    axes[2].set_xlabel("kill -9 to first run done on the substitute (s)")
+    axes[2].set_title("Failover")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def accuracy(quick: bool) -> dict[str, Any]:
     from fades.testbed.road import RoadSim
     from fades.testbed.road_eval import evaluate_native
@@ -514,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_avg_end"] = os.getloadavg()
     meta["wall_s"] = time.perf_counter() - t0
     path = write_json(RESULTS / "pipelines.json", {"meta": meta, "pipelines": res})
+    costs_plot(res, RESULTS / "pipelines_costs.png")
     log(f"wrote {path}")
     return 0
 
