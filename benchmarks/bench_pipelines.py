@@ -25,7 +25,9 @@ Sections (each against a baseline measured in the same run):
 6. failover (``_pipefail.py``): a node SIGKILLed mid-stream, ``reps`` times: runs lost, finales
    duplicated, time from the kill to the first run completed by the substitute;
 7. capped link (``_pipelink.py``): the middle node of A -> B -> C behind the 0.574 / 45.38
-   Mbit/s link, compact (64 B) against raw (250 KB) bundles from A to B.
+   Mbit/s link, compact (64 B) against raw (250 KB) bundles from A to B;
+8. black ice through the pipeline (``_pipeice.py``): the road replayed at chosen instants,
+   the warning on its subject against the truth and the native decision, and its latency.
 
 Usage: ``python benchmarks/bench_pipelines.py [--quick]``; writes
 ``results/pipelines.json`` and ``results/pipelines_*.png`` (drawn by ``_pipeplots.py``).
@@ -61,7 +63,6 @@ from fades.pipelines.bundles import BundleIO
 from fades.pipelines.protocol import (
     EVENTS_STREAM,
     PLANS_BUCKET,
-    SINGLE,
     TRIGGER,
     Assignment,
     Bundle,
@@ -156,6 +157,8 @@ class Bed:
         self.agents: dict[str, NodeAgent] = {}
         self.events: list[StageEvent] = []
         self.finales: dict[tuple[str, str], asyncio.Future[StageEvent]] = {}
+        #: more artifacts to install on every node
+        self.extra: list[Any] = []
         #: pipeline -> its finale stages (a stage no other stage comes after)
         self.last: dict[str, set[str]] = {}
 
@@ -165,7 +168,8 @@ class Bed:
         (home / "trusted" / f"{self.key.id}.pub").write_bytes(public_pem(self.key.public))
         store = FunctionStore(home / "artifacts", TrustStore.from_dir(home / "trusted"))
         store.add(runtime)
-        store.add(relay)
+        for art in (relay, *self.extra):
+            store.add(art)
         return home
 
     async def start(self, runtime: Any, relay: Any) -> Bed:
@@ -204,10 +208,10 @@ class Bed:
         spec = PipelineSpec.model_validate(plan.spec)
         now = time.time()
         for st in spec.stages:
-            if not st.after:
+            for a in plan.instances(st.name) if not st.after else ():
                 b = Bundle(pipeline=plan.pipeline, plan_version=plan.version, run=run,
-                           stage=st.name, instance=SINGLE, from_stage=TRIGGER, producer=TRIGGER,
-                           run_started_at=now, sent_at=now)  # fmt: skip
+                           stage=st.name, instance=a.instance, from_stage=TRIGGER,
+                           producer=TRIGGER, run_started_at=now, sent_at=now)  # fmt: skip
                 await self.io.send(b, None)
         return fut
 
@@ -434,6 +438,12 @@ async def bench(quick: bool, root: Path) -> dict[str, Any]:
     cap_root = root / "capped"
     cap_root.mkdir()
     res["capped_link"] = await capped(cap_root, key, runtime, relay, 3 if quick else 10, log)
+    log("8. black ice through the pipeline: road replayed at chosen instants")
+    from _pipeice import black_ice
+
+    ice_root = root / "ice"
+    ice_root.mkdir()
+    res["black_ice_pipeline"] = await black_ice(ice_root, key, runtime, 6 if quick else 40, log)
     reps = 3 if quick else 100
     log(f"6. failover: kill -9 the node running a stage mid-stream, {reps} times")
     from _pipefail import failover
