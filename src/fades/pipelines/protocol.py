@@ -107,6 +107,9 @@ class Assignment(BaseModel):
     mode: AssignmentMode = "run"
     #: why the planner chose this node (shown by ``fades pipeline plan``)
     reason: str = ""
+    #: the node the stage was planned on before a failover moved it (mode skip); it goes
+    #: back there, in mode run, when that node is up again
+    home: str | None = None
 
 
 class Plan(_Msg):
