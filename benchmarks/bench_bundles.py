@@ -227,13 +227,13 @@ def plot(res: dict[str, Any], path: Path) -> None:
     syncs = list(res["fabric"])
     cases = list(res["fabric"][syncs[0]])
     x = np.arange(len(cases))
-    w = 0.8 / len(syncs)
+    w = 0.8 / (len(syncs) + 1)  # room for the core-NATS baseline next to each group
     for k, s in enumerate(syncs):
         axes[0].bar(x + k * w, [res["fabric"][s][c]["bundles_per_s"] for c in cases], w, label=s)
         axes[1].bar(x + k * w, [res["fabric"][s][c]["hop"]["p50_ms"] for c in cases], w, label=s)
     axes[1].bar(x[:2] + len(syncs) * w,
                 [res["fabric"][syncs[0]][c]["core_hop"]["p50_ms"] for c in cases[:2]], w,
-                label="core NATS (no storage)")  # fmt: skip
+                label="core NATS, no storage (baseline)")  # fmt: skip
     for ax, title in ((axes[0], "throughput (bundles/s, log)"), (axes[1], "hop p50 (ms, log)")):
         ax.set_xticks(x + w / 2)
         ax.set_xticklabels(cases, fontsize=8)
@@ -243,7 +243,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ho = res["handover"]
     names = list(ho)
     axes[2].bar(names, [ho[n]["hop"]["p50_ms"] for n in names], color=["tab:green", "tab:gray"])
-    axes[2].set_title("stage a -> b hop p50 (ms), engine events")
+    axes[2].set_title("stage a -> b hop p50 (ms): one node vs two nodes")
     for i, n in enumerate(names):
         axes[2].text(i, ho[n]["hop"]["p50_ms"], f"{ho[n]['hop']['p50_ms']:.2f}", ha="center",
                      va="bottom")  # fmt: skip

@@ -211,8 +211,10 @@ class PipelineEngine:
 
         await self.arrive(bundle, value, received, Hold([d], after_ack=forget))
 
-    async def arrive(self, bundle: Bundle, value: Any, received: float, hold: Hold) -> None:
-        """One input for (run, stage, instance), from the stream or handed over in process."""
+    async def arrive(self, bundle: Bundle, value: Any, received: float | None, hold: Hold) -> None:
+        """One input for (run, stage, instance), from the stream or handed over in process
+        (``received`` None: now)."""
+        received = time.time() if received is None else received
         plan, spec = self.plans.get(bundle.pipeline), self.specs.get(bundle.pipeline)
         if plan is None or spec is None:
             await hold.release(ok=False)  # the plan went away meanwhile: leave it durable
@@ -362,7 +364,7 @@ class PipelineEngine:
                     self.counters["handovers"] += 1
                     size = 0 if skip else encoded_size(value)
                     b = b.model_copy(update={"bytes": size})
-                    self.spawn(self.arrive(b, value, time.time(), Hold([], parents=g.holds)))
+                    self.spawn(self.arrive(b, value, None, Hold([], parents=g.holds)))
                     continue
                 try:
                     sent += await self.require_io().send(b, value)
