@@ -13,7 +13,7 @@ Sections (each against a baseline measured in the same run):
    functions on 4 nodes; P4: two parallel chains on 3 nodes merging into one finale), 250 KB
    bundles, ``runs`` runs each, one at a time: ECDF of completion time (trigger -> finale);
    baseline: the same functions called natively in sequence;
-2. chains of 1, 2, 4, 8 functions round-robin over 3 nodes (small bundles): slope per
+2. chains of 2, 3, 4, 6, 8 functions round-robin over 3 nodes (small bundles): slope per
    function; the 8-stage chain with 250 KB bundles (target p50 <= 50 ms);
 3. hop costs from the stage events: a cross-node hop (target p50 <= 2 ms) and an in-process
    hand-over between stages on one node (target p50 <= 0.3 ms), small bundles; baseline: one
@@ -25,10 +25,12 @@ Sections (each against a baseline measured in the same run):
 6. failover (``_pipefail.py``): a node SIGKILLed mid-stream, ``reps`` times: runs lost, finales
    duplicated, time from the kill to the first run completed by the substitute;
 7. capped link (``_pipelink.py``): the middle node of A -> B -> C behind the 0.574 / 45.38
-   Mbit/s link, compact (64 B) against raw (250 KB) bundles from A to B.
+   Mbit/s link, compact (64 B) against raw (250 KB) bundles from A to B;
+8. black ice through the pipeline (``_pipeice.py``): the road replayed at chosen instants,
+   the warning on its subject against the truth and the native decision, and its latency.
 
 Usage: ``python benchmarks/bench_pipelines.py [--quick]``; writes
-``results/pipelines.json`` and ``results/pipelines_*.png``.
+``results/pipelines.json`` and ``results/pipelines_*.png`` (drawn by ``_pipeplots.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, log, parse_args, pct, summary, verdict, write_json
+from _pipeplots import costs_plot, ecdf_plot, slope_plot
 from fades.bus.nats import NatsBus
 from fades.fabric import EmbeddedNats, FabricSettings
 from fades.functions.build import build_python, build_runtime
@@ -60,7 +63,6 @@ from fades.pipelines.bundles import BundleIO
 from fades.pipelines.protocol import (
     EVENTS_STREAM,
     PLANS_BUCKET,
-    SINGLE,
     TRIGGER,
     Assignment,
     Bundle,
@@ -155,6 +157,8 @@ class Bed:
         self.agents: dict[str, NodeAgent] = {}
         self.events: list[StageEvent] = []
         self.finales: dict[tuple[str, str], asyncio.Future[StageEvent]] = {}
+        #: more artifacts to install on every node
+        self.extra: list[Any] = []
         #: pipeline -> its finale stages (a stage no other stage comes after)
         self.last: dict[str, set[str]] = {}
 
@@ -164,7 +168,8 @@ class Bed:
         (home / "trusted" / f"{self.key.id}.pub").write_bytes(public_pem(self.key.public))
         store = FunctionStore(home / "artifacts", TrustStore.from_dir(home / "trusted"))
         store.add(runtime)
-        store.add(relay)
+        for art in (relay, *self.extra):
+            store.add(art)
         return home
 
     async def start(self, runtime: Any, relay: Any) -> Bed:
@@ -203,10 +208,10 @@ class Bed:
         spec = PipelineSpec.model_validate(plan.spec)
         now = time.time()
         for st in spec.stages:
-            if not st.after:
+            for a in plan.instances(st.name) if not st.after else ():
                 b = Bundle(pipeline=plan.pipeline, plan_version=plan.version, run=run,
-                           stage=st.name, instance=SINGLE, from_stage=TRIGGER, producer=TRIGGER,
-                           run_started_at=now, sent_at=now)  # fmt: skip
+                           stage=st.name, instance=a.instance, from_stage=TRIGGER,
+                           producer=TRIGGER, run_started_at=now, sent_at=now)  # fmt: skip
                 await self.io.send(b, None)
         return fut
 
@@ -311,47 +316,14 @@ async def task_path_baseline(bed: Bed, k: int, nbytes: int, runs: int) -> list[f
     return out
 
 
-def ecdf_plot(series: dict[str, list[float]], native: dict[str, list[float]], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, xs in series.items():
-        x = np.sort(np.asarray(xs) * 1000)
-        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=f"{name} (pipeline)")
-    for name, xs in native.items():
-        x = np.sort(np.asarray(xs) * 1000)
-        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", ls=":", label=f"{name} native")
-    ax.set_xscale("log")
-    ax.set_xlabel("completion time, trigger to finale (ms, log)")
-    ax.set_ylabel("ECDF")
-    ax.set_title("Pipeline completion time, 250 KB bundles between functions")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def slope_plot(points: dict[int, list[float]], fit: tuple[float, float], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ks = sorted(points)
-    for k in ks:
-        ys = np.asarray(points[k]) * 1000
-        ax.scatter([k] * len(ys), ys, s=6, alpha=0.3, color="tab:blue")
-    ax.plot(ks, [pct(points[k], 50) * 1000 for k in ks], "o", color="tab:red", label="p50")
-    xs = np.linspace(min(ks), max(ks), 10)
-    ax.plot(xs, (fit[0] * xs + fit[1]) * 1000, "--", color="tab:red",
-            label=f"fit: {fit[0] * 1000:.1f} ms per function")  # fmt: skip
-    ax.set_xlabel("functions in the chain (round-robin over 3 nodes)")
-    ax.set_ylabel("completion time (ms)")
-    ax.set_title("Completion time grows linearly with the functions")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+async def guarded(coro: Any) -> dict[str, Any]:
+    """A later section's result, or why it failed (the sections before it are kept)."""
+    try:
+        out: dict[str, Any] = await coro
+        return out
+    except Exception as exc:  # reported in the JSON, not lost with the rest
+        log(f"   section failed: {exc!r}")
+        return {"error": repr(exc)}
 
 
 async def bench(quick: bool, root: Path) -> dict[str, Any]:
@@ -387,10 +359,10 @@ async def bench(quick: bool, root: Path) -> dict[str, Any]:
         ecdf_plot(topo, native, RESULTS / "pipelines_topologies_ecdf.png")
 
         # 2. slope per function (small bundles) and the 8-stage chain with 250 KB bundles
-        log("2. chains of 1, 2, 4, 8 functions over 3 nodes")
+        log("2. chains of 2, 3, 4, 6, 8 functions over 3 nodes")
         points: dict[int, list[float]] = {}
         chain_plans = {
-            k: make_plan(f"chain{k}", chain(k, ["n1", "n2", "n3"]), SMALL) for k in (1, 2, 4, 8)
+            k: make_plan(f"chain{k}", chain(k, ["n1", "n2", "n3"]), SMALL) for k in (2, 3, 4, 6, 8)
         }
         for k, cplan in chain_plans.items():
             points[k] = await sequential(bed, cplan, runs)
@@ -475,14 +447,26 @@ async def bench(quick: bool, root: Path) -> dict[str, Any]:
 
     cap_root = root / "capped"
     cap_root.mkdir()
-    res["capped_link"] = await capped(cap_root, key, runtime, relay, 3 if quick else 10, log)
+    res["capped_link"] = await guarded(
+        capped(cap_root, key, runtime, relay, 3 if quick else 10, log)
+    )
+    log("8. black ice through the pipeline: road replayed at chosen instants")
+    from _pipeice import black_ice
+
+    ice_root = root / "ice"
+    ice_root.mkdir()
+    res["black_ice_pipeline"] = await guarded(
+        black_ice(ice_root, key, runtime, 6 if quick else 40, log)
+    )
     reps = 3 if quick else 100
     log(f"6. failover: kill -9 the node running a stage mid-stream, {reps} times")
     from _pipefail import failover
 
     fail_root = root / "failover"
     fail_root.mkdir()
-    res["failover"] = await asyncio.to_thread(failover, fail_root, key, runtime, relay, reps, log)
+    res["failover"] = await guarded(
+        asyncio.to_thread(failover, fail_root, key, runtime, relay, reps, log)
+    )
     return res
 
 
@@ -514,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_avg_end"] = os.getloadavg()
     meta["wall_s"] = time.perf_counter() - t0
     path = write_json(RESULTS / "pipelines.json", {"meta": meta, "pipelines": res})
+    costs_plot(res, RESULTS / "pipelines_costs.png")
     log(f"wrote {path}")
     return 0
 
