@@ -10,7 +10,7 @@ import pytest
 
 from fades.errors import FunctionSourceError
 from fades.functions.build import build_python
-from fades.functions.modules import AVAILABLE, SDK, UNAVAILABLE, unavailable_reason
+from fades.functions.modules import AVAILABLE, SDK, STATE_SDK, UNAVAILABLE, unavailable_reason
 
 from .test_build import fades, keyed_home  # noqa: F401  (a fixture)
 
@@ -107,7 +107,7 @@ def test_the_lists_are_consistent() -> None:
     for m in AVAILABLE:
         assert unavailable_reason(m) is None, m
         top = m.split(".")[0]
-        assert top == SDK or top in sys.stdlib_module_names, m
+        assert top in (SDK, STATE_SDK) or top in sys.stdlib_module_names, m
     for m, why in UNAVAILABLE.items():
         assert unavailable_reason(m) == why
         assert unavailable_reason(m + ".x") == why

@@ -101,14 +101,19 @@ def test_a_lambda_global_fails_the_task_naming_it(home: Path, open_node: Any) ->
     assert rec.status == "done" and rec.result["last"]["count"] == 2
 
 
-def test_a_fenced_instance_stops(home: Path, open_node: Any) -> None:
+@pytest.mark.parametrize("policy", ["every", {"every_n": 100_000}])
+def test_a_fenced_instance_stops(home: Path, open_node: Any, policy: Any) -> None:
+    # whatever its policy (even one that would not save for hours), a stale instance stops
+    # before it runs more than the invocation in flight when the task moved
     orc = open_node(home).orchestrator
-    orc.submit(task("counter", "fen1", state={}))
+    orc.submit(task("counter", "fen1", state={"checkpoint": policy}))
     wait_for(lambda: len(orc.invocations("fen1")) >= 2)
     orc.checkpoints.claim("fen1", "node-b")  # the task moved to node-b
+    moved_at = len(orc.invocations("fen1"))
     rec = orc.wait("fen1", timeout=90)
     assert rec.status == "failed" and rec.error_kind == "Fenced", rec
     assert "task moved: another instance holds it (node node-b)" in (rec.error or "")
+    assert len(orc.invocations("fen1")) <= moved_at + 1
 
 
 def test_a_tampered_checkpoint_is_refused_on_restart(home: Path, open_node: Any) -> None:

@@ -21,10 +21,19 @@ from __future__ import annotations
 import ast
 import sys
 
-__all__ = ["AVAILABLE", "SDK", "UNAVAILABLE", "check_imports", "unavailable_reason"]
+__all__ = [
+    "AVAILABLE",
+    "SDK",
+    "STATE_SDK",
+    "UNAVAILABLE",
+    "check_imports",
+    "unavailable_reason",
+]
 
 #: The fades SDK module as the guest imports it (``fades.guest.fades_sdk`` on the host).
 SDK = "fades_sdk"
+#: The step-graph helper for stateful functions (``fades.guest.fades_state``; docs/state.md).
+STATE_SDK = "fades_state"
 
 #: Modules a function may import (a plain tuple of importable names, sorted; submodules that
 #: must be imported on their own are listed by their dotted name).
@@ -51,7 +60,7 @@ AVAILABLE: tuple[str, ...] = (
     "difflib",
     "enum",
     SDK,
-    "fades_state",
+    STATE_SDK,
     "fnmatch",
     "fractions",
     "functools",

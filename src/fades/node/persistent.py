@@ -107,6 +107,12 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
                 stopped = bound
                 break
             next_at = time.monotonic() + spec.period_s
+            if keeper is not None:
+                try:
+                    keeper.check()  # a stale instance stops before it runs one more
+                except Fenced as exc:
+                    fatal = exc
+                    break
             t0 = time.perf_counter()
             try:
                 blob, fetch_t, _ = orc._fetch(task)

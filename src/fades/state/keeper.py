@@ -4,7 +4,8 @@ Used by the persistent loop (:mod:`fades.node.persistent`). At start it claims t
 lease (fencing out any earlier instance) and loads the newest checkpoint; after each
 invocation it captures the sandbox's state when the task's policy says so (and always after
 the first invocation of a run, so a function whose state cannot be captured fails at once,
-naming the global); on a clean stop it saves what is newer than the last checkpoint.
+naming the global); before each invocation it checks that its lease is still current; on a
+clean stop it saves what is newer than the last checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from fades.errors import FabricError, Fenced
 from fades.sandbox.base import Session
 from fades.state.base import Checkpoint, Checkpoints, Lease
 from fades.task import StateSpec
@@ -65,6 +67,28 @@ class StateKeeper:
             log.info("task %s: restoring its checkpoint at seq %d", self.task_id, ckpt.seq)
         self.saved_at = time.monotonic()
         return ckpt
+
+    def check(self) -> None:
+        """Raise Fenced now if another instance has claimed the task since our last write
+        (checked before each invocation, so a stale instance stops before it runs one, whatever
+        its checkpoint policy). A store that cannot say (or a fabric that does not answer) lets
+        the next save decide."""
+        owner = getattr(self.store, "owner", None)
+        if self.lease is None or owner is None:
+            return
+        try:
+            current = owner(self.task_id)
+        except FabricError as exc:
+            log.warning("task %s: lease not checked: %s", self.task_id, exc)
+            return
+        if current is None or current[1] != self.lease.token:
+            holder = f"node {current[0]}" if current else "nobody (the task was released)"
+            raise Fenced(
+                f"task moved: another instance holds it ({holder}); node {self.node}'s lease "
+                f"{self.lease.token} is stale",
+                task_id=self.task_id,
+                node=self.node,
+            )
 
     def due(self, seq: int) -> bool:
         """Whether a checkpoint is due now that ``seq`` invocations are done."""
