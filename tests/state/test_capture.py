@@ -3,6 +3,7 @@ what is captured and restored exactly, what is skipped as code, what is refused 
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime
 import decimal
@@ -13,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from fades.guest.fades_capture import StateNotCapturable, StateRestoreError, capture, restore
+from fades.guest.fades_capture import (
+    StateNotCapturable,
+    StateRestoreError,
+    _capture,
+    capture,
+    restore,
+)
 
 SOURCE = """
 import math
@@ -34,14 +41,23 @@ def module(extra: str = "") -> dict[str, Any]:
     return ns
 
 
-def round_trip(ns: dict[str, Any]) -> dict[str, Any]:
-    text = capture(ns, 1 << 20)
+@pytest.fixture(params=["fast", "tagged"])
+def encoding(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def round_trip(ns: dict[str, Any], encoding: str = "fast") -> dict[str, Any]:
+    if encoding == "fast":
+        text = capture(ns, 1 << 20)
+        assert text[:1] == "P"  # plain data takes the fast path
+    else:
+        text = _capture(ns, 1 << 20, track=False)
     fresh = module()
     restore(fresh, text)
     return fresh
 
 
-def test_plain_data_round_trips() -> None:
+def test_plain_data_round_trips(encoding: str) -> None:
     ns = module()
     shared = [1, 2]
     ns.update(
@@ -70,7 +86,7 @@ def test_plain_data_round_trips() -> None:
         a=shared,
         b2=shared,
     )
-    got = round_trip(ns)
+    got = round_trip(ns, encoding)
     for k in ("count", "neg", "f", "c", "s", "b", "ba", "t", "st", "fs", "d", "q", "od", "ct"):
         assert got[k] == ns[k] and type(got[k]) is type(ns[k]), k
     assert math.isnan(got["nan"]) and got["inf"] == float("-inf")
@@ -80,22 +96,21 @@ def test_plain_data_round_trips() -> None:
     assert callable(got["main"]) and got["Helper"].__name__ == "Helper"
 
 
-def test_cycles_survive() -> None:
+def test_cycles_survive(encoding: str) -> None:
     ns = module()
     loop: list[Any] = [1]
     loop.append(loop)
     me: dict[str, Any] = {}
     me["self"] = me
     ns.update(loop=loop, me=me)
-    got = round_trip(ns)
+    got = round_trip(ns, encoding)
     assert got["loop"][1] is got["loop"] and got["me"]["self"] is got["me"]
 
 
 def test_code_is_skipped_not_captured() -> None:
-    text = capture(module(), 1 << 20)
-    assert "main" not in text and "Helper" not in text and "math" not in text
-    assert "deque" not in text and "sqrt" not in text
-    assert len(text) < 100  # a counter's state is tiny
+    for text in (capture(module(), 1 << 20), _capture(module(), 1 << 20, track=False)):
+        assert restore({}, text) == ["count"]  # main, Helper, math, deque, sqrt are code
+        assert len(text) < 100  # a counter's state is tiny
 
 
 @pytest.mark.parametrize(
@@ -119,5 +134,7 @@ def test_limit_and_malformed() -> None:
         capture(ns, 4096)
     with pytest.raises(StateRestoreError):
         restore({}, "not json")
+    with pytest.raises(StateRestoreError, match=r"names os\.system"):
+        restore({}, "P" + base64.b64encode(b"cos\nsystem\n(S'true'\ntR.").decode())
     with pytest.raises(StateRestoreError, match="unknown tag"):
         restore({}, '{"v": 1, "g": {"x": ["zz", 1]}}')

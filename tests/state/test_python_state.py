@@ -79,14 +79,15 @@ def test_lambda_global_is_named(
 def test_hostile_function_corrupts_only_its_own_state(
     sandbox: PythonSandbox, blob: bytearray, signing_key: SigningKey
 ) -> None:
-    # it sabotages the encoder the capture uses: its snapshot is garbage, which fails its
-    # own restore cleanly; another function's state and the host are untouched
+    # it sabotages what the capture uses: its snapshot is garbage, which fails its own
+    # restore cleanly; another function's state and the host are untouched
     src = """
-    import json
+    import base64, json
     count = 0
     def main(data, params):
         global count
         count += 1
+        base64.b64encode = lambda *a, **k: b"garbage{"
         json.dumps = lambda *a, **k: "garbage{"
         return count
     """

@@ -18,7 +18,13 @@ Anything else (a generator, a lambda, an open file, an instance of a class) rais
 A :class:`fades_state.StepGraph` held in a global is captured as its position and ``kv``
 (``["obj", "StepGraph", state]``) and restored into the graph the module re-creates.
 
-Format: ``{"v": 1, "g": {name: value}}`` where a value is a JSON scalar (None, bool, int,
+Two encodings, told apart by their first character. The fast one (``P`` + base64) is the C
+pickler restricted to the types above (anything else is refused before it is written, and
+restoring names only those classes); the sandbox is the security boundary, and a pickle
+comes only from the function's own sandbox. When the fast path refuses (a step graph, or
+something not capturable), the tagged JSON encoder decides, and names the culprit.
+
+Tagged format: ``{"v": 1, "g": {name: value}}`` where a value is a JSON scalar (None, bool, int,
 str, finite float) or a list ``[tag, ...]``.
 """
 
@@ -29,7 +35,9 @@ import collections
 import datetime
 import decimal
 import fractions
+import io
 import json
+import pickle
 import types
 from typing import Any, NoReturn
 
@@ -207,6 +215,70 @@ def _defaultdict(e: _Encoder, v: Any, p: str, d: int) -> list[Any]:
     return ["dd", None if f is None else f.__name__, e.items(v, p, d)]
 
 
+_PICKLE_OBJECTS = frozenset(
+    {
+        complex,
+        collections.deque,
+        collections.OrderedDict,
+        collections.Counter,
+        collections.defaultdict,
+        decimal.Decimal,
+        fractions.Fraction,
+        datetime.date,
+        datetime.time,
+        datetime.datetime,
+        datetime.timedelta,
+    }
+)
+#: classes a pickled state may name (the objects above, defaultdict factories, UTC)
+_PICKLE_CLASSES = {
+    (c.__module__, c.__qualname__): c
+    for c in (*_PICKLE_OBJECTS, *_FACTORIES.values(), datetime.timezone)
+}
+
+
+class _Refuse(Exception):
+    """Something the fast path cannot vouch for: let the tagged encoder decide (and name it)."""
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles plain data only: anything else is refused (the C pickler handles list, dict,
+    tuple, set, frozenset, str, bytes, bytearray, int, float, bool and None itself)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t in _PICKLE_OBJECTS:
+            if t is collections.defaultdict:
+                f = obj.default_factory
+                if f is not None and _FACTORIES.get(getattr(f, "__name__", "")) is not f:
+                    raise _Refuse
+            return NotImplemented
+        if isinstance(obj, type) and (obj.__module__, obj.__qualname__) in _PICKLE_CLASSES:
+            return NotImplemented
+        if obj is datetime.UTC:
+            return NotImplemented
+        raise _Refuse
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        cls = _PICKLE_CLASSES.get((module, name))
+        if cls is None:
+            raise StateRestoreError(f"the captured state names {module}.{name:.60}")
+        return cls
+
+
+def _fast(values: dict[str, Any]) -> str | None:
+    """The pickled form of ``values`` (about 30x faster than the tagged encoder inside the
+    sandbox), or None when something in it needs the tagged encoder's judgement."""
+    buf = io.BytesIO()
+    try:
+        _Pickler(buf, protocol=5).dump(values)
+    except (_Refuse, RecursionError, pickle.PicklingError, TypeError, ValueError):
+        return None
+    return "P" + base64.b64encode(buf.getvalue()).decode()
+
+
 def capture(namespace: dict[str, Any], limit: int) -> str:
     """The globals of ``namespace`` that hold data, as a tagged JSON text of at most
     ``limit`` characters.
@@ -214,10 +286,15 @@ def capture(namespace: dict[str, Any], limit: int) -> str:
     Raises:
         StateNotCapturable: a global holds something else, or the state is too large.
     """
-    try:
-        text = _capture(namespace, limit, track=False)
-    except StateNotCapturable:  # once more, building paths, to name where it failed
-        text = _capture(namespace, limit, track=True)
+    data = {k: v for k, v in namespace.items() if type(k) is str and not _is_code(k, v)}
+    text = None
+    if not any(type(v) in _GRAPHS for v in data.values()):
+        text = _fast(data)
+    if text is None:
+        try:
+            text = _capture(namespace, limit, track=False)
+        except StateNotCapturable:  # once more, building paths, to name where it failed
+            text = _capture(namespace, limit, track=True)
     if len(text) > limit:
         raise StateNotCapturable(
             f"the function's state is {len(text)} bytes, over the limit of {limit} bytes "
@@ -310,6 +387,21 @@ class _Decoder:
 
 def restore(namespace: dict[str, Any], text: str | bytes) -> list[str]:
     """Put the globals captured in ``text`` back into ``namespace``; returns their names."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    if text[:1] == "P":
+        try:
+            found = _Unpickler(io.BytesIO(base64.b64decode(text[1:]))).load()
+        except StateRestoreError:
+            raise
+        except Exception as exc:
+            raise StateRestoreError(
+                f"the captured state is malformed ({type(exc).__name__})"
+            ) from None
+        if not isinstance(found, dict):
+            raise StateRestoreError("the captured state is not a mapping of globals")
+        namespace.update(found)
+        return sorted(found)
     try:
         doc = json.loads(text)
         if not isinstance(doc, dict) or doc.get("v") != FORMAT:

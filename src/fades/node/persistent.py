@@ -24,7 +24,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from fades.errors import FabricError, FadesError, Fenced, SandboxError, StateError, TaskCancelled
+from fades.errors import (
+    CheckpointRejected,
+    FabricError,
+    FadesError,
+    Fenced,
+    SandboxError,
+    StateError,
+    TaskCancelled,
+)
 from fades.node.handoff import MOVED, handoffs, left, taken_elsewhere
 from fades.sandbox.base import Limits, Session
 from fades.state.keeper import StateKeeper
@@ -164,8 +172,8 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
         left(orc, task, seq, "moved to another node", keeper=keeper)
         return
     if fatal is not None:
-        if not isinstance(fatal, Fenced) and keeper is not None:
-            keeper.release()
+        if keeper is not None and not isinstance(fatal, (Fenced, CheckpointRejected)):
+            keeper.release()  # (a refused checkpoint is kept for inspection)
         orc.store.fail(task.id, fatal.kind, f"stopped after {seq} invocation(s): {fatal}")
         log.warning("stateful task %s stopped: %s", task.id, fatal)
         return
