@@ -228,6 +228,11 @@ def run_criu(n: int, tmp: Path) -> dict[str, Any]:
             out["error"] = err
         if times:
             out.update(runs=len(times), dump_restore=stats_ms(times), image_bytes=max(sizes))
+    if "error" in out:
+        out["podman"] = (
+            "not tried: 'podman container checkpoint' drives this same CRIU, which stops at "
+            "its kernel feature check on this kernel (the error above)"
+        )
     low_t, low_b = _lower_bound(src, tmp, n)
     out["lower_bound"] = {
         "what": "private memory of the stopped counter process copied out of /proc/PID/mem "

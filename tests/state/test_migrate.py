@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from fades.client import FadesClient
-from fades.errors import BadRequest, MigrationFailed, UnknownNode
+from fades.errors import BadRequest, MigrationFailed, TaskNotFound, UnknownNode
 from fades.fabric.server import free_port
 from fades.functions.artifact import Artifact
 from fades.functions.build import build_python
@@ -97,6 +97,13 @@ class Cluster:
         home = self.root / "controller"
         (home / "trusted").mkdir(parents=True, exist_ok=True)
         (home / "trusted" / f"{self.key.id}.pub").write_bytes(public_pem(self.key.public))
+        self.visitor = "visitor-token-0123456789"
+        tokens_file = home / "tokens.yaml"
+        tokens_file.write_text(
+            yaml.safe_dump({"tokens": {"facilities-token-0123456789": "facilities",
+                                       self.visitor: "visitor"}})
+        )  # fmt: skip
+        tokens_file.chmod(0o600)
         port = free_port()
         self._start(
             "controller",
@@ -259,6 +266,9 @@ def test_a_migration_under_load_loses_and_repeats_nothing(
         assert 0 < receipt["state_bytes"] <= 1024
         assert cluster.status("a", tid) == "moved"
         assert c.get(tid)["node"] == "b"
+        # another tenant cannot see it, let alone move it
+        with FadesClient(cluster.url, cluster.visitor) as other, pytest.raises(TaskNotFound):
+            other.migrate(tid, "a")
         # and back and forth over HTTP
         for to in ("a", "b", "a"):
             seq = cluster.invocations("b" if to == "a" else "a", tid)[-1][0]
