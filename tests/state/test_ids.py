@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fades.errors import Fenced
+from fades.errors import Fenced, FunctionCrashed
 from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.guest import fades_sdk
@@ -132,7 +132,7 @@ def test_sandboxed_detector_raises_the_same_alerts(
     assert alerts == run_native(native_detector(), inputs)
     assert all(r["detected"] == r["attacks"] for r in score(traffic, alerts).values())
     # a bad input is refused with a clear error, and the detector keeps serving
-    with pytest.raises(Exception, match="packets"):
+    with pytest.raises(FunctionCrashed, match="the detector reads a dataset named 'packets'"):
         session.invoke(encode({}, inputs={}))
     with sandbox.open(ids_fn, LIMITS) as s:
         assert s.invoke(inputs[0]).value["packets"] > 0

@@ -1,6 +1,6 @@
 """The detector on a real node: packets come from the ``packets`` connector replaying a
 capture as a live link, the detector runs as a persistent task in a worker process, and the
-node restarts in the middle of a (compressed) slow scan. The stateful task resumes from its
+node restarts 40 % into a (compressed) slow scan. The stateful task resumes from its
 checkpoint and raises the slow-scan alert; the same task without ``state`` starts over after
 the restart and never sees enough of the scan. Also: the connector's errors name the line."""
 
@@ -19,16 +19,27 @@ from fades.task import Selector
 from fades.testbed.traffic import generate, write_jsonl
 
 IDS = (Path(__file__).resolve().parents[2] / "examples" / "functions" / "ids.py").read_text()
-#: the detector's windows for a scan compressed 10x: 60 probes, one every 0.5 s
+#: the detector's windows for a compressed scan: 60 probes, one every 0.75 s (not 5 s)
 PARAMS = {"window_s": 1.0, "slow_window_s": 120.0}
 
 
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = 120.0) -> Any:
+def wait_for(
+    what: str, cond: Callable[[], Any], timeout: float = 120.0, why: Callable[[], Any] = str
+) -> Any:
     deadline = time.monotonic() + timeout
     while not (got := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {why()}"
         time.sleep(0.05)
     return got
+
+
+def story(orc: Any, task_id: str) -> list[Any]:
+    """What each invocation of a task did (for a failure message)."""
+    return [
+        (inv["seq"], inv["ok"], inv["error"] if not inv["ok"] else inv["result"]["packets"],
+         None if not inv["ok"] else inv["result"]["packets_seen"])
+        for inv in orc.invocations(task_id)
+    ] + [orc.get(task_id).status, orc.get(task_id).error]  # fmt: skip
 
 
 def detector_task(task_id: str, stateful: bool) -> dict[str, Any]:
@@ -64,7 +75,7 @@ def test_a_stateful_detector_sees_the_slow_scan_across_a_restart(
     tmp_path: Path, prepare_home: Callable[..., Path], open_node: Callable[..., Any]
 ) -> None:
     traffic = generate(
-        5, attacks=["slow_scan"], duration_s=45, conn_rate=4, slow_interval_s=0.5,
+        5, attacks=["slow_scan"], duration_s=55, conn_rate=4, slow_interval_s=0.75,
         slow_start_s=4.0,
     )  # fmt: skip
     (scan,) = traffic.attacks
@@ -86,13 +97,15 @@ def test_a_stateful_detector_sees_the_slow_scan_across_a_restart(
         },
     )
     shift = start_at - traffic.packets[0].ts
-    middle = shift + (scan.start + scan.end) / 2
+    # 24 probes before the restart (below the 40 that make a scan), 36 after: the fresh task
+    # cannot reach 40, the stateful one has about 12 s of slack for the restart
+    middle = shift + scan.start + 0.4 * (scan.end - scan.start)
     node = open_node(home)
     node.orchestrator.submit(detector_task("ids-state", True))
     node.orchestrator.submit(detector_task("ids-plain", False))
-    wait_for("the middle of the scan", lambda: time.time() >= middle)
+    wait_for("40 % of the scan", lambda: time.time() >= middle)
     for tid in ("ids-state", "ids-plain"):
-        assert not alerts(node.orchestrator, tid)  # half a slow scan is not yet a scan
+        assert not alerts(node.orchestrator, tid)  # part of a slow scan is not yet a scan
     node.close()  # both stay running and resume on the next start
     restarted_at = time.time()
     node = open_node(home)
@@ -100,6 +113,7 @@ def test_a_stateful_detector_sees_the_slow_scan_across_a_restart(
     found = wait_for(
         "the stateful detector's slow-scan alert",
         lambda: [a for a in alerts(orc, "ids-state") if a["kind"] == "slow_scan"],
+        why=lambda: story(orc, "ids-state"),
     )
     assert found[0]["src"] == scan.src and found[0]["ts"] - shift > 0
     assert found[0]["ts"] >= restarted_at - 1.0  # raised after the restart, from kept state

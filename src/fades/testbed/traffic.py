@@ -20,8 +20,9 @@ Attacks (nmap's probe shapes; the target has 22, 80 and 443 open for TCP, 53 and
 * ``slow_scan``: a SYN scan of ``slow_ports`` ports, one probe every ``slow_interval_s``
   seconds (minutes in all).
 
-The node sees packets as an ordinary dataset (:func:`to_dataset`): one reading per packet,
-so the broker, the FDS1 wire format and the sandbox need nothing new.
+The node sees packets as an ordinary dataset (:func:`to_dataset`, from the ``packets``
+connector): one reading per packet, so the broker, the FDS1 wire format and the sandbox need
+nothing new. :func:`write_jsonl` saves a trace as a capture that connector reads.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fades.broker.base import Dataset
+from fades.broker.connectors.packets import Packet, encode_value, to_dataset
 
 BENIGN = "benign"
 ATTACK_KINDS = (
@@ -53,21 +54,6 @@ OPEN_TCP = (22, 80, 443)
 OPEN_UDP = (53, 123)
 #: the default start of the trace (epoch seconds, 2023-11-14)
 T0 = 1_700_000_000.0
-
-
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One packet as a sensor on the link sees it. ``flags`` are TCP flags in ``FSRPAU``
-    order ("" for none; always "" for UDP)."""
-
-    ts: float
-    src: str
-    dst: str
-    sport: int
-    dport: int
-    proto: str  # "tcp" | "udp"
-    flags: str
-    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,24 +265,6 @@ def write_jsonl(packets: Sequence[Packet], path: str | Path) -> Path:
     return path
 
 
-def encode_value(sport: int, dport: int) -> float:
-    """How a packet's ports travel in a dataset's ``value`` column: ``dport * 65536 + sport``."""
-    return float(dport * 65536 + sport)
-
-
-def to_dataset(packets: Sequence[Packet]) -> Dataset:
-    """Packets as a dataset the node serves like any other (one reading per packet):
-    ``ts``; ``value`` = :func:`encode_value`; ``sensor_type`` = ``"tcp:FLAGS"`` or ``"udp:"``;
-    ``location`` = source address; ``device`` = destination address. Labels stay out."""
-    return Dataset.from_records(
-        [p.ts for p in packets],
-        [encode_value(p.sport, p.dport) for p in packets],
-        [f"{p.proto}:{p.flags}" for p in packets],
-        [p.src for p in packets],
-        [p.dst for p in packets],
-    )
-
-
 def score(traffic: Traffic, alerts: Sequence[dict[str, object]]) -> dict[str, dict[str, float]]:
     """Alerts against the labels, per kind: ``attacks`` (instances in the trace), ``detected``
     (an alert of that kind for the attack's source), ``false_positives`` (alerts of that kind
@@ -327,3 +295,18 @@ def score(traffic: Traffic, alerts: Sequence[dict[str, object]]) -> dict[str, di
         if row["detected"]:
             row["delay_s"] /= row["detected"]
     return out
+
+
+__all__ = [
+    "ATTACK_KINDS",
+    "BENIGN",
+    "T0",
+    "Attack",
+    "Packet",
+    "Traffic",
+    "encode_value",
+    "generate",
+    "score",
+    "to_dataset",
+    "write_jsonl",
+]

@@ -1,6 +1,6 @@
 """A packet connector: a capture of network packets served as a dataset, for detectors.
 
-Each packet is one reading (see :func:`fades.testbed.traffic.to_dataset`): ``ts``; ``value`` =
+Each packet is one reading (:func:`to_dataset`): ``ts``; ``value`` =
 destination port * 65536 + source port; ``sensor_type`` = ``"tcp:FLAGS"`` or ``"udp:"``;
 ``location`` = source address; ``device`` = destination address. So the broker, the
 selectors (a source is a ``location``, a time window is ``last_seconds``), the FDS1 wire
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,39 @@ MAX_PACKETS = 2_000_000
 _FIELDS = ("ts", "src", "dst", "sport", "dport", "proto", "flags")
 
 
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One packet as a sensor on the link sees it. ``flags`` are TCP flags in ``FSRPAU``
+    order ("" for none; always "" for UDP)."""
+
+    ts: float
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    proto: str  # "tcp" | "udp"
+    flags: str
+    label: str = ""
+
+
+def encode_value(sport: int, dport: int) -> float:
+    """How a packet's ports travel in a dataset's ``value`` column: ``dport * 65536 + sport``."""
+    return float(dport * 65536 + sport)
+
+
+def to_dataset(packets: Sequence[Packet]) -> Dataset:
+    """Packets as a dataset the node serves like any other (one reading per packet):
+    ``ts``; ``value`` = :func:`encode_value`; ``sensor_type`` = ``"tcp:FLAGS"`` or ``"udp:"``;
+    ``location`` = source address; ``device`` = destination address. Labels stay out."""
+    return Dataset.from_records(
+        [p.ts for p in packets],
+        [encode_value(p.sport, p.dport) for p in packets],
+        [f"{p.proto}:{p.flags}" for p in packets],
+        [p.src for p in packets],
+        [p.dst for p in packets],
+    )
+
+
 def _bad(path: Path, line: int, why: str) -> ConnectorError:
     return ConnectorError(f"packet capture {path}, line {line}: {why}", connector="packets")
 
@@ -56,8 +91,6 @@ def read_capture(path: Path, max_packets: int = MAX_PACKETS) -> Dataset:
         ConnectorError: the file is missing, a line is not a packet (named), or it holds
             more than ``max_packets`` packets.
     """
-    from fades.testbed.traffic import Packet, to_dataset
-
     packets: list[Packet] = []
     try:
         f = path.open(encoding="utf-8")
