@@ -76,7 +76,7 @@ class Meter:
         self.pids = {"controller": cluster.procs["controller"].pid}
         for name in cluster.names:
             self.pids[name] = cluster.procs[name].pid
-        npid = nats_pid(cluster)
+        npid = nats_pid(cluster) or getattr(cluster.procs.get("nats"), "pid", None)
         if npid is not None:
             self.pids["nats"] = npid
         self.t0: dict[str, float] = {}
@@ -161,10 +161,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
     modes = [m for m in order if m in res["modes"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
-    parts = [
-        "controller",
-        *[k for k in res["modes"][modes[0]]["cpu_ms_per_task"] if k != "controller"],
-    ]
+    parts = ["controller"]
+    for m in modes:
+        parts += [k for k in res["modes"][m]["cpu_ms_per_task"] if k not in parts]
     width = 0.8 / len(modes)
     for j, m in enumerate(modes):
         cpu = res["modes"][m]["cpu_ms_per_task"]
@@ -172,9 +171,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
         label = LABELS.get(m, m.replace("_", " "))
         ax.bar(xs, [cpu.get(p, 0.0) for p in parts], width, label=label)
         for x, p in zip(xs, parts, strict=True):
-            ax.text(
-                x, cpu.get(p, 0.0), f"{cpu.get(p, 0.0):.2f}", ha="center", va="bottom", fontsize=7
-            )
+            v = cpu.get(p)
+            text = "n/m" if v is None else f"{v:.2f}"  # not measured in that run
+            ax.text(x, v or 0.0, text, ha="center", va="bottom", fontsize=7)
     ax.axhline(1.0, color="red", ls=":", lw=1, label="target: controller 1 ms")
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(parts))], parts)
     ax.set_ylabel("CPU ms per task")

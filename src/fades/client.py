@@ -215,7 +215,7 @@ class FadesClient:
                                 yield item
                                 if remaining is not None and not remaining:
                                     return
-                        elif event == "behind" and last is None:
+                        elif event in ("open", "behind") and last is None:
                             last = json.loads(data).get("last_event_id")
                         elif event == "end" and send_ids is not None:
                             return

@@ -89,6 +89,13 @@ def test_a_live_stream_gets_outcomes_as_they_are_stored_and_only_the_tenants(
         assert [d["task_id"] for e, _, d in events if e == "outcome"] == [theirs]
         with pytest.raises(Exception, match=r"silent|no outcome"):
             list(v.results([mine], timeout=3))
+    # streams the clients left are closed on the server too (nothing left subscribed)
+    assert bed.controller is not None
+    hub = bed.controller.recorder.listeners[0].__self__  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while hub.open_streams and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hub.open_streams == 0
     assert httpx.get(bed.url + "/v1/results/stream", timeout=10).status_code == 401
 
 

@@ -7,7 +7,9 @@ stored::
     event: outcome
     data: {"task_id": "t1", "status": "done", "result": ..., ...}
 
-The ``id`` is the outcome's event id in ``controller.db`` (increasing). A client that
+The stream opens with ``event: open`` naming the event id it starts after
+(``{"last_event_id": N}``). The ``id`` is the outcome's event id in ``controller.db``
+(increasing). A client that
 reconnects with ``Last-Event-ID: 42`` (or ``?since=42``) gets every outcome stored after it,
 from the database, then live ones: each outcome once. With ``task_id`` filters the stream
 starts from the beginning for those tasks (outcomes stored before the client connected are
@@ -136,6 +138,7 @@ class StreamHub:
             remaining -= await asyncio.to_thread(store.ended_by, tenant, sorted(remaining), since)
         last = since
         with self.subscribed(tenant, ids) as sub:
+            yield _message(None, "open", json.dumps({"last_event_id": since}))
             sent: set[int] = set()  # ids sent from the database (live copies are skipped)
             id_list = sorted(ids) if ids is not None else None
             while True:
