@@ -24,62 +24,12 @@ from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.migrate_routes import router as migrate_router
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, TaskInfo
 from fades.controller.service import Controller
+from fades.controller.statuses import error_body, status_of
 from fades.controller.store import TaskRecord
-from fades.errors import (
-    ArtifactError,
-    ArtifactFormatError,
-    BadRequest,
-    ControllerError,
-    DuplicateTask,
-    FabricError,
-    FadesError,
-    Forbidden,
-    NodeUnavailable,
-    NoPlacement,
-    PayloadTooLarge,
-    PipelineExists,
-    PipelineNotFound,
-    PipelineValidationError,
-    QueueFull,
-    RollbackRefused,
-    SignatureError,
-    SignerNotTrusted,
-    TaskNotCancellable,
-    TaskNotFound,
-    TaskValidationError,
-    Unauthorized,
-    UnknownNode,
-    UnsupportedContentType,
-)
+from fades.errors import FadesError
 
 log = logging.getLogger("fades.controller")
 
-#: HTTP status per error class (the first match in this order wins)
-STATUS: list[tuple[type[FadesError], int]] = [
-    (PipelineValidationError, 422),
-    (PipelineNotFound, 404),
-    (PipelineExists, 409),
-    (QueueFull, 429),
-    (TaskValidationError, 400),
-    (BadRequest, 400),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (TaskNotFound, 404),
-    (UnknownNode, 404),
-    (ArtifactFormatError, 422),
-    (SignatureError, 422),
-    (ArtifactError, 404),
-    (DuplicateTask, 409),
-    (TaskNotCancellable, 409),
-    (SignerNotTrusted, 422),
-    (RollbackRefused, 409),
-    (PayloadTooLarge, 413),
-    (UnsupportedContentType, 415),
-    (NoPlacement, 422),
-    (NodeUnavailable, 503),
-    (FabricError, 503),
-    (ControllerError, 400),
-]
 
 #: longest ``?wait=`` a GET may block (seconds)
 MAX_WAIT_S = 60.0
@@ -119,21 +69,6 @@ def task_info(rec: TaskRecord) -> TaskInfo:
             "digest": ended.get("digest") or rec.digest,
         }
     )
-
-
-def status_of(exc: FadesError) -> int:
-    for cls, code in STATUS:
-        if isinstance(exc, cls):
-            return code
-    return 500
-
-
-def error_body(exc: FadesError) -> dict[str, Any]:
-    """The JSON of a refusal: ``detail``, ``error_kind`` and, for a task, ``problems``."""
-    body: dict[str, Any] = {"detail": str(exc), "error_kind": exc.kind}
-    if isinstance(exc, TaskValidationError) and exc.problems:
-        body["problems"] = [{"field": f, "reason": r} for f, r in exc.problems]
-    return body
 
 
 class ContainErrors:

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from fades.controller import bodies
 from fades.controller.auth import Tenant
+from fades.controller.statuses import error_body, status_of
 from fades.controller.stream import MAX_STREAM_IDS, StreamHub
 from fades.errors import BadRequest, FadesError, TaskValidationError
 
@@ -47,7 +48,6 @@ async def submit_batch(
 ) -> list[dict[str, Any]]:
     """Submit every task concurrently (so their writes share commits); one result per task,
     in order: the receipt with ``accepted: true``, or the refusal with ``accepted: false``."""
-    from fades.controller.api import error_body, status_of
 
     async def one(i: int, raw: Any) -> dict[str, Any]:
         tid = _task_id(raw)

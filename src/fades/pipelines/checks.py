@@ -113,14 +113,11 @@ def graph_problems(stages: Iterable[StageSpec]) -> list[tuple[str, str]]:
         return problems
     fed = {a for s in stages for a in s.after}
     for s in stages:
-        if not s.after and s.name not in fed:
+        if len(stages) > 1 and not s.after and s.name not in fed:
             problems.append(
                 (
                     f"stages.{s.name}.after",
-                    "a pipeline needs at least two connected stages; run a single function as "
-                    "a task (fades submit)"
-                    if len(stages) == 1
-                    else "the stage is not connected: it comes after no stage and no stage "
+                    "the stage is not connected: it comes after no stage and no stage "
                     "comes after it",
                 )
             )

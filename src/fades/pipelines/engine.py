@@ -337,7 +337,7 @@ class PipelineEngine:
                     "value": rec.result}  # fmt: skip
             with contextlib.suppress(FadesError):
                 await self.agent.require_bus().send(st.publish, json.dumps(note).encode())
-        finale = spec.role(stage) == "finale"
+        finale = spec.is_finale(stage)
         await self._event(pipeline, run, stage, instance, "done", started, timing=timing,
                           bytes_in=bytes_in, bytes_out=out,
                           result=rec.result if finale else None)  # fmt: skip

@@ -260,7 +260,7 @@ class PipelineService(Views):
         message ids make a second publish of the same run a no-op within the stream's
         duplicate window)."""
         for a in plan.assignments:
-            if spec.role(a.stage) != "start":
+            if not spec.is_start(a.stage):
                 continue
             b = Bundle(
                 pipeline=plan.pipeline,

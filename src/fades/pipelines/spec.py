@@ -315,9 +315,19 @@ class PipelineSpec(_Strict):
         return [s.name for s in self.stages if name in s.after]
 
     def role(self, name: str) -> Role:
+        """The stage's role for display; a pipeline of one stage shows it as ``start``, and
+        it is both (:meth:`is_start`, :meth:`is_finale`)."""
         if not self.stage(name).after:
             return "start"
         return "finale" if not self.downstream(name) else "midsection"
+
+    def is_start(self, name: str) -> bool:
+        """A run's trigger goes to this stage (it comes after no stage)."""
+        return not self.stage(name).after
+
+    def is_finale(self, name: str) -> bool:
+        """This stage's result is a run's result (no stage comes after it)."""
+        return not self.downstream(name)
 
     def roles(self) -> dict[str, Role]:
         """Every stage's role, in spec order."""

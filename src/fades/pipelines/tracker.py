@@ -86,7 +86,7 @@ class Tracker:
             finales = {
                 s.name: {a.instance for a in plan.instances(s.name)}
                 for s in spec.stages
-                if spec.role(s.name) == "finale"
+                if spec.is_finale(s.name)
             }
             found = self._specs[key] = (spec, finales)
             if len(self._specs) > 256:
