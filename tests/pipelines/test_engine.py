@@ -50,8 +50,8 @@ def main(data, params):
 }
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 300))
+def run(coro: Any, timeout: float = 300) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:

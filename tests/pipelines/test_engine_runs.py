@@ -91,29 +91,52 @@ def test_a_flood_of_readings_is_bounded_by_the_queue_and_drops_are_counted(
             await h.put_plan(plan)
             eng = ags["n1"].pipelines
             await wait_for(lambda: plan.pipeline in eng.triggers.listening, 20, "listening")
-            await asyncio.sleep(0.5)  # the subscription reaches the server
-            before = rss_mib()
-            t0 = time.time()  # one reading per millisecond of sensor time: distinct runs
-            for i in range(FLOOD):
-                reading = {"value": i % 7, "ts": t0 + i / 1000}
-                await h.bus.send("sensors.n1.road.surface_temp", json.dumps(reading).encode())
-                if i % 2000 == 0:
-                    await h.bus.nc.flush()
-            await h.bus.nc.flush()
             c = eng.counters
-            await wait_for(lambda: c["triggered"] + c["dropped"] >= FLOOD, 180,
-                           f"every reading handled: {c}")  # fmt: skip
-            grew = rss_mib() - before
+            while c["triggered"] + c["dropped"] == 0:  # the subscription reached the server
+                warm = {"value": 1, "ts": time.time()}
+                await h.bus.send("sensors.n1.road.surface_temp", json.dumps(warm).encode())
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(0.5)
+            base = c["triggered"] + c["dropped"]
+
+            async def drained() -> bool:  # the node keeps serving: the queued runs are done
+                st = await h.bus.js.stream_info(bundle_stream("flood"))
+                return st.state.messages == 0 and not eng.collector.open
+
+            async def flood(start: int, n: int) -> float:
+                """``n`` readings (distinct sensor times: distinct runs), handled and drained;
+                returns the RSS then (the least of a few samples: a stage submit reads the
+                runtime artifact, a transient of its size)."""
+                t0 = time.time() + 10
+                for i in range(start, start + n):
+                    reading = {"value": i % 7, "ts": t0 + i / 1000}
+                    await h.bus.send("sensors.n1.road.surface_temp", json.dumps(reading).encode())
+                    if i % 2000 == 0:
+                        await h.bus.nc.flush()
+                await h.bus.nc.flush()
+                await wait_for(lambda: c["triggered"] + c["dropped"] >= base + start + n, 420,
+                               f"every reading handled: {c}")  # fmt: skip
+                await wait_for(drained, 120, "the flood's queued runs done")
+                samples = []
+                for _ in range(5):
+                    samples.append(rss_mib())
+                    await asyncio.sleep(0.2)
+                return min(samples)
+
+            half = FLOOD // 2
+            mid = await flood(0, half)  # includes the node's one-off costs (sandbox runtime)
+            end = await flood(half, half)
             info = await h.bus.js.stream_info(bundle_stream("flood"))
-            assert info.state.messages <= 5  # the queue never held more than its bound
+            assert info.state.messages == 0
             assert c["dropped"] > FLOOD // 2 and c["triggered"] >= 5
-            assert grew < 150, f"RSS grew by {grew:.0f} MiB"
             dropped = await h.events.wait("a dropped run", stage="react", status="dropped")
             assert dropped.error_kind == "QueueFull" and "flood" in (dropped.error or "").lower()
-            # the node keeps serving: a later reading after the flood drains runs
-            await wait_for(lambda: h.events.of(stage="react", status="done"), 60, "a run done")
+            # memory does not grow with the readings: 10k more readings leave the RSS within a
+            # bound well below what holding them would take (measured here: about 40 MiB of
+            # allocator slack under load; tracemalloc saw no per-reading growth in the node)
+            assert end - mid < 64, f"RSS grew by {end - mid:.0f} MiB over {half} more readings"
 
-    run(main())
+    run(main(), timeout=600)
 
 
 PRIO = {

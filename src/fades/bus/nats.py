@@ -102,6 +102,8 @@ class NatsBus:
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: subject -> its stream's name, for QueueFull messages (a flood refuses many)
+        self._stream_of: dict[str, str] = {}
 
     @classmethod
     async def connect(
@@ -193,11 +195,15 @@ class NatsBus:
             await self.js.publish(subject, data, timeout=OP_TIMEOUT_S, headers=headers)
         except APIError as exc:
             if "maximum" in (exc.description or "").lower():  # messages/bytes exceeded
-                stream = "?"
-                with contextlib.suppress(Exception):
-                    stream = await asyncio.wait_for(
-                        self.js.find_stream_name_by_subject(subject), OP_TIMEOUT_S
-                    )
+                stream = self._stream_of.get(subject, "?")
+                if stream == "?":
+                    with contextlib.suppress(Exception):
+                        stream = await asyncio.wait_for(
+                            self.js.find_stream_name_by_subject(subject), OP_TIMEOUT_S
+                        )
+                        if len(self._stream_of) >= 1024:
+                            self._stream_of.clear()
+                        self._stream_of[subject] = stream
                 raise QueueFull(
                     f"stream {stream}: publish on {subject} refused, {exc.description}"
                 ) from None
