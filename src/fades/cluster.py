@@ -213,6 +213,14 @@ class LocalCluster:
             store.close()
             self.say(f"{name}: {', '.join(self.rooms(name))} with {rows:,} readings")
 
+    def _state_key(self) -> str:
+        """The cluster's checkpoint key (``<home>/state.key``, made once, owner-only)."""
+        path = self.home / "state.key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(24))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     # --- processes ----------------------------------------------------------------------------
     def _spawn(
         self, label: str, args: list[str], *, cloud: bool = False, exe: list[str] | None = None
@@ -220,6 +228,8 @@ class LocalCluster:
         """Start ``fades ARGS`` (or ``exe + args``), wrapped when it runs on the cloud side."""
         log = (self.home / "logs" / f"{label}.log").open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # one state key for the whole cluster, so stateful tasks can move between its nodes
+        env.setdefault("FADES_STATE_KEY", self._state_key())
         cmd = [*(exe if exe is not None else [sys.executable, "-m", "fades"]), *args]
         if cloud and self.wrap is not None:
             cmd = self.wrap(cmd)

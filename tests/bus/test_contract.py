@@ -257,8 +257,8 @@ def test_subscribe_and_send(connect: Connect) -> None:
             await b.send("sensors.n1.lab.temp", b"21.5")
             await b.send("sensors.n1.lab.hum", b"40")  # not matched
             await b.send("sensors.n1.hall.temp", b"19")
-            assert await asyncio.wait_for(got.get(), 5) == ("sensors.n1.lab.temp", b"21.5")
-            assert await asyncio.wait_for(got.get(), 5) == ("sensors.n1.hall.temp", b"19")
+            assert await asyncio.wait_for(got.get(), 60) == ("sensors.n1.lab.temp", b"21.5")
+            assert await asyncio.wait_for(got.get(), 60) == ("sensors.n1.hall.temp", b"19")
         finally:
             await a.close()
             await b.close()

@@ -165,6 +165,11 @@ def test_refusals_name_the_problem_with_the_right_status(
                 {"credentials": {"tenant": "facilities"}, "data": [{"name": "t"}], "function": {}}
             )
 
+        reserved = make_task("f")
+        reserved["inputs"] = {"_pipeline": 1}  # marks a pipeline stage's task on a node
+        resp = raw(bed, "POST", "/v1/tasks", json=reserved)
+        assert resp.status_code == 400 and "reserved" in resp.json()["detail"], resp.text
+
         with pytest.raises(ArtifactError, match="unknown function 'nope'"):
             c.submit(make_task("nope"))
         assert raw(bed, "POST", "/v1/tasks", json=make_task("nope")).status_code == 404

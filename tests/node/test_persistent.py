@@ -335,7 +335,7 @@ def test_a_second_run_on_the_folder_leaves_a_live_one_shot_run_alone(
         wait_for(lambda: _invocations(home, "forever-3") > n)  # and it still runs
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the run cancels its task on the way out
-        proc.wait(60)
+        proc.wait(180)
     rec, _ = _record(home, "forever-3")
     assert rec.status == "failed" and rec.error_kind == "TaskCancelled", rec
 

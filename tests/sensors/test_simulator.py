@@ -233,7 +233,7 @@ def test_cli_simulate_stops_cleanly_on_sigint(nats_server: EmbeddedNats) -> None
         assert "simulating 14 sensors" in first
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=15)
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()

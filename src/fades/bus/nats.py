@@ -244,7 +244,7 @@ class NatsBus:
                         log.warning("consumer %s: pull failed (%d): %r", durable, failures, exc)
                     if failures >= 3 and psub is not None:
                         with contextlib.suppress(Exception):
-                            await psub.unsubscribe()  # re-created on the next pass
+                            await asyncio.wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
                         psub = None
                     await asyncio.sleep(BACKOFF_S[0] if failures < 3 else BACKOFF_S[1])
                     continue
@@ -253,8 +253,10 @@ class NatsBus:
                     yield NatsDelivery(msg)
         finally:
             if psub is not None:
+                # bounded: while the server is away an unsubscribe can wait for a reconnect,
+                # and a consumer being cancelled (an agent stopping) must not hang on it
                 with contextlib.suppress(Exception):
-                    await psub.unsubscribe()  # the durable consumer stays on the server
+                    await asyncio.wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> NatsKv:
         cfg = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)

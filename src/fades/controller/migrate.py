@@ -181,6 +181,23 @@ def check_target(ctl: Controller, target: str) -> None:
         raise MigrationFailed(f"node {target!r} is being drained; choose another node")
 
 
+def check_holds(ctl: Controller, target: str, task: dict[str, Any]) -> None:
+    """The target must hold every data operation the task reads (else each invocation there
+    would fail with NoData)."""
+    from fades.placers.locality import describe_op
+    from fades.task import parse_task
+
+    entry = ctl.registry.get(target)
+    if entry is None:
+        return
+    missing = [op for op in parse_task(task).data if not entry.info.holds(op)]
+    if missing:
+        raise MigrationFailed(
+            f"node {target!r} does not hold {describe_op(missing[0])}, which the task reads; "
+            "move it to a node that holds its data"
+        )
+
+
 # --- one migration ---------------------------------------------------------------------------
 async def migrate(
     ctl: Controller,
@@ -216,6 +233,7 @@ async def migrate(
             "with function.state); only those can move"
         )
     check_target(ctl, to)
+    check_holds(ctl, to, task)
     lock = moving(ctl).lock(tenant, task_id)
     if lock.locked():
         raise MigrationFailed(f"task {task_id!r} is already being moved")

@@ -337,6 +337,14 @@ class Controller:
                 f"the task is for tenant {t.tenant!r} but the token belongs to tenant {tenant!r}",
                 task_id=t.id,
             )
+        reserved = sorted(k for k in t.inputs if k.startswith("_"))
+        if reserved:  # ``_pipeline`` marks a pipeline stage's task on a node
+            raise TaskValidationError(
+                f"input name {reserved[0]!r} is reserved: names starting with '_' belong to "
+                "fades (pipelines pass their run context that way); rename the input",
+                problems=[(f"inputs.{reserved[0]}", "reserved name")],
+                task_id=t.id,
+            )
         if loc == "cloud" and t.function.mode != "ephemeral":
             raise TaskValidationError(
                 "the cloud path runs ephemeral functions only; run persistent ones at the edge",
