@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ import yaml
 
 from fades.functions.artifact import Artifact
 from fades.functions.keys import SigningKey
+
+# A suite started as a background job without job control (``cmd &`` in a script) inherits an
+# ignored SIGINT, and so would every process a test starts: the tests that press Ctrl-C on a
+# child (``fades up``, ``sensors simulate``, a one-shot ``task run``) would wait forever. Tests
+# run as from a terminal, where Ctrl-C interrupts: the children start with SIGINT at default.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
