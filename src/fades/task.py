@@ -112,6 +112,16 @@ def _bounded_time(v: datetime | None) -> datetime | None:
     return v
 
 
+def _ident_value(v: str) -> str:
+    """An id, tenant, connector or device name: refused unless it matches ``_ID``."""
+    if not _ID.match(v):
+        raise ValueError(
+            "must be 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return v
+
+
 def _as_list(v: StrOrList) -> list[str] | None:
     if v is None:
         return None
@@ -135,12 +145,7 @@ class Credentials(_Strict):
     @field_validator("task_id", "tenant")
     @classmethod
     def _ident(cls, v: str) -> str:
-        if not _ID.match(v):
-            raise ValueError(
-                "must be 1-64 characters of letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return v
+        return _ident_value(v)
 
     @field_validator("deadline")
     @classmethod
@@ -228,12 +233,7 @@ class DataOp(_Strict):
     @field_validator("connector")
     @classmethod
     def _connector(cls, v: str) -> str:
-        if not _ID.match(v):
-            raise ValueError(
-                "must be 1-64 characters of letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return v
+        return _ident_value(v)
 
     @field_validator("name")
     @classmethod
@@ -402,12 +402,7 @@ class Device(_Strict):
     @field_validator("name")
     @classmethod
     def _ident(cls, v: str) -> str:
-        if not _ID.match(v):
-            raise ValueError(
-                "must be 1-64 characters of letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return v
+        return _ident_value(v)
 
 
 class Task(_Strict):

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from fades.broker.base import DataSummary
 
 
-class _Msg(BaseModel):
+class Message(BaseModel):
+    """A JSON message on the fabric: ``encode()``, and ``decode()`` raising FabricError."""
+
     model_config = ConfigDict(extra="ignore")
 
     def encode(self) -> bytes:
@@ -81,7 +83,7 @@ class NodeLoad(BaseModel):
         return (self.running + self.queued) / max(1, self.capacity)
 
 
-class NodeInfo(_Msg):
+class NodeInfo(Message):
     """A node's registry entry."""
 
     name: str
@@ -131,7 +133,7 @@ def _selects(sel: Selector, held: DataHeld) -> bool:
     return not (end is not None and held.first_ts is not None and held.first_ts >= end)
 
 
-class TaskEnvelope(_Msg):
+class TaskEnvelope(Message):
     """A task sent to a node.
 
     ``digest`` pins the function: the controller resolves the task's ``function.artifact``
@@ -147,7 +149,7 @@ class TaskEnvelope(_Msg):
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
 
 
-class QueryRequest(_Msg):
+class QueryRequest(Message):
     """Ask a node's broker for the FDS1 blob of a task's data operations."""
 
     tenant: str

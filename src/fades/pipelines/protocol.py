@@ -35,10 +35,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from fades.bus.base import Bus
-from fades.errors import FabricError
+from fades.fabric.protocol import Message
 
 PLANS_BUCKET = "fades_plans"
 BUNDLE_OBJECTS = "fades_bundles"
@@ -80,22 +80,6 @@ def stage_task_id(pipeline: str, run: str, stage: str, instance: str) -> str:
     return f"p.{hashlib.sha256(raw.encode()).hexdigest()[:40]}"
 
 
-class _Msg(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    def encode(self) -> bytes:
-        return self.model_dump_json().encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> Any:
-        try:
-            return cls.model_validate_json(data)
-        except ValidationError as exc:
-            raise FabricError(
-                f"malformed {cls.__name__} message: {exc.errors()[0]['msg']}"
-            ) from exc
-
-
 class Assignment(BaseModel):
     """One stage instance on one node."""
 
@@ -112,7 +96,7 @@ class Assignment(BaseModel):
     home: str | None = None
 
 
-class Plan(_Msg):
+class Plan(Message):
     """A pipeline's deployment, as stored in :data:`PLANS_BUCKET` under the pipeline name."""
 
     pipeline: str
@@ -134,7 +118,7 @@ class Plan(_Msg):
         return [a for a in self.assignments if a.node == node]
 
 
-class Bundle(_Msg):
+class Bundle(Message):
     """A stage's output on its way to one instance of a downstream stage."""
 
     pipeline: str
@@ -161,7 +145,7 @@ class Bundle(_Msg):
         return f"{self.run}:{self.from_stage}:{self.producer}:{self.stage}:{self.instance}"
 
 
-class StageEvent(_Msg):
+class StageEvent(Message):
     """What happened to one stage instance in one run (stream :data:`EVENTS_STREAM`)."""
 
     pipeline: str
