@@ -76,6 +76,14 @@ class LocalCluster:
             (default: the testbed's rooms); returns the number of readings.
         ingest: nodes ingest MQTT sensor readings.
         functions: upload the Python runtime and the example functions at start.
+        hub: NATS servers in the hub (1, or 3 for a clustered hub whose streams, buckets
+            and object stores keep 3 replicas).
+        sites: give every node its own site: a leaf NATS server (its own JetStream domain
+            and MQTT gateway) between the node and the hub, reached through an uplink
+            that can be cut (:meth:`cut_uplink`) to test offline work.
+        controllers: controller processes serving the same API over the same hub.
+        devices: declare the simulated shop floor's devices (sensors and actuators) in each
+            node folder and simulate the actuators.
     """
 
     def __init__(
@@ -101,9 +109,21 @@ class LocalCluster:
         node_data: Callable[[str, Path], int] | None = None,
         ingest: bool = True,
         functions: bool = True,
+        hub: int = 1,
+        sites: bool = False,
+        controllers: int = 1,
+        devices: bool = False,
     ) -> None:
         if nodes < 1:
             raise FadesError("a cluster needs at least one node")
+        if hub not in (1, 3, 5):
+            raise FadesError(f"a hub has 1, 3 or 5 NATS servers, not {hub}")
+        if controllers < 1:
+            raise FadesError("a cluster needs at least one controller")
+        self.hub_size = hub
+        self.use_sites = sites
+        self.n_controllers = controllers
+        self.devices = devices
         self.home = Path(home).expanduser().resolve()
         self.n_nodes = nodes
         self.rooms_per_node = rooms_per_node

@@ -148,6 +148,20 @@ class Bus(Protocol):
         """
         ...
 
+    async def publish_up(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
+        """Publish something the edge produced for the hub (a task's outcome, a pipeline
+        event): like :meth:`publish`, but a process at a site stores it in the site's own
+        JetStream first, from where it flows to the hub's stream holding ``subject`` once
+        the uplink is up (exactly once: the message id de-duplicates). Without a site it
+        is :meth:`publish`."""
+        ...
+
+    def local(self) -> Bus:
+        """The same connection, but streams, buckets and publishes in the site's own
+        JetStream domain (what keeps working while the site's uplink is down). Without a
+        site, the bus itself."""
+        ...
+
     def consume(
         self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0, batch: int = 1
     ) -> AsyncIterator[Delivery]:

@@ -275,6 +275,12 @@ class MemoryBus:
                         break
                     total -= len(st.msgs.pop(s).data)
 
+    async def publish_up(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
+        await self.publish(subject, data, msg_id=msg_id)
+
+    def local(self) -> MemoryBus:
+        return self
+
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         self._check()
         if len(data) > self.max_payload:

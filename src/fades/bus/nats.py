@@ -29,6 +29,7 @@ from nats.js.api import (
     ConsumerConfig,
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -96,9 +97,13 @@ class NatsDelivery:
 class NatsBus:
     """The Bus over one nats-py connection (it reconnects by itself after a server restart)."""
 
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, settings: FabricSettings | None = None) -> None:
         self.nc = nc
-        self.js = nc.jetstream()
+        self.settings = settings or FabricSettings()
+        #: the hub's JetStream (through the site's leaf server when ``settings.domain`` is set)
+        self.js = nc.jetstream(domain=self.settings.domain)
+        #: copies of each stream, bucket and object store created through this bus
+        self.replicas = self.settings.replicas
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -118,7 +123,9 @@ class NatsBus:
         Raises:
             FabricError: unreachable, or the server refused the credentials.
         """
-        return cls(await connect(settings, name=name, timeout=timeout))
+        if settings is None or isinstance(settings, str):
+            settings = FabricSettings.from_env(settings)
+        return cls(await connect(settings, name=name, timeout=timeout), settings)
 
     @property
     def max_payload(self) -> int:
@@ -171,6 +178,7 @@ class NatsBus:
             discard=policy,
             # discard new applies to the per-subject bound too (not only to the stream's)
             discard_new_per_subject=discard == "new" and per_subject > 0,
+            num_replicas=self.replicas,
         )
         try:
             if existing is None:
@@ -188,6 +196,14 @@ class NatsBus:
         except Exception as exc:
             raise fabric_error(f"consumer {stream}/{durable}", exc) from exc
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def publish_up(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
+        # TODO(sites): at a site, store in the site's JetStream and let the hub source it
+        await self.publish(subject, data, msg_id=msg_id)
+
+    def local(self) -> NatsBus:
+        # TODO(sites): a view on the site's own JetStream domain when settings.site is set
+        return self
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
@@ -259,7 +275,13 @@ class NatsBus:
                     await asyncio.wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> NatsKv:
-        cfg = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE)
+        cfg = KeyValueConfig(
+            bucket=bucket,
+            history=history,
+            ttl=ttl,
+            storage=StorageType.FILE,
+            replicas=self.replicas,
+        )
         kv = await open_or_create(
             f"KV bucket {bucket}", self.js.key_value(bucket), lambda: self.js.create_key_value(cfg)
         )
@@ -269,7 +291,10 @@ class NatsBus:
         store = await open_or_create(
             f"object store {bucket}",
             self.js.object_store(bucket),
-            lambda: self.js.create_object_store(bucket),
+            lambda: self.js.create_object_store(
+                bucket,
+                ObjectStoreConfig(bucket=bucket, storage=StorageType.FILE, replicas=self.replicas),
+            ),
         )
         return NatsObjects(store, bucket)
 

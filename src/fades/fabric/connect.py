@@ -4,7 +4,13 @@ Settings come from arguments or the environment:
 
 * ``FADES_NATS_URL``: one URL or a comma-separated list (``nats://user:pass@host:4222``);
 * ``FADES_NATS_CREDS``: a ``.creds`` file (NGS / decentralised auth);
-* ``FADES_NATS_TOKEN``: a server token.
+* ``FADES_NATS_TOKEN``: a server token;
+* ``FADES_NATS_DOMAIN``: the hub's JetStream domain, for a process connected to a site's leaf
+  server (the hub's streams, buckets and object stores are reached through it);
+* ``FADES_SITE``: the site (the leaf server's own JetStream domain) this process belongs to;
+  what the site produces for the hub is stored there first (:meth:`Bus.publish_up`);
+* ``FADES_NATS_REPLICAS``: how many copies of each stream, bucket and object store to keep
+  (3 on a clustered hub; at most the number of hub servers).
 
 The port is polled before connecting: a failed nats-py connect costs its 2 s reconnect wait.
 Once connected, the client reconnects forever (``max_reconnect_attempts=-1``), so node agents
@@ -40,15 +46,39 @@ class FabricSettings:
     url: str = DEFAULT_URL
     creds: str | None = None
     token: str | None = None
+    #: the hub's JetStream domain (None: the server this process is connected to)
+    domain: str | None = None
+    #: the site's own JetStream domain, when connected to a site's leaf server
+    site: str | None = None
+    #: copies kept of each stream, bucket and object store this process creates
+    replicas: int = 1
 
     @classmethod
     def from_env(
-        cls, url: str | None = None, creds: str | None = None, token: str | None = None
+        cls,
+        url: str | None = None,
+        creds: str | None = None,
+        token: str | None = None,
+        *,
+        domain: str | None = None,
+        site: str | None = None,
+        replicas: int | None = None,
     ) -> FabricSettings:
+        raw = os.environ.get("FADES_NATS_REPLICAS") or "1"
+        try:
+            env_replicas = int(raw)
+        except ValueError:
+            raise FabricError(f"FADES_NATS_REPLICAS must be 1, 3 or 5, not {raw!r}") from None
+        n = replicas if replicas is not None else env_replicas
+        if n < 1 or n > 5:
+            raise FabricError(f"replicas must be from 1 to 5, not {n}")
         return cls(
             url=url or os.environ.get("FADES_NATS_URL") or DEFAULT_URL,
             creds=creds or os.environ.get("FADES_NATS_CREDS") or None,
             token=token or os.environ.get("FADES_NATS_TOKEN") or None,
+            domain=domain or os.environ.get("FADES_NATS_DOMAIN") or None,
+            site=site or os.environ.get("FADES_SITE") or None,
+            replicas=n,
         )
 
     @property

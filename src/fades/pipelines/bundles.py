@@ -126,4 +126,4 @@ class BundleIO:
         if not self._events:
             await ensure_events_stream(self.bus)
             self._events = True
-        await self.bus.publish(events_subject(ev.pipeline), ev.encode(), msg_id=ev.msg_id())
+        await self.bus.publish_up(events_subject(ev.pipeline), ev.encode(), msg_id=ev.msg_id())

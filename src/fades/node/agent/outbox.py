@@ -69,7 +69,7 @@ class Outbox:
 
     async def send(self, outcome: Outcome) -> None:
         """Publish one outcome (raises FabricError if the fabric did not store it)."""
-        await self.agent.require_bus().publish(
+        await self.agent.require_bus().publish_up(
             result_subject(self.agent.name),
             self.encode(outcome),
             msg_id=f"{outcome.task_id}.result",
