@@ -406,9 +406,11 @@ def test_draining_a_node_moves_its_stateful_tasks_and_places_nothing_new_on_it(
         placed = c.submit(make_task("counter", memory_mib=64))
         assert placed["node"] == "b"
         assert c.drain_status("a")["state"] == "finished"
+        assert {n["name"]: n["draining"] for n in c.nodes()} == {"a": True, "b": False}
         with pytest.raises(UnknownNode, match="no node named 'zz'"):
             c.drain("zz")
         c.undrain("a")
+        assert not any(n["draining"] for n in c.nodes())
         for tid in tids:
             c.cancel(tid)
     for tid in tids:

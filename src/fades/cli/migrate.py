@@ -99,7 +99,7 @@ def drain(
 
     with _client(controller, token) as client:
         status: dict[str, Any] = client.drain(name)
-        if wait and status.get("state") != "finished":
+        if wait and status.get("state") != "finished" and status.get("total"):
             deadline = time.monotonic() + timeout
             with Progress(console=console, transient=json_out) as bar:
                 job = bar.add_task(f"draining {markup(name)}", total=status.get("total") or 0)

@@ -340,7 +340,9 @@ def nodes(
         held = sorted({f"{d.get('location')}/{d.get('sensor_type')}" for d in r.get("data") or []})
         table.add_row(
             markup(r.get("name")),
-            "[green]up[/]" if r.get("up") else f"[red]down[/] {markup(r.get('down_reason') or '')}",
+            ("[green]up[/]" + (" [yellow]draining[/]" if r.get("draining") else ""))
+            if r.get("up")
+            else f"[red]down[/] {markup(r.get('down_reason') or '')}",
             f"{float(r.get('heartbeat_age_s') or 0):.1f}",
             markup(load.get("running", "")),
             markup(load.get("queued", "")),

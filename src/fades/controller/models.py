@@ -74,6 +74,8 @@ class NodeView(BaseModel):
     version: str = ""
     seq: int = 0
     stats: dict[str, Any] = Field(default_factory=dict)
+    #: being drained: takes no new work (``fades nodes drain``)
+    draining: bool = False
 
 
 class FunctionInfo(BaseModel):

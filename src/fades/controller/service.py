@@ -456,8 +456,12 @@ class Controller:
 
     # --- nodes and functions -----------------------------------------------------------------
     def nodes(self) -> NodeViews:
-        """Every registered node, up or down, by name."""
-        return self.registry.views()
+        """Every registered node, up or down, by name (and whether it is being drained)."""
+        views = self.registry.views()
+        draining = moving(self).draining
+        for v in views:
+            v.draining = v.name in draining
+        return views
 
     async def functions_list(self) -> FunctionInfos:
         """Artifacts in the repository, newest first (FabricError: unreachable, HTTP 503)."""
