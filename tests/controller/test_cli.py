@@ -122,6 +122,15 @@ def test_controller_start_serves_the_api_and_the_cli_talks_to_it(
         info = json.loads(run.stdout)
         assert info["status"] == "done" and info["node"] == "edge"
         assert info["result"]["rows"] > 0
+        # as a person reads it: the receipt first (with the id), then the outcome
+        task_file2 = tmp_path / "task2.yaml"
+        task2 = make_task("count", memory_mib=32, task_id="cli-shown")
+        task_file2.write_text(yaml.safe_dump(task2))
+        shown_run = fades("task", "submit", str(task_file2), *env_args, "--wait")
+        assert shown_run.returncode == 0, shown_run.stderr
+        first, *rest = shown_run.stdout.splitlines()
+        assert first.startswith("task cli-shown accepted: edge on node edge"), first
+        assert "done" in "\n".join(rest)
         listed = fades("task", "list", *env_args, "--json")
         assert listed.returncode == 0, listed.stderr
         assert info["task_id"] in [r["task_id"] for r in json.loads(listed.stdout)]

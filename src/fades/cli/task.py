@@ -76,24 +76,56 @@ def submit(
     with FadesClient(controller, token) as client:
         if len(tasks) == 1:
             receipt = client.submit(tasks[0], node=node, where=where)
-            info = client.wait(receipt["task_id"], timeout=timeout) if wait else None
-            _show_one(task_files[0], receipt, info, json_out)
+            if not json_out:
+                _show_receipt(receipt)
+            info = _wait_one(client, receipt["task_id"], timeout) if wait else None
+            if json_out:
+                print_json(info or receipt)
+            elif info is not None:
+                show_outcome(info, title=str(task_files[0]))
             if info is not None and info.get("status") not in ("done", "local"):
                 raise typer.Exit(1)
             return
         receipts = client.submit_many(tasks, node=node, where=where)
         ids = [r["task_id"] for r in receipts if r.get("accepted")]
-        outcomes = {o["task_id"]: o for o in client.results(ids, timeout=timeout)} if wait else {}
+        try:
+            outcomes = (
+                {o["task_id"]: o for o in client.results(ids, timeout=timeout)} if wait else {}
+            )
+        except KeyboardInterrupt:
+            console.print(
+                f"stopped waiting; the {len(ids)} accepted task(s) go on: see 'fades task list'",
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
     _show_many(task_files, receipts, outcomes, json_out)
     refused = any(not r.get("accepted") for r in receipts)
     if refused or any(o.get("status") != "done" for o in outcomes.values()):
         raise typer.Exit(1)
 
 
-def _show_one(path: Path, receipt: dict[str, Any], info: dict[str, Any] | None, js: bool) -> None:
-    if js:
-        print_json(info or receipt)
-        return
+def _wait_one(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
+    """The task once it ended, or as it stands after ``timeout`` (said on the console);
+    Ctrl-C stops waiting, not the task."""
+    try:
+        info: dict[str, Any] = client.wait(task_id, timeout=timeout)
+    except KeyboardInterrupt:
+        console.print(
+            f"stopped waiting; task {markup(task_id)} goes on: 'fades task get {markup(task_id)}'",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    if info.get("status") in ("accepted", "dispatched"):
+        console.print(
+            f"[yellow]task {markup(task_id)} is still {markup(info.get('status'))} after "
+            f"{timeout:g} s[/]; it goes on: 'fades task get {markup(task_id)}'",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return info
+
+
+def _show_receipt(receipt: dict[str, Any]) -> None:
     if receipt.get("status") == "local":
         head = f"run locally on device [bold]{markup(receipt.get('node'))}[/]"
     else:
@@ -104,8 +136,6 @@ def _show_one(path: Path, receipt: dict[str, Any], info: dict[str, Any] | None, 
         highlight=False,
         soft_wrap=True,
     )
-    if info is not None:
-        show_outcome(info, title=str(path))
 
 
 def _show_many(
