@@ -274,8 +274,8 @@ def status(
         soft_wrap=True,
     )
     console.print(
-        f"  queue: at most {markup(queue.get('max_runs'))} runs and "
-        f"{_int(queue.get('max_bytes')):,} bytes per stage; when full: "
+        f"  queue: at most {markup(queue.get('max_runs'))} runs per stage and "
+        f"{_int(queue.get('max_bytes')):,} bytes for the whole pipeline; when full: "
         f"{markup(queue.get('when_full'))}",
         highlight=False,
     )
