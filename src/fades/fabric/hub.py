@@ -144,10 +144,62 @@ class EmbeddedHub:
         return self
 
     def start_server(self, i: int, timeout: float = 60.0) -> None:
-        """Restart server ``i`` on its ports and store; return once it has caught up."""
+        """Restart server ``i`` on its ports and store; return once it has caught up (see
+        :meth:`wait_caught_up`)."""
+        deadline = time.monotonic() + timeout
         s = self.server(i)
         s.start(timeout=timeout)
-        self.wait_ready(timeout)
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
+        self.wait_caught_up(i, max(1.0, deadline - time.monotonic()))
+
+    def stream_seqs(self, i: int, *, leading: bool = False) -> dict[str, tuple[int, set[str]]]:
+        """The streams server ``i`` holds a copy of: the last sequence in its own copy and
+        the servers holding a copy. ``leading``: only the streams it leads. Empty if it does
+        not answer."""
+        s = self.server(i)
+        got = jsz(s, "?accounts=true&streams=true") or {}
+        out: dict[str, tuple[int, set[str]]] = {}
+        for account in got.get("account_details") or []:
+            for st in account.get("stream_detail") or []:
+                cluster = st.get("cluster") or {}
+                leader = cluster.get("leader")
+                if leading and leader != s.name and self.n > 1:
+                    continue
+                peers = {s.name, str(leader)} | {
+                    str(r["name"]) for r in cluster.get("replicas") or []
+                }
+                seq = int((st.get("state") or {}).get("last_seq") or 0)
+                out[str(st["name"])] = (seq, peers)
+        return out
+
+    def wait_caught_up(self, i: int, timeout: float = 60.0) -> None:
+        """Block until server ``i`` holds, for every stream it keeps a copy of, everything
+        the stream's leader had when this call began (what it missed while it was down).
+
+        Raises:
+            FabricError: not within ``timeout`` (naming the streams still behind).
+        """
+        if self.n == 1:
+            return
+        me = self.server(i).name
+        target: dict[str, int] = {}
+        for j in self.running:
+            if j != i:
+                for name, (seq, peers) in self.stream_seqs(j, leading=True).items():
+                    if me in peers:
+                        target[name] = seq
+        deadline = time.monotonic() + timeout
+        behind = sorted(target)
+        while time.monotonic() < deadline:
+            mine = self.stream_seqs(i)
+            behind = [n for n, seq in target.items() if n not in mine or mine[n][0] < seq]
+            if not behind:
+                return
+            time.sleep(0.05)
+        raise FabricError(
+            f"hub server {me} did not catch up within {timeout:.0f} s "
+            f"(behind: {', '.join(sorted(behind)[:5])})"
+        )
 
     def kill(self, i: int) -> None:
         """SIGKILL server ``i`` (a crash)."""
@@ -224,9 +276,9 @@ def _healthy(server: EmbeddedNats) -> bool:
     return got is not None and got[0] == 200
 
 
-def jsz(server: EmbeddedNats) -> dict[str, Any] | None:
+def jsz(server: EmbeddedNats, query: str = "") -> dict[str, Any] | None:
     """The server's ``/jsz`` monitoring report (None if it does not answer)."""
-    got = _get(server, "/jsz")
+    got = _get(server, "/jsz" + query)
     if got is None or got[0] != 200:
         return None
     try:
