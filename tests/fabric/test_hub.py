@@ -298,3 +298,66 @@ def test_every_accepted_task_completes_once_when_a_follower_dies(fleet: LocalClu
     assert got["stall_accept_s"] < 15, got
     ids = _node_task_ids(fleet)
     assert len(ids) == len(set(ids))
+
+
+# --- fades up --hub ---------------------------------------------------------------------------
+def test_fades_up_hub_3_starts_three_servers_and_stops_them(tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from fades.client import FadesClient
+    from fades.fabric.server import port_open
+
+    home = tmp_path / "up"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fades", "up", "--hub", "3", "--nodes", "1", "--days", "0.02",
+         "--no-sensors", "--home", str(home), "--duration", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        env=dict(os.environ, COLUMNS="200"),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("stop:"):
+                break
+        text = "".join(lines)
+        servers = sorted(set(re.findall(r"^NATS (hub\d)\s+nats://127\.0\.0\.1:(\d+)", text, re.M)))
+        assert [s for s, _ in servers] == ["hub1", "hub2", "hub3"], text
+        urls = re.search(r"FADES_NATS_URL=(\S+)", text)
+        assert urls is not None and len(urls.group(1).split(",")) == 3, text
+        url = re.search(r"^controller\s+(http://\S+)", text, re.M)
+        token = re.search(r"^token\s+(\S+)\s+\(tenant facilities", text, re.M)
+        assert url and token, text
+        client = FadesClient(url.group(1), token.group(1))
+        rec = client.wait(client.submit(_task())["task_id"], 60)
+        assert rec["status"] == "done", rec
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, text + out
+    assert not any(port_open("127.0.0.1", int(p)) for _, p in servers)
+
+
+def test_fades_up_refuses_a_hub_of_two(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "fades", "up", "--hub", "2", "--home", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "1, 3 or 5" in done.stdout + done.stderr
+    assert not (tmp_path / "x").exists()
