@@ -190,6 +190,23 @@ def test_hub_of_one_has_the_same_api(tmp_path: Path) -> None:
         assert asyncio.run(_stream_info(hub.url, "ONE")).state.messages == 1
 
 
+def test_hub_of_five_keeps_three_copies(tmp_path: Path) -> None:
+    with EmbeddedHub(tmp_path / "hub", n=5, mqtt=False) as hub:
+        assert hub.replicas == 3 and hub.meta_leader() in {f"hub{i}" for i in range(1, 6)}
+
+        async def use() -> Any:
+            bus = await NatsBus.connect(FabricSettings(hub.url, replicas=3), name="t")
+            try:
+                await bus.stream("FIVE", ["five.>"])
+                await bus.publish("five.a", b"1", msg_id="a")
+                return await bus.nc.jetstream().stream_info("FIVE")
+            finally:
+                await bus.close()
+
+        info = asyncio.run(use())
+        assert info.config.num_replicas == 3 and info.state.messages == 1
+
+
 def test_hub_sizes_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1, 3 or 5"):
         EmbeddedHub(tmp_path, n=2)
