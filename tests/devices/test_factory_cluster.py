@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,9 +51,7 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     try:
         client = cluster.client()
         # the first heartbeat carries the devices; the simulator reports state every 5 s
-        _wait_for(
-            lambda: any(d["state"] for d in client.devices()), 60, "an actuator's state"
-        )
+        _wait_for(lambda: any(d["state"] for d in client.devices()), 60, "an actuator's state")
         yield cluster
     finally:
         cluster.stop()
@@ -106,7 +103,7 @@ def test_command_applied_changes_state_and_is_audited(factory: LocalCluster) -> 
 
 def test_tenant_without_permission_is_refused_and_audited(factory: LocalCluster) -> None:
     visitor = factory.client(factory.visitor_token)
-    with pytest.raises(CommandForbidden, match="visitor.*may not command edge1/fan-room1"):
+    with pytest.raises(CommandForbidden, match=r"visitor.*may not command edge1/fan-room1"):
         visitor.command("edge1", "fan-room1", "on")
     refused = visitor.audit()[0]
     assert refused["outcome"] == "forbidden" and refused["device"] == "fan-room1"
