@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -184,3 +185,43 @@ def test_the_fan_lowers_the_rooms_co2_and_stopping_the_conveyor_calms_the_machin
     assert max(after) < vib / 3, (vib_before, after)
     client.command("edge1", "fan-room1", "off")
     client.command("edge1", "conveyor-machine1", "start")
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_pipeline_finale_actuates_the_fan(factory: LocalCluster) -> None:
+    """examples/pipelines/ventilation.yaml, run once: the room's CO2 is high (the machines),
+    so its finale returns the fan's command; the controller sends it, audited as pipeline."""
+    from fades.functions.build import build_function, build_runtime
+
+    client = factory.client()
+    client.command("edge1", "fan-room1", "off")
+    assert factory.key is not None
+    client.upload(build_runtime(key=factory.key).to_bytes())
+    fn = REPO / "examples" / "functions" / "ventilation.py"
+    client.upload(build_function(fn, key=factory.key).to_bytes())
+    # the machines keep room1's CO2 above 900 ppm while the fan is off (an earlier test
+    # ran it): wait until they are high again, and let the stage read only the last 5 s
+    _wait_for(
+        lambda: min(_readings(factory, "sensors.edge1.room1.co2", 2) or [0]) > 950,
+        150, "room1's CO2 high again",
+    )  # fmt: skip
+    spec = yaml.safe_load((REPO / "examples" / "pipelines" / "ventilation.yaml").read_text())
+    spec["run"] = {"mode": "on-demand", "runs": 1, "run_deadline_s": 120}
+    spec["stages"][0]["data"][0]["select"]["last_seconds"] = 5
+    receipt = client.submit_pipeline(spec)
+    runs = client.wait_runs("ventilation", receipt["runs"], timeout=150)
+    assert runs[0]["status"] == "done", runs
+    assert runs[0]["results"]["ventilate"] == {"command": "on", "args": {"speed": 100}}, runs
+    entry = _wait_for(
+        lambda: next((a for a in client.audit() if a["source"] == "pipeline"), None),
+        30, "the pipeline's command in the audit",
+    )  # fmt: skip
+    assert entry["device"] == "fan-room1" and entry["command"] == "on", entry
+    assert entry["args"] == {"speed": 100} and entry["tenant"] == "facilities"
+    _wait_for(lambda: client.audit()[0]["outcome"] != "pending", 30, "the command's outcome")
+    assert next(a for a in client.audit() if a["source"] == "pipeline")["outcome"] == "applied"
+    assert _device(client.devices(), "fan-room1")["state"]["power"] == "on"
+    metrics = httpx.get(f"{factory.url}/metrics").text
+    assert 'fades_device_commands_total{outcome="applied",source="pipeline"}' in metrics
