@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -225,3 +228,30 @@ def test_a_pipeline_finale_actuates_the_fan(factory: LocalCluster) -> None:
     assert _device(client.devices(), "fan-room1")["state"]["power"] == "on"
     metrics = httpx.get(f"{factory.url}/metrics").text
     assert 'fades_device_commands_total{outcome="applied",source="pipeline"}' in metrics
+
+
+def test_cli_lists_commands_and_audits(factory: LocalCluster) -> None:
+    env = dict(os.environ, FADES_CONTROLLER=factory.url, FADES_TOKEN=factory.token,
+               COLUMNS="200")  # fmt: skip
+
+    def fades(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fades", "devices", *args], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    listed = fades("list", "--kind", "actuator", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {d["kind"] for d in json.loads(listed.stdout)} == {"actuator"}
+    done = fades("command", "edge1/light-machine1", "on")
+    assert done.returncode == 0 and "applied" in done.stdout, done.stdout + done.stderr
+    bad = fades("command", "edge1/light-machine1", "explode")
+    assert bad.returncode == 2 and "allowed: on, off, blink" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    timed = fades("command", "edge1/valve-1", "close")
+    assert timed.returncode == 1 and "timed_out" in timed.stdout
+    audit = fades("audit", "--json", "--limit", "2")
+    rows = json.loads(audit.stdout)
+    assert [(r["device"], r["outcome"]) for r in rows] == [
+        ("valve-1", "timed_out"), ("light-machine1", "applied")
+    ]  # fmt: skip
+    table = fades("audit")
+    assert table.returncode == 0 and "light-machine1" in table.stdout
