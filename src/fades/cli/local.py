@@ -63,6 +63,9 @@ def up(
             "of every stream, bucket and object store"
         ),
     ] = 1,
+    devices: Annotated[
+        bool, typer.Option(help="simulate a shop floor: fans, conveyors, warning lights")
+    ] = True,
 ) -> None:
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     if hub not in (1, 3, 5):
@@ -74,6 +77,7 @@ def up(
         duration=duration,
         sensors=sensors,
         days=days,
+        devices=devices,
         say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
     )
 
@@ -87,6 +91,7 @@ def run_up(
     days: float,
     say: Callable[[str], None],
     hub: int = 1,
+    devices: bool = True,
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
@@ -97,7 +102,9 @@ def run_up(
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     from fades.cluster import LocalCluster
 
-    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say, hub=hub)
+    cluster = LocalCluster(
+        home, nodes=nodes, sensors=sensors, days=days, say=say, hub=hub, devices=devices
+    )
     try:
         cluster.prepare()
         cluster.start()
@@ -116,6 +123,9 @@ def run_up(
         say("")
         say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
         say("      fades task submit examples/tasks/mean_core.yaml --wait")
+        if devices:
+            say("      fades devices list --kind actuator")
+            say(f"      fades devices command {cluster.names[0]}/fan-room1 on")
         say("stop: Ctrl-C" + (f" (or wait {duration:g} s)" if duration else ""))
         t_end = None if duration is None else time.monotonic() + duration
         restarts: dict[str, tuple[float, float]] = {}  # node -> (when, next backoff)
