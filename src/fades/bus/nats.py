@@ -186,6 +186,8 @@ class NatsBus:
             # discard new applies to the per-subject bound too (not only to the stream's)
             discard_new_per_subject=discard == "new" and per_subject > 0,
             num_replicas=self.replicas,
+            # keep what others added (the sources of sites' streams, fades.controller.sites)
+            sources=existing.sources if existing is not None else None,
         )
         try:
             if existing is None:
@@ -211,12 +213,17 @@ class NatsBus:
             return
         # at a site: into the site's FADES_UP (works while the uplink is down); the hub's
         # stream sources it back to ``subject`` (fades.controller.sites)
+        await self.ensure_up()
+        await self.local().publish(up_subject(site, subject), data, msg_id=msg_id)
+
+    async def ensure_up(self) -> None:
+        """At a site: create (once, idempotent) the site stream ``FADES_UP``."""
+        site = self.settings.site
         view = self.local()
-        if not view._up_ready:
+        if site and not view._up_ready:
             async with view._up_lock:
                 if not view._up_ready:
                     await view._ensure_up_stream(site)
-        await view.publish(up_subject(site, subject), data, msg_id=msg_id)
 
     async def _ensure_up_stream(self, site: str) -> None:
         cfg = up_stream_config(site)
