@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from fades.bus.nats import NatsBus
+from fades.errors import NodeUnavailable
 from fades.fabric.connect import FabricSettings
 from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf, hub_leaf_config
 from fades.fabric.server import EmbeddedNats, free_port
@@ -256,13 +257,22 @@ def test_a_site_cut_for_10_s_loses_and_duplicates_nothing(tmp_path: Path) -> Non
             "results stored at the site while cut off",
         )
         assert all(r["status"] != "done" for r in (client.get(i) for i in ids))
+        # the controller sees the site's node go offline: a task for it is queued by default
+        # (it waits in the hub), or refused if it says so; either way the answer says which
+        _wait_until(lambda: not client.nodes()[0]["up"], 30, "edge1 marked down")
+        queued = client.submit(task)
+        assert queued["node"] == "edge1" and "edge1" in queued["queued"], queued
+        assert "offline since" in queued["queued"] and "waits in the hub" in queued["queued"]
+        with pytest.raises(NodeUnavailable, match=r"edge1.*offline.*when_offline: queue would"):
+            client.submit(task | {"when_offline": "refuse"})
+        ids.append(queued["task_id"])
         time.sleep(max(0.0, 10.0 - (time.time() - t_cut)))  # a 10 s outage in all
         during = _readings_since(cluster, "edge1", t_cut)
         published = sim.stats["published"] - published0
         assert during >= 0.8 * published > 0, (during, published)  # ingest went on locally
         cluster.restore_uplink("edge1")
         t_back = time.monotonic()
-        recs = [client.wait(i, 120) for i in ids]
+        recs = [client.wait(i, 120) for i in ids]  # the queued one too
         drain = time.monotonic() - t_back
         assert all(r["status"] == "done" for r in recs), recs
         assert _metric(cluster, "fades_results_duplicate_total") == 0
