@@ -283,3 +283,57 @@ def test_a_site_cut_for_10_s_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         assert again["status"] == "done", again
     finally:
         cluster.stop()
+
+
+def test_the_controller_sources_a_new_site_and_re_adds_it_after_a_gap(
+    hub: EmbeddedNats, leaf: EmbeddedLeaf
+) -> None:
+    from types import SimpleNamespace
+
+    from fades.controller.registry import NodeEntry
+    from fades.controller.sites import SiteSources
+    from fades.fabric.protocol import NodeInfo
+    from fades.fabric.upstream import source_site
+    from fades.pipelines.protocol import EVENTS_STREAM
+
+    async def go() -> None:
+        hub_bus = await _hub_results(hub, ["other"])  # a source of another site, kept
+        await hub_bus.stream(EVENTS_STREAM, ["fades.pevent.>"])
+        bus = await _site_bus(leaf)
+        try:
+            await bus.ensure_up()
+            entry = NodeEntry(NodeInfo(name="n1", site=leaf.site, heartbeat_s=0.5), time.time())
+            registry: Any = SimpleNamespace(nodes={"n1": entry, "hubnode": NodeEntry(
+                NodeInfo(name="hubnode"), time.time())})  # fmt: skip
+            sites = SiteSources(hub_bus, registry, readd=True)
+            await sites.check()
+            assert sites.stats == {"added": 2, "readded": 0}
+            await sites.check()  # nothing new: nothing changes
+            assert sites.stats == {"added": 2, "readded": 0}
+
+            async def sourced(stream: str) -> list[str]:
+                info = await hub_bus.js.stream_info(stream)
+                return sorted(str(source_site(s)) for s in info.config.sources or [])
+
+            assert await sourced(RESULTS_STREAM) == ["edge1", "other"]
+            assert await sourced(EVENTS_STREAM) == ["edge1"]
+            await bus.publish_up("fades.result.n1", b"a", msg_id="a.result")
+            await bus.publish_up("fades.pevent.p1", b"e", msg_id="e.event")
+            await _until_sourced(hub_bus, 1)
+            # the site's heartbeat returns after a gap: its sources are re-added, once each
+            entry.seen_at += 20.0
+            await sites.check()
+            assert sites.stats == {"added": 2, "readded": 2}
+            assert await sourced(RESULTS_STREAM) == ["edge1", "other"]
+            await bus.publish_up("fades.result.n1", b"b", msg_id="b.result")
+            seen = await _drain(hub_bus, 2, timeout=60.0)
+            assert seen == {"a.result": 1, "b.result": 1}
+            info = await hub_bus.js.stream_info(RESULTS_STREAM)
+            assert info.state.last_seq == 2  # 'a' forwarded again was dropped by its id
+            events = await hub_bus.js.stream_info(EVENTS_STREAM)
+            assert events.state.messages == 1
+        finally:
+            await bus.close()
+            await hub_bus.close()
+
+    asyncio.run(go())
