@@ -7,12 +7,14 @@ controller and the node agent; simulated sensors publish to the site's MQTT port
 
 For each outage length (full: 15, 60 and 120 s; ``--quick``: 5 and 20 s):
 
-1. Before the cut, tasks are handed to the node (1 s of work each, enough to keep both of its
-   workers busy for most of the outage); 14 simulated sensors publish one reading each per
-   0.2 s all along.
+1. Before the cut, tasks are handed to the node (1 s of work each, enough to keep one of its
+   two workers busy for most of the outage); an automatic two-stage pipeline starts a run
+   every second at the site (its queue lives in the site's JetStream) and 14 simulated
+   sensors publish one reading each per 0.2 s, all along.
 2. The uplink is cut for the outage. Measured: readings ingested at the site during the
-   outage against those the sensors published (lost), results the site stored for the hub
-   during the outage (its ``FADES_UP`` stream).
+   outage against those the sensors published (by timestamp window; the exact count of lost
+   readings is over the whole run, sensors stopped first), results the site stored for the
+   hub during the outage (its ``FADES_UP`` stream).
 3. The uplink is restored. Measured: the drain time (restore -> the last outcome stored by
    the controller), outcomes lost, duplicates seen by the controller's results consumer
    before its de-duplication (``fades_results_duplicate_total``), and the latency of a live
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -55,6 +58,8 @@ RESULTS = Path(os.environ.get("FADES_BENCH_RESULTS") or Path(__file__).resolve()
 IOT_EDGE = {0: 3.4, 15: 13.9, 60: 1.0, 120: 53.3}
 SITE = "edge1"
 WORK_S = 1.0
+#: pipelines at a site (the sitepipes work) are part of this tree
+PIPELINES = importlib.util.find_spec("fades.pipelines.sites") is not None
 
 SLOW = """
 import time
@@ -65,6 +70,32 @@ def main(data, params):
         pass
     return {"rows": len(data["t"])}
 """
+
+
+#: the automatic pipeline that runs at the site all along (two stages, one run a second)
+PIPE_FUNCS = {
+    "site_a": "def main(data, params):\n    return {'v': 1, 'run': data['_pipeline']['run']}\n",
+    "site_b": "def main(data, params):\n    return {'v': data['a']['v'] + 1}\n",
+}
+PIPELINE = "site-watch"
+
+
+def pipe_spec() -> dict[str, Any]:
+    return {
+        "name": PIPELINE,
+        "credentials": {"tenant": "facilities"},
+        "run": {"mode": "automatic", "every_s": 1, "run_deadline_s": 900},
+        "queue": {"max_runs": 1000, "when_full": "refuse"},
+        "stages": [
+            {"name": "a", "function": {"artifact": "site_a", "memory_mib": 32}, "node": SITE},
+            {"name": "b", "function": {"artifact": "site_b", "memory_mib": 32}, "after": ["a"],
+             "node": SITE},
+        ],
+    }  # fmt: skip
+
+
+def pipeline_runs(cluster: LocalCluster) -> list[dict[str, Any]]:
+    return list(cluster.client().pipeline_runs(PIPELINE, 5000))
 
 
 def task(artifact: str, room: str, **params: Any) -> dict[str, Any]:
@@ -134,9 +165,40 @@ def live_latency(cluster: LocalCluster, room: str) -> float:
     return time.monotonic() - t0
 
 
-def one_outage(cluster: LocalCluster, outage: float, room: str) -> dict[str, Any]:
+def pipeline_drain(
+    cluster: LocalCluster, t_cut: float, t_back: float, t_restore: float
+) -> dict[str, Any]:
+    """The pipeline runs the site started during the outage, once all reached the controller:
+    how many, how long after the restore the last one arrived, and how many did not."""
+    during: set[str] = set()
+    deadline = time.monotonic() + 300
+    done: set[str] = set()
+    last_new = time.monotonic()
+    while time.monotonic() < deadline:
+        runs = pipeline_runs(cluster)
+        during = {r["run"] for r in runs if t_cut <= r["started_at"] < t_back}
+        now_done = {r["run"] for r in runs if r["run"] in during and r["status"] == "done"}
+        if now_done - done:
+            last_new = time.monotonic()
+        done = now_done
+        if during and done >= during:
+            break
+        time.sleep(0.2)
+    bad = [r for r in pipeline_runs(cluster) if r["run"] in during and r["status"] != "done"]
+    return {
+        "runs_started_at_site_during_outage": len(during),
+        "runs_done_at_controller": len(done),
+        "runs_lost_or_failed": len(during - done),
+        "drain_s": round(last_new - t_restore, 3),
+        "not_done": [(r["run"], r["status"], r["reason"]) for r in bad[:5]],
+    }
+
+
+def one_outage(
+    cluster: LocalCluster, outage: float, room: str, with_pipeline: bool
+) -> dict[str, Any]:
     client = cluster.client()
-    n = max(4, int(outage * 2 * 0.7 / WORK_S))  # both workers busy for ~70% of the outage
+    n = max(4, int(outage * 0.7 / WORK_S))  # one worker busy for ~70% of the outage
     ids = [client.submit(task("slow", room, seconds=WORK_S))["task_id"] for _ in range(n)]
     wait_until(lambda: len(held(cluster, ids)) == n, 120, "node holds the tasks")
     dups0 = duplicates(cluster)
@@ -146,10 +208,10 @@ def one_outage(cluster: LocalCluster, outage: float, room: str) -> dict[str, Any
     cluster.cut_uplink(SITE)
     log(f"cut {outage:g} s with {n} tasks held by the node")
     time.sleep(outage)
+    finished = sum(1 for s, d in held(cluster, ids) if d == 1)
     seq1, pub1 = site_stream_seq(cluster), sim.stats["published"]
     t_back = time.time()
-    stored_during = seq1 - seq0
-    finished = sum(1 for s, d in held(cluster, ids) if d == 1)
+    stored_during = seq1 - seq0  # task outcomes and pipeline stage events
     arrivals: dict[str, float] = {}
     watcher_err: list[BaseException] = []
 
@@ -166,6 +228,7 @@ def one_outage(cluster: LocalCluster, outage: float, room: str) -> dict[str, Any
     th.start()
     live = live_latency(cluster, room)
     th.join(900)
+    pipe = pipeline_drain(cluster, t_cut, t_back, t_restore) if with_pipeline else None
     time.sleep(1.0)  # readings in flight at the restore are written
     ingested = readings_between(cluster, t_cut, t_back)
     drain = max(arrivals.values()) - t_restore if arrivals else float("nan")
@@ -176,19 +239,40 @@ def one_outage(cluster: LocalCluster, outage: float, room: str) -> dict[str, Any
         "tasks_finished_during_outage": finished,
         "readings_published_during_outage": pub1 - pub0,
         "readings_ingested_during_outage": ingested,
-        "readings_lost": max(0, (pub1 - pub0) - ingested),
+        "readings_lost_by_window": max(0, (pub1 - pub0) - ingested),
         "drain_s": round(drain, 3),
         "outcomes_received": len(arrivals),
         "outcomes_lost": n - len(arrivals),
         "duplicates_at_controller": duplicates(cluster) - dups0,
         "live_task_latency_after_restore_s": round(live, 3),
         "watcher_error": repr(watcher_err[0]) if watcher_err else None,
+        "pipeline": pipe,
     }
     log(json.dumps(res))
     return res
 
 
-def run_cluster(home: Path, outages: list[float], readd: bool) -> dict[str, Any]:
+def readings_total(cluster: LocalCluster) -> dict[str, int]:
+    """Every reading the sensors published over the whole run against those the site wrote
+    (exact: the sensors are stopped first and the node's counters are read once settled).
+    The per-outage counts are by timestamp window, off by a reading at the window edges."""
+    sim = cluster.simulators.pop(0)
+    sim.stop()
+    published = int(sim.stats["published"])
+    written = -1
+    for _ in range(60):
+        time.sleep(1.0)
+        stats = next(n for n in cluster.client().nodes() if n["name"] == SITE)["stats"]
+        now = int(stats.get("written", 0)) + int(stats.get("rejected", 0))
+        if now == written and now >= published:
+            break
+        written = now
+    return {"published": published, "written": written, "lost": max(0, published - written)}
+
+
+def run_cluster(
+    home: Path, outages: list[float], readd: bool, with_pipeline: bool
+) -> dict[str, Any]:
     os.environ["FADES_SITE_READD"] = "1" if readd else "0"  # read by the controller process
     cluster = LocalCluster(
         home,
@@ -209,12 +293,29 @@ def run_cluster(home: Path, outages: list[float], readd: bool) -> dict[str, Any]
         src.write_text(SLOW)
         assert cluster.key is not None
         cluster.client().upload(build_python(src, key=cluster.key).to_bytes())
+        if with_pipeline:
+            for name, code in PIPE_FUNCS.items():
+                (home.parent / f"{name}.py").write_text(code)
+                art = build_python(home.parent / f"{name}.py", key=cluster.key)
+                cluster.client().upload(art.to_bytes())
+            receipt = cluster.client().submit_pipeline(pipe_spec())
+            log(f"pipeline {PIPELINE}: queue at {receipt.get('queue_at')}")
+            wait_until(
+                lambda: sum(r["status"] == "done" for r in pipeline_runs(cluster)) >= 2,
+                120,
+                "two pipeline runs done",
+            )
         room = cluster.rooms(SITE)[0]
         live_latency(cluster, room)  # warm-up (artifacts fetched)
         cluster.client().wait(cluster.client().submit(task("slow", room, seconds=0.1))["task_id"])
         baseline = [live_latency(cluster, room) for _ in range(5)]
-        runs = [one_outage(cluster, d, room) for d in outages]
-        return {"readd": readd, "live_task_latency_link_up_s": baseline, "outages": runs}
+        runs = [one_outage(cluster, d, room, with_pipeline) for d in outages]
+        return {
+            "readd": readd,
+            "live_task_latency_link_up_s": baseline,
+            "outages": runs,
+            "readings": readings_total(cluster),
+        }
     finally:
         cluster.stop()
         os.environ.pop("FADES_SITE_READD", None)
@@ -226,7 +327,7 @@ def plot(out: dict[str, Any], path: Path) -> None:
     without = {r["outage_s"]: r for r in out["without_readd"]["outages"]}
     lengths = sorted(set(withr) | set(without) | set(IOT_EDGE))
     x = range(len(lengths))
-    w = 0.27
+    w = 0.2
 
     def bars(values: dict[float, float], off: float, label: str, color: str) -> None:
         xs = [i + off for i, d in enumerate(lengths) if d in values]
@@ -234,9 +335,14 @@ def plot(out: dict[str, Any], path: Path) -> None:
         b = ax1.bar(xs, ys, w, label=label, color=color)
         ax1.bar_label(b, fmt="%.1f", fontsize=8)
 
-    bars({d: r["drain_s"] for d, r in withr.items()}, -w, "fades (source re-added)", "tab:green")
-    bars({d: r["drain_s"] for d, r in without.items()}, 0, "fades (no re-add)", "tab:orange")
-    bars({float(k): v for k, v in IOT_EDGE.items()}, w, "Azure IoT Edge (published)", "tab:gray")
+    bars({d: r["drain_s"] for d, r in withr.items()}, -1.5 * w, "fades tasks", "tab:green")
+    piped = {d: r["pipeline"]["drain_s"] for d, r in withr.items() if r.get("pipeline")}
+    if piped:
+        bars(piped, -0.5 * w, "fades pipeline runs", "tab:olive")
+    bars({d: r["drain_s"] for d, r in without.items()}, 0.5 * w, "fades tasks, no re-add",
+         "tab:orange")  # fmt: skip
+    bars({float(k): v for k, v in IOT_EDGE.items()}, 1.5 * w, "Azure IoT Edge (published)",
+         "tab:gray")  # fmt: skip
     ax1.set_xticks(list(x), [f"{d:g} s" for d in lengths])
     ax1.set_xlabel("uplink outage")
     ax1.set_ylabel("drain time after reconnect (s)")
@@ -268,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     without = [20.0] if args.quick else [60.0]
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="fades-outage-") as tmp:
-        with_readd = run_cluster(Path(tmp) / "a" / "cluster", outages, readd=True)
-        no_readd = run_cluster(Path(tmp) / "b" / "cluster", without, readd=False)
+        with_readd = run_cluster(Path(tmp) / "a" / "cluster", outages, True, PIPELINES)
+        no_readd = run_cluster(Path(tmp) / "b" / "cluster", without, False, PIPELINES)
     out = {
         "meta": {
             "quick": args.quick,
@@ -291,8 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = [
         r
         for r in with_readd["outages"] + no_readd["outages"]
-        if r["outcomes_lost"] or r["duplicates_at_controller"] or r["readings_lost"]
+        if r["outcomes_lost"]
+        or r["duplicates_at_controller"]
+        or (r["pipeline"] or {}).get("runs_lost_or_failed")
     ]
+    bad += [c for c in (with_readd, no_readd) if c["readings"]["lost"]]
     return 1 if bad else 0
 
 
