@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -204,6 +205,15 @@ class NatsBus:
     def local(self) -> NatsBus:
         # TODO(sites): a view on the site's own JetStream domain when settings.site is set
         return self
+
+    def in_domain(self, domain: str | None) -> NatsBus:
+        """A view on this connection whose JetStream is ``domain``'s (sitepipes: a site's
+        pipeline stream); it shares the connection, and closing the bus closes both."""
+        if domain is None:
+            return self
+        view = copy.copy(self)
+        view.js = self.nc.jetstream(domain=domain)
+        return view
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None

@@ -87,6 +87,7 @@ class Registry:
             stopping=a.stopping,
             stats=stats,
             trusted_signers=a.node.trust.ids() if a.node is not None else None,
+            site=a.settings.site if a.settings is not None else None,
         )
 
     async def refresh_data(self) -> None:
