@@ -104,7 +104,10 @@ class PipelineEngine:
             return io
         site = self.site_io.get(plan.domain)
         if site is None:
-            site = self.site_io[plan.domain] = BundleIO(io.bus.in_domain(plan.domain), up=io.bus)
+            settings = self.agent.settings
+            here = settings is not None and settings.site == plan.domain
+            bus = io.bus.local() if here else io.bus.in_domain(plan.domain)
+            site = self.site_io[plan.domain] = BundleIO(bus, up=io.bus)
         return site
 
     # --- lifecycle ---------------------------------------------------------------------------
