@@ -31,6 +31,7 @@ from fades.functions.keys import SigningKey
 from fades.node.agent import NodeAgent
 from fades.pipelines.protocol import EVENTS_STREAM, StageEvent, bundle_stream
 
+from .test_cli_pipeline import fades
 from .test_service import wait_for
 
 SITE = "edge1"
@@ -127,8 +128,17 @@ def spec() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def said(proc: Any) -> str:
+    assert proc.returncode == 0, proc.stderr
+    return " ".join(proc.stdout.split())
+
+
 def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once(
-    bed: Bed, hub: EmbeddedNats, leaf: EmbeddedLeaf, prepare_home: Callable[..., Path]
+    bed: Bed,
+    hub: EmbeddedNats,
+    leaf: EmbeddedLeaf,
+    prepare_home: Callable[..., Path],
+    tmp_path: Path,
 ) -> None:
     homes = {n: prepare_home(n, functions=FUNCS, readings=False) for n in ("n1", "n2")}
     ctl = bed.start_controller(down_after=2.0)
@@ -172,6 +182,12 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
                 c.upload(artifact_of(homes["n1"], fn))
             plan = c.plan_pipeline(spec())
             assert plan["queue_at"]["site"] == SITE and plan["queue_at"]["survives_uplink_cut"]
+            file = tmp_path / "p1.json"
+            file.write_text(json.dumps(spec()))
+            assert (
+                f"queue: at site {SITE} (its own JetStream): the pipeline keeps running while "
+                "the site's uplink is down" in said(fades(bed, "plan", str(file)))
+            )
             receipt = c.submit_pipeline(spec())
             assert receipt["queue_at"]["site"] == SITE
             # the bundle stream is in the site's domain, not in the hub's
@@ -198,6 +214,9 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
             status = c.pipeline("p1")
             assert status["version"] == version, status["failovers"]
             assert status["queue_at"]["survives_uplink_cut"] is True
+            assert status["queue_at"]["reachable"] is False
+            assert all(q["queued"] is None for q in status["queues"])  # not waited on
+            assert f"no node of site {SITE} is up" in said(fades(bed, "status", "p1"))
             assert not set(done()) & during  # none of them has reached the controller yet
 
             leaf.restore_uplink()

@@ -250,9 +250,10 @@ class Tracker:
         """Set the queue-depth gauge of every stage instance of the active plans."""
         gauge = self.controller.metrics.pipeline_queue
         gauge.clear()
+        up = [e.info for e in self.controller.registry.up()]
         for name, (plan, _) in list(self.service.plans.items()):
-            if plan.state != "active":
-                continue
+            if plan.state != "active" or not site_reachable(plan, up):
+                continue  # (an unreachable site's queues cannot be read: no waiting on them)
             bus = pipeline_bus(self.controller.bus, plan)
             for a in plan.assignments:
                 with contextlib.suppress(Exception):
