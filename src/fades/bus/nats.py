@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -94,6 +94,22 @@ class NatsDelivery:
             await self._msg.in_progress()
         except Exception as exc:
             raise fabric_error("in_progress failed", exc) from exc
+
+
+class _DomainWrites:
+    """A JetStream context whose publishes on ``$KV.`` go through a domain's API prefix."""
+
+    def __init__(self, js: Any, prefix: str) -> None:
+        self._inner = js
+        self._prefix = prefix
+
+    async def publish(self, subject: str, *args: Any, **kwargs: Any) -> Any:
+        if subject.startswith("$KV."):
+            subject = self._prefix + subject
+        return await self._inner.publish(subject, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class NatsBus:
@@ -188,6 +204,8 @@ class NatsBus:
             # discard new applies to the per-subject bound too (not only to the stream's)
             discard_new_per_subject=discard == "new" and per_subject > 0,
             num_replicas=self.replicas,
+            # keep what others added (the sources of sites' streams, fades.controller.sites)
+            sources=existing.sources if existing is not None else None,
         )
         try:
             if existing is None:
@@ -213,12 +231,17 @@ class NatsBus:
             return
         # at a site: into the site's FADES_UP (works while the uplink is down); the hub's
         # stream sources it back to ``subject`` (fades.controller.sites)
+        await self.ensure_up()
+        await self.local().publish(up_subject(site, subject), data, msg_id=msg_id)
+
+    async def ensure_up(self) -> None:
+        """At a site: create (once, idempotent) the site stream ``FADES_UP``."""
+        site = self.settings.site
         view = self.local()
-        if not view._up_ready:
+        if site and not view._up_ready:
             async with view._up_lock:
                 if not view._up_ready:
                     await view._ensure_up_stream(site)
-        await view.publish(up_subject(site, subject), data, msg_id=msg_id)
 
     async def _ensure_up_stream(self, site: str) -> None:
         cfg = up_stream_config(site)
@@ -339,6 +362,10 @@ class NatsBus:
         kv = await open_or_create(
             f"KV bucket {bucket}", self.js.key_value(bucket), lambda: self.js.create_key_value(cfg)
         )
+        if self.settings.domain:
+            # nats-py 2.16 publishes KV writes on the bare $KV subject, which a leaf server
+            # cannot route to another domain (nats.py issue 1010): prefix them as nats.go does
+            kv._js = cast(Any, _DomainWrites(kv._js, f"$JS.{self.settings.domain}.API."))
         return NatsKv(kv, bucket)
 
     async def objects(self, bucket: str) -> NatsObjects:

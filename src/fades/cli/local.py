@@ -56,6 +56,13 @@ def up(
     duration: Annotated[
         float | None, typer.Option(help="stop by itself after this many seconds")
     ] = None,
+    sites: Annotated[
+        bool,
+        typer.Option(
+            help="give each node its own site: a leaf NATS server with its own JetStream "
+            "and MQTT, so the node keeps working while its uplink to the hub is cut"
+        ),
+    ] = True,
 ) -> None:
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     run_up(
@@ -64,6 +71,7 @@ def up(
         duration=duration,
         sensors=sensors,
         days=days,
+        sites=sites,
         say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
     )
 
@@ -76,6 +84,7 @@ def run_up(
     sensors: bool,
     days: float,
     say: Callable[[str], None],
+    sites: bool = False,
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
@@ -86,7 +95,7 @@ def run_up(
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     from fades.cluster import LocalCluster
 
-    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say)
+    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say, sites=sites)
     try:
         cluster.prepare()
         cluster.start()
@@ -97,6 +106,11 @@ def run_up(
         say(f"NATS         {cluster.nats.url}   MQTT 127.0.0.1:{cluster.nats.mqtt_port}")
         for name in cluster.names:
             say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
+        for name, leaf in cluster.sites.items():
+            say(
+                f"site {name:<7} NATS {leaf.url}   MQTT 127.0.0.1:{leaf.mqtt_port}   "
+                f"uplink {leaf.uplink.address}"
+            )
         say("")
         say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
         say("      fades task submit examples/tasks/mean_core.yaml --wait")
