@@ -26,34 +26,15 @@ from fades.bus.nats import NatsBus
 from fades.fabric.connect import FabricSettings
 from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf, hub_leaf_config
 from fades.fabric.server import EmbeddedNats, free_port
-from fades.fabric.upstream import site_source
 from fades.functions.keys import SigningKey
 from fades.node.agent import NodeAgent
-from fades.pipelines.protocol import EVENTS_STREAM, StageEvent, bundle_stream
+from fades.pipelines.protocol import StageEvent, bundle_stream
 
 from .test_cli_pipeline import fades
 from .test_service import wait_for
 
 SITE = "edge1"
 OUT = "site.p1.out"
-
-
-@pytest.fixture(autouse=True)
-def _tmp_site_kv_puts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TEMPORARY, until the sites branch makes a node's registry heartbeat work from a leaf:
-    a KV put from a client at a site must go to ``$JS.<hub domain>.API.$KV.<bucket>.<key>``
-    (a plain ``$KV.`` publish finds no responder across the leaf connection); nats-py
-    publishes the plain subject. Not a pipeline feature."""
-    from nats.js.client import JetStreamContext
-
-    orig = JetStreamContext.publish
-
-    async def publish(self: Any, subject: str, *a: Any, **kw: Any) -> Any:
-        if subject.startswith("$KV.") and self._prefix != "$JS.API":
-            subject = f"{self._prefix}.{subject}"
-        return await orig(self, subject, *a, **kw)
-
-    monkeypatch.setattr(JetStreamContext, "publish", publish)
 
 
 @pytest.fixture
@@ -102,16 +83,6 @@ def site_agent(bed: Bed, leaf: EmbeddedLeaf, name: str, home: Path) -> NodeAgent
     return agent
 
 
-async def source_events(bus: NatsBus, site: str) -> None:
-    """The hub's events stream sources the site's FADES_UP (idempotent)."""
-    info: Any = await bus.js.stream_info(EVENTS_STREAM)
-    cfg = info.config
-    if any(s.external and s.external.api == f"$JS.{site}.API" for s in cfg.sources or []):
-        return
-    cfg.sources = [*(cfg.sources or []), site_source(site, ["fades.pevent.>"])]
-    await bus.js.update_stream(cfg)
-
-
 def spec() -> dict[str, Any]:
     return {
         "name": "p1",
@@ -143,7 +114,6 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
     homes = {n: prepare_home(n, functions=FUNCS, readings=False) for n in ("n1", "n2")}
     ctl = bed.start_controller(down_after=2.0)
     hub_bus: NatsBus = bed.run(NatsBus.connect(FabricSettings(url=hub.url), name="test-hub"))
-    bed.run(source_events(hub_bus, SITE))
     # every stage event as the controller's consumer takes it, before its own de-duplication
     raw: Counter[tuple[str, str, str]] = Counter()
     tracker = ctl.pipelines._tracker

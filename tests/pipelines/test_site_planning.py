@@ -10,8 +10,9 @@ from fades.pipelines.planner import plan_pipeline
 from fades.pipelines.sites import plan_at_sites, queue_place, replan_at_site, sites_of
 
 
-def at(site: str | None, n: NodeInfo) -> NodeInfo:
-    return n.model_copy(update={"site": site})
+def at(site: str | None, n: NodeInfo, heard: float = NOW) -> NodeInfo:
+    """``n`` at ``site``, last heard from at ``heard``."""
+    return n.model_copy(update={"site": site, "heartbeat_at": heard})
 
 
 def fleet() -> list[NodeInfo]:
@@ -82,7 +83,11 @@ def test_a_site_pipeline_fails_over_only_within_its_site_and_is_left_alone_when_
     home = plan.instances("read")[0].node
     other = "e1b" if home == "e1a" else "e1a"
     up = [n for n in nodes if n.name != home]
-    down = [n for n in nodes if n.name == home]
+    # it went quiet with the rest of its site (a heartbeat apart): maybe the uplink, not it
+    quiet = [at("edge1", n, NOW - 0.5) for n in nodes if n.name == home]
+    assert replan_at_site(plan, ROOM1, up, quiet) is plan
+    # the rest of the site has been heard from for a while since: it is dead
+    down = [at("edge1", n, NOW - 10) for n in nodes if n.name == home]
     moved = replan_at_site(plan, ROOM1, up, down)
     assert moved.version == plan.version + 1 and moved.domain == "edge1"
     assert {a.node for a in moved.assignments} == {other}  # never the idle e2a or cloud
@@ -96,5 +101,5 @@ def test_a_site_pipeline_fails_over_only_within_its_site_and_is_left_alone_when_
                     {"name": "sum", "after": ["tick"], "function": fn("s")})  # fmt: skip
     plan = plan_at_sites(spec, only, now=NOW)
     assert plan.domain == "edge1"
-    gone = replan_at_site(plan, spec, [nodes[2], nodes[3]], [nodes[0]])
+    gone = replan_at_site(plan, spec, [nodes[2], nodes[3]], [at("edge1", nodes[0], NOW - 60)])
     assert gone is plan

@@ -38,6 +38,10 @@ from fades.pipelines.protocol import Plan
 from fades.pipelines.spec import PipelineSpec
 from fades.placers import Placer
 
+#: seconds the rest of a site must have been heard from after one of its nodes went quiet
+#: before that node's stages are moved (a cut uplink silences the whole site at once)
+SITE_SETTLE_S = 3.0
+
 __all__ = [
     "pipeline_bus",
     "plan_at_sites",
@@ -112,13 +116,28 @@ def replan_at_site(
     placer: Placer | None = None,
 ) -> Plan:
     """:func:`~fades.pipelines.planner.replan`, keeping a site pipeline at its site: only
-    the site's nodes are candidates, and with none of them up the plan stays as it is."""
+    the site's nodes are candidates; with none of them up, or while a node of the site has
+    gone down too recently to tell a dead node from a cut uplink, the plan stays as it is."""
     if plan.domain is None:
         return replan(plan, spec, up, down, placer)
     local = [n for n in up if n.site == plan.domain]
-    if not local:
+    if not local or not _settled(plan.domain, local, down):
         return plan
     return replan(plan, spec, local, down, placer)
+
+
+def _settled(site: str, local: Sequence[NodeInfo], down: Sequence[NodeInfo]) -> bool:
+    """Whether every down node of ``site`` is known dead, not cut off with the rest of the
+    site: another node of the site has been heard from at least :data:`SITE_SETTLE_S` (or
+    two heartbeats) after the down node's last heartbeat. When the uplink is cut, all the
+    site's nodes go quiet within one heartbeat of each other, so none of them settles."""
+    newest = max(n.heartbeat_at for n in local)
+    beat = max(n.heartbeat_s for n in local)
+    return all(
+        newest - n.heartbeat_at >= max(SITE_SETTLE_S, 2 * max(beat, n.heartbeat_s))
+        for n in down
+        if n.site == site
+    )
 
 
 def site_reachable(plan: Plan, up: Sequence[NodeInfo]) -> bool:
