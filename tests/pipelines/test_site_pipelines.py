@@ -111,7 +111,7 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
     prepare_home: Callable[..., Path],
     tmp_path: Path,
 ) -> None:
-    homes = {n: prepare_home(n, functions=FUNCS, readings=False) for n in ("n1", "n2")}
+    homes = {n: prepare_home(n, functions=FUNCS, readings=False) for n in ("n1", "n2", "n3")}
     ctl = bed.start_controller(down_after=2.0)
     hub_bus: NatsBus = bed.run(NatsBus.connect(FabricSettings(url=hub.url), name="test-hub"))
     # every stage event as the controller's consumer takes it, before its own de-duplication
@@ -143,8 +143,8 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
     site_nc = bed.run(listen())
     bed._listeners.append(site_nc)
     try:
-        for n, home in homes.items():
-            site_agent(bed, leaf, n, home)
+        for n in ("n1", "n2"):
+            site_agent(bed, leaf, n, homes[n])
         with bed.client() as c:
             wait_for(lambda: {"n1", "n2"} <= {n["name"] for n in c.nodes() if n["up"]},
                      timeout=60, what="the site's nodes up")  # fmt: skip
@@ -190,9 +190,13 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
             assert not set(done()) & during  # none of them has reached the controller yet
 
             leaf.restore_uplink()
+            restored = time.monotonic()
             # every run the site finished during the cut reaches the controller, done
             wait_for(lambda: during <= set(done()), timeout=180,
                      what=f"the runs of the cut at the controller: {sorted(during)}")  # fmt: skip
+            print(f"{len(during)} runs finished at the site during a {time.time() - cut_at:.0f} s "
+                  f"cut reached the controller {time.monotonic() - restored:.1f} s after the "
+                  "uplink was restored")  # fmt: skip
             runs = {r["run"]: r for r in c.pipeline_runs("p1", 1000)}
             for run in during:
                 assert runs[run]["status"] == "done", runs[run]
@@ -206,6 +210,20 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
             # the nodes follow the plan again after the cut: a cancel stops their triggers
             wait_for(lambda: {"n1", "n2"} <= {n["name"] for n in c.nodes() if n["up"]},
                      timeout=60, what="the site's nodes up again")  # fmt: skip
+            # moved off the site by a resubmit: the queue goes to the hub, the receipt says so
+            bed.agent("n3", homes["n3"], capacity=2)  # connected to the hub, at no site
+            wait_for(lambda: "n3" in {n["name"] for n in c.nodes() if n["up"]},
+                     timeout=60, what="n3 up")  # fmt: skip
+            moved = spec()
+            for st in moved["stages"]:
+                st["node"] = "n3"
+            replaced = time.time()
+            receipt = c.submit_pipeline(moved, replace=True)
+            assert receipt["queue_at"]["site"] is None
+            assert receipt["queue_moved"].startswith(f"the queue moved from site {SITE}; ")
+            wait_for(lambda: [r for r in c.pipeline_runs("p1", 1000)
+                              if r["status"] == "done" and r["started_at"] > replaced + 1],
+                     timeout=90, what="a run done in the hub after the move")  # fmt: skip
             c.cancel_pipeline("p1")
             for a in bed.agents:
                 wait_for(lambda a=a: not a.pipelines.triggers.timers and not a.pipelines.consumers,
