@@ -132,6 +132,8 @@ class NatsBus:
         self._parent: NatsBus | None = None
         self._up_ready = False
         self._up_lock = asyncio.Lock()
+        #: views in other JetStream domains (in_domain)
+        self._domains: dict[str, NatsBus] = {}
 
     @classmethod
     async def connect(
@@ -264,6 +266,21 @@ class NatsBus:
             view._parent = self
             self._local = view
         return self._local
+
+    def in_domain(self, domain: str | None) -> NatsBus:
+        """A view on this connection in JetStream domain ``domain`` (sitepipes: a site's
+        pipeline stream, reached from the hub or from a node at that site; one copy of
+        each stream, a site is one leaf server). Cached; closing the bus closes it."""
+        if self._parent is not None:
+            return self if domain is None else self._parent.in_domain(domain)
+        if domain is None:
+            return self
+        view = self._domains.get(domain)
+        if view is None:
+            view = NatsBus(self.nc, replace(self.settings, domain=domain, replicas=1))
+            view._parent = self
+            self._domains[domain] = view
+        return view
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
@@ -432,6 +449,8 @@ class NatsBus:
         self._closed = True
         if self._local is not None:
             await self._local.close()
+        for view in self._domains.values():
+            await view.close()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
