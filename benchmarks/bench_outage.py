@@ -235,7 +235,7 @@ def one_outage(
     res = {
         "outage_s": outage,
         "tasks": n,
-        "results_stored_at_site_during_outage": stored_during,
+        "messages_stored_at_site_during_outage": stored_during,  # outcomes + stage events
         "tasks_finished_during_outage": finished,
         "readings_published_during_outage": pub1 - pub0,
         "readings_ingested_during_outage": ingested,
