@@ -11,6 +11,7 @@ Folder layout (``home``)::
 
     keys/            the signing key of this cluster
     nats/hub<i>/     each hub NATS server's config, log and JetStream store
+    sites/<site>/    with sites: each site's leaf NATS server (config, log, JetStream store)
     controller/      controller.db, trusted/, artifacts/, tokens.yaml
     nodes/<name>/    one node folder each (trusted/, readings.db, tasks.db, ...)
     logs/            one log per process
@@ -34,6 +35,7 @@ import yaml
 
 from fades.errors import FadesError
 from fades.fabric.hub import EmbeddedHub
+from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf
 from fades.fabric.server import EmbeddedNats, free_port
 from fades.functions.keys import SigningKey
 
@@ -154,6 +156,8 @@ class LocalCluster:
         )
         #: hub server 1 (what callers written for a one-server hub use)
         self.nats: EmbeddedNats = self.hub.servers[0]
+        #: site name -> its leaf server (with sites=True; one site per node, named after it)
+        self.sites: dict[str, EmbeddedLeaf] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.simulators: list[Any] = []
         #: node -> its DeviceSimulator (devices=True)
@@ -253,10 +257,12 @@ class LocalCluster:
         from fades.devices.simulate import DeviceSimulator
         from fades.devices.spec import load_devices
 
-        assert self.nats.mqtt_port is not None
+        assert self.nats.mqtt_port is not None  # the hub's; a node at a site uses its own
         for i, name in enumerate(self.names):
             declared = load_devices(self.node_home(name), name)
-            sim = DeviceSimulator("127.0.0.1", self.nats.mqtt_port, name, declared, seed=i + 1)
+            port = self.sites[name].mqtt_port if name in self.sites else self.nats.mqtt_port
+            assert port is not None
+            sim = DeviceSimulator("127.0.0.1", port, name, declared, seed=i + 1)
             self.device_sims[name] = sim.start()
 
     def _state_key(self) -> str:
@@ -269,11 +275,17 @@ class LocalCluster:
 
     # --- processes ----------------------------------------------------------------------------
     def _spawn(
-        self, label: str, args: list[str], *, cloud: bool = False, exe: list[str] | None = None
+        self,
+        label: str,
+        args: list[str],
+        *,
+        cloud: bool = False,
+        exe: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``fades ARGS`` (or ``exe + args``), wrapped when it runs on the cloud side."""
         log = (self.home / "logs" / f"{label}.log").open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
         # one state key for the whole cluster, so stateful tasks can move between its nodes
         env.setdefault("FADES_STATE_KEY", self._state_key())
         # as many copies of each stream, bucket and object store as the hub can keep
@@ -307,14 +319,17 @@ class LocalCluster:
         )  # fmt: skip
 
     def start_node(self, name: str) -> None:
+        leaf = self.sites.get(name)
+        env = {"FADES_SITE": name, "FADES_NATS_DOMAIN": HUB_DOMAIN} if leaf else {}
         self._spawn(
             name,
             [
-                "node", "start", "--name", name, "--nats", self.hub.url,
+                "node", "start", "--name", name, "--nats", leaf.url if leaf else self.hub.url,
                 "--data", str(self.node_home(name)), "--heartbeat", str(self.heartbeat_s),
                 "--label", f"rooms={'+'.join(self.rooms(name))}",
                 *([] if self.ingest else ["--no-ingest"]),
             ],
+            extra_env=env,
         )  # fmt: skip
 
     def start_nats(self) -> None:
@@ -402,14 +417,46 @@ class LocalCluster:
                 self.artifacts[art.name] = art.digest
         return self.artifacts
 
+    # --- sites ------------------------------------------------------------------------------
+    def hub_leaf_urls(self) -> list[str]:
+        """The hub's leafnode URLs (the sites' leaf servers connect there)."""
+        return list(self.hub.leaf_urls)
+
+    def start_sites(self) -> None:
+        """One leaf server per node (site = node name), each behind its own uplink relay."""
+        for name in self.names:
+            leaf = self.sites.get(name) or EmbeddedLeaf(self.home, name, self.hub_leaf_urls())
+            leaf.start()
+            self.sites[name] = leaf
+
+    def site(self, name: str) -> EmbeddedLeaf:
+        try:
+            return self.sites[name]
+        except KeyError:
+            known = ", ".join(self.sites) or "none (sites=False)"
+            raise FadesError(f"no site named {name!r} (sites: {known})") from None
+
+    def cut_uplink(self, site: str) -> None:
+        """Cut ``site``'s link to the hub (its leaf, node and sensors keep running)."""
+        self.site(site).cut_uplink()
+
+    def restore_uplink(self, site: str) -> None:
+        self.site(site).restore_uplink()
+
+    def stop_sites(self) -> None:
+        for leaf in self.sites.values():
+            leaf.stop()
+
     def start_sensors(self) -> None:
         from fades.sensors.simulator import SensorSimulator
 
-        assert self.nats.mqtt_port is not None
         for i, name in enumerate(self.names):
+            # at a site, sensors publish to the site's own MQTT gateway
+            port = self.sites[name].mqtt_port if name in self.sites else self.nats.mqtt_port
+            assert port is not None
             sim = SensorSimulator(
                 "127.0.0.1",
-                self.nats.mqtt_port,
+                port,
                 name,
                 rooms=self.rooms_per_node,
                 first_room=i * self.rooms_per_node + 1,
@@ -438,6 +485,13 @@ class LocalCluster:
         self.start_controller()
         self.wait_controller()
         self.say(f"controller {self.url} (OpenAPI docs at {self.url}/docs)")
+        if self.use_sites:
+            self.start_sites()
+            for leaf in self.sites.values():
+                self.say(
+                    f"site {leaf.site}: leaf NATS {leaf.url} (JetStream domain {leaf.domain}), "
+                    f"MQTT {self.host}:{leaf.mqtt_port}, uplink via {leaf.uplink.address}"
+                )
         for name in self.names:
             self.start_node(name)
         self.wait_nodes()
@@ -466,6 +520,7 @@ class LocalCluster:
         self.stop_process("controller")
         for label in [p for p in self.procs if p != "nats"]:
             self.stop_process(label)
+        self.stop_sites()
         self.stop_nats()
 
     def __enter__(self) -> LocalCluster:

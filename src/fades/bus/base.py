@@ -162,6 +162,13 @@ class Bus(Protocol):
         site, the bus itself."""
         ...
 
+    def in_domain(self, domain: str | None) -> Bus:
+        """The same connection, but streams, buckets, consumers and publishes in the
+        JetStream domain ``domain`` (``$JS.<domain>.API``: a site's leaf server reached
+        from the hub, or from a node at that site); None: the bus's own domain. A site's
+        pipeline keeps its bundle stream there."""
+        ...
+
     def consume(
         self, stream: str, durable: str, subject: str, *, ack_wait: float = 30.0, batch: int = 1
     ) -> AsyncIterator[Delivery]:

@@ -281,6 +281,9 @@ class MemoryBus:
     def local(self) -> MemoryBus:
         return self
 
+    def in_domain(self, domain: str | None) -> MemoryBus:
+        return self  # one process: a single domain
+
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         self._check()
         if len(data) > self.max_payload:

@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, cast
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -47,6 +48,7 @@ from fades.bus.nats_stores import (
 from fades.errors import FabricError, FadesError, QueueFull
 from fades.fabric.connect import FabricSettings, connect
 from fades.fabric.transfer import CHUNK, reply_error, request_chunks, send_chunks
+from fades.fabric.upstream import UP_STREAM, up_stream_config, up_subject
 
 log = logging.getLogger("fades.bus")
 
@@ -94,6 +96,22 @@ class NatsDelivery:
             raise fabric_error("in_progress failed", exc) from exc
 
 
+class _DomainWrites:
+    """A JetStream context whose publishes on ``$KV.`` go through a domain's API prefix."""
+
+    def __init__(self, js: Any, prefix: str) -> None:
+        self._inner = js
+        self._prefix = prefix
+
+    async def publish(self, subject: str, *args: Any, **kwargs: Any) -> Any:
+        if subject.startswith("$KV."):
+            subject = self._prefix + subject
+        return await self._inner.publish(subject, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class NatsBus:
     """The Bus over one nats-py connection (it reconnects by itself after a server restart)."""
 
@@ -109,6 +127,13 @@ class NatsBus:
         self._closed = False
         #: subject -> its stream's name, for QueueFull messages (a flood refuses many)
         self._stream_of: dict[str, str] = {}
+        #: the site-domain view (local()) and, in a view, the bus it belongs to
+        self._local: NatsBus | None = None
+        self._parent: NatsBus | None = None
+        self._up_ready = False
+        self._up_lock = asyncio.Lock()
+        #: views in other JetStream domains (in_domain)
+        self._domains: dict[str, NatsBus] = {}
 
     @classmethod
     async def connect(
@@ -179,6 +204,8 @@ class NatsBus:
             # discard new applies to the per-subject bound too (not only to the stream's)
             discard_new_per_subject=discard == "new" and per_subject > 0,
             num_replicas=self.replicas,
+            # keep what others added (the sources of sites' streams, fades.controller.sites)
+            sources=existing.sources if existing is not None else None,
         )
         try:
             if existing is None:
@@ -198,12 +225,62 @@ class NatsBus:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def publish_up(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
-        # TODO(sites): at a site, store in the site's JetStream and let the hub source it
-        await self.publish(subject, data, msg_id=msg_id)
+        site = self.settings.site
+        if not site:
+            await self.publish(subject, data, msg_id=msg_id)
+            return
+        # at a site: into the site's FADES_UP (works while the uplink is down); the hub's
+        # stream sources it back to ``subject`` (fades.controller.sites)
+        await self.ensure_up()
+        await self.local().publish(up_subject(site, subject), data, msg_id=msg_id)
+
+    async def ensure_up(self) -> None:
+        """At a site: create (once, idempotent) the site stream ``FADES_UP``."""
+        site = self.settings.site
+        view = self.local()
+        if site and not view._up_ready:
+            async with view._up_lock:
+                if not view._up_ready:
+                    await view._ensure_up_stream(site)
+
+    async def _ensure_up_stream(self, site: str) -> None:
+        cfg = up_stream_config(site)
+        try:
+            try:
+                await asyncio.wait_for(self.js.stream_info(UP_STREAM), OP_TIMEOUT_S)
+                await asyncio.wait_for(self.js.update_stream(cfg), OP_TIMEOUT_S)
+            except NotFoundError:
+                await asyncio.wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
+        except Exception as exc:
+            raise fabric_error(f"site stream {UP_STREAM} at {site}", exc) from exc
+        self._up_ready = True
 
     def local(self) -> NatsBus:
-        # TODO(sites): a view on the site's own JetStream domain when settings.site is set
-        return self
+        """At a site: a view on the same connection in the site's own JetStream domain
+        (streams, buckets and publishes that work while the uplink is down; one copy each,
+        the leaf is one server). Closing the view leaves the connection open."""
+        if not self.settings.site or self._parent is not None:
+            return self
+        if self._local is None:
+            view = NatsBus(self.nc, replace(self.settings, domain=None, replicas=1))
+            view._parent = self
+            self._local = view
+        return self._local
+
+    def in_domain(self, domain: str | None) -> NatsBus:
+        """A view on this connection in JetStream domain ``domain`` (sitepipes: a site's
+        pipeline stream, reached from the hub or from a node at that site; one copy of
+        each stream, a site is one leaf server). Cached; closing the bus closes it."""
+        if self._parent is not None:
+            return self if domain is None else self._parent.in_domain(domain)
+        if domain is None:
+            return self
+        view = self._domains.get(domain)
+        if view is None:
+            view = NatsBus(self.nc, replace(self.settings, domain=domain, replicas=1))
+            view._parent = self
+            self._domains[domain] = view
+        return view
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
@@ -253,17 +330,22 @@ class NatsBus:
                             log.info("consumer %s: consuming again", durable)
                     msgs = await psub.fetch(max(1, batch), timeout=FETCH_TIMEOUT_S)
                 except TimeoutError:
+                    if failures and self.nc.is_connected:  # answered: nothing waiting
+                        log.info("consumer %s: pulling again after %d failures", durable, failures)
+                        failures = 0
                     continue  # nothing there (or a reconnect swallowed the pull request)
                 except Exception as exc:
                     failures += 1
-                    if failures == 1 or failures % 20 == 0:
-                        log.warning("consumer %s: pull failed (%d): %r", durable, failures, exc)
+                    if failures == 1:  # once per outage (a site's cut uplink: many a minute)
+                        log.warning("consumer %s: pull failed: %r", durable, exc)
                     if failures >= 3 and psub is not None:
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
                         psub = None
                     await asyncio.sleep(BACKOFF_S[0] if failures < 3 else BACKOFF_S[1])
                     continue
+                if failures:
+                    log.info("consumer %s: pulling again after %d failures", durable, failures)
                 failures = 0
                 for msg in msgs:
                     yield NatsDelivery(msg)
@@ -285,6 +367,10 @@ class NatsBus:
         kv = await open_or_create(
             f"KV bucket {bucket}", self.js.key_value(bucket), lambda: self.js.create_key_value(cfg)
         )
+        if self.settings.domain:
+            # nats-py 2.16 publishes KV writes on the bare $KV subject, which a leaf server
+            # cannot route to another domain (nats.py issue 1010): prefix them as nats.go does
+            kv._js = cast(Any, _DomainWrites(kv._js, f"$JS.{self.settings.domain}.API."))
         return NatsKv(kv, bucket)
 
     async def objects(self, bucket: str) -> NatsObjects:
@@ -361,6 +447,10 @@ class NatsBus:
         if self._closed:
             return
         self._closed = True
+        if self._local is not None:
+            await self._local.close()
+        for view in self._domains.values():
+            await view.close()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -369,6 +459,8 @@ class NatsBus:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._parent is not None:
+            return  # a local() view: the connection belongs to its bus
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.close(), 5.0)
 

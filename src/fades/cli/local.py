@@ -66,6 +66,13 @@ def up(
     devices: Annotated[
         bool, typer.Option(help="simulate a shop floor: fans, conveyors, warning lights")
     ] = True,
+    sites: Annotated[
+        bool,
+        typer.Option(
+            help="give each node its own site: a leaf NATS server with its own JetStream "
+            "and MQTT, so the node keeps working while its uplink to the hub is cut"
+        ),
+    ] = True,
 ) -> None:
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     if hub not in (1, 3, 5):
@@ -78,6 +85,7 @@ def up(
         sensors=sensors,
         days=days,
         devices=devices,
+        sites=sites,
         say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
     )
 
@@ -92,6 +100,7 @@ def run_up(
     say: Callable[[str], None],
     hub: int = 1,
     devices: bool = True,
+    sites: bool = False,
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
@@ -103,7 +112,14 @@ def run_up(
     from fades.cluster import LocalCluster
 
     cluster = LocalCluster(
-        home, nodes=nodes, sensors=sensors, days=days, say=say, hub=hub, devices=devices
+        home,
+        nodes=nodes,
+        sensors=sensors,
+        days=days,
+        say=say,
+        hub=hub,
+        devices=devices,
+        sites=sites,
     )
     try:
         cluster.prepare()
@@ -120,6 +136,11 @@ def run_up(
             say(f"FADES_NATS_URL={cluster.hub.url}")
         for name in cluster.names:
             say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
+        for name, leaf in cluster.sites.items():
+            say(
+                f"site {name:<7} NATS {leaf.url}   MQTT 127.0.0.1:{leaf.mqtt_port}   "
+                f"uplink {leaf.uplink.address}"
+            )
         say("")
         say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
         say("      fades task submit examples/tasks/mean_core.yaml --wait")

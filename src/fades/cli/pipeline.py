@@ -165,6 +165,14 @@ def plan(
         print_json(answer)
         return
     console.print(_plan_table(answer.get("rows") or [], f"plan of {answer.get('pipeline')}"))
+    _queue_at(answer)
+
+
+def _queue_at(info: dict[str, Any]) -> None:
+    """Where the pipeline's queue lives, and so whether it survives an uplink cut."""
+    at = info.get("queue_at")
+    if isinstance(at, dict) and at.get("where"):
+        console.print(f"  queue: {markup(at['where'], 400)}", highlight=False, soft_wrap=True)
 
 
 @pipeline_app.command("submit")
@@ -199,6 +207,11 @@ def submit(
             if receipt.get("detail"):
                 console.print(f"  [yellow]{markup(receipt['detail'])}[/]", highlight=False)
             console.print(_plan_table(receipt.get("rows") or []))
+            _queue_at(receipt)
+            if receipt.get("queue_moved"):
+                console.print(
+                    f"  [yellow]{markup(receipt['queue_moved'], 400)}[/]", highlight=False
+                )
         if wait and receipt.get("runs"):
             _finish(client, receipt["pipeline"], receipt["runs"], timeout, json_out)
 
@@ -287,6 +300,7 @@ def status(
         for r in info.get("plan") or []
     ]
     console.print(_plan_table(rows))
+    _queue_at(info)
     for f in info.get("failovers") or []:
         console.print(
             f"  re-planned (version {markup(f.get('version'))}): {markup(f.get('moved'), 400)}",

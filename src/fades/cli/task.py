@@ -128,6 +128,8 @@ def _wait_one(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
 def _show_receipt(receipt: dict[str, Any]) -> None:
     if receipt.get("status") == "local":
         head = f"run locally on device [bold]{markup(receipt.get('node'))}[/]"
+    elif receipt.get("queued"):  # its node is offline (when_offline: queue)
+        head = f"[yellow]queued[/] for node [bold]{markup(receipt.get('node'))}[/]"
     else:
         where, on = markup(receipt.get("where")), markup(receipt.get("node"))
         head = f"accepted: {where} on node [bold]{on}[/]"
@@ -160,6 +162,8 @@ def _show_many(
         out = row.get("outcome")
         if not row.get("accepted"):
             status, detail = "[red]refused[/]", f"{row.get('error_kind')}: {row.get('detail')}"
+        elif out is None and row.get("queued"):
+            status, detail = "[yellow]queued[/]", str(row["queued"])
         elif out is None:
             status, detail = "accepted", str(row.get("placement", ""))
         elif out.get("status") == "done":

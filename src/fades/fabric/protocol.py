@@ -105,6 +105,8 @@ class NodeInfo(Message):
     trusted_signers: list[str] | None = None
     #: the node's declared sensors and actuators (fades.devices.spec.registry_entries)
     devices: list[dict[str, Any]] = Field(default_factory=list)
+    #: the edge site whose leaf server the node is connected to (None: on the hub itself)
+    site: str | None = None
 
     def matching(self, op: DataOp) -> list[DataHeld]:
         """The data entries that ``op`` selects on this node (non-empty, time overlapping)."""

@@ -189,7 +189,14 @@ class EmbeddedNats:
                 "}",
             ]
         if self.leaf_port:
-            lines += ["leafnodes {", f"  listen: {self.host}:{self.leaf_port}", "}"]
+            # no_advertise: a leaf must not learn this address and reconnect around its
+            # uplink (a site's relay) once that is cut
+            lines += [
+                "leafnodes {",
+                f"  listen: {self.host}:{self.leaf_port}",
+                "  no_advertise: true",
+                "}",
+            ]
         if self.monitor_port:
             lines.append(f"http: {self.host}:{self.monitor_port}")
         if self.extra_config:

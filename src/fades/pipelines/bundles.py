@@ -49,10 +49,15 @@ def object_name(bundle: Bundle) -> str:
 
 
 class BundleIO:
-    """One node's side of the bundle streams, the object store and the events stream."""
+    """One node's side of the bundle streams, the object store and the events stream.
 
-    def __init__(self, bus: Bus) -> None:
+    ``bus`` holds the bundle streams and objects (a site pipeline's: the site's domain);
+    ``up`` is where stage events go (:meth:`Bus.publish_up`), ``bus`` if not given.
+    """
+
+    def __init__(self, bus: Bus, up: Bus | None = None) -> None:
         self.bus = bus
+        self.up = up if up is not None else bus
         self._streams: dict[str, tuple[int, int, str]] = {}
         self._objects: ObjectStore | None = None
         self._events = False
@@ -124,6 +129,9 @@ class BundleIO:
     async def event(self, ev: StageEvent) -> None:
         """Store a stage event (de-duplicated by run, stage, instance and status)."""
         if not self._events:
-            await ensure_events_stream(self.bus)
-            self._events = True
-        await self.bus.publish_up(events_subject(ev.pipeline), ev.encode(), msg_id=ev.msg_id())
+            try:
+                await ensure_events_stream(self.up)
+                self._events = True
+            except FabricError as exc:  # the hub is out of reach: publish_up may store it
+                log.info("events stream not checked: %s", exc)
+        await self.up.publish_up(events_subject(ev.pipeline), ev.encode(), msg_id=ev.msg_id())

@@ -77,6 +77,8 @@ class PipelineEngine:
         self.runner = StageRunner(agent)
         self.triggers = Triggers(self)
         self.io: BundleIO | None = None
+        #: a site pipeline's bundles, per JetStream domain (its events still go up)
+        self.site_io: dict[str, BundleIO] = {}
         #: bundles_in, handovers, bundles_out, executed, reused, skipped, failed, dropped,
         #: events, triggered (runs started here by automatic triggers)
         self.counters: dict[str, int] = dict.fromkeys(
@@ -93,6 +95,20 @@ class PipelineEngine:
         if self.io is None:
             raise FabricError("the pipeline engine is not started")
         return self.io
+
+    def io_for(self, pipeline: str) -> BundleIO:
+        """The bundle side of ``pipeline``: the hub's, or its site's domain (Plan.domain)."""
+        io = self.require_io()
+        plan = self.plans.get(pipeline)
+        if plan is None or plan.domain is None:
+            return io
+        site = self.site_io.get(plan.domain)
+        if site is None:
+            settings = self.agent.settings
+            here = settings is not None and settings.site == plan.domain
+            bus = io.bus.local() if here else io.bus.in_domain(plan.domain)
+            site = self.site_io[plan.domain] = BundleIO(bus, up=io.bus)
+        return site
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -144,8 +160,10 @@ class PipelineEngine:
         old = self.plans.get(pipeline)
         if old is not None and old.version > plan.version:
             return  # an older revision seen late
+        if old is not None and old.domain != plan.domain:
+            self._retire(pipeline)  # its stream moved (replace): consume from the new one
         self.plans[pipeline], self.specs[pipeline] = plan, spec
-        await self.require_io().ensure(plan)
+        await self.io_for(pipeline).ensure(plan)
         mine = {
             (pipeline, a.stage, a.instance)
             for a in plan.on_node(self.name)
@@ -169,7 +187,7 @@ class PipelineEngine:
 
     # --- bundles in --------------------------------------------------------------------------
     async def _consume(self, pipeline: str, stage: str, instance: str) -> None:
-        bus = self.agent.require_bus()
+        bus = self.io_for(pipeline).bus
         while not self.stopping:
             try:
                 async for d in bus.consume(
@@ -186,7 +204,6 @@ class PipelineEngine:
             await asyncio.sleep(BACKOFF_S)
 
     async def _receive(self, d: Delivery) -> None:
-        io = self.require_io()
         self.counters["bundles_in"] += 1
         try:
             bundle = Bundle.decode(d.data)
@@ -195,6 +212,7 @@ class PipelineEngine:
             with contextlib.suppress(Exception):
                 await d.term()
             return
+        io = self.io_for(bundle.pipeline)
         received = time.time()
         try:
             value = await io.value(bundle)
@@ -367,7 +385,7 @@ class PipelineEngine:
                     self.spawn(self.arrive(b, value, None, Hold([], parents=g.holds)))
                     continue
                 try:
-                    sent += await self.require_io().send(b, value)
+                    sent += await self.io_for(pipeline).send(b, value)
                     self.counters["bundles_out"] += 1
                 except QueueFull as exc:
                     self.counters["dropped"] += 1

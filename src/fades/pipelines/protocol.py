@@ -5,7 +5,9 @@ Everything rides on the Bus (JetStream), so it survives a restart of any process
     KV  fades_plans                  <pipeline> -> Plan (the deployment: spec + which node runs
                                      which stage instance); nodes watch it, the controller
                                      updates it by compare-and-set (failover bumps ``version``)
-    stream FADES_B_<pipeline>        one stream per pipeline, subjects
+    stream FADES_B_<pipeline>        one stream per pipeline, in the hub, or in the site's own
+                                     JetStream domain when every stage is planned at one
+                                     site (``Plan.domain``, :mod:`.sites`), subjects
         fades.bundle.<pipeline>.<stage>.<instance>
                                      bundles waiting for one stage instance; bounded by the
                                      spec's queue (max_msgs_per_subject = max_runs, max_bytes),
@@ -110,6 +112,9 @@ class Plan(Message):
     submitted_at: float
     #: epoch seconds after which no new run starts (None: no end)
     ends_at: float | None = None
+    #: the JetStream domain holding the bundle stream: the site every stage instance is
+    #: planned at (it keeps running while the site's uplink is down), or None: the hub
+    domain: str | None = None
 
     def instances(self, stage: str) -> list[Assignment]:
         return [a for a in self.assignments if a.stage == stage]

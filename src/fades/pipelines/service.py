@@ -40,10 +40,12 @@ from fades.pipelines.protocol import (
     TRIGGER,
     Bundle,
     Plan,
+    bundle_durable,
     bundle_stream,
     bundle_subject,
     ensure_events_stream,
 )
+from fades.pipelines.sites import pipeline_bus, plan_at_sites
 from fades.pipelines.spec import PipelineSpec, parse_pipeline
 from fades.pipelines.views import Views, rows
 
@@ -142,11 +144,11 @@ class PipelineService(Views):
         return parse_pipeline(pinned)
 
     def plan(self, spec: PipelineSpec) -> Plan:
-        """Where each stage would run now (raises Unplaceable naming the stage)."""
-        from fades.pipelines.planner import plan_pipeline
-
+        """Where each stage would run now, and where its queue lives (the hub, or the site
+        every stage is at: :mod:`fades.pipelines.sites`). Raises Unplaceable naming the
+        stage."""
         reg = self.controller.registry
-        plan: Plan = plan_pipeline(
+        plan: Plan = plan_at_sites(
             spec,
             [e.info for e in reg.up()],
             [e.info for e in reg.down()],
@@ -159,7 +161,12 @@ class PipelineService(Views):
         """The plan of ``obj`` and why, without deploying anything."""
         spec = await self.prepare(obj, tenant)
         plan = self.plan(spec)
-        return {"pipeline": spec.name, "rows": rows(plan, spec), "ends_at": plan.ends_at}
+        return {
+            "pipeline": spec.name,
+            "rows": rows(plan, spec),
+            "ends_at": plan.ends_at,
+            "queue_at": self.queue_at(plan),
+        }
 
     async def submit(
         self, obj: Mapping[str, Any], tenant: str, *, replace: bool = False
@@ -190,7 +197,7 @@ class PipelineService(Views):
             if old is not None:
                 plan = plan.model_copy(update={"version": old.version + 1})
             q = spec.queue
-            await bus.stream(
+            await pipeline_bus(bus, plan).stream(
                 bundle_stream(spec.name),
                 [f"fades.bundle.{spec.name}.>"],
                 max_msgs_per_subject=q.max_runs,
@@ -214,13 +221,17 @@ class PipelineService(Views):
         started: dict[str, Any] = {"runs": [], "refused": 0}
         if spec.run.mode == "on-demand":
             started = await self.start_runs(spec.name, tenant, spec.run.runs)
-        return {
+        out = {
             "pipeline": spec.name,
             "version": plan.version,
             "state": plan.state,
             "ends_at": plan.ends_at,
             "rows": rows(plan, spec),
-        } | started
+            "queue_at": self.queue_at(plan),
+        }
+        if old is not None and old.domain != plan.domain:
+            out["queue_moved"] = await self._left_behind(old)
+        return out | started
 
     async def start_runs(self, name: str, tenant: str, count: int) -> dict[str, Any]:
         """Start ``count`` runs of an active pipeline: a trigger bundle to each start stage
@@ -274,9 +285,29 @@ class PipelineService(Views):
                 run_started_at=started_at,
                 sent_at=time.time(),
             )
-            await self.controller.bus.publish(
+            await pipeline_bus(self.controller.bus, plan).publish(
                 bundle_subject(plan.pipeline, a.stage, a.instance), b.encode(), msg_id=b.msg_id()
             )
+
+    async def _left_behind(self, old: Plan) -> str:
+        """What a resubmit that moved the queue to another domain left in the old one."""
+        before = f"site {old.domain}" if old.domain else "the hub"
+        bus = pipeline_bus(self.controller.bus, old)
+        left = 0
+        try:
+            for a in old.assignments:
+                left += (
+                    await bus.pending(
+                        bundle_stream(old.pipeline), bundle_durable(a.stage, a.instance)
+                    )
+                    or 0
+                )
+        except FabricError as exc:
+            return f"the queue moved from {before}; its old queue could not be read: {exc}"
+        return (
+            f"the queue moved from {before}; {left} bundle(s) left in the old queue are not "
+            "carried over"
+        )
 
     async def resume(self) -> int:
         """After a restart: publish again the triggers of runs this controller started that

@@ -33,6 +33,7 @@ from fades.pipelines.protocol import (
     bundle_durable,
     bundle_stream,
 )
+from fades.pipelines.sites import pipeline_bus, site_reachable
 from fades.pipelines.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ QUEUE_METRICS_S = 5.0
 EVENT_BATCH = 256
 #: the controller's durable consumer of stage events
 EVENTS_CONSUMER = "controller-pevents"
+#: seconds a site must have been reachable again before the controller fails its pipelines'
+#: runs by deadline (what the site stored during an outage drains first; the site's nodes
+#: enforce the deadline themselves meanwhile)
+SITE_DRAIN_GRACE_S = 30.0
 
 
 class Tracker:
@@ -62,6 +67,8 @@ class Tracker:
         #: (pipeline, new version, epoch seconds, what changed) per re-plan, oldest first
         self.failovers: list[tuple[str, int, float, str]] = []
         self._refused: dict[str, str] = {}
+        #: site -> monotonic time since when the controller has seen a node of it up
+        self._site_up: dict[str, float] = {}
 
     def start(self) -> None:
         self._tasks = [
@@ -186,7 +193,7 @@ class Tracker:
 
     async def failover(self) -> None:
         """Re-plan every active plan against the registry's up and down nodes."""
-        from fades.pipelines.planner import replan
+        from fades.pipelines.sites import replan_at_site as replan
 
         if not self.controller.connected:
             return  # cut off from NATS: every node looks down; decide nothing
@@ -230,19 +237,30 @@ class Tracker:
             self.controller.metrics.pipeline_failovers.inc()
             log.warning("pipeline %s re-planned (v%d): %s", name, written.version, what)
 
+    def _settled(self, plan: Plan, up: list[Any]) -> bool:
+        """False while ``plan``'s site is unreachable or came back less than
+        :data:`SITE_DRAIN_GRACE_S` ago (its runs' events may still be on their way)."""
+        if plan.domain is None:
+            return True
+        if not self.controller.connected or not site_reachable(plan, up):
+            self._site_up.pop(plan.domain, None)
+            return False
+        since = self._site_up.setdefault(plan.domain, time.monotonic())
+        return time.monotonic() - since >= SITE_DRAIN_GRACE_S
+
     async def queue_depths(self) -> None:
         """Set the queue-depth gauge of every stage instance of the active plans."""
         gauge = self.controller.metrics.pipeline_queue
         gauge.clear()
+        up = [e.info for e in self.controller.registry.up()]
         for name, (plan, _) in list(self.service.plans.items()):
-            if plan.state != "active":
-                continue
+            if plan.state != "active" or not site_reachable(plan, up):
+                continue  # (an unreachable site's queues cannot be read: no waiting on them)
+            bus = pipeline_bus(self.controller.bus, plan)
             for a in plan.assignments:
                 with contextlib.suppress(Exception):
                     depth = await asyncio.wait_for(
-                        self.controller.bus.pending(
-                            bundle_stream(name), bundle_durable(a.stage, a.instance)
-                        ),
+                        bus.pending(bundle_stream(name), bundle_durable(a.stage, a.instance)),
                         2.0,
                     )
                     if depth is not None:
@@ -251,6 +269,7 @@ class Tracker:
     async def deadlines(self) -> None:
         """Fail runs past their deadline; finish pipelines past their end."""
         now = time.time()
+        up = [e.info for e in self.controller.registry.up()]
         for name, (plan, _) in list(self.service.plans.items()):
             if plan.state != "active":
                 continue
@@ -261,7 +280,7 @@ class Tracker:
                 continue
             spec, _ = self.spec_of(plan)
             limit = spec.run.run_deadline_s
-            if limit is None:
+            if limit is None or not self._settled(plan, up):
                 continue
             store = self.service.store
             for r in await asyncio.to_thread(store.running, name):

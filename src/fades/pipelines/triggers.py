@@ -125,7 +125,7 @@ class Triggers:
         self, plan: Plan, spec: PipelineSpec, run: str, started: float, value: Any
     ) -> None:
         """Start one run on this node's start instances."""
-        io = self.engine.require_io()
+        io = self.engine.io_for(plan.pipeline)
         for stage, instance in self.starts(plan, spec):
             b = Bundle(
                 pipeline=plan.pipeline,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fades.controller.pipestore import RUN_ENDED, PipelineRow, PipelineStore
 from fades.errors import PipelineNotFound
 from fades.pipelines.protocol import Plan, bundle_durable, bundle_stream
+from fades.pipelines.sites import pipeline_bus, queue_place, site_reachable
 from fades.pipelines.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -30,6 +31,28 @@ class Views:
     @property
     def store(self) -> PipelineStore:
         raise NotImplementedError
+
+    def node_sites(self) -> dict[str, str | None]:
+        """Every known node's site (None: no site), up or down."""
+        reg = self.controller.registry
+        return {e.info.name: e.info.site for e in [*reg.up(), *reg.down()]}
+
+    def queue_at(self, plan: Plan) -> dict[str, Any]:
+        """Where ``plan``'s bundle queue lives and whether it survives an uplink cut; for a
+        site pipeline also whether the controller reaches the site now."""
+        out = queue_place(plan, self.node_sites())
+        if plan.domain is not None:
+            out["reachable"] = self.site_up(plan)
+            if not out["reachable"]:
+                out["where"] += (
+                    f"; no node of site {plan.domain} is up as the controller sees it (the "
+                    "site or its uplink is down): what it runs meanwhile is reported when "
+                    "the link returns"
+                )
+        return out
+
+    def site_up(self, plan: Plan) -> bool:
+        return site_reachable(plan, [e.info for e in self.controller.registry.up()])
 
     async def row(self, name: str, tenant: str) -> PipelineRow:
         row = await asyncio.to_thread(self.store.get, name)
@@ -74,20 +97,23 @@ class Views:
             plan = cached[0]
             spec = PipelineSpec.model_validate(plan.spec)
             stream = bundle_stream(name)
+            bus = pipeline_bus(self.controller.bus, plan)
             queues = []
+            reachable = self.site_up(plan)
             for a in plan.assignments:
                 depth = None
                 with contextlib.suppress(Exception):
-                    depth = await asyncio.wait_for(
-                        self.controller.bus.pending(stream, bundle_durable(a.stage, a.instance)),
-                        2.0,
-                    )
+                    if reachable:  # (an unreachable site's queue would only time out)
+                        depth = await asyncio.wait_for(
+                            bus.pending(stream, bundle_durable(a.stage, a.instance)), 2.0
+                        )
                 queues.append(
                     {"stage": a.stage, "instance": a.instance, "node": a.node, "mode": a.mode}
                     | {"queued": depth}
                 )
             plan_rows = rows(plan, spec)
             body |= {"version": plan.version, "plan": plan_rows, "queues": queues}
+            body["queue_at"] = self.queue_at(plan)
         body["failovers"] = [
             {"version": v, "at": at, "moved": what}
             for p, v, at, what in self.failover_log()
