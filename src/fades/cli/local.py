@@ -56,11 +56,18 @@ def up(
     duration: Annotated[
         float | None, typer.Option(help="stop by itself after this many seconds")
     ] = None,
+    controllers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=9, help="controller processes serving the same API (each its own port)"
+        ),
+    ] = 1,
 ) -> None:
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     run_up(
         home or Path(".fades") / "up",
         nodes=nodes,
+        controllers=controllers,
         duration=duration,
         sensors=sensors,
         days=days,
@@ -76,6 +83,7 @@ def run_up(
     sensors: bool,
     days: float,
     say: Callable[[str], None],
+    controllers: int = 1,
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
@@ -86,19 +94,28 @@ def run_up(
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     from fades.cluster import LocalCluster
 
-    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say)
+    cluster = LocalCluster(
+        home, nodes=nodes, sensors=sensors, days=days, say=say, controllers=controllers
+    )
     try:
         cluster.prepare()
         cluster.start()
         say("")
-        say(f"controller   {cluster.url}   (docs {cluster.url}/docs)")
+        for i, url in enumerate(cluster.urls, 1):
+            name = "controller" if len(cluster.urls) == 1 else f"controller{i}"
+            say(f"{name:<12} {url}   (docs {url}/docs)")
         say(f"token        {cluster.token}   (tenant facilities)")
         say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
         say(f"NATS         {cluster.nats.url}   MQTT 127.0.0.1:{cluster.nats.mqtt_port}")
         for name in cluster.names:
             say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
         say("")
-        say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
+        say(
+            "try:  export FADES_CONTROLLER="
+            + ",".join(cluster.urls)
+            + " FADES_TOKEN="
+            + cluster.token
+        )
         say("      fades task submit examples/tasks/mean_core.yaml --wait")
         say("stop: Ctrl-C" + (f" (or wait {duration:g} s)" if duration else ""))
         t_end = None if duration is None else time.monotonic() + duration
