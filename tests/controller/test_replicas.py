@@ -116,6 +116,25 @@ def test_a_function_name_owned_on_one_controller_is_enforced_on_the_other(
         assert a.submit(_task(pair))["task_id"]  # still serving
 
 
+def test_a_pipeline_submitted_on_one_controller_runs_from_the_other(pair: LocalCluster) -> None:
+    from fades.cluster import find_examples
+    from fades.pipelines.spec import load_pipeline
+
+    spec = load_pipeline(find_examples(pair.examples) / "pipelines" / "building-report.yaml")
+    a, b = _clients(pair)
+    with a, b:
+        a.submit_pipeline(spec.to_dict(), replace=True)
+        assert spec.name in {p["pipeline"] for p in b.pipelines()}
+        runs = b.start_runs(spec.name, 2)["runs"]
+        ended = a.wait_runs(spec.name, runs, timeout=120)
+        assert [r["status"] for r in ended] == ["done", "done"], ended
+        assert {r["run"] for r in b.pipeline_runs(spec.name)} >= set(runs)
+        # one run's events land on either controller; both hold the same run
+        one_a, one_b = a.pipeline_run(spec.name, runs[0]), b.pipeline_run(spec.name, runs[0])
+        assert one_a["status"] == one_b["status"] == "done"
+        assert one_a["results"] == one_b["results"] and one_a["results"]
+
+
 def test_a_client_with_both_urls_moves_on_when_one_cannot_be_reached(pair: LocalCluster) -> None:
     dead = "http://127.0.0.1:9"  # nothing listens on the discard port
     with FadesClient(f"{dead},{pair.urls[1]}", pair.token) as c:
