@@ -320,7 +320,14 @@ class StreamLog:
                     ops = []
                 records.append((seq, (msg.headers or {}).get("Nats-Msg-Id"), ops))
             if records:
-                await self._apply(records)
+                try:
+                    await self._apply(records)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the database failed: read those records again
+                    log.exception("controller log: applying records failed; retrying")
+                    await asyncio.sleep(1.0)
+                    gap = True
             if gap:
                 log.warning("controller log: a gap after record %d; reading again", expect - 1)
                 await self._resubscribe()
