@@ -445,7 +445,8 @@ class LocalCluster:
             self.start_controller(i)
         self.wait_controller()
         for i, url in enumerate(self.urls, 1):
-            self.say(f"controller{i} {url} (OpenAPI docs at {url}/docs)")
+            label = "controller" if self.n_controllers == 1 else f"controller{i}"
+            self.say(f"{label} {url} (OpenAPI docs at {url}/docs)")
         for name in self.names:
             self.start_node(name)
         self.wait_nodes()

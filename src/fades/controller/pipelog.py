@@ -12,12 +12,14 @@ block like the store's: call them off the event loop (the pipeline service does,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from typing import Any
 
 from fades.controller.pipestore import PipelineStore, Recorded, RunStatus
 from fades.controller.replica import APPLY_TIMEOUT_S, StreamLog
+from fades.errors import FabricError
 from fades.pipelines.protocol import StageEvent
 
 
@@ -40,7 +42,14 @@ class LoggedPipelineStore(PipelineStore):
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("pipeline writes block: call them off the event loop")
         fut = asyncio.run_coroutine_threadsafe(self._log.write(op, args), self._loop)
-        return fut.result(APPLY_TIMEOUT_S + 10)
+        deadline = time.monotonic() + APPLY_TIMEOUT_S + 10
+        while True:  # in short waits: a loop that stopped meanwhile never answers
+            try:
+                return fut.result(1.0)
+            except concurrent.futures.TimeoutError:
+                if not self._loop.is_running() or time.monotonic() > deadline:
+                    fut.cancel()
+                    raise FabricError(f"the controller log did not apply {op}") from None
 
     def put(
         self,
