@@ -346,6 +346,9 @@ class LocalCluster:
             self.stop_process("nats")
 
     def stop_process(self, label: str, *, kill: bool = False, timeout: float = 15.0) -> None:
+        """Stop one process by its label (``controller`` is ``controller1``)."""
+        if label == "controller":
+            label = "controller1"
         proc = self.procs.pop(label, None)
         if proc is None or proc.poll() is not None:
             return
