@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fades.errors import FabricConflict
@@ -111,3 +111,20 @@ class Leadership:
                     self.on_elected()
                 except Exception:
                     log.exception("taking the lead failed")
+
+
+async def while_leading(leads: Callable[[], bool], job: Callable[[], Awaitable[None]]) -> None:
+    """Run ``job()`` while ``leads()``; cancel it when the lead is lost, start it again when
+    it comes back (until cancelled)."""
+    while True:
+        if not leads():
+            await asyncio.sleep(0.5)
+            continue
+        task = asyncio.ensure_future(job())
+        try:
+            while leads() and not task.done():
+                await asyncio.sleep(0.5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

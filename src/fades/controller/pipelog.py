@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fades.controller.pipestore import PipelineStore, Recorded, RunStatus
 from fades.controller.replica import APPLY_TIMEOUT_S, StreamLog
 from fades.errors import FabricError
-from fades.pipelines.protocol import StageEvent
+from fades.pipelines.protocol import Plan, StageEvent
+
+if TYPE_CHECKING:
+    from fades.pipelines.service import PipelineService
+
+log = logging.getLogger("fades.controller")
 
 
 class LoggedPipelineStore(PipelineStore):
@@ -86,3 +93,23 @@ class LoggedPipelineStore(PipelineStore):
         ]
         out: list[Recorded] = self._send("pipe_record", {"items": wire})
         return out
+
+
+async def follow_plans(service: PipelineService) -> None:
+    """Keep ``service.plans`` current with the plans bucket, which other controllers write
+    too (until cancelled)."""
+    plans = service.plans
+    while True:
+        try:
+            async for entry in service.kv.watch():
+                if entry is None or not entry.value:
+                    continue
+                known = plans.get(entry.key)
+                if known is None or known[1] < entry.revision:
+                    with contextlib.suppress(Exception):
+                        plans[entry.key] = (Plan.decode(entry.value), entry.revision)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the fabric went away: watch again
+            log.debug("watching pipeline plans: %r", exc)
+        await asyncio.sleep(1.0)

@@ -15,8 +15,8 @@ Every write to ``controller.db`` goes through the controller log
 that must run once (the dispatch sweep, cloud re-runs, failover) run on the leading one
 (:mod:`fades.controller.leader`).
 
-About 430 lines: the controller's public methods in one place; dispatch, results, publishing,
-bodies and cancel are their own modules.
+The controller's public methods in one place; dispatch, results, publishing, bodies, cancel,
+the controller log (replica, logops, pipelog) and the lead (leader) are their own modules.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from fades.controller.commits import GroupCommitter
 from fades.controller.digests import DigestCache
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.failover import run_failover
-from fades.controller.leader import Leadership
+from fades.controller.leader import Leadership, while_leading
 from fades.controller.logops import add_task_args
 from fades.controller.measure import Measurements
 from fades.controller.metrics import Metrics
 from fades.controller.migrate import moving
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, Where
-from fades.controller.pipelog import LoggedPipelineStore
+from fades.controller.pipelog import LoggedPipelineStore, follow_plans
 from fades.controller.pipestore import PipelineStore
 from fades.controller.publishing import Publisher, name_of, version_of
 from fades.controller.registry import DOWN_AFTER_S, Registry
@@ -377,38 +377,11 @@ class Controller:
 
     async def _follow_plans(self) -> None:
         """Keep the pipeline service's plans current with what other controllers write."""
-        from fades.pipelines.protocol import Plan
-
-        plans = self.pipelines.plans
-        while True:
-            try:
-                async for entry in self.pipelines.kv.watch():
-                    if entry is None or not entry.value:
-                        continue
-                    known = plans.get(entry.key)
-                    if known is None or known[1] < entry.revision:
-                        with contextlib.suppress(Exception):
-                            plans[entry.key] = (Plan.decode(entry.value), entry.revision)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the fabric went away: watch again
-                log.debug("watching pipeline plans: %r", exc)
-            await asyncio.sleep(1.0)
+        await follow_plans(self.pipelines)
 
     async def _failover_when_leading(self) -> None:
         """The failover watcher, on the leading controller only."""
-        while True:
-            if not self.leads:
-                await asyncio.sleep(0.5)
-                continue
-            job = asyncio.create_task(run_failover(self), name="fades-failover-watch")
-            try:
-                while self.leads and not job.done():
-                    await asyncio.sleep(0.5)
-            finally:
-                job.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await job
+        await while_leading(lambda: self.leads, lambda: run_failover(self))
 
     async def _publish(self, subject: str, data: bytes, msg_id: str) -> None:
         await self.bus.publish(subject, data, msg_id=msg_id)
