@@ -73,6 +73,12 @@ def up(
             "and MQTT, so the node keeps working while its uplink to the hub is cut"
         ),
     ] = True,
+    controllers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=9, help="controller processes serving the same API (each its own port)"
+        ),
+    ] = 1,
 ) -> None:
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     if hub not in (1, 3, 5):
@@ -81,6 +87,7 @@ def up(
         home or Path(".fades") / "up",
         hub=hub,
         nodes=nodes,
+        controllers=controllers,
         duration=duration,
         sensors=sensors,
         days=days,
@@ -101,6 +108,7 @@ def run_up(
     hub: int = 1,
     devices: bool = True,
     sites: bool = False,
+    controllers: int = 1,
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
@@ -120,12 +128,15 @@ def run_up(
         hub=hub,
         devices=devices,
         sites=sites,
+        controllers=controllers,
     )
     try:
         cluster.prepare()
         cluster.start()
         say("")
-        say(f"controller   {cluster.url}   (docs {cluster.url}/docs)")
+        for i, url in enumerate(cluster.urls, 1):
+            name = "controller" if len(cluster.urls) == 1 else f"controller{i}"
+            say(f"{name:<12} {url}   (docs {url}/docs)")
         say(f"token        {cluster.token}   (tenant facilities)")
         say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
         for server in cluster.hub.servers:
@@ -142,7 +153,12 @@ def run_up(
                 f"uplink {leaf.uplink.address}"
             )
         say("")
-        say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
+        say(
+            "try:  export FADES_CONTROLLER="
+            + ",".join(cluster.urls)
+            + " FADES_TOKEN="
+            + cluster.token
+        )
         say("      fades task submit examples/tasks/mean_core.yaml --wait")
         if devices:
             say("      fades devices list --kind actuator")
