@@ -365,3 +365,25 @@ class MigrationFailed(StateError):
 class PipelineExists(PipelineError):
     """A pipeline of that name is active; cancel it first or resubmit with ``replace``
     (HTTP 409)."""
+
+
+# --- devices and actuators (NAME=factory) ------------------------------------------------------
+class DeviceError(FadesError):
+    """A device declaration, an actuator command or its audit went wrong."""
+
+
+class DeviceSpecError(DeviceError):
+    """A node folder's ``devices.yaml`` is malformed; the message names the entry and field."""
+
+
+class UnknownDevice(DeviceError, UnknownNode):
+    """No device of that name is declared by that node (HTTP 404)."""
+
+
+class UnknownCommand(DeviceError, BadRequest):
+    """The device does not accept that command; the message names the allowed ones
+    (HTTP 400)."""
+
+
+class CommandForbidden(DeviceError, Forbidden):
+    """The tenant may not command that device (HTTP 403); the refusal is audited."""

@@ -21,6 +21,7 @@ from fades import __version__
 from fades.console import mount as mount_console
 from fades.controller import batchapi, bodies, pipeapi
 from fades.controller.apidocs import mount_docs
+from fades.controller.devices import router as devices_router
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.migrate_routes import router as migrate_router
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, TaskInfo
@@ -244,6 +245,7 @@ def create_app(controller: Controller) -> FastAPI:
 
     app.include_router(pipeapi.router)  # /v1/pipelines
     app.include_router(migrate_router)  # moving stateful tasks: migrate, drain
+    app.include_router(devices_router)  # devices, actuator commands, audit (fades.devices)
     mount_console(app)  # the operator console at / (fades.console)
 
     # --- service ---------------------------------------------------------------------------------

@@ -132,6 +132,9 @@ class Controller:
         from fades.pipelines.service import PipelineService  # (it imports the controller)
 
         self.pipelines = PipelineService(self)
+        from fades.devices.commands import DeviceService
+
+        self.devices = DeviceService(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> Controller:
@@ -194,6 +197,7 @@ class Controller:
         ]
         try:
             await self.pipelines.start()
+            await self.devices.start()
         except BaseException:
             await self.stop()
             raise
@@ -218,6 +222,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.pipelines.stop()
+        await self.devices.stop()
         if self._registry is not None:
             await self._registry.stop()
         if self._digests is not None:

@@ -27,9 +27,11 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fades import paths
 from fades.bus.base import Bus
+from fades.devices.registry import node_devices
 from fades.errors import FabricError
 from fades.fabric.connect import FabricSettings
 from fades.fabric.repository import ArtifactRepository
@@ -96,6 +98,8 @@ class NodeAgent:
         self.capacity = capacity
         self.connect_timeout = connect_timeout
         self.node: Node | None = None
+        #: the devices declared in the node folder, as put in the registry (fades.devices)
+        self.devices: list[dict[str, Any]] = []
         self.bus: Bus | None = bus
         self.repo: ArtifactRepository | None = None
         self.checkpoints: KvCheckpoints | None = None
@@ -164,6 +168,7 @@ class NodeAgent:
                 )
             self.checkpoints = await asyncio.wait_for(self._open_checkpoints(), START_TIMEOUT_S)
             self.node = await asyncio.to_thread(self._open_node)
+            self.devices = await asyncio.to_thread(node_devices, self.node, self.name)
             try:
                 await asyncio.wait_for(self.open_fabric(), START_TIMEOUT_S)
             except TimeoutError as exc:

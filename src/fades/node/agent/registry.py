@@ -87,6 +87,7 @@ class Registry:
             stopping=a.stopping,
             stats=stats,
             trusted_signers=a.node.trust.ids() if a.node is not None else None,
+            devices=a.devices,
         )
 
     async def refresh_data(self) -> None:
