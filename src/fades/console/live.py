@@ -84,15 +84,18 @@ async def _devices(app: ASGIApp, token: str) -> dict[str, Any]:
     }
 
 
+def _sensor_key(d: dict[str, Any]) -> Key:
+    topic = str(d.get("topic") or "").split("/")
+    if len(topic) == 4 and topic[0] == "sensors":
+        return (topic[1], topic[2], topic[3])
+    return (str(d.get("node")), str(d.get("location")), str(d.get("type")))
+
+
 def _sensor_filter(devices: dict[str, Any]) -> Any:
-    """Which live readings this tenant sees: with a device registry, the sensors it lists
-    for the tenant (node, location, type); without one, none are tenant data to hide."""
-    if not devices.get("available"):
-        return lambda key: True
+    """Which live readings this tenant sees: those of the sensors the device registry lists
+    for it (the nodes' access policies decide); none without a device registry."""
     allowed: set[Key] = {
-        (str(d.get("node")), str(d.get("location")), str(d.get("type")))
-        for d in devices.get("devices") or []
-        if d.get("kind") == "sensor"
+        _sensor_key(d) for d in devices.get("devices") or [] if d.get("kind") == "sensor"
     }
     return lambda key: key in allowed
 

@@ -54,7 +54,9 @@ function renderFleet(f) {
   $("down-after").textContent = f.down_after_s;
   fill($("fleet-table").tBodies[0], f.nodes.map((n) => {
     const load = n.load || {};
-    const data = (n.data || []).map((d) => `${d.location || d.name || "?"}/${d.sensor_type || d.type || ""}`).join(", ");
+    const held = {};
+    for (const d of n.data || []) { const k = d.location || d.name || "?"; held[k] = held[k] || [0, 0]; held[k][0] += 1; held[k][1] += d.rows || 0; }
+    const data = Object.entries(held).map(([k, [s, r]]) => `${k}: ${s} sensors, ${r.toLocaleString()} rows`).join("; ");
     return el("tr", { "data-node": n.name, class: n.up ? "up" : "down" },
       el("td", {}, n.name),
       el("td", { class: "state", title: n.down_reason || "" }, n.up ? "up" : "down"),
@@ -222,7 +224,7 @@ function renderPlacement() {
 // --- devices -----------------------------------------------------------------------------------
 async function command(d, cmd) {
   $("command-result").textContent = `${d.node}/${d.device}: ${cmd}…`;
-  const ans = await api("POST", `/console/api/v1/devices/${encodeURIComponent(d.node)}/${encodeURIComponent(d.device)}/commands`, { command: cmd, args: {} });
+  const ans = await api("POST", `/console/api/v1/devices/${encodeURIComponent(d.node)}/${encodeURIComponent(d.device)}/commands`, { command: cmd, args: {}, source: "console" });
   $("command-result").replaceChildren(ans.ok ? `${d.node}/${d.device} ${cmd}: ${ans.data.outcome}${ans.data.detail ? " (" + ans.data.detail + ")" : ""}` : problemsOf(ans));
 }
 function renderDevices(dv) {
@@ -268,7 +270,10 @@ function show() {
 }
 function connect() {
   const es = new EventSource("/console/events");
-  const on = (name, fn) => es.addEventListener(name, (e) => fn(JSON.parse(e.data)));
+  const on = (name, fn) => es.addEventListener(name, (e) => {
+    fn(JSON.parse(e.data));
+    document.body.setAttribute("data-seen-" + name, String(Date.now()));  // tests wait on it
+  });
   on("hello", () => { $("live").textContent = "live"; $("live").className = "live on"; });
   on("fleet", renderFleet); on("tasks", renderTasks); on("summary", renderSummary);
   on("pipelines", renderPipelines); on("stateful", renderStateful); on("sensors", renderSensors);

@@ -1,0 +1,245 @@
+"""The operator console, tested as a person would use it: a real headless Chromium against a
+real three-node cluster (nats-server, controller and node agents as separate processes).
+
+The tests run in file order on one cluster; the last one kills a node.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fades.cluster import LocalCluster
+from fades.errors import TaskValidationError
+from fades.task import parse_task_text
+
+from .conftest import WAIT_S, sign_in, wait_for
+
+TASK = """
+credentials: {tenant: facilities}
+data:
+  - {name: temperature, select: {location: room1, sensor_type: temperature}}
+function: {artifact: mean_core, memory_mib: 16, time_budget_ms: 20000}
+"""
+BAD_TASK = """
+credentials: {tenant: facilities}
+data:
+  - {name: temperature, select: {location: room1, sensor_type: temperature}, bogus: 1}
+function: {artifact: mean_core, memory_mib: -3}
+"""
+
+
+def _by(kind: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return getattr(By, kind)
+
+
+def _cookie_client(cluster: LocalCluster, token: str) -> httpx.Client:
+    return httpx.Client(base_url=cluster.url, cookies={"fades_console": token}, timeout=30.0)
+
+
+# --- sign-in, cookie and actions (no browser needed) -------------------------------------------
+def test_sign_in_sets_a_strict_http_only_cookie_and_refuses_unknown_tokens(
+    cluster: LocalCluster,
+) -> None:
+    with httpx.Client(base_url=cluster.url, timeout=30.0) as http:
+        page = http.get("/")
+        assert page.status_code == 200 and 'id="login-form"' in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        bad = http.post("/console/login", data={"token": "not-a-token-at-all"})
+        assert bad.status_code == 401 and "unknown bearer token" in bad.text
+        assert http.get("/console/events").status_code == 401  # no cookie: no feed
+        good = http.post("/console/login", data={"token": cluster.token})
+        assert good.status_code == 303
+        cookie = good.headers["set-cookie"]
+        assert cookie.startswith(f"fades_console={cluster.token};")
+        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+        assert 'id="tenant">facilities<' in http.get("/").text  # the cookie signs the page in
+
+
+def test_console_actions_need_the_console_header_and_stay_within_the_allowed_routes(
+    cluster: LocalCluster,
+) -> None:
+    with _cookie_client(cluster, cluster.token) as http:
+        plain = http.get("/console/api/v1/nodes")
+        assert plain.status_code == 400 and "X-Fades-Console" in plain.json()["detail"]
+        head = {"X-Fades-Console": "1"}
+        upload = http.post("/console/api/v1/functions", headers=head, content=b"x")
+        assert upload.status_code == 400
+        assert "does not forward POST /v1/functions" in upload.json()["detail"]
+        nodes = http.get("/console/api/v1/nodes", headers=head)  # a good request afterwards
+        assert nodes.status_code == 200 and len(nodes.json()) == 3
+    with _cookie_client(cluster, "wrong-token-123") as http:
+        refused = http.get("/console/api/v1/nodes", headers={"X-Fades-Console": "1"})
+        assert refused.status_code == 401
+
+
+# --- in the browser ----------------------------------------------------------------------------
+def _requests_of(driver: Any) -> list[str]:
+    """Every URL the page requested, from the DevTools network log."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg.get("method") == "Network.requestWillBeSent":
+            urls.append(msg["params"]["request"]["url"])
+    return urls
+
+
+def test_the_page_loads_with_no_request_leaving_the_machine_and_shows_three_nodes(
+    cluster: LocalCluster, open_browser: Any
+) -> None:
+    d = open_browser()
+    sign_in(d, cluster, cluster.token)
+    rows = wait_for(
+        lambda: (
+            (r := d.find_elements(_by("CSS_SELECTOR"), "#fleet-table tbody tr.up"))
+            and len(r) == 3
+            and r
+        ),
+        what="three nodes up in the fleet view",
+    )
+    assert sorted(r.get_attribute("data-node") for r in rows) == ["edge1", "edge2", "edge3"]
+    for view in ("tasks", "pipelines", "stateful", "sensors", "placement", "devices", "submit"):
+        d.find_element(_by("CSS_SELECTOR"), f'nav a[data-view="{view}"]').click()
+        wait_for(lambda v=view: d.find_element(_by("ID"), f"view-{v}").is_displayed(), what=view)
+    urls = _requests_of(d)
+    resources = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any(u.endswith("/console/static/console.js") for u in urls)
+    assert any(u.endswith("/console/events") for u in urls + resources)
+    outside = [u for u in urls + resources if not u.startswith(cluster.url + "/")]
+    assert not outside, f"requests left the controller: {outside}"
+    assert cluster.url.startswith("http://127.0.0.1:")
+
+
+def test_a_task_submitted_from_the_page_shows_the_cli_messages_then_its_result(
+    cluster: LocalCluster, open_browser: Any
+) -> None:
+    d = open_browser()
+    sign_in(d, cluster, cluster.token)
+    d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="submit"]').click()
+    text = d.find_element(_by("ID"), "submit-text")
+    # a malformed task: the same message and problems as the CLI prints (fades.task's parser)
+    with pytest.raises(TaskValidationError) as cli:
+        parse_task_text(BAD_TASK, source="the pasted task")
+    text.send_keys(BAD_TASK)
+    d.find_element(_by("ID"), "submit-go").click()
+    shown = wait_for(
+        lambda: d.find_elements(_by("CSS_SELECTOR"), "#submit-result .problems li"),
+        what="the problems of the malformed task",
+    )
+    assert [li.text for li in shown] == [f"{f}: {r}" for f, r in cli.value.problems]
+    detail = d.find_element(_by("CSS_SELECTOR"), "#submit-result .detail").text
+    assert str(cli.value) in detail and "TaskValidationError (400)" in detail
+    # then a good one (the controller kept serving): its result appears on the page
+    text.clear()
+    text.send_keys(TASK)
+    d.find_element(_by("ID"), "submit-go").click()
+    out = d.find_element(_by("ID"), "submit-result")
+    wait_for(lambda: out.get_attribute("data-status") == "done", what="the task's result")
+    task_id = out.text.split()[1]
+    result = json.loads(out.find_element(_by("CSS_SELECTOR"), "pre.task-result").text)
+    info = cluster.client().wait(task_id, timeout=WAIT_S)
+    assert info["status"] == "done" and result == info["result"]
+    # its outcome in the tasks view: timing bar, and the placement decision
+    d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="tasks"]').click()
+    wait_for(lambda: d.find_element(_by("CSS_SELECTOR"), f'tr[data-task="{task_id}"]')).click()
+    bars = wait_for(
+        lambda: d.find_elements(_by("CSS_SELECTOR"), "#task-detail svg.timing rect"),
+        what="the timing bar",
+    )
+    assert bars and "compute" in d.find_element(_by("ID"), "task-detail").text
+
+
+def _metrics(cluster: LocalCluster) -> dict[str, float]:
+    """``fades_results`` by status, summed over where, from /metrics."""
+    text = httpx.get(cluster.url + "/metrics", timeout=30.0).text
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "fades_results":
+            for s in fam.samples:
+                if s.name == "fades_results_total":
+                    out[s.labels["status"]] = out.get(s.labels["status"], 0) + s.value
+    return out
+
+
+def test_the_console_counts_agree_with_metrics(cluster: LocalCluster, open_browser: Any) -> None:
+    client = cluster.client()
+    ids = [
+        client.submit(parse_task_text(TASK).model_dump(mode="json"))["task_id"] for _ in range(3)
+    ]
+    for tid in ids:
+        client.wait(tid, timeout=WAIT_S)
+    d = open_browser()
+    sign_in(d, cluster, cluster.token)
+
+    def shown() -> dict[str, float]:
+        spans = d.find_elements(_by("CSS_SELECTOR"), "#summary span.count")
+        return {
+            s.get_attribute("data-status"): float(s.find_element(_by("TAG_NAME"), "b").text)
+            for s in spans
+        }
+
+    # only the facilities tenant ran tasks on this cluster, so its counts are the metrics'
+    wait_for(lambda: shown() and shown() == _metrics(cluster), what="console counts == /metrics")
+    assert shown()["done"] >= 4
+
+
+def test_the_visitor_tenant_does_not_see_the_facilities_tasks(
+    cluster: LocalCluster, open_browser: Any
+) -> None:
+    facilities = cluster.client()
+    facilities.submit(parse_task_text(TASK).model_dump(mode="json"))
+    theirs = {t["task_id"] for t in facilities.tasks(limit=1000)}
+    visitor = cluster.client(cluster.visitor_token)
+    own = visitor.submit(
+        parse_task_text(TASK.replace("facilities", "visitor")).model_dump(mode="json")
+    )
+    d = open_browser()
+    sign_in(d, cluster, cluster.visitor_token)
+    assert d.find_element(_by("ID"), "tenant").text == "visitor"
+    d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="tasks"]').click()
+    rows = "#tasks-table tbody tr"
+    wait_for(
+        lambda: d.find_elements(_by("CSS_SELECTOR"), f'{rows}[data-task="{own["task_id"]}"]'),
+        what="the visitor's own task",
+    )
+    seen = {r.get_attribute("data-task") for r in d.find_elements(_by("CSS_SELECTOR"), rows)}
+    assert seen == {own["task_id"]}
+    assert not (seen & theirs)
+    # and through its cookie the visitor cannot read one of them either
+    tid = next(iter(theirs))
+    with _cookie_client(cluster, cluster.visitor_token) as http:
+        got = http.get(f"/console/api/v1/tasks/{tid}", headers={"X-Fades-Console": "1"})
+        assert got.status_code == 404
+
+
+def test_a_killed_node_turns_red_within_the_down_detection_time(
+    cluster: LocalCluster, open_browser: Any
+) -> None:
+    d = open_browser()
+    sign_in(d, cluster, cluster.token)
+    row = '#fleet-table tr[data-node="edge3"]'
+    wait_for(lambda: "up" in d.find_element(_by("CSS_SELECTOR"), row).get_attribute("class"))
+    t0 = time.monotonic()
+    cluster.procs["edge3"].send_signal(signal.SIGKILL)
+    wait_for(
+        lambda: "down" in d.find_element(_by("CSS_SELECTOR"), row).get_attribute("class"),
+        what="edge3 turning red",
+    )
+    took = time.monotonic() - t0
+    color = d.find_element(_by("CSS_SELECTOR"), row + " td.state").value_of_css_property("color")
+    assert (
+        color.startswith("rgba(192, 24, 24")
+        and d.find_element(_by("CSS_SELECTOR"), row + " td.state").text == "down"
+    )
+    # the controller's down-detection time, plus a heartbeat and one console refresh, plus
+    # slack for this busy machine
+    assert took < cluster.down_after_s + cluster.heartbeat_s + 1.0 + 10.0, took
+    print(f"edge3 turned red {took:.1f} s after SIGKILL (down after {cluster.down_after_s} s)")
