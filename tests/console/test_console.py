@@ -135,7 +135,7 @@ def test_a_task_submitted_from_the_page_shows_the_cli_messages_then_its_result(
         what="the problems of the malformed task",
     )
     assert [li.text for li in shown] == [f"{f}: {r}" for f, r in cli.value.problems]
-    detail = d.find_element(_by("CSS_SELECTOR"), "#submit-result .detail").text
+    detail = d.find_element(_by("CSS_SELECTOR"), "#submit-result .message").text
     assert str(cli.value) in detail and "TaskValidationError (400)" in detail
     # then a good one (the controller kept serving): its result appears on the page
     text.clear()

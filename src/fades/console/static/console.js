@@ -2,7 +2,7 @@
 // No framework and no innerHTML of data: every value goes in through textContent.
 "use strict";
 
-const S = { tasks: [], fleet: null, devices: null, selected: null, submitted: null };
+const S = { tasks: [], fleet: null, devices: null, selected: null, submitted: null, moveTo: {} };
 const SVG = "http://www.w3.org/2000/svg";
 const TIMING = ["queue", "retrieval", "transfer", "start", "compute", "result"];
 const COLORS = { queue: "#9aa5b1", retrieval: "#4c9be8", transfer: "#8e6fd8", start: "#e8a33c",
@@ -41,7 +41,7 @@ async function api(method, path, body) {
 }
 function problemsOf(ans) {
   const d = ans.data || {};
-  const box = el("div", { class: "error" }, el("span", { class: "detail" }, `${d.error_kind || "error"} (${ans.status}): ${d.detail || ""}`));
+  const box = el("div", { class: "error" }, el("span", { class: "message" }, `${d.error_kind || "error"} (${ans.status}): ${d.detail || ""}`));
   if (Array.isArray(d.problems) && d.problems.length) {
     box.append(el("ul", { class: "problems" }, ...d.problems.map((p) => el("li", {}, `${p.field}: ${p.reason}`))));
   }
@@ -122,12 +122,16 @@ function pipelineGraph(status) {
   const g = svg("svg", { class: "graph", width: String(Math.max(1, stages.length) * 170), height: String(30 + 58 * Math.max(1, ...stages.map((s) => plan.filter((q) => q.stage === s).length))) });
   stages.forEach((s, i) => {
     const x = 10 + i * 170;
-    if (i > 0) g.append(svg("line", { x1: x - 30, y1: 40, x2: x, y2: 40, stroke: "#777", "marker-end": "" }));
+    if (i > 0) {
+      const prev = plan.filter((q) => q.stage === stages[i - 1]).length, here = plan.filter((q) => q.stage === s).length;
+      for (let a = 0; a < prev; a++) for (let b = 0; b < here; b++)
+        g.append(svg("line", { x1: x - 30, y1: 46 + a * 58, x2: x, y2: 46 + b * 58, stroke: "#8aa" }));
+    }
     g.append(svg("text", { x, y: 14, class: "stage" }, s));
     plan.filter((q) => q.stage === s).forEach((q, j) => {
       const y = 22 + j * 58;
       g.append(svg("rect", { x, y, width: 140, height: 48, rx: 6, class: "box" }));
-      g.append(svg("text", { x: x + 6, y: y + 18 }, `${q.node} #${q.instance}`));
+      g.append(svg("text", { x: x + 6, y: y + 18 }, q.instance && q.instance !== "_" && q.instance !== q.node ? `${q.node} (${q.instance})` : q.node));
       g.append(svg("text", { x: x + 6, y: y + 36 }, `queued ${q.queued ?? "?"} · ${q.mode}`));
     });
   });
@@ -159,7 +163,9 @@ function renderStateful(rows) {
   const nodes = S.fleet ? S.fleet.nodes.filter((n) => n.up).map((n) => n.name) : [];
   fill($("stateful-table").tBodies[0], rows.map((r) => {
     const ck = r.checkpoint || {};
-    const sel = el("select", { class: "migrate-to" }, ...nodes.filter((n) => n !== r.node).map((n) => el("option", { value: n }, n)));
+    const sel = el("select", { class: "migrate-to", onchange: (e) => { S.moveTo[r.task_id] = e.target.value; } },
+      ...nodes.filter((n) => n !== r.node).map((n) => el("option", { value: n }, n)));
+    if (S.moveTo[r.task_id] && nodes.includes(S.moveTo[r.task_id])) sel.value = S.moveTo[r.task_id];
     const go = el("button", { type: "button", class: "migrate", onclick: async () => {
       $("migrate-result").textContent = `moving ${r.task_id} to ${sel.value}…`;
       const ans = await api("POST", `/console/api/v1/tasks/${encodeURIComponent(r.task_id)}/migrate`, { to: sel.value });
@@ -189,7 +195,7 @@ function renderSensors(series) {
   for (const s of series) (groups[`${s.node} · ${s.location}`] ||= []).push(s);
   $("sensors").replaceChildren(...(series.length ? Object.entries(groups).map(([k, v]) =>
     el("div", { class: "room" }, el("h3", {}, k), el("div", { class: "charts" }, ...v.map(chart))))
-    : [el("p", { class: "hint" }, "no readings heard yet")]));
+    : [el("p", { class: "hint" }, "no readings yet from the sensors your tenant may read (the nodes declare them in devices.yaml)")]));
 }
 
 // --- placement ---------------------------------------------------------------------------------
@@ -214,7 +220,8 @@ function renderPlacement() {
         el("tbody", {}, ...cands.map((c) => el("tr", {}, ...keys.map((k) => el("td", {}, short(typeof c[k] === "number" ? +c[k].toFixed(4) : c[k], 60))))))));
     }
     const rej = d.rejected || {};
-    const rejRows = Array.isArray(rej) ? rej.map((r) => short(r, 200)) : Object.entries(rej).map(([k, v]) => `${k}: ${short(v, 200)}`);
+    const one = (r) => (r && typeof r === "object" && r.target ? `${r.target}: ${r.reason}` : short(r, 200));
+    const rejRows = Array.isArray(rej) ? rej.map(one) : Object.entries(rej).map(([k, v]) => `${k}: ${short(v, 200)}`);
     if (rejRows.length) kids.push(el("h4", {}, "rejected"), el("ul", {}, ...rejRows.map((r) => el("li", {}, r))));
     kids.push(el("details", {}, el("summary", {}, "the stored decision"), el("pre", {}, JSON.stringify(d, null, 1))));
   }
@@ -229,6 +236,7 @@ async function command(d, cmd) {
 }
 function renderDevices(dv) {
   S.devices = dv;
+  if (dv.available && !dv.devices.length) dv = { ...dv, available: false, detail: "no devices your tenant may see: nodes declare them in devices.yaml" };
   if (!dv.available) { fill($("devices-table").tBodies[0], [el("tr", {}, el("td", { colspan: "7" }, dv.detail || "this controller has no device registry"))]); return; }
   fill($("devices-table").tBodies[0], dv.devices.map((d) => el("tr", { "data-device": `${d.node}/${d.device}`, class: d.kind },
     el("td", {}, `${d.node}/${d.device}`), el("td", {}, d.kind), el("td", {}, d.location), el("td", {}, `${d.type}${d.unit ? " (" + d.unit + ")" : ""}`),
