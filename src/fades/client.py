@@ -415,3 +415,25 @@ class FadesClient:
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/healthz")
         return result
+
+    # --- devices (fades.devices) -----------------------------------------------------------
+    def devices(self) -> list[dict[str, Any]]:
+        """Sensors and actuators you may see, with each actuator's last state."""
+        result: list[dict[str, Any]] = self._call("GET", "/v1/devices")
+        return result
+
+    def command(
+        self, node: str, device: str, command: str, args: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Command an actuator: ``command_id``, ``outcome`` (applied, refused, timed_out),
+        ``state`` and ``detail``."""
+        body: dict[str, Any] = {"command": command} | ({"args": dict(args)} if args else {})
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/devices/{node}/{device}/commands", json=body
+        )
+        return result
+
+    def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Your actuator commands, refusals included, newest first."""
+        result: list[dict[str, Any]] = self._call("GET", "/v1/audit", params={"limit": limit})
+        return result

@@ -150,10 +150,12 @@ class LocalCluster:
             name="fades-up",
             host=host,
             port=nats_port,
-            mqtt=sensors or ingest,
+            mqtt=sensors or ingest or devices,
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.simulators: list[Any] = []
+        #: node -> its DeviceSimulator (devices=True)
+        self.device_sims: dict[str, Any] = {}
         self.artifacts: dict[str, str] = {}
         self.key: SigningKey | None = key
 
@@ -216,6 +218,8 @@ class LocalCluster:
                     }
                 )
             )
+            if self.devices:
+                self.write_devices(name)
             if self.node_data is not None:
                 rows = self.node_data(name, home)
                 self.say(f"{name}: {rows:,} readings")
@@ -232,6 +236,26 @@ class LocalCluster:
             )
             store.close()
             self.say(f"{name}: {', '.join(self.rooms(name))} with {rows:,} readings")
+
+    def write_devices(self, name: str) -> None:
+        """The simulated shop floor's ``devices.yaml`` in ``name``'s folder (the facilities
+        tenant may command every actuator)."""
+        from fades.devices.floor import shop_floor
+        from fades.sensors.units import SENSOR_TYPES
+
+        floor = shop_floor(self.rooms(name), list(SENSOR_TYPES), ["facilities"])
+        (self.node_home(name) / "devices.yaml").write_text(yaml.safe_dump(floor, sort_keys=False))
+
+    def start_devices(self) -> None:
+        """A device simulator per node, serving the actuators its folder declares."""
+        from fades.devices.simulate import DeviceSimulator
+        from fades.devices.spec import load_devices
+
+        assert self.nats.mqtt_port is not None
+        for i, name in enumerate(self.names):
+            declared = load_devices(self.node_home(name), name)
+            sim = DeviceSimulator("127.0.0.1", self.nats.mqtt_port, name, declared, seed=i + 1)
+            self.device_sims[name] = sim.start()
 
     def _state_key(self) -> str:
         """The cluster's checkpoint key (``<home>/state.key``, made once, owner-only)."""
@@ -386,6 +410,7 @@ class LocalCluster:
                 first_room=i * self.rooms_per_node + 1,
                 rate_s=self.sensor_rate_s,
                 seed=i + 1,
+                floor=dev.floor if (dev := self.device_sims.get(name)) is not None else None,
             )
             sim.start()
             self.simulators.append(sim)
@@ -411,6 +436,9 @@ class LocalCluster:
         if self.functions:
             self.upload_functions()
             self.say(f"uploaded the Python runtime and {len(self.artifacts) - 1} functions")
+        if self.devices:
+            self.start_devices()
+            self.say("shop floor: a fan, a conveyor and a warning light per room, simulated")
         if self.sensors:
             self.start_sensors()
             self.say(f"sensors streaming over MQTT every {self.sensor_rate_s:g} s")
@@ -421,6 +449,9 @@ class LocalCluster:
         for sim in self.simulators:
             sim.stop()
         self.simulators.clear()
+        for dsim in self.device_sims.values():
+            dsim.stop()
+        self.device_sims.clear()
         for name in [n for n in self.names if n in self.procs]:
             self.stop_process(name)
         self.stop_process("controller")

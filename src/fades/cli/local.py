@@ -56,6 +56,9 @@ def up(
     duration: Annotated[
         float | None, typer.Option(help="stop by itself after this many seconds")
     ] = None,
+    devices: Annotated[
+        bool, typer.Option(help="simulate a shop floor: fans, conveyors, warning lights")
+    ] = True,
 ) -> None:
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     run_up(
@@ -64,6 +67,7 @@ def up(
         duration=duration,
         sensors=sensors,
         days=days,
+        devices=devices,
         say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
     )
 
@@ -76,6 +80,7 @@ def run_up(
     sensors: bool,
     days: float,
     say: Callable[[str], None],
+    devices: bool = True,
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
@@ -86,7 +91,7 @@ def run_up(
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     from fades.cluster import LocalCluster
 
-    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say)
+    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say, devices=devices)
     try:
         cluster.prepare()
         cluster.start()

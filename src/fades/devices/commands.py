@@ -34,12 +34,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter
 
+from fades.devices.actuate import command_id, command_of
 from fades.devices.registry import find_device, visible_devices
 from fades.devices.spec import actuator_subject
 from fades.errors import BadRequest, CommandForbidden, FadesError, UnknownCommand
 
 if TYPE_CHECKING:
     from fades.controller.service import Controller
+    from fades.pipelines.protocol import StageEvent
+    from fades.pipelines.spec import PipelineSpec
 
 log = logging.getLogger("fades.devices")
 
@@ -250,6 +253,32 @@ class DeviceService:
                 return {"command_id": cid, "outcome": r["outcome"], "state": state,
                         "detail": r["detail"]}  # fmt: skip
         return {"command_id": cid, "outcome": "pending", "state": None, "detail": ""}
+
+    # --- pipelines -------------------------------------------------------------------------
+    def actuate(self, ev: StageEvent, spec: PipelineSpec) -> None:
+        """A recorded ``done`` event of a stage with ``actuate``: send its command (in the
+        background; the outcome goes to the audit)."""
+        target = getattr(spec.stage(ev.stage), "actuate", None) if ev.status == "done" else None
+        if target is None:
+            return
+        try:
+            cmd = command_of(ev.result)
+        except ValueError as exc:
+            log.warning("pipeline %s stage %s did not return a command: %s", ev.pipeline,
+                        ev.stage, exc)  # fmt: skip
+            return
+        if cmd is None:
+            return
+
+        async def send() -> None:
+            try:
+                await self.command(spec.tenant, target.node, target.name, cmd[0], cmd[1],
+                                   source="pipeline", command_id=command_id(ev))  # fmt: skip
+            except FadesError as exc:  # refused before sending; forbidden ones are audited
+                log.warning("pipeline %s stage %s: command %s/%s %s not sent: %s", ev.pipeline,
+                            ev.stage, target.node, target.name, cmd[0], exc)  # fmt: skip
+
+        self.spawn(send())
 
     def spawn(self, coro: Any) -> None:
         """Run a command in the background (pipelines), kept until it ends."""

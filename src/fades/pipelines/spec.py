@@ -55,6 +55,7 @@ from pydantic import (
     model_validator,
 )
 
+from fades.devices.actuate import Actuate, actuate_problems
 from fades.errors import PipelineValidationError, TaskValidationError
 from fades.pipelines.checks import graph_problems, subject_problem, topo_order
 from fades.pipelines.guard import compile_guard
@@ -131,6 +132,8 @@ class StageSpec(_Strict):
     #: also publish each result of this stage, as JSON, on this NATS subject (an MQTT client
     #: sees it on the topic with ``/`` for ``.``), e.g. ``warnings.road1`` for vehicles
     publish: str | None = None
+    #: a finale whose result commands this actuator (fades.devices.actuate)
+    actuate: Actuate | None = None
 
     _name = field_validator("name")(_name_ok)
 
@@ -287,7 +290,7 @@ class PipelineSpec(_Strict):
 
     @model_validator(mode="after")
     def _graph(self, info: ValidationInfo) -> PipelineSpec:
-        problems = graph_problems(self.stages)
+        problems = graph_problems(self.stages) + actuate_problems(self.stages)
         if problems:
             sink = (info.context or {}).get("fades_problems")
             if isinstance(sink, list):  # parse_pipeline: report each with its field

@@ -157,6 +157,8 @@ class Tracker:
             out[k] = rec.new
             if not rec.new:
                 continue
+            if ev.status == "done" and (cached := self.service.plans.get(ev.pipeline)):
+                self.controller.devices.actuate(ev, self.spec_of(cached[0])[0])  # an actuator
             m.pipeline_events.labels(ev.status).inc()
             if ev.status == "dropped":
                 m.pipeline_drops.inc()

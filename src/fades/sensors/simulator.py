@@ -24,18 +24,23 @@ import math
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fades.devices.floor import MACHINE_UNITS
 from fades.errors import DatasetError, FabricError
 from fades.fabric.subjects import check_token, sensor_topic
 from fades.sensors.units import UNITS
 from fades.testbed import LiveOffice
 from fades.testbed.generator import device_name
+
+if TYPE_CHECKING:
+    from fades.devices.floor import ShopFloor
 
 log = logging.getLogger("fades.sensors")
 
@@ -53,14 +58,16 @@ def device_label(location: str, sensor_type: str) -> str:
     return device_name(location, sensor_type)
 
 
-def payload(ts: float, value: float, location: str, sensor_type: str) -> bytes:
+def payload(
+    ts: float, value: float, location: str, sensor_type: str, unit: str | None = None
+) -> bytes:
     """The JSON payload of one reading."""
     return json.dumps(
         {
             "ts": ts,
             "value": value,
             "device": device_label(location, sensor_type),
-            "unit": UNITS.get(sensor_type, ""),
+            "unit": UNITS.get(sensor_type, "") if unit is None else unit,
         },
         ensure_ascii=False,
     ).encode()
@@ -101,6 +108,9 @@ class SensorSimulator:
         qos: MQTT QoS (0, 1 or 2).
         seed: seed of the testbed models.
         connect_timeout_s: how long :meth:`connect` keeps trying before it gives up.
+        floor: the node's simulated shop floor (:class:`fades.devices.floor.ShopFloor`):
+            its machine sensors are published too, and it adjusts the rooms' readings
+            (a fan that is on lowers the room's CO2).
 
     ``stats`` holds ``published`` (accepted by the client), ``dropped`` (broker away),
     ``acked`` (QoS 1/2 acknowledgements), ``connects`` and ``disconnects``.
@@ -118,6 +128,7 @@ class SensorSimulator:
         seed: int = 0,
         *,
         connect_timeout_s: float = 5.0,
+        floor: ShopFloor | None = None,
     ) -> None:
         check_token(node)
         if not (math.isfinite(rate_s) and rate_s > 0):
@@ -133,7 +144,10 @@ class SensorSimulator:
         self.host, self.port, self.node = host, port, node
         self.rate_s, self.qos, self.seed = rate_s, qos, seed
         self.connect_timeout_s = connect_timeout_s
+        self.floor = floor
         self.devices = self.office.devices()
+        if floor is not None:
+            self.devices += floor.machine_sensors
         self.topics = [sensor_topic(node, loc, st) for loc, st in self.devices]
         self.stats: dict[str, int] = {
             "published": 0,
@@ -263,7 +277,7 @@ class SensorSimulator:
         client = self._client
         assert client is not None
         rate = self.rate_s
-        phases = np.array([self.office.phase(loc, st, rate) for loc, st in self.devices])
+        phases = np.array([self._phase(loc, st, rate) for loc, st in self.devices])
         start = time.time()
         end = start + duration_s if duration_s is not None else math.inf
         k = np.ceil((start - phases) / rate)  # next tick of each device
@@ -285,8 +299,9 @@ class SensorSimulator:
                     if ts >= end:
                         continue
                     loc, st = self.devices[i]
-                    value = self.office.value(loc, st, ts)
-                    info = client.publish(self.topics[i], payload(ts, value, loc, st), qos=self.qos)
+                    value, unit = self._value(loc, st, ts)
+                    data = payload(ts, value, loc, st, unit)
+                    info = client.publish(self.topics[i], data, qos=self.qos)
                     # QoS 1/2 readings published while away are queued and sent on reconnect
                     if info.rc == mqtt.MQTT_ERR_SUCCESS or (
                         self.qos and info.rc == mqtt.MQTT_ERR_NO_CONN
@@ -306,6 +321,22 @@ class SensorSimulator:
         finally:
             self.close()
         return published
+
+    def _phase(self, location: str, sensor_type: str, rate: float) -> float:
+        if location in self.office.rooms:
+            return self.office.phase(location, sensor_type, rate)
+        return (zlib.crc32(f"{self.seed}/{location}/{sensor_type}".encode()) % 1000) / 1000 * rate
+
+    def _value(self, location: str, sensor_type: str, ts: float) -> tuple[float, str | None]:
+        """A reading and its unit (None: the sensor type's usual one)."""
+        floor = self.floor
+        if location in self.office.rooms:
+            value = self.office.value(location, sensor_type, ts)
+            return (
+                value if floor is None else floor.adjust(location, sensor_type, ts, value)
+            ), None
+        assert floor is not None
+        return floor.machine_value(location, sensor_type, ts), MACHINE_UNITS.get(sensor_type)
 
     # --- background ------------------------------------------------------------------------
     def start(self) -> SensorSimulator:
