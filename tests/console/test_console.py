@@ -213,11 +213,51 @@ def test_the_visitor_tenant_does_not_see_the_facilities_tasks(
     seen = {r.get_attribute("data-task") for r in d.find_elements(_by("CSS_SELECTOR"), rows)}
     assert seen == {own["task_id"]}
     assert not (seen & theirs)
-    # and through its cookie the visitor cannot read one of them either
+    # its live readings are those its nodes' policy lets it read: temperature only
+    d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="sensors"]').click()
+    charts = wait_for(
+        lambda: d.find_elements(_by("CSS_SELECTOR"), "#sensors figure.sensor"), what="charts"
+    )
+    kinds = {c.get_attribute("data-sensor").rsplit("/", 1)[1] for c in charts}
+    assert kinds == {"temperature"}
+    # and through its cookie the visitor cannot read one of the facilities' tasks either
     tid = next(iter(theirs))
     with _cookie_client(cluster, cluster.visitor_token) as http:
         got = http.get(f"/console/api/v1/tasks/{tid}", headers={"X-Fades-Console": "1"})
         assert got.status_code == 404
+
+
+def test_an_actuator_command_from_the_page_changes_the_device_state_and_is_audited(
+    cluster: LocalCluster, open_browser: Any
+) -> None:
+    d = open_browser()
+    sign_in(d, cluster, cluster.token)
+    d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="devices"]').click()
+    row = '#devices-table tr[data-device="edge1/fan-room1"]'
+    wait_for(lambda: d.find_elements(_by("CSS_SELECTOR"), row), what="the fan of room1")
+    before = d.find_element(_by("CSS_SELECTOR"), row + " td.state").text
+    want = "off" if '"on"' in before else "on"
+    d.find_element(_by("CSS_SELECTOR"), f'{row} button[data-command="{want}"]').click()
+    wait_for(
+        lambda: f'"{want}"' in d.find_element(_by("CSS_SELECTOR"), row + " td.state").text,
+        what=f"the fan's state turning {want}",
+    )
+    api = {(x["node"], x["device"]): x for x in cluster.client().devices()}
+    assert want in json.dumps(api[("edge1", "fan-room1")]["state"])
+    assert "applied" in d.find_element(_by("ID"), "command-result").text
+    audit = wait_for(
+        lambda: d.find_elements(_by("CSS_SELECTOR"), "#audit-table tbody tr"), what="the audit"
+    )
+    cells = [c.text for c in audit[0].find_elements(_by("TAG_NAME"), "td")]
+    assert cells[1:6] == ["facilities", "console", "edge1/fan-room1", want, "applied"]
+    # the visitor may not command it: the page disables the buttons, the API refuses (403)
+    with _cookie_client(cluster, cluster.visitor_token) as http:
+        refused = http.post(
+            "/console/api/v1/devices/edge1/fan-room1/commands",
+            headers={"X-Fades-Console": "1"},
+            json={"command": "on", "source": "console"},
+        )
+        assert refused.status_code == 403
 
 
 def test_a_killed_node_turns_red_within_the_down_detection_time(
