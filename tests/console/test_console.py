@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fades.cluster import LocalCluster
 from fades.errors import TaskValidationError
+from fades.functions.build import build_python
 from fades.task import parse_task_text
 
 from .conftest import WAIT_S, sign_in, wait_for
@@ -33,6 +35,12 @@ data:
   - {name: temperature, select: {location: room1, sensor_type: temperature}, bogus: 1}
 function: {artifact: mean_core, memory_mib: -3}
 """
+
+
+def Select(element: Any) -> Any:
+    from selenium.webdriver.support.ui import Select as _Select
+
+    return _Select(element)
 
 
 def _by(kind: str) -> Any:
@@ -258,6 +266,58 @@ def test_an_actuator_command_from_the_page_changes_the_device_state_and_is_audit
             json={"command": "on", "source": "console"},
         )
         assert refused.status_code == 403
+
+
+COUNTER = """
+count = 0
+
+def main(data, params):
+    global count
+    count += 1
+    return {"count": count}
+"""
+
+
+def test_a_stateful_task_shows_its_checkpoint_and_moves_with_the_migrate_button(
+    cluster: LocalCluster, open_browser: Any, tmp_path: Path
+) -> None:
+    client = cluster.client()
+    src = tmp_path / "counter.py"
+    src.write_text(COUNTER)
+    client.upload(build_python(src, key=cluster.key).to_bytes())
+    task = {
+        "credentials": {"tenant": "facilities"},
+        "inputs": {"x": 1},
+        "function": {
+            "artifact": "counter",
+            "mode": "persistent",
+            "period_s": 1,
+            "state": {"checkpoint": "every"},
+            "time_budget_ms": 20000,
+        },
+    }
+    receipt = client.submit(task, node="edge1")
+    tid = receipt["task_id"]
+    d = open_browser()
+    sign_in(d, cluster, cluster.token)
+    d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="stateful"]').click()
+    row = f'#stateful-table tr[data-task="{tid}"]'
+    wait_for(
+        lambda: "B" in d.find_element(_by("CSS_SELECTOR"), row + " td.size").text,
+        what="the task's first checkpoint",
+    )
+    assert d.find_element(_by("CSS_SELECTOR"), row + " td.node").text == "edge1"
+    Select(d.find_element(_by("CSS_SELECTOR"), row + " select.migrate-to")).select_by_value("edge2")
+    d.find_element(_by("CSS_SELECTOR"), row + " button.migrate").click()
+    wait_for(
+        lambda: d.find_element(_by("ID"), "migrate-result").text == f"moved {tid} to edge2",
+        what="the migration's answer",
+    )
+    wait_for(
+        lambda: d.find_element(_by("CSS_SELECTOR"), row + " td.node").text == "edge2",
+        what="the stateful view showing the task on edge2",
+    )
+    client.cancel(tid)
 
 
 def test_a_killed_node_turns_red_within_the_down_detection_time(

@@ -173,7 +173,7 @@ function renderStateful(rows) {
     } }, "migrate");
     return el("tr", { "data-task": r.task_id }, el("td", {}, r.task_id), el("td", { class: "node" }, r.node),
       el("td", {}, ck.age_s !== undefined ? ck.age_s + " s" : "none yet"), el("td", {}, ck.seq ?? "-"),
-      el("td", {}, fmtB(ck.size)), el("td", {}, sel, go));
+      el("td", { class: "size" }, fmtB(ck.size)), el("td", {}, sel, go));
   }));
 }
 
