@@ -6,8 +6,8 @@ each part whose content changed as one event: ``fleet`` (nodes), ``tasks`` (the 
 :data:`TASKS` with outcome, timing, traceback, logs and placement decision), ``summary``
 (those tasks by status), ``pipelines`` (each with its plan, queues, drops and newest run's
 timeline), ``stateful`` (owner node and checkpoint), ``devices`` (devices and audit), and
-``sensors`` (live readings). A ``: keepalive`` comment goes out when nothing changed for
-:data:`KEEPALIVE_S` seconds.
+``sensors`` (live readings, every :data:`SENSORS_S` seconds). A ``: keepalive`` comment
+goes out when nothing changed for :data:`KEEPALIVE_S` seconds.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from fades.console.stateful import stateful_tasks
 
 #: seconds between two snapshots (``FADES_CONSOLE_REFRESH_S``)
 REFRESH_S = float(os.environ.get("FADES_CONSOLE_REFRESH_S", "1.0"))
+#: seconds between two updates of the sensor charts (``FADES_CONSOLE_SENSORS_S``)
+SENSORS_S = float(os.environ.get("FADES_CONSOLE_SENSORS_S", "5.0"))
 #: tasks shown (the tenant's newest)
 TASKS = 200
 #: pipelines shown in detail (the tenant's newest)
@@ -101,9 +103,10 @@ def _sensor_filter(devices: dict[str, Any]) -> Any:
 
 
 async def snapshot(
-    app: ASGIApp, feed: SensorFeed, token: str
-) -> dict[str, Any]:  # pragma: no branch
-    """Every part of the console's live view, as the tenant of ``token`` may see it."""
+    app: ASGIApp, feed: SensorFeed, token: str, sensors: bool = True
+) -> dict[str, Any]:
+    """Every part of the console's live view, as the tenant of ``token`` may see it (the
+    sensor readings only with ``sensors``)."""
     from fades.controller.service import Controller
 
     controller: Controller = feed.controller
@@ -123,7 +126,8 @@ async def snapshot(
     snap["pipelines"] = await _pipelines(app, token)
     snap["stateful"] = await stateful_tasks(controller, rows)
     snap["devices"] = await _devices(app, token)
-    snap["sensors"] = feed.snapshot(_sensor_filter(snap["devices"]))
+    if sensors:
+        snap["sensors"] = feed.snapshot(_sensor_filter(snap["devices"]))
     return snap
 
 
@@ -136,8 +140,12 @@ async def events(request: Request, feed: SensorFeed, token: str, tenant: str) ->
         yield f"event: notice\ndata: {json.dumps({'detail': f'no live readings: {exc}'})}\n\n"
     sent: dict[str, str] = {}
     quiet_since = time.monotonic()
+    charts_at = -SENSORS_S
     while not await request.is_disconnected():
-        snap = await snapshot(request.app, feed, token)
+        charts = time.monotonic() - charts_at >= SENSORS_S
+        if charts:
+            charts_at = time.monotonic()
+        snap = await snapshot(request.app, feed, token, charts)
         for name, value in snap.items():
             text = json.dumps(value, separators=(",", ":"), default=str)
             if sent.get(name) != text:
