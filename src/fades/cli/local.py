@@ -97,6 +97,7 @@ def run_up(
         cluster.start()
         say("")
         say(f"controller   {cluster.url}   (docs {cluster.url}/docs)")
+        say(f"console      {cluster.url}/   (sign in with a token below; docs/console.md)")
         say(f"token        {cluster.token}   (tenant facilities)")
         say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
         say(f"NATS         {cluster.nats.url}   MQTT 127.0.0.1:{cluster.nats.mqtt_port}")

@@ -142,7 +142,7 @@ function runTimeline(tl) {
   const end = Math.max(...tl.stages.map((s) => s.since_start_s || 0), 0.001);
   const g = svg("svg", { class: "timeline", width: "520", height: String(20 * tl.stages.length + 10) });
   tl.stages.forEach((s, i) => {
-    const w = Math.max(2, ((s.total_s || 0) / end) * 360), x = 150 + Math.max(0, ((s.since_start_s || 0) - (s.total_s || 0)) / end) * 360;
+    const w = Math.max(2, ((s.total_s || 0) / end) * 340), x = 180 + Math.max(0, ((s.since_start_s || 0) - (s.total_s || 0)) / end) * 340;
     g.append(svg("text", { x: 0, y: 20 * i + 15 }, `${s.stage}/${s.instance} @${s.node}`));
     g.append(svg("rect", { x: x.toFixed(1), y: 20 * i + 4, width: w.toFixed(1), height: 14, class: "st-" + s.status }, svg("title", {}, `${s.status} ${fmtS(s.total_s)}`)));
   });
@@ -238,7 +238,8 @@ function renderDevices(dv) {
   S.devices = dv;
   if (dv.available && !dv.devices.length) dv = { ...dv, available: false, detail: "no devices your tenant may see: nodes declare them in devices.yaml" };
   if (!dv.available) { fill($("devices-table").tBodies[0], [el("tr", {}, el("td", { colspan: "7" }, dv.detail || "this controller has no device registry"))]); return; }
-  fill($("devices-table").tBodies[0], dv.devices.map((d) => el("tr", { "data-device": `${d.node}/${d.device}`, class: d.kind },
+  const list = [...dv.devices].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "actuator" ? -1 : 1));
+  fill($("devices-table").tBodies[0], list.map((d) => el("tr", { "data-device": `${d.node}/${d.device}`, class: d.kind },
     el("td", {}, `${d.node}/${d.device}`), el("td", {}, d.kind), el("td", {}, d.location), el("td", {}, `${d.type}${d.unit ? " (" + d.unit + ")" : ""}`),
     el("td", { class: "state" }, d.state ? short(d.state, 80) : "-"), el("td", {}, fmtT(d.state_at)),
     el("td", {}, ...(d.kind === "actuator" ? (d.commands || []).map((c) => el("button", { type: "button", "data-command": c, disabled: d.may_command ? null : "disabled",
