@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -190,17 +193,24 @@ def test_the_fan_lowers_the_rooms_co2_and_stopping_the_conveyor_calms_the_machin
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_pipeline_finale_actuates_the_fan(factory: LocalCluster) -> None:
-    """examples/pipelines/ventilation.yaml, run once: the room's CO2 is high (the machines),
-    so its finale returns the fan's command; the controller sends it, audited as pipeline."""
+def _upload_ventilation(factory: LocalCluster) -> None:
     from fades.functions.build import build_function, build_runtime
 
     client = factory.client()
-    client.command("edge1", "fan-room1", "off")
+    if any(f.get("name") == "ventilation" for f in client.functions()):
+        return
     assert factory.key is not None
     client.upload(build_runtime(key=factory.key).to_bytes())
     fn = REPO / "examples" / "functions" / "ventilation.py"
     client.upload(build_function(fn, key=factory.key).to_bytes())
+
+
+def test_a_pipeline_finale_actuates_the_fan(factory: LocalCluster) -> None:
+    """examples/pipelines/ventilation.yaml, run once: the room's CO2 is high (the machines),
+    so its finale returns the fan's command; the controller sends it, audited as pipeline."""
+    client = factory.client()
+    client.command("edge1", "fan-room1", "off")
+    _upload_ventilation(factory)
     # the machines keep room1's CO2 above 900 ppm while the fan is off (an earlier test
     # ran it): wait until they are high again, and let the stage read only the last 5 s
     _wait_for(
@@ -225,3 +235,63 @@ def test_a_pipeline_finale_actuates_the_fan(factory: LocalCluster) -> None:
     assert _device(client.devices(), "fan-room1")["state"]["power"] == "on"
     metrics = httpx.get(f"{factory.url}/metrics").text
     assert 'fades_device_commands_total{outcome="applied",source="pipeline"}' in metrics
+
+
+def test_cli_lists_commands_and_audits(factory: LocalCluster) -> None:
+    env = dict(os.environ, FADES_CONTROLLER=factory.url, FADES_TOKEN=factory.token,
+               COLUMNS="200")  # fmt: skip
+
+    def fades(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fades", "devices", *args], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    listed = fades("list", "--kind", "actuator", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {d["kind"] for d in json.loads(listed.stdout)} == {"actuator"}
+    done = fades("command", "edge1/light-machine1", "on")
+    assert done.returncode == 0 and "applied" in done.stdout, done.stdout + done.stderr
+    bad = fades("command", "edge1/light-machine1", "explode")
+    assert bad.returncode == 2 and "allowed: on, off, blink" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    timed = fades("command", "edge1/valve-1", "close")
+    assert timed.returncode == 1 and "timed_out" in timed.stdout
+    audit = fades("audit", "--json", "--limit", "2")
+    rows = json.loads(audit.stdout)
+    assert [(r["device"], r["outcome"]) for r in rows] == [
+        ("valve-1", "timed_out"), ("light-machine1", "applied")
+    ]  # fmt: skip
+    table = fades("audit")
+    assert table.returncode == 0 and "light-machine1" in table.stdout
+
+
+def test_a_pipeline_of_a_tenant_without_permission_is_refused_and_audited(
+    factory: LocalCluster,
+) -> None:
+    """The visitor's pipeline (reading temperatures, which it may) returns a fan command:
+    refused by the fan's declaration, recorded in the visitor's audit as from its pipeline."""
+    _upload_ventilation(factory)
+    visitor = factory.client(factory.visitor_token)
+    spec = {
+        "name": "sneaky-fan",
+        "credentials": {"tenant": "visitor"},
+        "run": {"mode": "on-demand", "runs": 1, "run_deadline_s": 120},
+        "stages": [{
+            "name": "always",
+            "function": {"artifact": "ventilation", "memory_mib": 32, "time_budget_ms": 5000,
+                         "params": {"high": -1000}},
+            "data": [{"name": "co2", "select": {"location": "room1",
+                                                "sensor_type": "temperature",
+                                                "last_seconds": 60}}],
+            "actuate": {"device": "edge1/fan-room1"},
+        }],
+    }  # fmt: skip
+    receipt = visitor.submit_pipeline(spec)
+    runs = visitor.wait_runs("sneaky-fan", receipt["runs"], timeout=150)
+    assert runs[0]["status"] == "done", runs
+    entry = _wait_for(
+        lambda: next((a for a in visitor.audit() if a["source"] == "pipeline"), None),
+        30, "the refused command in the visitor's audit",
+    )  # fmt: skip
+    assert entry["outcome"] == "forbidden" and entry["device"] == "fan-room1"
+    assert "may not command" in entry["detail"]
+    assert entry["command_id"].startswith("p-sneaky-fan-")

@@ -47,6 +47,12 @@ LAZY: dict[str, tuple[str, str, str, str | None]] = {
         None,
     ),
     "nodes": ("fades.cli.migrate", "nodes_app", "The cluster's nodes; drain one.", None),
+    "devices": (
+        "fades.cli.devices",
+        "devices_app",
+        "Sensors and actuators: list, command, audit.",
+        None,
+    ),
     "demo": ("fades.cli.local", "demo", "Run the end-to-end demo on one machine.", "sim"),
     "up": ("fades.cli.local", "up", "Start a local cluster: broker, controller, nodes.", "sim"),
     "node": ("fades.node.cli", "node_app", "Run an edge node agent.", None),

@@ -106,6 +106,9 @@ def run_up(
         say("")
         say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
         say("      fades task submit examples/tasks/mean_core.yaml --wait")
+        if devices:
+            say("      fades devices list --kind actuator")
+            say(f"      fades devices command {cluster.names[0]}/fan-room1 on")
         say("stop: Ctrl-C" + (f" (or wait {duration:g} s)" if duration else ""))
         t_end = None if duration is None else time.monotonic() + duration
         restarts: dict[str, tuple[float, float]] = {}  # node -> (when, next backoff)

@@ -213,7 +213,7 @@ class DeviceService:
             raise CommandForbidden(detail)
         fresh = await asyncio.to_thread(store.add_audit, cid, **row, outcome="pending")
         if not fresh:
-            return self._recorded(tenant, cid)
+            return await asyncio.to_thread(self._recorded, tenant, cid)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[cid] = fut
         message = {"command_id": cid, "command": command, "args": args, "tenant": tenant,
