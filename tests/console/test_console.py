@@ -43,6 +43,17 @@ def Select(element: Any) -> Any:
     return _Select(element)
 
 
+def _click(driver: Any, css: str) -> None:
+    """Click the element ``css`` names, found afresh until it works (views are redrawn
+    when their data change, which makes a found element stale)."""
+
+    def go() -> bool:
+        driver.find_element(_by("CSS_SELECTOR"), css).click()
+        return True
+
+    wait_for(go, what=f"clicking {css}")
+
+
 def _by(kind: str) -> Any:
     from selenium.webdriver.common.by import By
 
@@ -157,7 +168,7 @@ def test_a_task_submitted_from_the_page_shows_the_cli_messages_then_its_result(
     assert info["status"] == "done" and result == info["result"]
     # its outcome in the tasks view: timing bar, and the placement decision
     d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="tasks"]').click()
-    wait_for(lambda: d.find_element(_by("CSS_SELECTOR"), f'tr[data-task="{task_id}"]')).click()
+    _click(d, f'#tasks-table tr[data-task="{task_id}"]')
     bars = wait_for(
         lambda: d.find_elements(_by("CSS_SELECTOR"), "#task-detail svg.timing rect"),
         what="the timing bar",
@@ -245,7 +256,7 @@ def test_an_actuator_command_from_the_page_changes_the_device_state_and_is_audit
     wait_for(lambda: d.find_elements(_by("CSS_SELECTOR"), row), what="the fan of room1")
     before = d.find_element(_by("CSS_SELECTOR"), row + " td.state").text
     want = "off" if '"on"' in before else "on"
-    d.find_element(_by("CSS_SELECTOR"), f'{row} button[data-command="{want}"]').click()
+    _click(d, f'{row} button[data-command="{want}"]')
     wait_for(
         lambda: f'"{want}"' in d.find_element(_by("CSS_SELECTOR"), row + " td.state").text,
         what=f"the fan's state turning {want}",
@@ -307,8 +318,15 @@ def test_a_stateful_task_shows_its_checkpoint_and_moves_with_the_migrate_button(
         what="the task's first checkpoint",
     )
     assert d.find_element(_by("CSS_SELECTOR"), row + " td.node").text == "edge1"
-    Select(d.find_element(_by("CSS_SELECTOR"), row + " select.migrate-to")).select_by_value("edge2")
-    d.find_element(_by("CSS_SELECTOR"), row + " button.migrate").click()
+
+    def choose_and_click() -> bool:  # the row is redrawn every second: retried when stale
+        Select(d.find_element(_by("CSS_SELECTOR"), row + " select.migrate-to")).select_by_value(
+            "edge2"
+        )
+        d.find_element(_by("CSS_SELECTOR"), row + " button.migrate").click()
+        return True
+
+    wait_for(choose_and_click, what="choosing edge2 and pressing migrate")
     wait_for(
         lambda: d.find_element(_by("ID"), "migrate-result").text == f"moved {tid} to edge2",
         what="the migration's answer",
