@@ -92,8 +92,8 @@ def shoot(out: Path) -> None:
                     driver.find_element(By.CSS_SELECTOR, f'nav a[data-view="{view}"]').click()
                     if view == "tasks":
                         rows = driver.find_elements(By.CSS_SELECTOR, "#tasks-table tbody tr")
-                        failed = [r for r in rows if r.get_attribute("data-status") == "failed"]
-                        (failed or rows)[0].click()
+                        done = [r for r in rows if r.get_attribute("data-status") == "done"]
+                        (done or rows)[0].click()
                     if view == "submit":
                         area = driver.find_element(By.ID, "submit-text")
                         area.send_keys("credentials: {tenant: facilities}\nfunction: {}\n")
@@ -106,6 +106,14 @@ def shoot(out: Path) -> None:
                     driver.save_screenshot(str(png))
                     Image.open(png).convert("RGB").quantize(64).save(png, optimize=True)
                     print(f"{png} ({png.stat().st_size // 1024} KiB)")
+                    if view == "tasks":  # and a failed one: error, traceback, logs
+                        driver.find_element(By.CSS_SELECTOR, 'tr[data-status="failed"]').click()
+                        time.sleep(1)
+                        detail = driver.find_element(By.ID, "task-detail")
+                        driver.execute_script("arguments[0].scrollIntoView()", detail)
+                        png = out / "console-task-failed.png"
+                        driver.save_screenshot(str(png))
+                        Image.open(png).convert("RGB").quantize(64).save(png, optimize=True)
             finally:
                 driver.quit()
 

@@ -6,7 +6,7 @@ const S = { tasks: [], fleet: null, devices: null, selected: null, submitted: nu
 const SVG = "http://www.w3.org/2000/svg";
 const TIMING = ["queue", "retrieval", "transfer", "start", "compute", "result"];
 const COLORS = { queue: "#9aa5b1", retrieval: "#4c9be8", transfer: "#8e6fd8", start: "#e8a33c",
-  compute: "#3fae6a", result: "#d65f5f", checkpoint: "#555" };
+  compute: "#3fae6a", result: "#d65f5f", other: "#dde1e6" };
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -73,7 +73,11 @@ function renderFleet(f) {
 
 // --- tasks -------------------------------------------------------------------------------------
 function timingBar(timing) {
-  const parts = TIMING.filter((k) => typeof timing[k] === "number" && timing[k] > 0);
+  timing = { ...timing };
+  const phases = TIMING.filter((k) => typeof timing[k] === "number" && timing[k] > 0);
+  const sum = phases.reduce((a, k) => a + timing[k], 0);
+  if (typeof timing.total === "number" && timing.total > sum * 1.01) timing.other = timing.total - sum;  // time in no phase
+  const parts = timing.other ? [...phases, "other"] : phases;
   const total = parts.reduce((a, k) => a + timing[k], 0) || 1;
   const bar = svg("svg", { class: "timing", viewBox: "0 0 400 22", width: "400", height: "22" });
   let x = 0;
@@ -143,10 +147,11 @@ function runTimeline(tl) {
   const g = svg("svg", { class: "timeline", width: "520", height: String(20 * tl.stages.length + 10) });
   tl.stages.forEach((s, i) => {
     const w = Math.max(2, ((s.total_s || 0) / end) * 340), x = 180 + Math.max(0, ((s.since_start_s || 0) - (s.total_s || 0)) / end) * 340;
-    g.append(svg("text", { x: 0, y: 20 * i + 15 }, `${s.stage}/${s.instance} @${s.node}`));
+    const inst = s.instance && s.instance !== "_" && s.instance !== s.node ? "/" + s.instance : "";
+    g.append(svg("text", { x: 0, y: 20 * i + 15 }, `${s.stage}${inst} @${s.node}`));
     g.append(svg("rect", { x: x.toFixed(1), y: 20 * i + 4, width: w.toFixed(1), height: 14, class: "st-" + s.status }, svg("title", {}, `${s.status} ${fmtS(s.total_s)}`)));
   });
-  return el("div", {}, el("p", {}, `run ${tl.run}: ${tl.status}, ${fmtS(tl.duration_s)}`), g);
+  return el("div", {}, el("p", {}, `run ${tl.run}: ${tl.status}, ${fmtS(tl.duration_s)} (each bar: a stage instance's time, ending when it ended)`), g);
 }
 function renderPipelines(items) {
   $("pipelines").replaceChildren(...(items.length ? items.map((p) => {
