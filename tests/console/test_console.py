@@ -16,9 +16,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fades.cluster import LocalCluster
-from fades.errors import TaskValidationError
+from fades.cluster import LocalCluster, find_examples
+from fades.errors import PipelineValidationError, TaskValidationError
 from fades.functions.build import build_python
+from fades.pipelines.spec import parse_pipeline_text
 from fades.task import parse_task_text
 
 from .conftest import WAIT_S, sign_in, wait_for
@@ -81,6 +82,9 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_refuses_unknown_tokens(
         assert cookie.startswith(f"fades_console={cluster.token};")
         assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
         assert 'id="tenant">facilities<' in http.get("/").text  # the cookie signs the page in
+        out = http.post("/console/logout")
+        assert out.status_code == 303 and 'fades_console=""' in out.headers["set-cookie"]
+        assert 'id="login-form"' in http.get("/").text  # signed out
 
 
 def test_console_actions_need_the_console_header_and_stay_within_the_allowed_routes(
@@ -174,6 +178,49 @@ def test_a_task_submitted_from_the_page_shows_the_cli_messages_then_its_result(
         what="the timing bar",
     )
     assert bars and "compute" in d.find_element(_by("ID"), "task-detail").text
+
+
+def test_a_pipeline_submitted_from_the_page_shows_its_graph_and_run(
+    cluster: LocalCluster, open_browser: Any
+) -> None:
+    spec = (find_examples() / "pipelines" / "building-report.yaml").read_text()
+    bad = spec.replace("scatter: true", "scatter: maybe")
+    with pytest.raises(PipelineValidationError) as cli:
+        parse_pipeline_text(bad, source="the pasted pipeline")
+    d = open_browser()
+    sign_in(d, cluster, cluster.token)
+    d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="submit"]').click()
+    Select(d.find_element(_by("ID"), "submit-kind")).select_by_value("pipeline")
+    text = d.find_element(_by("ID"), "submit-text")
+    text.send_keys(bad)
+    d.find_element(_by("ID"), "submit-go").click()
+    shown = wait_for(
+        lambda: d.find_elements(_by("CSS_SELECTOR"), "#submit-result .message"), what="refusal"
+    )
+    assert str(cli.value) in shown[0].text and "stages.summary.scatter" in shown[0].text
+    text.clear()
+    text.send_keys(spec)
+    d.find_element(_by("ID"), "submit-go").click()
+    wait_for(
+        lambda: (
+            "pipeline building-report version" in d.find_element(_by("ID"), "submit-result").text
+        ),
+        what="the pipeline deployed",
+    )
+    d.find_element(_by("CSS_SELECTOR"), 'nav a[data-view="pipelines"]').click()
+    box = '.pipeline[data-pipeline="building-report"]'
+    wait_for(
+        lambda: "done 1" in d.find_element(_by("CSS_SELECTOR"), box).text,
+        what="the pipeline's run done",
+    )
+    graph = d.find_element(_by("CSS_SELECTOR"), box + " svg.graph").text
+    for stage in ("summary", "report", "edge1", "edge2", "edge3", "queued"):
+        assert stage in graph
+    wait_for(
+        lambda: d.find_elements(_by("CSS_SELECTOR"), box + " svg.timeline rect.st-done"),
+        what="the run's timeline",
+    )
+    cluster.client().cancel_pipeline("building-report")
 
 
 def _metrics(cluster: LocalCluster) -> dict[str, float]:
