@@ -141,7 +141,8 @@ async def events(request: Request, feed: SensorFeed, token: str, tenant: str) ->
     sent: dict[str, str] = {}
     quiet_since = time.monotonic()
     charts_at = -SENSORS_S
-    while not await request.is_disconnected():
+    # ends when the page goes, or when the controller stops (it waits for open responses)
+    while not await request.is_disconnected() and not getattr(request.app.state, "closing", False):
         charts = time.monotonic() - charts_at >= SENSORS_S
         if charts:
             charts_at = time.monotonic()
