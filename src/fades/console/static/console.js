@@ -293,7 +293,11 @@ function connect() {
   on("pipelines", renderPipelines); on("stateful", renderStateful); on("sensors", renderSensors);
   on("devices", renderDevices);
   on("notice", (d) => { $("live").title = d.detail; });
-  es.onerror = () => { $("live").textContent = "reconnecting"; $("live").className = "live off"; };
+  es.onerror = () => {
+    const closed = es.readyState === EventSource.CLOSED;  // refused (e.g. the token was revoked)
+    $("live").textContent = closed ? "disconnected: reload to sign in again" : "reconnecting";
+    $("live").className = "live off";
+  };
 }
 document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", show); show();
