@@ -137,6 +137,7 @@ def run_up(
         for i, url in enumerate(cluster.urls, 1):
             name = "controller" if len(cluster.urls) == 1 else f"controller{i}"
             say(f"{name:<12} {url}   (docs {url}/docs)")
+        say(f"console      {cluster.url}/   (sign in with a token below; docs/console.md)")
         say(f"token        {cluster.token}   (tenant facilities)")
         say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
         for server in cluster.hub.servers:

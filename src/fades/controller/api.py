@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fades import __version__
+from fades.console import mount as mount_console
 from fades.controller import batchapi, bodies, pipeapi
 from fades.controller.apidocs import mount_docs
 from fades.controller.devices import router as devices_router
@@ -245,6 +246,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(pipeapi.router)  # /v1/pipelines
     app.include_router(migrate_router)  # moving stateful tasks: migrate, drain
     app.include_router(devices_router)  # devices, actuator commands, audit (fades.devices)
+    mount_console(app)  # the operator console at / (fades.console)
 
     # --- service ---------------------------------------------------------------------------------
     @app.get("/healthz", tags=["service"])

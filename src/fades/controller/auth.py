@@ -109,3 +109,19 @@ async def request_tenant(
 
 #: the caller's tenant, from its bearer token (401 without a known token)
 Tenant = Annotated[str, Depends(request_tenant)]
+
+
+# --- the console's session cookie (console) -----------------------------------------------------
+#: the console's cookie: the tenant's own token, ``HttpOnly; SameSite=Strict; Path=/``
+CONSOLE_COOKIE = "fades_console"
+
+
+async def cookie_tenant(request: Request) -> str:
+    """FastAPI dependency of the console's routes: the tenant of the token in the console's
+    cookie, checked exactly like a bearer token (Unauthorized, 401, without a known one)."""
+    tokens: Tokens = request.app.state.controller.tokens
+    return tokens.tenant(request.cookies.get(CONSOLE_COOKIE))
+
+
+#: the console caller's tenant, from its session cookie (401 without a known token)
+CookieTenant = Annotated[str, Depends(cookie_tenant)]

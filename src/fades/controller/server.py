@@ -67,9 +67,8 @@ async def serve(
         sock.close()
         raise
     try:
-        config = uvicorn.Config(
-            create_app(controller), log_level="warning", access_log=False, lifespan="off"
-        )
+        app = create_app(controller)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         server = _Server(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
@@ -86,6 +85,7 @@ async def serve(
             await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             server.should_exit = True
+            app.state.closing = True  # open console feeds end (fades.console.live)
         await serving
     finally:
         sock.close()
