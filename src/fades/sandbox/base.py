@@ -52,13 +52,25 @@ class HostLimits:
     max_tables: int = 8
     max_memories: int = 1
     max_instances: int = 1
+    #: Python: fresh runtime instances kept ready in each worker process
+    #: (:mod:`fades.sandbox.pool`): at least ``py_pool_min`` (0 turns the pool off), growing
+    #: with demand up to ``py_pool_max``, and never more than ``py_pool_max_mib`` of memory.
+    py_pool_min: int = 1
+    py_pool_max: int = 4
+    py_pool_max_mib: int = 64
 
     def __post_init__(self) -> None:
         if self.mode not in ("process", "inprocess"):
             raise ValueError(f"sandbox mode must be 'process' or 'inprocess', not {self.mode!r}")
         for f in fields(self):
-            if f.name != "mode" and int(getattr(self, f.name)) < 1:
-                raise ValueError(f"sandbox limit {f.name} must be at least 1")
+            low = 0 if f.name.startswith("py_pool_") else 1
+            if f.name != "mode" and int(getattr(self, f.name)) < low:
+                raise ValueError(f"sandbox limit {f.name} must be at least {low}")
+        if self.py_pool_min > self.py_pool_max:
+            raise ValueError(
+                f"sandbox limit py_pool_min ({self.py_pool_min}) is above "
+                f"py_pool_max ({self.py_pool_max})"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> HostLimits:
@@ -164,6 +176,9 @@ class LogBuffer:
 
     def __len__(self) -> int:
         return self._size
+
+    def clear(self) -> None:
+        self._parts, self._size, self.truncated = [], 0, False
 
     def text(self) -> str:
         out = b"".join(self._parts).decode("utf-8", "replace")

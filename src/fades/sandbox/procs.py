@@ -97,7 +97,7 @@ class Worker:
         self.tasks = 0
         self.dead = False
         self._pending = 2  # "ready", then the answer to "config"
-        self._send(("config", host))
+        self._send(("config", host, self.scratch))
 
     @property
     def pid(self) -> int:

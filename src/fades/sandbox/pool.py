@@ -1,0 +1,233 @@
+"""Fresh Python runtime instances prepared ahead, so a task does not wait for one.
+
+Every task still gets a brand-new instance that nothing ran in before (no state passes from
+one task or tenant to the next): the pool only moves the instantiation, and the first-call
+page faults of the runtime's memory image, off the request path. A thread refills the pool
+while its process has no task running, and closes surplus instances when demand falls.
+
+- **Preparation**: the runtime component is instantiated (wasmtime maps its initial memory
+  copy-on-write) and then *warmed*: one call of the runtime's own warm-up on a tiny built-in
+  input (decode, compile, call, encode) with no function in it. Instantiation alone halves
+  the cost a task sees; the warm-up takes the rest of the first-call faults away.
+- **Limits**: a pooled instance is prepared under a :data:`~fades.sandbox.python.
+  MIN_MEMORY_MIB` cap (below any task's) and gets the task's own memory cap and time
+  deadline when a task takes it (:class:`~fades.sandbox.python.PythonSession`).
+- **Size**: between ``min_size`` and ``max_size`` ready instances. A task that finds the
+  pool empty (a miss) raises the target by one; ``shrink_s`` without a miss lowers it by
+  one. The pool never holds more than ``max_mib`` of memory, at the resident size measured
+  for the instances it prepared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from fades.broker.base import CATEGORICAL, Dataset
+from fades.errors import FadesError
+from fades.functions.artifact import Artifact
+from fades.sandbox.base import Limits
+from fades.sandbox.python import MIN_MEMORY_MIB, PythonSandbox, PythonSession, RuntimeInstance
+from fades.sandbox.wire import encode
+
+#: Without a miss for this long, the pool's target shrinks by one instance.
+SHRINK_S = 30.0
+#: Until the pool has measured one, an instance is assumed to cost this much memory.
+ASSUMED_INSTANCE_BYTES = 8 << 20
+_PAGE = 4096
+
+
+def warm_blob() -> bytes:
+    """The tiny FDS1 input of the warm-up call (ten readings, no parameters)."""
+    n = 10
+    ds = Dataset(
+        ts=np.arange(n, dtype=np.float64),
+        value=np.arange(n, dtype=np.float64),
+        codes={c: np.zeros(n, np.uint16) for c in CATEGORICAL},
+        labels={c: ["x"] for c in CATEGORICAL},
+        units={"x": "C"},
+    )
+    return bytes(encode({"d": ds}, {"warm": True}))
+
+
+def _anon_bytes() -> int:
+    """This process's resident memory less its file-backed and shared pages."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            fields = f.read().split()
+        return (int(fields[1]) - int(fields[2])) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class InstancePool:
+    """Ready, never-used runtime instances of one runtime for one input directory.
+
+    Args:
+        sandbox: the runtime's sandbox (its compiled component and linker).
+        input_dir: the directory preopened as ``/input`` in every instance (the worker's
+            scratch directory); None: each instance gets a private one.
+        min_size, max_size: bounds of the number of ready instances (0, 0: no pool).
+        max_mib: memory the ready instances may hold together.
+    """
+
+    def __init__(
+        self,
+        sandbox: PythonSandbox,
+        input_dir: str | None,
+        *,
+        min_size: int,
+        max_size: int,
+        max_mib: int,
+        shrink_s: float = SHRINK_S,
+    ) -> None:
+        if not 0 <= min_size <= max_size:
+            raise ValueError(f"pool bounds need 0 <= min <= max, not {min_size}, {max_size}")
+        if max_mib < 0:
+            raise ValueError(f"pool memory must be at least 0 MiB, not {max_mib}")
+        self.sandbox, self.input_dir = sandbox, input_dir
+        self.min_size, self.max_size, self.max_mib = min_size, max_size, max_mib
+        self.shrink_s = shrink_s
+        self.target = min_size
+        self.instance_bytes = 0  # measured on the first preparation
+        self.hits = self.misses = self.prepared = 0
+        self.prepare_s: list[float] = []
+        self._grew: list[int] = []
+        self._ready: list[RuntimeInstance] = []
+        self._busy = 0
+        self._closed = False
+        self._last_miss = time.monotonic()
+        self._cond = threading.Condition()
+        self._blob = warm_blob()
+        self._thread: threading.Thread | None = None
+        if max_size > 0:
+            self._thread = threading.Thread(target=self._refill, name="fades-pool", daemon=True)
+            self._thread.start()
+
+    # --- the request path -----------------------------------------------------------------
+    def take(self) -> RuntimeInstance | None:
+        """A ready instance (removed from the pool), or None when there is none (a miss)."""
+        with self._cond:
+            if self._ready:
+                self.hits += 1
+                inst = self._ready.pop()
+            else:
+                inst = None
+                if self.max_size > 0:
+                    self.misses += 1
+                    self._last_miss = time.monotonic()
+                    self.target = min(self.max_size, self.target + 1)
+            self._cond.notify_all()
+        return inst
+
+    def session(self, artifact: Artifact, limits: Limits) -> PythonSession:
+        """A session for one task on a pooled instance, or on a new one if none is ready."""
+        inst = self.take()
+        try:
+            return self.sandbox.open(artifact, limits, self.input_dir, inst)
+        except BaseException:
+            if inst is not None:
+                inst.close()
+            raise
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Mark a task as running: the pool does not start preparing while one runs."""
+        with self._cond:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify_all()
+
+    # --- the refill thread ----------------------------------------------------------------
+    def cap(self) -> int:
+        """How many instances the pool may hold now: the target, within the memory cap."""
+        per = self.instance_bytes or ASSUMED_INSTANCE_BYTES
+        return max(0, min(self.target, (self.max_mib << 20) // per))
+
+    def _refill(self) -> None:
+        while True:
+            surplus: list[RuntimeInstance] = []
+            with self._cond:
+                while not self._closed:
+                    now = time.monotonic()
+                    if self.target > self.min_size and now - self._last_miss > self.shrink_s:
+                        self.target -= 1
+                        self._last_miss = now  # one step per quiet period
+                    cap = self.cap()
+                    if len(self._ready) > cap:
+                        surplus, self._ready = self._ready[cap:], self._ready[:cap]
+                        break
+                    if len(self._ready) < cap and not self._busy:
+                        break
+                    self._cond.wait(timeout=min(self.shrink_s, 5.0))
+                if self._closed:
+                    return
+            if surplus:
+                for inst in surplus:
+                    inst.close()
+                continue
+            self._prepare_one()
+
+    def _prepare_one(self) -> None:
+        before = _anon_bytes()
+        try:
+            inst = RuntimeInstance(
+                self.sandbox, self.input_dir, MIN_MEMORY_MIB << 20, warm=self._blob
+            )
+        except (FadesError, OSError):
+            time.sleep(1.0)  # the runtime cannot be prepared now: tasks instantiate their own
+            return
+        grew = _anon_bytes() - before
+        with self._cond:
+            if grew > 0:  # a task running meanwhile can blur one sample: take the median
+                self._grew.append(grew)
+                del self._grew[:-15]
+                self.instance_bytes = sorted(self._grew)[len(self._grew) // 2]
+            self.prepared += 1
+            self.prepare_s.append(inst.prepare_s)
+            del self.prepare_s[:-100]
+            if self._closed:
+                inst.close()
+                return
+            self._ready.append(inst)
+            self._cond.notify_all()
+
+    def wait_ready(self, n: int = 1, timeout: float = 60.0) -> bool:
+        """Wait until ``n`` instances are ready (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._ready) < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "ready": len(self._ready),
+                "target": self.target,
+                "cap": self.cap(),
+                "hits": self.hits,
+                "misses": self.misses,
+                "prepared": self.prepared,
+                "instance_bytes": self.instance_bytes,
+            }
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            ready, self._ready = self._ready, []
+            self._cond.notify_all()
+        for inst in ready:
+            inst.close()
