@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +16,9 @@ from fades.broker.base import Dataset
 from fades.errors import MemoryLimitExceeded, TimeLimitExceeded
 from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
+from fades.node import NodeConfig
 from fades.sandbox import HostLimits, Limits, PythonSandbox
-from fades.sandbox.pool import InstancePool
+from fades.sandbox.pool import InstancePool, host_limits
 from fades.sandbox.procs import Worker, WorkerPool
 from fades.sandbox.wire import encode
 
@@ -175,3 +177,17 @@ def test_pool_settings_are_checked() -> None:
         ).py_pool_max
         == 0
     )
+
+
+def test_node_yaml_sets_the_pool_and_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / "node.yaml").write_text("python_pool: {min: 0, max: 2, max_mib: 32}\n")
+    conf = NodeConfig.load(tmp_path / "node.yaml")
+    host = host_limits(conf.python_pool, environ={})
+    assert (host.py_pool_min, host.py_pool_max, host.py_pool_max_mib) == (0, 2, 32)
+    host = host_limits(conf.python_pool, environ={"FADES_SANDBOX_PY_POOL_MAX": "3"})
+    assert host.py_pool_max == 3
+    assert host_limits(None, environ={}).py_pool_max == 4  # the default
+    with pytest.raises(ValueError, match="unknown setting 'size'"):
+        host_limits({"size": 2}, environ={})
+    with pytest.raises(ValueError, match=r"python_pool\.max must be an integer >= 0"):
+        host_limits({"max": -1}, environ={})

@@ -21,9 +21,10 @@ while its process has no task running, and closes surplus instances when demand 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ import numpy as np
 from fades.broker.base import CATEGORICAL, Dataset
 from fades.errors import FadesError
 from fades.functions.artifact import Artifact
-from fades.sandbox.base import Limits
+from fades.sandbox.base import HostLimits, Limits
 from fades.sandbox.python import MIN_MEMORY_MIB, PythonSandbox, PythonSession, RuntimeInstance
 from fades.sandbox.wire import encode
 
@@ -40,6 +41,25 @@ SHRINK_S = 30.0
 #: Until the pool has measured one, an instance is assumed to cost this much memory.
 ASSUMED_INSTANCE_BYTES = 8 << 20
 _PAGE = 4096
+
+
+POOL_SETTINGS = ("min", "max", "max_mib")
+
+
+def host_limits(
+    python_pool: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+) -> HostLimits:
+    """The node's sandbox bounds: defaults, then ``python_pool`` from ``node.yaml``
+    (``min``, ``max``, ``max_mib``), then ``FADES_SANDBOX_*`` variables, which win."""
+    env = dict(os.environ if environ is None else environ)
+    for key, value in (python_pool or {}).items():
+        if key not in POOL_SETTINGS:
+            known = ", ".join(POOL_SETTINGS)
+            raise ValueError(f"node.yaml python_pool: unknown setting {key!r} (known: {known})")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"node.yaml python_pool.{key} must be an integer >= 0, not {value!r}")
+        env.setdefault(f"FADES_SANDBOX_PY_POOL_{key.upper()}", str(value))
+    return HostLimits.from_env(env)
 
 
 def warm_blob() -> bytes:
