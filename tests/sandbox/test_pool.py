@@ -79,6 +79,11 @@ def test_globals_of_one_task_are_not_seen_by_the_next(
     # nor the warm-up's: only the function's own names, no attribute left on json
     assert seen == {"names": ["json", "main"], "leak": None}
     assert ipool.stats()["hits"] == 3
+    # the used instances are destroyed off the request path, none kept
+    deadline = time.monotonic() + 60
+    while ipool._used and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not ipool._used
 
 
 def test_a_memory_bomb_in_a_pooled_instance_fails_with_its_own_cap(

@@ -94,6 +94,7 @@ class InstancePool:
             scratch directory); None: each instance gets a private one.
         min_size, max_size: bounds of the number of ready instances (0, 0: no pool).
         max_mib: memory the ready instances may hold together.
+        warm: run the warm-up call on each prepared instance (False: instantiate only).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class InstancePool:
         max_size: int,
         max_mib: int,
         shrink_s: float = SHRINK_S,
+        warm: bool = True,
     ) -> None:
         if not 0 <= min_size <= max_size:
             raise ValueError(f"pool bounds need 0 <= min <= max, not {min_size}, {max_size}")
@@ -119,11 +121,12 @@ class InstancePool:
         self.prepare_s: list[float] = []
         self._grew: list[int] = []
         self._ready: list[RuntimeInstance] = []
+        self._used: list[RuntimeInstance] = []
         self._busy = 0
         self._closed = False
         self._last_miss = time.monotonic()
         self._cond = threading.Condition()
-        self._blob = warm_blob()
+        self._blob = warm_blob() if warm else b""
         self._thread: threading.Thread | None = None
         if max_size > 0:
             self._thread = threading.Thread(target=self._refill, name="fades-pool", daemon=True)
@@ -149,11 +152,28 @@ class InstancePool:
         """A session for one task on a pooled instance, or on a new one if none is ready."""
         inst = self.take()
         try:
-            return self.sandbox.open(artifact, limits, self.input_dir, inst)
+            session = self.sandbox.open(artifact, limits, self.input_dir, inst)
         except BaseException:
             if inst is not None:
                 inst.close()
             raise
+        if self._thread is not None:
+            with self._cond:
+                self._busy += 1  # no preparing while the session runs: it would compete
+            session.release = self._discard
+        return session
+
+    def _discard(self, inst: RuntimeInstance) -> None:
+        """A used instance: the refill thread destroys it (at once, busy or not), so the
+        task's reply does not wait for its memory to be unmapped."""
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify_all()
+            if not self._closed:
+                self._used.append(inst)
+                self._cond.notify_all()
+                return
+        inst.close()
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
@@ -178,6 +198,9 @@ class InstancePool:
             surplus: list[RuntimeInstance] = []
             with self._cond:
                 while not self._closed:
+                    if self._used:
+                        surplus, self._used = self._used, []
+                        break
                     now = time.monotonic()
                     if self.target > self.min_size and now - self._last_miss > self.shrink_s:
                         self.target -= 1
@@ -247,7 +270,8 @@ class InstancePool:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            ready, self._ready = self._ready, []
+            ready, self._ready = self._ready + self._used, []
+            self._used = []
             self._cond.notify_all()
         for inst in ready:
             inst.close()

@@ -15,6 +15,7 @@ import base64
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import wasmtime
@@ -179,7 +180,9 @@ class PythonSession:
         # the task's own caps, whatever the instance was prepared with
         store.set_limits(memory_size=limits.memory_bytes)
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
-        self._inst = instance
+        self._inst: RuntimeInstance | None = instance
+        #: who destroys the instance on close() (the pool sets it); default: close() itself
+        self.release: Callable[[RuntimeInstance], None] | None = None
         self.cached = instance.cached
         self.artifact, self.limits, self.host = artifact, limits, sandbox.host
         self._source = artifact.payload.decode()
@@ -198,9 +201,15 @@ class PythonSession:
         self.close()
 
     def close(self) -> None:
+        """Done with the instance: it is destroyed (by the pool, off the request path, when it
+        came from one); it is never used again."""
         self._store = None
-        inst = getattr(self, "_inst", None)
-        if inst is not None:
+        inst, self._inst = getattr(self, "_inst", None), None
+        if inst is None:
+            return
+        if self.release is not None:
+            self.release(inst)
+        else:
             inst.close()
 
     def invoke(self, blob: bytes | bytearray | None) -> SandboxResult:
