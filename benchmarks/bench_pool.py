@@ -14,7 +14,7 @@ All from one run:
    on, against a native pool of 2 processes doing the same fetch, encode, decode and call in
    CPython. Target >= 0.5 of the native pool.
 
-Run ``python benchmarks/bench_pool.py [--quick]``. Writes ``benchmarks/results/pool.json``
+Run ``python benchmarks/bench_pool.py [--quick]``. Writes ``benchmarks/results/single_node_pool.json``
 and ``benchmarks/results/pool.png``. About two minutes; ``--quick`` under a minute.
 """
 

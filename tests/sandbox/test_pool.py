@@ -141,33 +141,36 @@ def test_the_pool_grows_on_misses_shrinks_when_quiet_and_keeps_its_memory_cap(
         tight.close()
 
 
+def _worker_ready(w: Worker, n: int = 1) -> dict[str, int]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        stats: dict[str, int] = w.call(("stats",)) or {}
+        if stats.get("ready", 0) >= n:
+            return stats
+        time.sleep(0.05)
+    raise AssertionError(f"the worker's pool did not fill: {w.call(('stats',))}")
+
+
 def test_worker_processes_run_tasks_on_pooled_instances(
     runtime_artifact: Artifact, blob: bytearray, signing_key: SigningKey
 ) -> None:
     host = HostLimits(py_pool_min=2, py_pool_max=2)
-    w = Worker(host)
-    try:
-        w.prepare(runtime_artifact)
-        deadline = time.monotonic() + 120
-        while (w.call(("stats",)) or {}).get("ready", 0) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert w.call(("stats",))["ready"] == 2
-    finally:
-        w.kill()
     pool = WorkerPool(1, host)
     try:
         pool.warm(runtime_artifact)
+        (worker,) = pool._all
+        assert _worker_ready(worker, 2)["ready"] == 2
         bomb, loop = py("bomb", BOMB, signing_key), py("loop", LOOP, signing_key)
         good = py("good", GOOD, signing_key)
         with pytest.raises(MemoryLimitExceeded):
             pool.run(bomb, runtime_artifact, blob, Limits(48))
+        _worker_ready(worker)
         with pytest.raises(TimeLimitExceeded, match="300 ms"):
             pool.run(loop, runtime_artifact, blob, Limits(64, 300))
-        res = pool.run(good, runtime_artifact, blob, Limits(64))
-        assert res.value == 42.0
-        (worker,) = pool._all
+        hits = _worker_ready(worker)["hits"]
+        assert pool.run(good, runtime_artifact, blob, Limits(64)).value == 42.0
         stats = worker.call(("stats",))
-        assert stats["hits"] >= 1  # at least one of them ran on a prepared instance
+        assert hits >= 2 and stats["hits"] == hits + 1  # each ran on a prepared instance
         assert pool.pids() == [worker.pid]  # the same worker survived both failures
     finally:
         pool.close()

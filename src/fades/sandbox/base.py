@@ -9,6 +9,23 @@ from typing import Any, Literal, Protocol
 from fades.functions.artifact import Artifact
 
 
+def write_input(path: str, blob: bytes | bytearray | memoryview) -> None:
+    """Put ``blob`` into the input file at ``path``, overwriting it in place.
+
+    The file is not truncated first: on a RAM-backed directory the pages of the previous
+    input are reused rather than freed and faulted in again (about 3x faster for tens of
+    MB); the file is then cut to the blob's length.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        view, pos = memoryview(blob), 0
+        while pos < len(view):
+            pos += os.write(fd, view[pos:])
+        os.ftruncate(fd, len(view))
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Caps for one invocation: linear memory and a wall-clock budget for the call."""

@@ -14,8 +14,8 @@ while its process has no task running, and closes surplus instances when demand 
   deadline when a task takes it (:class:`~fades.sandbox.python.PythonSession`).
 - **Size**: between ``min_size`` and ``max_size`` ready instances. A task that finds the
   pool empty (a miss) raises the target by one; ``shrink_s`` without a miss lowers it by
-  one. The pool never holds more than ``max_mib`` of memory, at the resident size measured
-  for the instances it prepared.
+  one. The pool never holds more than ``max_mib`` of memory, at the size (growth of the
+  process's PSS, ``/proc/self/smaps_rollup``) measured while it prepared its instances.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from fades.sandbox.wire import encode
 SHRINK_S = 30.0
 #: Until the pool has measured one, an instance is assumed to cost this much memory.
 ASSUMED_INSTANCE_BYTES = 8 << 20
-_PAGE = 4096
 
 
 POOL_SETTINGS = ("min", "max", "max_mib")
@@ -75,14 +74,16 @@ def warm_blob() -> bytes:
     return bytes(encode({"d": ds}, {"warm": True}))
 
 
-def _anon_bytes() -> int:
-    """This process's resident memory less its file-backed and shared pages."""
+def _pss_bytes() -> int:
+    """This process's proportional set size (its share of shared pages counted)."""
     try:
-        with open("/proc/self/statm", "rb") as f:
-            fields = f.read().split()
-        return (int(fields[1]) - int(fields[2])) * _PAGE
+        with open("/proc/self/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) << 10
     except (OSError, IndexError, ValueError):
-        return 0
+        pass
+    return 0
 
 
 class InstancePool:
@@ -221,7 +222,7 @@ class InstancePool:
             self._prepare_one()
 
     def _prepare_one(self) -> None:
-        before = _anon_bytes()
+        before = _pss_bytes()
         try:
             inst = RuntimeInstance(
                 self.sandbox, self.input_dir, MIN_MEMORY_MIB << 20, warm=self._blob
@@ -229,7 +230,7 @@ class InstancePool:
         except (FadesError, OSError):
             time.sleep(1.0)  # the runtime cannot be prepared now: tasks instantiate their own
             return
-        grew = _anon_bytes() - before
+        grew = _pss_bytes() - before
         with self._cond:
             if grew > 0:  # a task running meanwhile can blur one sample: take the median
                 self._grew.append(grew)

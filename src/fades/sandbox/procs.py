@@ -45,7 +45,7 @@ from fades.errors import (
     TimeLimitExceeded,
 )
 from fades.functions.artifact import Artifact
-from fades.sandbox.base import HostLimits, Limits, SandboxResult
+from fades.sandbox.base import HostLimits, Limits, SandboxResult, write_input
 from fades.sandbox.worker import _HEAD, send
 
 #: Starting a worker, and preparing an artifact in it (the first compile of a module or of
@@ -272,8 +272,7 @@ def _deadline(limits: Limits, host: HostLimits) -> float:
 
 def _write_blob(path: str, blob: bytes | bytearray) -> None:
     try:
-        with open(path, "wb", buffering=0) as f:
-            f.write(blob)
+        write_input(path, blob)
     except OSError as exc:  # e.g. /dev/shm full: the node's problem, said plainly
         raise SandboxError(
             f"could not hand the {len(blob)}-byte input to the sandbox: {exc.strerror}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,7 @@ from fades.errors import (
 )
 from fades.functions.artifact import Artifact
 from fades.sandbox import engine
-from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult
+from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult, write_input
 from fades.sandbox.output import clip, parse_json, seconds, size_of, typed_field
 from fades.state.seal import max_state_bytes
 
@@ -43,6 +44,9 @@ from fades.state.seal import max_state_bytes
 #: about 12.4 MiB and it starts at 14 MiB; 16 MiB (the seeds' smallest unikernel) leaves
 #: room for some 130 k readings.
 MIN_MEMORY_MIB = 16
+
+#: Private input directories (with their last input) kept for reuse by in-process sessions.
+KEPT_INPUT_DIRS = 4
 
 #: Time allowed for a pooled instance's warm-up call (host code only; normally ~2 ms).
 WARM_BUDGET_MS = 10_000
@@ -62,6 +66,23 @@ class PythonSandbox:
         self.runtime = runtime
         self.host = host or HostLimits(mode="inprocess")
         self._linker: component.Linker | None = None
+        # private input directories of finished instances, kept for the next ones: the
+        # input file in each is overwritten in place, reusing its RAM-backed pages
+        self._dirs: list[tempfile.TemporaryDirectory[str]] = []
+        self._dirs_lock = threading.Lock()
+
+    def _take_dir(self) -> tempfile.TemporaryDirectory[str]:
+        with self._dirs_lock:
+            if self._dirs:
+                return self._dirs.pop()
+        return tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir())
+
+    def _give_dir(self, d: tempfile.TemporaryDirectory[str]) -> None:
+        with self._dirs_lock:
+            if len(self._dirs) < KEPT_INPUT_DIRS:
+                self._dirs.append(d)
+                return
+        d.cleanup()
 
     def _component(self) -> tuple[component.Component, bool]:
         comp, cached = engine.load_compiled(
@@ -115,9 +136,10 @@ class RuntimeInstance:
         t0 = time.perf_counter()
         comp, self.cached = sandbox._component()
         assert sandbox._linker is not None
+        self._sandbox = sandbox
         self.tmp: tempfile.TemporaryDirectory[str] | None = None
         if input_dir is None:
-            self.tmp = tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir())
+            self.tmp = sandbox._take_dir()
             input_dir = self.tmp.name
         self.input_dir = input_dir
         self.logs = LogBuffer(sandbox.host.max_log_bytes)
@@ -151,7 +173,7 @@ class RuntimeInstance:
         if store is not None:
             store.close()
         if self.tmp is not None:
-            self.tmp.cleanup()
+            self._sandbox._give_dir(self.tmp)
             self.tmp = None
 
 
@@ -217,8 +239,7 @@ class PythonSession:
         ``input_dir``); the time budget applies to each invocation."""
         t0 = time.perf_counter()
         if blob is not None:
-            with open(self._input, "wb") as f:
-                f.write(blob)
+            write_input(self._input, blob)
         t_write = time.perf_counter() - t0
         store, limits = self._store, self.limits
         if store is None:
@@ -322,8 +343,7 @@ class PythonSession:
         """
         if self.invocations:
             raise ValueError("restore() needs a fresh session (this one already ran)")
-        with open(self._input, "wb") as f:
-            f.write(state)
+        write_input(self._input, state)
         self._control(f"\0restore\0{self.artifact.entry}")
 
 
