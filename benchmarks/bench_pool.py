@@ -15,7 +15,7 @@ All from one run:
    CPython. Target >= 0.5 of the native pool.
 
 Run ``python benchmarks/bench_pool.py [--quick]``. Writes ``benchmarks/results/single_node_pool.json``
-and ``benchmarks/results/pool.png``. About two minutes; ``--quick`` under a minute.
+and ``benchmarks/results/single_node_pool.png``. About two minutes; ``--quick`` under a minute.
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": throughput(b, tasks=60 if q else 300, readings=100),
         }
     out = write_result("pool", res, meta)
-    plot(res, RESULTS / "pool.png")
+    plot(res, RESULTS / "single_node_pool.png")
     log(f"wrote {out} in {meta['wall_s']:.0f} s")
     return 0
 

@@ -13,7 +13,8 @@ while its process has no task running, and closes surplus instances when demand 
   MIN_MEMORY_MIB` cap (below any task's) and gets the task's own memory cap and time
   deadline when a task takes it (:class:`~fades.sandbox.python.PythonSession`).
 - **Size**: between ``min_size`` and ``max_size`` ready instances. A task that finds the
-  pool empty (a miss) raises the target by one; ``shrink_s`` without a miss lowers it by
+  pool empty waits for the instance being prepared, if one is; otherwise (a miss) it makes
+  its own and raises the target by one; ``shrink_s`` without a miss lowers it by
   one. The pool never holds more than ``max_mib`` of memory, at the size (growth of the
   process's PSS, ``/proc/self/smaps_rollup``) measured while it prepared its instances.
 """
@@ -38,6 +39,9 @@ from fades.sandbox.wire import encode
 
 #: Without a miss for this long, the pool's target shrinks by one instance.
 SHRINK_S = 30.0
+#: A task that finds the pool empty while an instance is being prepared waits this long
+#: for it at most (preparing one takes a few ms), rather than making a second one.
+TAKE_WAIT_S = 0.25
 #: Until the pool has measured one, an instance is assumed to cost this much memory.
 ASSUMED_INSTANCE_BYTES = 8 << 20
 
@@ -124,6 +128,7 @@ class InstancePool:
         self._ready: list[RuntimeInstance] = []
         self._used: list[RuntimeInstance] = []
         self._busy = 0
+        self._preparing = False
         self._closed = False
         self._last_miss = time.monotonic()
         self._cond = threading.Condition()
@@ -137,6 +142,11 @@ class InstancePool:
     def take(self) -> RuntimeInstance | None:
         """A ready instance (removed from the pool), or None when there is none (a miss)."""
         with self._cond:
+            if not self._ready and self._preparing:
+                # one is on its way with a head start: waiting for it beats making another
+                self._cond.wait_for(
+                    lambda: self._ready or not self._preparing or self._closed, TAKE_WAIT_S
+                )
             if self._ready:
                 self.hits += 1
                 inst = self._ready.pop()
@@ -219,17 +229,25 @@ class InstancePool:
                 for inst in surplus:
                     inst.close()
                 continue
-            self._prepare_one()
+            with self._cond:
+                self._preparing = True
+            try:
+                ok = self._prepare_one()
+            finally:
+                with self._cond:
+                    self._preparing = False
+                    self._cond.notify_all()
+            if not ok:
+                time.sleep(1.0)  # the runtime cannot be prepared now: tasks make their own
 
-    def _prepare_one(self) -> None:
+    def _prepare_one(self) -> bool:
         before = _pss_bytes()
         try:
             inst = RuntimeInstance(
                 self.sandbox, self.input_dir, MIN_MEMORY_MIB << 20, warm=self._blob
             )
         except (FadesError, OSError):
-            time.sleep(1.0)  # the runtime cannot be prepared now: tasks instantiate their own
-            return
+            return False
         grew = _pss_bytes() - before
         with self._cond:
             if grew > 0:  # a task running meanwhile can blur one sample: take the median
@@ -239,11 +257,12 @@ class InstancePool:
             self.prepared += 1
             self.prepare_s.append(inst.prepare_s)
             del self.prepare_s[:-100]
-            if self._closed:
-                inst.close()
-                return
-            self._ready.append(inst)
-            self._cond.notify_all()
+            if not self._closed:
+                self._ready.append(inst)
+                self._cond.notify_all()
+                return True
+        inst.close()
+        return True
 
     def wait_ready(self, n: int = 1, timeout: float = 60.0) -> bool:
         """Wait until ``n`` instances are ready (tests, benchmarks)."""
