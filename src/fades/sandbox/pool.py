@@ -3,7 +3,8 @@
 Every task still gets a brand-new instance that nothing ran in before (no state passes from
 one task or tenant to the next): the pool only moves the instantiation, and the first-call
 page faults of the runtime's memory image, off the request path. A thread refills the pool
-while its process has no task running, and closes surplus instances when demand falls.
+once its process has had no task running for :data:`IDLE_S`, and closes surplus instances
+when demand falls.
 
 - **Preparation**: the runtime component is instantiated (wasmtime maps its initial memory
   copy-on-write) and then *warmed*: one call of the runtime's own warm-up on a tiny built-in
@@ -42,6 +43,12 @@ SHRINK_S = 30.0
 #: A task that finds the pool empty while an instance is being prepared waits this long
 #: for it at most (preparing one takes a few ms), rather than making a second one.
 TAKE_WAIT_S = 0.25
+#: The memory of this many preparations is measured (the median is used from then on).
+MEASURED_PREPARES = 7
+#: The pool prepares only after its process has had no task running for this long: under
+#: back-to-back tasks there is no idle time to hide the preparation in, and it would only
+#: compete with the tasks.
+IDLE_S = 0.01
 #: Until the pool has measured one, an instance is assumed to cost this much memory.
 ASSUMED_INSTANCE_BYTES = 8 << 20
 
@@ -129,6 +136,7 @@ class InstancePool:
         self._used: list[RuntimeInstance] = []
         self._busy = 0
         self._preparing = False
+        self._idle_since = 0.0
         self._closed = False
         self._last_miss = time.monotonic()
         self._cond = threading.Condition()
@@ -179,6 +187,7 @@ class InstancePool:
         task's reply does not wait for its memory to be unmapped."""
         with self._cond:
             self._busy -= 1
+            self._idle_since = time.monotonic()
             self._cond.notify_all()
             if not self._closed:
                 self._used.append(inst)
@@ -196,6 +205,7 @@ class InstancePool:
         finally:
             with self._cond:
                 self._busy -= 1
+                self._idle_since = time.monotonic()
                 self._cond.notify_all()
 
     # --- the refill thread ----------------------------------------------------------------
@@ -220,9 +230,11 @@ class InstancePool:
                     if len(self._ready) > cap:
                         surplus, self._ready = self._ready[cap:], self._ready[:cap]
                         break
-                    if len(self._ready) < cap and not self._busy:
+                    idle = now - self._idle_since
+                    if len(self._ready) < cap and not self._busy and idle >= IDLE_S:
                         break
-                    self._cond.wait(timeout=min(self.shrink_s, 5.0))
+                    wait = IDLE_S - idle if len(self._ready) < cap and not self._busy else 5.0
+                    self._cond.wait(timeout=min(self.shrink_s, max(wait, 0.001)))
                 if self._closed:
                     return
             if surplus:
@@ -241,14 +253,15 @@ class InstancePool:
                 time.sleep(1.0)  # the runtime cannot be prepared now: tasks make their own
 
     def _prepare_one(self) -> bool:
-        before = _pss_bytes()
+        measure = len(self._grew) < MEASURED_PREPARES  # reading smaps costs ~0.5 ms: a few
+        before = _pss_bytes() if measure else 0
         try:
             inst = RuntimeInstance(
                 self.sandbox, self.input_dir, MIN_MEMORY_MIB << 20, warm=self._blob
             )
         except (FadesError, OSError):
             return False
-        grew = _pss_bytes() - before
+        grew = _pss_bytes() - before if measure else 0
         with self._cond:
             if grew > 0:  # a task running meanwhile can blur one sample: take the median
                 self._grew.append(grew)
