@@ -8,14 +8,15 @@ All from one run:
    and **reused** (one live instance invoked again: the floor, not isolated). Ratio
    fresh / pooled; target pooled p50 <= 1 ms and >= 5x faster than fresh.
 2. The same through one sandbox worker process (``WorkerPool(1)``), pool off vs on, with
-   tasks spaced 20 ms apart (the pool refills while the worker is idle).
+   tasks spaced 50 ms apart (the pool refills while the worker is idle).
 3. Memory: PSS (``/proc/<pid>/smaps_rollup``) of a worker holding 4 ready instances vs none.
 4. Tasks/s through one node (capacity 2, mean over 100 readings from SQLite), pool off vs
    on, against a native pool of 2 processes doing the same fetch, encode, decode and call in
    CPython. Target >= 0.5 of the native pool.
 
-Run ``python benchmarks/bench_pool.py [--quick]``. Writes ``benchmarks/results/single_node_pool.json``
-and ``benchmarks/results/single_node_pool.png``. About two minutes; ``--quick`` under a minute.
+Run ``python benchmarks/bench_pool.py [--quick]``. Writes
+``benchmarks/results/single_node_pool.json`` and ``single_node_pool.png`` beside it. About
+two minutes; ``--quick`` under a minute.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def latency_inprocess(b: Bench, reps: int) -> dict[str, Any]:
 
 
 def latency_workers(b: Bench, reps: int) -> dict[str, Any]:
-    log("2. tiny Python task through one worker process, pool off vs on (20 ms apart)")
+    log("2. tiny Python task through one worker process, pool off vs on (50 ms apart)")
     tiny = encode({"d": dataset(10)})
     out: dict[str, Any] = {}
     for name, host in (
@@ -141,7 +142,7 @@ def latency_workers(b: Bench, reps: int) -> dict[str, Any]:
                 wp.run(b.py_noop, b.runtime, tiny, TINY_LIMITS)
             times = []
             for _ in range(reps):
-                time.sleep(0.02)
+                time.sleep(0.05)
                 t0 = time.perf_counter()
                 wp.run(b.py_noop, b.runtime, tiny, TINY_LIMITS)
                 times.append(time.perf_counter() - t0)

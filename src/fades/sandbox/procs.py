@@ -24,6 +24,7 @@ worker records and their lock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -392,7 +393,8 @@ class ProcSession:
         restore: bytes | None = None,
     ) -> None:
         self.host, self.limits = host, limits
-        self.worker = w = Worker(host)
+        # one instance for the session's life: no pool of ready ones beside it
+        self.worker = w = Worker(dataclasses.replace(host, py_pool_min=0, py_pool_max=0))
         self.invocations = 0
         try:
             if runtime is not None:
