@@ -159,7 +159,7 @@ def bench_transfer(b: Bench, sizes_mb: list[int], reps: int) -> dict[str, Any]:
 
 
 def plot_transfer(tr: dict[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     sizes = [r["size_mb"] for r in tr["rows"]]
     for name, color, label in (
         ("native_memmove", "grey", "native memmove (baseline)"),
@@ -182,7 +182,7 @@ def plot_transfer(tr: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("FDS1 blob size, MB")
     ax.set_ylabel("throughput p50, MB/s (log)")
     ax.set_title("Broker -> sandbox transfer")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
