@@ -38,6 +38,8 @@ class NodeConfig:
     capacity: int = 2
     scheduling: str = "fifo"
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ready Python instances per worker: ``{min: 1, max: 4, max_mib: 64}`` (any subset)
+    python_pool: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -46,13 +48,14 @@ class NodeConfig:
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise OrchestratorError(f"{path}: expected a mapping of settings")
-        unknown = set(raw) - {"capacity", "scheduling", "connectors"}
+        unknown = set(raw) - {"capacity", "scheduling", "connectors", "python_pool"}
         if unknown:
             raise OrchestratorError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
         return cls(
             capacity=int(raw.get("capacity", 2)),
             scheduling=str(raw.get("scheduling", "fifo")),
             connectors=dict(raw.get("connectors") or {}),
+            python_pool=dict(raw.get("python_pool") or {}),
         )
 
 
@@ -90,6 +93,7 @@ class Node:
             policy=scheduling or self.config.scheduling,
             autostart=autostart,
             limits=self.limits,
+            python_pool=self.config.python_pool,
         )
 
     def trust_key(self, public_key_file: str | Path) -> str:

@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from fades.node.scheduler import ReadyQueue, SchedulingPolicy, get_policy
 from fades.node.taskstore import TaskRecord, TaskStore
 from fades.sandbox import Sandboxes
 from fades.sandbox.base import Limits
+from fades.sandbox.pool import host_limits as pool_host
 from fades.sandbox.wire import encode
 from fades.state.base import Checkpoints
 from fades.task import Task, parse_task, parse_task_text
@@ -75,6 +76,7 @@ class Orchestrator:
         functions: the node's verified artifact store.
         db: path of the SQLite task database.
         capacity: tasks run at the same time.
+        python_pool: ``node.yaml``'s ``python_pool`` (ready Python instances per worker).
         policy: ``"fifo"``, ``"priority"``, ``"edf"`` or a :class:`SchedulingPolicy`.
         max_attempts: runs interrupted by a crash before a task is failed instead of resumed.
         autostart: start the workers now (tests pass False to queue work first).
@@ -95,13 +97,18 @@ class Orchestrator:
         limits: NodeLimits | None = None,
         checkpoints: Checkpoints | None = None,
         node_name: str = "local",
+        python_pool: Mapping[str, int] | None = None,
     ) -> None:
         if capacity < 1:
             raise OrchestratorError("capacity must be at least 1")
         self.limits = limits if limits is not None else NodeLimits.load()
         self.broker = broker
         self.functions = functions
-        self.sandboxes = Sandboxes(functions, workers=capacity)
+        try:
+            host = pool_host(python_pool)
+        except ValueError as exc:
+            raise OrchestratorError(str(exc)) from None
+        self.sandboxes = Sandboxes(functions, workers=capacity, host=host)
         self.store = TaskStore(db)
         #: where stateful tasks keep checkpoints (default: ``state.db`` beside ``tasks.db``,
         #: opened on first use); the node agent sets the fabric's KV store

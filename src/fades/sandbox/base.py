@@ -9,6 +9,23 @@ from typing import Any, Literal, Protocol
 from fades.functions.artifact import Artifact
 
 
+def write_input(path: str, blob: bytes | bytearray | memoryview) -> None:
+    """Put ``blob`` into the input file at ``path``, overwriting it in place.
+
+    The file is not truncated first: on a RAM-backed directory the pages of the previous
+    input are reused rather than freed and faulted in again (about 3x faster for tens of
+    MB); the file is then cut to the blob's length.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        view, pos = memoryview(blob), 0
+        while pos < len(view):
+            pos += os.write(fd, view[pos:])
+        os.ftruncate(fd, len(view))
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Caps for one invocation: linear memory and a wall-clock budget for the call."""
@@ -52,13 +69,25 @@ class HostLimits:
     max_tables: int = 8
     max_memories: int = 1
     max_instances: int = 1
+    #: Python: fresh runtime instances kept ready in each worker process
+    #: (:mod:`fades.sandbox.pool`): at least ``py_pool_min`` (0 turns the pool off), growing
+    #: with demand up to ``py_pool_max``, and never more than ``py_pool_max_mib`` of memory.
+    py_pool_min: int = 1
+    py_pool_max: int = 4
+    py_pool_max_mib: int = 64
 
     def __post_init__(self) -> None:
         if self.mode not in ("process", "inprocess"):
             raise ValueError(f"sandbox mode must be 'process' or 'inprocess', not {self.mode!r}")
         for f in fields(self):
-            if f.name != "mode" and int(getattr(self, f.name)) < 1:
-                raise ValueError(f"sandbox limit {f.name} must be at least 1")
+            low = 0 if f.name.startswith("py_pool_") else 1
+            if f.name != "mode" and int(getattr(self, f.name)) < low:
+                raise ValueError(f"sandbox limit {f.name} must be at least {low}")
+        if self.py_pool_min > self.py_pool_max:
+            raise ValueError(
+                f"sandbox limit py_pool_min ({self.py_pool_min}) is above "
+                f"py_pool_max ({self.py_pool_max})"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> HostLimits:
@@ -164,6 +193,9 @@ class LogBuffer:
 
     def __len__(self) -> int:
         return self._size
+
+    def clear(self) -> None:
+        self._parts, self._size, self.truncated = [], 0, False
 
     def text(self) -> str:
         out = b"".join(self._parts).decode("utf-8", "replace")

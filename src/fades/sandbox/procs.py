@@ -24,6 +24,7 @@ worker records and their lock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -45,7 +46,7 @@ from fades.errors import (
     TimeLimitExceeded,
 )
 from fades.functions.artifact import Artifact
-from fades.sandbox.base import HostLimits, Limits, SandboxResult
+from fades.sandbox.base import HostLimits, Limits, SandboxResult, write_input
 from fades.sandbox.worker import _HEAD, send
 
 #: Starting a worker, and preparing an artifact in it (the first compile of a module or of
@@ -97,7 +98,7 @@ class Worker:
         self.tasks = 0
         self.dead = False
         self._pending = 2  # "ready", then the answer to "config"
-        self._send(("config", host))
+        self._send(("config", host, self.scratch))
 
     @property
     def pid(self) -> int:
@@ -272,8 +273,7 @@ def _deadline(limits: Limits, host: HostLimits) -> float:
 
 def _write_blob(path: str, blob: bytes | bytearray) -> None:
     try:
-        with open(path, "wb", buffering=0) as f:
-            f.write(blob)
+        write_input(path, blob)
     except OSError as exc:  # e.g. /dev/shm full: the node's problem, said plainly
         raise SandboxError(
             f"could not hand the {len(blob)}-byte input to the sandbox: {exc.strerror}"
@@ -393,7 +393,8 @@ class ProcSession:
         restore: bytes | None = None,
     ) -> None:
         self.host, self.limits = host, limits
-        self.worker = w = Worker(host)
+        # one instance for the session's life: no pool of ready ones beside it
+        self.worker = w = Worker(dataclasses.replace(host, py_pool_min=0, py_pool_max=0))
         self.invocations = 0
         try:
             if runtime is not None:

@@ -11,9 +11,12 @@ sockets, no environment, no arguments.
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import wasmtime
@@ -33,7 +36,7 @@ from fades.errors import (
 )
 from fades.functions.artifact import Artifact
 from fades.sandbox import engine
-from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult
+from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult, write_input
 from fades.sandbox.output import clip, parse_json, seconds, size_of, typed_field
 from fades.state.seal import max_state_bytes
 
@@ -41,6 +44,12 @@ from fades.state.seal import max_state_bytes
 #: about 12.4 MiB and it starts at 14 MiB; 16 MiB (the seeds' smallest unikernel) leaves
 #: room for some 130 k readings.
 MIN_MEMORY_MIB = 16
+
+#: Private input directories (with their last input) kept for reuse by in-process sessions.
+KEPT_INPUT_DIRS = 4
+
+#: Time allowed for a pooled instance's warm-up call (host code only; normally ~2 ms).
+WARM_BUDGET_MS = 10_000
 
 _NETWORK_MODULES = {"socket", "_socket", "ssl", "_ssl", "select", "selectors", "asyncio"}
 
@@ -57,6 +66,23 @@ class PythonSandbox:
         self.runtime = runtime
         self.host = host or HostLimits(mode="inprocess")
         self._linker: component.Linker | None = None
+        # private input directories of finished instances, kept for the next ones: the
+        # input file in each is overwritten in place, reusing its RAM-backed pages
+        self._dirs: list[tempfile.TemporaryDirectory[str]] = []
+        self._dirs_lock = threading.Lock()
+
+    def _take_dir(self) -> tempfile.TemporaryDirectory[str]:
+        with self._dirs_lock:
+            if self._dirs:
+                return self._dirs.pop()
+        return tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir())
+
+    def _give_dir(self, d: tempfile.TemporaryDirectory[str]) -> None:
+        with self._dirs_lock:
+            if len(self._dirs) < KEPT_INPUT_DIRS:
+                self._dirs.append(d)
+                return
+        d.cleanup()
 
     def _component(self) -> tuple[component.Component, bool]:
         comp, cached = engine.load_compiled(
@@ -73,7 +99,11 @@ class PythonSandbox:
         self._component()
 
     def open(
-        self, artifact: Artifact, limits: Limits, input_dir: str | None = None
+        self,
+        artifact: Artifact,
+        limits: Limits,
+        input_dir: str | None = None,
+        instance: RuntimeInstance | None = None,
     ) -> PythonSession:
         """A live instance for ``artifact``: one invocation (ephemeral) or many (persistent).
 
@@ -85,7 +115,7 @@ class PythonSandbox:
                 limits.memory_mib,
                 detail=f"the Python runtime needs at least {MIN_MEMORY_MIB} MiB to start",
             )
-        return PythonSession(self, artifact, limits, input_dir)
+        return PythonSession(self, artifact, limits, input_dir, instance)
 
     def run(self, artifact: Artifact, blob: bytes | bytearray, limits: Limits) -> SandboxResult:
         """Run once in a fresh instance."""
@@ -93,31 +123,29 @@ class PythonSandbox:
             return session.invoke(blob)
 
 
-class PythonSession:
-    """One runtime instance bound to one function. Not thread-safe; use from one thread."""
+class RuntimeInstance:
+    """A runtime instance not yet given any function (what the pool keeps ready).
+
+    Its store is capped at :data:`MIN_MEMORY_MIB` (below any task's cap) until a session
+    takes it and raises the cap to the task's own ``memory_mib``.
+    """
 
     def __init__(
-        self,
-        sandbox: PythonSandbox,
-        artifact: Artifact,
-        limits: Limits,
-        input_dir: str | None = None,
+        self, sandbox: PythonSandbox, input_dir: str | None, memory_bytes: int, warm: bytes = b""
     ) -> None:
         t0 = time.perf_counter()
         comp, self.cached = sandbox._component()
         assert sandbox._linker is not None
-        self.artifact, self.limits, self.host = artifact, limits, sandbox.host
-        self._source = artifact.payload.decode()
-        self._filename = source_filename(artifact.name)
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._sandbox = sandbox
+        self.tmp: tempfile.TemporaryDirectory[str] | None = None
         if input_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="fades-in-", dir=_scratch_dir())
-            input_dir = self._tmp.name
-        self._input = os.path.join(input_dir, "data.fds")
-        self.logs = LogBuffer(self.host.max_log_bytes)
+            self.tmp = sandbox._take_dir()
+            input_dir = self.tmp.name
+        self.input_dir = input_dir
+        self.logs = LogBuffer(sandbox.host.max_log_bytes)
         store = wasmtime.Store(engine.engine())
-        store.set_limits(memory_size=limits.memory_bytes)
-        store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
+        store.set_limits(memory_size=memory_bytes)
+        store.set_epoch_deadline(engine.ticks_for(WARM_BUDGET_MS))
         wasi = wasmtime.WasiConfig()
         wasi.preopen_dir(input_dir, "/input", False)
         wasi.stdout_custom = self.logs.write
@@ -125,14 +153,66 @@ class PythonSession:
         store.set_wasi(wasi)
         try:
             instance = sandbox._linker.instantiate(store, comp)
+            run = instance.get_func(store, "run")
+            assert run is not None
+            if warm:
+                reply = run(store, base64.b64encode(warm).decode(), "\0warm\0", "fades_warm.py")
+                if getattr(reply, "tag", None) != "ok":
+                    raise SandboxError(f"the runtime's warm-up failed: {reply.payload!r:.300}")
+                self.logs.clear()
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             store.close()
             self.close()
-            raise _translate_trap(exc, limits) from None
-        run = instance.get_func(store, "run")
-        assert run is not None
+            raise _translate_trap(exc, Limits(memory_bytes >> 20, WARM_BUDGET_MS)) from None
+        self.store: wasmtime.Store | None = store
+        self.run = run
+        self.prepare_s = time.perf_counter() - t0
+
+    def close(self) -> None:
+        store, self.store = getattr(self, "store", None), None
+        if store is not None:
+            store.close()
+        if self.tmp is not None:
+            self._sandbox._give_dir(self.tmp)
+            self.tmp = None
+
+
+class PythonSession:
+    """One runtime instance bound to one function. Not thread-safe; use from one thread.
+
+    ``instance``: a prepared, never-used instance (from :mod:`fades.sandbox.pool`) to bind
+    instead of instantiating one now; it must have been made for the same ``input_dir``.
+    """
+
+    def __init__(
+        self,
+        sandbox: PythonSandbox,
+        artifact: Artifact,
+        limits: Limits,
+        input_dir: str | None = None,
+        instance: RuntimeInstance | None = None,
+    ) -> None:
+        t0 = time.perf_counter()
+        self.pooled = instance is not None
+        if instance is None:
+            instance = RuntimeInstance(sandbox, input_dir, limits.memory_bytes)
+        store = instance.store
+        if store is None:
+            raise ValueError("a closed runtime instance cannot be bound")
+        # the task's own caps, whatever the instance was prepared with
+        store.set_limits(memory_size=limits.memory_bytes)
+        store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
+        self._inst: RuntimeInstance | None = instance
+        #: who destroys the instance on close() (the pool sets it); default: close() itself
+        self.release: Callable[[RuntimeInstance], None] | None = None
+        self.cached = instance.cached
+        self.artifact, self.limits, self.host = artifact, limits, sandbox.host
+        self._source = artifact.payload.decode()
+        self._filename = source_filename(artifact.name)
+        self._input = os.path.join(instance.input_dir, "data.fds")
+        self.logs = instance.logs
         self._store: wasmtime.Store | None = store
-        self._run = run
+        self._run = instance.run
         self.start_s = time.perf_counter() - t0
         self.invocations = 0
 
@@ -143,19 +223,23 @@ class PythonSession:
         self.close()
 
     def close(self) -> None:
-        store, self._store = getattr(self, "_store", None), None
-        if store is not None:
-            store.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        """Done with the instance: it is destroyed (by the pool, off the request path, when it
+        came from one); it is never used again."""
+        self._store = None
+        inst, self._inst = getattr(self, "_inst", None), None
+        if inst is None:
+            return
+        if self.release is not None:
+            self.release(inst)
+        else:
+            inst.close()
 
     def invoke(self, blob: bytes | bytearray | None) -> SandboxResult:
         """Run the function on ``blob`` (None: the caller already wrote ``data.fds`` into
         ``input_dir``); the time budget applies to each invocation."""
         t0 = time.perf_counter()
         if blob is not None:
-            with open(self._input, "wb") as f:
-                f.write(blob)
+            write_input(self._input, blob)
         t_write = time.perf_counter() - t0
         store, limits = self._store, self.limits
         if store is None:
@@ -259,8 +343,7 @@ class PythonSession:
         """
         if self.invocations:
             raise ValueError("restore() needs a fresh session (this one already ran)")
-        with open(self._input, "wb") as f:
-            f.write(state)
+        write_input(self._input, state)
         self._control(f"\0restore\0{self.artifact.entry}")
 
 

@@ -8,18 +8,22 @@ the node parses again within a bound.
 
 Requests (tuples), each answered by ``("ok", value)`` or ``("err", (class, state))``:
 
-- ``("config", HostLimits)``
-- ``("prepare", Artifact)``: remember it and load its compiled form (no task budget yet)
+- ``("config", HostLimits, scratch_dir)``
+- ``("prepare", Artifact)``: remember it and load its compiled form (no task budget yet); a
+  Python runtime also starts the pool of ready instances (:mod:`fades.sandbox.pool`) whose
+  ``/input`` is the scratch directory
 - ``("run", digest, runtime_digest | None, path, Limits)``: fresh instance, one invocation
   on the blob in ``path`` (the node wrote it into a RAM-backed scratch directory)
 - ``("open", digest, runtime_digest | None, input_dir, Limits)`` then ``("invoke", path)``
   and ``("close",)``: one persistent session; ``("snapshot", limit)`` answers its state
   (bytes) at an invocation boundary, ``("restore", path)`` puts the state in ``path`` back
   into the freshly opened session
+- ``("stats",)``: the instance pool's counters (ready, target, hits, misses, ...) or None
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -81,8 +85,10 @@ class _Worker:
         from fades.sandbox.base import HostLimits
 
         self.host = HostLimits(mode="inprocess")
+        self.scratch: str | None = None
         self.artifacts: dict[str, Any] = {}
         self.session: Any = None
+        self.pool: Any = None  # InstancePool for the current runtime and scratch directory
 
     def _python(self, runtime_digest: str) -> Any:
         from fades.sandbox.python import PythonSandbox
@@ -92,6 +98,22 @@ class _Worker:
             sb = self._pysb = PythonSandbox(self.artifacts[runtime_digest], self.host)
         return sb
 
+    def _pool(self, runtime_digest: str) -> Any:
+        """The pool of ready instances of this runtime (started on first use)."""
+        from fades.sandbox.pool import InstancePool
+
+        sb = self._python(runtime_digest)
+        pool = self.pool
+        if pool is None or pool.sandbox is not sb or pool.input_dir != self.scratch:
+            if pool is not None:
+                pool.close()
+            h = self.host
+            pool = self.pool = InstancePool(
+                sb, self.scratch, min_size=h.py_pool_min, max_size=h.py_pool_max,
+                max_mib=h.py_pool_max_mib,
+            )  # fmt: skip
+        return pool
+
     def _open(self, digest: str, runtime: str | None, input_dir: str, limits: Any) -> Any:
         from fades.sandbox.core import CoreSession
 
@@ -100,6 +122,8 @@ class _Worker:
             return CoreSession(art, limits, self.host)
         if runtime is None:
             raise ValueError("a Python function needs its runtime")
+        if input_dir == self.scratch:  # a fresh instance, prepared ahead if one is ready
+            return self._pool(runtime).session(art, limits)
         return self._python(runtime).open(art, limits, input_dir=input_dir)
 
     def _invoke(self, session: Any, path: str) -> dict[str, Any]:
@@ -123,7 +147,7 @@ class _Worker:
     def handle(self, msg: tuple[Any, ...]) -> Any:
         op = msg[0]
         if op == "config":
-            self.host = msg[1]
+            self.host, self.scratch = msg[1], msg[2]
             return os.getpid()
         if op == "prepare":
             from fades.sandbox import engine
@@ -136,6 +160,8 @@ class _Worker:
                 from fades.sandbox.python import PythonSandbox
 
                 PythonSandbox(art, self.host).warm()
+                if self.scratch is not None:
+                    self._pool(art.digest)
             elif art.kind == "core":
                 import wasmtime
 
@@ -175,6 +201,8 @@ class _Worker:
                 state = f.read()
             self.session.restore(state)
             return None
+        if op == "stats":  # the instance pool's counters (benchmarks, tests)
+            return None if self.pool is None else self.pool.stats()
         if op == "close":
             if self.session is not None:
                 self.session.close()
@@ -193,8 +221,10 @@ def main(argv: list[str]) -> int:
             msg = recv(rfd)
             if msg is None or msg[0] == "exit":
                 return 0
+            pool = worker.pool
             try:
-                reply: tuple[str, Any] = ("ok", worker.handle(msg))
+                with pool.busy() if pool is not None else contextlib.nullcontext():
+                    reply: tuple[str, Any] = ("ok", worker.handle(msg))
             except Exception as exc:
                 reply = ("err", pack_error(exc))
             send(wfd, reply)

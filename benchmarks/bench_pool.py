@@ -1,0 +1,333 @@
+"""Pre-warmed fresh Python instances (``fades.sandbox.pool``): what a tiny task costs.
+
+All from one run:
+
+1. In-process, a tiny Python task (noop on 10 readings), whole invocation (take or make an
+   instance, invoke, close): **fresh** (instantiated for the task, the old path), **pooled,
+   instantiated only** (no warm-up call), **pooled** (instantiated and warmed, the default),
+   and **reused** (one live instance invoked again: the floor, not isolated). Ratio
+   fresh / pooled; target pooled p50 <= 1 ms and >= 5x faster than fresh.
+2. The same through one sandbox worker process (``WorkerPool(1)``), pool off vs on, with
+   tasks spaced 50 ms apart (the pool refills while the worker is idle).
+3. Memory: PSS (``/proc/<pid>/smaps_rollup``) of a worker holding 4 ready instances vs none.
+4. Tasks/s through one node (capacity 2, mean over 100 readings from SQLite), pool off vs
+   on, against a native pool of 2 processes doing the same fetch, encode, decode and call in
+   CPython. Target >= 0.5 of the native pool.
+
+Run ``python benchmarks/bench_pool.py [--quick]``. Writes
+``benchmarks/results/single_node_pool.json`` and ``single_node_pool.png`` beside it. About
+two minutes; ``--quick`` under a minute.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import yaml
+
+from _common import (
+    MEAN_SRC,
+    RESULTS,
+    Bench,
+    dataset,
+    log,
+    parse_args,
+    session,
+    summary,
+    verdict,
+    write_result,
+)
+from bench_throughput import make_node, task
+from fades.functions.artifact import Artifact
+from fades.node import Node
+from fades.sandbox import HostLimits
+from fades.sandbox.base import Limits
+from fades.sandbox.pool import InstancePool
+from fades.sandbox.procs import Worker, WorkerPool
+from fades.sandbox.wire import encode
+
+TINY_LIMITS = Limits(64, 5000)
+
+
+def latency_inprocess(b: Bench, reps: int) -> dict[str, Any]:
+    log("1. tiny Python task in-process: fresh vs pooled vs reused")
+    tiny = encode({"d": dataset(10)})
+    sb, art = b.python, b.py_noop
+    for _ in range(5):  # warm code paths
+        sb.run(art, tiny, TINY_LIMITS)
+
+    def fresh() -> list[float]:
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            with sb.open(art, TINY_LIMITS) as s:
+                s.invoke(tiny)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def pooled(warm: bool) -> tuple[list[float], dict[str, Any]]:
+        pool = InstancePool(sb, None, min_size=2, max_size=2, max_mib=1024, warm=warm)
+        out = []
+        try:
+            for _ in range(reps):
+                pool.wait_ready(2)  # tasks spaced enough for the refill: the request path only
+                t0 = time.perf_counter()
+                with pool.session(art, TINY_LIMITS) as s:
+                    s.invoke(tiny)
+                out.append(time.perf_counter() - t0)
+            st = pool.stats()
+            st["prepare_ms"] = summary(pool.prepare_s, 1e3)
+            return out, st
+        finally:
+            pool.close()
+
+    def reused() -> list[float]:
+        out = []
+        with sb.open(art, TINY_LIMITS) as s:
+            s.invoke(tiny)
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                s.invoke(tiny)
+                out.append(time.perf_counter() - t0)
+        return out
+
+    f = fresh()
+    p_cold, st_cold = pooled(False)
+    p, st = pooled(True)
+    r = reused()
+    res = {
+        "fresh_ms": summary(f, 1e3),
+        "pooled_instantiated_only_ms": summary(p_cold, 1e3),
+        "pooled_ms": summary(p, 1e3),
+        "reused_ms": summary(r, 1e3),
+        "pool_instantiated_only": st_cold,
+        "pool": st,
+    }
+    res["speedup_pooled_vs_fresh"] = res["fresh_ms"]["p50"] / res["pooled_ms"]["p50"]
+    res["speedup_instantiated_only_vs_fresh"] = (
+        res["fresh_ms"]["p50"] / res["pooled_instantiated_only_ms"]["p50"]
+    )
+    res["target_p50_1ms"] = verdict(res["pooled_ms"]["p50"], 1.0, higher_is_better=False)
+    res["target_5x"] = verdict(res["speedup_pooled_vs_fresh"], 5.0, higher_is_better=True)
+    log(
+        f"   p50: fresh {res['fresh_ms']['p50']:.3f} ms, pooled (instantiated only) "
+        f"{res['pooled_instantiated_only_ms']['p50']:.3f} ms, pooled {res['pooled_ms']['p50']:.3f}"
+        f" ms ({res['speedup_pooled_vs_fresh']:.1f}x), reused {res['reused_ms']['p50']:.3f} ms; "
+        f"preparing one: {st['prepare_ms']['p50']:.2f} ms off the request path"
+    )
+    return res
+
+
+def latency_workers(b: Bench, reps: int) -> dict[str, Any]:
+    log("2. tiny Python task through one worker process, pool off vs on (50 ms apart)")
+    tiny = encode({"d": dataset(10)})
+    out: dict[str, Any] = {}
+    for name, host in (
+        ("pool_off", HostLimits(py_pool_min=0, py_pool_max=0)),
+        ("pool_on", HostLimits()),
+    ):
+        wp = WorkerPool(1, host)
+        try:
+            wp.warm(b.runtime)
+            for _ in range(5):
+                wp.run(b.py_noop, b.runtime, tiny, TINY_LIMITS)
+            times = []
+            for _ in range(reps):
+                time.sleep(0.05)
+                t0 = time.perf_counter()
+                wp.run(b.py_noop, b.runtime, tiny, TINY_LIMITS)
+                times.append(time.perf_counter() - t0)
+            (w,) = wp._all
+            out[name] = {"invocation_ms": summary(times, 1e3), "pool": w.call(("stats",))}
+        finally:
+            wp.close()
+    out["speedup"] = (
+        out["pool_off"]["invocation_ms"]["p50"] / out["pool_on"]["invocation_ms"]["p50"]
+    )
+    log(
+        f"   p50: pool off {out['pool_off']['invocation_ms']['p50']:.3f} ms, pool on "
+        f"{out['pool_on']['invocation_ms']['p50']:.3f} ms ({out['speedup']:.1f}x)"
+    )
+    return out
+
+
+def _pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def pool_memory(b: Bench) -> dict[str, Any]:
+    log("3. memory of ready instances (PSS of a worker process)")
+    res: dict[str, Any] = {}
+    for n in (0, 4):
+        w = Worker(HostLimits(py_pool_min=n, py_pool_max=n, py_pool_max_mib=1024))
+        try:
+            w.prepare(b.runtime)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                st = w.call(("stats",))
+                if n == 0 or st["ready"] >= n:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)
+            res[f"worker_pss_mib_{n}_ready"] = _pss_kib(w.pid) / 1024
+            res[f"worker_anon_mib_{n}_ready"] = w.anon_rss() / (1 << 20)
+            if n:
+                res["measured_instance_bytes"] = st["instance_bytes"]
+        finally:
+            w.kill()
+    res["pss_mib_per_ready_instance"] = (
+        res["worker_pss_mib_4_ready"] - res["worker_pss_mib_0_ready"]
+    ) / 4
+    log(
+        f"   worker PSS {res['worker_pss_mib_0_ready']:.1f} MiB with none ready, "
+        f"{res['worker_pss_mib_4_ready']:.1f} MiB with 4: "
+        f"{res['pss_mib_per_ready_instance']:.2f} MiB per ready instance"
+    )
+    return res
+
+
+def _native_batch(home: str, n: int) -> float:
+    """In a plain CPython process: n times fetch, encode, decode and call the mean."""
+    from fades.broker.broker import DataBroker
+    from fades.broker.connectors.sqlite import SQLiteConnector
+    from fades.guest.fades_sdk import decode
+    from fades.node.limits import NodeLimits
+    from fades.task import parse_task
+
+    broker = DataBroker(
+        {"sqlite": SQLiteConnector(Path(home) / "readings.db")},
+        None,
+        limits=NodeLimits().fetch_limits(),
+    )
+    ns: dict[str, Any] = {}
+    exec(MEAN_SRC, ns)
+    t = parse_task(task("bench_mean", 64))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        datasets, _ = broker.fetch(t.tenant, list(t.data))
+        data, params = decode(encode(datasets))
+        ns["main"](data, params)
+    return time.perf_counter() - t0
+
+
+def throughput(b: Bench, tasks: int, readings: int) -> dict[str, Any]:
+    log(f"4. tasks/s through one node (capacity 2, {tasks} tasks), pool off / on vs native")
+    out: dict[str, Any] = {"tasks": tasks, "readings_per_task": readings}
+    with tempfile.TemporaryDirectory(prefix="fades-bench-pool-") as tmp:
+        home = Path(tmp)
+        make_node(b, home, readings)
+        with concurrent.futures.ProcessPoolExecutor(2) as ex:
+            list(ex.map(_native_batch, [str(home)] * 2, [20, 20]))  # start, import, warm
+            t0 = time.perf_counter()
+            list(ex.map(_native_batch, [str(home)] * 2, [tasks // 2] * 2))
+            native = tasks / (time.perf_counter() - t0)
+        out["native_2_process_tasks_per_s"] = native
+        for name, pool in (
+            ("pool_off", {"min": 0, "max": 0}),
+            ("pool_on", {}),
+        ):
+            (home / "node.yaml").write_text(yaml.safe_dump({"capacity": 2, "python_pool": pool}))
+            with Node(home, capacity=2) as node:
+                _add(node, (b.runtime, b.py_mean))
+                orc = node.orchestrator
+                for tid in [orc.submit(task("bench_mean", 64)) for _ in range(10)]:
+                    orc.wait(tid, timeout=120)
+                time.sleep(0.5)  # the pools fill
+                t0 = time.perf_counter()
+                ids = [orc.submit(task("bench_mean", 64)) for _ in range(tasks)]
+                recs = [orc.wait(tid, timeout=300) for tid in ids]
+                rate = tasks / (time.perf_counter() - t0)
+                failed = [r.error for r in recs if r.status != "done"]
+            out[name] = {
+                "tasks_per_s": rate,
+                "ratio_vs_native_2_process": rate / native,
+                "failed": failed[:3],
+            }
+            log(f"   {name}: {rate:.0f} tasks/s = {rate / native:.2f} of native ({native:.0f}/s)")
+        out["target"] = verdict(
+            out["pool_on"]["ratio_vs_native_2_process"], 0.5, higher_is_better=True
+        )
+    return out
+
+
+def _add(node: Node, arts: tuple[Artifact, ...]) -> None:
+    for art in arts:
+        node.functions.add(art.to_bytes())
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), width_ratios=[3, 2])
+    ip, wk = res["inprocess"], res["workers"]
+    bars = [
+        ("fresh\n(in-process)", ip["fresh_ms"], "tab:red"),
+        ("pooled,\ninstantiated only", ip["pooled_instantiated_only_ms"], "tab:orange"),
+        ("pooled\n(default)", ip["pooled_ms"], "tab:green"),
+        ("reused\n(not fresh)", ip["reused_ms"], "grey"),
+        ("worker,\npool off", wk["pool_off"]["invocation_ms"], "tab:red"),
+        ("worker,\npool on", wk["pool_on"]["invocation_ms"], "tab:green"),
+    ]
+    x = range(len(bars))
+    p50 = [s["p50"] for _, s, _ in bars]
+    err = [[s["p50"] - s["p10"] for _, s, _ in bars], [s["p90"] - s["p50"] for _, s, _ in bars]]
+    ax1.bar(x, p50, yerr=err, color=[c for _, _, c in bars], capsize=3)
+    for xi, v in zip(x, p50, strict=True):
+        ax1.annotate(f"{v:.2f}", (xi, v), textcoords="offset points", xytext=(10, 3), fontsize=8)
+    ax1.axhline(1.0, ls="--", color="tab:green", lw=1, label="target 1 ms")
+    ax1.set_xticks(list(x), [n for n, _, _ in bars], fontsize=8)
+    ax1.set_ylabel("whole invocation, ms (p50; bars p10-p90)")
+    ax1.set_title(
+        f"Tiny Python task: pooled is {ip['speedup_pooled_vs_fresh']:.1f}x faster than fresh"
+    )
+    ax1.legend(fontsize=8)
+    tp = res["throughput"]
+    names = ["native CPython\n2 processes", "node,\npool off", "node,\npool on"]
+    vals = [
+        tp["native_2_process_tasks_per_s"],
+        tp["pool_off"]["tasks_per_s"],
+        tp["pool_on"]["tasks_per_s"],
+    ]
+    ax2.bar(range(3), vals, color=["grey", "tab:red", "tab:green"])
+    for xi, v in enumerate(vals):
+        ax2.annotate(f"{v:.0f}/s\n{v / vals[0]:.2f}x", (xi, v), ha="center", fontsize=8,
+                     textcoords="offset points", xytext=(0, 2))  # fmt: skip
+    ax2.axhline(0.5 * vals[0], ls="--", color="tab:green", lw=1, label="target 0.5 of native")
+    ax2.set_xticks(range(3), names, fontsize=8)
+    ax2.set_ylabel("tasks/s (mean over 100 readings)")
+    ax2.set_title("Python tasks/s through one node")
+    ax2.legend(fontsize=8)
+    ax2.margins(y=0.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    q = parse_args(__doc__ or "", argv)
+    with session(q) as (b, meta):
+        res = {
+            "inprocess": latency_inprocess(b, reps=40 if q else 200),
+            "workers": latency_workers(b, reps=30 if q else 150),
+            "memory": pool_memory(b),
+            "throughput": throughput(b, tasks=60 if q else 300, readings=100),
+        }
+    out = write_result("pool", res, meta)
+    plot(res, RESULTS / "single_node_pool.png")
+    log(f"wrote {out} in {meta['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
