@@ -36,7 +36,7 @@ def measure(pages: int, seconds: float) -> dict[str, float]:
         cluster = LocalCluster(Path(tmp) / "up", nodes=3, days=0.05, devices=True)
         cluster.prepare()
         with cluster:
-            pid = cluster.procs["controller"].pid
+            pid = cluster.procs["controller1"].pid
             time.sleep(5)  # let start-up work settle
             idle = _window(pid, seconds)
             stop = threading.Event()

@@ -37,7 +37,7 @@ def test_the_controller_stops_promptly_with_a_console_feed_open(tmp_path: Path) 
         reader = threading.Thread(target=feed, daemon=True)
         reader.start()
         wait_for(lambda: b"event: fleet" in b"".join(got), what="the live feed")
-        proc = cluster.procs["controller"]
+        proc = cluster.procs["controller1"]
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)

@@ -146,7 +146,12 @@ def router(controller: Controller) -> APIRouter:
                 raise BadRequest(f"Last-Event-ID must be an event id (a number), not {last!r}")
             since = int(last)
         return StreamingResponse(
-            hub.events(tenant, task_ids=task_id, since=since),
+            hub.events(
+                tenant,
+                task_ids=task_id,
+                since=since,
+                closing=lambda: bool(getattr(request.app.state, "closing", False)),
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

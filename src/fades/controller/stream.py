@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 STREAM_BUFFER = 1000
 #: seconds of silence before a keep-alive comment
 KEEPALIVE_S = 15.0
+#: how often a waiting stream checks whether the server is stopping
+CLOSE_POLL_S = 0.5
 #: most task ids one stream may filter on
 MAX_STREAM_IDS = 1000
 #: outcomes read from the database per catch-up query
@@ -127,8 +129,12 @@ class StreamHub:
         task_ids: Sequence[str] | None = None,
         since: int | None = None,
         keepalive: float = KEEPALIVE_S,
+        closing: Callable[[], bool] = lambda: False,
     ) -> AsyncIterator[str]:
-        """The stream's text, one SSE message per item (see the module docstring)."""
+        """The stream's text, one SSE message per item (see the module docstring).
+
+        ``closing``: true once the server is stopping; the stream then ends (within
+        :data:`CLOSE_POLL_S`), so an open stream does not hold up the controller's stop."""
         store = self.controller.store
         ids = frozenset(task_ids) if task_ids else None
         if since is None:
@@ -176,10 +182,17 @@ class StreamHub:
                 if remaining is not None and not remaining:
                     continue
                 sub.wake.clear()
-                try:
-                    await asyncio.wait_for(sub.wake.wait(), keepalive)
-                except TimeoutError:
-                    yield ": keepalive\n\n"
+                silent = 0.0
+                while not sub.wake.is_set():
+                    if closing():
+                        return
+                    step = min(CLOSE_POLL_S, keepalive - silent)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(sub.wake.wait(), step)
+                    silent += step
+                    if not sub.wake.is_set() and silent >= keepalive:
+                        yield ": keepalive\n\n"
+                        silent = 0.0
 
 
 def _message(eid: int | None, event: str, data: str) -> str:
