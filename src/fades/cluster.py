@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from fades.cluster_sites import SiteParts
 from fades.errors import FadesError
 from fades.fabric.hub import EmbeddedHub
 from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf
@@ -55,7 +56,7 @@ def find_examples(explicit: Path | None = None) -> Path:
     raise FadesError("cannot find the examples folder (functions/ and tasks/); pass --examples")
 
 
-class LocalCluster:
+class LocalCluster(SiteParts):
     """Start, use and stop a local cluster.
 
     Args:
@@ -453,36 +454,6 @@ class LocalCluster:
                 client.upload(art.to_bytes())
                 self.artifacts[art.name] = art.digest
         return self.artifacts
-
-    # --- sites ------------------------------------------------------------------------------
-    def hub_leaf_urls(self) -> list[str]:
-        """The hub's leafnode URLs (the sites' leaf servers connect there)."""
-        return list(self.hub.leaf_urls)
-
-    def start_sites(self) -> None:
-        """One leaf server per node (site = node name), each behind its own uplink relay."""
-        for name in self.names:
-            leaf = self.sites.get(name) or EmbeddedLeaf(self.home, name, self.hub_leaf_urls())
-            leaf.start()
-            self.sites[name] = leaf
-
-    def site(self, name: str) -> EmbeddedLeaf:
-        try:
-            return self.sites[name]
-        except KeyError:
-            known = ", ".join(self.sites) or "none (sites=False)"
-            raise FadesError(f"no site named {name!r} (sites: {known})") from None
-
-    def cut_uplink(self, site: str) -> None:
-        """Cut ``site``'s link to the hub (its leaf, node and sensors keep running)."""
-        self.site(site).cut_uplink()
-
-    def restore_uplink(self, site: str) -> None:
-        self.site(site).restore_uplink()
-
-    def stop_sites(self) -> None:
-        for leaf in self.sites.values():
-            leaf.stop()
 
     def start_sensors(self) -> None:
         from fades.sensors.simulator import SensorSimulator

@@ -38,6 +38,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, NotFoundError
 
 from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Discard, Handler, Listener
+from fades.bus.nats_domain import DomainWrites
 from fades.bus.nats_stores import (
     OP_TIMEOUT_S,
     NatsKv,
@@ -94,22 +95,6 @@ class NatsDelivery:
             await self._msg.in_progress()
         except Exception as exc:
             raise fabric_error("in_progress failed", exc) from exc
-
-
-class _DomainWrites:
-    """A JetStream context whose publishes on ``$KV.`` go through a domain's API prefix."""
-
-    def __init__(self, js: Any, prefix: str) -> None:
-        self._inner = js
-        self._prefix = prefix
-
-    async def publish(self, subject: str, *args: Any, **kwargs: Any) -> Any:
-        if subject.startswith("$KV."):
-            subject = self._prefix + subject
-        return await self._inner.publish(subject, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class NatsBus:
@@ -370,7 +355,7 @@ class NatsBus:
         if self.settings.domain:
             # nats-py 2.16 publishes KV writes on the bare $KV subject, which a leaf server
             # cannot route to another domain (nats.py issue 1010): prefix them as nats.go does
-            kv._js = cast(Any, _DomainWrites(kv._js, f"$JS.{self.settings.domain}.API."))
+            kv._js = cast(Any, DomainWrites(kv._js, f"$JS.{self.settings.domain}.API."))
         return NatsKv(kv, bucket)
 
     async def objects(self, bucket: str) -> NatsObjects:

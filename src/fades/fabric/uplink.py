@@ -5,7 +5,9 @@
 commas: the first that answers). A site's leaf server points its ``leafnodes`` remote at
 ``LISTEN``, so the relay process *is* the site's link to the hub: stopping it (SIGTERM or
 SIGKILL) drops the link at once, and starting it again on the same port restores it (the
-leaf server reconnects by itself, about once a second).
+leaf server reconnects by itself, about once a second). The relay ends by itself when the
+process that started it is gone (checked every second), so a killed test or benchmark does
+not leave a site's link running.
 
 :class:`Uplink` runs the relay as a child process for :class:`fades.fabric.leaf.EmbeddedLeaf`
 and for tests (``cut()`` / ``restore()``).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +28,8 @@ from fades.fabric.server import free_port, port_open
 
 #: bytes read per chunk when piping
 _CHUNK = 64 * 1024
+#: how often the relay checks that the process that started it is still there
+_PARENT_CHECK_S = 1.0
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -64,8 +69,11 @@ async def _serve(listen: str, targets: list[str]) -> None:
 
     server = await asyncio.start_server(_client, host, port, reuse_address=True)
     print(f"uplink {listen} -> {','.join(targets)} ready", flush=True)
+    parent = os.getppid()
     async with server:
-        await server.serve_forever()
+        # a relay whose starter died (a killed test or benchmark) ends too
+        while os.getppid() == parent:
+            await asyncio.sleep(_PARENT_CHECK_S)
 
 
 def main(argv: list[str] | None = None) -> int:
