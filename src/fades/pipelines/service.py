@@ -321,9 +321,17 @@ class PipelineService(Views):
                 continue
             spec = PipelineSpec.model_validate(plan.spec)
             for r in await asyncio.to_thread(self.store.silent_runs, name, since):
-                with contextlib.suppress(QueueFull):
+                try:
                     await self._trigger(plan, spec, r.run, r.started_at)
                     count += 1
+                except QueueFull:
+                    continue
+                except FabricError as exc:
+                    if plan.domain is None:
+                        raise
+                    # a site out of reach: its runs' deadlines end them; the others go on
+                    log.warning("pipeline %s: triggers not sent again: %s", name, exc)
+                    break
         if count:
             log.info("published the triggers of %d unreported run(s) again", count)
         return count
