@@ -445,6 +445,7 @@ def test_fades_up_restarts_a_killed_node_and_stops_cleanly_on_sigint(tmp_path: P
             raise AssertionError(f"{text!r} not printed: {out.read_text()}")
 
         seen = wait_for("stop: Ctrl-C")
+        assert "site edge1" in seen and "site edge2" in seen, seen  # sites by default
         pids = subprocess.run(
             ["pgrep", "-P", str(up.pid), "-f", "node start --name edge1"],
             capture_output=True,

@@ -421,6 +421,14 @@ class Task(_Strict):
         description="the device offloading the task (lets the Nimbus placer answer "
         "'run it locally')",
     )
+    when_offline: Literal["queue", "refuse"] = Field(
+        default="queue",
+        description="when the node that must run the task is offline: 'queue' accepts the "
+        "task and it waits in the hub until the node returns; 'refuse' answers 503 at once. "
+        "The default applies to nodes at an edge site (they keep working while cut off); "
+        "for a node attached to the hub itself, a down node refuses unless the task says "
+        "'queue' explicitly",
+    )
 
     @field_validator("data")
     @classmethod

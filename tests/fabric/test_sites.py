@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from fades.bus.nats import NatsBus
+from fades.errors import NodeUnavailable
 from fades.fabric.connect import FabricSettings
 from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf, hub_leaf_config
 from fades.fabric.server import EmbeddedNats, free_port
@@ -256,13 +257,22 @@ def test_a_site_cut_for_10_s_loses_and_duplicates_nothing(tmp_path: Path) -> Non
             "results stored at the site while cut off",
         )
         assert all(r["status"] != "done" for r in (client.get(i) for i in ids))
+        # the controller sees the site's node go offline: a task for it is queued by default
+        # (it waits in the hub), or refused if it says so; either way the answer says which
+        _wait_until(lambda: not client.nodes()[0]["up"], 30, "edge1 marked down")
+        queued = client.submit(task)
+        assert queued["node"] == "edge1" and "edge1" in queued["queued"], queued
+        assert "offline since" in queued["queued"] and "waits in the hub" in queued["queued"]
+        with pytest.raises(NodeUnavailable, match=r"edge1.*offline.*when_offline: queue would"):
+            client.submit(task | {"when_offline": "refuse"})
+        ids.append(queued["task_id"])
         time.sleep(max(0.0, 10.0 - (time.time() - t_cut)))  # a 10 s outage in all
         during = _readings_since(cluster, "edge1", t_cut)
         published = sim.stats["published"] - published0
         assert during >= 0.8 * published > 0, (during, published)  # ingest went on locally
         cluster.restore_uplink("edge1")
         t_back = time.monotonic()
-        recs = [client.wait(i, 120) for i in ids]
+        recs = [client.wait(i, 120) for i in ids]  # the queued one too
         drain = time.monotonic() - t_back
         assert all(r["status"] == "done" for r in recs), recs
         assert _metric(cluster, "fades_results_duplicate_total") == 0
@@ -273,3 +283,57 @@ def test_a_site_cut_for_10_s_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         assert again["status"] == "done", again
     finally:
         cluster.stop()
+
+
+def test_the_controller_sources_a_new_site_and_re_adds_it_after_a_gap(
+    hub: EmbeddedNats, leaf: EmbeddedLeaf
+) -> None:
+    from types import SimpleNamespace
+
+    from fades.controller.registry import NodeEntry
+    from fades.controller.sites import SiteSources
+    from fades.fabric.protocol import NodeInfo
+    from fades.fabric.upstream import source_site
+    from fades.pipelines.protocol import EVENTS_STREAM
+
+    async def go() -> None:
+        hub_bus = await _hub_results(hub, ["other"])  # a source of another site, kept
+        await hub_bus.stream(EVENTS_STREAM, ["fades.pevent.>"])
+        bus = await _site_bus(leaf)
+        try:
+            await bus.ensure_up()
+            entry = NodeEntry(NodeInfo(name="n1", site=leaf.site, heartbeat_s=0.5), time.time())
+            registry: Any = SimpleNamespace(nodes={"n1": entry, "hubnode": NodeEntry(
+                NodeInfo(name="hubnode"), time.time())})  # fmt: skip
+            sites = SiteSources(hub_bus, registry, readd=True)
+            await sites.check()
+            assert sites.stats == {"added": 2, "readded": 0}
+            await sites.check()  # nothing new: nothing changes
+            assert sites.stats == {"added": 2, "readded": 0}
+
+            async def sourced(stream: str) -> list[str]:
+                info = await hub_bus.js.stream_info(stream)
+                return sorted(str(source_site(s)) for s in info.config.sources or [])
+
+            assert await sourced(RESULTS_STREAM) == ["edge1", "other"]
+            assert await sourced(EVENTS_STREAM) == ["edge1"]
+            await bus.publish_up("fades.result.n1", b"a", msg_id="a.result")
+            await bus.publish_up("fades.pevent.p1", b"e", msg_id="e.event")
+            await _until_sourced(hub_bus, 1)
+            # the site's heartbeat returns after a gap: its sources are re-added, once each
+            entry.seen_at += 20.0
+            await sites.check()
+            assert sites.stats == {"added": 2, "readded": 2}
+            assert await sourced(RESULTS_STREAM) == ["edge1", "other"]
+            await bus.publish_up("fades.result.n1", b"b", msg_id="b.result")
+            seen = await _drain(hub_bus, 2, timeout=60.0)
+            assert seen == {"a.result": 1, "b.result": 1}
+            info = await hub_bus.js.stream_info(RESULTS_STREAM)
+            assert info.state.last_seq == 2  # 'a' forwarded again was dropped by its id
+            events = await hub_bus.js.stream_info(EVENTS_STREAM)
+            assert events.state.messages == 1
+        finally:
+            await bus.close()
+            await hub_bus.close()
+
+    asyncio.run(go())

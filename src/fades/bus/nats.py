@@ -330,17 +330,22 @@ class NatsBus:
                             log.info("consumer %s: consuming again", durable)
                     msgs = await psub.fetch(max(1, batch), timeout=FETCH_TIMEOUT_S)
                 except TimeoutError:
+                    if failures and self.nc.is_connected:  # answered: nothing waiting
+                        log.info("consumer %s: pulling again after %d failures", durable, failures)
+                        failures = 0
                     continue  # nothing there (or a reconnect swallowed the pull request)
                 except Exception as exc:
                     failures += 1
-                    if failures == 1 or failures % 20 == 0:
-                        log.warning("consumer %s: pull failed (%d): %r", durable, failures, exc)
+                    if failures == 1:  # once per outage (a site's cut uplink: many a minute)
+                        log.warning("consumer %s: pull failed: %r", durable, exc)
                     if failures >= 3 and psub is not None:
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
                         psub = None
                     await asyncio.sleep(BACKOFF_S[0] if failures < 3 else BACKOFF_S[1])
                     continue
+                if failures:
+                    log.info("consumer %s: pulling again after %d failures", durable, failures)
                 failures = 0
                 for msg in msgs:
                     yield NatsDelivery(msg)

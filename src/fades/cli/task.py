@@ -96,6 +96,8 @@ def _show_one(path: Path, receipt: dict[str, Any], info: dict[str, Any] | None, 
         return
     if receipt.get("status") == "local":
         head = f"run locally on device [bold]{markup(receipt.get('node'))}[/]"
+    elif receipt.get("queued"):  # its node is offline (when_offline: queue)
+        head = f"[yellow]queued[/] for node [bold]{markup(receipt.get('node'))}[/]"
     else:
         where, on = markup(receipt.get("where")), markup(receipt.get("node"))
         head = f"accepted: {where} on node [bold]{on}[/]"
@@ -130,6 +132,8 @@ def _show_many(
         out = row.get("outcome")
         if not row.get("accepted"):
             status, detail = "[red]refused[/]", f"{row.get('error_kind')}: {row.get('detail')}"
+        elif out is None and row.get("queued"):
+            status, detail = "[yellow]queued[/]", str(row["queued"])
         elif out is None:
             status, detail = "accepted", str(row.get("placement", ""))
         elif out.get("status") == "done":

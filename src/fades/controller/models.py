@@ -25,6 +25,11 @@ class SubmitReceipt(BaseModel):
     where: Site
     status: Status = Field(default="accepted", description="'local': run it on the device yourself")
     placement: str = Field(description="why this node was chosen")
+    queued: str | None = Field(
+        default=None,
+        description="set when the node is offline and the task waits in the hub for it "
+        "(the task's when_offline: queue)",
+    )
 
 
 class TaskInfo(Outcome):

@@ -38,6 +38,7 @@ from fades.controller.measure import Measurements
 from fades.controller.metrics import Metrics
 from fades.controller.migrate import moving
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, Where
+from fades.controller.offline import place_offline
 from fades.controller.publishing import Publisher
 from fades.controller.registry import DOWN_AFTER_S, Registry
 from fades.controller.results import Recorder, consume
@@ -49,6 +50,7 @@ from fades.errors import (
     FadesError,
     Forbidden,
     NodeUnavailable,
+    NoPlacement,
     PayloadTooLarge,
     TaskValidationError,
     UnknownNode,
@@ -397,7 +399,10 @@ class Controller:
             await self.dispatcher.dispatch(pending)
         else:
             self._spawn_cloud(pending)
-        return SubmitReceipt(task_id=t.id, node=placed.node, where=loc, placement=reason)
+        queued = (placed.decision or {}).get("queued")
+        return SubmitReceipt(
+            task_id=t.id, node=placed.node, where=loc, placement=reason, queued=queued
+        )
 
     def _check_size(self, p: PendingTask) -> None:
         """Refuse a task whose message the fabric would never carry (413)."""
@@ -411,6 +416,15 @@ class Controller:
             )
 
     def _place(self, task: Task, node: str | None, loc: str = "edge") -> Placement:
+        try:
+            return self._place_up(task, node, loc)
+        except (NodeUnavailable, NoPlacement) as exc:
+            if loc != "edge":
+                raise
+            # the node (or the only holder of the data) is offline: queue or refuse
+            return place_offline(self.registry, task, node, exc)
+
+    def _place_up(self, task: Task, node: str | None, loc: str = "edge") -> Placement:
         if loc == "cloud" and node is None and not task.data:
             return Placement(
                 "cloud", "reads no node's data: runs in the cloud on its inputs", "cloud"
