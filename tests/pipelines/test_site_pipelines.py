@@ -23,6 +23,7 @@ from tests.pipelines.test_engine import FUNCS as ENGINE_FUNCS
 from controller.conftest import Bed  # type: ignore[import-not-found]
 from controller.test_api import artifact_of  # type: ignore[import-not-found]
 from fades.bus.nats import NatsBus
+from fades.errors import FadesError
 from fades.fabric.connect import FabricSettings
 from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf, hub_leaf_config
 from fades.fabric.server import EmbeddedNats, free_port
@@ -188,6 +189,16 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
                                 timeout=60, what="a run in flight")  # fmt: skip
             leaf.cut_uplink()
             cut_at = time.time()
+            # a new pipeline for the site while its nodes still look up: its queue cannot be
+            # created there, and the refusal says why (once they look down: unplaceable)
+            other = spec() | {"name": "p2"}
+            with pytest.raises(FadesError) as refused:
+                c.submit_pipeline(other)
+            msg = str(refused.value)
+            print(f"submit during the cut: {type(refused.value).__name__}: {msg}")
+            assert f"its queue goes to site {SITE}, whose server does not answer" in msg or (
+                "cannot place stage" in msg
+            ), msg
             before = set(at_site)
             # the controller sees the site's nodes down, and leaves the site's plan alone
             wait_for(lambda: not {n["name"] for n in c.nodes() if n["up"]} & {"n1", "n2"},

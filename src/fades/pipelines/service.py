@@ -197,13 +197,21 @@ class PipelineService(Views):
             if old is not None:
                 plan = plan.model_copy(update={"version": old.version + 1})
             q = spec.queue
-            await pipeline_bus(bus, plan).stream(
-                bundle_stream(spec.name),
-                [f"fades.bundle.{spec.name}.>"],
-                max_msgs_per_subject=q.max_runs,
-                max_bytes=q.max_bytes,
-                discard="new" if q.when_full == "refuse" else "old",
-            )
+            try:
+                await pipeline_bus(bus, plan).stream(
+                    bundle_stream(spec.name),
+                    [f"fades.bundle.{spec.name}.>"],
+                    max_msgs_per_subject=q.max_runs,
+                    max_bytes=q.max_bytes,
+                    discard="new" if q.when_full == "refuse" else "old",
+                )
+            except FabricError as exc:
+                if plan.domain is None:
+                    raise
+                raise FabricError(
+                    f"pipeline {spec.name!r}: its queue goes to site {plan.domain}, whose "
+                    f"server does not answer (is its uplink down?): {exc}"
+                ) from exc
             await asyncio.to_thread(
                 self.store.put, spec.name, tenant, plan.spec, plan.submitted_at, plan.ends_at
             )
