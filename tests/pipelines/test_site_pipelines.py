@@ -18,11 +18,12 @@ from typing import Any
 
 import nats
 import pytest
-from tests.pipelines.test_engine import FUNCS
+from tests.pipelines.test_engine import FUNCS as ENGINE_FUNCS
 
 from controller.conftest import Bed  # type: ignore[import-not-found]
 from controller.test_api import artifact_of  # type: ignore[import-not-found]
 from fades.bus.nats import NatsBus
+from fades.errors import FadesError
 from fades.fabric.connect import FabricSettings
 from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf, hub_leaf_config
 from fades.fabric.server import EmbeddedNats, free_port
@@ -35,6 +36,16 @@ from .test_service import wait_for
 
 SITE = "edge1"
 OUT = "site.p1.out"
+#: the engine tests' functions, with the middle stage taking a second: a run is in flight
+FUNCS = ENGINE_FUNCS | {
+    "fb": """
+import time
+
+def main(data, params):
+    time.sleep(1.0)
+    return {"v": data["a"]["v"] + 1, "node": data["_pipeline"]["node"]}
+""",
+}
 
 
 @pytest.fixture
@@ -171,8 +182,23 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
             wait_for(lambda: len(done()) >= 2, timeout=90, what="two runs done before the cut")
             version = c.pipeline("p1")["version"]
 
+            # cut while the controller knows a run that has not ended: it ends at the site,
+            # and the controller hears of it long after its run_deadline_s
+            inflight = wait_for(lambda: [r["run"] for r in c.pipeline_runs("p1", 1000)
+                                         if r["status"] == "running"],
+                                timeout=60, what="a run in flight")  # fmt: skip
             leaf.cut_uplink()
             cut_at = time.time()
+            # a new pipeline for the site while its nodes still look up: its queue cannot be
+            # created there, and the refusal says why (once they look down: unplaceable)
+            other = spec() | {"name": "p2"}
+            with pytest.raises(FadesError) as refused:
+                c.submit_pipeline(other)
+            msg = str(refused.value)
+            print(f"submit during the cut: {type(refused.value).__name__}: {msg}")
+            assert f"its queue goes to site {SITE}, whose server does not answer" in msg or (
+                "cannot place stage" in msg
+            ), msg
             before = set(at_site)
             # the controller sees the site's nodes down, and leaves the site's plan alone
             wait_for(lambda: not {n["name"] for n in c.nodes() if n["up"]} & {"n1", "n2"},
@@ -192,13 +218,13 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
             leaf.restore_uplink()
             restored = time.monotonic()
             # every run the site finished during the cut reaches the controller, done
-            wait_for(lambda: during <= set(done()), timeout=180,
+            wait_for(lambda: during | set(inflight) <= set(done()), timeout=180,
                      what=f"the runs of the cut at the controller: {sorted(during)}")  # fmt: skip
             print(f"{len(during)} runs finished at the site during a {time.time() - cut_at:.0f} s "
                   f"cut reached the controller {time.monotonic() - restored:.1f} s after the "
                   "uplink was restored")  # fmt: skip
             runs = {r["run"]: r for r in c.pipeline_runs("p1", 1000)}
-            for run in during:
+            for run in [*during, *inflight]:
                 assert runs[run]["status"] == "done", runs[run]
                 assert runs[run]["results"]["c"]["run"] == run
             finales = {run: n for (run, st, s), n in raw.items() if st == "c" and s == "done"}
@@ -230,3 +256,85 @@ def test_a_site_pipeline_runs_through_an_uplink_cut_and_each_finale_arrives_once
                          timeout=60, what=f"{a.name} stopped the pipeline")  # fmt: skip
     finally:
         bed.run(hub_bus.close())
+
+
+REACT = {
+    "react": """
+def main(data, params):
+    return {"value": data["trigger"]["reading"]["value"], "node": data["_pipeline"]["node"]}
+""",
+}
+
+
+def test_readings_at_a_cut_off_site_still_start_runs_that_reach_the_controller_once(
+    bed: Bed, leaf: EmbeddedLeaf, prepare_home: Callable[..., Path]
+) -> None:
+    """An on_reading pipeline at the site: readings published at the leaf while the uplink
+    is cut each start a run there; after the restore each run is recorded done once."""
+    home = prepare_home("s1", functions=REACT, readings=False)
+    ctl = bed.start_controller(down_after=2.0)
+    raw: Counter[str] = Counter()
+    tracker = ctl.pipelines._tracker
+    handle_many = tracker.handle_many
+
+    async def counting(datas: list[bytes]) -> list[bool | None]:
+        for d in datas:
+            ev = StageEvent.decode(d)
+            if ev.status == "done":
+                raw[ev.run] += 1
+        out: list[bool | None] = await handle_many(datas)
+        return out
+
+    tracker.handle_many = counting
+    agent = site_agent(bed, leaf, "s1", home)
+    site_nc = bed.run(nats.connect(leaf.url))
+    bed._listeners.append(site_nc)
+
+    def reading(value: int) -> None:
+        data = json.dumps({"value": value, "ts": time.time()}).encode()
+        bed.run(site_nc.publish("sensors.s1.road.surface_temp", data))
+        bed.run(site_nc.flush())
+
+    with bed.client() as c:
+        wait_for(lambda: "s1" in {n["name"] for n in c.nodes() if n["up"]}, timeout=60,
+                 what="s1 up")  # fmt: skip
+        c.upload(artifact_of(home, "react"))
+        receipt = c.submit_pipeline(
+            {
+                "name": "ice",
+                "credentials": {"tenant": "facilities", "priority": 6},
+                "run": {"mode": "automatic", "on_reading": "sensors.*.road.surface_temp"},
+                "stages": [{"name": "react", "function": {"artifact": "react", "memory_mib": 32}}],
+            }
+        )
+        assert receipt["queue_at"]["site"] == SITE
+        eng = agent.pipelines
+        wait_for(lambda: "ice" in eng.triggers.listening, timeout=60, what="listening")
+
+        def done() -> dict[int, str]:
+            return {
+                r["results"]["react"]["value"]: r["run"]
+                for r in c.pipeline_runs("ice", 1000)
+                if r["status"] == "done"
+            }
+
+        while not done():  # the trigger's subscription reached the leaf
+            reading(0)
+            time.sleep(0.5)
+        leaf.cut_uplink()
+        wait_for(lambda: "s1" not in {n["name"] for n in c.nodes() if n["up"]}, timeout=60,
+                 what="s1 down at the controller")  # fmt: skip
+        executed = eng.counters["executed"]
+        for v in range(1, 6):
+            reading(v)
+            time.sleep(0.1)
+        # each reading ran its stage at the site, with the hub out of reach
+        wait_for(lambda: eng.counters["executed"] >= executed + 5, timeout=90,
+                 what=f"five runs at the site: {eng.counters}")  # fmt: skip
+        assert not set(done()) & {1, 2, 3, 4, 5}
+        leaf.restore_uplink()
+        wait_for(lambda: {1, 2, 3, 4, 5} <= set(done()), timeout=120,
+                 what="the cut's runs at the controller")  # fmt: skip
+        runs = done()
+        assert all(raw[runs[v]] == 1 for v in range(1, 6)), raw
+        assert all(n == 1 for n in raw.values()), raw

@@ -198,13 +198,21 @@ class PipelineService(Views):
             if old is not None:
                 plan = plan.model_copy(update={"version": old.version + 1})
             q = spec.queue
-            await pipeline_bus(bus, plan).stream(
-                bundle_stream(spec.name),
-                [f"fades.bundle.{spec.name}.>"],
-                max_msgs_per_subject=q.max_runs,
-                max_bytes=q.max_bytes,
-                discard="new" if q.when_full == "refuse" else "old",
-            )
+            try:
+                await pipeline_bus(bus, plan).stream(
+                    bundle_stream(spec.name),
+                    [f"fades.bundle.{spec.name}.>"],
+                    max_msgs_per_subject=q.max_runs,
+                    max_bytes=q.max_bytes,
+                    discard="new" if q.when_full == "refuse" else "old",
+                )
+            except FabricError as exc:
+                if plan.domain is None:
+                    raise
+                raise FabricError(
+                    f"pipeline {spec.name!r}: its queue goes to site {plan.domain}, whose "
+                    f"server does not answer (is its uplink down?): {exc}"
+                ) from exc
             await asyncio.to_thread(
                 self.store.put, spec.name, tenant, plan.spec, plan.submitted_at, plan.ends_at
             )
@@ -322,9 +330,17 @@ class PipelineService(Views):
                 continue
             spec = PipelineSpec.model_validate(plan.spec)
             for r in await asyncio.to_thread(self.store.silent_runs, name, since):
-                with contextlib.suppress(QueueFull):
+                try:
                     await self._trigger(plan, spec, r.run, r.started_at)
                     count += 1
+                except QueueFull:
+                    continue
+                except FabricError as exc:
+                    if plan.domain is None:
+                        raise
+                    # a site out of reach: its runs' deadlines end them; the others go on
+                    log.warning("pipeline %s: triggers not sent again: %s", name, exc)
+                    break
         if count:
             log.info("published the triggers of %d unreported run(s) again", count)
         return count
