@@ -47,16 +47,25 @@ class Hold:
         for p in self.parents:
             p.acquire()
         self.settled = False
+        #: some holder's work failed: the deliveries go back (nak), whoever releases last
+        self.failed = False
 
     def acquire(self) -> None:
         self.refs += 1
 
     async def release(self, ok: bool = True) -> None:
-        """Drop one reference; the last one acks (``ok``) or naks (redelivery) the deliveries."""
+        """Drop one reference; the last one acks the deliveries if every holder's work
+        succeeded, else naks them (redelivery). A failure must not be overruled by a later
+        success: a stage handed over in process that failed to make its event durable
+        leaves its upstream's input to be delivered again, even when the upstream's own
+        work finished after it."""
         self.refs -= 1
+        if not ok:
+            self.failed = True
         if self.refs > 0 or self.settled:
             return
         self.settled = True
+        ok = not self.failed
         for d in self.deliveries:
             try:
                 await (d.ack() if ok else d.nak(delay=1.0))
