@@ -1,0 +1,530 @@
+"""A bounded chaos run: a workload on a :class:`~fades.cluster.LocalCluster` while processes
+die, then a count of what was accepted, finished, lost or done twice.
+
+The workload (:class:`ChaosConfig`): ephemeral tasks submitted in batches with their own task
+ids (a batch cut off by a dying controller is sent again; ``DuplicateTask`` then means the
+first copy was stored), runs of an on-demand pipeline whose stages cross two nodes, and a few
+stateful counters (persistent, checkpointed after every invocation, a fixed number of
+invocations). Meanwhile a fault loop, seeded, picks one fault kind every ``fault_every_s``
+seconds among those the cluster offers (:data:`FAULTS`): kill -9 a node agent, a controller
+or a hub NATS server and restart it, or cut a site's uplink for ``outage_s`` seconds.
+
+Everything is counted from the outside: task and run states through the HTTP API, the
+pipeline's runs through the CLI (``fades pipeline runs --json``), processes by their PIDs,
+and the stateful counters' invocations from each node's own ``tasks.db`` (read-only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fades.client import FadesClient
+from fades.cluster import LocalCluster
+from fades.errors import ControllerUnreachable, DuplicateTask, FadesError
+
+PIPELINE = "chaos"
+FINALE = "fin"
+
+FIN_SRC = """
+import random
+
+def main(data, params):
+    b = data["b"]
+    return {"b": b, "nonce": random.getrandbits(48)}
+"""
+
+COUNTER_SRC = """
+COUNT = 0
+
+def main(data, params):
+    global COUNT
+    COUNT += 1
+    return {"count": COUNT}
+"""
+
+
+@dataclass
+class ChaosConfig:
+    """One chaos run. Sizes, pacing, faults and bounds."""
+
+    tasks: int = 100
+    batch: int = 10
+    batch_every_s: float = 0.5
+    pipeline_runs: int = 5
+    runs_per_start: int = 1
+    stateful: int = 1
+    stateful_invocations: int = 40
+    stateful_period_s: float = 0.5
+    faults: int = 4
+    fault_every_s: float = 5.0
+    kinds: tuple[str, ...] = ("node", "controller", "hub", "uplink")
+    outage_s: float = 5.0
+    late_after_s: float = 30.0
+    settle_s: float = 240.0
+    seed: int = 1
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    target: str
+    at_s: float
+    pid: int | None = None
+    new_pid: int | None = None
+    back_s: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class ChaosReport:
+    config: dict[str, Any]
+    wall_s: float = 0.0
+    settle_s: float = 0.0
+    tasks: dict[str, Any] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    stateful: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+    #: seconds since start: submits (accepted), completions (task outcome stored)
+    timeline: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        return (
+            int(self.tasks.get("lost", 0))
+            + int(self.pipeline.get("lost", 0))
+            + sum(1 for s in self.stateful if s["status"] not in ("done", "failed"))
+        )
+
+    @property
+    def duplicated(self) -> int:
+        return int(self.pipeline.get("duplicated_finales", 0)) + sum(
+            s["applied_twice"] for s in self.stateful
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["lost"], out["duplicated"] = self.lost, self.duplicated
+        return out
+
+
+# --- faults ---------------------------------------------------------------------------------
+def _kill(proc: subprocess.Popen[bytes]) -> int:
+    pid = proc.pid
+    if proc.poll() is None:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    return pid
+
+
+def _wait(cond: Callable[[], bool], timeout: float) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return None
+
+
+def _ready_lines(cluster: LocalCluster, label: str, text: str) -> int:
+    log = cluster.home / "logs" / f"{label}.log"
+    return log.read_text(errors="replace").count(text) if log.exists() else 0
+
+
+def fault_node(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
+    """kill -9 a node agent, start it again, wait for its 'ready' line."""
+    name = rng.choice(cluster.names)
+    rec.target = name
+    before = _ready_lines(cluster, name, f"node {name} ready")
+    rec.pid = _kill(cluster.procs[name])
+    cluster.start_node(name)
+    rec.new_pid = cluster.procs[name].pid
+    rec.back_s = _wait(lambda: _ready_lines(cluster, name, f"node {name} ready") > before, 120)
+
+
+def _controller_labels(cluster: LocalCluster) -> list[str]:
+    return sorted(p for p in cluster.procs if p.startswith("controller"))
+
+
+def fault_controller(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
+    """kill -9 a controller process, start it again, wait for it to answer."""
+    label = rng.choice(_controller_labels(cluster))
+    rec.target = label
+    rec.pid = _kill(cluster.procs[label])
+    suffix = label.removeprefix("controller")
+    start: Any = cluster.start_controller
+    start(int(suffix)) if suffix else start()
+    rec.new_pid = cluster.procs[label].pid
+    t0 = time.monotonic()
+    cluster.wait_controller(timeout=120)
+    rec.back_s = time.monotonic() - t0
+
+
+def fault_hub(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
+    """kill -9 one NATS server of the hub and start it again (the only one with hub=1)."""
+    hub = getattr(cluster, "hub", None)
+    if hub is not None and hasattr(hub, "kill"):
+        i = rng.randrange(len(hub.servers))
+        rec.target = f"hub{i + 1}"
+        proc = hub.servers[i].proc
+        rec.pid = proc.pid if proc is not None else None
+        hub.kill(i + 1)
+        hub.start_server(i + 1)
+        new = hub.servers[i].proc
+        rec.new_pid = new.pid if new is not None else None
+        return
+    rec.target = "hub1"
+    proc = cluster.nats.proc
+    rec.pid = proc.pid if proc is not None else None
+    cluster.nats.kill()
+    t0 = time.monotonic()
+    cluster.nats.start(timeout=60)
+    rec.back_s = time.monotonic() - t0
+    rec.new_pid = cluster.nats.proc.pid if cluster.nats.proc is not None else None
+
+
+def fault_uplink(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
+    """Cut one site's uplink for ``outage_s`` seconds (passed in ``rec.back_s``), restore."""
+    site = rng.choice(cluster.names)
+    rec.target = site
+    outage = rec.back_s or 5.0
+    sites: Any = cluster  # cut_uplink / restore_uplink: LocalCluster(sites=True)
+    sites.cut_uplink(site)
+    time.sleep(outage)
+    sites.restore_uplink(site)
+
+
+#: fault kind -> (does this cluster offer it, inject-and-heal)
+FAULTS: dict[str, tuple[Callable[[LocalCluster], bool], Callable[..., None]]] = {
+    "node": (lambda c: True, fault_node),
+    "controller": (lambda c: True, fault_controller),
+    "hub": (lambda c: True, fault_hub),
+    "uplink": (lambda c: bool(c.use_sites and hasattr(c, "cut_uplink")), fault_uplink),
+}
+
+
+# --- the run --------------------------------------------------------------------------------
+class ChaosRun:
+    """Drive one chaos run on a started cluster; :meth:`run` returns the report."""
+
+    def __init__(self, cluster: LocalCluster, cfg: ChaosConfig, say: Callable[[str], None]):
+        self.cluster, self.cfg, self.say = cluster, cfg, say
+        self.rng = random.Random(cfg.seed)
+        self.kinds = [k for k in cfg.kinds if k in FAULTS and FAULTS[k][0](cluster)]
+        if not self.kinds:
+            raise ValueError(f"none of the fault kinds {cfg.kinds} is available on this cluster")
+        self.urls: list[str] = list(getattr(cluster, "urls", None) or [cluster.url])
+        self.t0 = time.monotonic()
+        self.report = ChaosReport(config=asdict(cfg) | {"kinds_enabled": self.kinds})
+        self.accepted: dict[str, float] = {}  # task id -> seconds since start
+        self.refused: dict[str, str] = {}
+        self.runs_started: list[str] = []
+        self.counters: list[str] = []
+        self._asked = 0  # runs asked for after the first
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    # one client call that survives a controller restart (tries every URL, then waits)
+    def call(self, fn: Callable[[FadesClient], Any], timeout: float = 180.0) -> Any:
+        deadline = time.monotonic() + timeout
+        i = 0
+        while True:
+            url = self.urls[i % len(self.urls)]
+            with FadesClient(url, self.cluster.token, timeout=30.0) as client:
+                try:
+                    return fn(client)
+                except ControllerUnreachable:
+                    if time.monotonic() > deadline:
+                        raise
+            i += 1
+            time.sleep(0.2)
+
+    def _setup(self) -> None:
+        from fades.functions.build import build_python
+
+        assert self.cluster.key is not None
+        src = self.cluster.home / "chaos-functions"
+        src.mkdir(exist_ok=True)
+        for name, text in (("chaos_fin", FIN_SRC), ("chaos_counter", COUNTER_SRC)):
+            (src / f"{name}.py").write_text(text)
+            art = build_python(src / f"{name}.py", key=self.cluster.key).to_bytes()
+            self.call(lambda c, a=art: c.upload(a))
+        a, b = (
+            self.cluster.rooms(self.cluster.names[0])[0],
+            self.cluster.rooms(self.cluster.names[-1])[0],
+        )
+        spec = {
+            "name": PIPELINE,
+            "credentials": {"tenant": "facilities", "priority": 5},
+            "run": {"mode": "on-demand", "runs": 1},
+            "stages": [
+                _stage("a", "mean_core", [], a),
+                _stage("b", "mean_core", ["a"], b),
+                {"name": FINALE, "after": ["b"], "function": {"artifact": "chaos_fin"}},
+            ],
+        }
+        receipt = self.call(lambda c: c.submit_pipeline(spec, replace=True))
+        self.runs_started += receipt["runs"]
+        for k in range(self.cfg.stateful):
+            task = {
+                "credentials": {"tenant": "facilities", "task_id": f"chaos-state-{k}"},
+                "inputs": {"counter": k},  # no data: any up node can take it over
+                "function": {
+                    "artifact": "chaos_counter",
+                    "mode": "persistent",
+                    "period_s": self.cfg.stateful_period_s,
+                    "invocations": self.cfg.stateful_invocations,
+                    "state": {"checkpoint": "every"},
+                },
+            }
+            tid = task["credentials"]["task_id"]
+            self._submit_batch([task])
+            if tid in self.refused:  # before any fault: a setup mistake, not a finding
+                raise FadesError(f"the stateful task was refused: {self.refused.pop(tid)}")
+            self.counters.append(tid)
+
+    def _submit_batch(self, tasks: list[dict[str, Any]]) -> None:
+        """Submit, and again after a lost answer: a duplicate then proves the first was kept."""
+        retry = False
+        while True:
+            try:
+                results = self.call(lambda c: c.submit_many(tasks))
+                break
+            except FadesError as exc:  # e.g. a 5xx from a controller going down
+                self.say(f"submit failed ({type(exc).__name__}: {exc}); again")
+                retry = True
+                time.sleep(0.5)
+        for t, r in zip(tasks, results, strict=True):
+            tid = t["credentials"]["task_id"]
+            if r["accepted"] or (retry and r.get("error_kind") == DuplicateTask.__name__):
+                self.accepted.setdefault(tid, self.now())
+            else:
+                self.refused[tid] = f"{r.get('error_kind')}: {r.get('detail')}"
+
+    def _start_runs(self, count: int) -> None:
+        try:
+            got = self.call(lambda c: c.start_runs(PIPELINE, count))
+            self.runs_started += got["runs"]
+        except FadesError as exc:  # answer lost: the final read finds what did start
+            self.say(f"start_runs failed ({type(exc).__name__}: {exc})")
+
+    def _workload(self) -> None:
+        rooms = [r for n in self.cluster.names for r in self.cluster.rooms(n)]
+        n = 0
+        extra = max(0, self.cfg.pipeline_runs - len(self.runs_started))
+        batches = max(1, -(-self.cfg.tasks // self.cfg.batch))
+        for b in range(batches):
+            tasks = []
+            for _ in range(min(self.cfg.batch, self.cfg.tasks - n)):
+                tasks.append(_mean_task(f"chaos-t{n:06d}", rooms[n % len(rooms)]))
+                n += 1
+            self._submit_batch(tasks)
+            want = (b + 1) * extra // batches - self._asked
+            while want > 0:
+                k = min(self.cfg.runs_per_start, want)
+                self._start_runs(k)
+                self._asked += k
+                want -= k
+            time.sleep(self.cfg.batch_every_s)
+
+    def _faults(self) -> None:
+        for _ in range(self.cfg.faults):
+            time.sleep(self.rng.uniform(0.5, 1.5) * self.cfg.fault_every_s)
+            kind = self.rng.choice(self.kinds)
+            rec = FaultRecord(kind, "", self.now(), back_s=self.cfg.outage_s)
+            rec.back_s = self.cfg.outage_s if kind == "uplink" else None
+            try:
+                FAULTS[kind][1](self.cluster, self.rng, rec)
+            except Exception as exc:  # recorded: a fault that could not heal is a finding
+                rec.error = f"{type(exc).__name__}: {exc}"[:500]
+            self.report.faults.append(rec)
+            self.say(f"fault {kind} {rec.target} at {rec.at_s:.1f} s: back {rec.back_s} s")
+
+    def run(self) -> ChaosReport:
+        self._setup()
+        faults = threading.Thread(target=self._faults, name="chaos-faults", daemon=True)
+        faults.start()
+        self._workload()
+        faults.join(timeout=self.cfg.faults * (self.cfg.fault_every_s * 2 + 200))
+        t_settle = time.monotonic()
+        self._settle_tasks(t_settle + self.cfg.settle_s)
+        self._settle_runs(t_settle + self.cfg.settle_s)
+        self._settle_stateful(t_settle + self.cfg.settle_s)
+        self.report.settle_s = time.monotonic() - t_settle
+        self.report.wall_s = self.now()
+        return self.report
+
+    # --- counting -----------------------------------------------------------------------------
+    def _settle_tasks(self, deadline: float) -> None:
+        pending = set(self.accepted) - set(self.counters)
+        infos: dict[str, dict[str, Any]] = {}
+        while pending and time.monotonic() < deadline:
+            for tid in sorted(pending):
+                info = self.call(lambda c, t=tid: c.get(t))
+                if info["status"] in ("done", "failed"):
+                    infos[tid] = info
+                    pending.discard(tid)
+            if pending:
+                time.sleep(1.0)
+        start_wall = time.time() - self.now()
+        done_at = sorted(
+            i["submitted_at"] + (i["latency_s"] or 0) - start_wall for i in infos.values()
+        )
+        lat = sorted(float(i["latency_s"] or 0) for i in infos.values())
+        self.report.tasks = {
+            "submitted": len(self.accepted) + len(self.refused) - len(self.counters),
+            "accepted": len(self.accepted) - len(self.counters),
+            "refused": len(self.refused),
+            "refused_reasons": sorted(set(self.refused.values()))[:10],
+            "done": sum(1 for i in infos.values() if i["status"] == "done"),
+            "failed": sum(1 for i in infos.values() if i["status"] == "failed"),
+            "failed_reasons": sorted(
+                {f"{i['error_kind']}: {i['error']}" for i in infos.values() if i["error"]}
+            )[:10],
+            "lost": len(pending),
+            "lost_ids": sorted(pending)[:50],
+            "late": sum(1 for x in lat if x > self.cfg.late_after_s),
+            "late_after_s": self.cfg.late_after_s,
+            "latency_p50_s": _pct(lat, 50),
+            "latency_p99_s": _pct(lat, 99),
+            "latency_max_s": lat[-1] if lat else None,
+        }
+        self.report.timeline = {"accepted": sorted(self.accepted.values()), "completed": done_at}
+
+    def _cli_runs(self) -> list[dict[str, Any]]:
+        env = dict(os.environ, FADES_CONTROLLER=self.urls[0], FADES_TOKEN=self.cluster.token)
+        proc = subprocess.run(
+            [sys.executable, "-m", "fades", "pipeline", "runs", PIPELINE, "--json",
+             "--limit", str(self.cfg.pipeline_runs + 100)],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise FadesError(f"fades pipeline runs failed: {proc.stderr.strip()[-500:]}")
+        runs: list[dict[str, Any]] = json.loads(proc.stdout)
+        return runs
+
+    def _settle_runs(self, deadline: float) -> None:
+        first_finale: dict[str, Any] = {}
+        runs: list[dict[str, Any]] = []
+        while True:
+            runs = self.call(lambda c: c.pipeline_runs(PIPELINE, self.cfg.pipeline_runs + 100))
+            for r in runs:
+                if r["status"] == "done" and r["run"] not in first_finale:
+                    first_finale[r["run"]] = r.get("results")
+            if all(r["status"] != "running" for r in runs) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        runs = self._cli_runs()
+        by_id = {r["run"]: r for r in runs}
+        dup: list[str] = []
+        for r in runs:
+            line = self.call(lambda c, rid=r["run"]: c.pipeline_run(PIPELINE, rid))
+            ends = [s for s in line["stages"] if s["stage"] == FINALE and s["status"] == "done"]
+            changed = r["run"] in first_finale and first_finale[r["run"]] != r.get("results")
+            if len(ends) > 1 or changed:
+                dup.append(r["run"])
+        statuses = [r["status"] for r in runs]
+        self.report.pipeline = {
+            "started": len(self.runs_started),
+            "recorded": len(runs),
+            "done": statuses.count("done"),
+            "failed": statuses.count("failed"),
+            "other": sum(1 for s in statuses if s not in ("done", "failed", "running")),
+            "lost": statuses.count("running") + sum(1 for r in self.runs_started if r not in by_id),
+            "duplicated_finales": len(dup),
+            "duplicated_runs": dup[:20],
+            "reasons": sorted({r["reason"] for r in runs if r.get("reason")})[:10],
+        }
+
+    def _settle_stateful(self, deadline: float) -> None:
+        for tid in self.counters:
+            info = self.call(
+                lambda c, t=tid: c.wait(t, timeout=max(1.0, deadline - time.monotonic()))
+            )
+            seen: dict[int, list[int]] = {}
+            nodes = []
+            for name in self.cluster.names:
+                rows = _invocations(self.cluster.node_home(name) / "tasks.db", tid)
+                if rows:
+                    nodes.append(name)
+                for seq, count in rows:
+                    seen.setdefault(seq, []).append(count)
+            last = (info.get("result") or {}).get("last") or {}
+            self.report.stateful.append(
+                {
+                    "task_id": tid,
+                    "status": info["status"],
+                    "invocations": (info.get("result") or {}).get("invocations"),
+                    "last_count": last.get("count"),
+                    "nodes": nodes,
+                    # a step applied twice shows as a count above its sequence number + 1
+                    "applied_twice": sum(
+                        1 for s, cs in seen.items() if any(c != s + 1 for c in cs)
+                    ),
+                    "redone": sum(len(cs) - 1 for cs in seen.values()),
+                    "gaps": sorted(set(range(max(seen, default=-1) + 1)) - set(seen))[:20],
+                    "error": info.get("error"),
+                }
+            )
+
+
+def _stage(name: str, fn: str, after: list[str], room: str) -> dict[str, Any]:
+    sel = {"location": room, "sensor_type": "temperature", "last": 20}
+    return {
+        "name": name,
+        "after": after,
+        "function": {"artifact": fn, "memory_mib": 16},
+        "data": [{"name": "t", "select": sel}],
+    }
+
+
+def _mean_task(task_id: str, room: str) -> dict[str, Any]:
+    return {
+        "credentials": {"tenant": "facilities", "task_id": task_id},
+        "data": [
+            {"name": "t", "select": {"location": room, "sensor_type": "temperature", "last": 50}}
+        ],
+        "function": {"artifact": "mean_core", "memory_mib": 16, "time_budget_ms": 20000},
+    }
+
+
+def _invocations(db: Path, task_id: str) -> list[tuple[int, int]]:
+    """``(seq, count)`` of the node's successful invocations of a counter (read-only)."""
+    import sqlite3
+
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = con.execute(
+            "SELECT seq, result_json FROM invocations WHERE task_id = ? AND ok = 1", (task_id,)
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+    return [(int(s), int(json.loads(r)["count"])) for s, r in rows]
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
+
+
+def run_chaos(
+    cluster: LocalCluster, cfg: ChaosConfig, say: Callable[[str], None] = lambda _: None
+) -> ChaosReport:
+    """Run ``cfg`` on a started ``cluster`` and count what happened."""
+    return ChaosRun(cluster, cfg, say).run()
