@@ -31,10 +31,14 @@ from typing import Any
 
 from fades.client import FadesClient
 from fades.cluster import LocalCluster
-from fades.errors import ControllerUnreachable, DuplicateTask, FadesError
+from fades.errors import ControllerUnreachable, DuplicateTask, FadesError, NoPlacement
 
 PIPELINE = "chaos"
 FINALE = "fin"
+#: seconds after the last fault during which tasks refused for a down node are sent again
+RESUBMIT_S = 60.0
+#: seconds one API call keeps trying while no controller answers (a restart takes seconds)
+CALL_S = 180.0
 
 FIN_SRC = """
 import random
@@ -58,9 +62,10 @@ def main(data, params):
 class ChaosConfig:
     """One chaos run. Sizes, pacing, faults and bounds."""
 
+    #: the workload's batches are spread evenly over this many seconds; faults too
+    duration_s: float = 30.0
     tasks: int = 100
     batch: int = 10
-    batch_every_s: float = 0.5
     pipeline_runs: int = 5
     runs_per_start: int = 1
     stateful: int = 1
@@ -109,7 +114,7 @@ class ChaosReport:
     @property
     def duplicated(self) -> int:
         return int(self.pipeline.get("duplicated_finales", 0)) + sum(
-            s["applied_twice"] for s in self.stateful
+            int(s["applied_twice"]) for s in self.stateful
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -231,19 +236,22 @@ class ChaosRun:
         self.runs_started: list[str] = []
         self.counters: list[str] = []
         self._asked = 0  # runs asked for after the first
+        self.refusals = 0  # refusals, counting each try
+        self.resubmit: list[dict[str, Any]] = []
+        self._faulting = threading.Event()  # set while the fault loop runs
 
     def now(self) -> float:
         return time.monotonic() - self.t0
 
     # one client call that survives a controller restart (tries every URL, then waits)
-    def call(self, fn: Callable[[FadesClient], Any], timeout: float = 180.0) -> Any:
-        deadline = time.monotonic() + timeout
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + CALL_S
         i = 0
         while True:
             url = self.urls[i % len(self.urls)]
             with FadesClient(url, self.cluster.token, timeout=30.0) as client:
                 try:
-                    return fn(client)
+                    return getattr(client, method)(*args, **kwargs)
                 except ControllerUnreachable:
                     if time.monotonic() > deadline:
                         raise
@@ -259,7 +267,12 @@ class ChaosRun:
         for name, text in (("chaos_fin", FIN_SRC), ("chaos_counter", COUNTER_SRC)):
             (src / f"{name}.py").write_text(text)
             art = build_python(src / f"{name}.py", key=self.cluster.key).to_bytes()
-            self.call(lambda c, a=art: c.upload(a))
+            self.call("upload", art)
+        # warm every node (its sandboxes compiled) so latencies measure the run, not a start
+        for name in self.cluster.names:
+            room = self.cluster.rooms(name)[0]
+            receipt = self.call("submit", _mean_task(f"chaos-warm-{name}", room))
+            self.call("wait", receipt["task_id"], timeout=120)
         a, b = (
             self.cluster.rooms(self.cluster.names[0])[0],
             self.cluster.rooms(self.cluster.names[-1])[0],
@@ -274,7 +287,7 @@ class ChaosRun:
                 {"name": FINALE, "after": ["b"], "function": {"artifact": "chaos_fin"}},
             ],
         }
-        receipt = self.call(lambda c: c.submit_pipeline(spec, replace=True))
+        receipt = self.call("submit_pipeline", spec, replace=True)
         self.runs_started += receipt["runs"]
         for k in range(self.cfg.stateful):
             task = {
@@ -288,7 +301,7 @@ class ChaosRun:
                     "state": {"checkpoint": "every"},
                 },
             }
-            tid = task["credentials"]["task_id"]
+            tid = f"chaos-state-{k}"
             self._submit_batch([task])
             if tid in self.refused:  # before any fault: a setup mistake, not a finding
                 raise FadesError(f"the stateful task was refused: {self.refused.pop(tid)}")
@@ -299,7 +312,7 @@ class ChaosRun:
         retry = False
         while True:
             try:
-                results = self.call(lambda c: c.submit_many(tasks))
+                results = self.call("submit_many", tasks)
                 break
             except FadesError as exc:  # e.g. a 5xx from a controller going down
                 self.say(f"submit failed ({type(exc).__name__}: {exc}); again")
@@ -307,14 +320,19 @@ class ChaosRun:
                 time.sleep(0.5)
         for t, r in zip(tasks, results, strict=True):
             tid = t["credentials"]["task_id"]
-            if r["accepted"] or (retry and r.get("error_kind") == DuplicateTask.__name__):
+            again = retry or tid in self.refused
+            if r["accepted"] or (again and r.get("error_kind") == DuplicateTask.__name__):
                 self.accepted.setdefault(tid, self.now())
+                self.refused.pop(tid, None)
             else:
                 self.refused[tid] = f"{r.get('error_kind')}: {r.get('detail')}"
+                self.refusals += 1
+                if r.get("error_kind") == NoPlacement.__name__:  # its node is down: later
+                    self.resubmit.append(t)
 
     def _start_runs(self, count: int) -> None:
         try:
-            got = self.call(lambda c: c.start_runs(PIPELINE, count))
+            got = self.call("start_runs", PIPELINE, count)
             self.runs_started += got["runs"]
         except FadesError as exc:  # answer lost: the final read finds what did start
             self.say(f"start_runs failed ({type(exc).__name__}: {exc})")
@@ -325,7 +343,7 @@ class ChaosRun:
         extra = max(0, self.cfg.pipeline_runs - len(self.runs_started))
         batches = max(1, -(-self.cfg.tasks // self.cfg.batch))
         for b in range(batches):
-            tasks = []
+            tasks, self.resubmit = self.resubmit, []
             for _ in range(min(self.cfg.batch, self.cfg.tasks - n)):
                 tasks.append(_mean_task(f"chaos-t{n:06d}", rooms[n % len(rooms)]))
                 n += 1
@@ -336,12 +354,32 @@ class ChaosRun:
                 self._start_runs(k)
                 self._asked += k
                 want -= k
-            time.sleep(self.cfg.batch_every_s)
+            # the next batch at its place in the schedule (later if this one was slow)
+            time.sleep(max(0.0, (b + 1) * self.cfg.duration_s / batches - self.now()))
+        # tasks refused while their node was down: again, until the faults are over
+        quiet_until: float | None = None
+        while self.resubmit:
+            if not self._faulting.is_set():  # faults over: the node is back soon
+                quiet_until = quiet_until or time.monotonic() + RESUBMIT_S
+                if time.monotonic() > quiet_until:
+                    break
+            time.sleep(1.0)
+            tasks, self.resubmit = self.resubmit, []
+            self._submit_batch(tasks)
 
     def _faults(self) -> None:
+        try:
+            self._fault_loop()
+        finally:
+            self._faulting.clear()
+
+    def _fault_loop(self) -> None:
+        order: list[str] = []
         for _ in range(self.cfg.faults):
             time.sleep(self.rng.uniform(0.5, 1.5) * self.cfg.fault_every_s)
-            kind = self.rng.choice(self.kinds)
+            if not order:  # every kind once per round, in a seeded random order
+                order = self.rng.sample(self.kinds, len(self.kinds))
+            kind = order.pop()
             rec = FaultRecord(kind, "", self.now(), back_s=self.cfg.outage_s)
             rec.back_s = self.cfg.outage_s if kind == "uplink" else None
             try:
@@ -353,10 +391,12 @@ class ChaosRun:
 
     def run(self) -> ChaosReport:
         self._setup()
+        self.t0 = time.monotonic()  # the timeline starts with the workload
         faults = threading.Thread(target=self._faults, name="chaos-faults", daemon=True)
+        self._faulting.set()
         faults.start()
         self._workload()
-        faults.join(timeout=self.cfg.faults * (self.cfg.fault_every_s * 2 + 200))
+        faults.join(timeout=self.cfg.duration_s + 300)
         t_settle = time.monotonic()
         self._settle_tasks(t_settle + self.cfg.settle_s)
         self._settle_runs(t_settle + self.cfg.settle_s)
@@ -371,7 +411,7 @@ class ChaosRun:
         infos: dict[str, dict[str, Any]] = {}
         while pending and time.monotonic() < deadline:
             for tid in sorted(pending):
-                info = self.call(lambda c, t=tid: c.get(t))
+                info = self.call("get", tid)
                 if info["status"] in ("done", "failed"):
                     infos[tid] = info
                     pending.discard(tid)
@@ -386,6 +426,7 @@ class ChaosRun:
             "submitted": len(self.accepted) + len(self.refused) - len(self.counters),
             "accepted": len(self.accepted) - len(self.counters),
             "refused": len(self.refused),
+            "refusals": self.refusals,
             "refused_reasons": sorted(set(self.refused.values()))[:10],
             "done": sum(1 for i in infos.values() if i["status"] == "done"),
             "failed": sum(1 for i in infos.values() if i["status"] == "failed"),
@@ -418,7 +459,7 @@ class ChaosRun:
         first_finale: dict[str, Any] = {}
         runs: list[dict[str, Any]] = []
         while True:
-            runs = self.call(lambda c: c.pipeline_runs(PIPELINE, self.cfg.pipeline_runs + 100))
+            runs = self.call("pipeline_runs", PIPELINE, self.cfg.pipeline_runs + 100)
             for r in runs:
                 if r["status"] == "done" and r["run"] not in first_finale:
                     first_finale[r["run"]] = r.get("results")
@@ -429,7 +470,7 @@ class ChaosRun:
         by_id = {r["run"]: r for r in runs}
         dup: list[str] = []
         for r in runs:
-            line = self.call(lambda c, rid=r["run"]: c.pipeline_run(PIPELINE, rid))
+            line = self.call("pipeline_run", PIPELINE, r["run"])
             ends = [s for s in line["stages"] if s["stage"] == FINALE and s["status"] == "done"]
             changed = r["run"] in first_finale and first_finale[r["run"]] != r.get("results")
             if len(ends) > 1 or changed:
@@ -449,9 +490,7 @@ class ChaosRun:
 
     def _settle_stateful(self, deadline: float) -> None:
         for tid in self.counters:
-            info = self.call(
-                lambda c, t=tid: c.wait(t, timeout=max(1.0, deadline - time.monotonic()))
-            )
+            info = self.call("wait", tid, timeout=max(1.0, deadline - time.monotonic()))
             seen: dict[int, list[int]] = {}
             nodes = []
             for name in self.cluster.names:
