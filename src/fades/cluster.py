@@ -10,7 +10,7 @@ those rooms over MQTT while it runs.
 Folder layout (``home``)::
 
     keys/            the signing key of this cluster
-    nats/            the NATS server's config, log and JetStream store
+    nats/hub<i>/     each hub NATS server's config, log and JetStream store
     controller/      controller.db, trusted/, artifacts/, tokens.yaml
     nodes/<name>/    one node folder each (trusted/, readings.db, tasks.db, ...)
     logs/            one log per process
@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from fades.errors import FadesError
+from fades.fabric.hub import EmbeddedHub
 from fades.fabric.server import EmbeddedNats, free_port
 from fades.functions.keys import SigningKey
 
@@ -145,13 +146,14 @@ class LocalCluster:
         self.node_data = node_data
         self.ingest = ingest
         self.functions = functions
-        self.nats = EmbeddedNats(
-            self.home / "nats",
-            name="fades-up",
-            host=host,
-            port=nats_port,
-            mqtt=sensors or ingest,
+        if hub > 1 and wrap is not None:
+            raise FadesError("a wrapped cluster (a network namespace) runs a one-server hub")
+        #: the hub's NATS servers (``hub1``..``hubN``, in ``nats/hub<i>/``)
+        self.hub = EmbeddedHub(
+            self.home / "nats", n=hub, host=host, port=nats_port, mqtt=sensors or ingest
         )
+        #: hub server 1 (what callers written for a one-server hub use)
+        self.nats: EmbeddedNats = self.hub.servers[0]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.simulators: list[Any] = []
         self.artifacts: dict[str, str] = {}
@@ -250,6 +252,8 @@ class LocalCluster:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # one state key for the whole cluster, so stateful tasks can move between its nodes
         env.setdefault("FADES_STATE_KEY", self._state_key())
+        # as many copies of each stream, bucket and object store as the hub can keep
+        env["FADES_NATS_REPLICAS"] = str(self.hub.replicas)
         cmd = [*(exe if exe is not None else [sys.executable, "-m", "fades"]), *args]
         if cloud and self.wrap is not None:
             cmd = self.wrap(cmd)
@@ -269,7 +273,7 @@ class LocalCluster:
         self._spawn(
             "controller",
             [
-                "controller", "start", "--nats", self.nats.url,
+                "controller", "start", "--nats", self.hub.url,
                 "--home", str(self.controller_home),
                 "--http", f"{self.host}:{self.http_port}",
                 "--tokens", str(self.controller_home / "tokens.yaml"),
@@ -282,7 +286,7 @@ class LocalCluster:
         self._spawn(
             name,
             [
-                "node", "start", "--name", name, "--nats", self.nats.url,
+                "node", "start", "--name", name, "--nats", self.hub.url,
                 "--data", str(self.node_home(name)), "--heartbeat", str(self.heartbeat_s),
                 "--label", f"rooms={'+'.join(self.rooms(name))}",
                 *([] if self.ingest else ["--no-ingest"]),
@@ -290,9 +294,10 @@ class LocalCluster:
         )  # fmt: skip
 
     def start_nats(self) -> None:
-        """The cluster's nats-server: embedded, or a wrapped child process on the cloud side."""
+        """The hub's nats-server(s): embedded (waiting until JetStream is ready), or one
+        wrapped child process on the cloud side."""
         if self.wrap is None:
-            self.nats.start()
+            self.hub.start()
             return
         from fades.fabric.server import nats_server_binary, wait_port
 
@@ -306,7 +311,7 @@ class LocalCluster:
 
     def stop_nats(self) -> None:
         if self.wrap is None:
-            self.nats.stop()
+            self.hub.stop()
         else:
             self.stop_process("nats")
 
@@ -400,7 +405,11 @@ class LocalCluster:
             by_tenant = {v: k for k, v in tokens["tokens"].items()}
             self.token, self.visitor_token = by_tenant["facilities"], by_tenant["visitor"]
         self.start_nats()
-        self.say(f"NATS {self.nats.url} (JetStream), MQTT {self.host}:{self.nats.mqtt_port}")
+        for s in self.hub.servers:
+            mqtt = f", MQTT {self.host}:{s.mqtt_port}" if s.mqtt_port else ""
+            self.say(f"NATS {s.name} {s.url} (JetStream){mqtt}")
+        if self.hub_size > 1:
+            self.say(f"hub: {self.hub_size} servers, {self.hub.replicas} copies of every stream")
         self.start_controller()
         self.wait_controller()
         self.say(f"controller {self.url} (OpenAPI docs at {self.url}/docs)")

@@ -56,10 +56,20 @@ def up(
     duration: Annotated[
         float | None, typer.Option(help="stop by itself after this many seconds")
     ] = None,
+    hub: Annotated[
+        int,
+        typer.Option(
+            help="NATS servers in the hub: 1, or 3 or 5 for a cluster that keeps 3 copies "
+            "of every stream, bucket and object store"
+        ),
+    ] = 1,
 ) -> None:
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
+    if hub not in (1, 3, 5):
+        raise typer.BadParameter(f"a hub has 1, 3 or 5 NATS servers, not {hub}", param_hint="--hub")
     run_up(
         home or Path(".fades") / "up",
+        hub=hub,
         nodes=nodes,
         duration=duration,
         sensors=sensors,
@@ -76,6 +86,7 @@ def run_up(
     sensors: bool,
     days: float,
     say: Callable[[str], None],
+    hub: int = 1,
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
@@ -86,7 +97,7 @@ def run_up(
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     from fades.cluster import LocalCluster
 
-    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say)
+    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say, hub=hub)
     try:
         cluster.prepare()
         cluster.start()
@@ -94,7 +105,12 @@ def run_up(
         say(f"controller   {cluster.url}   (docs {cluster.url}/docs)")
         say(f"token        {cluster.token}   (tenant facilities)")
         say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
-        say(f"NATS         {cluster.nats.url}   MQTT 127.0.0.1:{cluster.nats.mqtt_port}")
+        for server in cluster.hub.servers:
+            mqtt = f"   MQTT {server.host}:{server.mqtt_port}" if server.mqtt_port else ""
+            say(f"NATS {server.name:<7} {server.url}{mqtt}")
+        if hub > 1:
+            say(f"hub          {hub} servers, {cluster.hub.replicas} copies of every stream")
+            say(f"FADES_NATS_URL={cluster.hub.url}")
         for name in cluster.names:
             say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
         say("")

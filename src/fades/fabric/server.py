@@ -18,6 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fades.errors import FabricError
@@ -88,7 +89,13 @@ class EmbeddedNats:
         domain: JetStream domain (give hubs and leaf nodes distinct ones).
         max_payload: largest message in bytes.
         extra_config: more nats-server configuration appended verbatim (e.g. an
-            ``authorization { ... }`` block, ``leafnodes { ... }``).
+            ``authorization { ... }`` block).
+        cluster_name: join a cluster of that name (a ``cluster {}`` block); None: alone.
+        cluster_port: where this server listens for its cluster peers' routes (free port if
+            None and ``cluster_name`` is set).
+        routes: the peers' route URLs (``nats-route://host:port``).
+        leaf_port: accept leaf-node connections on this port (a ``leafnodes {}`` block).
+        monitor_port: serve the HTTP monitoring endpoints (``/healthz``, ``/jsz``) here.
         sync_interval: how often JetStream fsyncs its store: ``"always"`` (the default here,
             :data:`SYNC_INTERVAL`: every write is on disk before it is acknowledged), a
             duration (``"10s"``, ``"500ms"``, ``"2m"``: acknowledged writes of the last
@@ -110,6 +117,11 @@ class EmbeddedNats:
         max_payload: int = 1024 * 1024,
         extra_config: str = "",
         sync_interval: str | None = "always",
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
+        leaf_port: int | None = None,
+        monitor_port: int | None = None,
     ) -> None:
         if sync_interval is not None and not _SYNC.match(sync_interval):
             raise ValueError(
@@ -124,12 +136,29 @@ class EmbeddedNats:
         self.mqtt_port = (mqtt_port or free_port(host)) if mqtt else None
         #: ports picked here may be taken by another process before the server binds them;
         #: then start() picks new ones (ports the caller named are never changed)
-        self._auto_ports = not port and not (mqtt and mqtt_port)
+        self._auto_ports = not port and not (mqtt and mqtt_port) and not cluster_name
         self.name = name
         self.domain = domain
         self.max_payload = max_payload
         self.extra_config = extra_config
+        self.cluster_name = cluster_name
+        self.cluster_port = (cluster_port or free_port(host)) if cluster_name else None
+        self.routes = list(routes)
+        if self.routes and not cluster_name:
+            raise ValueError("routes need a cluster_name")
+        self.leaf_port = leaf_port
+        self.monitor_port = monitor_port
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def leaf_url(self) -> str | None:
+        """Where leaf nodes connect (``nats-leaf://host:port``), if this server takes them."""
+        return f"nats-leaf://{self.host}:{self.leaf_port}" if self.leaf_port else None
+
+    @property
+    def route_url(self) -> str | None:
+        """Where cluster peers connect (``nats-route://host:port``), if clustered."""
+        return f"nats-route://{self.host}:{self.cluster_port}" if self.cluster_port else None
 
     @property
     def url(self) -> str:
@@ -151,6 +180,18 @@ class EmbeddedNats:
         ]
         if self.mqtt_port:
             lines += ["mqtt {", f"  listen: {self.host}:{self.mqtt_port}", "}"]
+        if self.cluster_name:
+            lines += [
+                "cluster {",
+                f"  name: {self.cluster_name}",
+                f"  listen: {self.host}:{self.cluster_port}",
+                f"  routes: [{', '.join(self.routes)}]",
+                "}",
+            ]
+        if self.leaf_port:
+            lines += ["leafnodes {", f"  listen: {self.host}:{self.leaf_port}", "}"]
+        if self.monitor_port:
+            lines.append(f"http: {self.host}:{self.monitor_port}")
         if self.extra_config:
             lines.append(self.extra_config.strip())
         return "\n".join(lines) + "\n"
