@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client as NATS
@@ -47,6 +48,7 @@ from fades.bus.nats_stores import (
 from fades.errors import FabricError, FadesError, QueueFull
 from fades.fabric.connect import FabricSettings, connect
 from fades.fabric.transfer import CHUNK, reply_error, request_chunks, send_chunks
+from fades.fabric.upstream import UP_STREAM, up_stream_config, up_subject
 
 log = logging.getLogger("fades.bus")
 
@@ -109,6 +111,11 @@ class NatsBus:
         self._closed = False
         #: subject -> its stream's name, for QueueFull messages (a flood refuses many)
         self._stream_of: dict[str, str] = {}
+        #: the site-domain view (local()) and, in a view, the bus it belongs to
+        self._local: NatsBus | None = None
+        self._parent: NatsBus | None = None
+        self._up_ready = False
+        self._up_lock = asyncio.Lock()
 
     @classmethod
     async def connect(
@@ -179,6 +186,8 @@ class NatsBus:
             # discard new applies to the per-subject bound too (not only to the stream's)
             discard_new_per_subject=discard == "new" and per_subject > 0,
             num_replicas=self.replicas,
+            # keep what others added (the sources of sites' streams, fades.controller.sites)
+            sources=existing.sources if existing is not None else None,
         )
         try:
             if existing is None:
@@ -198,12 +207,47 @@ class NatsBus:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def publish_up(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
-        # TODO(sites): at a site, store in the site's JetStream and let the hub source it
-        await self.publish(subject, data, msg_id=msg_id)
+        site = self.settings.site
+        if not site:
+            await self.publish(subject, data, msg_id=msg_id)
+            return
+        # at a site: into the site's FADES_UP (works while the uplink is down); the hub's
+        # stream sources it back to ``subject`` (fades.controller.sites)
+        await self.ensure_up()
+        await self.local().publish(up_subject(site, subject), data, msg_id=msg_id)
+
+    async def ensure_up(self) -> None:
+        """At a site: create (once, idempotent) the site stream ``FADES_UP``."""
+        site = self.settings.site
+        view = self.local()
+        if site and not view._up_ready:
+            async with view._up_lock:
+                if not view._up_ready:
+                    await view._ensure_up_stream(site)
+
+    async def _ensure_up_stream(self, site: str) -> None:
+        cfg = up_stream_config(site)
+        try:
+            try:
+                await asyncio.wait_for(self.js.stream_info(UP_STREAM), OP_TIMEOUT_S)
+                await asyncio.wait_for(self.js.update_stream(cfg), OP_TIMEOUT_S)
+            except NotFoundError:
+                await asyncio.wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
+        except Exception as exc:
+            raise fabric_error(f"site stream {UP_STREAM} at {site}", exc) from exc
+        self._up_ready = True
 
     def local(self) -> NatsBus:
-        # TODO(sites): a view on the site's own JetStream domain when settings.site is set
-        return self
+        """At a site: a view on the same connection in the site's own JetStream domain
+        (streams, buckets and publishes that work while the uplink is down; one copy each,
+        the leaf is one server). Closing the view leaves the connection open."""
+        if not self.settings.site or self._parent is not None:
+            return self
+        if self._local is None:
+            view = NatsBus(self.nc, replace(self.settings, domain=None, replicas=1))
+            view._parent = self
+            self._local = view
+        return self._local
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
@@ -361,6 +405,8 @@ class NatsBus:
         if self._closed:
             return
         self._closed = True
+        if self._local is not None:
+            await self._local.close()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -369,6 +415,8 @@ class NatsBus:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._parent is not None:
+            return  # a local() view: the connection belongs to its bus
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.close(), 5.0)
 

@@ -41,6 +41,7 @@ from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, Submi
 from fades.controller.publishing import Publisher
 from fades.controller.registry import DOWN_AFTER_S, Registry
 from fades.controller.results import Recorder, consume
+from fades.controller.sites import SiteSources
 from fades.controller.store import ControllerStore, PendingTask, TaskRecord
 from fades.errors import (
     ControllerError,
@@ -129,6 +130,8 @@ class Controller:
         self._digests: DigestCache | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._cloud_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: the sources of sites' streams (a controller on NATS only)
+        self.sites: SiteSources | None = None
         from fades.pipelines.service import PipelineService  # (it imports the controller)
 
         self.pipelines = PipelineService(self)
@@ -192,6 +195,9 @@ class Controller:
                 name="fades-measure",
             ),
         ]
+        if isinstance(bus, NatsBus):  # the hub streams source each site's FADES_UP
+            self.sites = SiteSources(bus, registry)
+            self._loops.append(asyncio.create_task(self.sites.run(), name="fades-sites"))
         try:
             await self.pipelines.start()
         except BaseException:

@@ -103,6 +103,8 @@ class NodeInfo(Message):
     stats: dict[str, Any] = Field(default_factory=dict)
     #: key ids whose signatures the node accepts (None: the node does not say)
     trusted_signers: list[str] | None = None
+    #: the edge site whose leaf server the node is connected to (None: on the hub itself)
+    site: str | None = None
 
     def matching(self, op: DataOp) -> list[DataHeld]:
         """The data entries that ``op`` selects on this node (non-empty, time overlapping)."""

@@ -12,6 +12,12 @@ and runs one job per module:
 * :mod:`.ingest`: MQTT sensor ingest (over NATS);
 * :mod:`fades.pipelines.engine`: the stages of pipelines planned onto this node.
 
+At an edge site the agent connects to the site's leaf server (``FADES_SITE``, with
+``FADES_NATS_DOMAIN=hub``): ingest, the tasks it holds and its outbox (results go to the site
+stream ``FADES_UP`` through :meth:`~fades.bus.base.Bus.publish_up`) keep working while the
+uplink is cut; heartbeats and task fetches fail with bounded timeouts meanwhile and resume
+by themselves.
+
 This module holds the lifecycle: start (connect, open the node, register, consume), stop
 (stop intake, let running tasks finish, deliver their results, put ``stopping``), and the
 CLI entry :func:`run_agent`. Blocking work runs in threads, so the event loop keeps
@@ -30,6 +36,7 @@ from pathlib import Path
 
 from fades import paths
 from fades.bus.base import Bus
+from fades.bus.nats import NatsBus
 from fades.errors import FabricError
 from fades.fabric.connect import FabricSettings
 from fades.fabric.repository import ArtifactRepository
@@ -117,6 +124,11 @@ class NodeAgent:
         self._stopped = False
 
     @property
+    def site(self) -> str | None:
+        """The edge site this agent is at (its leaf server's JetStream domain), if any."""
+        return self.settings.site if self.settings is not None else None
+
+    @property
     def where(self) -> str:
         return self.settings.url if self.settings is not None else type(self.bus).__name__
 
@@ -144,6 +156,8 @@ class NodeAgent:
         """Create the streams (idempotent) and open the repository."""
         bus = self.require_bus()
         await ensure_streams(bus)
+        if self.site is not None and isinstance(bus, NatsBus):
+            await bus.ensure_up()  # the site stream the hub sources, before the first result
         self.repo = await ArtifactRepository.open(bus)
         self.sync = ArtifactSync(self.repo, self.require_node().functions, f"node {self.name}")
 
@@ -157,8 +171,6 @@ class NodeAgent:
         self.started_at = time.time()
         try:
             if self.bus is None:
-                from fades.bus.nats import NatsBus
-
                 self.bus = await NatsBus.connect(
                     self.settings, name=f"fades-node-{self.name}", timeout=self.connect_timeout
                 )

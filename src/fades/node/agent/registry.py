@@ -1,10 +1,13 @@
 """Registry and heartbeat: the node's entry in the ``fades_nodes`` bucket.
 
 The entry (:class:`~fades.fabric.protocol.NodeInfo`: what the node offers, the data it holds,
-how loaded it is) is re-put every ``heartbeat_s``; ``stopping: true`` on a clean stop. The
-data summary is refreshed every :data:`DATA_EVERY` beats, and sooner after ingest wrote
-readings when describing the data is cheap. After a fabric reconnect the streams are checked
-again (a server may come back without its store), and every beat sweeps the result outbox.
+how loaded it is, the site it is at) is re-put every ``heartbeat_s``; ``stopping: true`` on
+a clean stop. The data summary is refreshed every :data:`DATA_EVERY` beats, and sooner after
+ingest wrote readings when describing the data is cheap. After a fabric reconnect the streams
+are checked again (a server may come back without its store), and every beat sweeps the
+result outbox.
+A heartbeat that fails (a site whose uplink is cut) is logged once per outage; each put is
+bounded by the bus's operation timeout, so the loop keeps its pace.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class Registry:
             stopping=a.stopping,
             stats=stats,
             trusted_signers=a.node.trust.ids() if a.node is not None else None,
+            site=a.site,
         )
 
     async def refresh_data(self) -> None:
@@ -147,7 +151,7 @@ class Registry:
                 failures = 0
             except Exception as exc:
                 failures += 1
-                if failures == 1 or failures % 20 == 0:
-                    log.warning("node %s: heartbeat failed (%d): %s", a.name, failures, exc)
+                if failures == 1:  # once per outage (the resume is logged too)
+                    log.warning("node %s: heartbeat failed (hub unreachable?): %s", a.name, exc)
                 continue
             await a.outbox.flush()
