@@ -73,7 +73,7 @@ class Meter:
     """CPU seconds of the cluster's processes between start() and stop()."""
 
     def __init__(self, cluster: LocalCluster) -> None:
-        self.pids = {"controller": cluster.procs["controller"].pid}
+        self.pids = {"controller": cluster.procs["controller1"].pid}
         for name in cluster.names:
             self.pids[name] = cluster.procs[name].pid
         npid = nats_pid(cluster) or getattr(cluster.procs.get("nats"), "pid", None)

@@ -19,13 +19,20 @@ waits for the end and returns the parsed ``Outcome``.
 Refusals are raised as the controller's error class (``NoPlacement``, ``Forbidden``,
 ``DuplicateTask`` ...), with its message; anything unrecognised as ``ControllerError``. When
 the controller cannot be reached at all, :class:`~fades.errors.ControllerUnreachable`.
+
+Several controllers serving one cluster can be named at once (``"http://a:8080,http://b:8080"``
+or a list, as ``FADES_CONTROLLER`` does): a request that cannot *connect* goes to the next one
+(and the client stays there). A read request that loses its connection mid-way is also sent
+to the next; a write that loses it mid-way raises ``ControllerUnreachable`` (the controller
+may have recorded it: a submit sent again answers ``DuplicateTask`` if it did). An HTTP error
+answer is never retried elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -65,25 +72,50 @@ def _sse(lines: Iterable[str]) -> Iterator[tuple[str, int | None, str]]:
 
 
 class FadesClient:
-    """Talks to one controller with one bearer token.
+    """Talks to the controllers of one cluster with one bearer token.
 
     Args:
-        base_url: e.g. ``http://127.0.0.1:8080``.
+        base_url: e.g. ``http://127.0.0.1:8080``; several controllers of the same cluster
+            comma-separated (or a list): the next is used when one cannot be reached.
         token: a bearer token from the controller's tokens file.
         timeout: seconds for each HTTP request (a ``wait`` adds its own wait).
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str | Sequence[str], token: str, *, timeout: float = 30.0) -> None:
+        given = base_url.split(",") if isinstance(base_url, str) else list(base_url)
+        self.urls = [u.strip().rstrip("/") for u in given if u.strip()]
+        if not self.urls:
+            raise ValueError("no controller URL given")
         self.timeout = timeout
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
+        self._token = token
+        self._at = 0
+        self._clients: dict[str, httpx.Client] = {}
+
+    @property
+    def base_url(self) -> str:
+        """The controller this client talks to now."""
+        return self.urls[self._at]
+
+    @property
+    def _http(self) -> httpx.Client:
+        url = self.base_url
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = httpx.Client(
+                base_url=url,
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=self.timeout,
+            )
+        return client
+
+    def _next(self) -> None:
+        """Talk to the next controller from now on."""
+        self._at = (self._at + 1) % len(self.urls)
 
     def close(self) -> None:
-        self._http.close()
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
 
     def __enter__(self) -> FadesClient:
         return self
@@ -92,12 +124,19 @@ class FadesClient:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ControllerUnreachable(
-                f"cannot reach the controller at {self.base_url}: {type(exc).__name__}: {exc}"
-            ) from None
+        tried: list[str] = []
+        while True:
+            try:
+                resp = self._http.request(method, path, **kwargs)
+                break
+            except httpx.TransportError as exc:
+                tried.append(f"{self.base_url}: {type(exc).__name__}: {exc}")
+                unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if len(tried) >= len(self.urls) or not (unsent or method == "GET"):
+                    raise ControllerUnreachable(
+                        "cannot reach the controller at " + "; ".join(tried)
+                    ) from None
+                self._next()
         if resp.is_success:
             return resp.json()
         self._raise(resp)
@@ -229,7 +268,8 @@ class FadesClient:
                     ) from None
             except httpx.TransportError as exc:
                 failures += 1
-                if failures > 3:
+                self._next()  # another controller, if there are several (same event ids)
+                if failures > 3 * len(self.urls):
                     raise ControllerUnreachable(
                         f"cannot reach the controller at {self.base_url}: "
                         f"{type(exc).__name__}: {exc}"

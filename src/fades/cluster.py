@@ -137,6 +137,8 @@ class LocalCluster:
         self.capacity = capacity
         self.host = host
         self.http_port = http_port or free_port(host)
+        #: each controller's HTTP port (the first is ``http_port``)
+        self.http_ports = [self.http_port] + [free_port(host) for _ in range(controllers - 1)]
         self.examples = examples
         self.say = say
         self.names = [f"edge{i + 1}" for i in range(nodes)]
@@ -162,11 +164,22 @@ class LocalCluster:
     # --- layout -------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        """The first controller's URL."""
+        return self.urls[0]
+
+    @property
+    def urls(self) -> list[str]:
+        """Every controller's URL (``controller1`` first)."""
+        return [f"http://{self.host}:{port}" for port in self.http_ports]
 
     @property
     def controller_home(self) -> Path:
         return self.home / "controller"
+
+    def controller_home_of(self, i: int) -> Path:
+        """Controller ``i``'s folder (1: ``controller/``; others ``controller<i>/``, with the
+        first one's trusted keys and tokens)."""
+        return self.controller_home if i == 1 else self.home / f"controller{i}"
 
     def node_home(self, name: str) -> Path:
         return self.home / "nodes" / name
@@ -179,7 +192,7 @@ class LocalCluster:
     def client(self, token: str | None = None) -> Any:
         from fades.client import FadesClient
 
-        return FadesClient(self.url, token or self.token)
+        return FadesClient(self.urls, token or self.token)
 
     # --- prepare ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -245,11 +258,17 @@ class LocalCluster:
 
     # --- processes ----------------------------------------------------------------------------
     def _spawn(
-        self, label: str, args: list[str], *, cloud: bool = False, exe: list[str] | None = None
+        self,
+        label: str,
+        args: list[str],
+        *,
+        cloud: bool = False,
+        exe: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``fades ARGS`` (or ``exe + args``), wrapped when it runs on the cloud side."""
         log = (self.home / "logs" / f"{label}.log").open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
         # one state key for the whole cluster, so stateful tasks can move between its nodes
         env.setdefault("FADES_STATE_KEY", self._state_key())
         # as many copies of each stream, bucket and object store as the hub can keep
@@ -269,17 +288,33 @@ class LocalCluster:
         self.procs[label] = proc
         return proc
 
-    def start_controller(self) -> None:
+    def start_controller(self, i: int = 1) -> None:
+        """Start controller ``i`` (label ``controller<i>``) on its own HTTP port. With several
+        controllers each keeps its own ``controller.db``, a replica of the controller log
+        (``FADES_CTL_LOG=on``; see :mod:`fades.controller.replica`)."""
+        if not 1 <= i <= self.n_controllers:
+            raise ValueError(f"controller {i}: this cluster has 1..{self.n_controllers}")
+        home = self.controller_home_of(i)
+        if i > 1 and not (home / "tokens.yaml").exists():
+            shutil.copytree(self.controller_home / "trusted", home / "trusted", dirs_exist_ok=True)
+            shutil.copy2(self.controller_home / "tokens.yaml", home / "tokens.yaml")
+        hub = getattr(self, "hub", None)
+        env: dict[str, str] = {}
+        if self.n_controllers > 1:
+            env["FADES_CTL_LOG"] = "on"
+        if hub is not None:
+            env["FADES_NATS_REPLICAS"] = str(min(self.hub_size, 3))
         self._spawn(
-            "controller",
+            f"controller{i}",
             [
                 "controller", "start", "--nats", self.hub.url,
-                "--home", str(self.controller_home),
-                "--http", f"{self.host}:{self.http_port}",
-                "--tokens", str(self.controller_home / "tokens.yaml"),
+                "--home", str(home),
+                "--http", f"{self.host}:{self.http_ports[i - 1]}",
+                "--tokens", str(home / "tokens.yaml"),
                 "--down-after", str(self.down_after_s),
             ],
             cloud=True,
+            extra_env=env,
         )  # fmt: skip
 
     def start_node(self, name: str) -> None:
@@ -332,19 +367,24 @@ class LocalCluster:
                 tail = (self.home / "logs" / f"{label}.log").read_text(errors="replace")[-1500:]
                 raise FadesError(f"{label} exited with {proc.returncode}:\n{tail}")
 
-    def wait_controller(self, timeout: float = 60.0) -> None:
+    def wait_controller(self, timeout: float = 60.0, i: int | None = None) -> None:
+        """Block until controller ``i`` (default: every controller) answers."""
         import httpx
 
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise FadesError(f"the controller did not answer on {self.url} within {timeout:.0f} s")
+        for url in self.urls if i is None else [self.urls[i - 1]]:
+            while True:
+                self._check_alive()
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() >= deadline:
+                    raise FadesError(
+                        f"the controller did not answer on {url} within {timeout:.0f} s"
+                    )
+                time.sleep(0.1)
 
     def wait_nodes(self, names: list[str] | None = None, timeout: float = 60.0) -> None:
         """Block until the controller lists every node in ``names`` as up."""
@@ -410,9 +450,11 @@ class LocalCluster:
             self.say(f"NATS {s.name} {s.url} (JetStream){mqtt}")
         if self.hub_size > 1:
             self.say(f"hub: {self.hub_size} servers, {self.hub.replicas} copies of every stream")
-        self.start_controller()
+        for i in range(1, self.n_controllers + 1):
+            self.start_controller(i)
         self.wait_controller()
-        self.say(f"controller {self.url} (OpenAPI docs at {self.url}/docs)")
+        for i, url in enumerate(self.urls, 1):
+            self.say(f"controller{i} {url} (OpenAPI docs at {url}/docs)")
         for name in self.names:
             self.start_node(name)
         self.wait_nodes()
@@ -432,7 +474,8 @@ class LocalCluster:
         self.simulators.clear()
         for name in [n for n in self.names if n in self.procs]:
             self.stop_process(name)
-        self.stop_process("controller")
+        for i in range(1, self.n_controllers + 1):
+            self.stop_process(f"controller{i}")
         for label in [p for p in self.procs if p != "nats"]:
             self.stop_process(label)
         self.stop_nats()

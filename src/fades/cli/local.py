@@ -63,6 +63,12 @@ def up(
             "of every stream, bucket and object store"
         ),
     ] = 1,
+    controllers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=9, help="controller processes serving the same API (each its own port)"
+        ),
+    ] = 1,
 ) -> None:
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     if hub not in (1, 3, 5):
@@ -71,6 +77,7 @@ def up(
         home or Path(".fades") / "up",
         hub=hub,
         nodes=nodes,
+        controllers=controllers,
         duration=duration,
         sensors=sensors,
         days=days,
@@ -87,6 +94,7 @@ def run_up(
     days: float,
     say: Callable[[str], None],
     hub: int = 1,
+    controllers: int = 1,
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
@@ -97,12 +105,16 @@ def run_up(
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     from fades.cluster import LocalCluster
 
-    cluster = LocalCluster(home, nodes=nodes, sensors=sensors, days=days, say=say, hub=hub)
+    cluster = LocalCluster(
+        home, nodes=nodes, sensors=sensors, days=days, say=say, hub=hub, controllers=controllers
+    )
     try:
         cluster.prepare()
         cluster.start()
         say("")
-        say(f"controller   {cluster.url}   (docs {cluster.url}/docs)")
+        for i, url in enumerate(cluster.urls, 1):
+            name = "controller" if len(cluster.urls) == 1 else f"controller{i}"
+            say(f"{name:<12} {url}   (docs {url}/docs)")
         say(f"token        {cluster.token}   (tenant facilities)")
         say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
         for server in cluster.hub.servers:
@@ -114,7 +126,12 @@ def run_up(
         for name in cluster.names:
             say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
         say("")
-        say("try:  export FADES_CONTROLLER=" + cluster.url + " FADES_TOKEN=" + cluster.token)
+        say(
+            "try:  export FADES_CONTROLLER="
+            + ",".join(cluster.urls)
+            + " FADES_TOKEN="
+            + cluster.token
+        )
         say("      fades task submit examples/tasks/mean_core.yaml --wait")
         say("stop: Ctrl-C" + (f" (or wait {duration:g} s)" if duration else ""))
         t_end = None if duration is None else time.monotonic() + duration

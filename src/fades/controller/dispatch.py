@@ -9,6 +9,10 @@ artifact digest chosen at submit, and the task body it carries names that digest
 A task that can never be published (its envelope exceeds the fabric's message limit) fails
 with :class:`~fades.errors.DispatchFailed` naming the limit; it never holds up the tasks
 behind it. A fabric outage leaves tasks ``accepted``; the dispatcher retries them.
+
+With several controllers, the one that accepted a task publishes it; the sweep for tasks
+left ``accepted`` (a controller died between recording and publishing, or the fabric was
+away) runs on the leading controller only (:mod:`fades.controller.leader`).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Dispatcher:
             unreachable (the Bus translates every transport error into it).
         ready: whether the fabric is reachable now.
         limit: the largest message the fabric takes (bytes), asked each time.
+        leads: whether this controller runs the sweep for tasks left ``accepted``.
     """
 
     def __init__(
@@ -67,12 +72,14 @@ class Dispatcher:
         publish: Publish,
         ready: Callable[[], bool],
         limit: Callable[[], int],
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
         self.recorder = recorder
         self.publish = publish
         self.ready = ready
         self.limit = limit
+        self.leads = leads
         self._inflight: set[tuple[str, str]] = set()
         self._kick = asyncio.Event()
 
@@ -102,7 +109,9 @@ class Dispatcher:
         self._inflight.add(key)
         try:
             await self.publish(task_subject(p.node), data, p.wire_id)
-            await self.recorder.commits.call(self.store.mark_dispatched, p.tenant, p.id)
+            await self.recorder.commits.write(
+                "mark_dispatched", {"tenant": p.tenant, "task_id": p.id, "at": time.time()}
+            )
             return True
         except FabricError as exc:  # fabric down or slow: stays 'accepted' and is retried
             log.warning("task %s not dispatched yet (%s); retrying", p.id, exc)
@@ -132,7 +141,10 @@ class Dispatcher:
         """Re-publish tasks accepted but not yet handed over (restart, fabric outage)."""
         while True:
             try:
-                for p in await asyncio.to_thread(self.store.pending, "edge"):
+                pending = (
+                    await asyncio.to_thread(self.store.pending, "edge") if self.leads() else []
+                )
+                for p in pending:
                     if (p.tenant, p.id) in self._inflight:
                         continue  # its submit is publishing it right now
                     if not await self.dispatch(p):

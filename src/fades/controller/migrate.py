@@ -118,13 +118,10 @@ def _task_row(ctl: Controller, tenant: str, task_id: str) -> tuple[str, dict[str
     return None if row is None else (str(row[0]), json.loads(row[1]))
 
 
-def _set_node(ctl: Controller, tenant: str, task_id: str, node: str, why: str) -> None:
-    store = ctl.store
-    with store._lock:
-        store._db.execute(
-            "UPDATE tasks_v2 SET node = ?, placement = ? WHERE tenant = ? AND id = ?",
-            (node, why[:500], tenant, task_id),
-        )
+async def _set_node(ctl: Controller, tenant: str, task_id: str, node: str, why: str) -> None:
+    """Record that the task runs on ``node`` now (through the controller log)."""
+    args = {"tenant": tenant, "task_id": task_id, "node": node, "why": why}
+    await ctl.writes.write("set_node", args)
 
 
 def stateful_on(ctl: Controller, node: str) -> list[tuple[str, str]]:
@@ -256,7 +253,7 @@ async def _move(
     source = rec.node
     body = wire_body(task, wire_id, rec.digest)
     if rec.status == "accepted":  # not handed to its node yet: dispatch it to the target
-        await asyncio.to_thread(_set_node, ctl, tenant, task_id, to, f"{why} (from {source})")
+        await _set_node(ctl, tenant, task_id, to, f"{why} (from {source})")
         ctl.dispatcher.kick()
         return MigrationReceipt(
             task_id=task_id,
@@ -295,7 +292,7 @@ async def _move(
                     f"node {source!r} could not hand over task {task_id!r}: {out['error']}"
                 )
     t_out = time.time()
-    await asyncio.to_thread(_set_node, ctl, tenant, task_id, to, f"{why} (from {source})")
+    await _set_node(ctl, tenant, task_id, to, f"{why} (from {source})")
     try:
         arrived = await ask(
             ctl,
@@ -386,6 +383,4 @@ async def _fall_back(
     if back.get("error") and not back.get("started"):
         log.error("task %s: neither %s nor %s runs it: %s", task_id, target, source, back)
         return
-    await asyncio.to_thread(
-        _set_node, ctl, tenant, task_id, source, f"back on {source}: {target} did not start it"
-    )
+    await _set_node(ctl, tenant, task_id, source, f"back on {source}: {target} did not start it")

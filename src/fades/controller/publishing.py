@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from fades.controller.models import FunctionInfo
 from fades.controller.signers import check_signer
@@ -125,6 +126,11 @@ class Publisher:
         self.connected = connected
         #: the registry entries of the nodes that are up (set by the controller)
         self.up_nodes: Callable[[], list[NodeInfo]] = list
+        #: records ``art`` as its name's current version (the controller sets it to a write
+        #: through its log, fades.controller.replica)
+        self.record: Callable[[Artifact, str | None], Awaitable[Any]] = lambda art, tenant: (
+            asyncio.to_thread(record_publish, self.store, art, tenant)
+        )
 
     async def pin(self, ref: str) -> str:
         """The digest ``ref`` names now (ArtifactError, HTTP 404: no such function).
@@ -194,7 +200,7 @@ class Publisher:
             check_publish, self.store, art, tenant, known=known, allow_rollback=allow_rollback
         )
         rec = await self.repository.put(art, rollback=allow_rollback)
-        await asyncio.to_thread(record_publish, self.store, art, tenant)
+        await self.record(art, tenant)
         await asyncio.to_thread(self.functions.add, art)  # ready for the cloud path
         log.info("uploaded %s function %s %s", art.kind, art.name, art.digest)
         return FunctionInfo(**rec.to_dict(), warnings=warnings)

@@ -3,8 +3,14 @@
 Nodes publish :class:`~fades.outcome.Outcome` on ``fades.result.<node>``; the controller reads
 them from a durable pull consumer (``controller``). An outcome names the task by its *wire
 id* (unique across tenants); :class:`Recorder` maps it back to the tenant's own id, checks the
-tenant, stores the first outcome per task (off the event loop, in the writer's next group
-commit) and wakes whoever waits, including the result streams (``listeners``).
+tenant, stores the first outcome per task (through the controller log,
+:mod:`fades.controller.replica`: decided by log order, the same on every controller) and
+wakes whoever waits, including the result streams (``listeners``). The wake-up comes from
+the log being applied (:meth:`Recorder.applied`), so a long-poll on any controller wakes for
+an outcome another controller received.
+
+Every controller reads the results stream through the same durable consumer, so each
+outcome is handled by one of them.
 
 The consumer fetches outcomes in batches (:data:`FETCH_BATCH`) and stores up to
 :data:`MAX_INFLIGHT` of them at once, so a burst of outcomes becomes one commit. Every message
@@ -16,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from pydantic import ValidationError
 
 from fades.bus.base import Bus, Delivery
-from fades.controller.commits import GroupCommitter
 from fades.controller.metrics import Metrics
 from fades.controller.models import Where
+from fades.controller.replica import DirectLog, Log
 from fades.controller.store import ControllerStore, StoredOutcome
 from fades.fabric.subjects import RESULTS_STREAM
 from fades.outcome import Outcome
@@ -44,12 +52,12 @@ Listener = Callable[[StoredOutcome], None]
 class Recorder:
     """Stores outcomes (first one wins) and wakes the waiters of a task."""
 
-    def __init__(
-        self, store: ControllerStore, metrics: Metrics, commits: GroupCommitter | None = None
-    ) -> None:
+    def __init__(self, store: ControllerStore, metrics: Metrics, writes: Log | None = None) -> None:
         self.store = store
         self.metrics = metrics
-        self.commits = commits or GroupCommitter(store)
+        #: the controller log every write goes through
+        self.commits: Log = writes or DirectLog(store)
+        self.commits.hooks.append(self.applied)
         #: called with every newly stored outcome (the result streams)
         self.listeners: list[Listener] = []
         #: (tenant, task id) -> the event set when its outcome is stored, and how many wait
@@ -79,14 +87,30 @@ class Recorder:
 
     async def record(self, out: Outcome, where: Where, bytes_uplink: int | None = None) -> bool:
         """Store ``out`` (keyed by its tenant and task id); False for a duplicate."""
-        stored = await self.commits.call(self.store.add_outcome, out, bytes_uplink=bytes_uplink)
-        return self._stored(stored, where)
+        stored = await self.commits.write(
+            "add_outcome",
+            {
+                "outcome": out.model_dump(mode="json"),
+                "bytes_uplink": bytes_uplink,
+                "stored_at": time.time(),
+                "where": where,
+            },
+        )
+        return self._counted(stored)
 
-    def _stored(self, stored: StoredOutcome | None, where: Where) -> bool:
+    def _counted(self, stored: Any) -> bool:
         if stored is None:
             self.metrics.duplicates.inc()
             log.debug("duplicate outcome ignored")
             return False
+        return True
+
+    def applied(self, op: str, args: dict[str, Any], result: Any) -> None:
+        """The log applied ``op`` here (whoever wrote it): wake those waiting for an outcome."""
+        if op in ("add_outcome", "node_outcome") and isinstance(result, StoredOutcome):
+            self._stored(result, "cloud" if args.get("where") == "cloud" else "edge")
+
+    def _stored(self, stored: StoredOutcome, where: Where) -> None:
         out = stored.outcome
         self.metrics.results.labels(where, out.status).inc()
         for observe in self.observers:
@@ -104,7 +128,6 @@ class Recorder:
                 listener(stored)
             except Exception:  # a stream's bug must not stop outcomes being recorded
                 log.exception("a result listener failed")
-        return True
 
     async def from_node(self, data: bytes, subject: str) -> bool | None:
         """Record an outcome a node published; None if it is malformed or names no task of
@@ -114,21 +137,19 @@ class Recorder:
         except ValidationError as exc:
             log.warning("dropping a malformed outcome on %s: %s", subject, exc.errors()[0]["msg"])
             return None
-        store = self.store
-
-        def lookup_and_store() -> StoredOutcome | bool | None:
-            key = store.by_wire_id(out.task_id)
-            if key is None or key[0] != out.tenant:
-                return False
-            mine = out.model_copy(update={"task_id": key[1]})
-            return store.add_outcome(mine, bytes_uplink=len(data))
-
-        stored = await self.commits.call(lookup_and_store)
+        stored = await self.commits.write(
+            "node_outcome",
+            {
+                "outcome": out.model_dump(mode="json"),
+                "bytes_uplink": len(data),
+                "stored_at": time.time(),
+                "where": "edge",
+            },
+        )
         if stored is False:
             log.warning("dropping an outcome on %s for an unknown task %r", subject, out.task_id)
             return None
-        assert not isinstance(stored, bool)
-        return self._stored(stored, "edge")
+        return self._counted(stored)
 
 
 async def consume(bus: Bus, recorder: Recorder) -> None:

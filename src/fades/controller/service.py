@@ -10,6 +10,11 @@ pinned digest.
 After a restart the controller re-publishes tasks it had accepted but not dispatched,
 re-runs unfinished cloud tasks, and consumes the outcomes published while it was down.
 
+Every write to ``controller.db`` goes through the controller log
+(:mod:`fades.controller.replica`), so several controllers can serve one cluster; the duties
+that must run once (the dispatch sweep, cloud re-runs, failover) run on the leading one
+(:mod:`fades.controller.leader`).
+
 About 430 lines: the controller's public methods in one place; dispatch, results, publishing,
 bodies and cancel are their own modules.
 """
@@ -34,12 +39,14 @@ from fades.controller.commits import GroupCommitter
 from fades.controller.digests import DigestCache
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.failover import run_failover
+from fades.controller.leader import Leadership
 from fades.controller.measure import Measurements
 from fades.controller.metrics import Metrics
 from fades.controller.migrate import moving
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, Where
-from fades.controller.publishing import Publisher
+from fades.controller.publishing import Publisher, name_of, version_of
 from fades.controller.registry import DOWN_AFTER_S, Registry
+from fades.controller.replica import DirectLog, Log, StreamLog, add_task_args
 from fades.controller.results import Recorder, consume
 from fades.controller.sites import SiteSources
 from fades.controller.store import ControllerStore, PendingTask, TaskRecord
@@ -85,6 +92,10 @@ class Controller:
         placer: a :class:`~fades.placers.Placer` or its name (default ``locality``).
         bus: a connected bus to use instead of connecting to NATS (e.g. a ``MemoryBus``);
             the controller closes it on stop.
+        replicated: write through the controller log on the fabric, so other controllers
+            can serve the same cluster (default: ``FADES_CTL_LOG=on``/``off``, else off: a
+            lone controller writes straight to its database, and keeps accepting tasks
+            while NATS is away). A bus that is not NATS always writes directly.
     """
 
     def __init__(
@@ -98,7 +109,12 @@ class Controller:
         name: str = "fades-controller",
         placer: Placer | str = "locality",
         bus: Bus | None = None,
+        replicated: bool | None = None,
     ) -> None:
+        if replicated is None:
+            flag = os.environ.get("FADES_CTL_LOG", "off").strip().lower()
+            replicated = flag in ("on", "1", "true", "yes")
+        self.replicated = replicated
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
         self.settings = nats if isinstance(nats, FabricSettings) else FabricSettings.from_env(nats)
@@ -126,7 +142,8 @@ class Controller:
         self._recorder: Recorder | None = None
         self._dispatcher: Dispatcher | None = None
         self._publisher: Publisher | None = None
-        self._commits: GroupCommitter | None = None
+        self._log: Log | None = None
+        self._leader: Leadership | None = None
         self._digests: DigestCache | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._cloud_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -175,21 +192,47 @@ class Controller:
         )
         self._publisher.up_nodes = lambda: [e.info for e in self.registry.up()]
         self._cloud = CloudRunner(bus, self._repo, self.functions, self.cloud_capacity)
-        self._commits = GroupCommitter(store)
-        recorder = self._recorder = Recorder(store, self.metrics, self._commits)
+        try:
+            if self.replicated and isinstance(bus, NatsBus):
+                self._log = StreamLog(store, bus)
+            else:
+                self._log = DirectLog(store, GroupCommitter(store))
+            await self._log.start()
+            self._leader = Leadership(bus, f"{self.name}.{os.getpid()}", self._elected)
+            await self._leader.start()
+        except BaseException:
+            await self.stop()
+            raise
+        writes = self._log
+        self._publisher.record = lambda art, tenant: writes.write(
+            "publish_function",
+            {
+                "name": name_of(art),
+                "tenant": tenant,
+                "digest": art.digest,
+                "created_ns": version_of(art)[0],
+                "at": time.time(),
+            },
+        )
+        recorder = self._recorder = Recorder(store, self.metrics, self._log)
         recorder.observers.append(self.measure.observe)
         self._digests = await DigestCache(
             self._repo.index, lambda: int(getattr(bus, "reconnects", 0))
         ).start()
         self._dispatcher = Dispatcher(
-            store, recorder, self._publish, lambda: self.connected, lambda: self.max_payload
+            store,
+            recorder,
+            self._publish,
+            lambda: self.connected,
+            lambda: self.max_payload,
+            lambda: self.leads,
         )
         registry = self._registry
         self.metrics.track_nodes(lambda: len(registry.up()), lambda: len(registry.down()))
         self._loops = [
             asyncio.create_task(consume(bus, recorder), name="fades-results"),
             asyncio.create_task(self._dispatcher.run(), name="fades-dispatcher"),
-            asyncio.create_task(run_failover(self), name="fades-failover"),
+            asyncio.create_task(self._failover_when_leading(), name="fades-failover"),
             asyncio.create_task(
                 self.measure.run(bus, lambda: [e.info.name for e in registry.up()]),
                 name="fades-measure",
@@ -203,9 +246,8 @@ class Controller:
         except BaseException:
             await self.stop()
             raise
-        for p in await asyncio.to_thread(store.pending, "cloud"):
-            log.info("re-running cloud task %s interrupted by a restart", p.id)
-            self._spawn_cloud(p)
+        if self.leads:
+            self._elected()
         log.info(
             "controller started (NATS %s, down after %g s, placer %s)",
             self.settings.url,
@@ -224,12 +266,16 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.pipelines.stop()
+        if self._leader is not None:
+            await self._leader.stop()
+            self._leader = None
         if self._registry is not None:
             await self._registry.stop()
         if self._digests is not None:
             await self._digests.stop()
-        if self._commits is not None:
-            await asyncio.to_thread(self._commits.close)
+        if self._log is not None:
+            await self._log.stop()
+            self._log = None
         if self._cloud is not None:
             self._cloud.close()
         bus, self._bus = self._bus, None
@@ -296,6 +342,48 @@ class Controller:
         """The tenant of a bearer token (raises Unauthorized)."""
         return self.tokens.tenant(token)
 
+    @property
+    def leads(self) -> bool:
+        """Whether this controller runs the duties that must run once (see
+        :mod:`fades.controller.leader`)."""
+        return self._leader is not None and self._leader.is_leader
+
+    @property
+    def writes(self) -> Log:
+        """The controller log: every write to ``controller.db`` goes through it."""
+        if self._log is None:
+            raise ControllerError("the controller is not running (call start() first)")
+        return self._log
+
+    def _elected(self) -> None:
+        """This controller leads now: re-run the cloud tasks nobody finished, sweep."""
+        if self._dispatcher is not None:
+            self._dispatcher.kick()
+        if self._recorder is None:
+            return  # still starting: start() calls this again
+
+        async def rerun() -> None:
+            for p in await asyncio.to_thread(self.store.pending, "cloud"):
+                log.info("re-running cloud task %s interrupted by a restart", p.id)
+                self._spawn_cloud(p)
+
+        self._loops.append(asyncio.create_task(rerun(), name="fades-cloud-rerun"))
+
+    async def _failover_when_leading(self) -> None:
+        """The failover watcher, on the leading controller only."""
+        while True:
+            if not self.leads:
+                await asyncio.sleep(0.5)
+                continue
+            job = asyncio.create_task(run_failover(self), name="fades-failover-watch")
+            try:
+                while self.leads and not job.done():
+                    await asyncio.sleep(0.5)
+            finally:
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job
+
     async def _publish(self, subject: str, data: bytes, msg_id: str) -> None:
         await self.bus.publish(subject, data, msg_id=msg_id)
 
@@ -357,7 +445,7 @@ class Controller:
                 problems=[("function.mode", "persistent functions run at the edge only")],
                 task_id=t.id,
             )
-        if await self.recorder.commits.call(self.store.exists, t.tenant, t.id):
+        if await asyncio.to_thread(self.store.exists, t.tenant, t.id):
             raise DuplicateTask(
                 f"task id {t.id!r} was already submitted; task ids must be unique", task_id=t.id
             )
@@ -374,17 +462,19 @@ class Controller:
         )
         if loc == "edge":
             self._check_size(pending)
-        wire_id = await self.recorder.commits.call(
-            self.store.add_task,
-            t.id,
-            tenant=t.tenant,
-            node=placed.node,
-            where=loc,
-            task=pending.task,
-            placement=reason,
-            submitted_at=pending.submitted_at,
-            digest=digest,
-            decision=placed.decision,
+        wire_id = await self.writes.write(
+            "add_task",
+            add_task_args(
+                task_id=t.id,
+                tenant=t.tenant,
+                node=placed.node,
+                where=loc,
+                task=pending.task,
+                placement=reason,
+                submitted_at=pending.submitted_at,
+                digest=digest,
+                decision=placed.decision,
+            ),
         )
         pending = dataclasses.replace(pending, wire_id=wire_id)
         if loc == "device":  # "run it locally": nothing runs here or on a node
@@ -487,7 +577,9 @@ class Controller:
         async def run() -> None:
             assert self._cloud is not None
             try:
-                await asyncio.to_thread(self.store.mark_dispatched, p.tenant, p.id)
+                await self.writes.write(
+                    "mark_dispatched", {"tenant": p.tenant, "task_id": p.id, "at": time.time()}
+                )
                 task = parse_task(p.task)
                 digest = p.digest or await self.publisher.pin(task.function.artifact)
                 out, uplink = await self._cloud.run(task, p.node, p.submitted_at, digest)

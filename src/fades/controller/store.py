@@ -61,6 +61,11 @@ CREATE TABLE IF NOT EXISTS outcomes (
     bytes_uplink INTEGER,
     PRIMARY KEY (tenant, task_id)
 );
+CREATE TABLE IF NOT EXISTS replica (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    applied_seq INTEGER NOT NULL,
+    log_id      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS functions (
     name       TEXT PRIMARY KEY,
     owner      TEXT NOT NULL,
@@ -150,13 +155,25 @@ class ControllerStore:
         _migrate(self._db)
         self._db.executescript(_SCHEMA)
 
-    def group(self, ops: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+    def group(
+        self, ops: Sequence[Callable[[], Any]], applied: tuple[int, str] | None = None
+    ) -> list[tuple[bool, Any]]:
         """Run ``ops`` (calls of this store's methods) in ONE transaction, each in its own
         savepoint: ``(True, result)`` or ``(False, exception)`` per op; an op that raises is
-        undone alone. Raises only if the commit itself fails (then nothing is stored)."""
+        undone alone. Raises only if the commit itself fails (then nothing is stored).
+
+        ``applied``: ``(sequence, log id)`` of the controller log's last record these ops
+        come from, stored in the same transaction (see :mod:`fades.controller.replica`)."""
         out: list[tuple[bool, Any]] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            if applied is not None:
+                self._db.execute(
+                    "INSERT INTO replica (id, applied_seq, log_id) VALUES (1, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET applied_seq = excluded.applied_seq,"
+                    " log_id = excluded.log_id",
+                    applied,
+                )
             try:
                 for op in ops:
                     self._db.execute("SAVEPOINT fades_op")
@@ -177,6 +194,12 @@ class ControllerStore:
         with self._lock:
             self._db.close()
 
+    def log_position(self) -> tuple[int, str | None]:
+        """``(sequence, log id)`` of the last controller-log record applied (0, None: none)."""
+        with self._lock:
+            row = self._db.execute("SELECT applied_seq, log_id FROM replica").fetchone()
+        return (0, None) if row is None else (int(row[0]), str(row[1]))
+
     # --- tasks -------------------------------------------------------------------------------
     def add_task(
         self,
@@ -190,9 +213,10 @@ class ControllerStore:
         submitted_at: float,
         digest: str | None = None,
         decision: dict[str, Any] | None = None,
+        suffix: str | None = None,
     ) -> str:
         """Record an accepted task; returns its wire id (the task id unless another tenant
-        already used that id, then the id with a random suffix). A task placed on its
+        already used that id, then the id with ``suffix``, default random). A task placed on its
         device (``where='device'``) is recorded as ``local``: it is over for the cluster.
 
         Raises:
@@ -202,7 +226,7 @@ class ControllerStore:
             wire_id = task_id
             taken = self._db.execute("SELECT 1 FROM tasks_v2 WHERE wire_id = ?", (task_id,))
             if taken.fetchone() is not None:
-                wire_id = f"{task_id[:47]}.{uuid.uuid4().hex[:16]}"
+                wire_id = f"{task_id[:47]}.{suffix or uuid.uuid4().hex[:16]}"
             try:
                 self._db.execute(
                     "INSERT INTO tasks_v2 (tenant, id, wire_id, node, location, status, task,"
@@ -258,6 +282,14 @@ class ControllerStore:
                 "UPDATE tasks_v2 SET status = 'dispatched', dispatched_at = ? "
                 "WHERE tenant = ? AND id = ? AND status = 'accepted'",
                 (time.time() if at is None else at, tenant, task_id),
+            )
+
+    def set_node(self, tenant: str, task_id: str, node: str, why: str) -> None:
+        """The task runs on ``node`` now (a migration), for reason ``why``."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE tasks_v2 SET node = ?, placement = ? WHERE tenant = ? AND id = ?",
+                (node, why[:500], tenant, task_id),
             )
 
     def pending(self, where: Where) -> list[PendingTask]:
@@ -326,6 +358,17 @@ class ControllerStore:
                     self._db.execute("ROLLBACK")
                 raise
         return stored
+
+    def node_outcome(
+        self, out: Outcome, *, bytes_uplink: int | None = None, stored_at: float | None = None
+    ) -> StoredOutcome | bool | None:
+        """Store an outcome a node published (naming the task by its wire id): False if it
+        names no task of its tenant, else as :meth:`add_outcome`."""
+        key = self.by_wire_id(out.task_id)
+        if key is None or key[0] != out.tenant:
+            return False
+        mine = out.model_copy(update={"task_id": key[1]})
+        return self.add_outcome(mine, bytes_uplink=bytes_uplink, stored_at=stored_at)
 
     def outcomes_since(
         self, tenant: str, after: int, task_ids: Sequence[str] | None = None, limit: int = 500
@@ -416,7 +459,9 @@ class ControllerStore:
             ).fetchone()
         return None if row is None else FunctionOwner(row[0], row[1], row[2], int(row[3]))
 
-    def set_function(self, name: str, owner: str, digest: str, created_ns: int) -> None:
+    def set_function(
+        self, name: str, owner: str, digest: str, created_ns: int, at: float | None = None
+    ) -> None:
         """Record ``digest`` as the current version of ``name`` (owned by ``owner``)."""
         with self._lock:
             self._db.execute(
@@ -424,7 +469,7 @@ class ControllerStore:
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
                 " digest = excluded.digest, created_ns = excluded.created_ns,"
                 " updated_at = excluded.updated_at",
-                (name, owner, digest, created_ns, time.time()),
+                (name, owner, digest, created_ns, time.time() if at is None else at),
             )
 
 

@@ -1,0 +1,182 @@
+"""Several controllers over one NATS: each a real ``fades controller start`` process with its
+own ``controller.db``, a replica of the controller log (FADES_CTL_LOG on). Any controller
+answers about any task; killing one with SIGKILL loses nothing it accepted, and it catches
+up from the log when it comes back.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fades.client import FadesClient
+from fades.cluster import LocalCluster
+from fades.errors import ControllerUnreachable, DuplicateTask, NameTaken
+from fades.functions.build import build_python
+
+FN = """
+def main(data, params):
+    return {"n": len(data["t"])}
+"""
+
+
+def _task(cluster: LocalCluster, task_id: str | None = None) -> dict[str, Any]:
+    creds: dict[str, Any] = {"tenant": "facilities"}
+    if task_id is not None:
+        creds["task_id"] = task_id
+    room = cluster.rooms("edge1")[0]
+    return {
+        "credentials": creds,
+        "data": [{"name": "t", "select": {"location": room, "sensor_type": "temperature"}}],
+        "function": {"artifact": "mean_core", "time_budget_ms": 20000},
+    }
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    home = tmp_path_factory.mktemp("replicas") / "cluster"
+    cluster = LocalCluster(
+        home, nodes=1, days=0.02, sensors=False, heartbeat_s=0.3, down_after_s=3.0, controllers=2
+    )
+    cluster.prepare()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _clients(cluster: LocalCluster, token: str | None = None) -> tuple[FadesClient, FadesClient]:
+    tok = token or cluster.token
+    return FadesClient(cluster.urls[0], tok), FadesClient(cluster.urls[1], tok)
+
+
+def test_two_controllers_serve_the_same_tasks(pair: LocalCluster) -> None:
+    assert len(pair.urls) == 2 and pair.urls[0] != pair.urls[1]
+    a, b = _clients(pair)
+    with a, b:
+        tid = a.submit(_task(pair))["task_id"]
+        rec = b.wait(tid, timeout=60)  # a long-poll on B wakes for A's task
+        assert rec["status"] == "done" and rec["result"]["count"] > 0, rec
+        assert a.get(tid)["result"] == rec["result"]
+        tid2 = b.submit(_task(pair))["task_id"]
+        assert a.wait(tid2, timeout=60)["status"] == "done"
+        # the result stream gives each outcome the same event id on both controllers
+        ids_a = {o["task_id"]: o["event_id"] for o in a.results([tid, tid2], since=0, timeout=30)}
+        ids_b = {o["task_id"]: o["event_id"] for o in b.results([tid, tid2], since=0, timeout=30)}
+        assert ids_a == ids_b and len(ids_a) == 2
+        assert {t["task_id"] for t in b.tasks()} >= {tid, tid2}
+
+
+def test_a_duplicate_task_id_is_refused_by_the_other_controller(pair: LocalCluster) -> None:
+    a, b = _clients(pair)
+    with a, b:
+        a.submit(_task(pair, "dup-across-1"))
+        with pytest.raises(DuplicateTask):
+            b.submit(_task(pair, "dup-across-1"))
+        # both at once: exactly one is accepted, decided by the log's order
+        outcomes: list[str] = []
+
+        def send(c: FadesClient) -> None:
+            try:
+                c.submit(_task(pair, "dup-across-2"))
+                outcomes.append("accepted")
+            except DuplicateTask:
+                outcomes.append("duplicate")
+
+        threads = [threading.Thread(target=send, args=(c,)) for c in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(outcomes) == ["accepted", "duplicate"]
+        # and both keep serving
+        assert b.wait("dup-across-1", timeout=60)["status"] == "done"
+
+
+def test_a_function_name_owned_on_one_controller_is_enforced_on_the_other(
+    pair: LocalCluster, tmp_path: Path
+) -> None:
+    src = tmp_path / "owned_by_facilities.py"
+    src.write_text(FN)
+    assert pair.key is not None
+    art = build_python(src, key=pair.key).to_bytes()
+    a, _ = _clients(pair)
+    _, b_visitor = _clients(pair, pair.visitor_token)
+    with a, b_visitor:
+        a.upload(art)
+        with pytest.raises(NameTaken, match="facilities"):
+            b_visitor.upload(art)
+        assert a.submit(_task(pair))["task_id"]  # still serving
+
+
+def test_a_client_with_both_urls_moves_on_when_one_cannot_be_reached(pair: LocalCluster) -> None:
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    with FadesClient(f"{dead},{pair.urls[1]}", pair.token) as c:
+        tid = c.submit(_task(pair))["task_id"]
+        assert c.base_url == pair.urls[1]
+        assert c.wait(tid, timeout=60)["status"] == "done"
+    with FadesClient(dead, pair.token) as c, pytest.raises(ControllerUnreachable):
+        c.tasks()
+
+
+def test_killing_a_controller_loses_no_accepted_task_and_it_catches_up(
+    pair: LocalCluster,
+) -> None:
+    accepted: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def submitter(url: str) -> None:
+        with FadesClient(url, pair.token, timeout=20) as c:
+            while not stop.is_set():
+                try:
+                    tid = c.submit(_task(pair))["task_id"]
+                except ControllerUnreachable:
+                    time.sleep(0.05)  # A is dead: its submitter keeps trying in vain
+                    continue
+                with lock:
+                    accepted.append(tid)
+
+    threads = [threading.Thread(target=submitter, args=(u,)) for u in pair.urls]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(accepted) < 20:
+            assert time.monotonic() < deadline, f"only {len(accepted)} tasks accepted"
+            time.sleep(0.05)
+        proc = pair.procs["controller1"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        before = len(accepted)
+        deadline = time.monotonic() + 60
+        while len(accepted) < before + 20:  # B keeps accepting after A's death
+            assert time.monotonic() < deadline, "the surviving controller stopped accepting"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    _, b = _clients(pair)
+    with b:
+        # outcomes A held un-acked come back to B after the results consumer's ack wait
+        for tid in accepted:
+            rec = b.wait(tid, timeout=120)
+            assert rec["status"] == "done", rec
+    # A comes back and catches up from the log: it answers for every task
+    pair.procs.pop("controller1", None)
+    pair.start_controller(1)
+    pair.wait_controller(i=1, timeout=120)
+    a, _ = _clients(pair)
+    with a:
+        for tid in accepted:
+            assert a.get(tid)["status"] == "done"
+        tid = a.submit(_task(pair))["task_id"]
+        assert a.wait(tid, timeout=60)["status"] == "done"
