@@ -166,36 +166,26 @@ def fault_controller(cluster: LocalCluster, rng: random.Random, rec: FaultRecord
     label = rng.choice(_controller_labels(cluster))
     rec.target = label
     rec.pid = _kill(cluster.procs[label])
-    suffix = label.removeprefix("controller")
-    start: Any = cluster.start_controller
-    start(int(suffix)) if suffix else start()
+    i = int(label.removeprefix("controller") or 1)
+    cluster.start_controller(i)
     rec.new_pid = cluster.procs[label].pid
     t0 = time.monotonic()
-    cluster.wait_controller(timeout=120)
+    cluster.wait_controller(timeout=120, i=i)
     rec.back_s = time.monotonic() - t0
 
 
 def fault_hub(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
-    """kill -9 one NATS server of the hub and start it again (the only one with hub=1)."""
-    hub = getattr(cluster, "hub", None)
-    if hub is not None and hasattr(hub, "kill"):
-        i = rng.randrange(len(hub.servers))
-        rec.target = f"hub{i + 1}"
-        proc = hub.servers[i].proc
-        rec.pid = proc.pid if proc is not None else None
-        hub.kill(i + 1)
-        hub.start_server(i + 1)
-        new = hub.servers[i].proc
-        rec.new_pid = new.pid if new is not None else None
-        return
-    rec.target = "hub1"
-    proc = cluster.nats.proc
-    rec.pid = proc.pid if proc is not None else None
-    cluster.nats.kill()
+    """kill -9 one NATS server of the hub (the only one with ``hub=1``) and start it again;
+    ``back_s`` ends once it has caught up with the streams it keeps a copy of."""
+    i = rng.randrange(len(cluster.hub.servers)) + 1
+    server = cluster.hub.server(i)
+    rec.target = server.name
+    rec.pid = server.proc.pid if server.proc is not None else None
+    cluster.hub.kill(i)
     t0 = time.monotonic()
-    cluster.nats.start(timeout=60)
+    cluster.hub.start_server(i, timeout=120)
     rec.back_s = time.monotonic() - t0
-    rec.new_pid = cluster.nats.proc.pid if cluster.nats.proc is not None else None
+    rec.new_pid = server.proc.pid if server.proc is not None else None
 
 
 def fault_uplink(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
@@ -444,7 +434,7 @@ class ChaosRun:
         self.report.timeline = {"accepted": sorted(self.accepted.values()), "completed": done_at}
 
     def _cli_runs(self) -> list[dict[str, Any]]:
-        env = dict(os.environ, FADES_CONTROLLER=self.urls[0], FADES_TOKEN=self.cluster.token)
+        env = dict(os.environ, FADES_CONTROLLER=",".join(self.urls), FADES_TOKEN=self.cluster.token)
         proc = subprocess.run(
             [sys.executable, "-m", "fades", "pipeline", "runs", PIPELINE, "--json",
              "--limit", str(self.cfg.pipeline_runs + 100)],
@@ -476,13 +466,28 @@ class ChaosRun:
             if len(ends) > 1 or changed:
                 dup.append(r["run"])
         statuses = [r["status"] for r in runs]
+        unfinished: dict[str, Any] = {}  # what a lost run waits on, to find the cause
+        for r in runs:
+            if r["status"] == "running":
+                line = self.call("pipeline_run", PIPELINE, r["run"])
+                unfinished[r["run"]] = [
+                    f"{s['stage']}/{s['instance']} {s['status']} on {s['node']}"
+                    for s in line["stages"]
+                ]
+        missing = [r for r in self.runs_started if r not in by_id]
+        if unfinished or missing:
+            status = self.call("pipeline", PIPELINE)
+            unfinished["_plan"] = status.get("plan")
+            unfinished["_queues"] = status.get("queues")
         self.report.pipeline = {
             "started": len(self.runs_started),
             "recorded": len(runs),
             "done": statuses.count("done"),
             "failed": statuses.count("failed"),
             "other": sum(1 for s in statuses if s not in ("done", "failed", "running")),
-            "lost": statuses.count("running") + sum(1 for r in self.runs_started if r not in by_id),
+            "lost": statuses.count("running") + len(missing),
+            "lost_runs": unfinished,
+            "missing_runs": missing,
             "duplicated_finales": len(dup),
             "duplicated_runs": dup[:20],
             "reasons": sorted({r["reason"] for r in runs if r.get("reason")})[:10],
