@@ -239,14 +239,18 @@ class EmbeddedHub:
         raise FabricError(f"the NATS hub was not ready within {timeout:.0f} s ({missing})")
 
     def meta_leader(self) -> str | None:
-        """The server leading JetStream's meta group (None while an election runs)."""
+        """The server leading JetStream's meta group, once every running server names the
+        same one and knows all ``n`` peers (None while an election runs or peers join: a
+        leader can be elected by two servers before the third has joined)."""
         if self.n == 1:
             return self.servers[0].name if self.servers[0].running else None
+        leaders: set[str] = set()
         for i in self.running:
             mc = (jsz(self.servers[i - 1]) or {}).get("meta_cluster") or {}
-            if mc.get("leader"):
-                return str(mc["leader"])
-        return None
+            if not mc.get("leader") or int(mc.get("cluster_size") or 0) < self.n:
+                return None
+            leaders.add(str(mc["leader"]))
+        return leaders.pop() if len(leaders) == 1 else None
 
     def __enter__(self) -> EmbeddedHub:
         return self.start()
