@@ -116,6 +116,25 @@ def test_a_function_name_owned_on_one_controller_is_enforced_on_the_other(
         assert a.submit(_task(pair))["task_id"]  # still serving
 
 
+def test_a_pipeline_submitted_on_one_controller_runs_from_the_other(pair: LocalCluster) -> None:
+    from fades.cluster import find_examples
+    from fades.pipelines.spec import load_pipeline
+
+    spec = load_pipeline(find_examples(pair.examples) / "pipelines" / "building-report.yaml")
+    a, b = _clients(pair)
+    with a, b:
+        a.submit_pipeline(spec.to_dict(), replace=True)
+        assert spec.name in {p["pipeline"] for p in b.pipelines()}
+        runs = b.start_runs(spec.name, 2)["runs"]
+        ended = a.wait_runs(spec.name, runs, timeout=120)
+        assert [r["status"] for r in ended] == ["done", "done"], ended
+        assert {r["run"] for r in b.pipeline_runs(spec.name)} >= set(runs)
+        # one run's events land on either controller; both hold the same run
+        one_a, one_b = a.pipeline_run(spec.name, runs[0]), b.pipeline_run(spec.name, runs[0])
+        assert one_a["status"] == one_b["status"] == "done"
+        assert one_a["results"] == one_b["results"] and one_a["results"]
+
+
 def test_a_client_with_both_urls_moves_on_when_one_cannot_be_reached(pair: LocalCluster) -> None:
     dead = "http://127.0.0.1:9"  # nothing listens on the discard port
     with FadesClient(f"{dead},{pair.urls[1]}", pair.token) as c:
@@ -180,3 +199,44 @@ def test_killing_a_controller_loses_no_accepted_task_and_it_catches_up(
             assert a.get(tid)["status"] == "done"
         tid = a.submit(_task(pair))["task_id"]
         assert a.wait(tid, timeout=60)["status"] == "done"
+
+
+def test_the_lead_moves_to_another_controller_when_the_leader_dies(nats_server: Any) -> None:
+    """Two leases on a real NATS: one leads; when it dies without letting go (its renewals
+    stop), the other takes the lead within the lease; a clean stop hands it over at once."""
+    import asyncio
+
+    from fades.bus.nats import NatsBus
+    from fades.controller.leader import LEASE_S, RENEW_S, Leadership
+
+    async def main() -> None:
+        buses = [await NatsBus.connect(nats_server.url) for _ in range(3)]
+        elected: list[str] = []
+        a = Leadership(buses[0], "a", lambda: elected.append("a"))
+        b = Leadership(buses[1], "b", lambda: elected.append("b"))
+        await a.start()
+        await b.start()
+        try:
+            await asyncio.sleep(2 * RENEW_S)
+            assert a.is_leader and not b.is_leader and elected == ["a"]
+            assert a._task is not None
+            a._task.cancel()  # "a" dies: no more renewals, the key is left to expire
+            t0 = time.monotonic()
+            while not b.is_leader:
+                assert time.monotonic() - t0 < LEASE_S + 4 * RENEW_S + 5, "no takeover"
+                await asyncio.sleep(0.1)
+            assert elected == ["a", "b"]
+            c = Leadership(buses[2], "c", lambda: elected.append("c"))
+            await c.start()
+            assert not c.is_leader
+            await b.stop()  # a clean stop lets go at once
+            t0 = time.monotonic()
+            while not c.is_leader:
+                assert time.monotonic() - t0 < 3 * RENEW_S + 5, "no handover after a clean stop"
+                await asyncio.sleep(0.1)
+            await c.stop()
+        finally:
+            for bus in buses:
+                await bus.close()
+
+    asyncio.run(main())

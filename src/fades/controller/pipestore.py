@@ -140,6 +140,18 @@ class PipelineStore:
         self._lock = threading.Lock()
         self._db = open_sqlite(self.path)
         self._db.executescript(_SCHEMA)
+        self._nested = False
+
+    # the write funnel: inside a transaction of the controller log's applier (which shares
+    # this connection, fades.controller.logops), a write is a savepoint of that transaction
+    def _begin(self) -> str:
+        self._nested = self._db.in_transaction
+        return "SAVEPOINT pipestore" if self._nested else "BEGIN IMMEDIATE"
+
+    def _end(self, *, ok: bool) -> str:
+        if self._nested:
+            return "RELEASE pipestore" if ok else "ROLLBACK TO pipestore"
+        return "COMMIT" if ok else "ROLLBACK"
 
     def close(self) -> None:
         with self._lock:
@@ -172,6 +184,7 @@ class PipelineStore:
         spec: dict[str, Any],
         submitted_at: float,
         ends_at: float | None,
+        at: float | None = None,
     ) -> None:
         """Record a (re)submitted pipeline as active; its run numbering carries on."""
         with self._lock:
@@ -181,21 +194,21 @@ class PipelineStore:
                 " SET tenant = excluded.tenant, state = 'active', spec = excluded.spec,"
                 " submitted_at = excluded.submitted_at, ends_at = excluded.ends_at,"
                 " reason = '', updated_at = excluded.updated_at",
-                (name, tenant, json.dumps(spec), submitted_at, ends_at, time.time()),
+                (name, tenant, json.dumps(spec), submitted_at, ends_at, at or time.time()),
             )
 
-    def set_state(self, name: str, state: str, reason: str = "") -> None:
+    def set_state(self, name: str, state: str, reason: str = "", at: float | None = None) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE pipelines SET state = ?, reason = ?, updated_at = ? WHERE name = ?",
-                (state, reason, time.time(), name),
+                (state, reason, at or time.time(), name),
             )
 
     # --- runs --------------------------------------------------------------------------------
     def new_runs(self, name: str, count: int, started_at: float) -> list[str]:
         """Allocate ``count`` run ids for ``name`` and record them as running."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(self._begin())
             try:
                 row = self._db.execute(
                     "SELECT next_run FROM pipelines WHERE name = ?", (name,)
@@ -212,19 +225,21 @@ class PipelineStore:
                     " VALUES (?, ?, 'running', ?)",
                     [(name, r, started_at) for r in ids],
                 )
-                self._db.execute("COMMIT")
+                self._db.execute(self._end(ok=True))
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute(self._end(ok=False))
                 raise
         return ids
 
-    def end_run(self, name: str, run: str, status: RunStatus, reason: str = "") -> bool:
+    def end_run(
+        self, name: str, run: str, status: RunStatus, reason: str = "", at: float | None = None
+    ) -> bool:
         """End a running run (the first end wins); False if it had ended already."""
         with self._lock:
             cur = self._db.execute(
                 "UPDATE pipeline_runs SET status = ?, reason = ?, ended_at = ?"
                 " WHERE pipeline = ? AND run = ? AND status = 'running'",
-                (status, reason, time.time(), name, run),
+                (status, reason, at or time.time(), name, run),
             )
         return cur.rowcount == 1
 
@@ -302,12 +317,12 @@ class PipelineStore:
     def record_many(self, items: list[tuple[StageEvent, dict[str, set[str]]]]) -> list[Recorded]:
         """:meth:`record` for several events in one transaction (in order)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(self._begin())
             try:
                 out = [self._record(ev, finales) for ev, finales in items]
-                self._db.execute("COMMIT")
+                self._db.execute(self._end(ok=True))
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute(self._end(ok=False))
                 raise
         return out
 

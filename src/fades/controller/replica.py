@@ -35,9 +35,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fades.controller.commits import GroupCommitter
+from fades.controller.logops import OPS, Args, run_op
 from fades.controller.store import ControllerStore
 from fades.errors import FabricError, PayloadTooLarge
-from fades.outcome import Outcome
 
 log = logging.getLogger("fades.controller")
 
@@ -54,64 +54,8 @@ WATCHDOG_S = 2.0
 #: seconds the stream de-duplicates a record's message id
 DUPLICATE_WINDOW_S = 120.0
 
-Args = dict[str, Any]
 #: called on the event loop with (operation, arguments, result) of each applied operation
 Hook = Callable[[str, Args, Any], None]
-
-
-def _publish_function(s: ControllerStore, a: Args) -> None:
-    cur = s.function_owner(a["name"])
-    owner = cur.owner if cur is not None and cur.owner else (a["tenant"] or "")
-    s.set_function(a["name"], owner, a["digest"], a["created_ns"], a["at"])
-
-
-def _add_task(s: ControllerStore, a: Args) -> str:
-    return s.add_task(
-        a["task_id"],
-        tenant=a["tenant"],
-        node=a["node"],
-        where=a["where"],
-        task=a["task"],
-        placement=a["placement"],
-        submitted_at=a["submitted_at"],
-        digest=a["digest"],
-        decision=a["decision"],
-        suffix=a["suffix"],
-    )
-
-
-#: the operations a log record may carry: name -> apply(store, arguments)
-OPS: dict[str, Callable[[ControllerStore, Args], Any]] = {
-    "add_task": _add_task,
-    "mark_dispatched": lambda s, a: s.mark_dispatched(a["tenant"], a["task_id"], a["at"]),
-    "add_outcome": lambda s, a: s.add_outcome(
-        Outcome.model_validate(a["outcome"]),
-        bytes_uplink=a["bytes_uplink"],
-        stored_at=a["stored_at"],
-    ),
-    "node_outcome": lambda s, a: s.node_outcome(
-        Outcome.model_validate(a["outcome"]),
-        bytes_uplink=a["bytes_uplink"],
-        stored_at=a["stored_at"],
-    ),
-    "publish_function": _publish_function,
-    "set_node": lambda s, a: s.set_node(a["tenant"], a["task_id"], a["node"], a["why"]),
-}
-
-
-def add_task_args(**kw: Any) -> Args:
-    """Arguments of ``add_task`` with its random wire-id suffix chosen now."""
-    return {**kw, "suffix": uuid.uuid4().hex[:16]}
-
-
-def _run(store: ControllerStore, name: str, args: Args) -> Callable[[], Any]:
-    def op() -> Any:
-        fn = OPS.get(name)
-        if fn is None:
-            raise ValueError(f"unknown controller log operation {name!r} (a newer version?)")
-        return fn(store, args)
-
-    return op
 
 
 class DirectLog:
@@ -141,7 +85,7 @@ class DirectLog:
     async def write(self, name: str, args: Args) -> Any:
         if name not in OPS:
             raise ValueError(f"unknown controller log operation {name!r}")
-        result = await self.commits.call(_run(self.store, name, args))
+        result = await self.commits.call(run_op(self.store, name, args))
         _call_hooks(self.hooks, name, args, result)
         return result
 
@@ -376,7 +320,14 @@ class StreamLog:
                     ops = []
                 records.append((seq, (msg.headers or {}).get("Nats-Msg-Id"), ops))
             if records:
-                await self._apply(records)
+                try:
+                    await self._apply(records)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the database failed: read those records again
+                    log.exception("controller log: applying records failed; retrying")
+                    await asyncio.sleep(1.0)
+                    gap = True
             if gap:
                 log.warning("controller log: a gap after record %d; reading again", expect - 1)
                 await self._resubscribe()
@@ -390,7 +341,7 @@ class StreamLog:
         last = records[-1][0]
         store = self.store
         results = await asyncio.to_thread(
-            store.group, [_run(store, n, a) for n, a in flat], (last, self._log_id)
+            store.group, [run_op(store, n, a) for n, a in flat], (last, self._log_id)
         )
         self.applied_seq = last
         self.applied += len(records)

@@ -40,13 +40,16 @@ from fades.controller.digests import DigestCache
 from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.failover import run_failover
 from fades.controller.leader import Leadership
+from fades.controller.logops import add_task_args
 from fades.controller.measure import Measurements
 from fades.controller.metrics import Metrics
 from fades.controller.migrate import moving
 from fades.controller.models import CancelReceipt, FunctionInfo, NodeView, SubmitReceipt, Where
+from fades.controller.pipelog import LoggedPipelineStore
+from fades.controller.pipestore import PipelineStore
 from fades.controller.publishing import Publisher, name_of, version_of
 from fades.controller.registry import DOWN_AFTER_S, Registry
-from fades.controller.replica import DirectLog, Log, StreamLog, add_task_args
+from fades.controller.replica import DirectLog, Log, StreamLog
 from fades.controller.results import Recorder, consume
 from fades.controller.sites import SiteSources
 from fades.controller.store import ControllerStore, PendingTask, TaskRecord
@@ -246,6 +249,8 @@ class Controller:
         except BaseException:
             await self.stop()
             raise
+        if isinstance(self._log, StreamLog):  # other controllers write plans too
+            self._loops.append(asyncio.create_task(self._follow_plans(), name="fades-plans"))
         if self.leads:
             self._elected()
         log.info(
@@ -368,6 +373,33 @@ class Controller:
                 self._spawn_cloud(p)
 
         self._loops.append(asyncio.create_task(rerun(), name="fades-cloud-rerun"))
+
+    def pipeline_store(self, local: PipelineStore) -> PipelineStore:
+        """The pipeline service's store: writes through the controller log when there is
+        one on the fabric (see :mod:`fades.controller.pipelog`)."""
+        if isinstance(self._log, StreamLog):
+            return LoggedPipelineStore(local, self._log, asyncio.get_running_loop())
+        return local
+
+    async def _follow_plans(self) -> None:
+        """Keep the pipeline service's plans current with what other controllers write."""
+        from fades.pipelines.protocol import Plan
+
+        plans = self.pipelines.plans
+        while True:
+            try:
+                async for entry in self.pipelines.kv.watch():
+                    if entry is None or not entry.value:
+                        continue
+                    known = plans.get(entry.key)
+                    if known is None or known[1] < entry.revision:
+                        with contextlib.suppress(Exception):
+                            plans[entry.key] = (Plan.decode(entry.value), entry.revision)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the fabric went away: watch again
+                log.debug("watching pipeline plans: %r", exc)
+            await asyncio.sleep(1.0)
 
     async def _failover_when_leading(self) -> None:
         """The failover watcher, on the leading controller only."""

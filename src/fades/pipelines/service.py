@@ -79,6 +79,7 @@ class PipelineService(Views):
 
         bus = self.controller.bus
         self._store = await asyncio.to_thread(PipelineStore, self.controller.home / "controller.db")
+        self._store = self.controller.pipeline_store(self._store)  # (several controllers)
         await ensure_events_stream(bus)
         self._kv = await bus.kv(PLANS_BUCKET)
         for key in await self._kv.keys():
