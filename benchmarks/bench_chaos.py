@@ -1,7 +1,8 @@
 """The reliability figure: a workload on a local cluster while processes are killed -9.
 
 Run ``python benchmarks/bench_chaos.py [--quick] [--seed N] [--hub 1|3] [--sites]
-[--controllers N]``. Writes ``benchmarks/results/chaos.json`` and ``chaos.png``.
+[--controllers N]``. Writes ``benchmarks/results/chaos.json`` and ``chaos.png`` (another
+topology: ``chaos_hub3_c2.json`` and so on).
 
 Full: 1000 tasks in batches, 100 runs of an on-demand pipeline whose three stages cross two
 nodes, 3 stateful counters (persistent, checkpointed every invocation), and a fault every
@@ -156,10 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     res["wall_s"] = time.perf_counter() - t0
     res["load_avg_end"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "chaos.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    plot(res, RESULTS / "chaos.png")
+    name = "chaos" + (
+        ""
+        if (args.hub, args.sites, args.controllers) == (1, False, 1)
+        else f"_hub{args.hub}{'_sites' if args.sites else ''}_c{args.controllers}"
+    )
+    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    plot(res, RESULTS / f"{name}.png")
     print(f"lost {res['lost']}, duplicated {res['duplicated']}; ratios {res['ratio_vs_baseline']}")
-    print(f"wrote {RESULTS / 'chaos.json'} and chaos.png")
+    print(f"wrote {RESULTS / name}.json and {name}.png")
     return 0 if res["lost"] == 0 and res["duplicated"] == 0 else 1
 
 
