@@ -16,25 +16,21 @@ and the stateful counters' invocations from each node's own ``tasks.db`` (read-o
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fades.client import FadesClient
 from fades.cluster import LocalCluster
 from fades.errors import ControllerUnreachable, DuplicateTask, FadesError, NoPlacement
+from fades.testbed.chaos_count import FINALE, PIPELINE, settle_runs, settle_stateful, settle_tasks
+from fades.testbed.chaos_faults import FAULTS, FaultRecord
 
-PIPELINE = "chaos"
-FINALE = "fin"
+__all__ = ["FAULTS", "ChaosConfig", "ChaosReport", "ChaosRun", "FaultRecord", "run_chaos"]
+
 #: seconds after the last fault during which tasks refused for a down node are sent again
 RESUBMIT_S = 60.0
 #: seconds one API call keeps trying while no controller answers (a restart takes seconds)
@@ -81,17 +77,6 @@ class ChaosConfig:
 
 
 @dataclass
-class FaultRecord:
-    kind: str
-    target: str
-    at_s: float
-    pid: int | None = None
-    new_pid: int | None = None
-    back_s: float | None = None
-    error: str | None = None
-
-
-@dataclass
 class ChaosReport:
     config: dict[str, Any]
     wall_s: float = 0.0
@@ -121,91 +106,6 @@ class ChaosReport:
         out = asdict(self)
         out["lost"], out["duplicated"] = self.lost, self.duplicated
         return out
-
-
-# --- faults ---------------------------------------------------------------------------------
-def _kill(proc: subprocess.Popen[bytes]) -> int:
-    pid = proc.pid
-    if proc.poll() is None:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    return pid
-
-
-def _wait(cond: Callable[[], bool], timeout: float) -> float | None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    return None
-
-
-def _ready_lines(cluster: LocalCluster, label: str, text: str) -> int:
-    log = cluster.home / "logs" / f"{label}.log"
-    return log.read_text(errors="replace").count(text) if log.exists() else 0
-
-
-def fault_node(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
-    """kill -9 a node agent, start it again, wait for its 'ready' line."""
-    name = rng.choice(cluster.names)
-    rec.target = name
-    before = _ready_lines(cluster, name, f"node {name} ready")
-    rec.pid = _kill(cluster.procs[name])
-    cluster.start_node(name)
-    rec.new_pid = cluster.procs[name].pid
-    rec.back_s = _wait(lambda: _ready_lines(cluster, name, f"node {name} ready") > before, 120)
-
-
-def _controller_labels(cluster: LocalCluster) -> list[str]:
-    return sorted(p for p in cluster.procs if p.startswith("controller"))
-
-
-def fault_controller(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
-    """kill -9 a controller process, start it again, wait for it to answer."""
-    label = rng.choice(_controller_labels(cluster))
-    rec.target = label
-    rec.pid = _kill(cluster.procs[label])
-    i = int(label.removeprefix("controller") or 1)
-    cluster.start_controller(i)
-    rec.new_pid = cluster.procs[label].pid
-    t0 = time.monotonic()
-    cluster.wait_controller(timeout=120, i=i)
-    rec.back_s = time.monotonic() - t0
-
-
-def fault_hub(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
-    """kill -9 one NATS server of the hub (the only one with ``hub=1``) and start it again;
-    ``back_s`` ends once it has caught up with the streams it keeps a copy of."""
-    i = rng.randrange(len(cluster.hub.servers)) + 1
-    server = cluster.hub.server(i)
-    rec.target = server.name
-    rec.pid = server.proc.pid if server.proc is not None else None
-    cluster.hub.kill(i)
-    t0 = time.monotonic()
-    cluster.hub.start_server(i, timeout=120)
-    rec.back_s = time.monotonic() - t0
-    rec.new_pid = server.proc.pid if server.proc is not None else None
-
-
-def fault_uplink(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
-    """Cut one site's uplink for ``outage_s`` seconds (passed in ``rec.back_s``), restore."""
-    site = rng.choice(cluster.names)
-    rec.target = site
-    outage = rec.back_s or 5.0
-    sites: Any = cluster  # cut_uplink / restore_uplink: LocalCluster(sites=True)
-    sites.cut_uplink(site)
-    time.sleep(outage)
-    sites.restore_uplink(site)
-
-
-#: fault kind -> (does this cluster offer it, inject-and-heal)
-FAULTS: dict[str, tuple[Callable[[LocalCluster], bool], Callable[..., None]]] = {
-    "node": (lambda c: True, fault_node),
-    "controller": (lambda c: True, fault_controller),
-    "hub": (lambda c: True, fault_hub),
-    "uplink": (lambda c: bool(c.use_sites and hasattr(c, "cut_uplink")), fault_uplink),
-}
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -388,139 +288,15 @@ class ChaosRun:
         self._workload()
         faults.join(timeout=self.cfg.duration_s + 300)
         t_settle = time.monotonic()
-        self._settle_tasks(t_settle + self.cfg.settle_s)
-        self._settle_runs(t_settle + self.cfg.settle_s)
-        self._settle_stateful(t_settle + self.cfg.settle_s)
+        self._count(t_settle + self.cfg.settle_s)
         self.report.settle_s = time.monotonic() - t_settle
         self.report.wall_s = self.now()
         return self.report
 
-    # --- counting -----------------------------------------------------------------------------
-    def _settle_tasks(self, deadline: float) -> None:
-        pending = set(self.accepted) - set(self.counters)
-        infos: dict[str, dict[str, Any]] = {}
-        while pending and time.monotonic() < deadline:
-            for tid in sorted(pending):
-                info = self.call("get", tid)
-                if info["status"] in ("done", "failed"):
-                    infos[tid] = info
-                    pending.discard(tid)
-            if pending:
-                time.sleep(1.0)
-        start_wall = time.time() - self.now()
-        done_at = sorted(
-            i["submitted_at"] + (i["latency_s"] or 0) - start_wall for i in infos.values()
-        )
-        lat = sorted(float(i["latency_s"] or 0) for i in infos.values())
-        self.report.tasks = {
-            "submitted": len(self.accepted) + len(self.refused) - len(self.counters),
-            "accepted": len(self.accepted) - len(self.counters),
-            "refused": len(self.refused),
-            "refusals": self.refusals,
-            "refused_reasons": sorted(set(self.refused.values()))[:10],
-            "done": sum(1 for i in infos.values() if i["status"] == "done"),
-            "failed": sum(1 for i in infos.values() if i["status"] == "failed"),
-            "failed_reasons": sorted(
-                {f"{i['error_kind']}: {i['error']}" for i in infos.values() if i["error"]}
-            )[:10],
-            "lost": len(pending),
-            "lost_ids": sorted(pending)[:50],
-            "late": sum(1 for x in lat if x > self.cfg.late_after_s),
-            "late_after_s": self.cfg.late_after_s,
-            "latency_p50_s": _pct(lat, 50),
-            "latency_p99_s": _pct(lat, 99),
-            "latency_max_s": lat[-1] if lat else None,
-        }
-        self.report.timeline = {"accepted": sorted(self.accepted.values()), "completed": done_at}
-
-    def _cli_runs(self) -> list[dict[str, Any]]:
-        env = dict(os.environ, FADES_CONTROLLER=",".join(self.urls), FADES_TOKEN=self.cluster.token)
-        proc = subprocess.run(
-            [sys.executable, "-m", "fades", "pipeline", "runs", PIPELINE, "--json",
-             "--limit", str(self.cfg.pipeline_runs + 100)],
-            capture_output=True, text=True, timeout=120, env=env, check=False,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise FadesError(f"fades pipeline runs failed: {proc.stderr.strip()[-500:]}")
-        runs: list[dict[str, Any]] = json.loads(proc.stdout)
-        return runs
-
-    def _settle_runs(self, deadline: float) -> None:
-        first_finale: dict[str, Any] = {}
-        runs: list[dict[str, Any]] = []
-        while True:
-            runs = self.call("pipeline_runs", PIPELINE, self.cfg.pipeline_runs + 100)
-            for r in runs:
-                if r["status"] == "done" and r["run"] not in first_finale:
-                    first_finale[r["run"]] = r.get("results")
-            if all(r["status"] != "running" for r in runs) or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
-        runs = self._cli_runs()
-        by_id = {r["run"]: r for r in runs}
-        dup: list[str] = []
-        for r in runs:
-            line = self.call("pipeline_run", PIPELINE, r["run"])
-            ends = [s for s in line["stages"] if s["stage"] == FINALE and s["status"] == "done"]
-            changed = r["run"] in first_finale and first_finale[r["run"]] != r.get("results")
-            if len(ends) > 1 or changed:
-                dup.append(r["run"])
-        statuses = [r["status"] for r in runs]
-        unfinished: dict[str, Any] = {}  # what a lost run waits on, to find the cause
-        for r in runs:
-            if r["status"] == "running":
-                line = self.call("pipeline_run", PIPELINE, r["run"])
-                unfinished[r["run"]] = [
-                    f"{s['stage']}/{s['instance']} {s['status']} on {s['node']}"
-                    for s in line["stages"]
-                ]
-        missing = [r for r in self.runs_started if r not in by_id]
-        if unfinished or missing:
-            status = self.call("pipeline", PIPELINE)
-            unfinished["_plan"] = status.get("plan")
-            unfinished["_queues"] = status.get("queues")
-        self.report.pipeline = {
-            "started": len(self.runs_started),
-            "recorded": len(runs),
-            "done": statuses.count("done"),
-            "failed": statuses.count("failed"),
-            "other": sum(1 for s in statuses if s not in ("done", "failed", "running")),
-            "lost": statuses.count("running") + len(missing),
-            "lost_runs": unfinished,
-            "missing_runs": missing,
-            "duplicated_finales": len(dup),
-            "duplicated_runs": dup[:20],
-            "reasons": sorted({r["reason"] for r in runs if r.get("reason")})[:10],
-        }
-
-    def _settle_stateful(self, deadline: float) -> None:
-        for tid in self.counters:
-            info = self.call("wait", tid, timeout=max(1.0, deadline - time.monotonic()))
-            seen: dict[int, list[int]] = {}
-            nodes = []
-            for name in self.cluster.names:
-                rows = _invocations(self.cluster.node_home(name) / "tasks.db", tid)
-                if rows:
-                    nodes.append(name)
-                for seq, count in rows:
-                    seen.setdefault(seq, []).append(count)
-            last = (info.get("result") or {}).get("last") or {}
-            self.report.stateful.append(
-                {
-                    "task_id": tid,
-                    "status": info["status"],
-                    "invocations": (info.get("result") or {}).get("invocations"),
-                    "last_count": last.get("count"),
-                    "nodes": nodes,
-                    # a step applied twice shows as a count above its sequence number + 1
-                    "applied_twice": sum(
-                        1 for s, cs in seen.items() if any(c != s + 1 for c in cs)
-                    ),
-                    "redone": sum(len(cs) - 1 for cs in seen.values()),
-                    "gaps": sorted(set(range(max(seen, default=-1) + 1)) - set(seen))[:20],
-                    "error": info.get("error"),
-                }
-            )
+    def _count(self, deadline: float) -> None:
+        settle_tasks(self, deadline)
+        settle_runs(self, deadline)
+        settle_stateful(self, deadline)
 
 
 def _stage(name: str, fn: str, after: list[str], room: str) -> dict[str, Any]:
@@ -541,30 +317,6 @@ def _mean_task(task_id: str, room: str) -> dict[str, Any]:
         ],
         "function": {"artifact": "mean_core", "memory_mib": 16, "time_budget_ms": 20000},
     }
-
-
-def _invocations(db: Path, task_id: str) -> list[tuple[int, int]]:
-    """``(seq, count)`` of the node's successful invocations of a counter (read-only)."""
-    import sqlite3
-
-    if not db.exists():
-        return []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = con.execute(
-            "SELECT seq, result_json FROM invocations WHERE task_id = ? AND ok = 1", (task_id,)
-        ).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
-    return [(int(s), int(json.loads(r)["count"])) for s, r in rows]
-
-
-def _pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
 
 
 def run_chaos(
