@@ -59,7 +59,7 @@ def one(home: Path, cfg: ChaosConfig, args: argparse.Namespace) -> ChaosReport:
     opts: dict[str, Any] = {"hub": args.hub, "controllers": args.controllers}
     if args.sites:
         opts["sites"] = True
-    cluster = LocalCluster(home, nodes=3, days=0.05, sensors=False, heartbeat_s=0.5,
+    cluster = LocalCluster(home, nodes=3, days=0.05, sensors=False, heartbeat_s=0.5, capacity=4,
                            down_after_s=3.0, **opts)  # fmt: skip
     cluster.prepare()
     cluster.start()
