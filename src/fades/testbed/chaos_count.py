@@ -56,7 +56,8 @@ def settle_tasks(self: ChaosRun, deadline: float) -> None:
         "latency_p99_s": _pct(lat, 99),
         "latency_max_s": lat[-1] if lat else None,
     }
-    self.report.timeline = {"accepted": sorted(self.accepted.values()), "completed": done_at}
+    ephemeral = [t for k, t in self.accepted.items() if k not in self.counters]
+    self.report.timeline = {"accepted": sorted(ephemeral), "completed": done_at}
 
 
 def _cli_runs(self: ChaosRun) -> list[dict[str, Any]]:
