@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     args = ap.parse_args(argv)
-    scripts = sorted(HERE.glob("bench_*.py"))
+    # the chaos run is the longest: last, so a failure elsewhere shows first
+    scripts = sorted(HERE.glob("bench_*.py"), key=lambda p: (p.name == "bench_chaos.py", p.name))
     rows: list[tuple[str, int, float]] = []
     for script in scripts:
         cmd = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
