@@ -155,7 +155,15 @@ class LocalCluster(SiteParts):
             raise FadesError("a wrapped cluster (a network namespace) runs a one-server hub")
         #: the hub's NATS servers (``hub1``..``hubN``, in ``nats/hub<i>/``)
         self.hub = EmbeddedHub(
-            self.home / "nats", n=hub, host=host, port=nats_port, mqtt=sensors or ingest or devices
+            self.home / "nats",
+            n=hub,
+            host=host,
+            port=nats_port,
+            mqtt=sensors or ingest or devices,
+            # a wrapped hub runs in a network namespace: no port of its host can be picked
+            # from here, and it serves no sites and no health checks
+            leafnodes=wrap is None,
+            monitor=wrap is None,
         )
         #: hub server 1 (what callers written for a one-server hub use)
         self.nats: EmbeddedNats = self.hub.servers[0]

@@ -47,6 +47,8 @@ class EmbeddedHub:
         port: client port of ``hub1`` (free if None; the others always get free ports).
         name: server name of a single-server hub (``hub1`` if None).
         leafnodes: accept leaf-node connections (edge sites) on every server.
+        monitor: serve nats-server's monitoring endpoints (``/healthz``, ``/jsz``) on a
+            free loopback port; readiness checks use them.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class EmbeddedHub:
         name: str | None = None,
         leafnodes: bool = True,
         max_payload: int = 1024 * 1024,
+        monitor: bool = True,
     ) -> None:
         if n not in HUB_SIZES:
             raise ValueError(f"a hub has 1, 3 or 5 NATS servers, not {n}")
@@ -88,7 +91,7 @@ class EmbeddedHub:
                     cluster_port=route_ports[i] if n > 1 else None,
                     routes=routes,
                     leaf_port=free_port(host) if leafnodes else None,
-                    monitor_port=free_port(host),
+                    monitor_port=free_port(host) if monitor else None,
                 )
             )
 
