@@ -27,9 +27,9 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fades.bus.base import Bus
 from fades.bus.nats import NatsBus
@@ -57,6 +57,7 @@ from fades.controller.store import ControllerStore, PendingTask, TaskRecord
 from fades.errors import (
     ControllerError,
     DuplicateTask,
+    FabricError,
     FadesError,
     Forbidden,
     NodeUnavailable,
@@ -178,13 +179,17 @@ class Controller:
             self._store = None
             raise
         try:
-            await ensure_streams(bus)
-            kv = await nodes_bucket(bus)
-            self._repo = await ArtifactRepository.open(bus)
+            # connected, but JetStream may not answer yet (a hub electing its leaders after
+            # a restart): bounded retries rather than a controller that exits
+            await _retrying("the fabric's streams", lambda: ensure_streams(bus))
+            kv = await _retrying("the node registry", lambda: nodes_bucket(bus))
+            self._repo = await _retrying(
+                "the function repository", lambda: ArtifactRepository.open(bus)
+            )
             self._registry = Registry(
                 kv, self.down_after, lambda: int(getattr(bus, "reconnects", 0))
             )
-            await self._registry.start()
+            await _retrying("the node registry", self._registry.start)
         except BaseException:
             if self._registry is not None:
                 await self._registry.stop()
@@ -250,7 +255,7 @@ class Controller:
             self.sites = SiteSources(bus, registry)
             self._loops.append(asyncio.create_task(self.sites.run(), name="fades-sites"))
         try:
-            await self.pipelines.start()
+            await _retrying("the pipeline service", self.pipelines.start)
             await self.devices.start()
         except BaseException:
             await self.stop()
@@ -620,3 +625,24 @@ class Controller:
 
 def _placer(value: Placer | str) -> Placer:
     return placer(value) if isinstance(value, str) else value
+
+
+#: how long a starting controller keeps retrying JetStream set-up that fails
+START_RETRY_S = 60.0
+
+_T = TypeVar("_T")
+
+
+async def _retrying(what: str, step: Callable[[], Awaitable[_T]]) -> _T:
+    """``step()``, tried again on :class:`FabricError` for up to :data:`START_RETRY_S`."""
+    deadline = time.monotonic() + START_RETRY_S
+    pause = 0.25
+    while True:
+        try:
+            return await step()
+        except FabricError as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("controller: %s not ready (%s); trying again", what, exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
