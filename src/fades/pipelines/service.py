@@ -219,6 +219,8 @@ class PipelineService(Views):
                 ) from None
             self.plans[spec.name] = (plan, revision)
         log.info("pipeline %s v%d deployed for %s", spec.name, plan.version, tenant)
+        if old is not None and old.state == "active":
+            await self._end_replaced(spec.name, plan.version)
         started: dict[str, Any] = {"runs": [], "refused": 0}
         if spec.run.mode == "on-demand":
             started = await self.start_runs(spec.name, tenant, spec.run.runs)
@@ -233,6 +235,14 @@ class PipelineService(Views):
         if old is not None and old.domain != plan.domain:
             out["queue_moved"] = await self._left_behind(old)
         return out | started
+
+    async def _end_replaced(self, name: str, version: int) -> None:
+        """End the runs still going when a replace is applied: ``cancelled``, naming the
+        version that replaced their plan (the nodes drop the old plan's stages with it)."""
+        reason = f"replaced by version {version}"
+        for r in await asyncio.to_thread(self.store.running, name):
+            if await asyncio.to_thread(self.store.end_run, name, r.run, "cancelled", reason):
+                self.controller.metrics.pipeline_runs.labels("cancelled").inc()
 
     async def start_runs(self, name: str, tenant: str, count: int) -> dict[str, Any]:
         """Start ``count`` runs of an active pipeline: a trigger bundle to each start stage
