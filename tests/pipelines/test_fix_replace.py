@@ -50,8 +50,11 @@ def spec(run: dict[str, Any], fn: str) -> dict[str, Any]:
         "credentials": {"tenant": "facilities", "priority": 6},
         "run": run,
         "stages": [
-            {"name": "s", "function": {"artifact": fn, "memory_mib": 32, "time_budget_ms": 20000},
-             "node": "n1"}  # fmt: skip
+            {
+                "name": "s",
+                "function": {"artifact": fn, "memory_mib": 32, "time_budget_ms": 20000},
+                "node": "n1",
+            }
         ],
     }
 

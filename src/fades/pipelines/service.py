@@ -45,6 +45,7 @@ from fades.pipelines.protocol import (
     bundle_subject,
     ensure_events_stream,
 )
+from fades.pipelines.readings import unmatched
 from fades.pipelines.sites import pipeline_bus, plan_at_sites
 from fades.pipelines.spec import PipelineSpec, parse_pipeline
 from fades.pipelines.views import Views, rows
@@ -167,7 +168,17 @@ class PipelineService(Views):
             "rows": rows(plan, spec),
             "ends_at": plan.ends_at,
             "queue_at": self.queue_at(plan),
+            "warnings": self.warnings(spec),
         }
+
+    def warnings(self, spec: PipelineSpec) -> list[str]:
+        """What will keep a valid pipeline from running as meant, given the nodes now."""
+        if not spec.run.on_reading:
+            return []
+        reg = self.controller.registry
+        nodes = [e.info for e in reg.up()] + [e.info for e in reg.down()]
+        warning = unmatched(spec.run.on_reading, nodes)
+        return [warning] if warning else []
 
     async def submit(
         self, obj: Mapping[str, Any], tenant: str, *, replace: bool = False
@@ -231,6 +242,7 @@ class PipelineService(Views):
             "ends_at": plan.ends_at,
             "rows": rows(plan, spec),
             "queue_at": self.queue_at(plan),
+            "warnings": self.warnings(spec),
         }
         if old is not None and old.domain != plan.domain:
             out["queue_moved"] = await self._left_behind(old)
