@@ -8,10 +8,11 @@ waiting, durable), and runs the triggers of its start stages (:mod:`.triggers`).
 For each bundle: its inputs are gathered per (run, stage, instance) (:mod:`.collect`); the
 guard is evaluated (false: the stage is ``skipped`` and downstream get a skipped input; an
 error: the stage ``failed``, kind ``GuardFailed``); the stage runs as a task on this node's
-orchestrator (:mod:`.stagerun`: a redelivery reuses the existing execution); the result goes to each downstream instance, in process
-when it runs on this node (no network hop), else as a durable bundle (:mod:`.bundles`); a
-stage with ``publish`` also sends it on that subject; a :class:`StageEvent` records what
-happened. The incoming bundles are acked only when all that is durable.
+orchestrator (:mod:`.stagerun`: a redelivery reuses the existing execution); the result
+goes to each downstream instance, in process when it runs on this node (no network hop),
+else as a durable bundle (:mod:`.bundles`); a stage with ``publish`` also sends it on that
+subject; a :class:`StageEvent` records what happened (``at``: when the stage ended). The
+incoming bundles are acked only when all that is durable.
 """
 
 from __future__ import annotations
