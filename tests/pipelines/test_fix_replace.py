@@ -132,3 +132,35 @@ def test_runs_in_flight_when_replaced_end_cancelled_naming_the_new_version(
         # the new version's run goes on and ends done
         (new_run,) = out["runs"]
         assert c.pipeline_run("rp", new_run, wait=60)["status"] == "done"
+
+
+def test_a_replaced_plan_with_a_new_period_restarts_the_node_timer(
+    nats_server: EmbeddedNats, prepare_home: Callable[..., Path]
+) -> None:
+    """Straight through a node's engine: every_s 3600 -> every_s 1 starts runs each second;
+    then on_reading instead: the timer stops and the node listens on the pattern."""
+    from tests.pipelines.test_engine import FUNCS as ENGINE_FUNCS
+    from tests.pipelines.test_engine import agents, harness, make_plan, run, stage
+    from tests.pipelines.test_engine import wait_for as await_for
+
+    homes = {"n1": prepare_home("n1", functions=ENGINE_FUNCS, readings=False)}
+
+    async def main() -> None:
+        async with harness(nats_server) as h, agents(nats_server, homes) as ags:
+            trig = ags["n1"].pipelines.triggers
+
+            def plan(version: int, **run: Any) -> Any:
+                return make_plan("per", [stage("a", "fa")], {"a": "n1"}, version=version,
+                                 run={"mode": "automatic", **run})  # fmt: skip
+
+            await h.put_plan(plan(1, every_s=3600))
+            await await_for(lambda: "per" in trig.timers, 20, "the hourly timer")
+            await h.put_plan(plan(2, every_s=1))
+            await await_for(lambda: h.events.of(stage="a", status="done"), 60,
+                            "a run of the 1 s period after the replace")  # fmt: skip
+            await h.put_plan(plan(3, on_reading="sensors.n1.*.temperature"))
+            await await_for(lambda: "per" not in trig.timers
+                            and trig.listening.get("per") == "sensors.n1.*.temperature",
+                            20, "the timer stopped, listening on the pattern")  # fmt: skip
+
+    run(main())
