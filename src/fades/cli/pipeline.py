@@ -173,6 +173,8 @@ def _queue_at(info: dict[str, Any]) -> None:
     at = info.get("queue_at")
     if isinstance(at, dict) and at.get("where"):
         console.print(f"  queue: {markup(at['where'], 400)}", highlight=False, soft_wrap=True)
+    for warning in info.get("warnings") or []:
+        console.print(f"  [yellow]warning: {markup(warning, 400)}[/]", highlight=False)
 
 
 @pipeline_app.command("submit")

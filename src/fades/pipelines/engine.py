@@ -6,12 +6,13 @@ stage instance assigned to this node (mode ``run`` or ``skip``; ``wait`` leaves 
 waiting, durable), and runs the triggers of its start stages (:mod:`.triggers`).
 
 For each bundle: its inputs are gathered per (run, stage, instance) (:mod:`.collect`); the
-guard is evaluated (false or an error: the stage is ``skipped`` and downstream get a skipped
-input); the stage runs as a task on this node's orchestrator (:mod:`.stagerun`: a redelivery
-reuses the existing execution); the result goes to each downstream instance, in process
-when it runs on this node (no network hop), else as a durable bundle (:mod:`.bundles`); a
-stage with ``publish`` also sends it on that subject; a :class:`StageEvent` records what
-happened. The incoming bundles are acked only when all that is durable.
+guard is evaluated (false: the stage is ``skipped`` and downstream get a skipped input; an
+error: the stage ``failed``, kind ``GuardFailed``); the stage runs as a task on this node's
+orchestrator (:mod:`.stagerun`: a redelivery reuses the existing execution); the result
+goes to each downstream instance, in process when it runs on this node (no network hop),
+else as a durable bundle (:mod:`.bundles`); a stage with ``publish`` also sends it on that
+subject; a :class:`StageEvent` records what happened (``at``: when the stage ended). The
+incoming bundles are acked only when all that is durable.
 """
 
 from __future__ import annotations
@@ -327,11 +328,18 @@ class PipelineEngine:
             reason = f"stage {stage} is skipped on failover (its node is down)"
         elif st.when:
             by_stage = {up: inputs.get(input_name(up)) for up in st.after}
-            reason = _guard(st.when, by_stage)
+            try:
+                reason = _guard(st.when, by_stage)
+            except ValueError as exc:  # the guard failed: the stage (and so the run) fails
+                await self._event(pipeline, run, stage, instance, "failed", started, **base,
+                                  error_kind="GuardFailed", error=str(exc))  # fmt: skip
+                self.counters["failed"] += 1
+                return
         if reason is not None:
+            ended = time.time()
             out = await self._forward(plan, spec, g, None, reason, started)
             await self._event(pipeline, run, stage, instance, "skipped", started, **base,
-                              bytes_out=out, error=reason)  # fmt: skip
+                              bytes_out=out, error=reason, at=ended)  # fmt: skip
             self.counters["skipped"] += 1
             return
         task_id = stage_task_id(pipeline, run, stage, instance)
@@ -340,13 +348,17 @@ class PipelineEngine:
             return await self.runner.task(plan, spec, stage, instance, run, started, inputs)
 
         rec, fresh = await self.runner.run(task_id, build)
+        # the stage ended now: its event says so even when a same-node downstream stage,
+        # handed the result in process, reports before it does
+        ended = time.time()
         self.counters["executed" if fresh else "reused"] += 1
         timing: dict[str, float] = {"hop": hop}
         timing.update({k: rec.timing[k] for k in ("queue", "start", "compute") if k in rec.timing})
+        bytes_in += rec.bytes_read or 0  # the sensor data the stage read on this node
         if rec.status != "done":
             await self._event(pipeline, run, stage, instance, "failed", started,
                               timing=timing, bytes_in=bytes_in, error_kind=rec.error_kind,
-                              error=rec.error)  # fmt: skip
+                              error=rec.error, at=ended)  # fmt: skip
             self.counters["failed"] += 1
             return
         out = await self._forward(plan, spec, g, rec.result, None, started)
@@ -356,8 +368,10 @@ class PipelineEngine:
             with contextlib.suppress(FadesError):
                 await self.agent.require_bus().send(st.publish, json.dumps(note).encode())
         finale = spec.is_finale(stage)
+        if finale:  # its result leaves in its event: the run's result
+            out += encoded_size(rec.result)
         await self._event(pipeline, run, stage, instance, "done", started, timing=timing,
-                          bytes_in=bytes_in, bytes_out=out,
+                          bytes_in=bytes_in, bytes_out=out, at=ended,
                           result=rec.result if finale else None)  # fmt: skip
 
     async def _forward(
@@ -369,7 +383,8 @@ class PipelineEngine:
         skip: str | None,
         started: float,
     ) -> int:
-        """Send a result (or a skip) to every downstream instance; returns bytes sent."""
+        """Send a result (or a skip) to every downstream instance; returns the bytes sent,
+        in process or as bundles."""
         pipeline, run, stage, instance = g.key
         sent = 0
         for down in spec.downstream(stage):
@@ -382,6 +397,7 @@ class PipelineEngine:
                     self.counters["handovers"] += 1
                     size = 0 if skip else encoded_size(value)
                     b = b.model_copy(update={"bytes": size})
+                    sent += size  # handed over in memory: the same bytes, no hop
                     self.spawn(self.arrive(b, value, None, Hold([], parents=g.holds)))
                     continue
                 try:
@@ -405,7 +421,7 @@ class PipelineEngine:
     ) -> None:
         spec = self.specs.get(pipeline)
         role = spec.role(stage) if spec is not None else "midsection"
-        now = time.time()
+        now = fields.pop("at", None) or time.time()
         timing = dict(fields.pop("timing", {}))
         if started:
             timing["total"] = now - started
@@ -417,12 +433,17 @@ class PipelineEngine:
 
 
 def _guard(expr: str, inputs: dict[str, Any]) -> str | None:
-    """None if the guard holds on ``{upstream stage: value}``, else why the stage is skipped."""
+    """None if the guard holds on ``{upstream stage: value}``, else why the stage is skipped.
+
+    Raises:
+        ValueError: the guard cannot be evaluated; one line naming the guard once and why.
+    """
     from fades.pipelines.guard import compile_guard
 
     try:
         if compile_guard(expr).evaluate(inputs):
             return None
     except (ValueError, TypeError) as exc:
-        return f"guard {expr!r} could not be evaluated: {exc}"
+        why = str(exc).removeprefix(f"guard {expr!r}: ")
+        raise ValueError(f"guard {expr!r} could not be evaluated: {why}") from None
     return f"guard {expr!r} is false"

@@ -45,6 +45,7 @@ from fades.pipelines.protocol import (
     bundle_subject,
     ensure_events_stream,
 )
+from fades.pipelines.readings import unmatched
 from fades.pipelines.sites import pipeline_bus, plan_at_sites
 from fades.pipelines.spec import PipelineSpec, parse_pipeline
 from fades.pipelines.views import Views, rows
@@ -167,7 +168,17 @@ class PipelineService(Views):
             "rows": rows(plan, spec),
             "ends_at": plan.ends_at,
             "queue_at": self.queue_at(plan),
+            "warnings": self.warnings(spec),
         }
+
+    def warnings(self, spec: PipelineSpec) -> list[str]:
+        """What will keep a valid pipeline from running as meant, given the nodes now."""
+        if not spec.run.on_reading:
+            return []
+        reg = self.controller.registry
+        nodes = [e.info for e in reg.up()] + [e.info for e in reg.down()]
+        warning = unmatched(spec.run.on_reading, nodes)
+        return [warning] if warning else []
 
     async def submit(
         self, obj: Mapping[str, Any], tenant: str, *, replace: bool = False
@@ -227,6 +238,8 @@ class PipelineService(Views):
                 ) from None
             self.plans[spec.name] = (plan, revision)
         log.info("pipeline %s v%d deployed for %s", spec.name, plan.version, tenant)
+        if old is not None and old.state == "active":
+            await self._end_replaced(spec.name, plan.version)
         started: dict[str, Any] = {"runs": [], "refused": 0}
         if spec.run.mode == "on-demand":
             started = await self.start_runs(spec.name, tenant, spec.run.runs)
@@ -237,10 +250,19 @@ class PipelineService(Views):
             "ends_at": plan.ends_at,
             "rows": rows(plan, spec),
             "queue_at": self.queue_at(plan),
+            "warnings": self.warnings(spec),
         }
         if old is not None and old.domain != plan.domain:
             out["queue_moved"] = await self._left_behind(old)
         return out | started
+
+    async def _end_replaced(self, name: str, version: int) -> None:
+        """End the runs still going when a replace is applied: ``cancelled``, naming the
+        version that replaced their plan (the nodes drop the old plan's stages with it)."""
+        reason = f"replaced by version {version}"
+        for r in await asyncio.to_thread(self.store.running, name):
+            if await asyncio.to_thread(self.store.end_run, name, r.run, "cancelled", reason):
+                self.controller.metrics.pipeline_runs.labels("cancelled").inc()
 
     async def start_runs(self, name: str, tenant: str, count: int) -> dict[str, Any]:
         """Start ``count`` runs of an active pipeline: a trigger bundle to each start stage

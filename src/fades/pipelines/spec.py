@@ -59,6 +59,7 @@ from fades.devices.actuate import Actuate, actuate_problems
 from fades.errors import PipelineValidationError, TaskValidationError
 from fades.pipelines.checks import graph_problems, subject_problem, topo_order
 from fades.pipelines.guard import compile_guard
+from fades.pipelines.readings import pattern_problem
 from fades.task import Credentials, DataOp, FunctionSpec
 from fades.tasktext import MAX_DEPTH, MAX_TASK_BYTES, clip, decode_task_text, shape_problem
 
@@ -236,6 +237,9 @@ class RunSpec(_Strict):
                 "must be a sensor subject starting with 'sensors.' "
                 "(e.g. 'sensors.*.road.surface_temp')"
             )
+        never = pattern_problem(v)
+        if never:
+            raise ValueError(never)
         return v
 
     @field_validator("until")

@@ -42,7 +42,12 @@ class Triggers:
     def __init__(self, engine: PipelineEngine) -> None:
         self.engine = engine
         self.timers: dict[str, asyncio.Task[None]] = {}
-        self.listening: set[str] = set()
+        self._every_s: dict[str, float] = {}  # pipeline: the period its timer runs with
+        #: pipeline: the ``on_reading`` pattern it starts runs on now
+        self.listening: dict[str, str] = {}
+        #: (pipeline, pattern) subscriptions made (the bus cannot unsubscribe: a listener
+        #: whose pattern is no longer its pipeline's ignores readings)
+        self._subscribed: set[tuple[str, str]] = set()
         self._drops: dict[str, tuple[float, int]] = {}  # pipeline: last event, dropped since
 
     def starts(self, plan: Plan, spec: PipelineSpec) -> list[tuple[str, str]]:
@@ -59,17 +64,29 @@ class Triggers:
         if spec.run.mode != "automatic" or not self.starts(plan, spec):
             self.stop(p)
             return
-        if spec.run.every_s is not None and p not in self.timers:
-            self.timers[p] = asyncio.create_task(self._every(p, spec.run.every_s))
-        if spec.run.on_reading and p not in self.listening:
-            self.listening.add(p)
-            self.engine.spawn(self._subscribe(p, spec.run.on_reading))
+        # a replaced plan may change the trigger: a new period restarts the timer, a new
+        # pattern moves the listening (the old pattern's listener then ignores readings)
+        every = spec.run.every_s
+        if p in self.timers and self._every_s.get(p) != every:
+            self.timers.pop(p).cancel()
+        if every is not None and p not in self.timers:
+            self.timers[p] = asyncio.create_task(self._every(p, every))
+            self._every_s[p] = every
+        pattern = spec.run.on_reading
+        if not pattern:
+            self.listening.pop(p, None)
+        elif self.listening.get(p) != pattern:
+            self.listening[p] = pattern
+            if (p, pattern) not in self._subscribed:
+                self._subscribed.add((p, pattern))
+                self.engine.spawn(self._subscribe(p, pattern))
 
     def stop(self, pipeline: str) -> None:
         task = self.timers.pop(pipeline, None)
+        self._every_s.pop(pipeline, None)
         if task is not None:
             task.cancel()
-        self.listening.discard(pipeline)  # the listener sees it and ignores readings
+        self.listening.pop(pipeline, None)  # the listener sees it and ignores readings
 
     def stop_all(self) -> None:
         for p in list(self.timers):
@@ -98,7 +115,7 @@ class Triggers:
 
     async def _subscribe(self, pipeline: str, pattern: str) -> None:
         async def on_reading(subject: str, data: bytes) -> None:
-            if pipeline not in self.listening:
+            if self.listening.get(pipeline) != pattern:
                 return
             live = self._live(pipeline)
             if live is None:
@@ -118,7 +135,9 @@ class Triggers:
         try:
             await self.engine.agent.require_bus().subscribe(pattern, on_reading)
         except FadesError as exc:
-            self.listening.discard(pipeline)
+            self._subscribed.discard((pipeline, pattern))
+            if self.listening.get(pipeline) == pattern:
+                del self.listening[pipeline]
             log.warning("pipeline %s: cannot subscribe to %s: %s", pipeline, pattern, exc)
 
     async def fire(
