@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,20 @@ from fades.node import Node
 
 RESULTS = Path(os.environ.get("FADES_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 TICK = os.sysconf("SC_CLK_TCK")
+#: a file name: run the node agent under yappi and save its profile there (pstats format)
+PROFILE_NODE = os.environ.get("FADES_BENCH_PROFILE_NODE")
+
+
+class Cluster(LocalCluster):
+    """A LocalCluster whose node agents run under the profiler when PROFILE_NODE is set."""
+
+    def _spawn(
+        self, label: str, args: list[str], *, cloud: bool = False, exe: list[str] | None = None
+    ) -> Any:
+        if PROFILE_NODE and exe is None and args[:2] == ["node", "start"]:
+            helper = Path(__file__).resolve().parent / "_profile_node.py"
+            exe = [sys.executable, str(helper), PROFILE_NODE]
+        return super()._spawn(label, args, cloud=cloud, exe=exe)
 
 
 def task(room: str, n: int = 100) -> dict[str, Any]:
@@ -211,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "modes": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        with LocalCluster(
-            Path(tmp) / "c", nodes=1, rooms_per_node=6, days=0.1, sensors=False
-        ) as cl:
+        with Cluster(Path(tmp) / "c", nodes=1, rooms_per_node=6, days=0.1, sensors=False) as cl:
             rooms = cl.rooms(cl.names[0])
             client = cl.client()
             for r in rooms:  # warm: artifact fetched, sandbox compiled
