@@ -189,10 +189,16 @@ class Intake:
             raise
         except Exception as exc:  # the commit failed: nothing of the burst is held
             results = [exc for _ in todo]
+        stored: set[str] = set()
         for (d, _, task_id, tenant, digest), res in zip(todo, results, strict=True):
-            if isinstance(res, Exception):
+            if isinstance(res, Exception) and task_id in stored:  # twice in this burst
+                a.counters["duplicates"] += 1
+                log.info("node %s: task %s redelivered; already held", a.name, task_id)
+                await self._ack(d)
+            elif isinstance(res, Exception):
                 await self._failed(d, task_id, tenant, digest, res)
             else:
+                stored.add(task_id)
                 a.counters["accepted"] += 1
                 await self._ack(d)
 
