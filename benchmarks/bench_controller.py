@@ -12,9 +12,13 @@ the node's rooms) go through the controller's HTTP API in two ways, in the same 
 2. **batch + stream**: ``POST /v1/tasks/batch`` (``FadesClient.submit_many``) and one
    ``GET /v1/results/stream`` (``FadesClient.results``) for every outcome.
 
-With ``--before SRC`` (a source tree, e.g. ``/work/main/src``) a third run, in its own cluster,
-sends the same tasks one by one to a controller started from ``SRC`` (the code before the
-hot-path work), so the old controller is measured in the same run too.
+With ``--before SRC`` (a source tree, e.g. ``/work/main/src``) the same two ways run again, in
+a cluster of their own whose controller AND node agent are started from ``SRC`` (the code
+before), so the old controller and node agent are measured in the same run too.
+
+``FADES_BENCH_PROFILE_NODE=FILE`` runs this run's node agent under yappi (CPU clock, every
+thread) and saves its profile to FILE (``python -m pstats FILE``); its CPU figures are then
+inflated by the profiler.
 
 For each: the controller process's CPU time (user + system, from ``/proc``) over the run,
 divided by N; the node agent's and nats-server's likewise; and tasks per second. Baseline for
@@ -52,7 +56,10 @@ PROFILE_NODE = os.environ.get("FADES_BENCH_PROFILE_NODE")
 
 
 class Cluster(LocalCluster):
-    """A LocalCluster whose node agents run under the profiler when PROFILE_NODE is set."""
+    """A LocalCluster whose node agents run under the profiler when PROFILE_NODE is set,
+    or from the source tree ``node_src`` when that is set."""
+
+    node_src: str | None = None
 
     def _spawn(
         self, label: str, args: list[str], *, cloud: bool = False, exe: list[str] | None = None
@@ -60,6 +67,8 @@ class Cluster(LocalCluster):
         if PROFILE_NODE and exe is None and args[:2] == ["node", "start"]:
             helper = Path(__file__).resolve().parent / "_profile_node.py"
             exe = [sys.executable, str(helper), PROFILE_NODE]
+        elif self.node_src and exe is None and args[:2] == ["node", "start"]:
+            exe = ["env", f"PYTHONPATH={self.node_src}", sys.executable, "-m", "fades"]
         return super()._spawn(label, args, cloud=cloud, exe=exe)
 
 
@@ -168,11 +177,14 @@ def run_mode(
     return res
 
 
-LABELS = {"before_one_by_one": "before: one by one"}
+LABELS = {
+    "before_one_by_one": "before: one by one",
+    "before_batch_stream": "before: batch + stream",
+}
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    order = ("before_one_by_one", "one_by_one", "batch_stream")
+    order = ("before_one_by_one", "before_batch_stream", "one_by_one", "batch_stream")
     modes = [m for m in order if m in res["modes"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
@@ -197,7 +209,12 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax = axes[1]
     labels = ["in-process", *[LABELS.get(m, m.replace("_", " ")) for m in modes]]
     vals = [res["in_process"]["tasks_per_s"], *[res["modes"][m]["tasks_per_s"] for m in modes]]
-    colors = {"before_one_by_one": "#a55", "one_by_one": "#c84", "batch_stream": "#2a7"}
+    colors = {
+        "before_one_by_one": "#a55",
+        "before_batch_stream": "#d99",
+        "one_by_one": "#c84",
+        "batch_stream": "#2a7",
+    }
     ax.bar(labels, vals, color=["#888", *[colors[m] for m in modes]])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.0f}/s ({v / vals[0]:.2f})", ha="center", va="bottom", fontsize=8)
@@ -251,23 +268,28 @@ def main(argv: list[str] | None = None) -> int:
             def wrap(cmd: list[str]) -> list[str]:
                 return ["env", f"PYTHONPATH={src}", *cmd] if "controller" in cmd else cmd
 
-            with LocalCluster(
+            Cluster.node_src = src  # the node agent from SRC too
+
+            with Cluster(
                 Path(tmp) / "b", nodes=1, rooms_per_node=6, days=0.1, sensors=False, wrap=wrap
             ) as cl:
                 client = cl.client()
                 for r in rooms:
                     client.wait(client.submit(task(r))["task_id"], timeout=120)
+                before = [
+                    "one_by_one",
+                    *(["batch_stream"] if hasattr(client, "submit_many") else []),
+                ]
                 client.close()
-                run_mode(cl, "one_by_one", rooms, max(10, n // 10), args.batch)
-                r = res["modes"]["before_one_by_one"] = run_mode(
-                    cl, "one_by_one", rooms, n, args.batch
-                )
-                r["source"] = src
-                print(
-                    f"before ({src}), one by one: {r['tasks_per_s']:.0f} tasks/s, controller "
-                    f"{r['cpu_ms_per_task']['controller']:.2f} ms/task",
-                    flush=True,
-                )
+                for m in before:
+                    run_mode(cl, m, rooms, max(10, n // 10), args.batch)
+                    r = res["modes"][f"before_{m}"] = run_mode(cl, m, rooms, n, args.batch)
+                    r["source"] = src
+                    print(
+                        f"before ({src}), {m}: {r['tasks_per_s']:.0f} tasks/s, CPU ms/task "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_task"].items()),
+                        flush=True,
+                    )
     ip = res["in_process"]["tasks_per_s"]
     print(f"in-process: {ip:.0f} tasks/s", flush=True)
     for m, r in res["modes"].items():
