@@ -146,12 +146,20 @@ def in_process(home: Path, rooms: list[str], n: int) -> dict[str, Any]:
         with Node(copy) as node:
             for r in rooms:
                 node.orchestrator.run(task(r), timeout=60)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ids = [node.orchestrator.submit(task(rooms[i % len(rooms)])) for i in range(n)]
             recs = [node.orchestrator.wait(i, timeout=300) for i in ids]
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     failed = sum(1 for r in recs if r.status != "done")
-    return {"tasks": n, "failed": failed, "wall_s": wall, "tasks_per_s": n / wall}
+    # this process's CPU (every thread; the sandbox worker processes are not counted, as for
+    # the node agent): the floor under the agent's CPU per task
+    return {
+        "tasks": n,
+        "failed": failed,
+        "wall_s": wall,
+        "tasks_per_s": n / wall,
+        "cpu_ms_per_task": cpu / n * 1e3,
+    }
 
 
 def run_mode(
@@ -202,6 +210,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
             text = "n/m" if v is None else f"{v:.2f}"  # not measured in that run
             ax.text(x, v or 0.0, text, ha="center", va="bottom", fontsize=7)
     ax.axhline(1.0, color="red", ls=":", lw=1, label="target: controller 1 ms")
+    floor = res["in_process"].get("cpu_ms_per_task")
+    if floor is not None:
+        ax.axhline(floor, color="#555", ls="--", lw=1, label=f"in-process node {floor:.2f} ms")
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(parts))], parts)
     ax.set_ylabel("CPU ms per task")
     ax.set_title("CPU per task, by process (same run)")
@@ -291,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     ip = res["in_process"]["tasks_per_s"]
-    print(f"in-process: {ip:.0f} tasks/s", flush=True)
+    print(
+        f"in-process: {ip:.0f} tasks/s, CPU {res['in_process']['cpu_ms_per_task']:.2f} ms/task",
+        flush=True,
+    )
     for m, r in res["modes"].items():
         r["throughput_vs_in_process"] = r["tasks_per_s"] / ip
         print(f"{m}: cluster / in-process throughput {r['throughput_vs_in_process']:.2f}")

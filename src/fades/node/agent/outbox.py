@@ -3,8 +3,10 @@ once, as an :class:`~fades.outcome.Outcome` (message id ``<task id>.result``).
 
 The outbox is the ``delivered`` column of the node's task store: a result counts as delivered
 once the fabric acknowledged it. The orchestrator's finish callback (a worker thread) hands
-the task id to the event loop, which publishes it; results left undelivered (fabric down, a
-crash) are re-published on start and on every heartbeat. Readers de-duplicate by task id.
+the finished record to the event loop, which publishes whatever has finished meanwhile (at
+most :data:`OUTBOX_INFLIGHT` awaiting the fabric at once) and marks the acknowledged ones
+delivered with one commit; results left undelivered (fabric down, a crash) are re-published
+on start and on every heartbeat. Readers de-duplicate by task id (the message id too).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Outbox:
     def __init__(self, agent: NodeAgent) -> None:
         self.agent = agent
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._finished: asyncio.Queue[str] = asyncio.Queue()
+        self._finished: asyncio.Queue[TaskRecord] = asyncio.Queue()
         self._lock = asyncio.Lock()
 
     def bind(self) -> None:
@@ -47,12 +49,13 @@ class Outbox:
         self._loop = asyncio.get_running_loop()
 
     def on_finish(self, rec: TaskRecord) -> None:
-        """Orchestrator callback (worker thread): hand the task id to the event loop."""
+        """Orchestrator callback (worker thread): hand the finished record (read after its
+        end was committed) to the event loop, which publishes it without reading it again."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile; the outbox has it
-            loop.call_soon_threadsafe(self._finished.put_nowait, rec.id)
+            loop.call_soon_threadsafe(self._finished.put_nowait, rec)
 
     def encode(self, outcome: Outcome) -> bytes:
         """The wire form; a result too big for one message becomes a failure saying so."""
@@ -120,17 +123,15 @@ class Outbox:
 
     async def loop(self) -> None:
         while True:
-            ids = [await self._finished.get()]
-            while len(ids) < OUTBOX_BATCH and not self._finished.empty():
-                ids.append(self._finished.get_nowait())
+            recs = [await self._finished.get()]
+            while len(recs) < OUTBOX_BATCH and not self._finished.empty():
+                recs.append(self._finished.get_nowait())
             try:
-                store = self.agent.require_node().orchestrator.store
-                recs = await asyncio.to_thread(store.get_many, ids)
                 await self.publish_many([r for r in recs if r.done and not r.delivered])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # they stay in the outbox for the sweep
-                log.warning("node %s: results %s: %r", self.agent.name, ids[:3], exc)
+                log.warning("node %s: results %s: %r", self.agent.name, recs[0].id, exc)
 
     async def flush(self) -> None:
         """Re-publish every undelivered result (stops at the first burst with a failure)."""
