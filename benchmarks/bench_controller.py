@@ -23,7 +23,9 @@ inflated by the profiler.
 For each: the controller process's CPU time (user + system, from ``/proc``) over the run,
 divided by N; the node agent's and nats-server's likewise; and tasks per second. Baseline for
 throughput: the same node folder (copied) running the same N tasks in-process
-(``Node.orchestrator.submit`` then ``wait``), in the same run.
+(``Node.orchestrator.submit`` then ``wait``), in the same run, before and after the cluster
+runs (the mean of the two; both are in the JSON). Its CPU per task is the floor under the
+node agent's.
 Targets: controller CPU <= 1 ms per task; cluster / in-process throughput >= 0.8.
 """
 
@@ -229,6 +231,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax.bar(labels, vals, color=["#888", *[colors[m] for m in modes]])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.0f}/s ({v / vals[0]:.2f})", ha="center", va="bottom", fontsize=8)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     ax.set_ylabel("tasks per second (core mean, 100 readings)")
     ax.set_title(f"throughput, 1 node, {res['machine']['cpus']} CPUs")
     fig.tight_layout()
@@ -262,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             has_batch = hasattr(client, "submit_many")
             client.close()
             modes = ["one_by_one", *(["batch_stream"] if has_batch else [])]
+            node_home = cl.node_home(cl.names[0])
+            # the baseline is measured before and after the cluster runs (the machine's load
+            # drifts); their mean is what the cluster is compared with
+            base = [in_process(node_home, rooms, n)]
             for m in modes:
                 run_mode(cl, m, rooms, max(10, n // 10), args.batch)  # warm this path
                 r = res["modes"][m] = run_mode(cl, m, rooms, n, args.batch)
@@ -271,8 +278,13 @@ def main(argv: list[str] | None = None) -> int:
                     + f" ({r['failed']} failed)",
                     flush=True,
                 )
-            node_home = cl.node_home(cl.names[0])
-            res["in_process"] = in_process(node_home, rooms, n)
+            base.append(in_process(node_home, rooms, n))
+            res["in_process"] = {
+                "tasks": n,
+                "tasks_per_s": sum(b["tasks_per_s"] for b in base) / len(base),
+                "cpu_ms_per_task": sum(b["cpu_ms_per_task"] for b in base) / len(base),
+                "runs": base,
+            }
         if args.before:
             src = str(Path(args.before).resolve())
 
