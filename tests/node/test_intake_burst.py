@@ -15,7 +15,9 @@ import pytest
 from tests.fabric.test_agent import (
     MEM,
     SLOW,
+    build,
     fabric,
+    open_repo,
     publish_task,
     run,
     running_agent,
@@ -26,6 +28,9 @@ from tests.fabric.test_agent import (
 
 from fades.fabric import EmbeddedNats
 from fades.fabric.subjects import TASKS_STREAM
+from fades.fabric.sync import ArtifactSync
+from fades.functions.artifact import Artifact
+from fades.functions.keys import SigningKey
 from fades.node.agent.intake import intake_batch
 from fades.node.orchestrator import Orchestrator
 from fades.node.taskstore import TaskStore
@@ -80,8 +85,12 @@ def test_tasks_queued_before_start_are_taken_in_bursts_and_each_answered_once(
     prepare_home: Callable[..., Path],
     make_task: Callable[..., dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
+    signing_key: SigningKey,
+    runtime_artifact: Artifact,
+    tmp_path: Path,
 ) -> None:
-    home = prepare_home("n1", functions={"count": COUNT})
+    home = prepare_home("n1", runtime=False)  # the function comes from the repository
+    fn = build(tmp_path, "count", COUNT, signing_key)
     n = 40
     bursts: list[int] = []
     real = Orchestrator.submit_many
@@ -91,22 +100,27 @@ def test_tasks_queued_before_start_are_taken_in_bursts_and_each_answered_once(
         return real(self, tasks)
 
     monkeypatch.setattr(Orchestrator, "submit_many", spy)
+    fetched: list[str] = []
+    real_artifact = ArtifactSync.artifact
+
+    async def artifact(self: ArtifactSync, digest: str, keepalive: Any = None) -> Any:
+        fetched.append(digest)
+        return await real_artifact(self, digest, keepalive)
+
+    monkeypatch.setattr(ArtifactSync, "artifact", artifact)
 
     async def main() -> None:
         async with fabric(nats_server) as (_, js, results):
-            ids = [
-                await publish_task(
-                    js,
-                    "edge1",
-                    make_task("count", task_id=f"b{i}", memory_mib=MEM, params={"i": i}),
-                )
-                for i in range(n)
-            ]
+            repo = await open_repo(js)
+            await repo.put(runtime_artifact)
+            await repo.put(fn)
+            ids = []
+            for i in range(n):
+                task = make_task("count", task_id=f"b{i}", memory_mib=MEM, params={"i": i})
+                ids.append(await publish_task(js, "edge1", task, digest=fn.digest))
             # a redelivery of one of them in the same backlog (another message id)
-            await publish_task(
-                js, "edge1", make_task("count", task_id="b0", memory_mib=MEM, params={"i": 0}),
-                msg_id="b0-again",
-            )  # fmt: skip
+            again = make_task("count", task_id="b0", memory_mib=MEM, params={"i": 0})
+            await publish_task(js, "edge1", again, msg_id="b0-again", digest=fn.digest)
             async with running_agent(home, nats_server) as agent:
                 assert agent.node is not None
                 orc = agent.node.orchestrator
@@ -121,6 +135,8 @@ def test_tasks_queued_before_start_are_taken_in_bursts_and_each_answered_once(
             await results.poll()
             assert all(results.count(t) == 1 for t in ids)
             assert sum(bursts) == n + 1 and max(bursts, default=0) > 1, bursts
+            # the function was fetched and verified once at intake, not once per task
+            assert len(fetched) == 1, fetched
 
     run(main())
 
