@@ -12,14 +12,20 @@ the node's rooms) go through the controller's HTTP API in two ways, in the same 
 2. **batch + stream**: ``POST /v1/tasks/batch`` (``FadesClient.submit_many``) and one
    ``GET /v1/results/stream`` (``FadesClient.results``) for every outcome.
 
-With ``--before SRC`` (a source tree, e.g. ``/work/main/src``) a third run, in its own cluster,
-sends the same tasks one by one to a controller started from ``SRC`` (the code before the
-hot-path work), so the old controller is measured in the same run too.
+With ``--before SRC`` (a source tree, e.g. ``/work/main/src``) the same two ways run again, in
+a cluster of their own whose controller AND node agent are started from ``SRC`` (the code
+before), so the old controller and node agent are measured in the same run too.
+
+``FADES_BENCH_PROFILE_NODE=FILE`` runs this run's node agent under yappi (CPU clock, every
+thread) and saves its profile to FILE (``python -m pstats FILE``); its CPU figures are then
+inflated by the profiler.
 
 For each: the controller process's CPU time (user + system, from ``/proc``) over the run,
 divided by N; the node agent's and nats-server's likewise; and tasks per second. Baseline for
 throughput: the same node folder (copied) running the same N tasks in-process
-(``Node.orchestrator.submit`` then ``wait``), in the same run.
+(``Node.orchestrator.submit`` then ``wait``), in the same run, before and after the cluster
+runs (the mean of the two; both are in the JSON). Its CPU per task is the floor under the
+node agent's.
 Targets: controller CPU <= 1 ms per task; cluster / in-process throughput >= 0.8.
 """
 
@@ -30,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +53,25 @@ from fades.node import Node
 
 RESULTS = Path(os.environ.get("FADES_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 TICK = os.sysconf("SC_CLK_TCK")
+#: a file name: run the node agent under yappi and save its profile there (pstats format)
+PROFILE_NODE = os.environ.get("FADES_BENCH_PROFILE_NODE")
+
+
+class Cluster(LocalCluster):
+    """A LocalCluster whose node agents run under the profiler when PROFILE_NODE is set,
+    or from the source tree ``node_src`` when that is set."""
+
+    node_src: str | None = None
+
+    def _spawn(
+        self, label: str, args: list[str], *, cloud: bool = False, exe: list[str] | None = None
+    ) -> Any:
+        if PROFILE_NODE and exe is None and args[:2] == ["node", "start"]:
+            helper = Path(__file__).resolve().parent / "_profile_node.py"
+            exe = [sys.executable, str(helper), PROFILE_NODE]
+        elif self.node_src and exe is None and args[:2] == ["node", "start"]:
+            exe = ["env", f"PYTHONPATH={self.node_src}", sys.executable, "-m", "fades"]
+        return super()._spawn(label, args, cloud=cloud, exe=exe)
 
 
 def task(room: str, n: int = 100) -> dict[str, Any]:
@@ -122,12 +148,20 @@ def in_process(home: Path, rooms: list[str], n: int) -> dict[str, Any]:
         with Node(copy) as node:
             for r in rooms:
                 node.orchestrator.run(task(r), timeout=60)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ids = [node.orchestrator.submit(task(rooms[i % len(rooms)])) for i in range(n)]
             recs = [node.orchestrator.wait(i, timeout=300) for i in ids]
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     failed = sum(1 for r in recs if r.status != "done")
-    return {"tasks": n, "failed": failed, "wall_s": wall, "tasks_per_s": n / wall}
+    # this process's CPU (every thread; the sandbox worker processes are not counted, as for
+    # the node agent): the floor under the agent's CPU per task
+    return {
+        "tasks": n,
+        "failed": failed,
+        "wall_s": wall,
+        "tasks_per_s": n / wall,
+        "cpu_ms_per_task": cpu / n * 1e3,
+    }
 
 
 def run_mode(
@@ -153,11 +187,14 @@ def run_mode(
     return res
 
 
-LABELS = {"before_one_by_one": "before: one by one"}
+LABELS = {
+    "before_one_by_one": "before: one by one",
+    "before_batch_stream": "before: batch + stream",
+}
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    order = ("before_one_by_one", "one_by_one", "batch_stream")
+    order = ("before_one_by_one", "before_batch_stream", "one_by_one", "batch_stream")
     modes = [m for m in order if m in res["modes"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
@@ -175,6 +212,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
             text = "n/m" if v is None else f"{v:.2f}"  # not measured in that run
             ax.text(x, v or 0.0, text, ha="center", va="bottom", fontsize=7)
     ax.axhline(1.0, color="red", ls=":", lw=1, label="target: controller 1 ms")
+    floor = res["in_process"].get("cpu_ms_per_task")
+    if floor is not None:
+        ax.axhline(floor, color="#555", ls="--", lw=1, label=f"in-process node {floor:.2f} ms")
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(parts))], parts)
     ax.set_ylabel("CPU ms per task")
     ax.set_title("CPU per task, by process (same run)")
@@ -182,10 +222,16 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax = axes[1]
     labels = ["in-process", *[LABELS.get(m, m.replace("_", " ")) for m in modes]]
     vals = [res["in_process"]["tasks_per_s"], *[res["modes"][m]["tasks_per_s"] for m in modes]]
-    colors = {"before_one_by_one": "#a55", "one_by_one": "#c84", "batch_stream": "#2a7"}
+    colors = {
+        "before_one_by_one": "#a55",
+        "before_batch_stream": "#d99",
+        "one_by_one": "#c84",
+        "batch_stream": "#2a7",
+    }
     ax.bar(labels, vals, color=["#888", *[colors[m] for m in modes]])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.0f}/s ({v / vals[0]:.2f})", ha="center", va="bottom", fontsize=8)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     ax.set_ylabel("tasks per second (core mean, 100 readings)")
     ax.set_title(f"throughput, 1 node, {res['machine']['cpus']} CPUs")
     fig.tight_layout()
@@ -211,9 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "modes": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        with LocalCluster(
-            Path(tmp) / "c", nodes=1, rooms_per_node=6, days=0.1, sensors=False
-        ) as cl:
+        with Cluster(Path(tmp) / "c", nodes=1, rooms_per_node=6, days=0.1, sensors=False) as cl:
             rooms = cl.rooms(cl.names[0])
             client = cl.client()
             for r in rooms:  # warm: artifact fetched, sandbox compiled
@@ -221,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             has_batch = hasattr(client, "submit_many")
             client.close()
             modes = ["one_by_one", *(["batch_stream"] if has_batch else [])]
+            node_home = cl.node_home(cl.names[0])
+            # the baseline is measured before and after the cluster runs (the machine's load
+            # drifts); their mean is what the cluster is compared with
+            base = [in_process(node_home, rooms, n)]
             for m in modes:
                 run_mode(cl, m, rooms, max(10, n // 10), args.batch)  # warm this path
                 r = res["modes"][m] = run_mode(cl, m, rooms, n, args.batch)
@@ -230,36 +278,58 @@ def main(argv: list[str] | None = None) -> int:
                     + f" ({r['failed']} failed)",
                     flush=True,
                 )
-            node_home = cl.node_home(cl.names[0])
-            res["in_process"] = in_process(node_home, rooms, n)
+            base.append(in_process(node_home, rooms, n))
+            res["in_process"] = {
+                "tasks": n,
+                "tasks_per_s": sum(b["tasks_per_s"] for b in base) / len(base),
+                "cpu_ms_per_task": sum(b["cpu_ms_per_task"] for b in base) / len(base),
+                "runs": base,
+            }
         if args.before:
             src = str(Path(args.before).resolve())
 
             def wrap(cmd: list[str]) -> list[str]:
                 return ["env", f"PYTHONPATH={src}", *cmd] if "controller" in cmd else cmd
 
-            with LocalCluster(
+            Cluster.node_src = src  # the node agent from SRC too
+
+            with Cluster(
                 Path(tmp) / "b", nodes=1, rooms_per_node=6, days=0.1, sensors=False, wrap=wrap
             ) as cl:
                 client = cl.client()
                 for r in rooms:
                     client.wait(client.submit(task(r))["task_id"], timeout=120)
+                before = [
+                    "one_by_one",
+                    *(["batch_stream"] if hasattr(client, "submit_many") else []),
+                ]
                 client.close()
-                run_mode(cl, "one_by_one", rooms, max(10, n // 10), args.batch)
-                r = res["modes"]["before_one_by_one"] = run_mode(
-                    cl, "one_by_one", rooms, n, args.batch
-                )
-                r["source"] = src
-                print(
-                    f"before ({src}), one by one: {r['tasks_per_s']:.0f} tasks/s, controller "
-                    f"{r['cpu_ms_per_task']['controller']:.2f} ms/task",
-                    flush=True,
-                )
+                for m in before:
+                    run_mode(cl, m, rooms, max(10, n // 10), args.batch)
+                    r = res["modes"][f"before_{m}"] = run_mode(cl, m, rooms, n, args.batch)
+                    r["source"] = src
+                    print(
+                        f"before ({src}), {m}: {r['tasks_per_s']:.0f} tasks/s, CPU ms/task "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_task"].items()),
+                        flush=True,
+                    )
     ip = res["in_process"]["tasks_per_s"]
-    print(f"in-process: {ip:.0f} tasks/s", flush=True)
+    print(
+        f"in-process: {ip:.0f} tasks/s, CPU {res['in_process']['cpu_ms_per_task']:.2f} ms/task",
+        flush=True,
+    )
     for m, r in res["modes"].items():
         r["throughput_vs_in_process"] = r["tasks_per_s"] / ip
-        print(f"{m}: cluster / in-process throughput {r['throughput_vs_in_process']:.2f}")
+        # when the machine's CPU is what bounds both (a shared 2-core box): the in-process
+        # node's CPU per task over the cluster's (controller + node agent + nats-server; the
+        # HTTP client not counted), a ratio the machine's load hardly moves
+        r["cpu_bound_vs_in_process"] = res["in_process"]["cpu_ms_per_task"] / sum(
+            r["cpu_ms_per_task"].values()
+        )
+        print(
+            f"{m}: cluster / in-process throughput {r['throughput_vs_in_process']:.2f} "
+            f"(CPU-bound: {r['cpu_bound_vs_in_process']:.2f})"
+        )
     res["machine"]["load_avg_end"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2) + "\n")

@@ -39,6 +39,7 @@ from fades.errors import (
     OrchestratorError,
     TaskCancelled,
     TaskNotFound,
+    TaskValidationError,
 )
 from fades.functions.store import FunctionStore
 from fades.node.limits import NodeLimits
@@ -247,6 +248,36 @@ class Orchestrator:
         self.queue.put(task)
         log.info("accepted task %s from %s", task.id, task.tenant)
         return task.id
+
+    def submit_many(self, tasks: list[dict[str, Any]]) -> list[str | Exception]:
+        """Validate and accept a burst of tasks with ONE commit of the task store.
+
+        Per task, in order: its id once durably recorded, or the exception :meth:`submit`
+        would have raised for it (the others are accepted regardless)."""
+        if self._stop.is_set():
+            err = OrchestratorError("the node is shutting down and accepts no new tasks")
+            return [err for _ in tasks]
+        out: list[str | Exception] = []
+        valid: list[tuple[int, Task]] = []
+        for i, raw in enumerate(tasks):
+            try:
+                valid.append((i, self.validate(raw)))
+                out.append("")
+            except Exception as exc:
+                out.append(exc)
+        stored = self.store.accept_many([(t.id, t.tenant, t.to_json()) for _, t in valid])
+        for (i, task), ok in zip(valid, stored, strict=True):
+            if not ok:
+                out[i] = TaskValidationError(
+                    f"a task with id {task.id!r} already exists on this node",
+                    problems=[("credentials.task_id", "already used")],
+                    task_id=task.id,
+                )
+                continue
+            self.queue.put(task)
+            out[i] = task.id
+            log.info("accepted task %s from %s", task.id, task.tenant)
+        return out
 
     def get(self, task_id: str) -> TaskRecord:
         return self.store.get(task_id)

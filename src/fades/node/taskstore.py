@@ -234,6 +234,30 @@ class TaskStore:
                 task_id=task_id,
             ) from None
 
+    def accept_many(self, rows: list[tuple[str, str, str]]) -> list[bool]:
+        """Record several new tasks ``(id, tenant, task_json)`` as accepted in ONE transaction
+        (one commit for a burst; durable before this returns). Returns, per row, True if it
+        was recorded, False if a task with that id already exists (that row is skipped)."""
+        if not rows:
+            return []
+        now = time.time()
+        out: list[bool] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for task_id, tenant, task_json in rows:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO tasks(id, tenant, status, task_json, accepted_at) "
+                        "VALUES (?, ?, 'accepted', ?, ?)",
+                        (task_id, tenant, task_json, now),
+                    )
+                    out.append(cur.rowcount == 1)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return out
+
     def start(self, task_id: str) -> None:
         self._exec(
             "UPDATE tasks SET status='running', started_at=?, attempts=attempts+1 WHERE id=?",
@@ -351,6 +375,26 @@ class TaskStore:
     def exists(self, task_id: str) -> bool:
         return self._exec("SELECT 1 FROM tasks WHERE id=?", (task_id,)).fetchone() is not None
 
+    def existing(self, task_ids: list[str]) -> set[str]:
+        """Which of ``task_ids`` were ever accepted here (one query for a burst)."""
+        found: set[str] = set()
+        for i in range(0, len(task_ids), 500):  # under SQLite's bound-parameter limit
+            part = task_ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._exec(f"SELECT id FROM tasks WHERE id IN ({marks})", tuple(part))
+            found.update(r[0] for r in rows.fetchall())
+        return found
+
+    def get_many(self, task_ids: list[str]) -> list[TaskRecord]:
+        """The records of those of ``task_ids`` held here (one query per 500 ids)."""
+        out: list[TaskRecord] = []
+        for i in range(0, len(task_ids), 500):
+            part = task_ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._exec(f"SELECT * FROM tasks WHERE id IN ({marks})", tuple(part))
+            out.extend(self._record(r) for r in rows.fetchall())
+        return out
+
     def undelivered(self, limit: int = 1000) -> list[TaskRecord]:
         """Finished or failed tasks whose result the fabric has not acknowledged, oldest first."""
         rows = self._exec(
@@ -366,6 +410,22 @@ class TaskStore:
             "UPDATE tasks SET delivered=1 WHERE id=? AND status IN ('done', 'failed')",
             (task_id,),
         )
+
+    def mark_delivered_many(self, task_ids: list[str]) -> None:
+        """Several results were acknowledged by the fabric: one transaction, one commit."""
+        if not task_ids:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "UPDATE tasks SET delivered=1 WHERE id=? AND status IN ('done', 'failed')",
+                    [(t,) for t in task_ids],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def list(self, tenant: str | None = None, limit: int = 100) -> list[TaskRecord]:
         if tenant is None:

@@ -3,8 +3,10 @@ once, as an :class:`~fades.outcome.Outcome` (message id ``<task id>.result``).
 
 The outbox is the ``delivered`` column of the node's task store: a result counts as delivered
 once the fabric acknowledged it. The orchestrator's finish callback (a worker thread) hands
-the task id to the event loop, which publishes it; results left undelivered (fabric down, a
-crash) are re-published on start and on every heartbeat. Readers de-duplicate by task id.
+the finished record to the event loop, which publishes whatever has finished meanwhile (at
+most :data:`OUTBOX_INFLIGHT` awaiting the fabric at once) and marks the acknowledged ones
+delivered with one commit; results left undelivered (fabric down, a crash) are re-published
+on start and on every heartbeat. Readers de-duplicate by task id (the message id too).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from fades.errors import FadesError, Fenced, OrchestratorError
+from fades.errors import Fenced, OrchestratorError
 from fades.fabric.subjects import result_subject
 from fades.node.taskstore import TaskRecord
 from fades.outcome import Outcome
@@ -27,6 +29,10 @@ log = logging.getLogger("fades.node.agent")
 
 #: room left in a message for headers and framing
 HEADROOM = 4096
+#: the most results awaiting the fabric's acknowledgement at once
+OUTBOX_INFLIGHT = 32
+#: the most finished tasks read, published and marked delivered (one commit) together
+OUTBOX_BATCH = 128
 
 
 class Outbox:
@@ -35,7 +41,7 @@ class Outbox:
     def __init__(self, agent: NodeAgent) -> None:
         self.agent = agent
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._finished: asyncio.Queue[str] = asyncio.Queue()
+        self._finished: asyncio.Queue[TaskRecord] = asyncio.Queue()
         self._lock = asyncio.Lock()
 
     def bind(self) -> None:
@@ -43,12 +49,13 @@ class Outbox:
         self._loop = asyncio.get_running_loop()
 
     def on_finish(self, rec: TaskRecord) -> None:
-        """Orchestrator callback (worker thread): hand the task id to the event loop."""
+        """Orchestrator callback (worker thread): hand the finished record (read after its
+        end was committed) to the event loop, which publishes it without reading it again."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile; the outbox has it
-            loop.call_soon_threadsafe(self._finished.put_nowait, rec.id)
+            loop.call_soon_threadsafe(self._finished.put_nowait, rec)
 
     def encode(self, outcome: Outcome) -> bytes:
         """The wire form; a result too big for one message becomes a failure saying so."""
@@ -76,41 +83,64 @@ class Outbox:
         )
 
     async def publish(self, rec: TaskRecord) -> bool:
-        """Publish one finished record; mark it delivered once the fabric acknowledged it.
+        """Publish one finished record; True once the fabric acknowledged it (see
+        :meth:`publish_many`)."""
+        return await self.publish_many([rec]) == 1
+
+    async def publish_many(self, recs: list[TaskRecord]) -> int:
+        """Publish finished records, at most :data:`OUTBOX_INFLIGHT` awaiting the fabric's
+        acknowledgement at once; mark those acknowledged delivered with one commit. Returns
+        how many were delivered (a failed one stays in the outbox for the sweep).
 
         A pipeline stage's task is not the controller's: its outcome goes out as a stage
         event (the pipeline engine), so it is only marked delivered here. A stateful task
         stopped because another node holds it now (``Fenced``) lives on there: its stale
         copy's end is not the task's outcome, so nothing is sent either."""
         store = self.agent.require_node().orchestrator.store
-        if is_stage_task(rec.task) or rec.error_kind == Fenced.__name__:
-            await asyncio.to_thread(store.mark_delivered, rec.id)
-            return True
+        done: list[str] = []
+        send: list[TaskRecord] = []
+        for rec in recs:
+            if is_stage_task(rec.task) or rec.error_kind == Fenced.__name__:
+                done.append(rec.id)
+            else:
+                send.append(rec)
+        for i in range(0, len(send), OUTBOX_INFLIGHT):
+            part = send[i : i + OUTBOX_INFLIGHT]
+            acked = await asyncio.gather(*(self._send_one(r) for r in part))
+            done.extend(r.id for r, ok in zip(part, acked, strict=True) if ok)
+        if done:
+            await asyncio.to_thread(store.mark_delivered_many, done)
+        return len(done)
+
+    async def _send_one(self, rec: TaskRecord) -> bool:
         try:
             await self.send(rec.outcome(self.agent.name))
         except Exception as exc:
             log.debug("node %s: result %s not delivered yet: %r", self.agent.name, rec.id, exc)
             return False
-        await asyncio.to_thread(self.agent.require_node().orchestrator.store.mark_delivered, rec.id)
         self.agent.counters["published"] += 1
         return True
 
     async def loop(self) -> None:
         while True:
-            task_id = await self._finished.get()
+            recs = [await self._finished.get()]
+            while len(recs) < OUTBOX_BATCH and not self._finished.empty():
+                recs.append(self._finished.get_nowait())
             try:
-                rec = await asyncio.to_thread(self.agent.require_node().orchestrator.get, task_id)
-                if rec.done and not rec.delivered:
-                    await self.publish(rec)  # a failure stays in the outbox for the sweep
-            except FadesError as exc:
-                log.warning("node %s: result %s: %s", self.agent.name, task_id, exc)
+                await self.publish_many([r for r in recs if r.done and not r.delivered])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # they stay in the outbox for the sweep
+                log.warning("node %s: results %s: %r", self.agent.name, recs[0].id, exc)
 
     async def flush(self) -> None:
-        """Re-publish every undelivered result (stops at the first failure)."""
+        """Re-publish every undelivered result (stops at the first burst with a failure)."""
         if self._lock.locked():
             return  # a sweep is already running
         async with self._lock:
             store = self.agent.require_node().orchestrator.store
-            for rec in await asyncio.to_thread(store.undelivered):
-                if not await self.publish(rec):
+            recs = await asyncio.to_thread(store.undelivered)
+            for i in range(0, len(recs), OUTBOX_BATCH):
+                part = recs[i : i + OUTBOX_BATCH]
+                if await self.publish_many(part) < len(part):
                     break
