@@ -131,7 +131,12 @@ def run_up(
         controllers=controllers,
     )
     try:
-        cluster.prepare()
+        cluster.prepare()  # refuses a folder another cluster is running from
+    except BaseException:
+        for s, h in old.items():
+            signal.signal(s, h)
+        raise
+    try:
         cluster.start()
         say("")
         for i, url in enumerate(cluster.urls, 1):
