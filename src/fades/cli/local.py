@@ -158,6 +158,9 @@ def run_up(
                 f"site {name:<7} NATS {leaf.url}   MQTT 127.0.0.1:{leaf.mqtt_port}   "
                 f"uplink {leaf.uplink.address}"
             )
+        if cluster.sites:
+            first = next(iter(cluster.sites.values()))
+            say(f"cut a site's uplink: touch {first.dir / UPLINK_CUT}; restore: rm it")
         say("")
         say(
             "try:  export FADES_CONTROLLER="
@@ -201,6 +204,27 @@ def run_up(
 
 
 MAX_BACKOFF = 30.0
+UPLINK_CUT = "uplink-cut"  # in a site's folder: while this file exists, its uplink is cut
+
+
+def _follow_uplink_flags(cluster: Any, say: Callable[[str], None]) -> None:
+    """Cut a site's uplink while ``sites/<site>/uplink-cut`` exists; restore it when removed.
+
+    This is how a user of ``fades up`` takes a site offline by hand (docs/sites.md): the
+    relay stays ``fades up``'s own child, so Ctrl-C still stops everything.
+    """
+    for name, leaf in cluster.sites.items():
+        flagged = (leaf.dir / UPLINK_CUT).exists()
+        if flagged and leaf.uplink_up:
+            cluster.cut_uplink(name)
+            say(f"site {name}: uplink cut (remove {leaf.dir / UPLINK_CUT} to restore it)")
+        elif not flagged and not leaf.uplink_up:
+            try:
+                cluster.restore_uplink(name)
+            except Exception as exc:  # a port taken: say so, try again next round
+                say(f"site {name}: uplink not restored: {exc}")
+            else:
+                say(f"site {name}: uplink restored")
 
 
 def _supervise(
@@ -222,6 +246,7 @@ def _supervise(
             restarts[name] = (float("inf"), restarts[name][1])
             say(f"node {name}: restarting")
             cluster.start_node(name)
+    _follow_uplink_flags(cluster, say)
     others = {k: v for k, v in cluster.procs.items() if k not in cluster.names}
     saved, cluster.procs = cluster.procs, others
     try:
