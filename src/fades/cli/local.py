@@ -230,10 +230,15 @@ def _follow_uplink_flags(cluster: Any, say: Callable[[str], None]) -> None:
 def _supervise(
     cluster: Any, restarts: dict[str, tuple[float, float]], say: Callable[[str], None]
 ) -> None:
-    """Restart a node that exited, with backoff 1 s, 2 s, 4 s ... at most 30 s; any other
-    process that exits (NATS, the controller, the sensors) still stops the cluster."""
+    """Restart a node that exited, with backoff 1 s, 2 s, 4 s ... at most 30 s, and so a
+    controller when there are several (the others serve meanwhile); any other process that
+    exits (NATS, a single controller, the sensors) still stops the cluster."""
     now = time.monotonic()
-    for name in cluster.names:
+    n_ctl = getattr(cluster, "n_controllers", 1)
+    controllers = [f"controller{i}" for i in range(1, n_ctl + 1)] if n_ctl > 1 else []
+    supervised = list(cluster.names) + controllers
+    for name in supervised:
+        what = name if name in controllers else f"node {name}"
         proc = cluster.procs.get(name)
         if proc is not None and proc.poll() is None:
             continue
@@ -241,13 +246,16 @@ def _supervise(
             cluster.procs.pop(name, None)
             _, backoff = restarts.get(name, (0.0, 1.0))
             restarts[name] = (now + backoff, min(backoff * 2, MAX_BACKOFF))
-            say(f"node {name} exited with {proc.returncode}; restarting in {backoff:g} s")
+            say(f"{what} exited with {proc.returncode}; restarting in {backoff:g} s")
         elif name in restarts and now >= restarts[name][0]:
             restarts[name] = (float("inf"), restarts[name][1])
-            say(f"node {name}: restarting")
-            cluster.start_node(name)
+            say(f"{what}: restarting")
+            if name in controllers:
+                cluster.start_controller(int(name.removeprefix("controller")))
+            else:
+                cluster.start_node(name)
     _follow_uplink_flags(cluster, say)
-    others = {k: v for k, v in cluster.procs.items() if k not in cluster.names}
+    others = {k: v for k, v in cluster.procs.items() if k not in supervised}
     saved, cluster.procs = cluster.procs, others
     try:
         cluster._check_alive()
