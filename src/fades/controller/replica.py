@@ -276,7 +276,7 @@ class StreamLog:
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
         await self._unsubscribe()
-        old, inbox = self._inbox, asyncio.Queue()
+        old, inbox = self._inbox, asyncio.Queue[Any]()
         self._inbox = inbox
         # the apply loop may be waiting on the old queue, which nothing feeds any more: wake
         # it so it reads the new one (else a watchdog resubscribe stalls the log for good)
