@@ -19,6 +19,7 @@ Folder layout (``home``)::
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -41,6 +42,7 @@ from fades.fabric.server import EmbeddedNats, free_port
 from fades.functions.keys import SigningKey
 
 MARKER = ".fades-cluster"
+LOCK = ".fades-lock"  # flock()ed by the process running the cluster
 
 
 def _quiet(_: str) -> None:
@@ -170,6 +172,7 @@ class LocalCluster(SiteParts):
         #: site name -> its leaf server (with sites=True; one site per node, named after it)
         self.sites: dict[str, EmbeddedLeaf] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock_fd: int | None = None
         self.simulators: list[Any] = []
         #: node -> its DeviceSimulator (devices=True)
         self.device_sims: dict[str, Any] = {}
@@ -219,9 +222,12 @@ class LocalCluster(SiteParts):
         if self.home.exists():
             if not (self.home / MARKER).exists():
                 raise FadesError(f"{self.home} exists and was not made by fades; choose another")
+            self._lock()  # refuses while another cluster runs from this folder
             shutil.rmtree(self.home)
+            self._unlock()
         self.home.mkdir(parents=True)
         (self.home / MARKER).write_text("made by fades (a local cluster); safe to delete\n")
+        self._lock()
         (self.home / "logs").mkdir()
         key = self.key or SigningKey.generate("cluster")
         _, pub = key.save(self.home / "keys")
@@ -483,10 +489,39 @@ class LocalCluster(SiteParts):
             sim.start()
             self.simulators.append(sim)
 
+    def _lock(self) -> None:
+        """Hold an exclusive lock on the folder for as long as this cluster may run from it.
+
+        A second ``fades up`` (or demo) on the same folder would otherwise delete the
+        running cluster's databases, keys and tokens from under it.
+        """
+        if self._lock_fd is not None:
+            return
+        path = self.home / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise FadesError(
+                f"{self.home} is in use by a running cluster (pid {holder}); stop it "
+                "(Ctrl-C) or choose another folder with --home"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
     def start(self) -> LocalCluster:
         """Start NATS, the controller and the nodes; upload the functions; start sensors."""
         if not (self.home / MARKER).exists():
             self.prepare()
+        self._lock()
         if self.key is None:
             self.key = SigningKey.load(next((self.home / "keys").glob("*.key")))
             tokens = yaml.safe_load((self.controller_home / "tokens.yaml").read_text())
@@ -542,6 +577,7 @@ class LocalCluster(SiteParts):
             self.stop_process(label)
         self.stop_sites()
         self.stop_nats()
+        self._unlock()
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -131,7 +131,12 @@ def run_up(
         controllers=controllers,
     )
     try:
-        cluster.prepare()
+        cluster.prepare()  # refuses a folder another cluster is running from
+    except BaseException:
+        for s, h in old.items():
+            signal.signal(s, h)
+        raise
+    try:
         cluster.start()
         say("")
         for i, url in enumerate(cluster.urls, 1):
@@ -153,6 +158,9 @@ def run_up(
                 f"site {name:<7} NATS {leaf.url}   MQTT 127.0.0.1:{leaf.mqtt_port}   "
                 f"uplink {leaf.uplink.address}"
             )
+        if cluster.sites:
+            first = next(iter(cluster.sites.values()))
+            say(f"cut a site's uplink: touch {first.dir / UPLINK_CUT}; restore: rm it")
         say("")
         say(
             "try:  export FADES_CONTROLLER="
@@ -196,15 +204,41 @@ def run_up(
 
 
 MAX_BACKOFF = 30.0
+UPLINK_CUT = "uplink-cut"  # in a site's folder: while this file exists, its uplink is cut
+
+
+def _follow_uplink_flags(cluster: Any, say: Callable[[str], None]) -> None:
+    """Cut a site's uplink while ``sites/<site>/uplink-cut`` exists; restore it when removed.
+
+    This is how a user of ``fades up`` takes a site offline by hand (docs/sites.md): the
+    relay stays ``fades up``'s own child, so Ctrl-C still stops everything.
+    """
+    for name, leaf in cluster.sites.items():
+        flagged = (leaf.dir / UPLINK_CUT).exists()
+        if flagged and leaf.uplink_up:
+            cluster.cut_uplink(name)
+            say(f"site {name}: uplink cut (remove {leaf.dir / UPLINK_CUT} to restore it)")
+        elif not flagged and not leaf.uplink_up:
+            try:
+                cluster.restore_uplink(name)
+            except Exception as exc:  # a port taken: say so, try again next round
+                say(f"site {name}: uplink not restored: {exc}")
+            else:
+                say(f"site {name}: uplink restored")
 
 
 def _supervise(
     cluster: Any, restarts: dict[str, tuple[float, float]], say: Callable[[str], None]
 ) -> None:
-    """Restart a node that exited, with backoff 1 s, 2 s, 4 s ... at most 30 s; any other
-    process that exits (NATS, the controller, the sensors) still stops the cluster."""
+    """Restart a node that exited, with backoff 1 s, 2 s, 4 s ... at most 30 s, and so a
+    controller when there are several (the others serve meanwhile); any other process that
+    exits (NATS, a single controller, the sensors) still stops the cluster."""
     now = time.monotonic()
-    for name in cluster.names:
+    n_ctl = getattr(cluster, "n_controllers", 1)
+    controllers = [f"controller{i}" for i in range(1, n_ctl + 1)] if n_ctl > 1 else []
+    supervised = list(cluster.names) + controllers
+    for name in supervised:
+        what = name if name in controllers else f"node {name}"
         proc = cluster.procs.get(name)
         if proc is not None and proc.poll() is None:
             continue
@@ -212,12 +246,16 @@ def _supervise(
             cluster.procs.pop(name, None)
             _, backoff = restarts.get(name, (0.0, 1.0))
             restarts[name] = (now + backoff, min(backoff * 2, MAX_BACKOFF))
-            say(f"node {name} exited with {proc.returncode}; restarting in {backoff:g} s")
+            say(f"{what} exited with {proc.returncode}; restarting in {backoff:g} s")
         elif name in restarts and now >= restarts[name][0]:
             restarts[name] = (float("inf"), restarts[name][1])
-            say(f"node {name}: restarting")
-            cluster.start_node(name)
-    others = {k: v for k, v in cluster.procs.items() if k not in cluster.names}
+            say(f"{what}: restarting")
+            if name in controllers:
+                cluster.start_controller(int(name.removeprefix("controller")))
+            else:
+                cluster.start_node(name)
+    _follow_uplink_flags(cluster, say)
+    others = {k: v for k, v in cluster.procs.items() if k not in supervised}
     saved, cluster.procs = cluster.procs, others
     try:
         cluster._check_alive()

@@ -276,7 +276,11 @@ class StreamLog:
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
         await self._unsubscribe()
-        inbox = self._inbox = asyncio.Queue()
+        old, inbox = self._inbox, asyncio.Queue[Any]()
+        self._inbox = inbox
+        # the apply loop may be waiting on the old queue, which nothing feeds any more: wake
+        # it so it reads the new one (else a watchdog resubscribe stalls the log for good)
+        old.put_nowait(None)
 
         async def on_msg(msg: Any) -> None:
             inbox.put_nowait(msg)
@@ -297,9 +301,15 @@ class StreamLog:
     async def _apply_loop(self) -> None:
         while True:
             inbox = self._inbox
-            msgs = [await inbox.get()]
+            first = await inbox.get()
+            if first is None:  # the queue was replaced by a resubscribe
+                continue
+            msgs = [first]
             while not inbox.empty() and len(msgs) < 256:
-                msgs.append(inbox.get_nowait())
+                msg = inbox.get_nowait()
+                if msg is None:
+                    break
+                msgs.append(msg)
             records: list[tuple[int, str | None, list[Any]]] = []
             expect = self.applied_seq + 1
             gap = False
