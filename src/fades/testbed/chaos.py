@@ -127,6 +127,7 @@ class ChaosRun:
         self.counters: list[str] = []
         self._asked = 0  # runs asked for after the first
         self.refusals = 0  # refusals, counting each try
+        self.last_retried = False
         self.resubmit: list[dict[str, Any]] = []
         self._faulting = threading.Event()  # set while the fault loop runs
 
@@ -141,7 +142,10 @@ class ChaosRun:
             url = self.urls[i % len(self.urls)]
             with FadesClient(url, self.cluster.token, timeout=30.0) as client:
                 try:
-                    return getattr(client, method)(*args, **kwargs)
+                    result = getattr(client, method)(*args, **kwargs)
+                    #: the call was sent more than once (an earlier try may have been kept)
+                    self.last_retried = i > 0
+                    return result
                 except ControllerUnreachable:
                     if time.monotonic() > deadline:
                         raise
@@ -203,6 +207,7 @@ class ChaosRun:
         while True:
             try:
                 results = self.call("submit_many", tasks)
+                retry = retry or self.last_retried
                 break
             except FadesError as exc:  # e.g. a 5xx from a controller going down
                 self.say(f"submit failed ({type(exc).__name__}: {exc}); again")
