@@ -129,7 +129,13 @@ def _show_receipt(receipt: dict[str, Any]) -> None:
     if receipt.get("status") == "local":
         head = f"run locally on device [bold]{markup(receipt.get('node'))}[/]"
     elif receipt.get("queued"):  # its node is offline (when_offline: queue)
-        head = f"[yellow]queued[/] for node [bold]{markup(receipt.get('node'))}[/]"
+        console.print(
+            f"task {markup(receipt.get('task_id'))} [yellow]queued[/]: "
+            f"{markup(receipt.get('queued'))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     else:
         where, on = markup(receipt.get("where")), markup(receipt.get("node"))
         head = f"accepted: {where} on node [bold]{on}[/]"
