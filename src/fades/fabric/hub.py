@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fades.errors import FabricError
-from fades.fabric.server import EmbeddedNats, free_port
+from fades.fabric.server import AUTO_PORT, EmbeddedNats, free_port
 
 #: the cluster name of the hub's servers
 HUB_CLUSTER = "fades-hub"
@@ -79,9 +79,8 @@ class EmbeddedHub:
             self.servers.append(
                 EmbeddedNats(
                     self.home / f"hub{i + 1}",
-                    port=port if i == 0 and port else free_port(host),
+                    port=port if i == 0 and port else None,
                     mqtt=mqtt,
-                    mqtt_port=free_port(host) if mqtt else None,
                     host=host,
                     name=name if n == 1 and name else f"hub{i + 1}",
                     domain=domain,
@@ -90,8 +89,8 @@ class EmbeddedHub:
                     cluster_name=HUB_CLUSTER if n > 1 else None,
                     cluster_port=route_ports[i] if n > 1 else None,
                     routes=routes,
-                    leaf_port=free_port(host) if leafnodes else None,
-                    monitor_port=free_port(host) if monitor else None,
+                    leaf_port=AUTO_PORT if leafnodes else None,
+                    monitor_port=AUTO_PORT if monitor else None,
                 )
             )
 

@@ -42,6 +42,11 @@ def nats_server_binary() -> str:
     )
 
 
+#: ``leaf_port``/``monitor_port``: a free port picked here (and picked again if it is taken
+#: by the time the server starts)
+AUTO_PORT = 0
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -94,8 +99,10 @@ class EmbeddedNats:
         cluster_port: where this server listens for its cluster peers' routes (free port if
             None and ``cluster_name`` is set).
         routes: the peers' route URLs (``nats-route://host:port``).
-        leaf_port: accept leaf-node connections on this port (a ``leafnodes {}`` block).
-        monitor_port: serve the HTTP monitoring endpoints (``/healthz``, ``/jsz``) here.
+        leaf_port: accept leaf-node connections on this port (a ``leafnodes {}`` block;
+            :data:`AUTO_PORT`: a free one).
+        monitor_port: serve the HTTP monitoring endpoints (``/healthz``, ``/jsz``) here
+            (:data:`AUTO_PORT`: a free one).
         sync_interval: how often JetStream fsyncs its store: ``"always"`` (the default here,
             :data:`SYNC_INTERVAL`: every write is on disk before it is acknowledged), a
             duration (``"10s"``, ``"500ms"``, ``"2m"``: acknowledged writes of the last
@@ -135,8 +142,18 @@ class EmbeddedNats:
         self.mqtt = mqtt
         self.mqtt_port = (mqtt_port or free_port(host)) if mqtt else None
         #: ports picked here may be taken by another process before the server binds them;
-        #: then start() picks new ones (ports the caller named are never changed)
-        self._auto_ports = not port and not (mqtt and mqtt_port) and not cluster_name
+        #: then start() picks new ones (ports the caller named are never changed; a
+        #: cluster's route port is never changed either: its peers know it)
+        self._auto_ports: list[str] = [
+            name
+            for name, auto in (
+                ("port", not port),
+                ("mqtt_port", mqtt and not mqtt_port),
+                ("leaf_port", leaf_port == AUTO_PORT),
+                ("monitor_port", monitor_port == AUTO_PORT),
+            )
+            if auto
+        ]
         self.name = name
         self.domain = domain
         self.max_payload = max_payload
@@ -146,8 +163,8 @@ class EmbeddedNats:
         self.routes = list(routes)
         if self.routes and not cluster_name:
             raise ValueError("routes need a cluster_name")
-        self.leaf_port = leaf_port
-        self.monitor_port = monitor_port
+        self.leaf_port = free_port(host) if leaf_port == AUTO_PORT else leaf_port
+        self.monitor_port = free_port(host) if monitor_port == AUTO_PORT else monitor_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -217,9 +234,8 @@ class EmbeddedNats:
                     raise
                 if self.proc.returncode is None:  # timed out rather than exited: do not retry
                     raise
-                self.port = free_port(self.host)
-                if self.mqtt:
-                    self.mqtt_port = free_port(self.host)
+                for name in self._auto_ports:
+                    setattr(self, name, free_port(self.host))
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float) -> EmbeddedNats:
