@@ -332,7 +332,9 @@ def test_every_accepted_task_completes_once_when_the_tasks_stream_leader_dies(
     assert got["stall_accept_s"] < 15, got
     ids = _node_task_ids(fleet)
     assert len(ids) == len(set(ids))  # the node never held a task twice
-    # the cluster still serves after the server came back
+    # the cluster still serves after the server came back (once the node's heartbeats,
+    # which may have lapsed during the election on a loaded machine, have it up again)
+    fleet.wait_nodes(timeout=120)
     tid = fleet.client().submit(_task())["task_id"]
     assert fleet.client().wait(tid, timeout=60)["status"] == "done"
 

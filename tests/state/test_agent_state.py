@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fades.bus.nats import NatsBus
+from fades.errors import FabricConflict
 from fades.fabric.connect import FabricSettings
 from fades.node.agent import NodeAgent
 from fades.state.kv import BUCKET, KvCheckpoints, pack, unpack
@@ -59,10 +60,18 @@ def test_agent_checkpoints_in_the_fabric_and_is_fenced(
                     break
                 assert time.monotonic() < deadline, "no checkpoint in fades_state"
                 await asyncio.sleep(0.05)
-            owner, sealed = unpack(e.value)
-            assert owner == "edge1"
-            # edge2 takes the task over (compare-and-set on the revision, as a claim does)
-            await kv.update("kv1", pack("edge2", sealed), e.revision)
+            # edge2 takes the task over (compare-and-set on the revision, as a claim does;
+            # edge1 may write another checkpoint in between: read again and retry)
+            while True:
+                owner, sealed = unpack(e.value)
+                assert owner == "edge1"
+                try:
+                    await kv.update("kv1", pack("edge2", sealed), e.revision)
+                    break
+                except FabricConflict:
+                    assert time.monotonic() < deadline, "the takeover never won its CAS"
+                    e = await kv.get("kv1")
+                    assert e is not None
             while not orc.get("kv1").done:
                 assert time.monotonic() < deadline, "edge1 was not fenced"
                 await asyncio.sleep(0.05)
