@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_start": os.getloadavg(),
     }
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fades-chaos-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="fades-chaos-")
+    try:
         for key, faults in (("baseline", False), ("chaos", True)):
             print(f"{key}: ...", flush=True)
             rep = one(Path(tmp) / key, config(args.quick, args.seed, faults), args)
@@ -152,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"; faults {len(rep.faults)}; wall {rep.wall_s:.0f} s",
                 flush=True,
             )
+    finally:
+        clean = all(
+            res.get(k, {}).get("lost", 0) == 0 and res.get(k, {}).get("duplicated", 0) == 0
+            for k in ("baseline", "chaos")
+        )
+        if clean:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # what was lost can be traced in the processes' logs and databases
+            print(f"kept the clusters' folders (logs, databases) in {tmp}", flush=True)
     res["ratio_vs_baseline"] = ratios(res["chaos"], res["baseline"])
     res["lost"], res["duplicated"] = res["chaos"]["lost"], res["chaos"]["duplicated"]
     res["wall_s"] = time.perf_counter() - t0
