@@ -71,7 +71,7 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
     if spec.state is not None:
         keeper = StateKeeper(orc.checkpoints, task.id, orc.node_name, artifact.digest, spec.state)
         try:
-            ckpt = keeper.start()
+            ckpt = keeper.start(stop=orc._stop.is_set)
         except FadesError as exc:
             orc.store.fail(task.id, exc.kind, f"the stateful task cannot start: {exc}")
             return

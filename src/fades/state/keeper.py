@@ -12,14 +12,39 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fades.errors import FabricError, Fenced
 from fades.sandbox.base import Session
 from fades.state.base import Checkpoint, Checkpoints, Lease
 from fades.task import StateSpec
 
+_T = TypeVar("_T")
+
 log = logging.getLogger("fades.state")
+
+#: seconds a stateful task keeps trying to claim its lease and load its checkpoint while the
+#: fabric does not answer (a hub server restarting, a site's uplink cut) before it fails
+START_RETRY_S = 180.0
+#: seconds the release of a finished task's checkpoint keeps trying
+RELEASE_RETRY_S = 30.0
+
+
+def _retry(what: str, step: Callable[[], _T], within: float, stop: Callable[[], bool]) -> _T:
+    """``step()`` again (backoff 0.25 s doubling to 5 s) while it raises FabricError, for up to
+    ``within`` seconds or until ``stop()``; then the last FabricError is raised."""
+    deadline, pause = time.monotonic() + within, 0.25
+    while True:
+        try:
+            return step()
+        except FabricError as exc:
+            if time.monotonic() + pause > deadline or stop():
+                raise
+            log.warning("%s: the fabric did not answer (%s); trying again", what, exc)
+            time.sleep(pause)
+            pause = min(5.0, pause * 2)
 
 
 @dataclass(slots=True)
@@ -54,14 +79,25 @@ class StateKeeper:
         self.first = True
         self.costs = Costs()
 
-    def start(self) -> Checkpoint | None:
-        """Claim the lease and load the newest checkpoint (None: start fresh).
+    def start(self, stop: Callable[[], bool] = lambda: False) -> Checkpoint | None:
+        """Claim the lease and load the newest checkpoint (None: start fresh). While the
+        fabric does not answer it tries again for up to :data:`START_RETRY_S` seconds (or
+        until ``stop()``): a hub server restarting must not fail the task.
 
         Raises:
             CheckpointRejected: the stored checkpoint fails its checks.
+            FabricError: the fabric did not answer for :data:`START_RETRY_S` seconds.
         """
-        self.lease = self.store.claim(self.task_id, self.node)
-        ckpt = self.store.load(self.task_id, digest=self.digest)
+        what = f"task {self.task_id}: claiming its lease"
+        self.lease = _retry(
+            what, lambda: self.store.claim(self.task_id, self.node), START_RETRY_S, stop
+        )
+        ckpt = _retry(
+            f"task {self.task_id}: loading its checkpoint",
+            lambda: self.store.load(self.task_id, digest=self.digest),
+            START_RETRY_S,
+            stop,
+        )
         if ckpt is not None:
             self.state, self.saved_seq = ckpt.state, ckpt.seq
             log.info("task %s: restoring its checkpoint at seq %d", self.task_id, ckpt.seq)
@@ -123,5 +159,14 @@ class StateKeeper:
     def release(self) -> None:
         """The task ended: forget its checkpoint."""
         if self.lease is not None:
-            self.store.release(self.lease)
+            lease = self.lease
+            try:
+                _retry(
+                    f"task {self.task_id}: releasing its checkpoint",
+                    lambda: self.store.release(lease),
+                    RELEASE_RETRY_S,
+                    lambda: False,
+                )
+            except FabricError as exc:  # the outcome matters more than the leftover
+                log.warning("task %s: checkpoint not released: %s", self.task_id, exc)
             self.lease = None

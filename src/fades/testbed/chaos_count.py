@@ -26,9 +26,10 @@ FINALE = "fin"
 def settle_tasks(self: ChaosRun, deadline: float) -> None:
     pending = set(self.accepted) - set(self.counters)
     infos: dict[str, dict[str, Any]] = {}
+    last: dict[str, dict[str, Any]] = {}  # what a task still pending looked like last
     while pending and time.monotonic() < deadline:
         for tid in sorted(pending):
-            info = self.call("get", tid)
+            info = last[tid] = self.call("get", tid)
             if info["status"] in ("done", "failed"):
                 infos[tid] = info
                 pending.discard(tid)
@@ -50,6 +51,11 @@ def settle_tasks(self: ChaosRun, deadline: float) -> None:
         )[:10],
         "lost": len(pending),
         "lost_ids": sorted(pending)[:50],
+        "lost_states": {  # where each lost task stopped: the first thing to trace
+            tid: {k: last[tid].get(k) for k in ("status", "node", "where", "submitted_at")}
+            for tid in sorted(pending)[:50]
+            if tid in last
+        },
         "late": sum(1 for x in lat if x > self.cfg.late_after_s),
         "late_after_s": self.cfg.late_after_s,
         "latency_p50_s": _pct(lat, 50),
