@@ -26,10 +26,9 @@ FINALE = "fin"
 def settle_tasks(self: ChaosRun, deadline: float) -> None:
     pending = set(self.accepted) - set(self.counters)
     infos: dict[str, dict[str, Any]] = {}
-    last: dict[str, dict[str, Any]] = {}  # what a task still pending looked like last
     while pending and time.monotonic() < deadline:
         for tid in sorted(pending):
-            info = last[tid] = self.call("get", tid)
+            info = self.call("get", tid)
             if info["status"] in ("done", "failed"):
                 infos[tid] = info
                 pending.discard(tid)
@@ -51,11 +50,7 @@ def settle_tasks(self: ChaosRun, deadline: float) -> None:
         )[:10],
         "lost": len(pending),
         "lost_ids": sorted(pending)[:50],
-        "lost_states": {  # where each lost task stopped: the first thing to trace
-            tid: {k: last[tid].get(k) for k in ("status", "node", "where", "submitted_at")}
-            for tid in sorted(pending)[:50]
-            if tid in last
-        },
+        "lost_states": _lost_states(self, sorted(pending)[:50]),
         "late": sum(1 for x in lat if x > self.cfg.late_after_s),
         "late_after_s": self.cfg.late_after_s,
         "latency_p50_s": _pct(lat, 50),
@@ -64,6 +59,24 @@ def settle_tasks(self: ChaosRun, deadline: float) -> None:
     }
     ephemeral = [t for k, t in self.accepted.items() if k not in self.counters]
     self.report.timeline = {"accepted": sorted(ephemeral), "completed": done_at}
+
+
+def _lost_states(self: ChaosRun, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Where each lost task stopped, as every controller sees it (a controller whose copy
+    of the log lags would show a task unfinished that another shows done)."""
+    from fades.client import FadesClient
+
+    out: dict[str, dict[str, Any]] = {}
+    for tid in ids:
+        for url in self.urls:
+            try:
+                with FadesClient(url, self.cluster.token, timeout=10.0) as client:
+                    info = client.get(tid)
+                view = {k: info.get(k) for k in ("status", "node", "where", "submitted_at")}
+            except FadesError as exc:
+                view = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+            out.setdefault(tid, {})[url] = view
+    return out
 
 
 def _cli_runs(self: ChaosRun) -> list[dict[str, Any]]:
