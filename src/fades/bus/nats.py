@@ -189,7 +189,7 @@ class NatsBus:
             # discard new applies to the per-subject bound too (not only to the stream's)
             discard_new_per_subject=discard == "new" and per_subject > 0,
             num_replicas=self.replicas,
-            # keep what others added (the sources of sites' streams, fades.controller.sites)
+            # keep sources someone configured on the stream
             sources=existing.sources if existing is not None else None,
         )
         try:
@@ -214,8 +214,8 @@ class NatsBus:
         if not site:
             await self.publish(subject, data, msg_id=msg_id)
             return
-        # at a site: into the site's FADES_UP (works while the uplink is down); the hub's
-        # stream sources it back to ``subject`` (fades.controller.sites)
+        # at a site: into the site's FADES_UP (works while the uplink is down); the site's
+        # forwarder publishes it to the hub as ``subject`` (fades.fabric.forward)
         await self.ensure_up()
         await self.local().publish(up_subject(site, subject), data, msg_id=msg_id)
 

@@ -52,7 +52,6 @@ from fades.controller.publishing import Publisher, name_of, version_of
 from fades.controller.registry import DOWN_AFTER_S, Registry
 from fades.controller.replica import DirectLog, Log, StreamLog
 from fades.controller.results import Recorder, consume
-from fades.controller.sites import SiteSources
 from fades.controller.store import ControllerStore, PendingTask, TaskRecord
 from fades.errors import (
     ControllerError,
@@ -153,8 +152,6 @@ class Controller:
         self._digests: DigestCache | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._cloud_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        #: the sources of sites' streams (a controller on NATS only)
-        self.sites: SiteSources | None = None
         from fades.pipelines.service import PipelineService  # (it imports the controller)
 
         self.pipelines = PipelineService(self)
@@ -251,9 +248,6 @@ class Controller:
                 name="fades-measure",
             ),
         ]
-        if isinstance(bus, NatsBus):  # the hub streams source each site's FADES_UP
-            self.sites = SiteSources(bus, registry)
-            self._loops.append(asyncio.create_task(self.sites.run(), name="fades-sites"))
         try:
             await _retrying("the pipeline service", self.pipelines.start)
             await self.devices.start()

@@ -3,7 +3,7 @@
 Each edge site runs one :class:`EmbeddedLeaf`. Its node agents and MQTT sensors connect to
 it, so ingest, local tasks and local pipeline stages keep working while the site's uplink is
 down; what the site produces for the hub waits in the leaf's stream ``FADES_UP`` and is
-sourced by the hub's streams when the link returns (see :mod:`fades.controller.sites`).
+forwarded to the hub when the link returns (see :mod:`fades.fabric.forward`).
 
 The leaf reaches the hub through an :class:`~fades.fabric.uplink.Uplink` (a TCP relay
 process), so a test or benchmark can cut and restore a site's link for real.

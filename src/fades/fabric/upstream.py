@@ -1,13 +1,11 @@
-"""What a site sends up to the hub: the site stream ``FADES_UP`` and the hub's sources of it.
+"""What a site sends up to the hub: the site stream ``FADES_UP``.
 
 At a site, :meth:`fades.bus.nats.NatsBus.publish_up` stores ``<subject>`` as
 ``fades.up.<site>.<subject>`` in the stream ``FADES_UP`` of the site's own JetStream domain
-(it keeps accepting while the uplink is down). The hub's streams that hold those subjects
-(``FADES_RESULTS``, ``FADES_PEVENTS``) *source* ``FADES_UP`` through
-``$JS.<site>.API`` with a subject transform back to ``<subject>``, so the hub sees exactly
-what it would have seen from a direct publish, with the same message id (the hub stream's
-de-duplication drops a message that arrives both ways). The controller adds those sources
-(:mod:`fades.controller.sites`).
+(it keeps accepting while the uplink is down). The site's forwarder
+(:mod:`fades.fabric.forward`) publishes each message to the hub as ``<subject>`` with the
+same message id, so the hub sees exactly what it would have seen from a direct publish (the
+hub stream's de-duplication drops a message forwarded twice).
 
 Limits of ``FADES_UP`` (the backlog a site can hold while cut off):
 ``FADES_UP_MAX_BYTES`` (default 1 GiB) and ``FADES_UP_MAX_AGE`` (seconds, default 7 days).
@@ -19,15 +17,7 @@ from __future__ import annotations
 
 import os
 
-from nats.js.api import (
-    DiscardPolicy,
-    ExternalStream,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-    StreamSource,
-    SubjectTransform,
-)
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from fades.bus.base import DUPLICATE_WINDOW_S
 
@@ -58,8 +48,8 @@ def up_subject(site: str, subject: str) -> str:
 
 
 def up_stream_config(site: str) -> StreamConfig:
-    """``FADES_UP`` in the site's domain: limits retention (a source is not an acking
-    consumer), bounded, discard new, de-duplicating message ids."""
+    """``FADES_UP`` in the site's domain: limits retention (forwarded messages stay until
+    the age limit, for inspection), bounded, discard new, de-duplicating message ids."""
     return StreamConfig(
         name=UP_STREAM,
         subjects=[f"{UP_PREFIX}.{site}.>"],
@@ -71,21 +61,3 @@ def up_stream_config(site: str) -> StreamConfig:
         discard=DiscardPolicy.NEW,
         num_replicas=1,
     )
-
-
-def site_source(site: str, subjects: list[str]) -> StreamSource:
-    """The hub-side source of ``site``'s ``FADES_UP`` for a stream holding ``subjects``."""
-    return StreamSource(
-        name=UP_STREAM,
-        external=ExternalStream(api=f"$JS.{site}.API"),
-        subject_transforms=[SubjectTransform(src=up_subject(site, s), dest=s) for s in subjects],
-    )
-
-
-def source_site(source: StreamSource) -> str | None:
-    """The site a hub stream's source comes from (None: not a site source)."""
-    ext = source.external
-    if source.name != UP_STREAM or ext is None or not ext.api:
-        return None
-    parts = ext.api.split(".")
-    return parts[1] if len(parts) == 3 and parts[0] == "$JS" and parts[2] == "API" else None

@@ -15,8 +15,9 @@ and runs one job per module:
 At an edge site the agent connects to the site's leaf server (``FADES_SITE``, with
 ``FADES_NATS_DOMAIN=hub``): ingest, the tasks it holds and its outbox (results go to the site
 stream ``FADES_UP`` through :meth:`~fades.bus.base.Bus.publish_up`) keep working while the
-uplink is cut; heartbeats and task fetches fail with bounded timeouts meanwhile and resume
-by themselves.
+uplink is cut, and :class:`~fades.fabric.forward.UpForwarder` sends what the site stored up
+to the hub, acking each message only once the hub stored it; heartbeats and task fetches
+fail with bounded timeouts meanwhile and resume by themselves.
 
 This module holds the lifecycle: start (connect, open the node, register, consume), stop
 (stop intake, let running tasks finish, deliver their results, put ``stopping``), and the
@@ -41,6 +42,7 @@ from fades.bus.nats import NatsBus
 from fades.devices.registry import node_devices
 from fades.errors import FabricError
 from fades.fabric.connect import FabricSettings
+from fades.fabric.forward import UpForwarder
 from fades.fabric.repository import ArtifactRepository
 from fades.fabric.streams import ensure_streams
 from fades.fabric.subjects import check_token
@@ -125,6 +127,9 @@ class NodeAgent:
         self.ingest = Ingest(self, ingest)
         self.pipelines = PipelineEngine(self)
         self._tasks: list[asyncio.Task[None]] = []
+        #: at a site: what the site stored for the hub goes up (fades.fabric.forward)
+        self.forwarder: UpForwarder | None = None
+        self._forwarding: asyncio.Task[None] | None = None
         self._stopped = False
 
     @property
@@ -201,6 +206,10 @@ class NodeAgent:
             asyncio.create_task(self.registry.loop()),
             asyncio.create_task(self.intake.loop()),
         ]
+        bus = self.require_bus()
+        if isinstance(bus, NatsBus) and bus.settings.site:
+            self.forwarder = UpForwarder(bus)
+            self._forwarding = asyncio.create_task(self.forwarder.run(), name="fades-up-forward")
         await self.pipelines.start()
         self.ready = True
         log.info("node %s ready on %s", self.name, self.where)
@@ -251,6 +260,9 @@ class NodeAgent:
         self._stopped = True
         await _cancel(*self._tasks)
         self._tasks = []
+        if self._forwarding is not None:
+            await _cancel(self._forwarding)
+            self._forwarding = None
         await self.pipelines.stop()
         await self.ingest.stop(5.0)
         if self.bus is not None:
