@@ -15,11 +15,16 @@ A function is a plain Python callable::
 
 Aggregations over ``values`` are methods of the dataset (and of each group from
 :meth:`Dataset.split`): ``count()``, ``sum()``, ``mean()``, ``min()``, ``max()``,
-``percentile(q)``, ``percentiles(qs)`` and ``summary()``. Each runs as one pass of C code
-over the view (``sum``, ``min``, ``max``): no Python loop per reading. ``sum`` and ``mean``
-use the built-in ``sum``, which is compensated (Neumaier) from Python 3.12 on, as in the
-sandbox; on an older host Python they use ``math.fsum`` instead (exactly rounded; the
-sandbox's ``math.fsum`` is about 3x slower than its ``sum``). Percentiles interpolate linearly
+``percentile(q)``, ``percentiles(qs)`` and ``summary()``. For a dataset decoded from the
+input, ``sum``, ``mean``, ``min``, ``max`` and ``summary`` read the column statistics the host
+computed natively when it laid out the blob (``"stats"`` in the dataset's metadata; numpy's
+pairwise sum): constant time, no pass over the readings inside the sandbox. Without them (a
+group from :meth:`Dataset.split`, a column holding NaN or an infinity, ``values`` replaced by
+the function) each runs as one pass of C code over the view (``sum``, ``min``, ``max``): no
+Python loop per reading. ``sum`` and ``mean`` then use the built-in ``sum``, which is
+compensated (Neumaier) from Python 3.12 on, as in the sandbox; on an older host Python they
+use ``math.fsum`` instead (exactly rounded; the sandbox's ``math.fsum`` is about 3x slower
+than its ``sum``). Percentiles interpolate linearly
 between the two nearest readings, as ``numpy.percentile`` does by default: one near either end
 (within 1/16 of the readings) takes a heap pass (``heapq``), any other sorts the values once
 per dataset (then cached).
@@ -29,7 +34,8 @@ The input blob (format FDS1, little-endian) is documented in ``docs/functions.md
     0   b"FDS1"        4   u32 version (1)     8   u32 dataset count
     12  u32 meta offset 16  u32 meta length    20  u32 reserved
     24  per dataset, 6 x u32: rows, ts, value, sensor_type, location, device offsets
-    meta: UTF-8 JSON {"params": {...}, "inputs": {...}, "datasets": [{"name", "labels", "units"}]}
+    meta: UTF-8 JSON {"params": {...}, "inputs": {...},
+          "datasets": [{"name", "labels", "units", "stats": {"sum", "min", "max"} (optional)}]}
     columns: ts and value are f64, the categorical columns u16 codes; each 8-byte aligned.
 """
 
@@ -85,7 +91,7 @@ def _input(value: Any) -> Any:
 class Dataset:
     """One named dataset: parallel columns over the same readings."""
 
-    __slots__ = ("_codes", "_sorted", "labels", "name", "ts", "units", "values")
+    __slots__ = ("_codes", "_sorted", "_stats", "labels", "name", "ts", "units", "values")
 
     def __init__(
         self,
@@ -95,6 +101,7 @@ class Dataset:
         codes: dict[str, Any],
         labels: dict[str, list[str]],
         units: dict[str, str],
+        stats: dict[str, float] | None = None,
     ) -> None:
         self.name = name
         self.ts = ts
@@ -103,6 +110,10 @@ class Dataset:
         self.labels = labels
         self.units = units
         self._sorted: list[float] | None = None
+        # the host's statistics of ``values``, valid only for this very column object
+        self._stats: tuple[Any, float, float, float] | None = None
+        if stats is not None and len(values):
+            self._stats = (values, float(stats["sum"]), float(stats["min"]), float(stats["max"]))
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -124,26 +135,34 @@ class Dataset:
         """Number of readings."""
         return len(self.values)
 
+    def _known(self) -> tuple[Any, float, float, float] | None:
+        """The host's statistics, if they describe the current ``values``."""
+        st = self._stats
+        return st if st is not None and st[0] is self.values else None
+
     def sum(self) -> float:
-        """Sum of the values (compensated); 0.0 when empty."""
-        return float(_sum(self.values))
+        """Sum of the values; 0.0 when empty."""
+        st = self._known()
+        return st[1] if st is not None else float(_sum(self.values))
 
     def mean(self) -> float:
         """Arithmetic mean (as ``statistics.fmean``, to rounding). ValueError when empty."""
         n = len(self.values)
         if n == 0:
             raise ValueError(f"mean of dataset {self.name!r}: it holds no readings")
-        return float(_sum(self.values)) / n
+        return self.sum() / n
 
     def min(self) -> float:
         """Smallest value. ValueError when empty."""
         self._nonempty("min")
-        return float(min(self.values))
+        st = self._known()
+        return st[2] if st is not None else float(min(self.values))
 
     def max(self) -> float:
         """Largest value. ValueError when empty."""
         self._nonempty("max")
-        return float(max(self.values))
+        st = self._known()
+        return st[3] if st is not None else float(max(self.values))
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile (0..100), linear between the two nearest readings (as
@@ -190,7 +209,7 @@ class Dataset:
         n = len(self.values)
         if n == 0:
             return {"count": 0}
-        return {"count": n, "mean": self.mean(), "min": min(self.values), "max": max(self.values)}
+        return {"count": n, "mean": self.mean(), "min": self.min(), "max": self.max()}
 
     def _nonempty(self, what: str) -> None:
         if len(self.values) == 0:
@@ -252,6 +271,7 @@ def decode(blob: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[s
             codes,
             info["labels"],
             info.get("units", {}),
+            info.get("stats"),
         )
     for name, value in meta.get("inputs", {}).items():
         datasets[name] = _input(value)
