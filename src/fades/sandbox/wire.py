@@ -39,9 +39,9 @@ def column_stats(values: np.ndarray[Any, Any]) -> dict[str, float] | None:
     return out if all(math.isfinite(x) for x in out.values()) else None
 
 
-def _info(name: str, ds: Dataset) -> dict[str, Any]:
+def _info(name: str, ds: Dataset, stats_on: bool) -> dict[str, Any]:
     info: dict[str, Any] = {"name": name, "labels": ds.labels, "units": ds.units}
-    stats = column_stats(ds.value)
+    stats = column_stats(ds.value) if stats_on else None
     if stats is not None:
         info["stats"] = stats
     return info
@@ -51,13 +51,16 @@ def encode(
     datasets: Mapping[str, Dataset],
     params: Mapping[str, Any] | None = None,
     inputs: Mapping[str, Any] | None = None,
+    *,
+    stats: bool = True,
 ) -> bytearray:
-    """Lay out ``datasets``, ``params`` and inline ``inputs`` (JSON values) as one FDS1 blob."""
+    """Lay out ``datasets``, ``params`` and inline ``inputs`` (JSON values) as one FDS1 blob
+    (``stats``: with each value column's statistics, see the module's docstring)."""
     meta = json.dumps(
         {
             "params": dict(params or {}),
             "inputs": dict(inputs or {}),
-            "datasets": [_info(name, ds) for name, ds in datasets.items()],
+            "datasets": [_info(name, ds, stats) for name, ds in datasets.items()],
         },
         separators=(",", ":"),
     ).encode()
