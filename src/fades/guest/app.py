@@ -7,6 +7,7 @@ runtime hands back. The host still trusts nothing in the reply (fades.sandbox.ou
 """
 
 import binascii
+import io
 import json
 import json.encoder
 import os
@@ -28,6 +29,7 @@ _decode_lazy = fades_sdk.decode_lazy
 _ColumnReader = fades_sdk.ColumnReader
 _Dataset = fades_sdk.Dataset
 _weakref = __import__("weakref").ref
+_BytesIO = io.BytesIO
 _load_columns = fades_sdk.Dataset.load
 _close_reader = fades_sdk.ColumnReader.close
 _type = type
@@ -236,7 +238,10 @@ def _load(source: str, entry: str, filename: str) -> tuple[object, dict[str, obj
     return loaded
 
 
-_WARM_SOURCE = "def warm(datasets, params):\n    return [len(d) for d in datasets.values()]\n"
+_WARM_SOURCE = (
+    "def warm(datasets, params):\n"
+    "    return [d.values[-1] + d.codes('device')[0] for d in datasets.values() if len(d)]\n"
+)
 
 
 def _warm(blob_b64: str) -> str:
@@ -250,12 +255,15 @@ def _warm(blob_b64: str) -> str:
             pass
     except OSError:
         pass
-    datasets, params = _decode(bytearray(_a2b_base64(blob_b64)))
+    # the blob goes through the same lazy column reader as a task's input file
+    warm_reader = _ColumnReader(_BytesIO(_a2b_base64(blob_b64)), _clock)
+    datasets, params = _decode_lazy(warm_reader)
     namespace: dict[str, object] = {"__name__": "fades_warm"}
     exec(compile(_WARM_SOURCE, "fades_warm.py", "exec"), namespace)
     fn = namespace["warm"]
     out = _encode({"result": fn(datasets, params), "timing": {"read": _clock()}})  # type: ignore[operator]
     del namespace, fn, datasets, params
+    _close_reader(warm_reader)
     return out[:0]
 
 
