@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from fades.broker.base import CATEGORICAL, Dataset
+from fades.errors import FunctionCrashed, MemoryLimitExceeded
 from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.guest import fades_sdk
@@ -134,3 +136,32 @@ def test_in_the_sandbox_a_function_reads_only_what_it_touches_and_next_tasks_run
     r = sb.run(every, blob, Limits(64, 20_000))
     assert r.value == {"bytes": 22 * n, "unread": []}
     assert r.bytes_in == len(blob) and r.timing["transfer"] > 0
+
+
+BREAKS_ITS_READER = """
+def main(data, params):
+    ds = data["d"]
+    ds._reader.close()
+    return sum(ds.values)
+"""
+
+TOUCH_ALL = "def main(data, params):\n    return sum(data['d'].values) + data['d'].ts[-1]\n"
+TOUCH_NONE = "def main(data, params):\n    return [len(data['d']), data['d'].max()]\n"
+
+
+def test_a_function_that_breaks_its_reader_or_outgrows_its_cap_fails_alone(
+    runtime_artifact: Artifact, signing_key: SigningKey
+) -> None:
+    sb = PythonSandbox(runtime_artifact)
+    broken = create("python", "broken", BREAKS_ITS_READER.lstrip().encode(), key=signing_key)
+    every = create("python", "all", TOUCH_ALL.encode(), key=signing_key)
+    none = create("python", "none", TOUCH_NONE.encode(), key=signing_key)
+    with pytest.raises(FunctionCrashed, match="input of an earlier invocation is gone"):
+        sb.run(broken, _blob(1000), Limits(64, 20_000))
+    n = 1_500_000  # 33 MB of columns under a 24 MiB cap
+    big = _blob(n)
+    with pytest.raises(MemoryLimitExceeded):
+        sb.run(every, big, Limits(24, 60_000))
+    # the columns a function does not touch never enter its memory
+    assert sb.run(none, big, Limits(24, 60_000)).value == [n, 2.0 * (n - 1)]
+    assert sb.run(every, _blob(10), Limits(64, 20_000)).value == 99.0

@@ -10,7 +10,8 @@ A function is a plain Python callable::
         temp = data["temperature"]
         return {"mean": sum(temp.values) / len(temp)}
 
-``Dataset.ts`` and ``Dataset.values`` are zero-copy float64 views over the input bytes;
+``Dataset.ts`` and ``Dataset.values`` are read-only float64 views (inside the sandbox each
+column is read from the input file the first time it is touched, :func:`decode_lazy`);
 ``sensor_type``, ``location`` and ``device`` are categorical columns (codes plus labels).
 
 Aggregations over ``values`` are methods of the dataset (and of each group from
