@@ -4,6 +4,8 @@ groups of a split, and inside the real sandbox (real wasmtime, the bundled SDK).
 
 from __future__ import annotations
 
+import array
+import json
 import math
 import random
 import statistics
@@ -131,3 +133,72 @@ def test_helpers_agree_inside_the_sandbox(
     res = PythonSandbox(runtime_artifact).run(art, blob, Limits(64, 20_000))
     check(res.value["t"], vals)
     assert res.value["groups"] == native(blob)["groups"]
+
+
+def test_arriving_datasets_carry_the_hosts_column_statistics() -> None:
+    vals, rooms = readings(2000, seed=5)
+    blob = blob_of(vals, rooms)
+    meta = json.loads(bytes(blob[meta_slice(blob)]))
+    stats = meta["datasets"][0]["stats"]
+    assert stats == {"sum": float(np.sum(vals)), "min": min(vals), "max": max(vals)}
+    data, _ = fades_sdk.decode(blob)
+    ds = data["t"]
+    assert ds._known() is not None  # the helpers answer from the statistics
+    check_basic(ds, vals)
+    # a function that replaces the column gets aggregates of its own column, not stale ones
+    ds.values = array.array("d", [5.0, -1.0, 2.0])
+    assert (ds.sum(), ds.mean(), ds.min(), ds.max()) == (6.0, 2.0, -1.0, 5.0)
+    assert ds.summary() == {"count": 3, "mean": 2.0, "min": -1.0, "max": 5.0}
+
+
+def test_columns_without_statistics_are_aggregated_in_place() -> None:
+    vals = [1.0, float("inf"), 3.0]
+    blob = blob_of(vals, ["r"] * 3)
+    meta = json.loads(bytes(blob[meta_slice(blob)]))
+    assert "stats" not in meta["datasets"][0]
+    ds = fades_sdk.decode(blob)[0]["t"]
+    assert ds._known() is None and ds.max() == float("inf") and ds.min() == 1.0
+    empty = encode({"e": HostDataset.from_records([], [], [], [], [])})
+    assert "stats" not in json.loads(bytes(empty[meta_slice(empty)]))["datasets"][0]
+    # groups of a split are aggregated inside (no statistics travel for them)
+    vals, rooms = readings(300, seed=8)
+    groups = fades_sdk.decode(blob_of(vals, rooms))[0]["t"].split("location")
+    for (room,), g in groups.items():
+        mine = [v for v, r in zip(vals, rooms, strict=True) if r == room]
+        assert g._known() is None and close(g.mean(), statistics.fmean(mine))
+
+
+def meta_slice(blob: bytearray) -> slice:
+    _, _, _, off, length, _ = fades_sdk.HEADER.unpack_from(blob, 0)
+    return slice(off, off + length)
+
+
+def check_basic(ds: Any, vals: list[float]) -> None:
+    assert ds.count() == len(vals) and close(ds.sum(), math.fsum(vals))
+    assert close(ds.mean(), statistics.fmean(vals))
+    assert ds.min() == min(vals) and ds.max() == max(vals)
+    assert ds.summary() == {"count": len(vals), "mean": ds.mean(), "min": min(vals),
+                            "max": max(vals)}  # fmt: skip
+
+
+MEAN_LOOP = "def main(data, params):\n    v = data['t'].values\n    return sum(v) / len(v)\n"
+MEAN_HELPER = "def main(data, params):\n    return data['t'].mean()\n"
+
+
+def test_the_helpers_mean_skips_the_pass_over_a_million_readings_in_the_sandbox(
+    runtime_artifact: Artifact, signing_key: SigningKey
+) -> None:
+    n = 1_000_000
+    ds = HostDataset.from_records(
+        np.arange(n, dtype=float), np.linspace(-5.0, 40.0, n), ["temperature"] * n,
+        ["room1"] * n, ["d"] * n,
+    )  # fmt: skip
+    blob = encode({"t": ds})
+    box = PythonSandbox(runtime_artifact)
+    loop = create("python", "loop", MEAN_LOOP.encode(), key=signing_key)
+    helper = create("python", "helper", MEAN_HELPER.encode(), key=signing_key)
+    lim = Limits(128, 60_000)
+    a, b = box.run(loop, blob, lim), box.run(helper, blob, lim)
+    assert close(a.value, b.value) and close(b.value, float(np.mean(ds.value)))
+    # the loop touches every reading inside the sandbox; the helper reads one number
+    assert b.timing["compute"] < 0.1 * a.timing["compute"], (a.timing, b.timing)

@@ -7,6 +7,7 @@ runtime hands back. The host still trusts nothing in the reply (fades.sandbox.ou
 """
 
 import binascii
+import io
 import json
 import json.encoder
 import os
@@ -24,6 +25,13 @@ _format_exception = traceback.format_exception
 _fstat = os.fstat
 _open = open
 _decode = fades_sdk.decode
+_decode_lazy = fades_sdk.decode_lazy
+_ColumnReader = fades_sdk.ColumnReader
+_Dataset = fades_sdk.Dataset
+_weakref = __import__("weakref").ref
+_BytesIO = io.BytesIO
+_load_columns = fades_sdk.Dataset.load
+_close_reader = fades_sdk.ColumnReader.close
 _type = type
 _str = str
 _len = len
@@ -230,7 +238,10 @@ def _load(source: str, entry: str, filename: str) -> tuple[object, dict[str, obj
     return loaded
 
 
-_WARM_SOURCE = "def warm(datasets, params):\n    return [len(d) for d in datasets.values()]\n"
+_WARM_SOURCE = (
+    "def warm(datasets, params):\n"
+    "    return [d.values[-1] + d.codes('device')[0] for d in datasets.values() if len(d)]\n"
+)
 
 
 def _warm(blob_b64: str) -> str:
@@ -244,12 +255,15 @@ def _warm(blob_b64: str) -> str:
             pass
     except OSError:
         pass
-    datasets, params = _decode(bytearray(_a2b_base64(blob_b64)))
+    # the blob goes through the same lazy column reader as a task's input file
+    warm_reader = _ColumnReader(_BytesIO(_a2b_base64(blob_b64)), _clock)
+    datasets, params = _decode_lazy(warm_reader)
     namespace: dict[str, object] = {"__name__": "fades_warm"}
     exec(compile(_WARM_SOURCE, "fades_warm.py", "exec"), namespace)
     fn = namespace["warm"]
     out = _encode({"result": fn(datasets, params), "timing": {"read": _clock()}})  # type: ignore[operator]
     del namespace, fn, datasets, params
+    _close_reader(warm_reader)
     return out[:0]
 
 
@@ -274,6 +288,31 @@ def _state_op(source: str, control: str, filename: str) -> str:
     raise ValueError(f"unknown state request {op!r}")
 
 
+def _open_input() -> object:
+    """The input file, buffered: a column is read with one buffered ``read`` (which loops
+    over WASI's 64 KiB reads straight into the column's new ``bytes``)."""
+    return _open(INPUT, "rb", buffering=INPUT_BUFFER)
+
+
+#: the buffered reader's own buffer (the tail of each column goes through it)
+INPUT_BUFFER = 65536
+
+
+def _seal(reader: object, kept: list[object]) -> None:
+    """End of an invocation: the datasets the function kept (a persistent function's
+    globals) read their remaining columns now, while this input is still there; then the
+    input is closed. A dataset the function broke stays as it is (a later read of one of
+    its columns raises ValueError in the function, not in the runtime)."""
+    for ref in kept:
+        ds = ref()  # type: ignore[operator]
+        if ds is not None:
+            try:  # noqa: SIM105 (contextlib is the function's to patch; not used here)
+                _load_columns(ds)
+            except BaseException:
+                pass
+    _close_reader(reader)
+
+
 class WitWorld(wit_world.WitWorld):
     def run(self, source: str, entry: str, filename: str) -> str:
         if entry[:1] == "\0":
@@ -282,16 +321,30 @@ class WitWorld(wit_world.WitWorld):
             except BaseException as exc:
                 raise _error(exc, filename) from None
         t0 = _clock()
+        reader = datasets = params = report = None
+        kept: list[object] = []
+        lazy = 0.0
         try:
-            blob = _read_input()
+            reader = _ColumnReader(_open_input(), _clock)
+            datasets, params = _decode_lazy(reader)
+            kept = [_weakref(d) for d in datasets.values() if _isinstance(d, _Dataset)]
             t1 = _clock()
-            datasets, params = _decode(blob)
             fn = _load(source, entry, filename)[0]
             t2 = _clock()
+            read0 = reader.spent
             result = fn(datasets, params)
             t3 = _clock()
+            lazy = reader.spent - read0  # columns read while the function ran
         except BaseException as exc:
-            raise _error(exc, filename) from None
+            report = _error(exc, filename)
+        # the runtime's own references go first: what is still alive, the function kept
+        datasets = params = fn = None
+        t_seal = _clock()
+        if reader is not None:
+            _seal(reader, kept)
+        if report is not None:
+            raise report from None
+        sealed = _clock() - t_seal
         try:
             out = _encode({"result": result})
         except _RecursionError as exc:
@@ -306,5 +359,10 @@ class WitWorld(wit_world.WitWorld):
         except BaseException as exc:
             raise _error(exc, filename) from None
         t4 = _clock()
-        timing = {"read": t1 - t0, "load": t2 - t1, "compute": t3 - t2, "encode": t4 - t3}
+        timing = {
+            "read": t1 - t0 + lazy + sealed,
+            "load": t2 - t1,
+            "compute": t3 - t2 - lazy,
+            "encode": t4 - t3 - sealed,
+        }
         return out[:-1] + ', "timing": ' + _encode(timing) + "}"
