@@ -15,8 +15,10 @@ id, and acks it in ``FADES_UP`` only after the hub's stream answered that it sto
 - **Nothing twice:** a message forwarded again (its ack lost, a redelivery) carries the same
   message id, which the hub stream's de-duplication drops; beyond its window the controller
   keeps the first outcome of a task and the first event of a stage.
-- **Order:** one forwarder sends its messages one at a time, in stream order.
-- **Drain:** after the link returns, the next try comes within :data:`RETRY_MAX_S`.
+- **Order:** up to :data:`WINDOW` messages are in flight at once, so the hub may store them
+  out of order; what goes up (task outcomes, stage events) is kept by id, not by order.
+- **Drain:** after the link returns, the next try comes within :data:`RETRY_MAX_S`, and the
+  backlog goes up :data:`WINDOW` messages at a time.
 
 (Before this, the hub's streams *sourced* each site's ``FADES_UP``. A source restarts on a
 server-side backoff of up to a minute after a cut, and re-adding it to skip that backoff lost
@@ -46,6 +48,8 @@ DURABLE = "up-forward"
 ACK_WAIT_S = 30.0
 #: messages taken per pull
 BATCH = 64
+#: messages a forwarder has in flight to the hub at once
+WINDOW = 32
 #: first and longest pause between tries of a publish the hub did not store
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 1.0
 
@@ -65,22 +69,43 @@ class UpForwarder:
         self.prefix = f"{UP_PREFIX}.{site}."
         self.forwarded = 0
         self.retries = 0
+        self._failing_since = 0.0  # when publishes to the hub began failing (0: they work)
 
     async def run(self) -> None:
         """Forward until cancelled; a failing pull is retried (the iterator rides outages)."""
         await self.bus.ensure_up()
         local = self.bus.local()
-        while True:
+        window = asyncio.Semaphore(WINDOW)
+        flying: set[asyncio.Task[None]] = set()
+
+        async def one(d: Delivery) -> None:
             try:
-                async for d in local.consume(
-                    UP_STREAM, DURABLE, f"{self.prefix}>", ack_wait=ACK_WAIT_S, batch=BATCH
-                ):
-                    await self.forward(d)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the consumer itself failed: open it again
-                log.warning("site %s: forwarding to the hub stopped (%r); again", self.site, exc)
-                await asyncio.sleep(RETRY_MAX_S)
+                await self.forward(d)
+            except Exception as exc:  # not acked: delivered again after ACK_WAIT_S
+                log.warning("site %s: %s not forwarded: %r", self.site, d.msg_id, exc)
+            finally:
+                window.release()
+
+        try:
+            while True:
+                try:
+                    async for d in local.consume(
+                        UP_STREAM, DURABLE, f"{self.prefix}>", ack_wait=ACK_WAIT_S, batch=BATCH
+                    ):
+                        await window.acquire()
+                        task = asyncio.create_task(one(d))
+                        flying.add(task)
+                        task.add_done_callback(flying.discard)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the consumer itself failed: open it again
+                    log.warning("site %s: forwarding to the hub stopped (%r); again",
+                                self.site, exc)  # fmt: skip
+                    await asyncio.sleep(RETRY_MAX_S)
+        finally:
+            for task in flying:
+                task.cancel()
+            await asyncio.gather(*flying, return_exceptions=True)
 
     async def forward(self, d: Delivery) -> None:
         """Publish one message to the hub until it is stored, then ack it at the site."""
@@ -88,16 +113,15 @@ class UpForwarder:
             await d.term()
             return
         subject = d.subject[len(self.prefix) :]
-        pause, failing_since = RETRY_MIN_S, 0.0
-        touched = time.monotonic()
+        pause, touched = RETRY_MIN_S, time.monotonic()
         while True:
             try:
                 await self.bus.publish(subject, d.data, msg_id=d.msg_id)
                 break
             except FabricError as exc:  # the uplink is down or the hub is electing a leader
                 now = time.monotonic()
-                if not failing_since:
-                    failing_since = now
+                if not self._failing_since:  # once per outage, not once per message
+                    self._failing_since = now
                     log.info("site %s: the hub did not store %s (%s); trying again",
                              self.site, d.msg_id or subject, exc)  # fmt: skip
                 self.retries += 1
@@ -107,9 +131,10 @@ class UpForwarder:
                     touched = now
                 await asyncio.sleep(pause)
                 pause = min(RETRY_MAX_S, pause * 2)
-        if failing_since:
+        if self._failing_since:
             log.info("site %s: forwarding again after %.1f s", self.site,
-                     time.monotonic() - failing_since)  # fmt: skip
+                     time.monotonic() - self._failing_since)  # fmt: skip
+            self._failing_since = 0.0
         self.forwarded += 1
         with contextlib.suppress(FabricError):  # a lost ack: forwarded again, dropped by id
             await d.ack()
