@@ -276,14 +276,19 @@ def _state_op(source: str, control: str, filename: str) -> str:
 
 class WitWorld(wit_world.WitWorld):
     def run(self, source: str, entry: str, filename: str) -> str:
+        inline = None
         if entry[:1] == "\0":
-            try:
-                return _state_op(source, entry, filename)
-            except BaseException as exc:
-                raise _error(exc, filename) from None
+            if entry[:8] != "\0inline\0":
+                try:
+                    return _state_op(source, entry, filename)
+                except BaseException as exc:
+                    raise _error(exc, filename) from None
+            # ``\0inline\0ENTRY\0BASE64``: a small input passed in the call itself rather
+            # than as /input/data.fds (each WASI file call costs more than the decode)
+            entry, _, inline = entry[8:].partition("\0")
         t0 = _clock()
         try:
-            blob = _read_input()
+            blob = _read_input() if inline is None else _a2b_base64(inline)
             t1 = _clock()
             datasets, params = _decode(blob)
             fn = _load(source, entry, filename)[0]

@@ -147,9 +147,15 @@ class InstancePool:
             self._thread.start()
 
     # --- the request path -----------------------------------------------------------------
-    def take(self) -> RuntimeInstance | None:
-        """A ready instance (removed from the pool), or None when there is none (a miss)."""
+    def take(self, busy: bool = False) -> RuntimeInstance | None:
+        """A ready instance (removed from the pool), or None when there is none (a miss).
+
+        ``busy``: also mark a task as running, in the same step, so that the refill thread
+        woken by the take does not start preparing beside the task (the session's release
+        unmarks it)."""
         with self._cond:
+            if busy and self._thread is not None:
+                self._busy += 1
             if not self._ready and self._preparing:
                 # one is on its way with a head start: waiting for it beats making another
                 self._cond.wait_for(
@@ -169,16 +175,19 @@ class InstancePool:
 
     def session(self, artifact: Artifact, limits: Limits) -> PythonSession:
         """A session for one task on a pooled instance, or on a new one if none is ready."""
-        inst = self.take()
+        inst = self.take(busy=True)  # no preparing while the session runs: it would compete
         try:
             session = self.sandbox.open(artifact, limits, self.input_dir, inst)
         except BaseException:
             if inst is not None:
                 inst.close()
+            if self._thread is not None:
+                with self._cond:
+                    self._busy -= 1
+                    self._idle_since = time.monotonic()
+                    self._cond.notify_all()
             raise
         if self._thread is not None:
-            with self._cond:
-                self._busy += 1  # no preparing while the session runs: it would compete
             session.release = self._discard
         return session
 
