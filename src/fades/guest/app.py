@@ -257,6 +257,7 @@ def _state_op(source: str, control: str, filename: str) -> str:
     """The host's state requests, passed as an entry starting with NUL (never a valid entry):
     ``\0snapshot\0ENTRY\0LIMIT`` returns the captured globals (fades_capture);
     ``\0warm\0`` warms a pooled instance up (:func:`_warm`);
+    ``\0load\0ENTRY`` loads the function's module into a pooled instance kept for it;
     ``\0restore\0ENTRY`` loads the module, puts back the globals captured in the input
     file and reseeds ``random`` from the host's entropy (two restores of one snapshot must
     not draw the same numbers)."""
@@ -264,6 +265,9 @@ def _state_op(source: str, control: str, filename: str) -> str:
     op, entry = parts[0], parts[1]
     if op == "warm":
         return _warm(source)
+    if op == "load":  # a pooled instance bound to one function ahead of its task
+        _load(source, entry, filename)
+        return ""
     if op == "snapshot":
         return _capture(_load(source, entry, filename)[1], int(parts[2]))
     if op == "restore":

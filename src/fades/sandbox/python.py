@@ -12,6 +12,7 @@ sockets, no environment, no arguments.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import tempfile
 import threading
@@ -171,7 +172,35 @@ class RuntimeInstance:
             raise _translate_trap(exc, Limits(memory_bytes >> 20, WARM_BUDGET_MS)) from None
         self.store: wasmtime.Store | None = store
         self.run = run
+        #: the digest of the function whose module this instance has loaded (see bind())
+        self.bound: str | None = None
         self.prepare_s = time.perf_counter() - t0
+
+    def bind(self, artifact: Artifact, limits: Limits) -> None:
+        """Load ``artifact``'s module now, under ``limits``, so that its task's call starts
+        from a loaded function: only a task of the same function may take it afterwards.
+        No input is read: the module's own top-level code runs, nothing else.
+
+        Raises:
+            SandboxError: the module cannot be loaded (the instance is then closed).
+        """
+        store = self.store
+        if store is None or self.bound is not None:
+            raise ValueError("only an open, unbound runtime instance can be bound")
+        t0 = time.perf_counter()
+        store.set_limits(memory_size=limits.memory_bytes)
+        store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
+        name = source_filename(artifact.name)
+        try:
+            reply = self.run(store, artifact.payload.decode(), f"\0load\0{artifact.entry}", name)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            self.close()
+            raise _translate_trap(exc, limits) from None
+        if getattr(reply, "tag", None) != "ok":
+            self.close()
+            raise SandboxError(f"the function's module did not load: {reply.payload!r:.300}")
+        self.bound = artifact.digest
+        self.prepare_s += time.perf_counter() - t0
 
     def close(self) -> None:
         store, self.store = getattr(self, "store", None), None
@@ -204,6 +233,8 @@ class PythonSession:
         store = instance.store
         if store is None:
             raise ValueError("a closed runtime instance cannot be bound")
+        if instance.bound not in (None, artifact.digest):
+            raise ValueError("a runtime instance bound to one function cannot run another")
         # the task's own caps, whatever the instance was prepared with
         store.set_limits(memory_size=limits.memory_bytes)
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
@@ -358,10 +389,8 @@ class PythonSession:
 
 def _empty(path: str) -> None:
     """Cut the input file at ``path`` (a kept directory's earlier input) to nothing."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.truncate(path, 0)
-    except FileNotFoundError:
-        pass
 
 
 def source_filename(name: str) -> str:
