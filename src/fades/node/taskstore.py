@@ -258,6 +258,16 @@ class TaskStore:
                 raise
         return out
 
+    def claim(self, task_id: str) -> float | None:
+        """Mark an ``accepted`` (or interrupted ``running``) task as running, in one statement;
+        returns its acceptance time, or None if it is finished or unknown (nothing changed)."""
+        row = self._exec(
+            "UPDATE tasks SET status='running', started_at=?, attempts=attempts+1 "
+            "WHERE id=? AND status IN ('accepted', 'running') RETURNING accepted_at",
+            (time.time(), task_id),
+        ).fetchone()
+        return None if row is None else float(row[0])
+
     def start(self, task_id: str) -> None:
         self._exec(
             "UPDATE tasks SET status='running', started_at=?, attempts=attempts+1 WHERE id=?",
