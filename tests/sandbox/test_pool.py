@@ -92,6 +92,12 @@ def test_a_memory_bomb_in_a_pooled_instance_fails_with_its_own_cap(
     bomb = py("bomb", BOMB, signing_key)
     with pytest.raises(MemoryLimitExceeded) as pooled:
         _run(ipool, bomb, blob, Limits(48))
+    with pytest.raises(MemoryLimitExceeded):  # a streak: the next one is loaded ahead
+        _run(ipool, bomb, blob, Limits(48))
+    assert ipool.wait_ready(1, timeout=120, bound=bomb.digest)
+    with pytest.raises(MemoryLimitExceeded) as loaded_ahead:
+        _run(ipool, bomb, blob, Limits(48))
+    assert str(loaded_ahead.value) == str(pooled.value)
     # the same error as in an instance made for the task
     with pytest.raises(MemoryLimitExceeded) as fresh:
         PythonSandbox(runtime_artifact).run(bomb, blob, Limits(48))
@@ -105,10 +111,15 @@ def test_a_memory_bomb_in_a_pooled_instance_fails_with_its_own_cap(
 def test_an_infinite_loop_in_a_pooled_instance_hits_its_own_budget(
     ipool: InstancePool, blob: bytearray, signing_key: SigningKey
 ) -> None:
+    loop = py("loop", LOOP, signing_key)
     t0 = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(TimeLimitExceeded, match="300 ms"):
+            _run(ipool, loop, blob, Limits(64, 300))
+    assert time.monotonic() - t0 < 60
+    assert ipool.wait_ready(1, timeout=120, bound=loop.digest)  # loaded ahead: same budget
     with pytest.raises(TimeLimitExceeded, match="300 ms"):
-        _run(ipool, py("loop", LOOP, signing_key), blob, Limits(64, 300))
-    assert time.monotonic() - t0 < 30
+        _run(ipool, loop, blob, Limits(64, 300))
     assert _run(ipool, py("good", GOOD, signing_key), blob, Limits(64)) == 42.0
 
 
