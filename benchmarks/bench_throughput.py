@@ -209,9 +209,11 @@ def plot_throughput(tp: dict[str, Any], path: Path) -> None:
         ax.annotate(f"{rate / nat:.2f}x native", (i - w, rate), ha="center", xytext=(0, 12),
                     textcoords="offset points", fontsize=8)  # fmt: skip
     ax.set_xticks(x, [f"{k} mean\n({tp['readings_per_task']} readings)" for k in kinds])
+    top = max(nat, *(tp[k][key] for k in kinds for key, _, _ in series))
+    ax.set_ylim(0, top * 1.45)
     ax.set_ylabel("tasks per second")
     ax.set_title(f"Node throughput, {tp['tasks']} tasks submitted at once (2 cores)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
