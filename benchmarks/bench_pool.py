@@ -4,8 +4,10 @@ All from one run:
 
 1. In-process, a tiny Python task (noop on 10 readings), whole invocation (take or make an
    instance, invoke, close): **fresh** (instantiated for the task, the old path), **pooled,
-   instantiated only** (no warm-up call), **pooled** (instantiated and warmed, the default),
-   and **reused** (one live instance invoked again: the floor, not isolated). Ratio
+   instantiated only** (no warm-up call), **pooled, warmed** (instantiated and warmed),
+   **pooled, function loaded ahead** (warmed, and the function's module loaded: the default
+   during a streak of one function), and **reused** (one live instance invoked again: the
+   floor, not isolated). Ratio
    fresh / pooled; target pooled p50 <= 1 ms and >= 5x faster than fresh.
 2. The same through one sandbox worker process (``WorkerPool(1)``), pool off vs on, with
    tasks spaced 50 ms apart (the pool refills while the worker is idle).
@@ -35,7 +37,6 @@ import matplotlib.pyplot as plt
 import yaml
 
 from _common import (
-    MEAN_SRC,
     RESULTS,
     Bench,
     dataset,
@@ -46,7 +47,7 @@ from _common import (
     verdict,
     write_result,
 )
-from bench_throughput import make_node, task
+from bench_throughput import _native_batch, make_node, task
 from fades.functions.artifact import Artifact
 from fades.node import Node
 from fades.sandbox import HostLimits
@@ -74,8 +75,8 @@ def latency_inprocess(b: Bench, reps: int) -> dict[str, Any]:
             out.append(time.perf_counter() - t0)
         return out
 
-    def pooled(warm: bool) -> tuple[list[float], dict[str, Any]]:
-        pool = InstancePool(sb, None, min_size=2, max_size=2, max_mib=1024, warm=warm)
+    def pooled(warm: bool, bind: bool = True) -> tuple[list[float], dict[str, Any]]:
+        pool = InstancePool(sb, None, min_size=2, max_size=2, max_mib=1024, warm=warm, bind=bind)
         out = []
         try:
             for _ in range(reps):
@@ -101,12 +102,15 @@ def latency_inprocess(b: Bench, reps: int) -> dict[str, Any]:
         return out
 
     f = fresh()
-    p_cold, st_cold = pooled(False)
+    p_cold, st_cold = pooled(False, bind=False)
+    p_unbound, st_unbound = pooled(True, bind=False)
     p, st = pooled(True)
     r = reused()
     res = {
         "fresh_ms": summary(f, 1e3),
         "pooled_instantiated_only_ms": summary(p_cold, 1e3),
+        "pooled_not_loaded_ahead_ms": summary(p_unbound, 1e3),
+        "pool_not_loaded_ahead": st_unbound,
         "pooled_ms": summary(p, 1e3),
         "reused_ms": summary(r, 1e3),
         "pool_instantiated_only": st_cold,
@@ -120,7 +124,9 @@ def latency_inprocess(b: Bench, reps: int) -> dict[str, Any]:
     res["target_5x"] = verdict(res["speedup_pooled_vs_fresh"], 5.0, higher_is_better=True)
     log(
         f"   p50: fresh {res['fresh_ms']['p50']:.3f} ms, pooled (instantiated only) "
-        f"{res['pooled_instantiated_only_ms']['p50']:.3f} ms, pooled {res['pooled_ms']['p50']:.3f}"
+        f"{res['pooled_instantiated_only_ms']['p50']:.3f} ms, warmed "
+        f"{res['pooled_not_loaded_ahead_ms']['p50']:.3f} ms, + function loaded ahead "
+        f"{res['pooled_ms']['p50']:.3f}"
         f" ms ({res['speedup_pooled_vs_fresh']:.1f}x), reused {res['reused_ms']['p50']:.3f} ms; "
         f"preparing one: {st['prepare_ms']['p50']:.2f} ms off the request path"
     )
@@ -199,30 +205,6 @@ def pool_memory(b: Bench) -> dict[str, Any]:
     return res
 
 
-def _native_batch(home: str, n: int) -> float:
-    """In a plain CPython process: n times fetch, encode, decode and call the mean."""
-    from fades.broker.broker import DataBroker
-    from fades.broker.connectors.sqlite import SQLiteConnector
-    from fades.guest.fades_sdk import decode
-    from fades.node.limits import NodeLimits
-    from fades.task import parse_task
-
-    broker = DataBroker(
-        {"sqlite": SQLiteConnector(Path(home) / "readings.db")},
-        None,
-        limits=NodeLimits().fetch_limits(),
-    )
-    ns: dict[str, Any] = {}
-    exec(MEAN_SRC, ns)
-    t = parse_task(task("bench_mean", 64))
-    t0 = time.perf_counter()
-    for _ in range(n):
-        datasets, _ = broker.fetch(t.tenant, list(t.data))
-        data, params = decode(encode(datasets))
-        ns["main"](data, params)
-    return time.perf_counter() - t0
-
-
 def throughput(b: Bench, tasks: int, readings: int) -> dict[str, Any]:
     log(f"4. tasks/s through one node (capacity 2, {tasks} tasks), pool off / on vs native")
     out: dict[str, Any] = {"tasks": tasks, "readings_per_task": readings}
@@ -269,12 +251,13 @@ def _add(node: Node, arts: tuple[Artifact, ...]) -> None:
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), width_ratios=[3, 2])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13.5, 4.8), width_ratios=[3, 2])
     ip, wk = res["inprocess"], res["workers"]
     bars = [
         ("fresh\n(in-process)", ip["fresh_ms"], "tab:red"),
         ("pooled,\ninstantiated only", ip["pooled_instantiated_only_ms"], "tab:orange"),
-        ("pooled\n(default)", ip["pooled_ms"], "tab:green"),
+        ("pooled,\nwarmed", ip["pooled_not_loaded_ahead_ms"], "tab:olive"),
+        ("pooled, fn\nloaded ahead\n(default)", ip["pooled_ms"], "tab:green"),
         ("reused\n(not fresh)", ip["reused_ms"], "grey"),
         ("worker,\npool off", wk["pool_off"]["invocation_ms"], "tab:red"),
         ("worker,\npool on", wk["pool_on"]["invocation_ms"], "tab:green"),

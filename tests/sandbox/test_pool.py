@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fades.broker.base import Dataset
-from fades.errors import MemoryLimitExceeded, TimeLimitExceeded
+from fades.errors import FunctionCrashed, MemoryLimitExceeded, TimeLimitExceeded
 from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.node import NodeConfig
@@ -63,7 +63,7 @@ def ipool(runtime_artifact: Artifact) -> Iterator[InstancePool]:
 
 
 def _run(p: InstancePool, art: Artifact, blob: bytearray, limits: Limits) -> object:
-    assert p.wait_ready(1, timeout=120)
+    assert p.wait_ready(1, timeout=120, usable=art.digest)
     with p.session(art, limits) as s:
         assert s.pooled
         return s.invoke(blob).value
@@ -92,6 +92,12 @@ def test_a_memory_bomb_in_a_pooled_instance_fails_with_its_own_cap(
     bomb = py("bomb", BOMB, signing_key)
     with pytest.raises(MemoryLimitExceeded) as pooled:
         _run(ipool, bomb, blob, Limits(48))
+    with pytest.raises(MemoryLimitExceeded):  # a streak: the next one is loaded ahead
+        _run(ipool, bomb, blob, Limits(48))
+    assert ipool.wait_ready(1, timeout=120, bound=bomb.digest)
+    with pytest.raises(MemoryLimitExceeded) as loaded_ahead:
+        _run(ipool, bomb, blob, Limits(48))
+    assert str(loaded_ahead.value) == str(pooled.value)
     # the same error as in an instance made for the task
     with pytest.raises(MemoryLimitExceeded) as fresh:
         PythonSandbox(runtime_artifact).run(bomb, blob, Limits(48))
@@ -105,10 +111,15 @@ def test_a_memory_bomb_in_a_pooled_instance_fails_with_its_own_cap(
 def test_an_infinite_loop_in_a_pooled_instance_hits_its_own_budget(
     ipool: InstancePool, blob: bytearray, signing_key: SigningKey
 ) -> None:
+    loop = py("loop", LOOP, signing_key)
     t0 = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(TimeLimitExceeded, match="300 ms"):
+            _run(ipool, loop, blob, Limits(64, 300))
+    assert time.monotonic() - t0 < 60
+    assert ipool.wait_ready(1, timeout=120, bound=loop.digest)  # loaded ahead: same budget
     with pytest.raises(TimeLimitExceeded, match="300 ms"):
-        _run(ipool, py("loop", LOOP, signing_key), blob, Limits(64, 300))
-    assert time.monotonic() - t0 < 30
+        _run(ipool, loop, blob, Limits(64, 300))
     assert _run(ipool, py("good", GOOD, signing_key), blob, Limits(64)) == 42.0
 
 
@@ -199,3 +210,51 @@ def test_node_yaml_sets_the_pool_and_the_environment_wins(tmp_path: Path) -> Non
         host_limits({"size": 2}, environ={})
     with pytest.raises(ValueError, match=r"python_pool\.max must be an integer >= 0"):
         host_limits({"max": -1}, environ={})
+
+
+COUNTER = """
+calls = 0
+def main(data, params):
+    global calls
+    calls += 1
+    return calls
+"""
+RAISES_AT_IMPORT = "raise RuntimeError('needs its task')\ndef main(data, params):\n    return 1\n"
+
+
+def test_instances_are_prepared_with_the_last_function_loaded_and_only_it_gets_them(
+    ipool: InstancePool, runtime_artifact: Artifact, blob: bytearray, signing_key: SigningKey
+) -> None:
+    counter, good = py("counter", COUNTER, signing_key), py("good", GOOD, signing_key)
+    for _ in range(2):  # a streak of one function: the next instances are loaded for it
+        assert _run(ipool, counter, blob, Limits(64)) == 1
+    for _ in range(3):  # each task a fresh module: its load ran ahead, nothing else did
+        assert ipool.wait_ready(1, timeout=120, bound=counter.digest)
+        assert _run(ipool, counter, blob, Limits(64)) == 1
+    assert ipool.stats()["bound_hits"] >= 3
+    # another function never gets an instance loaded for this one
+    assert ipool.wait_ready(1, timeout=120, bound=counter.digest)
+    inst = ipool.take(digest=good.digest)
+    assert inst is None or inst.bound is None
+    if inst is not None:
+        inst.close()
+    loaded = ipool.take(digest=counter.digest)
+    assert loaded is not None and loaded.bound == counter.digest
+    with pytest.raises(ValueError, match="bound to one function"):
+        PythonSandbox(runtime_artifact).open(good, Limits(64), None, loaded)
+    loaded.close()
+    assert _run(ipool, good, blob, Limits(64)) == 42.0
+
+
+def test_a_module_that_cannot_load_ahead_fails_only_its_own_tasks(
+    ipool: InstancePool, blob: bytearray, signing_key: SigningKey
+) -> None:
+    bad, good = py("bad", RAISES_AT_IMPORT, signing_key), py("good", GOOD, signing_key)
+    for _ in range(2):
+        with pytest.raises(FunctionCrashed, match="needs its task"):
+            _run(ipool, bad, blob, Limits(64))
+    deadline = time.monotonic() + 60
+    while bad.digest not in ipool._unbindable and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert bad.digest in ipool._unbindable  # no longer loaded ahead
+    assert _run(ipool, good, blob, Limits(64)) == 42.0

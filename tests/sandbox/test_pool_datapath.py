@@ -54,5 +54,28 @@ def test_a_small_input_after_a_large_one_is_read_exactly(
         "file": len(big), "n": 200_000, "last": 399_998.0,
     }  # fmt: skip
     assert sb._dirs  # the input directory is kept for the next instance
-    # the next instance gets the kept directory: the old, larger input is gone
-    assert sb.run(art, small, Limits(64)).value == {"file": len(small), "n": 10, "last": 18.0}
+    # the next instance gets the kept directory: the old, larger input is gone (a small
+    # input travels inside the call, and the file is cut to nothing)
+    assert sb.run(art, small, Limits(64)).value == {"file": 0, "n": 10, "last": 18.0}
+    assert sb.run(art, big, Limits(64)).value["file"] == len(big)
+
+
+def test_a_worker_hands_small_inputs_inline_and_never_shows_an_earlier_input(
+    runtime_artifact: Artifact, signing_key: SigningKey
+) -> None:
+    """A small input travels inside the worker's request and the guest's call; the file an
+    earlier, larger input was written to (the worker's scratch) is cut to nothing first."""
+    from fades.sandbox import HostLimits
+    from fades.sandbox.procs import INLINE_MAX_BYTES, WorkerPool
+
+    art = create("python", "size", textwrap.dedent(SIZE).lstrip().encode(), key=signing_key)
+    big, small = _blob(200_000), _blob(10)
+    assert len(big) > INLINE_MAX_BYTES >= len(small)
+    pool = WorkerPool(1, HostLimits())
+    try:
+        assert pool.run(art, runtime_artifact, big, Limits(64)).value["file"] == len(big)
+        assert pool.run(art, runtime_artifact, small, Limits(64)).value == {
+            "file": 0, "n": 10, "last": 18.0,
+        }  # fmt: skip
+    finally:
+        pool.close()

@@ -9,13 +9,13 @@ import threading
 from typing import Any
 
 import pytest
+from tests.state.conftest import LoopThread, kv_store
 
 from fades.bus.nats import NatsBus
 from fades.state import keeper as keeper_mod
 from fades.state.base import Checkpoint
 from fades.state.keeper import StateKeeper
 from fades.task import StateSpec
-from tests.state.conftest import LoopThread, kv_store
 
 
 def _wait(pred: Any, timeout: float, what: str) -> None:

@@ -271,6 +271,7 @@ def _state_op(source: str, control: str, filename: str) -> str:
     """The host's state requests, passed as an entry starting with NUL (never a valid entry):
     ``\0snapshot\0ENTRY\0LIMIT`` returns the captured globals (fades_capture);
     ``\0warm\0`` warms a pooled instance up (:func:`_warm`);
+    ``\0load\0ENTRY`` loads the function's module into a pooled instance kept for it;
     ``\0restore\0ENTRY`` loads the module, puts back the globals captured in the input
     file and reseeds ``random`` from the host's entropy (two restores of one snapshot must
     not draw the same numbers)."""
@@ -278,6 +279,9 @@ def _state_op(source: str, control: str, filename: str) -> str:
     op, entry = parts[0], parts[1]
     if op == "warm":
         return _warm(source)
+    if op == "load":  # a pooled instance bound to one function ahead of its task
+        _load(source, entry, filename)
+        return ""
     if op == "snapshot":
         return _capture(_load(source, entry, filename)[1], int(parts[2]))
     if op == "restore":
@@ -315,17 +319,23 @@ def _seal(reader: object, kept: list[object]) -> None:
 
 class WitWorld(wit_world.WitWorld):
     def run(self, source: str, entry: str, filename: str) -> str:
+        inline = None
         if entry[:1] == "\0":
-            try:
-                return _state_op(source, entry, filename)
-            except BaseException as exc:
-                raise _error(exc, filename) from None
+            if entry[:8] != "\0inline\0":
+                try:
+                    return _state_op(source, entry, filename)
+                except BaseException as exc:
+                    raise _error(exc, filename) from None
+            # ``\0inline\0ENTRY\0BASE64``: a small input passed in the call itself rather
+            # than as /input/data.fds (each WASI file call costs more than the decode)
+            entry, _, inline = entry[8:].partition("\0")
         t0 = _clock()
         reader = datasets = params = report = None
         kept: list[object] = []
         lazy = 0.0
         try:
-            reader = _ColumnReader(_open_input(), _clock)
+            src = _open_input() if inline is None else _BytesIO(_a2b_base64(inline))
+            reader = _ColumnReader(src, _clock)
             datasets, params = _decode_lazy(reader)
             kept = [_weakref(d) for d in datasets.values() if _isinstance(d, _Dataset)]
             t1 = _clock()

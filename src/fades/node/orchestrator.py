@@ -467,11 +467,18 @@ class Orchestrator:
         return blob, {"retrieval": t1 - t0, "encode": t2 - t1}, bytes_read
 
     def _run_once(self, task: Task) -> None:
-        rec = self.store.get(task.id)
-        if rec.done or self._late(task):
-            return
-        self.store.start(task.id)
-        timing: dict[str, float] = {"queue": time.time() - rec.accepted_at}
+        if task.credentials.deadline is not None:
+            rec = self.store.get(task.id)
+            if rec.done or self._late(task):
+                return
+            self.store.start(task.id)
+            accepted_at = rec.accepted_at
+        else:  # one statement: read nothing back but the acceptance time
+            claimed = self.store.claim(task.id)
+            if claimed is None:
+                return  # finished meanwhile (cancelled, or run by an earlier attempt)
+            accepted_at = claimed
+        timing: dict[str, float] = {"queue": time.time() - accepted_at}
         t0 = time.perf_counter()
         digest: str | None = None
         try:

@@ -14,16 +14,16 @@ what the agent publishes and the controller stores.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fades.errors import TaskNotFound
-from fades.outcome import Outcome
+from fades.node.taskrecord import TaskRecord, _loads, record_from_row
+
+__all__ = ["ACTIVE", "SCHEMA", "TaskRecord", "TaskStore", "open_sqlite"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -69,93 +69,6 @@ ACTIVE = ("accepted", "running")
 
 #: columns added after the first release: (name, SQL type), added by :meth:`TaskStore._migrate`
 LATER_COLUMNS = (("digest", "TEXT"), ("traceback", "TEXT"), ("logs", "TEXT"))
-
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-@dataclass(slots=True)
-class TaskRecord:
-    """What the node knows about one task."""
-
-    id: str
-    tenant: str
-    status: str
-    task: dict[str, Any]
-    accepted_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    attempts: int = 0
-    error_kind: str | None = None
-    error: str | None = None
-    result: Any = None
-    timing: dict[str, float] = field(default_factory=dict)
-    bytes_read: int | None = None
-    bytes_returned: int | None = None
-    delivered: bool = False
-    digest: str | None = None
-    traceback: str | None = None
-    logs: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("done", "failed")
-
-    def outcome(self, node: str) -> Outcome:
-        """The task's :class:`Outcome` as run on ``node`` (a finished or failed record).
-
-        The digest is the one recorded at run time, else the task's pinned
-        ``function.artifact`` when that is a digest.
-        """
-        if not self.done:
-            raise ValueError(f"task {self.id} is {self.status}, not finished")
-        digest = self.digest
-        fn = self.task.get("function")
-        ref = fn.get("artifact") if isinstance(fn, dict) else None
-        if digest is None and isinstance(ref, str) and _DIGEST.match(ref):
-            digest = ref
-        return Outcome(
-            task_id=self.id,
-            tenant=self.tenant,
-            node=node,
-            status="done" if self.status == "done" else "failed",
-            result=self.result,
-            error_kind=self.error_kind,
-            error=self.error,
-            traceback=self.traceback,
-            logs=self.logs,
-            timing=self.timing,
-            bytes_read=self.bytes_read or 0,
-            bytes_returned=self.bytes_returned or 0,
-            digest=digest,
-            attempts=self.attempts,
-            accepted_at=self.accepted_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tenant": self.tenant,
-            "status": self.status,
-            "attempts": self.attempts,
-            "error_kind": self.error_kind,
-            "error": self.error,
-            "result": self.result,
-            "timing": self.timing,
-            "bytes_read": self.bytes_read,
-            "bytes_returned": self.bytes_returned,
-            "accepted_at": self.accepted_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "digest": self.digest,
-            "traceback": self.traceback,
-            "logs": self.logs,
-        }
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 def open_sqlite(path: Path) -> sqlite3.Connection:
@@ -257,6 +170,16 @@ class TaskStore:
                 self._db.execute("ROLLBACK")
                 raise
         return out
+
+    def claim(self, task_id: str) -> float | None:
+        """Mark an ``accepted`` (or interrupted ``running``) task as running, in one statement;
+        returns its acceptance time, or None if it is finished or unknown (nothing changed)."""
+        row = self._exec(
+            "UPDATE tasks SET status='running', started_at=?, attempts=attempts+1 "
+            "WHERE id=? AND status IN ('accepted', 'running') RETURNING accepted_at",
+            (time.time(), task_id),
+        ).fetchone()
+        return None if row is None else float(row[0])
 
     def start(self, task_id: str) -> None:
         self._exec(
@@ -439,26 +362,4 @@ class TaskStore:
             ).fetchall()
         return [self._record(r) for r in rows]
 
-    @staticmethod
-    def _record(row: sqlite3.Row) -> TaskRecord:
-        keys = row.keys()
-        return TaskRecord(
-            id=row[0],
-            tenant=row[1],
-            status=row[2],
-            task=json.loads(row[3]),
-            accepted_at=row[4],
-            started_at=row[5],
-            finished_at=row[6],
-            attempts=row[7],
-            error_kind=row[8],
-            error=row[9],
-            result=_loads(row[10]),
-            timing=_loads(row[11]) or {},
-            bytes_read=row[12],
-            bytes_returned=row[13],
-            delivered=bool(row["delivered"]) if "delivered" in keys else False,
-            digest=row["digest"] if "digest" in keys else None,
-            traceback=row["traceback"] if "traceback" in keys else None,
-            logs=row["logs"] if "logs" in keys else None,
-        )
+    _record = staticmethod(record_from_row)

@@ -119,6 +119,7 @@ class InstancePool:
         max_mib: int,
         shrink_s: float = SHRINK_S,
         warm: bool = True,
+        bind: bool = True,
     ) -> None:
         if not 0 <= min_size <= max_size:
             raise ValueError(f"pool bounds need 0 <= min <= max, not {min_size}, {max_size}")
@@ -129,7 +130,7 @@ class InstancePool:
         self.shrink_s = shrink_s
         self.target = min_size
         self.instance_bytes = 0  # measured on the first preparation
-        self.hits = self.misses = self.prepared = 0
+        self.hits = self.misses = self.prepared = self.bound_hits = 0
         self.prepare_s: list[float] = []
         self._grew: list[int] = []
         self._ready: list[RuntimeInstance] = []
@@ -141,23 +142,36 @@ class InstancePool:
         self._last_miss = time.monotonic()
         self._cond = threading.Condition()
         self._blob = warm_blob() if warm else b""
+        self.bind = bind
+        #: the function the last task ran (instances are prepared bound to it) and its limits
+        self._hot: tuple[Artifact, Limits] | None = None
+        self._unbindable: set[str] = set()  # functions whose module failed to load ahead
+        self._last: str | None = None  # the function of the last task
         self._thread: threading.Thread | None = None
         if max_size > 0:
             self._thread = threading.Thread(target=self._refill, name="fades-pool", daemon=True)
             self._thread.start()
 
     # --- the request path -----------------------------------------------------------------
-    def take(self) -> RuntimeInstance | None:
-        """A ready instance (removed from the pool), or None when there is none (a miss)."""
+    def take(self, busy: bool = False, digest: str | None = None) -> RuntimeInstance | None:
+        """A ready instance (removed from the pool), or None when there is none (a miss).
+
+        ``busy``: also mark a task as running, in the same step, so that the refill thread
+        woken by the take does not start preparing beside the task (the session's release
+        unmarks it). ``digest``: the function the instance is for; an instance bound to it is
+        preferred, one bound to another function is never given."""
         with self._cond:
+            if busy and self._thread is not None:
+                self._busy += 1
             if not self._ready and self._preparing:
                 # one is on its way with a head start: waiting for it beats making another
                 self._cond.wait_for(
                     lambda: self._ready or not self._preparing or self._closed, TAKE_WAIT_S
                 )
-            if self._ready:
+            inst = _pick(self._ready, digest)
+            if inst is not None:
                 self.hits += 1
-                inst = self._ready.pop()
+                self.bound_hits += inst.bound is not None
             else:
                 inst = None
                 if self.max_size > 0:
@@ -169,16 +183,24 @@ class InstancePool:
 
     def session(self, artifact: Artifact, limits: Limits) -> PythonSession:
         """A session for one task on a pooled instance, or on a new one if none is ready."""
-        inst = self.take()
+        with self._cond:  # a streak of one function: prepare the next ones with it loaded
+            streak = self._last == artifact.digest and artifact.digest not in self._unbindable
+            self._hot = (artifact, limits) if self.bind and streak else None
+            self._last = artifact.digest
+        # no preparing while the session runs: it would compete
+        inst = self.take(busy=True, digest=artifact.digest)
         try:
             session = self.sandbox.open(artifact, limits, self.input_dir, inst)
         except BaseException:
             if inst is not None:
                 inst.close()
+            if self._thread is not None:
+                with self._cond:
+                    self._busy -= 1
+                    self._idle_since = time.monotonic()
+                    self._cond.notify_all()
             raise
         if self._thread is not None:
-            with self._cond:
-                self._busy += 1  # no preparing while the session runs: it would compete
             session.release = self._discard
         return session
 
@@ -227,6 +249,12 @@ class InstancePool:
                         self.target -= 1
                         self._last_miss = now  # one step per quiet period
                     cap = self.cap()
+                    hot = self._hot[0].digest if self._hot is not None else None
+                    stale = [i for i in self._ready if i.bound not in (None, hot)]
+                    if stale:  # bound to a function no longer run here
+                        self._ready = [i for i in self._ready if i not in stale]
+                        surplus = stale
+                        break
                     if len(self._ready) > cap:
                         surplus, self._ready = self._ready[cap:], self._ready[:cap]
                         break
@@ -261,6 +289,20 @@ class InstancePool:
             )
         except (FadesError, OSError):
             return False
+        with self._cond:  # one unbound instance stays ready for any other function
+            hot = self._hot
+            if self.cap() > 1 and not any(i.bound is None for i in self._ready):
+                hot = None
+        if hot is not None:
+            try:
+                inst.bind(*hot)
+            except FadesError:  # e.g. its module needs the task's data: prepare it unbound
+                with self._cond:
+                    if len(self._unbindable) < 256:
+                        self._unbindable.add(hot[0].digest)
+                    if self._hot is hot:
+                        self._hot = None
+                return True
         grew = _pss_bytes() - before if measure else 0
         with self._cond:
             if grew > 0:  # a task running meanwhile can blur one sample: take the median
@@ -277,11 +319,20 @@ class InstancePool:
         inst.close()
         return True
 
-    def wait_ready(self, n: int = 1, timeout: float = 60.0) -> bool:
-        """Wait until ``n`` instances are ready (tests, benchmarks)."""
+    def wait_ready(
+        self, n: int = 1, timeout: float = 60.0, bound: str | None = None, usable: str = ""
+    ) -> bool:
+        """Wait until ``n`` instances are ready (tests, benchmarks): any, or with ``bound``
+        loaded for that function, or ``usable`` by that function (unbound or bound to it)."""
         deadline = time.monotonic() + timeout
+
+        def ok(i: RuntimeInstance) -> bool:
+            if bound is not None:
+                return i.bound == bound
+            return not usable or i.bound in (None, usable)
+
         with self._cond:
-            while len(self._ready) < n:
+            while sum(ok(i) for i in self._ready) < n:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
                     return False
@@ -295,6 +346,8 @@ class InstancePool:
                 "target": self.target,
                 "cap": self.cap(),
                 "hits": self.hits,
+                "bound_hits": self.bound_hits,
+                "bound": sum(i.bound is not None for i in self._ready),
                 "misses": self.misses,
                 "prepared": self.prepared,
                 "instance_bytes": self.instance_bytes,
@@ -308,3 +361,12 @@ class InstancePool:
             self._cond.notify_all()
         for inst in ready:
             inst.close()
+
+
+def _pick(ready: list[RuntimeInstance], digest: str | None) -> RuntimeInstance | None:
+    """Remove and return the ready instance for ``digest``: bound to it, else unbound."""
+    for want in (digest, None) if digest is not None else (None,):
+        for k in range(len(ready) - 1, -1, -1):
+            if ready[k].bound == want:
+                return ready.pop(k)
+    return None

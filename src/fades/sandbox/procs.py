@@ -49,6 +49,8 @@ from fades.functions.artifact import Artifact
 from fades.sandbox.base import HostLimits, Limits, SandboxResult, write_input
 from fades.sandbox.worker import _HEAD, send
 
+#: Inputs up to this size go to a worker inside the request rather than as a file.
+INLINE_MAX_BYTES = 64 << 10
 #: Starting a worker, and preparing an artifact in it (the first compile of a module or of
 #: the Python runtime), are not part of any task's budget, but are bounded too.
 STARTUP_S = 120.0
@@ -337,10 +339,14 @@ class WorkerPool:
             if runtime is not None:
                 w.prepare(runtime)
             w.prepare(artifact)
-            _write_blob(w.input, blob)
             rt = runtime.digest if runtime is not None else None
+            where: str | bytes = w.input
+            if len(blob) <= INLINE_MAX_BYTES:
+                where = bytes(blob)  # in the request itself: no file to write and read back
+            else:
+                _write_blob(w.input, blob)
             reply = w.call(
-                ("run", artifact.digest, rt, w.input, limits), _deadline(limits, self.host), limits
+                ("run", artifact.digest, rt, where, limits), _deadline(limits, self.host), limits
             )
             w.tasks += 1
             return _result(reply, self.host.max_result_bytes)

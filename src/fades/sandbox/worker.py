@@ -12,8 +12,9 @@ Requests (tuples), each answered by ``("ok", value)`` or ``("err", (class, state
 - ``("prepare", Artifact)``: remember it and load its compiled form (no task budget yet); a
   Python runtime also starts the pool of ready instances (:mod:`fades.sandbox.pool`) whose
   ``/input`` is the scratch directory
-- ``("run", digest, runtime_digest | None, path, Limits)``: fresh instance, one invocation
-  on the blob in ``path`` (the node wrote it into a RAM-backed scratch directory)
+- ``("run", digest, runtime_digest | None, path | blob, Limits)``: fresh instance, one
+  invocation on the blob in ``path`` (the node wrote it into a RAM-backed scratch
+  directory) or, for a small input, on the ``blob`` (bytes) sent in the request itself
 - ``("open", digest, runtime_digest | None, input_dir, Limits)`` then ``("invoke", path)``
   and ``("close",)``: one persistent session; ``("snapshot", limit)`` answers its state
   (bytes) at an invocation boundary, ``("restore", path)`` puts the state in ``path`` back
@@ -126,10 +127,12 @@ class _Worker:
             return self._pool(runtime).session(art, limits)
         return self._python(runtime).open(art, limits, input_dir=input_dir)
 
-    def _invoke(self, session: Any, path: str) -> dict[str, Any]:
+    def _invoke(self, session: Any, path: str | bytes) -> dict[str, Any]:
         from fades.sandbox.core import CoreSession
 
-        if isinstance(session, CoreSession):
+        if isinstance(path, bytes):  # a small input sent inside the request
+            res = session.invoke(path)
+        elif isinstance(session, CoreSession):
             res = session.invoke(None, path=path)
         else:
             res = session.invoke(None)
@@ -169,7 +172,8 @@ class _Worker:
             return None
         if op == "run":
             _, digest, runtime, path, limits = msg
-            session = self._open(digest, runtime, os.path.dirname(path), limits)
+            where = self.scratch if isinstance(path, bytes) else os.path.dirname(path)
+            session = self._open(digest, runtime, where or "", limits)
             try:
                 return self._invoke(session, path)
             finally:
