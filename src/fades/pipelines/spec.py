@@ -61,7 +61,7 @@ from fades.pipelines.checks import graph_problems, subject_problem, topo_order
 from fades.pipelines.guard import compile_guard
 from fades.pipelines.readings import pattern_problem
 from fades.task import Credentials, DataOp, FunctionSpec
-from fades.tasktext import MAX_DEPTH, MAX_TASK_BYTES, clip, decode_task_text, shape_problem
+from fades.tasktext import MAX_DEPTH, clip, decode_task_text, read_task_file, shape_problem
 
 __all__ = [
     "MAX_PIPELINE_BYTES",
@@ -435,11 +435,5 @@ def parse_pipeline_text(text: str | bytes, *, source: str = "pipeline") -> Pipel
 def load_pipeline(path: str | Path) -> PipelineSpec:
     """Read and validate a pipeline file (YAML or JSON)."""
     p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            data = fh.read(MAX_TASK_BYTES + 1)
-    except OSError as exc:
-        raise PipelineValidationError(
-            f"cannot read pipeline file {p}: {exc.strerror}", problems=[("pipeline", "unreadable")]
-        ) from None
+    data = read_task_file(p, "pipeline", PipelineValidationError)
     return parse_pipeline_text(data, source=str(p))
