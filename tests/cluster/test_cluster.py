@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.waiting import wait_until as _wait_for
 
 from fades.cluster import LocalCluster
 from fades.errors import NoPlacement, TaskNotFound
@@ -52,14 +53,6 @@ def _task(artifact: str, room: str, tenant: str = "facilities", **select: Any) -
         "data": [{"name": "t", "select": sel}],
         "function": {"artifact": artifact, "time_budget_ms": 20000},
     }
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def _outbox(cluster: LocalCluster, task_id: str, node: str = "edge1") -> tuple[str, int] | None:
