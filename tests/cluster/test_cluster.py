@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.guests import SLOW
 from tests.waiting import wait_until as _wait_for
 
 from fades.cluster import LocalCluster
@@ -33,16 +34,6 @@ def main(data, params):
     ds = data["t"]
     ts = list(ds.ts)
     return {"count": len(ts), "newest": max(ts) if ts else None}
-"""
-
-SLOW = """
-import time
-
-def main(data, params):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < params.get("seconds", 1.0):
-        pass
-    return {"rows": len(data["t"])}
 """
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.guests import SLOW
 from tests.waiting import wait_until as _wait_until
 
 from fades.bus.nats import NatsBus
@@ -135,17 +136,6 @@ def test_without_a_site_publish_up_is_publish(hub: EmbeddedNats) -> None:
 
 
 # --- the whole system at a site: LocalCluster(sites=True) --------------------------------------
-SLOW = """
-import time
-
-def main(data, params):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < params.get("seconds", 1.0):
-        pass
-    return {"rows": len(data["t"])}
-"""
-
-
 def _readings_since(cluster: Any, node: str, since: float) -> int:
     import sqlite3
 
