@@ -5,16 +5,16 @@ runtime component, real worker processes.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.guests import python_artifact as py
 
 from fades.broker.base import Dataset
 from fades.errors import MemoryLimitExceeded, TimeLimitExceeded
-from fades.functions.artifact import Artifact
+from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.node import NodeConfig
 from fades.sandbox import HostLimits, Limits, PythonSandbox
@@ -42,6 +42,10 @@ BOMB = "def main(data, params):\n    b = bytearray(200 << 20)\n    return len(b)
 BIG_OK = "def main(data, params):\n    b = bytearray(40 << 20)\n    return len(b)\n"
 LOOP = "def main(data, params):\n    while True:\n        pass\n"
 GOOD = "def main(data, params):\n    return sum(data['t'].values)\n"
+
+
+def py(name: str, source: str, key: SigningKey) -> Artifact:
+    return create("python", name, textwrap.dedent(source).lstrip().encode(), key=key)
 
 
 @pytest.fixture(scope="module")
