@@ -185,6 +185,14 @@ def make_task() -> Callable[..., dict[str, Any]]:
     return _task
 
 
+@pytest.fixture(scope="module")
+def sandbox(runtime_artifact: Artifact) -> Any:
+    """A :class:`~fades.sandbox.PythonSandbox` on the signed runtime, per test module."""
+    from fades.sandbox import PythonSandbox
+
+    return PythonSandbox(runtime_artifact)
+
+
 # --- fabric ----------------------------------------------------------------------------------
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[Any]:
@@ -197,3 +205,37 @@ def nats_server(tmp_path: Path) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Any]:
+    """A hub nats-server (domain ``hub``) with a leafnode listener on ``hub.leaf_port``."""
+    from fades.fabric.leaf import HUB_DOMAIN, hub_leaf_config
+    from fades.fabric.server import EmbeddedNats, free_port
+
+    leaf_port = free_port()
+    server = EmbeddedNats(
+        tmp_path / "nats" / "hub1",
+        name="hub1",
+        domain=HUB_DOMAIN,
+        extra_config=hub_leaf_config(leaf_port),
+    )
+    server.leaf_port = leaf_port  # type: ignore[attr-defined]
+    server.start(timeout=120.0)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def leaf(tmp_path: Path, hub: Any) -> Iterator[Any]:
+    """The leaf nats-server of site ``edge1`` (its domain), joined to :func:`hub`."""
+    from fades.fabric.leaf import EmbeddedLeaf
+
+    site = EmbeddedLeaf(tmp_path, "edge1", f"nats-leaf://127.0.0.1:{hub.leaf_port}")
+    site.start(timeout=120.0)
+    try:
+        yield site
+    finally:
+        site.stop()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.guests import COUNTER
 
 from fades.errors import AccessDenied, ArtifactError, OrchestratorError, TaskValidationError
 from fades.node.orchestrator import TIMING_KEYS
@@ -32,14 +33,6 @@ def main(data, params):
     return params.get("tag")
 """
 
-COUNTER = """
-COUNT = 0
-
-def main(data, params):
-    global COUNT
-    COUNT += 1
-    return {"count": COUNT, "rows": len(data["t"])}
-"""
 
 MINMAX = """
 def main(data, params):

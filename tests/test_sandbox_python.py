@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.guests import python_artifact
 
 from fades.broker.base import Dataset
 from fades.errors import (
@@ -22,7 +23,7 @@ from fades.errors import (
     SandboxViolation,
     TimeLimitExceeded,
 )
-from fades.functions.artifact import Artifact, create
+from fades.functions.artifact import Artifact
 from fades.functions.keys import SigningKey
 from fades.sandbox import MIN_MEMORY_MIB, Limits, PythonSandbox
 from fades.sandbox.wire import encode
@@ -103,15 +104,6 @@ HOSTILE: dict[str, tuple[str, type[SandboxError], str]] = {
         r"tried to use the network .*socket.*sandboxes are granted no network access",
     ),
 }
-
-
-def python_artifact(name: str, source: str, key: SigningKey) -> Artifact:
-    return create("python", name, textwrap.dedent(source).lstrip().encode(), key=key)
-
-
-@pytest.fixture(scope="module")
-def sandbox(runtime_artifact: Artifact) -> PythonSandbox:
-    return PythonSandbox(runtime_artifact)
 
 
 @pytest.fixture(scope="module")

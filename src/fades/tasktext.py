@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -171,3 +172,35 @@ def _checked_text(text: str | bytes, source: str) -> str:
 def too_big(source: str, size: int) -> TaskValidationError:
     reason = f"larger than {MAX_TASK_BYTES:,} bytes"
     return refused(f"{source} is {size:,} bytes, {reason}", "task", reason)
+
+
+def check_json(v: Any, what: str, limit: int, why: str) -> None:
+    """Refuse (``ValueError``) a value ``what`` that is not plain JSON within :data:`MAX_DEPTH`
+    or is over ``limit`` bytes of compact JSON; ``why`` follows the limit in the message."""
+    problem = shape_problem(v, MAX_DEPTH)
+    if problem:
+        raise ValueError(problem)
+    try:
+        text = json.dumps(v, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{what} must be JSON-serialisable ({str(exc)[:100]})") from None
+    size = len(text.encode())
+    if size > limit:
+        raise ValueError(f"{what} are {size:,} bytes of JSON; at most {limit:,}{why}")
+
+
+def read_task_file(
+    path: Path, what: str = "task", error: type[TaskValidationError] = TaskValidationError
+) -> bytes:
+    """The first :data:`MAX_TASK_BYTES` + 1 bytes of a task (or ``what``) file.
+
+    Raises:
+        TaskValidationError: (or ``error``) the file cannot be read.
+    """
+    try:
+        with path.open("rb") as fh:
+            return fh.read(MAX_TASK_BYTES + 1)
+    except OSError as exc:
+        raise error(
+            f"cannot read {what} file {path}: {exc.strerror}", problems=[(what, "unreadable")]
+        ) from None

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.guests import SLOW
+from tests.waiting import wait_until as _wait_for
 
 from fades.cluster import LocalCluster
 from fades.errors import NoPlacement, TaskNotFound
@@ -34,16 +36,6 @@ def main(data, params):
     return {"count": len(ts), "newest": max(ts) if ts else None}
 """
 
-SLOW = """
-import time
-
-def main(data, params):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < params.get("seconds", 1.0):
-        pass
-    return {"rows": len(data["t"])}
-"""
-
 
 def _task(artifact: str, room: str, tenant: str = "facilities", **select: Any) -> dict[str, Any]:
     sel = {"location": room, "sensor_type": "temperature"} | select
@@ -52,14 +44,6 @@ def _task(artifact: str, room: str, tenant: str = "facilities", **select: Any) -
         "data": [{"name": "t", "select": sel}],
         "function": {"artifact": artifact, "time_budget_ms": 20000},
     }
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def _outbox(cluster: LocalCluster, task_id: str, node: str = "edge1") -> tuple[str, int] | None:

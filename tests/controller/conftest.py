@@ -272,6 +272,12 @@ class Bed:
     def client(self, token: str = FACILITIES) -> FadesClient:
         return FadesClient(self.url, token, timeout=20.0)
 
+    def __enter__(self) -> Bed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         try:
             self.stop_controller()
@@ -290,21 +296,7 @@ class Bed:
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A real nats-server per test, waited for until its ports accept connections (a generous
-    budget: on a loaded 2-core machine a start can take many seconds)."""
-    server = EmbeddedNats(tmp_path / "nats", name="fades-test")
-    server.start(timeout=120.0)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def bed(nats_server: EmbeddedNats, tmp_path: Path, signing_key: SigningKey) -> Iterator[Bed]:
-    b = Bed(nats_server, tmp_path, signing_key)
-    try:
+    """A controller bed on the test's nats-server (``nats_server`` of tests/conftest.py)."""
+    with Bed(nats_server, tmp_path, signing_key) as b:
         yield b
-    finally:
-        b.close()

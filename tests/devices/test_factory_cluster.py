@@ -13,27 +13,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from tests.waiting import wait_until as _wait_for
 
 from fades.cluster import LocalCluster
 from fades.errors import CommandForbidden, UnknownCommand, UnknownDevice
-
-
-def _wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

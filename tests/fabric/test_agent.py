@@ -7,7 +7,6 @@ with ArtifactRepository and read Outcomes from FADES_RESULTS themselves.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
+from tests.waiting import await_until as wait_for
 
 from fades.bus.nats import NatsBus
 from fades.errors import AccessDenied, FabricError
@@ -177,19 +177,6 @@ async def sweeps(js: Any, node: str, n: int, timeout: float = 30.0) -> None:
         return (await registry_entry(js, node)).seq >= start + n + 1
 
     await wait_for(swept, timeout, f"{n} outbox sweeps on {node}")
-
-
-async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``pred`` (plain or async) until it is true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- outbox in the task store (no fabric) -----------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.waiting import wait_until as _wait
 
 from fades.bus.nats import NatsBus
 from fades.cluster import LocalCluster
@@ -306,14 +307,6 @@ def _kill_under_load(cluster: LocalCluster, victim: int) -> dict[str, Any]:
     }
     print("hub kill:", got)
     return got
-
-
-def _wait(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def _node_task_ids(cluster: LocalCluster) -> list[str]:

@@ -8,47 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.guests import SLOW
+from tests.waiting import wait_until as _wait_until
 
 from fades.bus.nats import NatsBus
 from fades.errors import NodeUnavailable
 from fades.fabric.connect import FabricSettings
 from fades.fabric.forward import UpForwarder
-from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf, hub_leaf_config
-from fades.fabric.server import EmbeddedNats, free_port
+from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf
+from fades.fabric.server import EmbeddedNats
 from fades.fabric.subjects import RESULTS_STREAM
 from fades.fabric.upstream import UP_STREAM
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    leaf_port = free_port()
-    server = EmbeddedNats(
-        tmp_path / "nats" / "hub1",
-        name="hub1",
-        domain=HUB_DOMAIN,
-        extra_config=hub_leaf_config(leaf_port),
-    )
-    server.leaf_port = leaf_port  # type: ignore[attr-defined]
-    server.start(timeout=120.0)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def leaf(tmp_path: Path, hub: EmbeddedNats) -> Iterator[EmbeddedLeaf]:
-    site = EmbeddedLeaf(tmp_path, "edge1", f"nats-leaf://127.0.0.1:{hub.leaf_port}")  # type: ignore[attr-defined]
-    site.start(timeout=120.0)
-    try:
-        yield site
-    finally:
-        site.stop()
 
 
 async def _site_bus(leaf: EmbeddedLeaf) -> NatsBus:
@@ -160,17 +134,6 @@ def test_without_a_site_publish_up_is_publish(hub: EmbeddedNats) -> None:
 
 
 # --- the whole system at a site: LocalCluster(sites=True) --------------------------------------
-SLOW = """
-import time
-
-def main(data, params):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < params.get("seconds", 1.0):
-        pass
-    return {"rows": len(data["t"])}
-"""
-
-
 def _readings_since(cluster: Any, node: str, since: float) -> int:
     import sqlite3
 
@@ -198,13 +161,6 @@ def _metric(cluster: Any, name: str) -> float:
         if line.startswith(name) and not line.startswith("#"):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def _wait_until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.1)
 
 
 def test_a_site_cut_for_10_s_loses_and_duplicates_nothing(tmp_path: Path) -> None:

@@ -19,18 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.guests import COUNTER
 
 from fades.errors import TaskNotFound
 from fades.node.taskstore import TaskStore
-
-COUNTER = """
-COUNT = 0
-
-def main(data, params):
-    global COUNT
-    COUNT += 1
-    return {"count": COUNT, "rows": len(data["t"])}
-"""
 
 COUNT = """
 def main(data, params):

@@ -6,12 +6,13 @@ runs with TRIGGER bundles and read the stage events from ``FADES_PEVENTS``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+from tests.waiting import await_until as wait_for
 
 from fades.bus.nats import NatsBus
 from fades.fabric import EmbeddedNats, FabricSettings
@@ -52,18 +53,6 @@ def main(data, params):
 
 def run(coro: Any, timeout: float = 300) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stage(name: str, fn: str, after: list[str] | None = None, **kw: Any) -> dict[str, Any]:

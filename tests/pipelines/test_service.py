@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.waiting import wait_until as wait_for
 
 from controller.conftest import CORE_WASM, FACILITIES, VISITOR, Bed, held  # type: ignore[import-not-found]
 from fades.bus.nats import NatsBus
 from fades.errors import NameTaken, PipelineExists, PipelineNotFound, PipelineValidationError
-from fades.fabric import EmbeddedNats
 from fades.functions.artifact import create
 from fades.functions.keys import SigningKey
 from fades.pipelines.protocol import (
@@ -37,28 +35,9 @@ from fades.pipelines.protocol import (
 )
 
 
-@pytest.fixture
-def bed(nats_server: EmbeddedNats, tmp_path: Path, signing_key: SigningKey) -> Iterator[Bed]:
-    b = Bed(nats_server, tmp_path, signing_key)
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 def raw(bed: Bed, method: str, path: str, token: str | None = FACILITIES, **kw: Any) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.request(method, bed.url + path, headers=headers, timeout=30, **kw)
-
-
-def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def up(bed: Bed, *names: str) -> None:

@@ -25,8 +25,8 @@ from controller.test_api import artifact_of  # type: ignore[import-not-found]
 from fades.bus.nats import NatsBus
 from fades.errors import FadesError
 from fades.fabric.connect import FabricSettings
-from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf, hub_leaf_config
-from fades.fabric.server import EmbeddedNats, free_port
+from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf
+from fades.fabric.server import EmbeddedNats
 from fades.functions.keys import SigningKey
 from fades.node.agent import NodeAgent
 from fades.pipelines.protocol import StageEvent, bundle_stream
@@ -49,40 +49,10 @@ def main(data, params):
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    leaf_port = free_port()
-    server = EmbeddedNats(
-        tmp_path / "nats" / "hub1",
-        name="hub1",
-        domain=HUB_DOMAIN,
-        extra_config=hub_leaf_config(leaf_port),
-    )
-    server.leaf_port = leaf_port  # type: ignore[attr-defined]
-    server.start(timeout=120.0)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def leaf(tmp_path: Path, hub: EmbeddedNats) -> Iterator[EmbeddedLeaf]:
-    url = f"nats-leaf://127.0.0.1:{hub.leaf_port}"  # type: ignore[attr-defined]
-    site = EmbeddedLeaf(tmp_path, SITE, url)
-    site.start(timeout=120.0)
-    try:
-        yield site
-    finally:
-        site.stop()
-
-
-@pytest.fixture
 def bed(hub: EmbeddedNats, tmp_path: Path, signing_key: SigningKey) -> Iterator[Bed]:
-    b = Bed(hub, tmp_path, signing_key)
-    try:
+    """The controller bed on the hub (not the plain nats-server of tests/pipelines)."""
+    with Bed(hub, tmp_path, signing_key) as b:
         yield b
-    finally:
-        b.close()
 
 
 def site_agent(bed: Bed, leaf: EmbeddedLeaf, name: str, home: Path) -> NodeAgent:

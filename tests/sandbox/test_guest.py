@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import ast
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
+from tests.guests import python_artifact as _artifact
 
 from fades.broker.base import Dataset
 from fades.errors import BadFunctionOutput, FunctionCrashed, TimeLimitExceeded
-from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.sandbox import Limits, PythonSandbox
 from fades.sandbox.wire import encode
@@ -29,15 +28,6 @@ def _guest_stdlib() -> tuple[str, ...]:
         if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "STDLIB":
             return tuple(ast.literal_eval(node.value))  # type: ignore[arg-type]
     raise AssertionError("app.py defines no STDLIB")
-
-
-def _artifact(name: str, source: str, key: SigningKey) -> Artifact:
-    return create("python", name, textwrap.dedent(source).lstrip().encode(), key=key)
-
-
-@pytest.fixture(scope="module")
-def sandbox(runtime_artifact: Artifact) -> PythonSandbox:
-    return PythonSandbox(runtime_artifact)
 
 
 @pytest.fixture(scope="module")

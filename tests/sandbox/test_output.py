@@ -7,11 +7,11 @@ failure with its kind, and the next function runs. Real wasmtime, real runtime c
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
 
 import pytest
 import wasmtime
+from tests.guests import python_artifact as py
 
 from fades.broker.base import Dataset
 from fades.errors import BadFunctionOutput, FunctionCrashed, ResultTooLarge, SandboxError
@@ -65,10 +65,6 @@ FORGED: dict[str, tuple[str, str, type[SandboxError], str]] = {
         "^result size limit 8388608 bytes exceeded",
     ),
 }
-
-
-def py(name: str, source: str, key: SigningKey) -> Artifact:
-    return create("python", name, textwrap.dedent(source).lstrip().encode(), key=key)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import wasmtime
+from tests.guests import python_artifact as py
 
 from fades.broker.base import Dataset
 from fades.errors import FunctionCrashed, MemoryLimitExceeded, SandboxError, TimeLimitExceeded
@@ -41,10 +41,6 @@ LOOP_CORE = """
     (loop $forever (br $forever))
     (i32.const 0)))
 """
-
-
-def py(name: str, source: str, key: SigningKey) -> Artifact:
-    return create("python", name, textwrap.dedent(source).lstrip().encode(), key=key)
 
 
 @pytest.fixture(scope="module")

@@ -75,11 +75,6 @@ def traffic() -> Traffic:
 
 
 @pytest.fixture(scope="module")
-def sandbox(runtime_artifact: Artifact) -> PythonSandbox:
-    return PythonSandbox(runtime_artifact)
-
-
-@pytest.fixture(scope="module")
 def ids_fn(signing_key: SigningKey) -> Artifact:
     return create("python", "ids", IDS.read_bytes(), key=signing_key)
 

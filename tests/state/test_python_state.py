@@ -4,14 +4,14 @@ harming only its own state. In-process and in worker processes."""
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
 
 import pytest
+from tests.guests import python_artifact as art
 
 from fades.broker.base import Dataset
 from fades.errors import CheckpointRejected, StateNotCapturable
-from fades.functions.artifact import Artifact, create
+from fades.functions.artifact import Artifact
 from fades.functions.keys import SigningKey
 from fades.sandbox import HostLimits, Limits, PythonSandbox
 from fades.sandbox.procs import ProcSession
@@ -29,15 +29,6 @@ def main(data, params):
     seen.append(count)
     return {"count": count, "r": random.random(), "seen": len(seen)}
 """
-
-
-def art(name: str, source: str, key: SigningKey) -> Artifact:
-    return create("python", name, textwrap.dedent(source).lstrip().encode(), key=key)
-
-
-@pytest.fixture(scope="module")
-def sandbox(runtime_artifact: Artifact) -> PythonSandbox:
-    return PythonSandbox(runtime_artifact)
 
 
 @pytest.fixture(scope="module")

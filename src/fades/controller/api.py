@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +20,7 @@ from fades import __version__
 from fades.console import mount as mount_console
 from fades.controller import batchapi, bodies, pipeapi
 from fades.controller.apidocs import mount_docs
+from fades.controller.auth import Tenant
 from fades.controller.devices import router as devices_router
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.migrate_routes import router as migrate_router
@@ -37,19 +37,6 @@ log = logging.getLogger("fades.controller")
 MAX_WAIT_S = 60.0
 #: longest node name or task id taken in a path or query
 MAX_NAME = 256
-
-_bearer = HTTPBearer(auto_error=False, description="a token from the controller's tokens file")
-
-
-async def _tenant(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> str:
-    controller: Controller = request.app.state.controller
-    return controller.authenticate(creds.credentials if creds else None)
-
-
-#: the caller's tenant, from its bearer token (401 without a known token)
-Tenant = Annotated[str, Depends(_tenant)]
 
 
 def task_info(rec: TaskRecord) -> TaskInfo:

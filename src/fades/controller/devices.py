@@ -9,27 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from fades.controller.auth import Tenant
 from fades.devices.commands import DeviceService
 
 router = APIRouter(prefix="/v1", tags=["devices"])
 
 #: longest node or device name taken in a path
 MAX_NAME = 64
-_bearer = HTTPBearer(auto_error=False, description="a token from the controller's tokens file")
-
-
-def _tenant(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> str:
-    tenant: str = request.app.state.controller.authenticate(creds.credentials if creds else None)
-    return tenant
-
-
-Tenant = Annotated[str, Depends(_tenant)]
 Name = Annotated[str, Path(max_length=MAX_NAME)]
 
 

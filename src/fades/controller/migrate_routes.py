@@ -13,29 +13,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from fades.controller.auth import Tenant
 from fades.controller.failover import DrainStatus, drain, drain_status, undrain
 from fades.controller.migrate import MigrationReceipt, migrate
 from fades.errors import StateError
 
 router = APIRouter()
 
-_bearer = HTTPBearer(auto_error=False)
 _NAME = 256
-
-
-def _tenant(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> str:
-    tenant: str = request.app.state.controller.authenticate(creds.credentials if creds else None)
-    return tenant
-
-
-Tenant = Annotated[str, Depends(_tenant)]
 
 
 class MigrateRequest(BaseModel):

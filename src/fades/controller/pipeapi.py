@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Body, Path, Query, Request
 
 from fades.controller import bodies
+from fades.controller.auth import Tenant
 from fades.pipelines.service import PipelineService
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
@@ -26,17 +26,6 @@ _SPEC_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {"type": "object"}}},
     }
 }
-_bearer = HTTPBearer(auto_error=False, description="a token from the controller's tokens file")
-
-
-def _tenant(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> str:
-    tenant: str = request.app.state.controller.authenticate(creds.credentials if creds else None)
-    return tenant
-
-
-Tenant = Annotated[str, Depends(_tenant)]
 Name = Annotated[str, Path(max_length=MAX_NAME, description="the pipeline's name")]
 
 

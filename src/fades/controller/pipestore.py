@@ -11,6 +11,7 @@
   ``(pipeline, run, stage, instance, status)`` (events are delivered at least once);
 * ``finales``: a finale's result, once per ``(pipeline, run, stage, instance)``.
 
+The tables' schema and the rows returned are in :mod:`fades.controller.piperows`.
 Blocking methods: the controller calls them through :func:`asyncio.to_thread`.
 """
 
@@ -20,115 +21,32 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from fades.controller.piperows import (
+    RUN_ENDED,
+    SCHEMA,
+    PipelineRow,
+    Recorded,
+    RunRow,
+    RunStatus,
+    pipeline_row,
+    run_id,
+    run_row,
+)
 from fades.node.taskstore import open_sqlite
 from fades.pipelines.protocol import StageEvent
 
-RunStatus = Literal["running", "done", "failed", "dropped", "cancelled"]
-#: the statuses a run ends in
-RUN_ENDED = ("done", "failed", "dropped", "cancelled")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pipelines (
-    name         TEXT PRIMARY KEY,
-    tenant       TEXT NOT NULL,
-    state        TEXT NOT NULL,
-    spec         TEXT NOT NULL,
-    submitted_at REAL NOT NULL,
-    ends_at      REAL,
-    next_run     INTEGER NOT NULL DEFAULT 1,
-    reason       TEXT NOT NULL DEFAULT '',
-    updated_at   REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pipeline_runs (
-    pipeline   TEXT NOT NULL,
-    run        TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at   REAL,
-    reason     TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (pipeline, run)
-);
-CREATE INDEX IF NOT EXISTS pipeline_runs_by_status ON pipeline_runs (status, started_at);
-CREATE TABLE IF NOT EXISTS stage_events (
-    pipeline TEXT NOT NULL,
-    run      TEXT NOT NULL,
-    stage    TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    status   TEXT NOT NULL,
-    node     TEXT NOT NULL,
-    at       REAL NOT NULL,
-    event    TEXT NOT NULL,
-    UNIQUE (pipeline, run, stage, instance, status)
-);
-CREATE TABLE IF NOT EXISTS finales (
-    pipeline    TEXT NOT NULL,
-    run         TEXT NOT NULL,
-    stage       TEXT NOT NULL,
-    instance    TEXT NOT NULL,
-    result      TEXT NOT NULL,
-    recorded_at REAL NOT NULL,
-    PRIMARY KEY (pipeline, run, stage, instance)
-);
-"""
-
-
-def run_id(number: int) -> str:
-    return f"r{number:06d}"
-
-
-@dataclass(slots=True, frozen=True)
-class PipelineRow:
-    name: str
-    tenant: str
-    state: str
-    spec: dict[str, Any]
-    submitted_at: float
-    ends_at: float | None
-    next_run: int
-    reason: str
-
-
-@dataclass(slots=True, frozen=True)
-class RunRow:
-    pipeline: str
-    run: str
-    status: RunStatus
-    started_at: float
-    ended_at: float | None
-    reason: str
-    #: the finales' results (stage or stage/instance -> value), once the run has them
-    results: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        took = None if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
-        return {
-            "pipeline": self.pipeline,
-            "run": self.run,
-            "status": self.status,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "duration_s": took,
-            "reason": self.reason,
-            "results": self.results,
-        }
-
-
-@dataclass(slots=True, frozen=True)
-class Recorded:
-    """What recording one event changed."""
-
-    #: False: the same event was recorded before (ignored)
-    new: bool
-    #: the run's status after it (None: no such pipeline)
-    run_status: RunStatus | None = None
-    #: the run ended with this event
-    ended: bool = False
-    #: a finale's result was recorded with this event (the first time)
-    finale_recorded: bool = False
+__all__ = [
+    "RUN_ENDED",
+    "PipelineRow",
+    "PipelineStore",
+    "Recorded",
+    "RunRow",
+    "RunStatus",
+    "run_id",
+]
 
 
 class PipelineStore:
@@ -139,7 +57,7 @@ class PipelineStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = open_sqlite(self.path)
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         self._nested = False
 
     # the write funnel: inside a transaction of the controller log's applier (which shares
@@ -165,7 +83,7 @@ class PipelineStore:
                 " FROM pipelines WHERE name = ?",
                 (name,),
             ).fetchone()
-        return None if row is None else _pipeline(row)
+        return None if row is None else pipeline_row(row)
 
     def pipelines(self, tenant: str | None = None) -> list[PipelineRow]:
         where, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
@@ -175,7 +93,7 @@ class PipelineStore:
                 f" FROM pipelines {where} ORDER BY submitted_at DESC",
                 args,
             ).fetchall()
-        return [_pipeline(r) for r in rows]
+        return [pipeline_row(r) for r in rows]
 
     def put(
         self,
@@ -251,7 +169,7 @@ class PipelineStore:
                 f" WHERE status = 'running' {where} ORDER BY started_at",
                 args,
             ).fetchall()
-        return [_run(r) for r in rows]
+        return [run_row(r) for r in rows]
 
     def silent_runs(self, name: str, since: float) -> list[RunRow]:
         """Running runs of ``name`` started after ``since`` that no event was recorded for."""
@@ -263,7 +181,7 @@ class PipelineStore:
                 " WHERE e.pipeline = r.pipeline AND e.run = r.run) ORDER BY r.run",
                 (name, since),
             ).fetchall()
-        return [_run(r) for r in rows]
+        return [run_row(r) for r in rows]
 
     def runs(self, name: str, limit: int = 100) -> list[RunRow]:
         """A pipeline's runs, newest first, with their finales' results."""
@@ -275,7 +193,7 @@ class PipelineStore:
             ).fetchall()
             out = []
             for r in rows:
-                out.append(_run(r, self._results(name, r[1])))
+                out.append(run_row(r, self._results(name, r[1])))
         return out
 
     def run(self, name: str, run: str) -> RunRow | None:
@@ -285,7 +203,7 @@ class PipelineStore:
                 " WHERE pipeline = ? AND run = ?",
                 (name, run),
             ).fetchone()
-            return None if r is None else _run(r, self._results(name, run))
+            return None if r is None else run_row(r, self._results(name, run))
 
     def counts(self, name: str) -> dict[str, int]:
         """Runs of ``name`` by status."""
@@ -408,15 +326,3 @@ class PipelineStore:
                 "SELECT COUNT(*) FROM finales WHERE pipeline = ? AND run = ?", (name, run)
             ).fetchone()
         return int(row[0])
-
-
-def _pipeline(row: tuple[Any, ...]) -> PipelineRow:
-    name, tenant, state, spec, submitted_at, ends_at, next_run, reason = row
-    return PipelineRow(
-        name, tenant, state, json.loads(spec), submitted_at, ends_at, int(next_run), reason
-    )
-
-
-def _run(row: tuple[Any, ...], results: dict[str, Any] | None = None) -> RunRow:
-    pipeline, run, status, started_at, ended_at, reason = row
-    return RunRow(pipeline, run, status, started_at, ended_at, reason, results or {})

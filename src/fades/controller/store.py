@@ -7,7 +7,10 @@
   was handed to the fabric yet (``accepted`` -> ``dispatched`` -> ``done``/``failed``);
 * ``outcomes``: the first :class:`~fades.outcome.Outcome` per task. Later copies (outcomes
   are delivered at least once) are ignored, so an outcome is stored exactly once;
-* ``functions``: who owns each function name (the first tenant to publish it).
+* ``functions``: who owns each function name (the first tenant to publish it);
+* ``device_audit``: actuator commands (:mod:`fades.controller.audit`).
+
+The schema and the records returned live in :mod:`fades.controller.storerows`.
 
 A task is recorded before it is dispatched, so a restarted controller re-publishes what it
 had accepted but not yet handed over, and re-runs cloud tasks that had not finished.
@@ -25,125 +28,37 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fades.controller.models import FINAL, Site, Status, Where
+from fades.controller.audit import DeviceAudit
+from fades.controller.models import Site, Where
+from fades.controller.storerows import (
+    LIST_MAX_BYTES,
+    SCHEMA,
+    SELECT,
+    FunctionOwner,
+    PendingTask,
+    StoredOutcome,
+    TaskRecord,
+    migrate,
+    record_of,
+)
 from fades.errors import DuplicateTask, TaskNotFound
 from fades.node.taskstore import open_sqlite
 from fades.outcome import Outcome
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks_v2 (
-    tenant        TEXT NOT NULL,
-    id            TEXT NOT NULL,
-    wire_id       TEXT NOT NULL UNIQUE,
-    node          TEXT NOT NULL,
-    location      TEXT NOT NULL CHECK (location IN ('edge', 'cloud', 'device')),
-    status        TEXT NOT NULL,
-    task          TEXT NOT NULL,
-    placement     TEXT NOT NULL,
-    digest        TEXT,
-    submitted_at  REAL NOT NULL,
-    dispatched_at REAL,
-    decision      TEXT,
-    PRIMARY KEY (tenant, id)
-);
-CREATE INDEX IF NOT EXISTS tasks_v2_by_tenant ON tasks_v2 (tenant, submitted_at);
-CREATE INDEX IF NOT EXISTS tasks_v2_by_status ON tasks_v2 (status);
-CREATE TABLE IF NOT EXISTS outcomes (
-    tenant       TEXT NOT NULL,
-    task_id      TEXT NOT NULL,
-    outcome      TEXT NOT NULL,
-    stored_at    REAL NOT NULL,
-    latency_s    REAL,
-    bytes_uplink INTEGER,
-    PRIMARY KEY (tenant, task_id)
-);
-CREATE TABLE IF NOT EXISTS replica (
-    id          INTEGER PRIMARY KEY CHECK (id = 1),
-    applied_seq INTEGER NOT NULL,
-    log_id      TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS functions (
-    name       TEXT PRIMARY KEY,
-    owner      TEXT NOT NULL,
-    digest     TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
-
-#: most bytes of stored outcomes one task listing returns (the rest: ask with a smaller limit)
-LIST_MAX_BYTES = 16 * 1024 * 1024
-
-_SELECT = """
-SELECT t.tenant, t.id, t.node, t.location, t.status, t.placement, t.submitted_at, t.digest,
-       o.outcome, o.latency_s, o.bytes_uplink, t.decision
-FROM tasks_v2 t LEFT JOIN outcomes o ON o.tenant = t.tenant AND o.task_id = t.id
-"""
+__all__ = [
+    "LIST_MAX_BYTES",
+    "ControllerStore",
+    "FunctionOwner",
+    "PendingTask",
+    "StoredOutcome",
+    "TaskRecord",
+]
 
 
-@dataclass(slots=True, frozen=True)
-class TaskRecord:
-    """A task as the controller holds it, and its outcome once it ended."""
-
-    task_id: str
-    tenant: str
-    node: str
-    where: Site
-    status: Status
-    placement: str
-    submitted_at: float
-    digest: str | None = None
-    outcome: Outcome | None = None
-    latency_s: float | None = None
-    bytes_uplink: int | None = None
-    decision: dict[str, Any] | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.status in FINAL
-
-
-@dataclass(slots=True, frozen=True)
-class PendingTask:
-    """A task recorded but not finished: what a restart needs to resume it."""
-
-    tenant: str
-    id: str
-    wire_id: str
-    node: str
-    where: Site
-    task: dict[str, Any]
-    submitted_at: float
-    digest: str | None
-
-
-@dataclass(slots=True, frozen=True)
-class StoredOutcome:
-    """An outcome as it was stored: its event id (increasing; the result stream's id), the
-    outcome with the controller's timing added, and its JSON."""
-
-    event_id: int
-    outcome: Outcome
-    json: str
-    latency_s: float | None
-
-
-@dataclass(slots=True, frozen=True)
-class FunctionOwner:
-    """Who owns a function name and which version is current."""
-
-    name: str
-    owner: str
-    digest: str
-    #: the current version's place in the version order (build time in ns)
-    created_ns: int
-
-
-class ControllerStore:
+class ControllerStore(DeviceAudit):
     """Tasks, outcomes and function owners in one SQLite file (safe from several threads)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -152,8 +67,8 @@ class ControllerStore:
         # re-entrant: group() holds it while the write methods it runs take it again
         self._lock = threading.RLock()
         self._db = open_sqlite(self.path)
-        _migrate(self._db)
-        self._db.executescript(_SCHEMA)
+        migrate(self._db)
+        self._db.executescript(SCHEMA)
 
     def group(
         self, ops: Sequence[Callable[[], Any]], applied: tuple[int, str] | None = None
@@ -418,11 +333,11 @@ class ControllerStore:
         """
         with self._lock:
             row = self._db.execute(
-                _SELECT + " WHERE t.tenant = ? AND t.id = ?", (tenant, task_id)
+                SELECT + " WHERE t.tenant = ? AND t.id = ?", (tenant, task_id)
             ).fetchone()
         if row is None:
             raise TaskNotFound(f"no task {task_id!r}", task_id=task_id)
-        return _record(row)
+        return record_of(row)
 
     def list(
         self, tenant: str | None = None, limit: int = 100, max_bytes: int = LIST_MAX_BYTES
@@ -430,7 +345,7 @@ class ControllerStore:
         """Newest first; only ``tenant``'s tasks if given; at most ``limit`` tasks and, past
         the first, no more than ``max_bytes`` of stored outcomes in all."""
         where, args = ("WHERE t.tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        sizes = _SELECT.replace("SELECT ", "SELECT length(o.outcome), ", 1)
+        sizes = SELECT.replace("SELECT ", "SELECT length(o.outcome), ", 1)
         out: list[TaskRecord] = []
         total = 0
         with self._lock:
@@ -441,7 +356,7 @@ class ControllerStore:
                 total += int(row[0] or 0)
                 if out and total > max_bytes:
                     break
-                out.append(_record(row[1:]))
+                out.append(record_of(row[1:]))
         return out
 
     def status_counts(self) -> dict[str, int]:
@@ -471,111 +386,3 @@ class ControllerStore:
                 " updated_at = excluded.updated_at",
                 (name, owner, digest, created_ns, time.time() if at is None else at),
             )
-
-    # --- device command audit (NAME=factory; fades.devices.commands) ------------------------
-    # One row per actuator command: who (tenant, source), what (node, device, command, args),
-    # when, and how it ended. A row is written "pending" before the command is sent and
-    # finished with its outcome, so a command id is sent at most once per controller store.
-    def _audit_table(self) -> None:
-        if getattr(self, "_audit_ready", False):
-            return
-        with self._lock:
-            self._db.executescript(
-                "CREATE TABLE IF NOT EXISTS device_audit ("
-                " seq INTEGER PRIMARY KEY AUTOINCREMENT, command_id TEXT NOT NULL UNIQUE,"
-                " at REAL NOT NULL, tenant TEXT NOT NULL, source TEXT NOT NULL,"
-                " node TEXT NOT NULL, device TEXT NOT NULL, command TEXT NOT NULL,"
-                " args TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '');"
-                "CREATE INDEX IF NOT EXISTS device_audit_by_tenant ON device_audit (tenant, seq);"
-            )
-        self._audit_ready = True
-
-    def add_audit(
-        self,
-        command_id: str,
-        *,
-        at: float,
-        tenant: str,
-        source: str,
-        node: str,
-        device: str,
-        command: str,
-        args: dict[str, Any],
-        outcome: str,
-        detail: str = "",
-    ) -> bool:
-        """Record a command; False (and nothing changed) if ``command_id`` is recorded."""
-        self._audit_table()
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO device_audit (command_id, at, tenant, source, node,"
-                " device, command, args, outcome, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (command_id, at, tenant, source, node, device, command,
-                 json.dumps(args, sort_keys=True), outcome, detail),
-            )  # fmt: skip
-        return cur.rowcount == 1
-
-    def finish_audit(self, command_id: str, outcome: str, detail: str = "") -> None:
-        """Set the outcome of a recorded command."""
-        self._audit_table()
-        with self._lock:
-            self._db.execute(
-                "UPDATE device_audit SET outcome = ?, detail = ? WHERE command_id = ?",
-                (outcome, detail, command_id),
-            )
-
-    def audit(self, tenant: str, limit: int = 100) -> Sequence[dict[str, Any]]:
-        """The tenant's commands, newest first."""
-        self._audit_table()
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at, tenant, source, node, device, command, args, outcome, detail,"
-                " command_id FROM device_audit WHERE tenant = ? ORDER BY seq DESC LIMIT ?",
-                (tenant, limit),
-            ).fetchall()
-        keys = ("at", "tenant", "source", "node", "device", "command", "args", "outcome",
-                "detail", "command_id")  # fmt: skip
-        out = [dict(zip(keys, r, strict=True)) for r in rows]
-        for r in out:
-            r["args"] = json.loads(r["args"])
-        return out
-
-
-def _record(row: tuple[Any, ...]) -> TaskRecord:
-    (tenant, tid, node, where, status, placement, submitted_at, digest) = row[:8]
-    (outcome, latency, uplink, decision) = row[8:]
-    return TaskRecord(
-        task_id=tid,
-        tenant=tenant,
-        node=node,
-        where=where,
-        status=status,
-        placement=placement,
-        submitted_at=submitted_at,
-        digest=digest,
-        outcome=Outcome.model_validate_json(outcome) if outcome is not None else None,
-        latency_s=latency,
-        bytes_uplink=uplink,
-        decision=json.loads(decision) if decision else None,
-    )
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring a ``tasks_v2`` table of an earlier version up to date: the ``decision`` column
-    and ``device`` as a location (a CHECK cannot be altered: the table is rebuilt)."""
-    row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_v2'").fetchone()
-    if row is None or "'device'" in row[0]:
-        return
-    cols = [r[1] for r in db.execute("PRAGMA table_info(tasks_v2)")]
-    keep = ", ".join(c for c in cols if c != "decision")
-    table = _SCHEMA.split("CREATE TABLE IF NOT EXISTS tasks_v2", 1)[1].split(";", 1)[0]
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute("ALTER TABLE tasks_v2 RENAME TO tasks_v2_old")
-        db.execute(f"CREATE TABLE tasks_v2 {table}")
-        db.execute(f"INSERT INTO tasks_v2 ({keep}) SELECT {keep} FROM tasks_v2_old")
-        db.execute("DROP TABLE tasks_v2_old")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise

@@ -30,8 +30,6 @@ from fades.pipelines.bundles import BundleIO, encoded_size
 from fades.pipelines.collect import Arrival, Collector, Gathering, Hold
 from fades.pipelines.protocol import (
     PLANS_BUCKET,
-    SINGLE,
-    TRIGGER,
     Bundle,
     Plan,
     StageEvent,
@@ -41,8 +39,9 @@ from fades.pipelines.protocol import (
     bundle_subject,
     stage_task_id,
 )
-from fades.pipelines.routing import TRIGGER_INPUT, expected, input_name, one_to_one, targets
+from fades.pipelines.routing import expected, input_name, targets
 from fades.pipelines.spec import PipelineSpec
+from fades.pipelines.stageinputs import guard_reason, stage_inputs
 from fades.pipelines.stagerun import StageRunner
 from fades.pipelines.triggers import Triggers
 
@@ -57,12 +56,6 @@ ACK_WAIT_S = 10.0
 MAX_EXECUTIONS = 32
 #: pause before consuming or watching again after the fabric failed
 BACKOFF_S = 0.5
-
-SKIPPED = "__fades_skipped__"
-
-
-def skipped(reason: str) -> dict[str, str]:
-    return {SKIPPED: reason}
 
 
 class PipelineEngine:
@@ -277,30 +270,6 @@ class PipelineEngine:
             for h in g.holds:
                 await h.release(ok)
 
-    def _inputs(self, spec: PipelineSpec, plan: Plan, g: Gathering) -> dict[str, Any]:
-        stage = g.key[2]
-        st = spec.stage(stage)
-        out: dict[str, Any] = {}
-        if not st.after:
-            trig = g.arrivals.get((TRIGGER, TRIGGER))
-            if trig is not None and trig.value is not None:
-                out[TRIGGER_INPUT] = trig.value
-            return out
-        for up in st.after:
-            producers = sorted(p for (s, p) in g.expected if s == up)
-            vals: dict[str, Any] = {}
-            for prod in producers:
-                a = g.arrivals.get((up, prod))
-                if a is None:
-                    vals[prod] = skipped(f"no input from {up} ({prod}) within the gather timeout")
-                elif a.bundle.skipped:
-                    vals[prod] = skipped(a.bundle.skipped)
-                else:
-                    vals[prod] = a.value
-            single = producers == [SINGLE] or one_to_one(spec, plan, up, stage)
-            out[input_name(up)] = next(iter(vals.values())) if single and vals else vals
-        return out
-
     async def _run_stage(self, g: Gathering) -> None:
         pipeline, run, stage, instance = g.key
         plan, spec = self.plans.get(pipeline), self.specs.get(pipeline)
@@ -311,7 +280,7 @@ class PipelineEngine:
         started = min(a.bundle.run_started_at for a in arrivals)
         hop = max(max(0.0, a.received - a.bundle.sent_at) for a in arrivals)
         bytes_in = sum(a.bundle.bytes for a in arrivals)
-        inputs = self._inputs(spec, plan, g)
+        inputs = stage_inputs(spec, plan, g)
         mode = next((a.mode for a in plan.on_node(self.name)
                      if a.stage == stage and a.instance == instance), "run")  # fmt: skip
         base: dict[str, Any] = {"timing": {"hop": hop}, "bytes_in": bytes_in}
@@ -329,7 +298,7 @@ class PipelineEngine:
         elif st.when:
             by_stage = {up: inputs.get(input_name(up)) for up in st.after}
             try:
-                reason = _guard(st.when, by_stage)
+                reason = guard_reason(st.when, by_stage)
             except ValueError as exc:  # the guard failed: the stage (and so the run) fails
                 await self._event(pipeline, run, stage, instance, "failed", started, **base,
                                   error_kind="GuardFailed", error=str(exc))  # fmt: skip
@@ -430,20 +399,3 @@ class PipelineEngine:
                         run_started_at=started, at=now, **fields)  # fmt: skip
         await self.require_io().event(ev)
         self.counters["events"] += 1
-
-
-def _guard(expr: str, inputs: dict[str, Any]) -> str | None:
-    """None if the guard holds on ``{upstream stage: value}``, else why the stage is skipped.
-
-    Raises:
-        ValueError: the guard cannot be evaluated; one line naming the guard once and why.
-    """
-    from fades.pipelines.guard import compile_guard
-
-    try:
-        if compile_guard(expr).evaluate(inputs):
-            return None
-    except (ValueError, TypeError) as exc:
-        why = str(exc).removeprefix(f"guard {expr!r}: ")
-        raise ValueError(f"guard {expr!r} could not be evaluated: {why}") from None
-    return f"guard {expr!r} is false"

@@ -15,8 +15,9 @@ The file runs in WAL mode, so readers never block the writer.
 Every thread gets its own connection (SQLite connections must not be shared between
 threads), writes are serialised by a lock.
 
-About 450 lines in one module: the schema, the bounded count and the interruptible fetch share
-one connection and its progress handler; row assembly is in ``sqlite_rows.py``.
+The schema, the bounded count and the interruptible fetch share one connection and its progress
+handler here; reading rows per sensor, row assembly and the encoding of written columns are in
+``sqlite_rows.py``.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fades.broker.base import Dataset, DataSummary
-from fades.broker.connectors.memory import too_many_rows
-from fades.broker.connectors.sqlite_rows import ROW, Sensor, assemble, keep_newest, window
+from fades.broker.connectors.sqlite_rows import Categorical, Sensor, factorise, read_rows, window
 from fades.errors import ConnectorError, RetrievalTimeLimitExceeded
 from fades.task import Selector
 
@@ -58,9 +57,6 @@ CREATE TABLE IF NOT EXISTS readings (
 
 #: SQLite virtual-machine steps between two checks of a read's deadline (about 0.1 ms).
 _PROGRESS_STEPS = 1000
-
-Categorical = str | Sequence[str] | npt.NDArray[Any]
-_Sensor = Sensor
 
 
 class SQLiteConnector:
@@ -117,7 +113,7 @@ class SQLiteConnector:
         self.close()
 
     # --- sensors -------------------------------------------------------------------------
-    def _sensors(self, conn: sqlite3.Connection | None = None) -> list[_Sensor]:
+    def _sensors(self, conn: sqlite3.Connection | None = None) -> list[Sensor]:
         rows = (
             (conn or self._conn())
             .execute("SELECT id, sensor_type, unit, location, device FROM sensors")
@@ -199,29 +195,15 @@ class SQLiteConnector:
             return 0
         if not np.all(np.isfinite(ts_a)):
             raise ConnectorError("timestamps must be finite numbers", connector="sqlite")
-        uniques: list[list[str]] = []
-        inverses: list[npt.NDArray[np.int64]] = []
-        for name, col in zip(
-            ("sensor_type", "location", "device", "unit"),
-            (sensor_type, location, device, unit),
-            strict=True,
-        ):
-            if isinstance(col, str):
-                uniques.append([col])
-                inverses.append(np.zeros(n, np.int64))
-                continue
-            arr = np.asarray(col, dtype=object).reshape(-1)
-            if len(arr) != n:
-                raise ConnectorError(
-                    f"column {name} has {len(arr)} entries, expected {n}", connector="sqlite"
-                )
-            uniq, inv = np.unique(arr.astype(str), return_inverse=True)
-            uniques.append([str(u) for u in uniq])
-            inverses.append(inv.reshape(-1).astype(np.int64))
-        key = np.zeros(n, np.int64)
-        for u, inv in zip(uniques, inverses, strict=True):
-            key = key * len(u) + inv
-        combos, combo_inv = np.unique(key, return_inverse=True)
+        uniques, combos, combo_inv = factorise(
+            n,
+            (
+                ("sensor_type", sensor_type),
+                ("location", location),
+                ("device", device),
+                ("unit", unit),
+            ),
+        )
         with self._write_lock:
             conn = self._conn()
             try:
@@ -234,7 +216,7 @@ class SQLiteConnector:
                             parts.append(u[r])
                         unit_s, dev_s, loc_s, st_s = parts
                         ids[i] = self._sensor_id(conn, st_s, unit_s, loc_s, dev_s)
-                    sid = ids[combo_inv.reshape(-1)]
+                    sid = ids[combo_inv]
                     order = np.lexsort((ts_a, sid))
                     conn.executemany(
                         "INSERT OR REPLACE INTO readings(sensor_id, ts, value) VALUES (?,?,?)",
@@ -296,7 +278,7 @@ class SQLiteConnector:
         :class:`InputTooLarge` after reading at most ``max_rows + 1`` of them.
         """
         with self._bounded(deadline) as conn:
-            return self._fetch(conn, select, now, max_rows)
+            return read_rows(conn, self._match(conn, select), select, now, max_rows)
 
     def count_at_most(
         self, select: Selector, cap: int, *, now: float | None = None, deadline: float | None = None
@@ -320,7 +302,7 @@ class SQLiteConnector:
                     break
         return total if select.last is None else min(total, select.last)
 
-    def _match(self, conn: sqlite3.Connection, select: Selector) -> list[_Sensor]:
+    def _match(self, conn: sqlite3.Connection, select: Selector) -> list[Sensor]:
         st, loc, dev = select.sensor_types, select.locations, select.devices
         return [
             s
@@ -329,41 +311,6 @@ class SQLiteConnector:
             and (loc is None or s[3] in loc)
             and (dev is None or s[4] in dev)
         ]
-
-    def _fetch(
-        self, conn: sqlite3.Connection, select: Selector, now: float | None, max_rows: int | None
-    ) -> Dataset:
-        sensors = self._match(conn, select)
-        if not sensors:
-            return Dataset.empty()
-        where, args = window(select, now)
-        last = select.last
-        if last is not None:
-            sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts DESC LIMIT ?"
-        else:
-            sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts LIMIT ?"
-        # the result holds min(last, all selected) rows: only that may exceed max_rows
-        strict = max_rows is not None and (last is None or last > max_rows)
-        parts: list[npt.NDArray[np.void]] = []
-        kept: list[_Sensor] = []
-        held = 0
-        for s in sensors:
-            limit = last if last is not None else -1  # -1: no LIMIT in SQLite
-            if strict:
-                assert max_rows is not None
-                room = max_rows + 1 - held
-                limit = room if limit < 0 else min(limit, room)
-            rows = np.fromiter(conn.execute(sql, (s[0], *args, limit)), dtype=ROW)
-            if not len(rows):
-                continue
-            parts.append(rows[::-1] if last is not None else rows)
-            kept.append(s)
-            held += len(rows)
-            if strict and max_rows is not None and held > max_rows:
-                raise too_many_rows(max_rows)
-            if last is not None and held > 2 * last:
-                held = keep_newest(parts, last)
-        return assemble(parts, kept, last)
 
     def clear(
         self,

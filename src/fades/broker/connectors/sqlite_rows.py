@@ -1,24 +1,30 @@
-"""Row-level helpers of the SQLite connector: the WHERE clause of a selection, trimming a
-``last`` selection while it is read, and turning per-sensor row arrays into a
-:class:`~fades.broker.base.Dataset`. Kept apart so that the connector stays readable.
+"""Row-level helpers of the SQLite connector: the WHERE clause of a selection, reading the
+selected rows sensor by sensor (trimming a ``last`` selection while it is read), turning
+per-sensor row arrays into a :class:`~fades.broker.base.Dataset`, and encoding the categorical
+columns of written readings. Kept apart so that the connector stays readable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fades.broker.base import CATEGORICAL, U16, Dataset
-from fades.broker.connectors.memory import compact
+from fades.broker.connectors.memory import compact, too_many_rows
+from fades.errors import ConnectorError
 from fades.task import Selector
 
 #: One row as SQLite returns it for a sensor.
 ROW = np.dtype([("ts", np.float64), ("value", np.float64)])
 
 Sensor = tuple[int, str, str, str, str]  # id, sensor_type, unit, location, device
+#: A written column: one string for every reading, or one value per reading.
+Categorical = str | Sequence[str] | npt.NDArray[Any]
 
 
 def assemble(parts: list[npt.NDArray[np.void]], kept: list[Sensor], last: int | None) -> Dataset:
@@ -79,3 +85,77 @@ def keep_newest(parts: list[npt.NDArray[np.void]], last: int) -> int:
 
 def units(sensors: Iterable[Sensor]) -> dict[str, str]:
     return {s[1]: s[2] for s in sensors}
+
+
+def read_rows(
+    conn: sqlite3.Connection,
+    sensors: list[Sensor],
+    select: Selector,
+    now: float | None,
+    max_rows: int | None,
+) -> Dataset:
+    """The rows of ``sensors`` that ``select`` selects, as one dataset ordered by time; more
+    than ``max_rows`` raise :class:`~fades.errors.InputTooLarge` after reading at most
+    ``max_rows + 1`` of them."""
+    if not sensors:
+        return Dataset.empty()
+    where, args = window(select, now)
+    last = select.last
+    if last is not None:
+        sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts DESC LIMIT ?"
+    else:
+        sql = f"SELECT ts, value FROM readings WHERE {where} ORDER BY ts LIMIT ?"
+    # the result holds min(last, all selected) rows: only that may exceed max_rows
+    strict = max_rows is not None and (last is None or last > max_rows)
+    parts: list[npt.NDArray[np.void]] = []
+    kept: list[Sensor] = []
+    held = 0
+    for s in sensors:
+        limit = last if last is not None else -1  # -1: no LIMIT in SQLite
+        if strict:
+            assert max_rows is not None
+            room = max_rows + 1 - held
+            limit = room if limit < 0 else min(limit, room)
+        rows = np.fromiter(conn.execute(sql, (s[0], *args, limit)), dtype=ROW)
+        if not len(rows):
+            continue
+        parts.append(rows[::-1] if last is not None else rows)
+        kept.append(s)
+        held += len(rows)
+        if strict and max_rows is not None and held > max_rows:
+            raise too_many_rows(max_rows)
+        if last is not None and held > 2 * last:
+            held = keep_newest(parts, last)
+    return assemble(parts, kept, last)
+
+
+def factorise(
+    n: int, columns: Sequence[tuple[str, Categorical]]
+) -> tuple[list[list[str]], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Encode ``n`` rows of categorical columns (each one string or ``n`` values): each
+    column's distinct values, the distinct combinations of them (a code each, decoded
+    last column first), and each row's index into those combinations.
+
+    Raises:
+        ConnectorError: a column does not have ``n`` entries.
+    """
+    uniques: list[list[str]] = []
+    inverses: list[npt.NDArray[np.int64]] = []
+    for name, col in columns:
+        if isinstance(col, str):
+            uniques.append([col])
+            inverses.append(np.zeros(n, np.int64))
+            continue
+        arr = np.asarray(col, dtype=object).reshape(-1)
+        if len(arr) != n:
+            raise ConnectorError(
+                f"column {name} has {len(arr)} entries, expected {n}", connector="sqlite"
+            )
+        uniq, inv = np.unique(arr.astype(str), return_inverse=True)
+        uniques.append([str(u) for u in uniq])
+        inverses.append(inv.reshape(-1).astype(np.int64))
+    key = np.zeros(n, np.int64)
+    for u, inv in zip(uniques, inverses, strict=True):
+        key = key * len(u) + inv
+    combos, combo_inv = np.unique(key, return_inverse=True)
+    return uniques, combos, combo_inv.reshape(-1)
