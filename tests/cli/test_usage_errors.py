@@ -85,6 +85,16 @@ CASES: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
         {},
         ["fades nodes: pass --controller URL or set FADES_CONTROLLER"],
     ),
+    "negative-days": (
+        ["up", "--days", "-1"],
+        {},
+        ["fades up: --days must be more than 0 days, not -1"],
+    ),
+    "negative-duration": (
+        ["up", "--duration", "-5"],
+        {},
+        ["fades up: --duration must be more than 0 seconds, not -5"],
+    ),
     "bad-param": (["fn", "test", "x.py", "-p", "nokv"], {}, ["--param: 'nokv' is not KEY=VALUE"]),
 }
 

@@ -83,6 +83,13 @@ def up(
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     if hub not in (1, 3, 5):
         raise typer.BadParameter(f"a hub has 1, 3 or 5 NATS servers, not {hub}", param_hint="--hub")
+    if not days > 0:  # (also refuses NaN)
+        raise typer.BadParameter(f"must be more than 0 days, not {days:g}", param_hint="--days")
+    if duration is not None and not duration > 0:
+        raise typer.BadParameter(
+            f"must be more than 0 seconds, not {duration:g} (leave it out to run until Ctrl-C)",
+            param_hint="--duration",
+        )
     run_up(
         home or Path(".fades") / "up",
         hub=hub,
