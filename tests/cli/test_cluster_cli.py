@@ -51,3 +51,39 @@ def test_pipeline_run_of_a_file_says_to_submit_it(bed: Bed, tmp_path: Path) -> N
     assert other.returncode == 2 and "pipeline submit" not in other.stderr, other
     listed = fades(bed, "pipeline", "list", cwd=tmp_path)
     assert listed.returncode == 0, listed
+
+
+def test_task_get_wait_follows_a_submitted_task_until_it_ends(tmp_path: Path) -> None:
+    from fades.cluster import LocalCluster
+
+    repo = Path(__file__).resolve().parents[2]
+    cluster = LocalCluster(tmp_path / "up", nodes=1, days=0.05, sensors=False)
+    cluster.prepare()
+    cluster.start()
+    try:
+        env = {"FADES_CONTROLLER": cluster.url, "FADES_TOKEN": cluster.token}
+        submitted = subprocess.run(
+            [sys.executable, "-m", "fades", "task", "submit", "examples/tasks/mean_core.yaml"],
+            capture_output=True, text=True, timeout=120, cwd=repo,
+            env=dict(os.environ) | env, check=False,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted
+        task_id = submitted.stdout.split()[1]
+        got = subprocess.run(
+            [sys.executable, "-m", "fades", "task", "get", task_id, "--wait", "--timeout", "60"],
+            capture_output=True, text=True, timeout=120, cwd=repo,
+            env=dict(os.environ) | env, check=False,
+        )  # fmt: skip
+        assert got.returncode == 0, got
+        assert f"task {task_id}" in got.stdout and "done" in got.stdout, got.stdout
+        assert '"mean"' in got.stdout
+        # without a controller there is nothing to wait on: one line
+        local = subprocess.run(
+            [sys.executable, "-m", "fades", "task", "get", task_id, "--wait"],
+            capture_output=True, text=True, timeout=120, cwd=repo,
+            env={k: v for k, v in os.environ.items() if k != "FADES_CONTROLLER"}, check=False,
+        )  # fmt: skip
+        assert local.returncode == 2 and local.stderr.startswith("error (UsageError):"), local
+        assert "--wait: needs --controller" in local.stderr
+    finally:
+        cluster.stop()

@@ -227,14 +227,26 @@ def get(
     token: OptionalTokenOpt = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    wait: Annotated[bool, typer.Option("--wait", help="wait until it ends (controller)")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
 ) -> None:
     """Show one task: status, result or error with its traceback and output, timing."""
-    info = _task(task_id, controller, token, home)
+    if wait and not controller:
+        raise typer.BadParameter(
+            "needs --controller URL (or FADES_CONTROLLER)", param_hint="--wait"
+        )
+    if wait:
+        with _client(str(controller), token) as client:
+            info = _wait_one(client, task_id, timeout)
+    else:
+        info = _task(task_id, controller, token, home)
     if json_out:
         print_json(info)
     else:
         show_outcome(info)
         show_decision(info)
+    if wait and info.get("status") != "done":
+        raise typer.Exit(1)
 
 
 def _num(v: Any, digits: int = 1) -> str:
