@@ -77,6 +77,13 @@ def test_task_get_wait_follows_a_submitted_task_until_it_ends(tmp_path: Path) ->
         assert got.returncode == 0, got
         assert f"task {task_id}" in got.stdout and "done" in got.stdout, got.stdout
         assert '"mean"' in got.stdout
+        logs = subprocess.run(
+            [sys.executable, "-m", "fades", "task", "logs", task_id],
+            capture_output=True, text=True, timeout=120, cwd=repo,
+            env=dict(os.environ) | env, check=False,
+        )  # fmt: skip
+        assert logs.returncode == 0, logs
+        assert f"task {task_id} (done): no output or traceback captured" in logs.stdout, logs
         # without a controller there is nothing to wait on: one line
         local = subprocess.run(
             [sys.executable, "-m", "fades", "task", "get", task_id, "--wait"],

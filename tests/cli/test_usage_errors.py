@@ -95,6 +95,11 @@ CASES: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
         {},
         ["fades up: --duration must be more than 0 seconds, not -5"],
     ),
+    "limit-zero": (
+        ["task", "list", "--limit", "0"],
+        OFFLINE,
+        ["fades task list: --limit must be at least 1 (got '0')"],
+    ),
     "bad-param": (["fn", "test", "x.py", "-p", "nokv"], {}, ["--param: 'nokv' is not KEY=VALUE"]),
 }
 

@@ -314,9 +314,12 @@ def logs(
     from fades.cli.safe import tail
 
     info = _task(task_id, controller, token, home)
-    for key in ("logs", "traceback"):
-        if info.get(key):
-            console.print(escape(tail(str(info[key]))), highlight=False, soft_wrap=True)
+    shown = [key for key in ("logs", "traceback") if info.get(key)]
+    for key in shown:
+        console.print(escape(tail(str(info[key]))), highlight=False, soft_wrap=True)
+    if not shown:
+        status = markup(info.get("status"), 32)
+        console.print(f"task {markup(task_id)} ({status}): no output or traceback captured")
 
 
 @task_app.command("list")
@@ -324,7 +327,7 @@ def list_tasks(
     controller: RemoteOpt = None,
     token: OptionalTokenOpt = None,
     home: HomeOpt = None,
-    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
     json_out: JsonOpt = False,
 ) -> None:
     """List tasks, newest first (this node's, or your tenant's at the controller)."""
