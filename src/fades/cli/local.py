@@ -119,9 +119,13 @@ def run_up(
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
+    starting = [True]  # while the cluster starts, Ctrl-C interrupts the start at once
 
     def _handler(signum: int, _frame: Any) -> None:
         stop.set()
+        if starting[0]:
+            starting[0] = False  # a second Ctrl-C does not interrupt the stop below
+            raise KeyboardInterrupt
 
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     from fades.cluster import LocalCluster
@@ -145,6 +149,7 @@ def run_up(
         raise
     try:
         cluster.start()
+        starting[0] = False
         say("")
         for i, url in enumerate(cluster.urls, 1):
             name = "controller" if len(cluster.urls) == 1 else f"controller{i}"
@@ -203,6 +208,7 @@ def run_up(
                     say(line)
                     last_status = line
     finally:
+        starting[0] = False
         say("stopping sensors, nodes, controller and NATS ...")
         cluster.stop()
         for s, h in old.items():
