@@ -100,6 +100,12 @@ CASES: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
         OFFLINE,
         ["fades task list: --limit must be at least 1 (got '0')"],
     ),
+    "data-days": (
+        ["data", "generate", "--days", "-1"],
+        {},
+        ["fades data generate: --days must be more than 0, not -1"],
+    ),
+    "data-rate": (["data", "generate", "--rate", "0"], {}, ["--rate must be more than 0, not 0"]),
     "bad-param": (["fn", "test", "x.py", "-p", "nokv"], {}, ["--param: 'nokv' is not KEY=VALUE"]),
 }
 
