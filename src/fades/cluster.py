@@ -20,6 +20,7 @@ Folder layout (``home``)::
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import secrets
 import shutil
@@ -35,6 +36,7 @@ from typing import Any
 import yaml
 
 from fades.cluster_sites import SiteParts
+from fades.cluster_start import StartRetries, wait_fabric
 from fades.errors import FadesError
 from fades.fabric.hub import EmbeddedHub
 from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf
@@ -178,6 +180,8 @@ class LocalCluster(SiteParts):
         self.device_sims: dict[str, Any] = {}
         self.artifacts: dict[str, str] = {}
         self.key: SigningKey | None = key
+        #: while start() runs: starts a node or controller that exits once more
+        self._start_retries: StartRetries | None = None
 
     # --- layout -------------------------------------------------------------------------------
     @property
@@ -413,6 +417,13 @@ class LocalCluster(SiteParts):
             proc.wait()
 
     def _check_alive(self) -> None:
+        if self._start_retries is not None:
+            starters: dict[str, Callable[[], None]] = {
+                name: functools.partial(self.start_node, name) for name in self.names
+            }
+            for i in range(1, self.n_controllers + 1):
+                starters[f"controller{i}"] = functools.partial(self.start_controller, i)
+            self._start_retries.revive(self.procs, starters, self.home / "logs")
         for label, proc in self.procs.items():
             if proc.poll() is not None:
                 tail = (self.home / "logs" / f"{label}.log").read_text(errors="replace")[-1500:]
@@ -533,6 +544,17 @@ class LocalCluster(SiteParts):
             self.say(f"NATS {s.name} {s.url} (JetStream){mqtt}")
         if self.hub_size > 1:
             self.say(f"hub: {self.hub_size} servers, {self.hub.replicas} copies of every stream")
+        if self.wrap is None:  # the shared streams and repository exist before anyone starts
+            wait_fabric(self.hub.url, self.hub.replicas, self.say)
+        self._start_retries = StartRetries(self.say)
+        try:
+            self._start_parts()
+        finally:
+            self._start_retries = None
+        return self
+
+    def _start_parts(self) -> None:
+        """start(), once the hub is ready: controllers, sites, nodes, functions, sensors."""
         for i in range(1, self.n_controllers + 1):
             self.start_controller(i)
         self.wait_controller()
@@ -559,7 +581,6 @@ class LocalCluster(SiteParts):
         if self.sensors:
             self.start_sensors()
             self.say(f"sensors streaming over MQTT every {self.sensor_rate_s:g} s")
-        return self
 
     def stop(self) -> None:
         """Stop sensors, nodes, controller and NATS, in that order."""

@@ -387,3 +387,10 @@ class UnknownCommand(DeviceError, BadRequest):
 
 class CommandForbidden(DeviceError, Forbidden):
     """The tenant may not command that device (HTTP 403); the refusal is audited."""
+
+
+# --- the command line (NAME=trial) -------------------------------------------------------------
+class UsageError(FadesError):
+    """A command line that cannot run as typed: an unknown command or option, a missing
+    argument, a value out of range. The message names the command, what to fix and where
+    its help is."""

@@ -9,10 +9,11 @@ beside the code they run (:mod:`fades.node.cli`, :mod:`fades.controller.cli`,
 ``FADES_HOME`` (default ``~/.fades``).
 
 Errors are translated in one place, :meth:`FadesApp.__call__` with
-:func:`fades.cli.common.report`: one line on stderr, exit status 2 for bad input (and 1 for
-a task that ran and failed, or for a bug), a traceback only with ``--debug`` or
-``FADES_DEBUG=1``. What a function or a remote party said is printed through
-:mod:`fades.cli.safe`.
+:func:`fades.cli.common.report` (a usage error too: :class:`LazyRoot` turns typer's boxed
+usage panel into a :class:`fades.errors.UsageError`, see :mod:`fades.cli.usage`): one line on
+stderr, exit status 2 for bad input (and 1 for a task that ran and failed, or for a bug), a
+traceback only with ``--debug`` or ``FADES_DEBUG=1``. What a function or a remote party said
+is printed through :mod:`fades.cli.safe`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typer import _click as tclick  # typer >= 0.29 vendors click; its group use
 from typer.core import TyperCommand, TyperGroup
 
 from fades.cli.common import report
+from fades.cli.usage import command_path, usage_error
 from fades.errors import MissingExtra
 
 __all__ = ["app", "main"]
@@ -72,6 +74,32 @@ class LazyRoot(TyperGroup):
     """The root group: loads a command group's module only when that group is used."""
 
     _listing = False
+    _argv: tuple[str, ...] = ()
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: tclick.Context | None = None,
+        **extra: Any,
+    ) -> tclick.Context:
+        self._argv = tuple(args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except tclick.exceptions.NoArgsIsHelpError:
+            raise
+        except tclick.exceptions.UsageError as exc:  # a bad root option: one line
+            raise usage_error(exc, info_name or "fades") from None
+
+    def invoke(self, ctx: tclick.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except tclick.exceptions.NoArgsIsHelpError:
+            raise
+        except tclick.exceptions.UsageError as exc:  # any command's usage error: one line
+            raise usage_error(
+                exc, command_path(self, self._argv, ctx.info_name or "fades")
+            ) from None
 
     def list_commands(self, ctx: tclick.Context) -> list[str]:
         return [*super().list_commands(ctx), *(n for n in LAZY if n not in self.commands)]

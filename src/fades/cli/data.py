@@ -59,6 +59,9 @@ def generate(
     from fades.errors import DatasetError
     from fades.testbed import populate
 
+    for value, flag in ((days, "--days"), (rate, "--rate")):
+        if not value > 0:  # (also refuses NaN) before a progress bar of nothing is drawn
+            raise typer.BadParameter(f"must be more than 0, not {value:g}", param_hint=flag)
     # The readings end now, so that tasks asking for "the last N seconds" find them.
     start = datetime.now(UTC) - timedelta(days=days)
     if testbed == "road":

@@ -83,6 +83,13 @@ def up(
     """A local cluster: embedded NATS, the controller and N node agents. Ctrl-C stops it all."""
     if hub not in (1, 3, 5):
         raise typer.BadParameter(f"a hub has 1, 3 or 5 NATS servers, not {hub}", param_hint="--hub")
+    if not days > 0:  # (also refuses NaN)
+        raise typer.BadParameter(f"must be more than 0 days, not {days:g}", param_hint="--days")
+    if duration is not None and not duration > 0:
+        raise typer.BadParameter(
+            f"must be more than 0 seconds, not {duration:g} (leave it out to run until Ctrl-C)",
+            param_hint="--duration",
+        )
     run_up(
         home or Path(".fades") / "up",
         hub=hub,
@@ -112,9 +119,13 @@ def run_up(
 ) -> None:
     """``fades up``: start a local cluster, print how to use it, stop it all on Ctrl-C."""
     stop = threading.Event()
+    starting = [True]  # while the cluster starts, Ctrl-C interrupts the start at once
 
     def _handler(signum: int, _frame: Any) -> None:
         stop.set()
+        if starting[0]:
+            starting[0] = False  # a second Ctrl-C does not interrupt the stop below
+            raise KeyboardInterrupt
 
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     from fades.cluster import LocalCluster
@@ -138,6 +149,7 @@ def run_up(
         raise
     try:
         cluster.start()
+        starting[0] = False
         say("")
         for i, url in enumerate(cluster.urls, 1):
             name = "controller" if len(cluster.urls) == 1 else f"controller{i}"
@@ -196,6 +208,7 @@ def run_up(
                     say(line)
                     last_status = line
     finally:
+        starting[0] = False
         say("stopping sensors, nodes, controller and NATS ...")
         cluster.stop()
         for s, h in old.items():

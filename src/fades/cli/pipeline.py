@@ -18,6 +18,7 @@ from rich.table import Table
 from fades.cli.common import ControllerOpt, JsonOpt, TokenOpt, console
 from fades.cli.render import print_json
 from fades.cli.safe import markup, result_text
+from fades.errors import PipelineNotFound
 
 pipeline_app = typer.Typer(
     help="Pipelines of functions across nodes: plan, submit, watch, cancel.",
@@ -230,7 +231,15 @@ def run(
 ) -> None:
     """Start more runs of an active pipeline."""
     with _client(controller, token) as client:
-        started = client.start_runs(name, count)
+        try:
+            started = client.start_runs(name, count)
+        except PipelineNotFound as exc:
+            if Path(name).suffix.lower() in (".yaml", ".yml", ".json") or Path(name).is_file():
+                raise PipelineNotFound(
+                    f"{exc}: 'fades pipeline run' takes the name of a submitted pipeline; "
+                    f"to deploy the file, 'fades pipeline submit {name}'"
+                ) from None
+            raise
         if wait and started.get("runs"):
             _finish(client, name, started["runs"], timeout, json_out)
             return

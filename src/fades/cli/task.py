@@ -227,14 +227,26 @@ def get(
     token: OptionalTokenOpt = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    wait: Annotated[bool, typer.Option("--wait", help="wait until it ends (controller)")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
 ) -> None:
     """Show one task: status, result or error with its traceback and output, timing."""
-    info = _task(task_id, controller, token, home)
+    if wait and not controller:
+        raise typer.BadParameter(
+            "needs --controller URL (or FADES_CONTROLLER)", param_hint="--wait"
+        )
+    if wait:
+        with _client(str(controller), token) as client:
+            info = _wait_one(client, task_id, timeout)
+    else:
+        info = _task(task_id, controller, token, home)
     if json_out:
         print_json(info)
     else:
         show_outcome(info)
         show_decision(info)
+    if wait and info.get("status") != "done":
+        raise typer.Exit(1)
 
 
 def _num(v: Any, digits: int = 1) -> str:
@@ -302,9 +314,12 @@ def logs(
     from fades.cli.safe import tail
 
     info = _task(task_id, controller, token, home)
-    for key in ("logs", "traceback"):
-        if info.get(key):
-            console.print(escape(tail(str(info[key]))), highlight=False, soft_wrap=True)
+    shown = [key for key in ("logs", "traceback") if info.get(key)]
+    for key in shown:
+        console.print(escape(tail(str(info[key]))), highlight=False, soft_wrap=True)
+    if not shown:
+        status = markup(info.get("status"), 32)
+        console.print(f"task {markup(task_id)} ({status}): no output or traceback captured")
 
 
 @task_app.command("list")
@@ -312,7 +327,7 @@ def list_tasks(
     controller: RemoteOpt = None,
     token: OptionalTokenOpt = None,
     home: HomeOpt = None,
-    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
     json_out: JsonOpt = False,
 ) -> None:
     """List tasks, newest first (this node's, or your tenant's at the controller)."""
