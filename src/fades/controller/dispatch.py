@@ -142,7 +142,9 @@ class Dispatcher:
         while True:
             try:
                 pending = (
-                    await asyncio.to_thread(self.store.pending, "edge") if self.leads() else []
+                    await asyncio.to_thread(self.store.pending, "edge", set(self._inflight))
+                    if self.leads()
+                    else []
                 )
                 for p in pending:
                     if (p.tenant, p.id) in self._inflight:
