@@ -22,10 +22,12 @@ the controller cannot be reached at all, :class:`~fades.errors.ControllerUnreach
 
 Several controllers serving one cluster can be named at once (``"http://a:8080,http://b:8080"``
 or a list, as ``FADES_CONTROLLER`` does): a request that cannot *connect* goes to the next one
-(and the client stays there). A read request that loses its connection mid-way is also sent
-to the next; a write that loses it mid-way raises ``ControllerUnreachable`` (the controller
-may have recorded it: a submit sent again answers ``DuplicateTask`` if it did). An HTTP error
-answer is never retried elsewhere.
+(and the client stays there). A read request that loses its connection or its answer
+mid-way (a read timeout) is also sent to the next, and so is a single submit: it carries its
+task id (chosen here when the task names none), so if the silent controller had recorded it
+the next one answers ``DuplicateTask`` and :meth:`FadesClient.submit` returns the task's
+receipt marked ``"resent": true``. Other writes that lose their answer raise
+``ControllerUnreachable``. An HTTP error answer is never retried elsewhere.
 """
 
 from __future__ import annotations
