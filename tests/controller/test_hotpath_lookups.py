@@ -1,14 +1,19 @@
 """The controller's hot path, part two: a batch's duplicate checks share one query, the
-fabric-size check still refuses what the fabric cannot carry, and the dispatcher's sweep
-leaves alone the tasks its submits are publishing."""
+envelope written without pydantic is the same message and still measured against the
+fabric's limit, and the dispatcher's sweep leaves alone the tasks its submits are
+publishing."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
-from fades.controller.dispatch import HEADER_ROOM
-from fades.controller.store import ControllerStore
+import pytest
+
+from fades.controller.dispatch import HEADER_ROOM, envelope
+from fades.controller.store import ControllerStore, PendingTask
+from fades.fabric.protocol import TaskEnvelope
 from fades.functions.artifact import create
 from fades.functions.keys import SigningKey
 
@@ -56,12 +61,12 @@ def test_a_task_too_big_for_the_fabric_is_still_refused_with_the_limit(
     ctl = _ready(bed, signing_key)
     ctl.max_payload = HEADER_ROOM + 4000  # a fabric that carries 4000-byte tasks
     with bed.client() as c:
-        # just over: the cheap estimate cannot clear it, the exact envelope refuses it
+        # just over: the envelope, measured exactly, is refused
         big = make_task("f", params={"pad": "x" * 3800})
         resp = c._http.post("/v1/tasks", json=big)
         assert resp.status_code == 413, resp.text
         assert "at most 4000 bytes per task" in resp.json()["detail"]
-        # under the limit by less than the estimate's margin: measured exactly, accepted
+        # just under: accepted
         near = make_task("f", params={"pad": "x" * 2600})
         assert c.submit(near)["node"] == "edge"
         assert c.submit(make_task("f"))["node"] == "edge"
@@ -86,3 +91,27 @@ def test_the_sweep_skips_tasks_being_published_without_reading_them(tmp_path: An
         ("a", "t2"),
     }
     store.close()
+
+
+def test_the_envelope_written_directly_is_the_task_envelope(tmp_path: Any) -> None:
+    task = {
+        "credentials": {"tenant": "a", "task_id": "t1"},
+        "function": {"artifact": "f", "params": {"x": 1.5, "s": "é\u2028", "n": None}},
+    }
+    digest = "sha256:" + "ab" * 32
+    p = PendingTask("a", "t1", "t1.00ff", "edge", "edge", task, 1_700_000_000.25, digest)
+    env = TaskEnvelope.decode(envelope(p))
+    want = TaskEnvelope(
+        task={
+            "credentials": {"tenant": "a", "task_id": "t1.00ff"},
+            "function": {"artifact": digest, "params": {"x": 1.5, "s": "é\u2028", "n": None}},
+        },
+        submitted_at=1_700_000_000.25,
+        digest=digest,
+    )
+    assert env == want
+    assert len(envelope(p)) <= len(want.encode()) + 64
+    with pytest.raises(ValueError, match="digest"):
+        envelope(dataclasses.replace(p, digest="sha256:nope"))
+    with pytest.raises(ValueError):
+        envelope(dataclasses.replace(p, task={**task, "x": float("nan")}))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -80,8 +79,6 @@ log = logging.getLogger("fades.controller")
 
 #: the fabric's message limit assumed before the first connection (NATS' default)
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
-#: more than the bytes a task's envelope adds to its JSON (wire id, digest, submit time)
-ENVELOPE_ROOM = 1024
 
 # (Controller.list shadows the builtin inside the class body)
 NodeViews = list[NodeView]
@@ -519,10 +516,6 @@ class Controller:
     def _check_size(self, p: PendingTask) -> None:
         """Refuse a task whose message the fabric would never carry (413)."""
         limit = self.max_payload - HEADER_ROOM
-        # the stdlib's spaced, ASCII-escaped JSON of the task is never shorter than its
-        # compact UTF-8 form in the envelope; the envelope adds under ENVELOPE_ROOM bytes
-        if len(json.dumps(p.task)) + ENVELOPE_ROOM <= limit:
-            return
         size = len(envelope(dataclasses.replace(p, wire_id=f"{p.id[:47]}.{0:016d}")))
         if size > limit:
             raise PayloadTooLarge(
