@@ -64,14 +64,20 @@ class Cluster(LocalCluster):
     node_src: str | None = None
 
     def _spawn(
-        self, label: str, args: list[str], *, cloud: bool = False, exe: list[str] | None = None
+        self,
+        label: str,
+        args: list[str],
+        *,
+        cloud: bool = False,
+        exe: list[str] | None = None,
+        **kw: Any,
     ) -> Any:
         if PROFILE_NODE and exe is None and args[:2] == ["node", "start"]:
             helper = Path(__file__).resolve().parent / "_profile_node.py"
             exe = [sys.executable, str(helper), PROFILE_NODE]
         elif self.node_src and exe is None and args[:2] == ["node", "start"]:
             exe = ["env", f"PYTHONPATH={self.node_src}", sys.executable, "-m", "fades"]
-        return super()._spawn(label, args, cloud=cloud, exe=exe)
+        return super()._spawn(label, args, cloud=cloud, exe=exe, **kw)
 
 
 def task(room: str, n: int = 100) -> dict[str, Any]:

@@ -22,16 +22,19 @@ the controller cannot be reached at all, :class:`~fades.errors.ControllerUnreach
 
 Several controllers serving one cluster can be named at once (``"http://a:8080,http://b:8080"``
 or a list, as ``FADES_CONTROLLER`` does): a request that cannot *connect* goes to the next one
-(and the client stays there). A read request that loses its connection mid-way is also sent
-to the next; a write that loses it mid-way raises ``ControllerUnreachable`` (the controller
-may have recorded it: a submit sent again answers ``DuplicateTask`` if it did). An HTTP error
-answer is never retried elsewhere.
+(and the client stays there). A read request that loses its connection or its answer
+mid-way (a read timeout) is also sent to the next, and so is a single submit: it carries its
+task id (chosen here when the task names none), so if the silent controller had recorded it
+the next one answers ``DuplicateTask`` and :meth:`FadesClient.submit` returns the task's
+receipt marked ``"resent": true``. Other writes that lose their answer raise
+``ControllerUnreachable``. An HTTP error answer is never retried elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -90,6 +93,7 @@ class FadesClient:
         self._token = token
         self._at = 0
         self._clients: dict[str, httpx.Client] = {}
+        self._resent = False  # the last call was sent again after losing an answer
 
     @property
     def base_url(self) -> str:
@@ -123,8 +127,12 @@ class FadesClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, resend: bool = False, **kwargs: Any) -> Any:
+        """``resend``: the request may be sent again to the next controller after losing its
+        answer (a read timeout, a dropped connection): it is idempotent (GET) or refused as
+        a duplicate the second time (a submit carrying its task id)."""
         tried: list[str] = []
+        self._resent = False
         while True:
             try:
                 resp = self._http.request(method, path, **kwargs)
@@ -132,10 +140,11 @@ class FadesClient:
             except httpx.TransportError as exc:
                 tried.append(f"{self.base_url}: {type(exc).__name__}: {exc}")
                 unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-                if len(tried) >= len(self.urls) or not (unsent or method == "GET"):
+                if len(tried) >= len(self.urls) or not (unsent or resend or method == "GET"):
                     raise ControllerUnreachable(
                         "cannot reach the controller at " + "; ".join(tried)
                     ) from None
+                self._resent = self._resent or not unsent
                 self._next()
         if resp.is_success:
             return resp.json()
@@ -163,9 +172,31 @@ class FadesClient:
     def submit(
         self, task: Mapping[str, Any], node: str | None = None, where: str = "edge"
     ) -> dict[str, Any]:
-        """Submit a task; returns the receipt (task_id, node, where, status, placement)."""
+        """Submit a task; returns the receipt (task_id, node, where, status, placement).
+
+        A task without ``credentials.task_id`` gets one chosen here, so that a submit whose
+        answer is lost (a controller that stops answering: read timeout) can be sent to the
+        next controller: if the first had recorded it, the second answers ``DuplicateTask``
+        and the receipt is read back from the task (with ``"resent": true``)."""
         params = {"where": where} | ({"node": node} if node else {})
-        result: dict[str, Any] = self._call("POST", "/v1/tasks", json=dict(task), params=params)
+        body = dict(task)
+        creds = body.get("credentials")
+        if isinstance(creds, Mapping) and "task_id" not in creds:
+            body["credentials"] = {**creds, "task_id": uuid.uuid4().hex[:16]}
+        creds = body.get("credentials")
+        tid = creds.get("task_id") if isinstance(creds, Mapping) else None
+        resend = isinstance(tid, str) and len(self.urls) > 1
+        try:
+            result: dict[str, Any] = self._call(
+                "POST", "/v1/tasks", json=body, params=params, resend=resend
+            )
+        except errors.DuplicateTask:
+            if not (resend and self._resent):
+                raise
+            # the controller that lost its answer recorded it: the task is accepted once
+            rec = self.get(str(tid))
+            keys = ("task_id", "node", "where", "status", "placement")
+            return {k: rec.get(k) for k in keys} | {"task_id": tid, "resent": True}
         return result
 
     def submit_many(

@@ -93,7 +93,15 @@ def test_the_store_is_never_called_on_the_event_loop(
     bed: Bed, make_task: Any, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[str, int]] = []
-    for name in ("add_task", "add_outcome", "mark_dispatched", "get", "list", "exists", "pending"):
+    for name in (
+        "add_task",
+        "add_outcome",
+        "mark_dispatched",
+        "get",
+        "list",
+        "existing",
+        "pending",
+    ):
         original = getattr(ControllerStore, name)
 
         def spy(
@@ -114,6 +122,6 @@ def test_the_store_is_never_called_on_the_event_loop(
         assert c.wait(tid, timeout=60)["result"] == 3
         assert [t["task_id"] for t in c.tasks()] == [tid]
     names = {n for n, _ in calls}
-    assert {"add_task", "add_outcome", "mark_dispatched", "get", "list", "exists"} <= names
+    assert {"add_task", "add_outcome", "mark_dispatched", "get", "list", "existing"} <= names
     on_loop = [n for n, ident in calls if ident == bed.thread.ident]
     assert on_loop == [], f"store calls on the event loop: {on_loop}"

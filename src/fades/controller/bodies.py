@@ -51,17 +51,18 @@ def require_type(request: Request, allowed: tuple[str, ...], what: str) -> None:
 
 def depth(value: Any, limit: int) -> int:
     """Nesting depth of a parsed JSON value, counting no deeper than ``limit + 1``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict | list):
-            deepest = max(deepest, d)
-            if d > limit:
-                return d
+    level = [value] if isinstance(value, dict | list) else []
+    d = 0
+    while level:  # one nesting level at a time; scalars are never visited
+        d += 1
+        if d > limit:
+            return d
+        inner: list[Any] = []
+        for v in level:
             items = v.values() if isinstance(v, dict) else v
-            stack.extend((x, d + 1) for x in items)
-    return deepest
+            inner += [x for x in items if isinstance(x, dict | list)]
+        level = inner
+    return d
 
 
 def _no_constant(name: str) -> Any:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +29,6 @@ from typing import Any
 from fades.controller.results import Recorder
 from fades.controller.store import ControllerStore, PendingTask
 from fades.errors import DispatchFailed, FabricError
-from fades.fabric.protocol import TaskEnvelope
 from fades.fabric.subjects import task_subject
 from fades.outcome import Outcome
 
@@ -37,6 +38,8 @@ log = logging.getLogger("fades.controller")
 REDISPATCH_S = 1.0
 #: bytes of a message kept for headers (message id) below the server's max_payload
 HEADER_ROOM = 4096
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 #: ``publish(subject, data, msg_id)``; raises FabricError when the fabric does not store it
 Publish = Callable[[str, bytes, str], Awaitable[None]]
@@ -49,7 +52,11 @@ def envelope(p: PendingTask) -> bytes:
     body["credentials"] = {**body.get("credentials", {}), "task_id": p.wire_id}
     if p.digest is not None:
         body["function"] = {**body.get("function", {}), "artifact": p.digest}
-    return TaskEnvelope(task=body, submitted_at=p.submitted_at, digest=p.digest).encode()
+    if p.digest is not None and not _DIGEST.match(p.digest):
+        raise ValueError(f"not an artifact digest: {p.digest!r}")
+    # a TaskEnvelope's JSON, written directly (validating the task again costs more than this)
+    env = {"task": body, "submitted_at": p.submitted_at, "origin": "controller", "digest": p.digest}
+    return json.dumps(env, separators=(",", ":"), allow_nan=False).encode()
 
 
 class Dispatcher:
@@ -142,7 +149,9 @@ class Dispatcher:
         while True:
             try:
                 pending = (
-                    await asyncio.to_thread(self.store.pending, "edge") if self.leads() else []
+                    await asyncio.to_thread(self.store.pending, "edge", set(self._inflight))
+                    if self.leads()
+                    else []
                 )
                 for p in pending:
                     if (p.tenant, p.id) in self._inflight:

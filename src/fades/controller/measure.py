@@ -93,6 +93,7 @@ class SiteStats:
     service_ms: dict[str, float] = field(default_factory=dict)
     waits: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
     fitted: tuple[float, float] | None = None  # fit() as of the last outcome
+    stale: bool = False  # an outcome came since ``fitted`` (refitted when read)
 
     def rtt_sample(self, ms: float) -> None:
         self.last_ms = ms
@@ -191,7 +192,7 @@ class Measurements:
                 path = (time.time() - entry[1] - wait - total) * 1000.0 - sent
                 path = max(0.0, path)
                 s.path_ms = path if s.path_ms is None else s.path_ms + (path - s.path_ms) / 4
-            s.fitted = s.fit()
+            s.stale = True  # refitted when an estimate reads it, not per outcome
 
     def _forget(self, key: tuple[str, str]) -> tuple[str, float, int, int] | None:
         entry = self.inflight.pop(key, None)
@@ -215,6 +216,8 @@ class Measurements:
         fresh_load = s.load if s.load_at >= s.last_outcome else 0
         service = s.service(artifact)
         compute = service if service is not None else compute
+        if s.stale:
+            s.fitted, s.stale = s.fit(), False
         fit = s.fitted
         slope, intercept = fit if fit is not None else fluid_queue(compute, workers)
         measured = s.srtt_ms is not None or service is not None

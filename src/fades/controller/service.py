@@ -41,6 +41,7 @@ from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.failover import run_failover
 from fades.controller.leader import Leadership, while_leading
 from fades.controller.logops import add_task_args
+from fades.controller.lookups import ExistsLookup
 from fades.controller.measure import Measurements
 from fades.controller.metrics import Metrics
 from fades.controller.migrate import moving
@@ -150,6 +151,7 @@ class Controller:
         self._log: Log | None = None
         self._leader: Leadership | None = None
         self._digests: DigestCache | None = None
+        self._exists: ExistsLookup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._cloud_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         from fades.pipelines.service import PipelineService  # (it imports the controller)
@@ -169,6 +171,7 @@ class Controller:
         if self._bus is not None:
             return self
         store = self._store = await asyncio.to_thread(ControllerStore, self.home / "controller.db")
+        self._exists = ExistsLookup(store.existing)
         try:
             bus = self._given_bus or await NatsBus.connect(self.settings, name=self.name)
         except BaseException:
@@ -456,7 +459,8 @@ class Controller:
                 problems=[("function.mode", "persistent functions run at the edge only")],
                 task_id=t.id,
             )
-        if await asyncio.to_thread(self.store.exists, t.tenant, t.id):
+        seen = self._exists or ExistsLookup(self.store.existing)
+        if await seen(t.tenant, t.id):
             raise DuplicateTask(
                 f"task id {t.id!r} was already submitted; task ids must be unique", task_id=t.id
             )
@@ -505,8 +509,8 @@ class Controller:
 
     def _check_size(self, p: PendingTask) -> None:
         """Refuse a task whose message the fabric would never carry (413)."""
-        size = len(envelope(dataclasses.replace(p, wire_id=f"{p.id[:47]}.{0:016d}")))
         limit = self.max_payload - HEADER_ROOM
+        size = len(envelope(dataclasses.replace(p, wire_id=f"{p.id[:47]}.{0:016d}")))
         if size > limit:
             raise PayloadTooLarge(
                 f"the task's message would be {size} bytes; the fabric carries at most "

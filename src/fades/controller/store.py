@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,24 @@ class ControllerStore(DeviceAudit):
             ).fetchone()
         return row is not None
 
+    def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of ``(tenant, task id)`` already recorded (a query per tenant and 500 ids)."""
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, task_id in dict.fromkeys(keys):
+            by_tenant.setdefault(tenant, []).append(task_id)
+        found: set[tuple[str, str]] = set()
+        with self._lock:
+            for tenant, ids in by_tenant.items():
+                for i in range(0, len(ids), 500):
+                    part = ids[i : i + 500]
+                    rows = self._db.execute(
+                        "SELECT id FROM tasks_v2 WHERE tenant = ? AND id IN "
+                        f"({','.join('?' * len(part))})",
+                        [tenant, *part],
+                    ).fetchall()
+                    found.update((tenant, str(r[0])) for r in rows)
+        return found
+
     def by_wire_id(self, wire_id: str) -> tuple[str, str] | None:
         """``(tenant, task id)`` of the task carried on the fabric as ``wire_id``."""
         with self._lock:
@@ -207,8 +225,11 @@ class ControllerStore(DeviceAudit):
                 (node, why[:500], tenant, task_id),
             )
 
-    def pending(self, where: Where) -> list[PendingTask]:
-        """Unfinished tasks: edge ones not yet dispatched, or cloud ones not yet done."""
+    def pending(self, where: Where, skip: Container[tuple[str, str]] = ()) -> list[PendingTask]:
+        """Unfinished tasks: edge ones not yet dispatched, or cloud ones not yet done.
+
+        ``skip``: ``(tenant, task id)`` of tasks not wanted (not even parsed; the dispatcher
+        skips those its submits are publishing right now)."""
         status = ("accepted",) if where == "edge" else ("accepted", "dispatched")
         marks = ",".join("?" * len(status))
         with self._lock:
@@ -218,7 +239,9 @@ class ControllerStore(DeviceAudit):
                 (where, *status),
             ).fetchall()
         return [
-            PendingTask(r[0], r[1], r[2], r[3], where, json.loads(r[4]), r[5], r[6]) for r in rows
+            PendingTask(r[0], r[1], r[2], r[3], where, json.loads(r[4]), r[5], r[6])
+            for r in rows
+            if (r[0], r[1]) not in skip
         ]
 
     # --- outcomes ----------------------------------------------------------------------------
@@ -228,17 +251,21 @@ class ControllerStore(DeviceAudit):
         *,
         bytes_uplink: int | None = None,
         stored_at: float | None = None,
+        task_id: str | None = None,
     ) -> StoredOutcome | None:
         """Store the first outcome of ``(out.tenant, out.task_id)``; None for a duplicate.
 
         The timing breakdown gains ``dispatch`` (submit -> the node accepted it) and
         ``latency`` (submit -> outcome stored) when the task was submitted here.
+        ``task_id``: the task's id when ``out`` names it by another (its wire id).
         """
         now = time.time() if stored_at is None else stored_at
+        update: dict[str, Any] = {} if task_id is None else {"task_id": task_id}
+        task_id = out.task_id if task_id is None else task_id
         with self._lock:
             row = self._db.execute(
                 "SELECT submitted_at FROM tasks_v2 WHERE tenant = ? AND id = ?",
-                (out.tenant, out.task_id),
+                (out.tenant, task_id),
             ).fetchone()
             latency = None
             if row is not None:
@@ -248,7 +275,9 @@ class ControllerStore(DeviceAudit):
                     timing["dispatch"] = max(0.0, out.accepted_at - submitted)
                 latency = max(0.0, now - submitted)
                 timing["latency"] = latency
-                out = out.model_copy(update={"timing": timing})
+                update["timing"] = timing
+            if update:  # one copy for both changes
+                out = out.model_copy(update=update)
             text = out.model_dump_json()
             nested = self._db.in_transaction  # inside group(): its savepoint covers us
             if not nested:
@@ -282,8 +311,7 @@ class ControllerStore(DeviceAudit):
         key = self.by_wire_id(out.task_id)
         if key is None or key[0] != out.tenant:
             return False
-        mine = out.model_copy(update={"task_id": key[1]})
-        return self.add_outcome(mine, bytes_uplink=bytes_uplink, stored_at=stored_at)
+        return self.add_outcome(out, bytes_uplink=bytes_uplink, stored_at=stored_at, task_id=key[1])
 
     def outcomes_since(
         self, tenant: str, after: int, task_ids: Sequence[str] | None = None, limit: int = 500

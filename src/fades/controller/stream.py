@@ -151,18 +151,22 @@ class StreamHub:
                 rows = await asyncio.to_thread(
                     store.outcomes_since, tenant, last, id_list, CATCHUP_ROWS
                 )
+                chunk: list[str] = []  # one write per query, not one per outcome
                 for eid, tid, text in rows:
                     sent.add(eid)
                     last = max(last, eid)
                     if remaining is not None:
                         remaining.discard(tid)
-                    yield _message(eid, "outcome", text)
+                    chunk.append(_message(eid, "outcome", text))
+                if chunk:
+                    yield "".join(chunk)
                 if len(rows) < CATCHUP_ROWS:
                     break
             while True:
                 if remaining is not None and not remaining:
                     yield _message(None, "end", json.dumps({"last_event_id": last}))
                     return
+                chunk = []  # what arrived meanwhile goes out in one write
                 while sub.queue:
                     ev = sub.queue.popleft()
                     if ev.id in sent or ev.id <= since:
@@ -170,7 +174,9 @@ class StreamHub:
                     last = max(last, ev.id)
                     if remaining is not None:
                         remaining.discard(ev.task_id)
-                    yield _message(ev.id, "outcome", ev.json)
+                    chunk.append(_message(ev.id, "outcome", ev.json))
+                if chunk:
+                    yield "".join(chunk)
                 if sub.behind:
                     detail = (
                         f"this stream fell behind (more than {self.buffer} outcomes waiting); "

@@ -110,7 +110,8 @@ class NodeInfo(Message):
 
     def matching(self, op: DataOp) -> list[DataHeld]:
         """The data entries that ``op`` selects on this node (non-empty, time overlapping)."""
-        return [d for d in self.data if d.connector == op.connector and _selects(op.select, d)]
+        match = _Match(op.select)  # the selector's sets and window, worked out once
+        return [d for d in self.data if d.connector == op.connector and match(d)]
 
     def holds(self, op: DataOp) -> bool:
         return bool(self.matching(op))
@@ -120,21 +121,34 @@ class NodeInfo(Message):
 RELATIVE_SLACK_S = 120.0
 
 
-def _selects(sel: Selector, held: DataHeld) -> bool:
-    if held.rows <= 0:
-        return False
-    if sel.sensor_types is not None and held.sensor_type not in sel.sensor_types:
-        return False
-    if sel.locations is not None and held.location not in sel.locations:
-        return False
-    # The summary is refreshed every few heartbeats while sensors keep streaming, so a
-    # relative window ("last N seconds") gets RELATIVE_SLACK_S of grace on the newest reading.
-    start, end = sel.time_bounds(datetime.now(UTC))
-    if sel.last_seconds is not None and start is not None:
-        start -= RELATIVE_SLACK_S
-    if start is not None and held.last_ts is not None and held.last_ts < start:
-        return False
-    return not (end is not None and held.first_ts is not None and held.first_ts >= end)
+class _Match:
+    """Whether a selector selects a held data entry (non-empty, time overlapping)."""
+
+    __slots__ = ("end", "locations", "sensor_types", "start")
+
+    def __init__(self, sel: Selector) -> None:
+        types, locs = sel.sensor_types, sel.locations
+        self.sensor_types = None if types is None else frozenset(types)
+        self.locations = None if locs is None else frozenset(locs)
+        # The summary is refreshed every few heartbeats while sensors keep streaming, so a
+        # relative window ("last N seconds") gets RELATIVE_SLACK_S of grace on the newest
+        # reading.
+        start, self.end = sel.time_bounds(datetime.now(UTC))
+        if sel.last_seconds is not None and start is not None:
+            start -= RELATIVE_SLACK_S
+        self.start = start
+
+    def __call__(self, held: DataHeld) -> bool:
+        if held.rows <= 0:
+            return False
+        if self.sensor_types is not None and held.sensor_type not in self.sensor_types:
+            return False
+        if self.locations is not None and held.location not in self.locations:
+            return False
+        if self.start is not None and held.last_ts is not None and held.last_ts < self.start:
+            return False
+        end = self.end
+        return not (end is not None and held.first_ts is not None and held.first_ts >= end)
 
 
 class TaskEnvelope(Message):

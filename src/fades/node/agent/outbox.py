@@ -12,8 +12,8 @@ on start and on every heartbeat. Readers de-duplicate by task id (the message id
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from fades.errors import Fenced, OrchestratorError
@@ -43,10 +43,17 @@ class Outbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._finished: asyncio.Queue[TaskRecord] = asyncio.Queue()
         self._lock = asyncio.Lock()
+        # records finished in worker threads, handed to the loop by one wake-up per burst
+        self._handed: list[TaskRecord] = []
+        self._handing = threading.Lock()
+        #: wake-ups of the event loop by finish callbacks (for tests and the benchmark)
+        self.wakeups = 0
 
     def bind(self) -> None:
         """Remember the running loop (callbacks from worker threads post to it)."""
         self._loop = asyncio.get_running_loop()
+        with self._handing:  # (left by a closed loop: the start sweep re-publishes them)
+            self._handed.clear()
 
     def on_finish(self, rec: TaskRecord) -> None:
         """Orchestrator callback (worker thread): hand the finished record (read after its
@@ -54,8 +61,23 @@ class Outbox:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile; the outbox has it
-            loop.call_soon_threadsafe(self._finished.put_nowait, rec)
+        with self._handing:
+            self._handed.append(rec)
+            if len(self._handed) > 1:
+                return  # a wake-up is on its way and takes this one too
+        self.wakeups += 1
+        try:
+            loop.call_soon_threadsafe(self._take)
+        except RuntimeError:  # the loop closed meanwhile; the outbox (the store) has them
+            with self._handing:
+                self._handed.clear()
+
+    def _take(self) -> None:
+        """(event loop) Queue what the finish callbacks handed over since the last wake-up."""
+        with self._handing:
+            recs, self._handed = self._handed, []
+        for rec in recs:
+            self._finished.put_nowait(rec)
 
     def encode(self, outcome: Outcome) -> bytes:
         """The wire form; a result too big for one message becomes a failure saying so."""
