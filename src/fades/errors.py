@@ -361,6 +361,12 @@ class MigrationFailed(StateError):
     """A migration could not complete; the task keeps running where it was."""
 
 
+class StateEnded(StateError):
+    """The stateful task already ended (on the node named in the message): its record in
+    the checkpoint store says so, and no instance may claim it again (a failover that came
+    after the task finished elsewhere)."""
+
+
 # --- pipelines: controller side (NAME=pctl) ----------------------------------------------------
 class PipelineExists(PipelineError):
     """A pipeline of that name is active; cancel it first or resubmit with ``replace``

@@ -108,3 +108,20 @@ def test_state_key_file_and_env(tmp_path: Any, monkeypatch: Any) -> None:
     monkeypatch.setenv("FADES_STATE_KEY", "short")
     with pytest.raises(ValueError, match="at least 16"):
         state_key(tmp_path)
+
+
+def test_an_ended_task_is_not_claimed_again(stores: tuple[Any, Any]) -> None:
+    """A failover that reaches another node after the task finished (its outcome still on the
+    way) must not run it again from nothing: the fabric store keeps an 'ended' record."""
+    from fades.errors import StateEnded
+
+    a, b = stores
+    if isinstance(a, LocalCheckpoints):
+        pytest.skip("one node's own store: no other node can claim the task")
+    la = a.save(a.claim("t1", "n1"), ckpt(180, b"final"))
+    a.release(la)  # the task ended on n1
+    assert b.load("t1", digest=DIGEST) is None and b.owner("t1") is None
+    with pytest.raises(StateEnded, match="already ended on node n1"):
+        b.claim("t1", "n2")
+    with pytest.raises(Fenced, match="ended on node n1"):
+        a.save(la, ckpt(181, b"late"))

@@ -30,10 +30,11 @@ from fades.errors import (
     FadesError,
     Fenced,
     SandboxError,
+    StateEnded,
     StateError,
     TaskCancelled,
 )
-from fades.node.handoff import MOVED, handoffs, left, taken_elsewhere
+from fades.node.handoff import MOVED, handoffs, left, mark_moved, taken_elsewhere
 from fades.sandbox.base import Limits, Session
 from fades.state.keeper import StateKeeper
 
@@ -72,6 +73,10 @@ def run_persistent(orc: Orchestrator, task: Task) -> None:
         keeper = StateKeeper(orc.checkpoints, task.id, orc.node_name, artifact.digest, spec.state)
         try:
             ckpt = keeper.start(stop=orc._stop.is_set)
+        except StateEnded as exc:  # finished elsewhere before this failover reached us
+            mark_moved(orc.store, task.id, str(exc))
+            log.warning("task %s: not run here: %s", task.id, exc)
+            return
         except FadesError as exc:
             orc.store.fail(task.id, exc.kind, f"the stateful task cannot start: {exc}")
             return

@@ -7,6 +7,11 @@ made with an older lease fails (``FabricConflict``) and is reported as
 :class:`fades.errors.Fenced`. On a clustered fabric the bucket is JetStream-replicated like
 every other bucket.
 
+When the task ends, its record is replaced (compare-and-set again) by a small *ended* record
+naming the node, not deleted: a failover that reaches another node after the task finished
+(its outcome still on its way to the controller) finds it and raises
+:class:`fades.errors.StateEnded` instead of running the whole task again from nothing.
+
 The store is synchronous (the orchestrator's threads call it) and bridges into the agent's
 event loop, which owns the connection; never call it from that loop itself.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import re
 import struct
@@ -22,7 +28,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fades.bus.base import Bus, KeyValue
-from fades.errors import FabricConflict, FabricError, Fenced, StateError
+from fades.errors import FabricConflict, FabricError, Fenced, StateEnded, StateError
 from fades.state.base import Checkpoint, Lease
 from fades.state.seal import max_state_bytes, seal, unseal
 
@@ -30,6 +36,8 @@ BUCKET = "fades_state"
 #: how long a synchronous call waits for the event loop and the fabric
 CALL_TIMEOUT_S = 30.0
 _MAGIC = b"FSK1"
+#: the record of a task that ended (``_HEAD`` + the node it ended on)
+_ENDED = b"FSKE"
 _HEAD = struct.Struct("<4sH")
 _KEY_OK = re.compile(r"[A-Za-z0-9_=-]{1,200}")
 _CLAIM_TRIES = 50
@@ -51,11 +59,28 @@ def pack(owner: str, sealed: bytes | None) -> bytes:
     return _HEAD.pack(_MAGIC, len(raw)) + raw + (sealed or b"")
 
 
+def ended(node: str) -> bytes:
+    """The record of a task that ended on ``node``."""
+    raw = node.encode()
+    return _HEAD.pack(_ENDED, len(raw)) + raw
+
+
+def ended_on(value: bytes) -> str | None:
+    """The node a task ended on, if ``value`` is an ended record."""
+    if len(value) < _HEAD.size or value[:4] != _ENDED:
+        return None
+    n = _HEAD.unpack_from(value)[1]
+    return value[_HEAD.size : _HEAD.size + n].decode("utf-8", "replace")
+
+
 def unpack(value: bytes) -> tuple[str, bytes | None]:
-    """``(owner, sealed checkpoint or None)`` of a stored value."""
+    """``(owner, sealed checkpoint or None)`` of a stored value (an ended task: no owner,
+    no checkpoint)."""
     if len(value) < _HEAD.size:
         raise StateError("the fades_state record is truncated")
     magic, n = _HEAD.unpack_from(value)
+    if magic == _ENDED:
+        return "", None
     if magic != _MAGIC:
         raise StateError("the fades_state record is not a fades state record")
     owner = value[_HEAD.size : _HEAD.size + n].decode("utf-8", "replace")
@@ -107,6 +132,14 @@ class KvCheckpoints:
             try:
                 if e is None:
                     return await self._kv.create(key, pack(node, None))
+                done_on = ended_on(e.value) if e.value else None
+                if done_on is not None:
+                    raise StateEnded(
+                        f"task {key} already ended on node {done_on}; node {node} does not "
+                        "run it again",
+                        task_id=key,
+                        node=node,
+                    )
                 sealed = unpack(e.value)[1] if e.value else None
                 return await self._kv.update(key, pack(node, sealed), e.revision)
             except FabricConflict:
@@ -123,7 +156,14 @@ class KvCheckpoints:
         except FabricConflict:
             e = await self._kv.get(key)
             owner = unpack(e.value)[0] if e is not None and e.value else None
-            holder = f"node {owner}" if owner else "nobody (the task was released)"
+            done_on = ended_on(e.value) if e is not None and e.value else None
+            holder = (
+                f"node {owner}"
+                if owner
+                else f"nobody (the task ended on node {done_on})"
+                if done_on
+                else "nobody (the task was released)"
+            )
             raise Fenced(
                 f"task moved: another instance holds it ({holder}); node {lease.node}'s "
                 f"lease {lease.token} is stale and its checkpoint was not written",
@@ -151,7 +191,7 @@ class KvCheckpoints:
     def owner(self, task_id: str) -> tuple[str, int] | None:
         """``(node, token)`` of the task's live instance, or None."""
         e = self._call(self._kv.get(kv_key(task_id)))
-        if e is None or not e.value:
+        if e is None or not e.value or ended_on(e.value) is not None:
             return None
         return unpack(e.value)[0], e.revision
 
@@ -159,7 +199,10 @@ class KvCheckpoints:
         key = kv_key(lease.task_id)
         e = await self._kv.get(key)
         if e is not None and e.revision == lease.token:
-            await self._kv.delete(key)
+            # an ended record, not a deletion: a late failover must not start it again (a
+            # conflict: claimed meanwhile, the new owner's record stays)
+            with contextlib.suppress(FabricConflict):
+                await self._kv.update(key, ended(lease.node), lease.token)
 
     def release(self, lease: Lease) -> None:
         self._call(self._release(lease))
