@@ -22,10 +22,10 @@ For each outage length (full: 15, 60 and 120 s; ``--quick``: 5 and 20 s):
    FIFO, so the live result travels *alongside* (behind) the backlog: its extra latency is
    bounded by the drain time. Baseline (same run): the same live task with the link up.
 
-The drain is measured with the controller re-adding a returning site's sources (the default)
-and, for one outage, without (``FADES_SITE_READD=0``): the hub's source then waits out its own
-retry backoff. Azure IoT Edge's published drain times (3.4 / 13.9 / 1.0 / 53.3 s after
-0 / 15 / 60 / 120 s outages) are in the JSON and the plot for comparison.
+What the site stored for the hub goes up through the node agent's forwarder
+(:mod:`fades.fabric.forward`), which tries again within a second of the link's return. Azure IoT
+Edge's published drain times (3.4 / 13.9 / 1.0 / 53.3 s after 0 / 15 / 60 / 120 s outages) are
+in the JSON and the plot for comparison.
 """
 
 from __future__ import annotations
@@ -270,10 +270,7 @@ def readings_total(cluster: LocalCluster) -> dict[str, int]:
     return {"published": published, "written": written, "lost": max(0, published - written)}
 
 
-def run_cluster(
-    home: Path, outages: list[float], readd: bool, with_pipeline: bool
-) -> dict[str, Any]:
-    os.environ["FADES_SITE_READD"] = "1" if readd else "0"  # read by the controller process
+def run_cluster(home: Path, outages: list[float], with_pipeline: bool) -> dict[str, Any]:
     cluster = LocalCluster(
         home,
         nodes=1,
@@ -311,21 +308,18 @@ def run_cluster(
         baseline = [live_latency(cluster, room) for _ in range(5)]
         runs = [one_outage(cluster, d, room, with_pipeline) for d in outages]
         return {
-            "readd": readd,
             "live_task_latency_link_up_s": baseline,
             "outages": runs,
             "readings": readings_total(cluster),
         }
     finally:
         cluster.stop()
-        os.environ.pop("FADES_SITE_READD", None)
 
 
 def plot(out: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    withr = {r["outage_s"]: r for r in out["with_readd"]["outages"]}
-    without = {r["outage_s"]: r for r in out["without_readd"]["outages"]}
-    lengths = sorted(set(withr) | set(without) | set(IOT_EDGE))
+    withr = {r["outage_s"]: r for r in out["site"]["outages"]}
+    lengths = sorted(set(withr) | set(IOT_EDGE))
     x = range(len(lengths))
     w = 0.2
 
@@ -335,29 +329,23 @@ def plot(out: dict[str, Any], path: Path) -> None:
         b = ax1.bar(xs, ys, w, label=label, color=color)
         ax1.bar_label(b, fmt="%.1f", fontsize=8)
 
-    bars({d: r["drain_s"] for d, r in withr.items()}, -1.5 * w, "fades tasks", "tab:green")
+    bars({d: r["drain_s"] for d, r in withr.items()}, -w, "fades tasks", "tab:green")
     piped = {d: r["pipeline"]["drain_s"] for d, r in withr.items() if r.get("pipeline")}
     if piped:
-        bars(piped, -0.5 * w, "fades pipeline runs", "tab:olive")
-    bars({d: r["drain_s"] for d, r in without.items()}, 0.5 * w, "fades tasks, no re-add",
-         "tab:orange")  # fmt: skip
-    bars({float(k): v for k, v in IOT_EDGE.items()}, 1.5 * w, "Azure IoT Edge (published)",
+        bars(piped, 0.0, "fades pipeline runs", "tab:olive")
+    bars({float(k): v for k, v in IOT_EDGE.items()}, w, "Azure IoT Edge (published)",
          "tab:gray")  # fmt: skip
     ax1.set_xticks(list(x), [f"{d:g} s" for d in lengths])
     ax1.set_xlabel("uplink outage")
     ax1.set_ylabel("drain time after reconnect (s)")
     ax1.set_title("Backlog drain after an outage (lost = 0, duplicated = 0)")
     ax1.legend(fontsize=8)
-    base = statistics.median(out["with_readd"]["live_task_latency_link_up_s"])
+    base = statistics.median(out["site"]["live_task_latency_link_up_s"])
     labels, heights, colors = ["link up"], [base], ["tab:blue"]
     for d in sorted(withr):
         labels.append(f"after {d:g} s")
         heights.append(withr[d]["live_task_latency_after_restore_s"])
         colors.append("tab:green")
-    for d in sorted(without):
-        labels.append(f"after {d:g} s\n(no re-add)")
-        heights.append(without[d]["live_task_latency_after_restore_s"])
-        colors.append("tab:orange")
     b = ax2.bar(labels, heights, color=colors)
     ax2.bar_label(b, fmt="%.2f", fontsize=8)
     ax2.set_ylabel("live task latency (s): submit -> outcome")
@@ -371,11 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="outages of 5 and 20 s")
     args = ap.parse_args(argv)
     outages = [5.0, 20.0] if args.quick else [15.0, 60.0, 120.0]
-    without = [20.0] if args.quick else [60.0]
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="fades-outage-") as tmp:
-        with_readd = run_cluster(Path(tmp) / "a" / "cluster", outages, True, PIPELINES)
-        no_readd = run_cluster(Path(tmp) / "b" / "cluster", without, False, PIPELINES)
+        site = run_cluster(Path(tmp) / "a" / "cluster", outages, PIPELINES)
     out = {
         "meta": {
             "quick": args.quick,
@@ -386,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             "reproduce": "python benchmarks/bench_outage.py" + (" --quick" if args.quick else ""),
         },
         "iot_edge_drain_s": IOT_EDGE,
-        "with_readd": with_readd,
-        "without_readd": no_readd,
+        "site": site,
         "live_traffic": "alongside the backlog (the site stream is FIFO): bounded by the drain",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -396,12 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     log(f"wrote {RESULTS / 'outage.json'} and outage.png")
     bad = [
         r
-        for r in with_readd["outages"] + no_readd["outages"]
+        for r in site["outages"]
         if r["outcomes_lost"]
         or r["duplicates_at_controller"]
         or (r["pipeline"] or {}).get("runs_lost_or_failed")
     ]
-    bad += [c for c in (with_readd, no_readd) if c["readings"]["lost"]]
+    bad += [c for c in (site,) if c["readings"]["lost"]]
     return 1 if bad else 0
 
 
