@@ -29,7 +29,8 @@ from fades.errors import (
 
 
 def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
+    # generous: a loaded 2-core CI machine can take many seconds to connect and route
+    return asyncio.run(asyncio.wait_for(coro, 240))  # type: ignore[arg-type]
 
 
 async def take(it: Any, timeout: float = 10.0) -> Any:
