@@ -117,6 +117,8 @@ class Task(Strict):
     @field_validator("data")
     @classmethod
     def _unique_names(cls, data: list[DataOp], info: ValidationInfo) -> list[DataOp]:
+        if "inputs" not in info.data:
+            return data  # the inputs were refused: their own problem says why; no second one
         inputs = info.data.get("inputs")
         if not data and not inputs:
             raise ValueError(
