@@ -68,6 +68,11 @@ def test_submit_to_a_draining_holder_names_it_and_says_how_to_undrain(cluster: A
     assert undrained.returncode == 0, undrained
     again = fades("task", "submit", "examples/tasks/mean_core.yaml", env=env)
     assert again.returncode == 0, again
+    # undraining a node that does not exist is a mistake, not a success
+    typo = fades("nodes", "undrain", "edge9", env=env)
+    assert typo.returncode == 2, typo
+    assert typo.stderr.startswith("error (UnknownNode): no node named 'edge9'"), typo.stderr
+    assert "takes work again" not in typo.stdout
 
 
 def test_upload_signed_by_a_stranger_says_the_controller_and_how_to_trust(
