@@ -147,3 +147,35 @@ def test_several_task_problems_are_printed_once_each(tmp_path: Path) -> None:
         "  - function.time_budget_ms: Input should be greater than or equal to 1",
     ], lines
     assert proc.stderr.count("memory_mib") == 1
+
+
+def test_task_get_of_a_running_task_shows_no_bytes_line(cluster: Any, tmp_path: Path) -> None:
+    env = _env(cluster)
+    (tmp_path / "counter.py").write_text(
+        "count = 0\n\ndef main(data, params):\n    global count\n    count += 1\n    return count\n"
+    )
+    (tmp_path / "counter.yaml").write_text(
+        "credentials: {tenant: facilities}\n"
+        "data:\n  - {name: t, select: {location: room1, sensor_type: temperature,"
+        " last_seconds: 60}, allow_empty: true}\n"
+        "function: {artifact: counter, mode: persistent, period_s: 1}\n"
+    )
+    key = str(cluster.home / "keys" / "cluster.key")
+    built = fades(
+        "fn", "build", "counter.py", "--key", key, "--no-install", "--out", "counter.fart",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert built.returncode == 0, built
+    uploaded = fades("fn", "upload", "counter.fart", cwd=tmp_path, env=env)
+    assert uploaded.returncode == 0, uploaded
+    submitted = fades("task", "submit", "counter.yaml", cwd=tmp_path, env=env)
+    assert submitted.returncode == 0, submitted
+    task_id = submitted.stdout.split()[1]
+    try:
+        got = fades("task", "get", task_id, cwd=tmp_path, env=env)
+        assert got.returncode == 0, got
+        assert f"task {task_id}" in got.stdout and ": dispatched" in got.stdout, got.stdout
+        assert "bytes read at the edge" not in got.stdout, got.stdout  # not a made-up 0
+    finally:
+        cancelled = fades("task", "cancel", task_id, cwd=tmp_path, env=env)
+    assert cancelled.returncode == 0, cancelled
