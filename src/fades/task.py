@@ -230,4 +230,15 @@ def load_task(path: str | Path) -> Task:
     if len(data) > MAX_TASK_BYTES:
         reason = f"larger than {MAX_TASK_BYTES:,} bytes"
         raise refused(f"{p} is {reason}", "task", reason)
-    return parse_task_text(data, source=str(p))
+    try:
+        return parse_task_text(data, source=str(p))
+    except TaskValidationError as exc:
+        msg = str(exc)
+        if str(p) in msg or not msg.startswith("invalid task: "):
+            raise
+        # name the file: with several files on one command line, which one is wrong
+        raise TaskValidationError(
+            f"invalid task file {p}: {msg.removeprefix('invalid task: ')}",
+            problems=exc.problems,
+            **exc.context,
+        ) from None

@@ -141,7 +141,7 @@ def test_several_task_problems_are_printed_once_each(tmp_path: Path) -> None:
     proc = fades("task", "run", "bad.yaml", "--home", str(tmp_path / "h"), cwd=tmp_path)
     assert proc.returncode == 2, proc
     lines = proc.stderr.strip().splitlines()
-    assert lines[0] == "error (TaskValidationError): invalid task (2 problems):", lines
+    assert lines[0] == "error (TaskValidationError): invalid task file bad.yaml (2 problems):"
     assert lines[1:] == [
         "  - function.memory_mib: Input should be greater than or equal to 1",
         "  - function.time_budget_ms: Input should be greater than or equal to 1",
@@ -179,3 +179,21 @@ def test_task_get_of_a_running_task_shows_no_bytes_line(cluster: Any, tmp_path: 
     finally:
         cancelled = fades("task", "cancel", task_id, cwd=tmp_path, env=env)
     assert cancelled.returncode == 0, cancelled
+
+
+def test_a_bad_file_among_several_is_named(cluster: Any, tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "credentials: {tenant: facilities}\n"
+        "data:\n  - {name: t, select: {location: room1}}\n"
+        "function: {artifact: x, memory_mib: 0}\n"
+    )
+    good = str(REPO / "examples" / "tasks" / "mean_core.yaml")
+    proc = fades("task", "submit", good, "bad.yaml", cwd=tmp_path, env=_env(cluster))
+    assert proc.returncode == 2, proc
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "error (TaskValidationError): invalid task file bad.yaml: function.memory_mib: Input "
+        "should be greater than or equal to 1"
+    ], lines
+    ok = fades("task", "submit", good, good, cwd=tmp_path, env=_env(cluster))
+    assert ok.returncode == 0, ok
