@@ -98,7 +98,8 @@ class LocalityPlacer:
         best = min(found, key=lambda n: (n.load.score, n.name))
         why = locality_reason(task)
         if len(found) > 1:
-            why += f"; least loaded of {len(found)} holders (load {best.load.score:.2f})"
+            kind = "holders" if task.data else "nodes"  # an inputs-only task: any node
+            why += f"; least loaded of {len(found)} {kind} (load {best.load.score:.2f})"
         held = {n.name for n in found}
         refused = [(n.name, "does not hold the task's data") for n in up if n.name not in held]
         refused += [(n.name, "down") for n in down]
