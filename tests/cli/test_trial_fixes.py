@@ -197,3 +197,17 @@ def test_a_bad_file_among_several_is_named(cluster: Any, tmp_path: Path) -> None
     ], lines
     ok = fades("task", "submit", good, good, cwd=tmp_path, env=_env(cluster))
     assert ok.returncode == 0, ok
+
+
+def test_data_load_of_an_unknown_name_says_what_it_takes(tmp_path: Path) -> None:
+    home = str(tmp_path / "h")
+    proc = fades("data", "load", "river-ocupancy", "--home", home, cwd=tmp_path)
+    assert proc.returncode == 2, proc
+    line = proc.stderr.strip()
+    assert "no data set or CSV file named 'river-ocupancy'" in line, line
+    assert "'river-occupancy'" in line and "cannot read CSV file" not in line
+    (tmp_path / "r.csv").write_text(
+        "ts,location,sensor_type,value,unit,device\n1700000000,lab,temperature,20.5,C,t1\n"
+    )
+    ok = fades("data", "load", "r.csv", "--home", home, cwd=tmp_path)
+    assert ok.returncode == 0 and "loaded 1 readings" in ok.stdout, ok
