@@ -117,6 +117,8 @@ class Task(Strict):
     @field_validator("data")
     @classmethod
     def _unique_names(cls, data: list[DataOp], info: ValidationInfo) -> list[DataOp]:
+        if "inputs" not in info.data:
+            return data  # the inputs were refused: their own problem says why; no second one
         inputs = info.data.get("inputs")
         if not data and not inputs:
             raise ValueError(
@@ -228,4 +230,15 @@ def load_task(path: str | Path) -> Task:
     if len(data) > MAX_TASK_BYTES:
         reason = f"larger than {MAX_TASK_BYTES:,} bytes"
         raise refused(f"{p} is {reason}", "task", reason)
-    return parse_task_text(data, source=str(p))
+    try:
+        return parse_task_text(data, source=str(p))
+    except TaskValidationError as exc:
+        msg = str(exc)
+        if str(p) in msg or not msg.startswith("invalid task: "):
+            raise
+        # name the file: with several files on one command line, which one is wrong
+        raise TaskValidationError(
+            f"invalid task file {p}: {msg.removeprefix('invalid task: ')}",
+            problems=exc.problems,
+            **exc.context,
+        ) from None

@@ -11,6 +11,7 @@ the traceback only with ``fades --debug`` or ``FADES_DEBUG=1``. Every message is
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -71,13 +72,31 @@ def _connection_failure(exc: BaseException) -> str | None:
     return None
 
 
+def _problems(exc: TaskValidationError) -> None:
+    """A heading line, then each problem once on its own line (not also joined on the first)."""
+    text = str(exc)
+    first = f"{exc.problems[0][0]}: "
+    head = text[: text.find(first)].rstrip(": ;") if first in text else "invalid"
+    more = re.search(r"and (\d+) more problems?$", text)
+    total = len(exc.problems) + (int(more.group(1)) if more else 0)
+    err.print(
+        f"[bold red]error[/] ({markup(exc.kind)}): {markup(head or 'invalid', oneline=True)} "
+        f"({total} problems):",
+        soft_wrap=True,
+    )
+    for field, reason in exc.problems[:20]:
+        err.print(f"  - {markup(field, oneline=True)}: {markup(reason, oneline=True)}")
+    if total > 20:
+        err.print(f"  - and {total - 20} more")
+
+
 def report(exc: BaseException) -> int:
     """Print ``exc`` as one line on stderr and return the exit status for it."""
     if isinstance(exc, FadesError):
-        err.print(f"[bold red]error[/] ({markup(exc.kind)}): {markup(exc)}", soft_wrap=True)
         if isinstance(exc, TaskValidationError) and len(exc.problems) > 1:
-            for field, reason in exc.problems[:20]:
-                err.print(f"  - {markup(field, oneline=True)}: {markup(reason, oneline=True)}")
+            _problems(exc)
+        else:
+            err.print(f"[bold red]error[/] ({markup(exc.kind)}): {markup(exc)}", soft_wrap=True)
         status = 2
     elif (url := _connection_failure(exc)) is not None:
         err.print(

@@ -131,6 +131,12 @@ def load(
 
             n = load_river_occupancy(store, location=location)
         else:
+            if not Path(dataset).exists():
+                raise typer.BadParameter(
+                    f"no data set or CSV file named {dataset!r}: give 'river-occupancy' "
+                    "(a real data set) or the path of a CSV file of readings",
+                    param_hint="DATASET",
+                )
             n = store.write(CSVConnector(dataset).load())
         console.print(f"loaded {n:,} readings into {path}", markup=False)
 

@@ -72,7 +72,7 @@ def show_outcome(outcome: Outcome | Mapping[str, Any], title: str = "") -> None:
             shown = f"{v * 1e3:.2f}" if isinstance(v, (int, float)) else markup(v, 40)
             table.add_row(markup(k, 40, oneline=True), shown)
         console.print(table)
-    if d.get("bytes_read") is not None:
+    if d.get("bytes_read") is not None and status in ("done", "failed"):  # not while running
         read, ret = _int(d.get("bytes_read")), _int(d.get("bytes_returned"))
         line = f"  bytes read at the edge: {read:,}; returned: {ret:,}"
         if read > ret > 0:

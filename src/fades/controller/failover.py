@@ -237,8 +237,12 @@ def drain_status(ctl: Controller, node: str) -> DrainStatus:
 
 
 def undrain(ctl: Controller, node: str) -> None:
-    """Place work on ``node`` again."""
-    moving(ctl).draining.discard(node)
+    """Place work on ``node`` again (UnknownNode: not registered and not being drained)."""
+    draining = moving(ctl).draining
+    if node not in draining and ctl.registry.get(node) is None:
+        known = ", ".join(sorted(ctl.registry.nodes)) or "none"
+        raise UnknownNode(f"no node named {node!r} is registered (known: {known})", node=node)
+    draining.discard(node)
 
 
 async def _drain(ctl: Controller, status: DrainStatus) -> None:

@@ -183,13 +183,19 @@ class Publisher:
         """
         art = await asyncio.to_thread(parse, data)
         trust = await asyncio.to_thread(TrustStore.from_dir, self.trusted)
+        trust.holder = "the controller"
         self.functions.trust = trust
         try:
             art.verify(trust)
         except SignatureError as exc:
-            raise SignatureError(
-                f"upload refused: {exc}; the controller trusts the keys in {self.trusted}"
-            ) from None
+            hint = ""
+            if art.signer and art.signer not in trust:
+                hint = (
+                    f"; to trust the signer, run 'fades keys trust KEY.pub --home "
+                    f"{self.trusted.parent}' (it copies the public key into {self.trusted}), "
+                    "and the same with each node's --home"
+                )
+            raise SignatureError(f"upload refused: {exc}{hint}") from None
         warnings = check_signer(art.signer, self.up_nodes())
         try:
             await self.repository.record(art.digest)

@@ -72,6 +72,7 @@ from fades.fabric.streams import ensure_streams, nodes_bucket
 from fades.functions.keys import TrustStore
 from fades.functions.store import FunctionStore
 from fades.placers import Placement, Placer, Site, placer
+from fades.placers.locality import draining_refusal
 from fades.task import Task, parse_task
 
 log = logging.getLogger("fades.controller")
@@ -534,11 +535,15 @@ class Controller:
             )
         if node is None:
             draining = moving(self).draining  # nodes being drained take no new work
-            return self.placer.place(
-                task,
-                [e.info for e in self.registry.up() if e.info.name not in draining],
-                [e.info for e in self.registry.down()],
-            )
+            up = [e.info for e in self.registry.up()]
+            try:
+                return self.placer.place(
+                    task,
+                    [n for n in up if n.name not in draining],
+                    [e.info for e in self.registry.down()],
+                )
+            except NoPlacement as exc:  # say so when only a draining node would do
+                raise draining_refusal(task, exc, [n for n in up if n.name in draining]) from None
         entry = self.registry.get(node)
         if entry is None:
             known = ", ".join(sorted(self.registry.nodes)) or "none"

@@ -126,6 +126,8 @@ class TrustStore:
         self._seen: tuple[int, int, tuple[str, ...]] | None = None
         self._lock = threading.Lock()
         self.version = 0
+        #: who holds these keys, as a refusal names it ("this node", "the controller")
+        self.holder = "this node"
         for k in keys or []:
             self.add(k)
 
@@ -218,7 +220,7 @@ class TrustStore:
         key = self._keys.get(kid)
         if key is None:
             raise SignatureError(
-                f"{what} is signed by key {kid}, which this node does not trust "
+                f"{what} is signed by key {kid}, which {self.holder} does not trust "
                 f"(trusted: {', '.join(self.ids()) or 'none'})"
             )
         try:

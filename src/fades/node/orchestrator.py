@@ -481,6 +481,7 @@ class Orchestrator:
         timing: dict[str, float] = {"queue": time.time() - accepted_at}
         t0 = time.perf_counter()
         digest: str | None = None
+        bytes_read = 0  # what the node read, also when the function then fails on it
         try:
             artifact = self.functions.get(task.function.artifact)
             digest = artifact.digest
@@ -496,6 +497,7 @@ class Orchestrator:
                 digest=digest,
                 traceback=getattr(exc, "traceback", None) or exc.context.get("traceback"),
                 logs=getattr(exc, "logs", None) or exc.context.get("logs"),
+                bytes_read=bytes_read,
             )
             log.info("task %s failed: %s: %s", task.id, exc.kind, exc)
             return

@@ -224,11 +224,12 @@ class TaskStore:
         digest: str | None = None,
         traceback: str | None = None,
         logs: str | None = None,
+        bytes_read: int | None = None,
     ) -> None:
         self._exec(
             "UPDATE tasks SET status='failed', finished_at=?, error_kind=?, error=?, "
             "timing_json=COALESCE(?, timing_json), digest=COALESCE(?, digest), traceback=?, "
-            "logs=?, delivered=0 WHERE id=?",
+            "logs=?, bytes_read=COALESCE(?, bytes_read), delivered=0 WHERE id=?",
             (
                 time.time(),
                 kind,
@@ -237,6 +238,7 @@ class TaskStore:
                 digest,
                 traceback or None,
                 logs or None,
+                bytes_read,
                 task_id,
             ),
         )

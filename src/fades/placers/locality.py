@@ -60,6 +60,28 @@ def holders(task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -
     )
 
 
+def draining_refusal(task: Task, refused: NoPlacement, draining: Sequence[NodeInfo]) -> NoPlacement:
+    """``refused`` again, naming the draining nodes that would have served ``task``.
+
+    A node being drained takes no new work, so placing among the others can fail although a
+    draining node holds the data; the user should hear that, and how to end the drain.
+    """
+    ops = list(task.data)
+    fit = sorted(n.name for n in draining if all(n.holds(op) for op in ops))
+    if not fit:
+        return refused
+    names = ", ".join(fit)
+    what = f"its data ({'; '.join(describe_op(op) for op in ops)})" if ops else "it"
+    undrain = " or ".join(f"'fades nodes undrain {n}'" for n in fit[:3])
+    return NoPlacement(
+        f"cannot place task: node(s) {names} could run {what} but are being drained "
+        f"(a draining node takes no new work); run {undrain}, or wait until the drain ends",
+        task_id=task.id,
+        **{k: v for k, v in refused.context.items() if k != "task_id"},
+        draining=fit,
+    )
+
+
 def locality_reason(task: Task) -> str:
     if not task.data:
         return "reads no node's data (inputs only): any node can serve it"
@@ -76,7 +98,8 @@ class LocalityPlacer:
         best = min(found, key=lambda n: (n.load.score, n.name))
         why = locality_reason(task)
         if len(found) > 1:
-            why += f"; least loaded of {len(found)} holders (load {best.load.score:.2f})"
+            kind = "holders" if task.data else "nodes"  # an inputs-only task: any node
+            why += f"; least loaded of {len(found)} {kind} (load {best.load.score:.2f})"
         held = {n.name for n in found}
         refused = [(n.name, "does not hold the task's data") for n in up if n.name not in held]
         refused += [(n.name, "down") for n in down]
