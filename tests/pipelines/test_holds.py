@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from fades.pipelines.collect import Hold
+from fades.pipelines.collect import Arrival, Collector, Gathering, Hold
+from fades.pipelines.protocol import Bundle
 
 
 class Recorded:
@@ -76,3 +77,41 @@ def test_the_upstream_failing_first_naks_even_if_the_hand_over_succeeds() -> Non
         return d.calls
 
     assert asyncio.run(go()) == ["nak"]
+
+
+def _arrival() -> Arrival:
+    b = Bundle(pipeline="p", plan_version=1, run="r1", stage="b", from_stage="a",
+               producer="_", run_started_at=0.0, sent_at=0.0)  # fmt: skip
+    return Arrival(b, 1, 0.0)
+
+
+def test_an_input_back_after_a_failed_hand_over_runs_its_stage_again() -> None:
+    """b ran and handed its result in process to the finale, whose fetch failed: b's input
+    is nak'ed and comes back. It must run b again (which hands over again), not be acked as a
+    duplicate of a finished stage: that lost two runs of a chaos run."""
+
+    async def go() -> tuple[list[str], list[str], list[str]]:
+        fired: list[Gathering] = []
+        col = Collector(fired.append)
+        key = ("p", "r1", "b", "_")
+        want = {("a", "_")}
+        first, again, dup = Recorded(), Recorded(), Recorded()
+        await col.arrive(key, want, None, _arrival(), Hold([first]))
+        g = fired[-1]
+        child = Hold([], parents=g.holds, on_fail=lambda: col.redo(key))  # the hand-over
+        col.finished(key)  # b's own work is durable
+        for h in g.holds:
+            await h.release(True)
+        await child.release(False)  # the finale failed
+        assert first.calls == ["nak"]
+        await col.arrive(key, want, None, _arrival(), Hold([again]))
+        assert len(fired) == 2, "the returned input did not run b again"
+        col.finished(key)
+        for h in fired[-1].holds:
+            await h.release(True)
+        # a plain duplicate of a finished stage is still acked without running it
+        await col.arrive(key, want, None, _arrival(), Hold([dup]))
+        assert len(fired) == 2
+        return first.calls, again.calls, dup.calls
+
+    assert asyncio.run(go()) == (["nak"], ["ack"], ["ack"])

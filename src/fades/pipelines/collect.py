@@ -38,10 +38,14 @@ class Hold:
         deliveries: list[Delivery],
         after_ack: Callable[[], Awaitable[None]] | None = None,
         parents: list[Hold] | None = None,
+        on_fail: Callable[[], None] | None = None,
     ) -> None:
         self.deliveries = deliveries
         self.refs = 1
         self.after_ack = after_ack
+        #: called when this hold settles as failed, before its parents are released (a
+        #: hand-over that failed: its upstream stage must run again when its input returns)
+        self.on_fail = on_fail
         #: holds this one was handed over from in process: released with it
         self.parents = list(parents or [])
         for p in self.parents:
@@ -74,6 +78,8 @@ class Hold:
         if ok and self.after_ack is not None:
             with contextlib.suppress(Exception):
                 await self.after_ack()
+        if not ok and self.on_fail is not None:
+            self.on_fail()
         for p in self.parents:
             await p.release(ok)
 
@@ -121,12 +127,25 @@ class Collector:
         self.fire = fire
         self.open: dict[Key, Gathering] = {}
         self.done: OrderedDict[Key, None] = OrderedDict()
+        #: finished keys whose result, handed over in process, failed downstream: their input
+        #: comes back (nak) and must run the stage again, not be acked as a duplicate
+        self.again: OrderedDict[Key, None] = OrderedDict()
 
     def finished(self, key: Key) -> None:
         self.open.pop(key, None)
+        if key in self.again:
+            return  # its hand-over already failed: the input's return runs it again
         self.done[key] = None
         while len(self.done) > DONE_MEMORY:
             self.done.popitem(last=False)
+
+    def redo(self, key: Key) -> None:
+        """The stage ``key`` handed its result in process to a stage that failed: when its
+        input is delivered again, run it again (its task and events are idempotent)."""
+        self.done.pop(key, None)
+        self.again[key] = None
+        while len(self.again) > DONE_MEMORY:
+            self.again.popitem(last=False)
 
     async def arrive(
         self,
@@ -140,6 +159,8 @@ class Collector:
         b = arrival.bundle
         src = (b.from_stage, b.producer)
         g = self.open.get(key)
+        if g is None:
+            self.again.pop(key, None)  # (a stage to run again: its input is back)
         if key in self.done or (g is not None and (g.fired or src in g.arrivals)):
             await hold.release()  # a duplicate of something already handled
             return

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fades.bus.base import Delivery
@@ -367,7 +368,8 @@ class PipelineEngine:
                     size = 0 if skip else encoded_size(value)
                     b = b.model_copy(update={"bytes": size})
                     sent += size  # handed over in memory: the same bytes, no hop
-                    self.spawn(self.arrive(b, value, None, Hold([], parents=g.holds)))
+                    hold = Hold([], parents=g.holds, on_fail=partial(self.collector.redo, g.key))
+                    self.spawn(self.arrive(b, value, None, hold))
                     continue
                 try:
                     sent += await self.io_for(pipeline).send(b, value)
