@@ -19,6 +19,7 @@ Folder layout (``home``)::
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -538,19 +539,26 @@ class LocalCluster(SiteParts):
             tokens = yaml.safe_load((self.controller_home / "tokens.yaml").read_text())
             by_tenant = {v: k for k, v in tokens["tokens"].items()}
             self.token, self.visitor_token = by_tenant["facilities"], by_tenant["visitor"]
-        self.start_nats()
-        for s in self.hub.servers:
-            mqtt = f", MQTT {self.host}:{s.mqtt_port}" if s.mqtt_port else ""
-            self.say(f"NATS {s.name} {s.url} (JetStream){mqtt}")
-        if self.hub_size > 1:
-            self.say(f"hub: {self.hub_size} servers, {self.hub.replicas} copies of every stream")
-        if self.wrap is None:  # the shared streams and repository exist before anyone starts
-            wait_fabric(self.hub.url, self.hub.replicas, self.say)
-        self._start_retries = StartRetries(self.say)
         try:
-            self._start_parts()
-        finally:
-            self._start_retries = None
+            self.start_nats()
+            for s in self.hub.servers:
+                mqtt = f", MQTT {self.host}:{s.mqtt_port}" if s.mqtt_port else ""
+                self.say(f"NATS {s.name} {s.url} (JetStream){mqtt}")
+            if self.hub_size > 1:
+                self.say(
+                    f"hub: {self.hub_size} servers, {self.hub.replicas} copies of every stream"
+                )
+            if self.wrap is None:  # the shared streams and repository exist before anyone starts
+                wait_fabric(self.hub.url, self.hub.replicas, self.say)
+            self._start_retries = StartRetries(self.say)
+            try:
+                self._start_parts()
+            finally:
+                self._start_retries = None
+        except BaseException:  # a start that fails (or is interrupted) leaves nothing running
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise
         return self
 
     def _start_parts(self) -> None:
