@@ -123,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--hub", type=int, default=1, help="hub NATS servers (1, 3 or 5)")
-    ap.add_argument("--sites", action="store_true", help="a leaf NATS server per node")
-    ap.add_argument("--controllers", type=int, default=1)
+    # the default is the whole fleet (what make bench measures); --hub 1 --no-sites
+    # --controllers 1 is the single-server cluster of earlier figures (chaos.json)
+    ap.add_argument("--hub", type=int, default=3, help="hub NATS servers (1, 3 or 5)")
+    ap.add_argument("--sites", action=argparse.BooleanOptionalAction, default=True,
+                    help="a leaf NATS server per node (default: yes)")  # fmt: skip
+    ap.add_argument("--controllers", type=int, default=2)
     args = ap.parse_args(argv)
     res: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
