@@ -174,12 +174,16 @@ class TaskStore:
     def claim(self, task_id: str) -> float | None:
         """Mark an ``accepted`` (or interrupted ``running``) task as running, in one statement;
         returns its acceptance time, or None if it is finished or unknown (nothing changed)."""
-        row = self._exec(
-            "UPDATE tasks SET status='running', started_at=?, attempts=attempts+1 "
-            "WHERE id=? AND status IN ('accepted', 'running') RETURNING accepted_at",
-            (time.time(), task_id),
-        ).fetchone()
-        return None if row is None else float(row[0])
+        # the RETURNING statement is read to its end under the lock: a statement left open
+        # keeps its write uncommitted and makes every other thread's commit on this
+        # connection fail ("cannot commit transaction - SQL statements in progress")
+        with self._lock:
+            rows = self._db.execute(
+                "UPDATE tasks SET status='running', started_at=?, attempts=attempts+1 "
+                "WHERE id=? AND status IN ('accepted', 'running') RETURNING accepted_at",
+                (time.time(), task_id),
+            ).fetchall()
+        return float(rows[0][0]) if rows else None
 
     def start(self, task_id: str) -> None:
         self._exec(
