@@ -57,7 +57,6 @@ from fades.controller.store import ControllerStore, PendingTask, TaskRecord
 from fades.errors import (
     ControllerError,
     DuplicateTask,
-    FabricError,
     FadesError,
     Forbidden,
     NodeUnavailable,
@@ -68,6 +67,7 @@ from fades.errors import (
 )
 from fades.fabric.connect import FabricSettings
 from fades.fabric.repository import ArtifactRepository
+from fades.fabric.retry import retrying
 from fades.fabric.streams import ensure_streams, nodes_bucket
 from fades.functions.keys import TrustStore
 from fades.functions.store import FunctionStore
@@ -638,14 +638,4 @@ _T = TypeVar("_T")
 
 async def _retrying(what: str, step: Callable[[], Awaitable[_T]]) -> _T:
     """``step()``, tried again on :class:`FabricError` for up to :data:`START_RETRY_S`."""
-    deadline = time.monotonic() + START_RETRY_S
-    pause = 0.25
-    while True:
-        try:
-            return await step()
-        except FabricError as exc:
-            if time.monotonic() + pause > deadline:
-                raise
-            log.warning("controller: %s not ready (%s); trying again", what, exc)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
+    return await retrying(f"controller: {what}", step, log, START_RETRY_S)

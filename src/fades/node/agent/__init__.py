@@ -44,6 +44,7 @@ from fades.errors import FabricError
 from fades.fabric.connect import FabricSettings
 from fades.fabric.forward import UpForwarder
 from fades.fabric.repository import ArtifactRepository
+from fades.fabric.retry import retrying
 from fades.fabric.streams import ensure_streams
 from fades.fabric.subjects import check_token
 from fades.fabric.sync import ArtifactSync
@@ -183,11 +184,20 @@ class NodeAgent:
                 self.bus = await NatsBus.connect(
                     self.settings, name=f"fades-node-{self.name}", timeout=self.connect_timeout
                 )
-            self.checkpoints = await asyncio.wait_for(self._open_checkpoints(), START_TIMEOUT_S)
+            # (a hub server restarting or electing leaders: tried again for a while)
+            self.checkpoints = await retrying(
+                f"node {self.name}: the checkpoint bucket",
+                lambda: asyncio.wait_for(self._open_checkpoints(), START_TIMEOUT_S),
+                log,
+            )
             self.node = await asyncio.to_thread(self._open_node)
             self.devices = await asyncio.to_thread(node_devices, self.node, self.name)
             try:
-                await asyncio.wait_for(self.open_fabric(), START_TIMEOUT_S)
+                await retrying(
+                    f"node {self.name}: the fabric's streams and repository",
+                    lambda: asyncio.wait_for(self.open_fabric(), START_TIMEOUT_S),
+                    log,
+                )
             except TimeoutError as exc:
                 raise FabricError(
                     f"node {self.name}: the fabric at {self.where} did not answer a JetStream "
