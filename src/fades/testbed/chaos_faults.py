@@ -8,6 +8,7 @@ saying whether a cluster offers it.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -53,15 +54,34 @@ def _ready_lines(cluster: LocalCluster, label: str, text: str) -> int:
     return log.read_text(errors="replace").count(text) if log.exists() else 0
 
 
+def _up_or_exited(
+    cluster: LocalCluster, name: str, before: int, proc: subprocess.Popen[bytes]
+) -> bool:
+    return _ready_lines(cluster, name, f"node {name} ready") > before or proc.poll() is not None
+
+
+#: starts of a killed node agent before the fault is recorded as not healed
+NODE_STARTS = 3
+
+
 def fault_node(cluster: LocalCluster, rng: random.Random, rec: FaultRecord) -> None:
     """kill -9 a node agent, start it again, wait for its 'ready' line."""
     name = rng.choice(cluster.names)
     rec.target = name
     before = _ready_lines(cluster, name, f"node {name} ready")
     rec.pid = _kill(cluster.procs[name])
-    cluster.start_node(name)
-    rec.new_pid = cluster.procs[name].pid
-    rec.back_s = _wait(lambda: _ready_lines(cluster, name, f"node {name} ready") > before, 120)
+    t0 = time.monotonic()
+    for attempt in range(1, NODE_STARTS + 1):  # as a supervisor would: start it again
+        cluster.start_node(name)
+        proc = cluster.procs[name]
+        rec.new_pid = proc.pid
+        _wait(functools.partial(_up_or_exited, cluster, name, before, proc), 120)
+        if _ready_lines(cluster, name, f"node {name} ready") > before:
+            rec.back_s = time.monotonic() - t0
+            if attempt > 1:
+                rec.error = f"started {attempt} times (the earlier ones exited at start)"
+            return
+    rec.error = f"node {name} did not come back after {NODE_STARTS} starts"
 
 
 def _controller_labels(cluster: LocalCluster) -> list[str]:
