@@ -211,3 +211,34 @@ def test_data_load_of_an_unknown_name_says_what_it_takes(tmp_path: Path) -> None
     )
     ok = fades("data", "load", "r.csv", "--home", home, cwd=tmp_path)
     assert ok.returncode == 0 and "loaded 1 readings" in ok.stdout, ok
+
+
+def test_task_submit_exit_status_is_2_when_nothing_was_accepted_and_1_when_some_was(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """One rule for one file and a batch: 2 = nothing accepted (safe to fix and resubmit),
+    1 = some accepted but not all ended well, 0 = all accepted (and done with --wait)."""
+    env = _env(cluster)
+    good = str(REPO / "examples/tasks/mean_core.yaml")
+    for name in ("nowhere1.yaml", "nowhere2.yaml"):
+        (tmp_path / name).write_text(
+            "credentials: {tenant: facilities}\n"
+            "data:\n  - {name: t, select: {location: no-such-room, sensor_type: temperature}}\n"
+            "function: {artifact: mean_core}\n"
+        )
+    one = fades("task", "submit", "nowhere1.yaml", cwd=tmp_path, env=env)
+    assert one.returncode == 2, one
+    both = fades("task", "submit", "nowhere1.yaml", "nowhere2.yaml", cwd=tmp_path, env=env)
+    assert both.returncode == 2, both  # every task of the batch refused: as for one file
+    assert both.stdout.count("refused") == 2, both.stdout
+    mixed = fades(
+        "task", "submit", good, "nowhere1.yaml", "--json", "--wait", cwd=tmp_path, env=env
+    )
+    assert mixed.returncode == 1, mixed
+    rows = json.loads(mixed.stdout)
+    assert [r["accepted"] for r in rows] == [True, False], rows
+    assert rows[0]["outcome"]["status"] == "done", rows
+    fine = fades("task", "submit", good, good, "--wait", cwd=tmp_path, env=env)
+    assert fine.returncode == 0, fine
+    missing = fades("task", "submit", "absent.yaml", good, cwd=tmp_path, env=env)
+    assert missing.returncode == 2, missing  # a file that does not load: nothing sent

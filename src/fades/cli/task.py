@@ -1,7 +1,15 @@
 """``fades task``: run a task on this node, or submit it to a controller.
 
-Both print the task's outcome with :func:`fades.cli.render.show_outcome` (or ``--json``);
-the exit status is 1 when the task ran and failed.
+Both print the task's outcome with :func:`fades.cli.render.show_outcome` (or ``--json``).
+Exit status of every ``fades task`` command (docs/cli.md):
+
+- 0: everything asked for was accepted (and, with ``--wait``, ended done);
+- 1: something was accepted or ran, but not everything ended well: a task that ran and
+  failed, one still running when ``--wait`` gave up, or some tasks of a batch refused while
+  others were accepted (those go on: do not resubmit the whole batch);
+- 2: nothing was accepted: a bad command line, a task file that does not load, a controller
+  that cannot be reached, or a controller that refused every task (fix it and resubmit);
+- 130: Ctrl-C while waiting (the accepted tasks go on).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ task_app = typer.Typer(
     help="Run tasks on this node, or submit them to the controller.", no_args_is_help=True
 )
 
+ENDED_WELL = ("done", "local")  # a task's statuses that exit 0 (local: placed on its device)
 TaskFileArg = Annotated[Path, typer.Argument(help="task in YAML or JSON")]
 
 
@@ -67,7 +76,9 @@ def submit(
     """Submit tasks to the controller (to a named node, auto-placed, or to the cloud).
 
     One file: one request. Several: one batch request per 1000 tasks and, with --wait, one
-    result stream for all their outcomes. Exit status 1 if a task was refused or failed."""
+    result stream for all their outcomes. Exit status 2 if nothing was accepted (every task
+    refused), 1 if some were accepted but a task was refused, failed or was still running
+    when --wait gave up, 0 otherwise."""
     from fades.client import FadesClient
     from fades.task import load_task
 
@@ -83,7 +94,7 @@ def submit(
                 print_json(info or receipt)
             elif info is not None:
                 show_outcome(info, title=str(task_files[0]))
-            if info is not None and info.get("status") not in ("done", "local"):
+            if info is not None and info.get("status") not in ENDED_WELL:
                 raise typer.Exit(1)
             return
         receipts = client.submit_many(tasks, node=node, where=where)
@@ -99,9 +110,28 @@ def submit(
             )
             raise typer.Exit(130) from None
     _show_many(task_files, receipts, outcomes, json_out)
-    refused = any(not r.get("accepted") for r in receipts)
-    if refused or any(o.get("status") != "done" for o in outcomes.values()):
-        raise typer.Exit(1)
+    status = batch_status(receipts, outcomes, waited=wait)
+    if status:
+        raise typer.Exit(status)
+
+
+def batch_status(
+    receipts: list[dict[str, Any]], outcomes: dict[str, dict[str, Any]], *, waited: bool
+) -> int:
+    """The exit status of a batch submit: 2 when no task was accepted (as for one refused
+    file), 1 when some were but one was refused, failed or had not ended when the wait gave
+    up, else 0."""
+    accepted = [r for r in receipts if r.get("accepted")]
+    if not accepted:
+        return 2
+    if len(accepted) < len(receipts):
+        return 1
+    if waited:
+        for r in accepted:
+            out = outcomes.get(r["task_id"])
+            if r.get("status") != "local" and (out is None or out.get("status") != "done"):
+                return 1
+    return 0
 
 
 def _wait_one(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
@@ -245,7 +275,7 @@ def get(
     else:
         show_outcome(info)
         show_decision(info)
-    if wait and info.get("status") != "done":
+    if wait and info.get("status") not in ENDED_WELL:
         raise typer.Exit(1)
 
 
