@@ -10,6 +10,7 @@ those rooms over MQTT while it runs.
 Folder layout (``home``)::
 
     keys/            the signing key of this cluster
+    nats.token       the token every NATS server of the cluster requires (owner-only)
     nats/hub<i>/     each hub NATS server's config, log and JetStream store
     sites/<site>/    with sites: each site's leaf NATS server (config, log, JetStream store)
     controller/      controller.db, trusted/, artifacts/, tokens.yaml
@@ -93,6 +94,9 @@ class LocalCluster(SiteParts):
         controllers: controller processes serving the same API over the same hub.
         devices: declare the simulated shop floor's devices (sensors and actuators) in each
             node folder and simulate the actuators.
+        nats_auth: the cluster's NATS servers (hub, routes, sites) require the token kept in
+            ``<home>/nats.token`` (made once per folder, owner-only); its processes get it as
+            ``FADES_NATS_TOKEN``, its simulators as their MQTT password.
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class LocalCluster(SiteParts):
         sites: bool = False,
         controllers: int = 1,
         devices: bool = False,
+        nats_auth: bool = True,
     ) -> None:
         if nodes < 1:
             raise FadesError("a cluster needs at least one node")
@@ -133,6 +138,7 @@ class LocalCluster(SiteParts):
         self.use_sites = sites
         self.n_controllers = controllers
         self.devices = devices
+        self.nats_auth = nats_auth
         self.home = Path(home).expanduser().resolve()
         self.n_nodes = nodes
         self.rooms_per_node = rooms_per_node
@@ -295,16 +301,28 @@ class LocalCluster(SiteParts):
             declared = load_devices(self.node_home(name), name)
             port = self.sites[name].mqtt_port if name in self.sites else self.nats.mqtt_port
             assert port is not None
-            sim = DeviceSimulator("127.0.0.1", port, name, declared, seed=i + 1)
+            sim = DeviceSimulator(
+                "127.0.0.1", port, name, declared, seed=i + 1, password=self.nats_token
+            )
             self.device_sims[name] = sim.start()
 
-    def _state_key(self) -> str:
-        """The cluster's checkpoint key (``<home>/state.key``, made once, owner-only)."""
-        path = self.home / "state.key"
+    def _secret(self, name: str) -> str:
+        """``<home>/<name>``: a random secret made once per folder, readable by its owner only."""
+        path = self.home / name
         if not path.exists():
-            path.write_text(secrets.token_hex(24))
-            path.chmod(0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(24))
         return path.read_text().strip()
+
+    def _state_key(self) -> str:
+        """The cluster's checkpoint key (``<home>/state.key``)."""
+        return self._secret("state.key")
+
+    @property
+    def nats_token(self) -> str | None:
+        """The token the cluster's NATS servers require (None: ``nats_auth=False``)."""
+        return self.hub.token
 
     # --- processes ----------------------------------------------------------------------------
     def _spawn(
@@ -323,6 +341,8 @@ class LocalCluster(SiteParts):
         env.setdefault("FADES_STATE_KEY", self._state_key())
         # as many copies of each stream, bucket and object store as the hub can keep
         env["FADES_NATS_REPLICAS"] = str(self.hub.replicas)
+        if self.hub.token:  # in the environment, not on the command line (ps shows that)
+            env["FADES_NATS_TOKEN"] = self.hub.token
         cmd = [*(exe if exe is not None else [sys.executable, "-m", "fades"]), *args]
         if cloud and self.wrap is not None:
             cmd = self.wrap(cmd)
@@ -357,7 +377,8 @@ class LocalCluster(SiteParts):
         self._spawn(
             f"controller{i}",
             [
-                "controller", "start", "--nats", hub.url if hub is not None else self.nats.url,
+                "controller", "start",
+                "--nats", hub.address if hub is not None else self.nats.address,
                 "--home", str(home),
                 "--http", f"{self.host}:{self.http_ports[i - 1]}",
                 "--tokens", str(home / "tokens.yaml"),
@@ -373,7 +394,8 @@ class LocalCluster(SiteParts):
         self._spawn(
             name,
             [
-                "node", "start", "--name", name, "--nats", leaf.url if leaf else self.hub.url,
+                "node", "start", "--name", name,
+                "--nats", leaf.server.address if leaf else self.hub.address,
                 "--data", str(self.node_home(name)), "--heartbeat", str(self.heartbeat_s),
                 "--label", f"rooms={'+'.join(self.rooms(name))}",
                 *([] if self.ingest else ["--no-ingest"]),
@@ -395,7 +417,7 @@ class LocalCluster(SiteParts):
         self._spawn("nats", ["-c", str(conf)], cloud=True, exe=[nats_server_binary()])
         if not wait_port(self.host, self.nats.port, timeout=20):
             self._check_alive()
-            raise FadesError(f"nats-server did not open {self.nats.url} within 20 s")
+            raise FadesError(f"nats-server did not open {self.nats.address} within 20 s")
 
     def stop_nats(self) -> None:
         if self.wrap is None:
@@ -497,6 +519,7 @@ class LocalCluster(SiteParts):
                 rate_s=self.sensor_rate_s,
                 seed=i + 1,
                 floor=dev.floor if (dev := self.device_sims.get(name)) is not None else None,
+                password=self.nats_token,
             )
             sim.start()
             self.simulators.append(sim)
@@ -539,11 +562,14 @@ class LocalCluster(SiteParts):
             tokens = yaml.safe_load((self.controller_home / "tokens.yaml").read_text())
             by_tenant = {v: k for k, v in tokens["tokens"].items()}
             self.token, self.visitor_token = by_tenant["facilities"], by_tenant["visitor"]
+        if self.nats_auth:
+            self.hub.token = self._secret("nats.token")
         try:
             self.start_nats()
             for s in self.hub.servers:
                 mqtt = f", MQTT {self.host}:{s.mqtt_port}" if s.mqtt_port else ""
-                self.say(f"NATS {s.name} {s.url} (JetStream){mqtt}")
+                auth = ", token in nats.token" if s.token else ""
+                self.say(f"NATS {s.name} {s.address} (JetStream{auth}){mqtt}")
             if self.hub_size > 1:
                 self.say(
                     f"hub: {self.hub_size} servers, {self.hub.replicas} copies of every stream"
@@ -573,7 +599,8 @@ class LocalCluster(SiteParts):
             self.start_sites()
             for leaf in self.sites.values():
                 self.say(
-                    f"site {leaf.site}: leaf NATS {leaf.url} (JetStream domain {leaf.domain}), "
+                    f"site {leaf.site}: leaf NATS {leaf.server.address} "
+                    f"(JetStream domain {leaf.domain}), "
                     f"MQTT {self.host}:{leaf.mqtt_port}, uplink via {leaf.uplink.address}"
                 )
         for name in self.names:

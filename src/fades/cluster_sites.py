@@ -31,7 +31,9 @@ class SiteParts:
     def start_sites(self) -> None:
         """One leaf server per node (site = node name), each behind its own uplink relay."""
         for name in self.names:
-            leaf = self.sites.get(name) or EmbeddedLeaf(self.home, name, self.hub_leaf_urls())
+            leaf = self.sites.get(name) or EmbeddedLeaf(
+                self.home, name, self.hub_leaf_urls(), token=self.hub.token
+            )
             leaf.start()
             self.sites[name] = leaf
 

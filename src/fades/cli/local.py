@@ -159,15 +159,21 @@ def run_up(
         say(f"token        {cluster.visitor_token}   (tenant visitor: temperature only)")
         for server in cluster.hub.servers:
             mqtt = f"   MQTT {server.host}:{server.mqtt_port}" if server.mqtt_port else ""
-            say(f"NATS {server.name:<7} {server.url}{mqtt}")
+            say(f"NATS {server.name:<7} {server.address}{mqtt}")
         if hub > 1:
             say(f"hub          {hub} servers, {cluster.hub.replicas} copies of every stream")
-            say(f"FADES_NATS_URL={cluster.hub.url}")
+        if hub > 1 or cluster.nats_token:
+            say(f"FADES_NATS_URL={cluster.hub.address}")
+        if cluster.nats_token:
+            say(
+                f"FADES_NATS_TOKEN=$(cat {cluster.home / 'nats.token'})   (NATS and MQTT "
+                "require it; MQTT takes it as the password)"
+            )
         for name in cluster.names:
             say(f"node {name:<7} {', '.join(cluster.rooms(name))}   {cluster.node_home(name)}")
         for name, leaf in cluster.sites.items():
             say(
-                f"site {name:<7} NATS {leaf.url}   MQTT 127.0.0.1:{leaf.mqtt_port}   "
+                f"site {name:<7} NATS {leaf.server.address}   MQTT 127.0.0.1:{leaf.mqtt_port}   "
                 f"uplink {leaf.uplink.address}"
             )
         if cluster.sites:

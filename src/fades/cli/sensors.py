@@ -34,6 +34,15 @@ def simulate(
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", help="seconds to wait for the broker")
     ] = 5.0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="FADES_NATS_TOKEN",
+            help="the broker's NATS token, sent as the MQTT password ($FADES_NATS_TOKEN; "
+            "a 'fades up' cluster keeps it in FOLDER/nats.token)",
+        ),
+    ] = None,
 ) -> None:
     """Publish the testbed's sensors of NODE's rooms over MQTT, in real time.
 
@@ -53,6 +62,7 @@ def simulate(
         qos=qos,
         seed=seed,
         connect_timeout_s=connect_timeout,
+        password=token,
     )
     sim.connect()
 

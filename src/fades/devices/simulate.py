@@ -59,8 +59,10 @@ class DeviceSimulator:
         tau_s: float = TAU_S,
         report_every_s: float = REPORT_EVERY_S,
         connect_timeout_s: float = 5.0,
+        password: str | None = None,
     ) -> None:
         self.host, self.port, self.node = host, port, check_token(node)
+        self.password = password  # the broker's token (NATS's MQTT gateway takes it here)
         self.floor = ShopFloor(devices, seed=seed, tau_s=tau_s)
         self.report_every_s = report_every_s
         self.connect_timeout_s = connect_timeout_s
@@ -127,6 +129,8 @@ class DeviceSimulator:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        if self.password:
+            client.username_pw_set("fades", self.password)
         client.reconnect_delay_set(1, 5)
         deadline = time.monotonic() + self.connect_timeout_s
         while True:

@@ -4,7 +4,8 @@ Settings come from arguments or the environment:
 
 * ``FADES_NATS_URL``: one URL or a comma-separated list (``nats://user:pass@host:4222``);
 * ``FADES_NATS_CREDS``: a ``.creds`` file (NGS / decentralised auth);
-* ``FADES_NATS_TOKEN``: a server token;
+* ``FADES_NATS_TOKEN``: a server token (or in the URL: ``nats://TOKEN@host:4222``; a
+  cluster that ``fades up`` started keeps its own in ``<folder>/nats.token``);
 * ``FADES_NATS_DOMAIN``: the hub's JetStream domain, for a process connected to a site's leaf
   server (the hub's streams, buckets and object stores are reached through it);
 * ``FADES_SITE``: the site (the leaf server's own JetStream domain) this process belongs to;
@@ -87,8 +88,21 @@ class FabricSettings:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    return re.sub(r"(//[^:/@,]+:)[^@/,]+@", r"\1***@", url)
+    """``url`` with any password or token replaced by ``***`` (for messages and logs)."""
+    url = re.sub(r"(//[^:/@,]+:)[^@/,]+@", r"\1***@", url)
+    return re.sub(r"//[^:/@,]+@", "//***@", url)
+
+
+def url_token(servers: list[str]) -> str | None:
+    """The token carried in the servers' URLs (``nats://TOKEN@host``), if they carry one.
+
+    Given to the client as its token, so that servers it discovers later (a cluster's other
+    members, whose URLs come without credentials) get it too."""
+    for s in servers:
+        parts = urlsplit(s if "://" in s else f"nats://{s}")
+        if parts.username and parts.password is None:
+            return parts.username
+    return None
 
 
 def _reachable(servers: list[str]) -> bool:
@@ -153,8 +167,9 @@ async def connect(
     )
     if settings.creds:
         opts["user_credentials"] = settings.creds
-    if settings.token:
-        opts["token"] = settings.token
+    token = settings.token or url_token(servers)
+    if token:
+        opts["token"] = token
     # nats-py retries a refused handshake (bad credentials) forever when reconnecting is
     # allowed, so the first connection gets a deadline of its own.
     try:

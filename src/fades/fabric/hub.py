@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fades.errors import FabricError
-from fades.fabric.server import AUTO_PORT, EmbeddedNats, free_port
+from fades.fabric.server import AUTO_PORT, EmbeddedNats, check_nats_token, free_port
 
 #: the cluster name of the hub's servers
 HUB_CLUSTER = "fades-hub"
@@ -49,6 +49,8 @@ class EmbeddedHub:
         leafnodes: accept leaf-node connections (edge sites) on every server.
         monitor: serve nats-server's monitoring endpoints (``/healthz``, ``/jsz``) on a
             free loopback port; readiness checks use them.
+        token: the token every server requires of clients, sites and peers (None: none); may
+            be set later through :attr:`token`, before :meth:`start`.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class EmbeddedHub:
         leafnodes: bool = True,
         max_payload: int = 1024 * 1024,
         monitor: bool = True,
+        token: str | None = None,
     ) -> None:
         if n not in HUB_SIZES:
             raise ValueError(f"a hub has 1, 3 or 5 NATS servers, not {n}")
@@ -91,14 +94,32 @@ class EmbeddedHub:
                     routes=routes,
                     leaf_port=AUTO_PORT if leafnodes else None,
                     monitor_port=AUTO_PORT if monitor else None,
+                    token=token,
                 )
             )
 
     # --- addresses ----------------------------------------------------------------------------
     @property
+    def token(self) -> str | None:
+        """The token the hub's servers require (None: no authentication)."""
+        return self.servers[0].token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        for s in self.servers:
+            s.token = check_nats_token(value) if value is not None else None
+
+    @property
     def url(self) -> str:
-        """The client URLs of every server, comma-separated (what FADES_NATS_URL takes)."""
+        """The client URLs of every server, comma-separated, with the token in them when the
+        hub requires one."""
         return ",".join(s.url for s in self.servers)
+
+    @property
+    def address(self) -> str:
+        """The client URLs without credentials (what FADES_NATS_URL takes beside
+        FADES_NATS_TOKEN; for messages and command lines)."""
+        return ",".join(s.address for s in self.servers)
 
     @property
     def urls(self) -> list[str]:
@@ -261,7 +282,7 @@ class EmbeddedHub:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"EmbeddedHub(n={self.n}, {self.url})"
+        return f"EmbeddedHub(n={self.n}, {self.address})"
 
 
 def _get(server: EmbeddedNats, path: str) -> tuple[int, bytes] | None:

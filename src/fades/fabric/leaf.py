@@ -53,6 +53,8 @@ class EmbeddedLeaf:
         port / mqtt_port: client and MQTT ports (free ones if None).
         uplink_port: the relay's port (free if None; kept across cuts).
         sync_interval: passed to :class:`~fades.fabric.server.EmbeddedNats`.
+        token: the deployment's NATS token: the leaf server requires it of its clients, and
+            presents it to the hub (None: no authentication).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class EmbeddedLeaf:
         mqtt_port: int | None = None,
         uplink_port: int | None = None,
         sync_interval: str | None = "always",
+        token: str | None = None,
     ) -> None:
         self.site = check_site(site)
         urls = hub_leaf_urls.split(",") if isinstance(hub_leaf_urls, str) else hub_leaf_urls
@@ -73,7 +76,6 @@ class EmbeddedLeaf:
             raise ValueError("an EmbeddedLeaf needs the hub's leafnode URL(s)")
         self.dir = Path(home).expanduser().resolve() / "sites" / site
         self.uplink = Uplink(",".join(self.hub_leaf_urls), port=uplink_port)
-        remote = f"nats-leaf://{self.uplink.address}"
         self.server = EmbeddedNats(
             self.dir,
             port=port,
@@ -81,9 +83,11 @@ class EmbeddedLeaf:
             name=site,
             domain=site,
             sync_interval=sync_interval,
-            extra_config=(
-                f'leafnodes {{\n  reconnect: "1s"\n  remotes: [ {{ url: "{remote}" }} ]\n}}'
-            ),
+            token=token,
+        )
+        remote = self.server.peer_url(f"nats-leaf://{self.uplink.address}")
+        self.server.extra_config = (
+            f'leafnodes {{\n  reconnect: "1s"\n  remotes: [ {{ url: "{remote}" }} ]\n}}'
         )
 
     @property
@@ -135,4 +139,5 @@ class EmbeddedLeaf:
 
     def __repr__(self) -> str:
         state = "up" if self.uplink_up else "cut"
-        return f"EmbeddedLeaf({self.site}: {self.url}, mqtt={self.mqtt_port}, uplink {state})"
+        where = f"{self.server.address}, mqtt={self.mqtt_port}"
+        return f"EmbeddedLeaf({self.site}: {where}, uplink {state})"

@@ -5,6 +5,11 @@ the project's data directory, an MQTT gateway for sensors, every port on loopbac
 when not given. ``EmbeddedNats`` is a context manager; ``stop()`` sends SIGTERM and waits, so
 JetStream flushes its store and a later start on the same ``store_dir`` sees the same streams,
 buckets and objects.
+
+With a ``token`` the server refuses every client, MQTT client, leaf server and cluster peer
+that does not present it: NATS clients as ``auth_token`` (``nats://TOKEN@host:port``, what
+:attr:`EmbeddedNats.url` then is), MQTT clients as their password, leaf servers and routes as
+the password of user :data:`PEER_USER`.
 """
 
 from __future__ import annotations
@@ -80,6 +85,23 @@ SERVER_SYNC_INTERVAL = "2m"
 #: loses no acknowledged bundle, task, result or KV entry (measured in bench_bundles.py)
 SYNC_INTERVAL = "always"
 _SYNC = re.compile(r"^(always|[1-9][0-9]{0,6}(ms|s|m|h))$")
+#: the user name leaf servers and cluster routes present (their password is the token)
+PEER_USER = "fades"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+
+
+def check_nats_token(token: str) -> str:
+    """A token for the embedded servers: 16-256 letters, digits, '-' or '_' (it goes in URLs
+    and in the server's config file unquoted)."""
+    if not _TOKEN.match(token):
+        raise ValueError("a NATS token is 16-256 letters, digits, '-' or '_'")
+    return token
+
+
+def with_credentials(url: str, userinfo: str) -> str:
+    """``url`` (``scheme://host:port``) with ``userinfo@`` after the scheme."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{userinfo}@{rest}" if sep else f"{userinfo}@{url}"
 
 
 class EmbeddedNats:
@@ -109,6 +131,8 @@ class EmbeddedNats:
             interval can be lost on a power cut), or None for nats-server's own default
             (:data:`SERVER_SYNC_INTERVAL`). See docs/pipelines.md ("Bundles: the data between
             stages") for what a power cut can lose with each, and what ``always`` costs.
+        token: require this token from clients, MQTT clients, leaf servers and routes (None:
+            no authentication). It may be set after construction, before :meth:`start`.
     """
 
     def __init__(
@@ -129,7 +153,9 @@ class EmbeddedNats:
         routes: Sequence[str] = (),
         leaf_port: int | None = None,
         monitor_port: int | None = None,
+        token: str | None = None,
     ) -> None:
+        self.token = check_nats_token(token) if token is not None else None
         if sync_interval is not None and not _SYNC.match(sync_interval):
             raise ValueError(
                 f"sync_interval must be 'always' or a duration such as '10s', '500ms' or '2m', "
@@ -169,7 +195,8 @@ class EmbeddedNats:
 
     @property
     def leaf_url(self) -> str | None:
-        """Where leaf nodes connect (``nats-leaf://host:port``), if this server takes them."""
+        """Where leaf nodes connect (``nats-leaf://host:port``), if this server takes them
+        (without credentials: see :meth:`peer_url`)."""
         return f"nats-leaf://{self.host}:{self.leaf_port}" if self.leaf_port else None
 
     @property
@@ -178,8 +205,18 @@ class EmbeddedNats:
         return f"nats-route://{self.host}:{self.cluster_port}" if self.cluster_port else None
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """The client URL without credentials (for messages and command lines)."""
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The client URL, with the token in it when the server requires one."""
+        return with_credentials(self.address, self.token) if self.token else self.address
+
+    def peer_url(self, url: str) -> str:
+        """A leaf remote's or a route's URL with this server's peer credentials in it."""
+        return with_credentials(url, f"{PEER_USER}:{self.token}") if self.token else url
 
     def config_text(self) -> str:
         js = [f'  store_dir: "{self.store_dir / "jetstream"}"']
@@ -197,12 +234,20 @@ class EmbeddedNats:
         ]
         if self.mqtt_port:
             lines += ["mqtt {", f"  listen: {self.host}:{self.mqtt_port}", "}"]
+        peer_auth = (
+            [f"  authorization {{ user: {PEER_USER}, password: {self.token} }}"]
+            if self.token
+            else []
+        )
+        if self.token:
+            lines += ["authorization {", f"  token: {self.token}", "}"]
         if self.cluster_name:
             lines += [
                 "cluster {",
                 f"  name: {self.cluster_name}",
                 f"  listen: {self.host}:{self.cluster_port}",
-                f"  routes: [{', '.join(self.routes)}]",
+                f"  routes: [{', '.join(self.peer_url(r) for r in self.routes)}]",
+                *peer_auth,
                 "}",
             ]
         if self.leaf_port:
@@ -212,6 +257,7 @@ class EmbeddedNats:
                 "leafnodes {",
                 f"  listen: {self.host}:{self.leaf_port}",
                 "  no_advertise: true",
+                *peer_auth,
                 "}",
             ]
         if self.monitor_port:
@@ -302,7 +348,7 @@ class EmbeddedNats:
 
     def __repr__(self) -> str:
         mqtt = f", mqtt={self.host}:{self.mqtt_port}" if self.mqtt_port else ""
-        return f"EmbeddedNats({self.url}{mqtt}, store={self.store_dir})"
+        return f"EmbeddedNats({self.address}{mqtt}, store={self.store_dir})"
 
 
 def _logged_ready(log: Path, offset: int) -> bool:

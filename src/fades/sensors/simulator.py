@@ -129,8 +129,10 @@ class SensorSimulator:
         *,
         connect_timeout_s: float = 5.0,
         floor: ShopFloor | None = None,
+        password: str | None = None,
     ) -> None:
         check_token(node)
+        self.password = password  # the broker's token (NATS's MQTT gateway takes it here)
         if not (math.isfinite(rate_s) and rate_s > 0):
             raise FabricError(f"rate must be a positive number of seconds (got {rate_s})")
         if qos not in (0, 1, 2):
@@ -216,6 +218,8 @@ class SensorSimulator:
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect
             client.on_publish = self._on_publish
+            if self.password:
+                client.username_pw_set("fades", self.password)
             client.reconnect_delay_set(1, 5)
             client.max_queued_messages_set(MAX_QUEUED)
             self._refused = None
