@@ -20,6 +20,10 @@ from fades.cli.common import console
 from fades.cli.safe import markup, result_text, tail
 from fades.outcome import TIMING_KEYS, Outcome
 
+#: the timing rows in the order a task goes through them; ``prepare`` (getting the function
+#: ready on first use, when it took a while) comes before the data is read
+SHOWN_ORDER = (TIMING_KEYS[0], "prepare", *TIMING_KEYS[1:])
+
 
 def as_dict(outcome: Outcome | Mapping[str, Any]) -> dict[str, Any]:
     return outcome.model_dump(mode="json") if isinstance(outcome, Outcome) else dict(outcome)
@@ -65,8 +69,8 @@ def show_outcome(outcome: Outcome | Mapping[str, Any], title: str = "") -> None:
     timing = d.get("timing")
     if isinstance(timing, Mapping) and timing:
         table = Table("stage", "ms", title="where the time went")
-        known = [k for k in TIMING_KEYS if k in timing]
-        others = sorted(k for k in timing if k not in TIMING_KEYS)[:20]
+        known = [k for k in SHOWN_ORDER if k in timing]
+        others = sorted(k for k in timing if k not in SHOWN_ORDER)[:20]
         for k in known + others:
             v = timing[k]
             shown = f"{v * 1e3:.2f}" if isinstance(v, (int, float)) else markup(v, 40)

@@ -56,6 +56,9 @@ from fades.task import Task, parse_task, parse_task_text
 log = logging.getLogger("fades.node")
 
 TIMING_KEYS = ("queue", "retrieval", "transfer", "start", "compute", "result", "total")
+#: a ``prepare`` row is added when getting the function ready for this task (verifying,
+#: loading or compiling it on first use) took at least this long, outside the other rows
+PREPARE_ROW_S = 0.05
 #: Tasks submitted by a one-shot run and the process id of that run (a side table of
 #: tasks.db): never resumed by another run, and left alone while their run is alive.
 _ONE_SHOT_SCHEMA = (
@@ -485,8 +488,12 @@ class Orchestrator:
         try:
             artifact = self.functions.get(task.function.artifact)
             digest = artifact.digest
+            t_got = time.perf_counter()
             blob, fetch_t, bytes_read = self._fetch(task)
+            t_run = time.perf_counter()
             res = self.sandboxes.run(artifact, blob, _limits(task))
+            # what the sandbox spent outside the function's own phases: getting it ready
+            prepare = t_got - t0 + time.perf_counter() - t_run - sum(res.timing.values())
         except FadesError as exc:
             timing["total"] = time.perf_counter() - t0
             self.store.fail(
@@ -509,6 +516,8 @@ class Orchestrator:
             result=res.timing["result"],
             total=time.perf_counter() - t0,
         )
+        if prepare >= PREPARE_ROW_S:
+            timing["prepare"] = prepare
         self.store.finish(
             task.id,
             result=res.value,
