@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from fades.errors import FabricError, Fenced
+from fades.retry import retrying_sync
 from fades.sandbox.base import Session
 from fades.state.base import Checkpoint, Checkpoints, Lease
 from fades.task import StateSpec
@@ -35,16 +36,7 @@ RELEASE_RETRY_S = 30.0
 def _retry(what: str, step: Callable[[], _T], within: float, stop: Callable[[], bool]) -> _T:
     """``step()`` again (backoff 0.25 s doubling to 5 s) while it raises FabricError, for up to
     ``within`` seconds or until ``stop()``; then the last FabricError is raised."""
-    deadline, pause = time.monotonic() + within, 0.25
-    while True:
-        try:
-            return step()
-        except FabricError as exc:
-            if time.monotonic() + pause > deadline or stop():
-                raise
-            log.warning("%s: the fabric did not answer (%s); trying again", what, exc)
-            time.sleep(pause)
-            pause = min(5.0, pause * 2)
+    return retrying_sync(what, step, log, within, cap=5.0, errors=(FabricError,), stop=stop)
 
 
 @dataclass(slots=True)
