@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -23,6 +24,7 @@ import wasmtime
 
 from fades.bus.nats import NatsBus
 from fades.client import FadesClient
+from fades.cluster import LocalCluster
 from fades.controller import Controller
 from fades.controller.server import serve
 from fades.fabric import EmbeddedNats, FabricSettings, connect
@@ -300,3 +302,37 @@ def bed(nats_server: EmbeddedNats, tmp_path: Path, signing_key: SigningKey) -> I
     """A controller bed on the test's nats-server (``nats_server`` of tests/conftest.py)."""
     with Bed(nats_server, tmp_path, signing_key) as b:
         yield b
+
+
+# --- two controllers over one cluster (test_replicas.py, test_client_failover.py) ------------
+def pair_task(cluster: LocalCluster, task_id: str | None = None) -> dict[str, Any]:
+    """A task for the pair's node: mean_core over its first room's temperature."""
+    creds: dict[str, Any] = {"tenant": "facilities"}
+    if task_id is not None:
+        creds["task_id"] = task_id
+    room = cluster.rooms("edge1")[0]
+    return {
+        "credentials": creds,
+        "data": [{"name": "t", "select": {"location": room, "sensor_type": "temperature"}}],
+        "function": {"artifact": "mean_core", "time_budget_ms": 20000},
+    }
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real cluster (one module each) with two controllers (``controller1``,
+    ``controller2``) over one hub, and one node, ``edge1``."""
+    home = tmp_path_factory.mktemp("pair") / "cluster"
+    cluster = LocalCluster(
+        home, nodes=1, days=0.02, sensors=False, heartbeat_s=0.3, down_after_s=3.0, controllers=2
+    )
+    cluster.prepare()
+    # finalise what earlier tests left (closed event loops' tasks) now: a finaliser that runs
+    # inside ast.parse (building the cluster's functions) trips CPython 3.11's AST recursion
+    # check ("AST constructor recursion depth mismatch")
+    gc.collect()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller.conftest import pair_task  # type: ignore[import-not-found]
 from fades.client import FadesClient
 from fades.cluster import LocalCluster
 from fades.errors import ControllerUnreachable, DuplicateTask, NameTaken
@@ -26,32 +26,6 @@ def main(data, params):
 """
 
 
-def _task(cluster: LocalCluster, task_id: str | None = None) -> dict[str, Any]:
-    creds: dict[str, Any] = {"tenant": "facilities"}
-    if task_id is not None:
-        creds["task_id"] = task_id
-    room = cluster.rooms("edge1")[0]
-    return {
-        "credentials": creds,
-        "data": [{"name": "t", "select": {"location": room, "sensor_type": "temperature"}}],
-        "function": {"artifact": "mean_core", "time_budget_ms": 20000},
-    }
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    home = tmp_path_factory.mktemp("replicas") / "cluster"
-    cluster = LocalCluster(
-        home, nodes=1, days=0.02, sensors=False, heartbeat_s=0.3, down_after_s=3.0, controllers=2
-    )
-    cluster.prepare()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def _clients(cluster: LocalCluster, token: str | None = None) -> tuple[FadesClient, FadesClient]:
     tok = token or cluster.token
     return FadesClient(cluster.urls[0], tok), FadesClient(cluster.urls[1], tok)
@@ -61,11 +35,11 @@ def test_two_controllers_serve_the_same_tasks(pair: LocalCluster) -> None:
     assert len(pair.urls) == 2 and pair.urls[0] != pair.urls[1]
     a, b = _clients(pair)
     with a, b:
-        tid = a.submit(_task(pair))["task_id"]
+        tid = a.submit(pair_task(pair))["task_id"]
         rec = b.wait(tid, timeout=60)  # a long-poll on B wakes for A's task
         assert rec["status"] == "done" and rec["result"]["count"] > 0, rec
         assert a.get(tid)["result"] == rec["result"]
-        tid2 = b.submit(_task(pair))["task_id"]
+        tid2 = b.submit(pair_task(pair))["task_id"]
         assert a.wait(tid2, timeout=60)["status"] == "done"
         # the result stream gives each outcome the same event id on both controllers
         ids_a = {o["task_id"]: o["event_id"] for o in a.results([tid, tid2], since=0, timeout=30)}
@@ -77,15 +51,15 @@ def test_two_controllers_serve_the_same_tasks(pair: LocalCluster) -> None:
 def test_a_duplicate_task_id_is_refused_by_the_other_controller(pair: LocalCluster) -> None:
     a, b = _clients(pair)
     with a, b:
-        a.submit(_task(pair, "dup-across-1"))
+        a.submit(pair_task(pair, "dup-across-1"))
         with pytest.raises(DuplicateTask):
-            b.submit(_task(pair, "dup-across-1"))
+            b.submit(pair_task(pair, "dup-across-1"))
         # both at once: exactly one is accepted, decided by the log's order
         outcomes: list[str] = []
 
         def send(c: FadesClient) -> None:
             try:
-                c.submit(_task(pair, "dup-across-2"))
+                c.submit(pair_task(pair, "dup-across-2"))
                 outcomes.append("accepted")
             except DuplicateTask:
                 outcomes.append("duplicate")
@@ -113,7 +87,7 @@ def test_a_function_name_owned_on_one_controller_is_enforced_on_the_other(
         a.upload(art)
         with pytest.raises(NameTaken, match="facilities"):
             b_visitor.upload(art)
-        assert a.submit(_task(pair))["task_id"]  # still serving
+        assert a.submit(pair_task(pair))["task_id"]  # still serving
 
 
 def test_a_pipeline_submitted_on_one_controller_runs_from_the_other(pair: LocalCluster) -> None:
@@ -138,7 +112,7 @@ def test_a_pipeline_submitted_on_one_controller_runs_from_the_other(pair: LocalC
 def test_a_client_with_both_urls_moves_on_when_one_cannot_be_reached(pair: LocalCluster) -> None:
     dead = "http://127.0.0.1:9"  # nothing listens on the discard port
     with FadesClient(f"{dead},{pair.urls[1]}", pair.token) as c:
-        tid = c.submit(_task(pair))["task_id"]
+        tid = c.submit(pair_task(pair))["task_id"]
         assert c.base_url == pair.urls[1]
         assert c.wait(tid, timeout=60)["status"] == "done"
     with FadesClient(dead, pair.token) as c, pytest.raises(ControllerUnreachable):
@@ -156,7 +130,7 @@ def test_killing_a_controller_loses_no_accepted_task_and_it_catches_up(
         with FadesClient(url, pair.token, timeout=20) as c:
             while not stop.is_set():
                 try:
-                    tid = c.submit(_task(pair))["task_id"]
+                    tid = c.submit(pair_task(pair))["task_id"]
                 except ControllerUnreachable:
                     time.sleep(0.05)  # A is dead: its submitter keeps trying in vain
                     continue
@@ -197,7 +171,7 @@ def test_killing_a_controller_loses_no_accepted_task_and_it_catches_up(
     with a:
         for tid in accepted:
             assert a.get(tid)["status"] == "done"
-        tid = a.submit(_task(pair))["task_id"]
+        tid = a.submit(pair_task(pair))["task_id"]
         assert a.wait(tid, timeout=60)["status"] == "done"
 
 
