@@ -409,11 +409,11 @@ class LocalCluster(SiteParts):
         if self.wrap is None:
             self.hub.start()
             return
-        from fades.fabric.server import nats_server_binary, wait_port
+        from fades.fabric.server import nats_server_binary, wait_port, write_config
 
         self.nats.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.nats.store_dir / "nats-server.conf"
-        conf.write_text(self.nats.config_text())
+        write_config(conf, self.nats.config_text())
         self._spawn("nats", ["-c", str(conf)], cloud=True, exe=[nats_server_binary()])
         if not wait_port(self.host, self.nats.port, timeout=20):
             self._check_alive()

@@ -75,6 +75,9 @@ def test_the_cluster_nats_refuses_clients_without_its_token(cluster: LocalCluste
     path = cluster.home / "nats.token"
     token = path.read_text().strip()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # the servers' config files hold it too: owner-only as well
+    for conf in cluster.home.glob("**/nats-server.conf"):
+        assert token in conf.read_text() and stat.S_IMODE(conf.stat().st_mode) == 0o600, conf
     assert cluster.nats_token == token and len(token) >= 32
     plain = cluster.nats.address
     assert "Authorization Violation" in asyncio.run(_refused(plain))

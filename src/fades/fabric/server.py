@@ -98,6 +98,14 @@ def check_nats_token(token: str) -> str:
     return token
 
 
+def write_config(path: Path, text: str) -> None:
+    """Write a server's config readable by its owner only (it may hold the token)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_TRUNC
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def with_credentials(url: str, userinfo: str) -> str:
     """``url`` (``scheme://host:port``) with ``userinfo@`` after the scheme."""
     scheme, sep, rest = url.partition("://")
@@ -289,7 +297,7 @@ class EmbeddedNats:
             return self
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
-        conf.write_text(self.config_text())
+        write_config(conf, self.config_text())
         log_path = self.store_dir / "nats-server.log"
         log = log_path.open("ab")
         log_from = log.tell()
