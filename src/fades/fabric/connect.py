@@ -185,7 +185,9 @@ async def connect(
         shown_err = (refusals or errors_seen)[-1] if errors_seen else None
         last = f": {shown_err}" if shown_err is not None else ""
         raise FabricError(
-            f"NATS at {shown} did not accept the connection (wrong credentials?){last}"
+            f"NATS at {shown} did not accept the connection (wrong credentials?){last}; "
+            "a cluster started by `fades up` wants its token: "
+            "export FADES_NATS_TOKEN=$(cat <folder>/nats.token)"
         ) from None
     except Exception as exc:  # nats raises several unrelated types here
         raise FabricError(f"cannot connect to NATS at {shown}: {exc}") from exc
