@@ -56,17 +56,21 @@ def _stdin_stream(n):
     return _drain(lambda want, pos: s.blocking_read(want), n)
 
 
-def _stdin_fd(n):
+def _stdin_fd(n, chunk=0):
     t0 = _clock()
     buf = bytearray(n)
     view, pos, calls = memoryview(buf), 0, 0
     with open(0, "rb", buffering=0, closefd=False) as f:
         while pos < n:
-            k = f.readinto(view[pos:])
+            k = f.readinto(view[pos : pos + chunk] if chunk else view[pos:])
             if not k:
                 break
             pos, calls = pos + k, calls + 1
     return _clock() - t0, calls, -1, pos
+
+
+def _stdin_fd_1mib(n):
+    return _stdin_fd(n, 1 << 20)
 
 
 def _host_string(n):
@@ -95,6 +99,7 @@ MODES = {
     "stream_read": _stream_read,
     "stdin_stream": _stdin_stream,
     "stdin_fd": _stdin_fd,
+    "stdin_fd_1mib": _stdin_fd_1mib,
     "host_string": _host_string,
     "host_bytes": _host_bytes,
     "call_cost": _call_cost,
