@@ -11,6 +11,14 @@ node agents); the client drives the controller's HTTP API over a loopback socket
 2. Throughput: the same batch of tasks (one per room, round-robin over six rooms) on a cluster
    of 3 nodes holding 2 rooms each, against 1 node holding all six rooms. Tasks are
    auto-placed by data locality; 8 client threads submit, then every result is awaited.
+3. Where the core task's time goes (``--trace N``, default 200; 0 skips it): N tasks one at a
+   time, and the median of each hop (client POST, controller, fabric, node, sandbox, result,
+   controller, client; see ``_trace_latency.py``).
+
+With ``--before SRC`` (a source tree, e.g. an older checkout's ``src``) the controller and the
+node agent of a second one-node cluster run from SRC, and the core task's latency and trace
+are measured on it too, in the same run (the client and the in-process baseline are this
+tree's).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import json
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +44,29 @@ import numpy as np
 from fades.cluster import LocalCluster
 from fades.node import Node
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _trace_latency import table, trace
+
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class OldCluster(LocalCluster):
+    """A LocalCluster whose controller and node agents run from the source tree ``src``."""
+
+    src: str = ""
+
+    def _spawn(
+        self,
+        label: str,
+        args: list[str],
+        *,
+        cloud: bool = False,
+        exe: list[str] | None = None,
+        **kw: Any,
+    ) -> Any:
+        if exe is None and args[:1] in (["controller"], ["node"]):
+            exe = ["env", f"PYTHONPATH={self.src}", sys.executable, "-m", "fades"]
+        return super()._spawn(label, args, cloud=cloud, exe=exe, **kw)
 
 
 def task(artifact: str, room: str, n: int = 100) -> dict[str, Any]:
@@ -52,6 +83,10 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def timing(parts: dict[str, list[float]]) -> dict[str, float]:
+    return {k: pct(v, 50) * 1e3 for k, v in parts.items()}
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
@@ -61,7 +96,10 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def latency(cluster: LocalCluster, artifact: str, n: int) -> dict[str, Any]:
+def latency(
+    cluster: LocalCluster, artifact: str, n: int, *, baseline: bool = True
+) -> dict[str, Any]:
+    """Cluster latency of ``artifact``, and (``baseline``) its in-process baseline."""
     client = cluster.client()
     room = cluster.rooms(cluster.names[0])[0]
     for _ in range(5):  # warm: runtime fetched, sandboxes compiled
@@ -78,7 +116,16 @@ def latency(cluster: LocalCluster, artifact: str, n: int) -> dict[str, Any]:
             raise RuntimeError(f"task failed: {rec['error_kind']}: {rec['error']}")
         for k, v in (rec.get("timing") or {}).items():
             parts.setdefault(k, []).append(float(v))
-    # baseline: the same task, in-process, on a copy of the same node folder
+    cluster_ms = [x * 1e3 for x in through]
+    if not baseline:  # (the caller adds the baseline measured later in this run)
+        return {"samples_cluster_ms": cluster_ms, "timing_p50_ms": timing(parts)}
+    local_ms = [x * 1e3 for x in in_process(cluster, artifact, n)]
+    return latency_from(cluster_ms, local_ms, timing(parts))
+
+
+def in_process(cluster: LocalCluster, artifact: str, n: int) -> list[float]:
+    """The baseline: the same task, in-process, on a copy of the same node folder."""
+    room = cluster.rooms(cluster.names[0])[0]
     src = cluster.node_home(cluster.names[0])
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "node"
@@ -92,16 +139,7 @@ def latency(cluster: LocalCluster, artifact: str, n: int) -> dict[str, Any]:
                 rec = node.orchestrator.run(task(artifact, room), timeout=60)
                 local.append(time.perf_counter() - t0)
                 assert rec.status == "done", rec.error
-    out = {
-        "cluster": summary(through),
-        "local_in_process": summary(local),
-        "timing_p50_ms": {k: pct(v, 50) * 1e3 for k, v in parts.items()},
-        "samples_cluster_ms": [x * 1e3 for x in through],
-        "samples_local_ms": [x * 1e3 for x in local],
-    }
-    out["ratio_p50"] = out["cluster"]["p50_ms"] / out["local_in_process"]["p50_ms"]
-    out["overhead_p50_ms"] = out["cluster"]["p50_ms"] - out["local_in_process"]["p50_ms"]
-    return out
+    return local
 
 
 def throughput(home: Path, nodes: int, rooms_per_node: int, n_tasks: int) -> dict[str, Any]:
@@ -135,11 +173,16 @@ def throughput(home: Path, nodes: int, rooms_per_node: int, n_tasks: int) -> dic
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    traces = res.get("trace") or {}
+    fig, axes = plt.subplots(1, 3 if traces else 2, figsize=(17 if traces else 11, 4.5))
     ax = axes[0]
-    for kind, style in (("mean_core", "-"), ("minmaxmean", "--")):
-        lat = res["latency"][kind]
+    for kind, style in (("mean_core", "-"), ("minmaxmean", "--"), ("mean_core_before", ":")):
+        lat = res["latency"].get(kind)
+        if lat is None:
+            continue
         for key, label in (("samples_local_ms", "in-process"), ("samples_cluster_ms", "cluster")):
+            if kind == "mean_core_before" and key == "samples_local_ms":
+                continue  # the same baseline as mean_core's
             xs = np.sort(np.asarray(lat[key]))
             ax.plot(xs, np.linspace(0, 1, len(xs)), style, label=f"{kind} {label}")
     ax.set_xscale("log")
@@ -155,14 +198,49 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ax.text(i, t["tasks_per_s"], f"{t['tasks_per_s']:.0f}/s", ha="center", va="bottom")
     ax.set_ylabel("tasks per second (core mean, 100 readings)")
     ax.set_title(f"throughput, {res['machine']['cpus']} CPUs")
+    if traces:
+        ax = axes[2]
+        hops = list(next(iter(traces.values()))["hops_p50_ms"])
+        y = np.arange(len(hops))
+        h = 0.8 / len(traces)
+        for i, (label, tr) in enumerate(traces.items()):
+            vals = [tr["hops_p50_ms"][k] for k in hops]
+            ax.barh(y + i * h, vals, h, label=f"{label} (end to end {tr['end_to_end_p50_ms']:.1f})")
+        ax.set_yticks(y + h * (len(traces) - 1) / 2, [k.replace(" -> ", "\n-> ") for k in hops])
+        ax.tick_params(axis="y", labelsize=6)
+        ax.invert_yaxis()
+        ax.set_xlabel("median ms per hop (core task, one at a time)")
+        ax.set_title("where a task's time goes")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def core_task(cluster: LocalCluster) -> Any:
+    room = cluster.rooms(cluster.names[0])[0]
+    return lambda: task("mean_core", room)
+
+
+def say_latency(label: str, lat: dict[str, Any]) -> None:
+    print(
+        f"latency {label}: cluster p50 {lat['cluster']['p50_ms']:.2f} ms "
+        f"p99 {lat['cluster']['p99_ms']:.2f} ms; in-process p50 "
+        f"{lat['local_in_process']['p50_ms']:.2f} ms "
+        f"p99 {lat['local_in_process']['p99_ms']:.2f} ms "
+        f"({lat['ratio_p50']:.1f}x)",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--trace", type=int, default=200, help="tasks traced hop by hop (0: none)")
+    ap.add_argument("--before", help="also run a cluster whose controller and node use this src")
+    ap.add_argument(
+        "--latency-only", action="store_true", help="skip the throughput part (not written)"
+    )
     args = ap.parse_args(argv)
     n_lat = 40 if args.quick else 200
     n_tp = 60 if args.quick else 300
@@ -172,21 +250,35 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "latency": {},
         "throughput": [],
+        "trace": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        if args.before:
+            OldCluster.src = str(Path(args.before).resolve())
+            res["before_source"] = OldCluster.src
+            with OldCluster(root / "old", nodes=1, days=0.1, sensors=False) as cluster:
+                old = latency(cluster, "mean_core", n_lat, baseline=False)
+                if args.trace:
+                    res["trace"]["before"] = trace(cluster, core_task(cluster), args.trace)
+                    print(table(f"before ({OldCluster.src})", res["trace"]["before"]), flush=True)
         with LocalCluster(root / "lat", nodes=1, days=0.1, sensors=False) as cluster:
             for artifact in ("mean_core", "minmaxmean"):
                 res["latency"][artifact] = latency(cluster, artifact, n_lat)
-                lat = res["latency"][artifact]
-                print(
-                    f"latency {artifact}: cluster p50 {lat['cluster']['p50_ms']:.2f} ms "
-                    f"p99 {lat['cluster']['p99_ms']:.2f} ms; in-process p50 "
-                    f"{lat['local_in_process']['p50_ms']:.2f} ms "
-                    f"p99 {lat['local_in_process']['p99_ms']:.2f} ms "
-                    f"({lat['ratio_p50']:.1f}x)",
-                    flush=True,
-                )
+                say_latency(artifact, res["latency"][artifact])
+            if args.trace:
+                res["trace"]["now"] = trace(cluster, core_task(cluster), args.trace)
+                print(table("now", res["trace"]["now"]), flush=True)
+        if args.before:
+            # the old cluster against the in-process baseline measured in this run
+            base = res["latency"]["mean_core"]["samples_local_ms"]
+            old_cl = old["samples_cluster_ms"]
+            old = latency_from(old_cl, base, old["timing_p50_ms"])
+            res["latency"]["mean_core_before"] = old
+            say_latency("mean_core, before", old)
+        if args.latency_only:
+            print("(latency only: nothing written)")
+            return 0
         for nodes, rooms in ((1, 6), (3, 2)):
             tp = throughput(root / f"tp{nodes}", nodes, rooms, n_tp)
             res["throughput"].append(tp)
@@ -203,6 +295,22 @@ def main(argv: list[str] | None = None) -> int:
     plot(res, RESULTS / "cluster.png")
     print(f"wrote {RESULTS / 'cluster.json'} and cluster.png")
     return 0
+
+
+def latency_from(
+    cluster_ms: list[float], local_ms: list[float], timing: dict[str, float]
+) -> dict[str, Any]:
+    """A latency entry from samples already taken (ms)."""
+    out: dict[str, Any] = {
+        "cluster": summary([x / 1e3 for x in cluster_ms]),
+        "local_in_process": summary([x / 1e3 for x in local_ms]),
+        "timing_p50_ms": timing,
+        "samples_cluster_ms": cluster_ms,
+        "samples_local_ms": local_ms,
+    }
+    out["ratio_p50"] = out["cluster"]["p50_ms"] / out["local_in_process"]["p50_ms"]
+    out["overhead_p50_ms"] = out["cluster"]["p50_ms"] - out["local_in_process"]["p50_ms"]
+    return out
 
 
 if __name__ == "__main__":

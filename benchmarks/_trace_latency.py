@@ -1,0 +1,161 @@
+"""Where one task's time goes through a local cluster: a per-hop table, for bench_cluster.py.
+
+Nothing here runs in the product: the hops are read from timestamps the parts already keep,
+and from an observer on the fabric, all on one machine (one wall clock):
+
+* the client: before its POST, when the POST answered, when its wait returned;
+* the controller's database: ``submitted_at`` (the task recorded) and the outcome's
+  ``stored_at`` (the outcome arrived at the controller, before its commit);
+* the outcome itself: the node's ``accepted_at`` (the task held in ``tasks.db``),
+  ``started_at`` and ``finished_at``;
+* an observer subscribed to ``fades.task.>`` and ``fades.result.>`` on the hub (a plain
+  NATS subscription beside the durable consumers): when the task's message and the result's
+  message went over the fabric.
+
+Tasks are sent one at a time, so every hop of a task lies between its POST and its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: the hops, in the order a task crosses them: (name, from event, to event)
+HOPS: tuple[tuple[str, str, str], ...] = (
+    ("client POST -> controller recorded the task", "post", "submitted"),
+    ("controller recorded -> task message on the fabric", "submitted", "task_msg"),
+    ("task message -> node holds the task (tasks.db)", "task_msg", "accepted"),
+    ("node holds it -> sandbox run starts", "accepted", "started"),
+    ("run starts -> run finished (the work)", "started", "finished"),
+    ("run finished -> result message on the fabric", "finished", "result_msg"),
+    ("result message -> controller has the outcome", "result_msg", "stored"),
+    ("controller has the outcome -> client's wait returned", "stored", "returned"),
+)
+
+
+class Observer:
+    """A plain NATS subscriber on the task and result subjects, in its own thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: list[tuple[float, str, str]] = []  # (time, subject, message id)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Observer:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the trace observer did not connect to NATS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop = self._stop
+        if stop is not None:
+            self._loop.call_soon_threadsafe(stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        import nats
+
+        nc = await nats.connect(self.url.split(",")[0])
+        self._stop = asyncio.Event()
+
+        async def on_msg(msg: Any) -> None:
+            mid = (msg.headers or {}).get("Nats-Msg-Id", "")
+            self.seen.append((time.time(), msg.subject, mid))
+
+        await nc.subscribe("fades.task.>", cb=on_msg)
+        await nc.subscribe("fades.result.>", cb=on_msg)
+        await nc.flush()
+        self._ready.set()
+        await self._stop.wait()
+        await nc.close()
+
+    def first(self, prefix: str, task_id: str, after: float) -> float | None:
+        """When the first message on ``prefix`` for ``task_id`` was seen after ``after``."""
+        for t, subject, mid in list(self.seen):
+            if t >= after and subject.startswith(prefix) and mid.startswith(task_id):
+                return t
+        return None
+
+
+def trace(
+    cluster: Any, make_task: Callable[[], dict[str, Any]], n: int, *, warm: int = 5
+) -> dict[str, Any]:
+    """Send ``n`` tasks one at a time through ``cluster``; the median of each hop (ms)."""
+    client = cluster.client()
+    for _ in range(warm):
+        client.wait(client.submit(make_task())["task_id"], timeout=60)
+    rows: list[dict[str, float]] = []
+    with Observer(cluster.hub.url) as obs:
+        for _ in range(n):
+            post = time.time()
+            tid = client.submit(make_task())["task_id"]
+            answered = time.time()
+            rec = client.wait(tid, timeout=60)
+            returned = time.time()
+            if rec["status"] != "done":
+                raise RuntimeError(f"task failed: {rec['error_kind']}: {rec['error']}")
+            rows.append(
+                {
+                    "tid": tid,  # type: ignore[dict-item]
+                    "post": post,
+                    "answered": answered,
+                    "returned": returned,
+                    "accepted": rec["accepted_at"],
+                    "started": rec["started_at"],
+                    "finished": rec["finished_at"],
+                }
+            )
+        time.sleep(0.2)  # (the observer's last messages)
+        for r in rows:
+            tid = str(r["tid"])
+            r["task_msg"] = obs.first("fades.task.", tid, r["post"]) or float("nan")
+            r["result_msg"] = obs.first("fades.result.", tid, r["post"]) or float("nan")
+    client.close()
+    db = sqlite3.connect(Path(cluster.controller_home) / "controller.db", timeout=30)
+    try:
+        for r in rows:
+            tid = str(r["tid"])
+            sub = db.execute("SELECT submitted_at FROM tasks_v2 WHERE id = ?", (tid,)).fetchone()
+            got = db.execute("SELECT stored_at FROM outcomes WHERE task_id = ?", (tid,)).fetchone()
+            r["submitted"] = float(sub[0]) if sub else float("nan")
+            r["stored"] = float(got[0]) if got else float("nan")
+    finally:
+        db.close()
+    hops: dict[str, float] = {}
+    for name, a, b in HOPS:
+        vals = [(r[b] - r[a]) * 1e3 for r in rows if r[a] == r[a] and r[b] == r[b]]
+        hops[name] = statistics.median(vals) if vals else float("nan")
+    total = statistics.median((r["returned"] - r["post"]) * 1e3 for r in rows)
+    post_answer = statistics.median((r["answered"] - r["post"]) * 1e3 for r in rows)
+    return {
+        "tasks": n,
+        "hops_p50_ms": hops,
+        "sum_of_hop_medians_ms": sum(v for v in hops.values() if v == v),
+        "end_to_end_p50_ms": total,
+        "post_answer_p50_ms": post_answer,
+    }
+
+
+def table(label: str, tr: dict[str, Any]) -> str:
+    """The trace as a text table."""
+    lines = [f"{label}: per-hop medians over {tr['tasks']} tasks (ms)"]
+    for name, v in tr["hops_p50_ms"].items():
+        lines.append(f"  {name:<55} {v:8.3f}")
+    lines.append(f"  {'(sum of the medians)':<55} {tr['sum_of_hop_medians_ms']:8.3f}")
+    lines.append(f"  {'end to end, p50':<55} {tr['end_to_end_p50_ms']:8.3f}")
+    lines.append(f"  {'  of which the POST answered after':<55} {tr['post_answer_p50_ms']:8.3f}")
+    return "\n".join(lines)
