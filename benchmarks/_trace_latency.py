@@ -92,9 +92,17 @@ class Observer:
 
 
 def trace(
-    cluster: Any, make_task: Callable[[], dict[str, Any]], n: int, *, warm: int = 5
+    cluster: Any,
+    make_task: Callable[[], dict[str, Any]],
+    n: int,
+    *,
+    warm: int = 5,
+    one_request: bool = False,
 ) -> dict[str, Any]:
-    """Send ``n`` tasks one at a time through ``cluster``; the median of each hop (ms)."""
+    """Send ``n`` tasks one at a time through ``cluster``; the median of each hop (ms).
+
+    ``one_request``: each task with ``FadesClient.run`` (submit and wait in one request)
+    instead of ``submit`` then ``wait``."""
     client = cluster.client()
     for _ in range(warm):
         client.wait(client.submit(make_task())["task_id"], timeout=60)
@@ -102,10 +110,15 @@ def trace(
     with Observer(cluster.hub.url) as obs:
         for _ in range(n):
             post = time.time()
-            tid = client.submit(make_task())["task_id"]
-            answered = time.time()
-            rec = client.wait(tid, timeout=60)
-            returned = time.time()
+            if one_request:
+                rec = client.run(make_task(), timeout=60)
+                tid = rec["task_id"]
+                answered = returned = time.time()
+            else:
+                tid = client.submit(make_task())["task_id"]
+                answered = time.time()
+                rec = client.wait(tid, timeout=60)
+                returned = time.time()
             if rec["status"] != "done":
                 raise RuntimeError(f"task failed: {rec['error_kind']}: {rec['error']}")
             rows.append(

@@ -97,9 +97,15 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def latency(
-    cluster: LocalCluster, artifact: str, n: int, *, baseline: bool = True
+    cluster: LocalCluster,
+    artifact: str,
+    n: int,
+    *,
+    baseline: bool = True,
+    one_request: bool = False,
 ) -> dict[str, Any]:
-    """Cluster latency of ``artifact``, and (``baseline``) its in-process baseline."""
+    """Cluster latency of ``artifact``, and (``baseline``) its in-process baseline;
+    ``one_request``: each task sent with ``FadesClient.run`` (submit and wait in one request)."""
     client = cluster.client()
     room = cluster.rooms(cluster.names[0])[0]
     for _ in range(5):  # warm: runtime fetched, sandboxes compiled
@@ -109,8 +115,10 @@ def latency(
     parts: dict[str, list[float]] = {}
     for _ in range(n):
         t0 = time.perf_counter()
-        tid = client.submit(task(artifact, room))["task_id"]
-        rec = client.wait(tid, timeout=60)
+        if one_request:
+            rec = client.run(task(artifact, room), timeout=60)
+        else:
+            rec = client.wait(client.submit(task(artifact, room))["task_id"], timeout=60)
         through.append(time.perf_counter() - t0)
         if rec["status"] != "done":
             raise RuntimeError(f"task failed: {rec['error_kind']}: {rec['error']}")
@@ -176,12 +184,13 @@ def plot(res: dict[str, Any], path: Path) -> None:
     traces = res.get("trace") or {}
     fig, axes = plt.subplots(1, 3 if traces else 2, figsize=(17 if traces else 11, 4.5))
     ax = axes[0]
-    for kind, style in (("mean_core", "-"), ("minmaxmean", "--"), ("mean_core_before", ":")):
+    kinds = ("mean_core", "minmaxmean", "mean_core_one_request", "mean_core_before")
+    for kind, style in zip(kinds, ("-", "--", "-.", ":"), strict=True):
         lat = res["latency"].get(kind)
         if lat is None:
             continue
         for key, label in (("samples_local_ms", "in-process"), ("samples_cluster_ms", "cluster")):
-            if kind == "mean_core_before" and key == "samples_local_ms":
+            if kind.startswith("mean_core_") and key == "samples_local_ms":
                 continue  # the same baseline as mean_core's
             xs = np.sort(np.asarray(lat[key]))
             ax.plot(xs, np.linspace(0, 1, len(xs)), style, label=f"{kind} {label}")
@@ -266,12 +275,21 @@ def main(argv: list[str] | None = None) -> int:
             for artifact in ("mean_core", "minmaxmean"):
                 res["latency"][artifact] = latency(cluster, artifact, n_lat)
                 say_latency(artifact, res["latency"][artifact])
+            run = latency(cluster, "mean_core", n_lat, baseline=False, one_request=True)
             if args.trace:
                 res["trace"]["now"] = trace(cluster, core_task(cluster), args.trace)
                 print(table("now", res["trace"]["now"]), flush=True)
+                res["trace"]["now, one request"] = tr = trace(
+                    cluster, core_task(cluster), args.trace, one_request=True
+                )
+                print(table("now, one request (FadesClient.run)", tr), flush=True)
+        base = res["latency"]["mean_core"]["samples_local_ms"]
+        res["latency"]["mean_core_one_request"] = run = latency_from(
+            run["samples_cluster_ms"], base, run["timing_p50_ms"]
+        )
+        say_latency("mean_core, one request (FadesClient.run)", run)
         if args.before:
             # the old cluster against the in-process baseline measured in this run
-            base = res["latency"]["mean_core"]["samples_local_ms"]
             old_cl = old["samples_cluster_ms"]
             old = latency_from(old_cl, base, old["timing_p50_ms"])
             res["latency"]["mean_core_before"] = old
