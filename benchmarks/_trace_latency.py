@@ -18,6 +18,8 @@ Tasks are sent one at a time, so every hop of a task lies between its POST and i
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import sqlite3
 import statistics
 import threading
@@ -91,6 +93,28 @@ class Observer:
         return None
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(cluster: Any) -> dict[str, float]:
+    """CPU seconds so far of the cluster's processes, nats-server and this client."""
+    out: dict[str, float] = {}
+    for label, proc in getattr(cluster, "procs", {}).items():
+        try:
+            out[label] = cpu_s(proc.pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    for i, server in enumerate(getattr(cluster.hub, "servers", [])):
+        if server.proc is not None:
+            out[f"nats{i + 1}"] = cpu_s(server.proc.pid)
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    out["client (this process)"] = use.ru_utime + use.ru_stime
+    return out
+
+
 def trace(
     cluster: Any,
     make_task: Callable[[], dict[str, Any]],
@@ -107,6 +131,8 @@ def trace(
     for _ in range(warm):
         client.wait(client.submit(make_task())["task_id"], timeout=60)
     rows: list[dict[str, float]] = []
+    cpu0 = cpu_now(cluster)
+    wall0 = time.perf_counter()
     with Observer(cluster.hub.url) as obs:
         for _ in range(n):
             post = time.time()
@@ -132,6 +158,8 @@ def trace(
                     "finished": rec["finished_at"],
                 }
             )
+        wall = time.perf_counter() - wall0
+        cpu1 = cpu_now(cluster)
         time.sleep(0.2)  # (the observer's last messages)
         for r in rows:
             tid = str(r["tid"])
@@ -160,6 +188,10 @@ def trace(
         "sum_of_hop_medians_ms": sum(v for v in hops.values() if v == v),
         "end_to_end_p50_ms": total,
         "post_answer_p50_ms": post_answer,
+        "wall_ms_per_task": wall / n * 1e3,
+        # CPU per task of each process while tasks were sent one at a time (this process
+        # includes the fabric observer; the controller's idle work is in its share)
+        "cpu_ms_per_task": {k: (cpu1[k] - v) / n * 1e3 for k, v in cpu0.items() if k in cpu1},
     }
 
 
@@ -171,4 +203,8 @@ def table(label: str, tr: dict[str, Any]) -> str:
     lines.append(f"  {'(sum of the medians)':<55} {tr['sum_of_hop_medians_ms']:8.3f}")
     lines.append(f"  {'end to end, p50':<55} {tr['end_to_end_p50_ms']:8.3f}")
     lines.append(f"  {'  of which the POST answered after':<55} {tr['post_answer_p50_ms']:8.3f}")
+    cpu = tr.get("cpu_ms_per_task") or {}
+    if cpu:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        lines.append(f"  CPU ms per task: {parts} (wall {tr['wall_ms_per_task']:.2f} per task)")
     return "\n".join(lines)
