@@ -13,6 +13,8 @@ and from an observer on the fabric, all on one machine (one wall clock):
   message went over the fabric.
 
 Tasks are sent one at a time, so every hop of a task lies between its POST and its answer.
+:class:`Tracer` sends them one per call, so that several clusters (the old code and the new)
+and the in-process baseline can take turns and see the same machine load.
 """
 
 from __future__ import annotations
@@ -115,6 +117,113 @@ def cpu_now(cluster: Any) -> dict[str, float]:
     return out
 
 
+class Tracer:
+    """Traces tasks sent one at a time through ``cluster``, one per :meth:`one` call (so
+    several clusters can take turns under the same machine load).
+
+    ``one_request``: each task with ``FadesClient.run`` (submit and wait in one request)
+    instead of ``submit`` then ``wait``."""
+
+    def __init__(
+        self, cluster: Any, make_task: Callable[[], dict[str, Any]], *, one_request: bool = False
+    ) -> None:
+        self.cluster = cluster
+        self.make_task = make_task
+        self.one_request = one_request
+        self.rows: list[dict[str, Any]] = []
+        self.client = cluster.client()
+        self.observer = Observer(cluster.hub.url)
+        self.cpu: dict[str, float] = {}
+        self.busy = 0.0  # seconds spent in one()
+
+    def warm(self, n: int = 5) -> None:
+        for _ in range(n):
+            self.client.wait(self.client.submit(self.make_task())["task_id"], timeout=60)
+
+    def __enter__(self) -> Tracer:
+        self.observer.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.observer.__exit__()
+        self.client.close()
+
+    def one(self) -> None:
+        """Send one task and wait for it; its client-side times are kept."""
+        c0 = cpu_now(self.cluster)
+        t0 = time.perf_counter()
+        post = time.time()
+        if self.one_request:
+            rec = self.client.run(self.make_task(), timeout=60)
+            tid = rec["task_id"]
+            answered = returned = time.time()
+        else:
+            tid = self.client.submit(self.make_task())["task_id"]
+            answered = time.time()
+            rec = self.client.wait(tid, timeout=60)
+            returned = time.time()
+        self.busy += time.perf_counter() - t0
+        c1 = cpu_now(self.cluster)
+        for k, v in c0.items():
+            self.cpu[k] = self.cpu.get(k, 0.0) + c1.get(k, v) - v
+        if rec["status"] != "done":
+            raise RuntimeError(f"task failed: {rec['error_kind']}: {rec['error']}")
+        self.rows.append(
+            {
+                "tid": tid,
+                "post": post,
+                "answered": answered,
+                "returned": returned,
+                "accepted": rec["accepted_at"],
+                "started": rec["started_at"],
+                "finished": rec["finished_at"],
+            }
+        )
+
+    def samples_ms(self) -> list[float]:
+        """End-to-end latency of each task (ms)."""
+        return [(r["returned"] - r["post"]) * 1e3 for r in self.rows]
+
+    def result(self) -> dict[str, Any]:
+        """The median of each hop (ms), from the observer and the controller's database."""
+        time.sleep(0.2)  # (the observer's last messages)
+        rows = self.rows
+        obs = self.observer
+        for r in rows:
+            r["task_msg"] = obs.first("fades.task.", r["tid"], r["post"]) or float("nan")
+            r["result_msg"] = obs.first("fades.result.", r["tid"], r["post"]) or float("nan")
+        db = sqlite3.connect(Path(self.cluster.controller_home) / "controller.db", timeout=30)
+        try:
+            for r in rows:
+                tid = r["tid"]
+                sub = db.execute("SELECT submitted_at FROM tasks_v2 WHERE id = ?", (tid,))
+                got = db.execute("SELECT stored_at FROM outcomes WHERE task_id = ?", (tid,))
+                one, two = sub.fetchone(), got.fetchone()
+                r["submitted"] = float(one[0]) if one else float("nan")
+                r["stored"] = float(two[0]) if two else float("nan")
+        finally:
+            db.close()
+        hops: dict[str, float] = {}
+        for name, a, b in HOPS:
+            vals = [(r[b] - r[a]) * 1e3 for r in rows if r[a] == r[a] and r[b] == r[b]]
+            hops[name] = statistics.median(vals) if vals else float("nan")
+        n = len(rows)
+        return {
+            "tasks": n,
+            "one_request": self.one_request,
+            "hops_p50_ms": hops,
+            "sum_of_hop_medians_ms": sum(v for v in hops.values() if v == v),
+            "end_to_end_p50_ms": statistics.median(self.samples_ms()),
+            "post_answer_p50_ms": statistics.median(
+                (r["answered"] - r["post"]) * 1e3 for r in rows
+            ),
+            "wall_ms_per_task": self.busy / n * 1e3,
+            # CPU per task of each process, counted while its tasks ran (this process
+            # includes the fabric observers; a controller's idle work is in its share)
+            "cpu_ms_per_task": {k: v / n * 1e3 for k, v in self.cpu.items()},
+        }
+
+
 def trace(
     cluster: Any,
     make_task: Callable[[], dict[str, Any]],
@@ -123,76 +232,12 @@ def trace(
     warm: int = 5,
     one_request: bool = False,
 ) -> dict[str, Any]:
-    """Send ``n`` tasks one at a time through ``cluster``; the median of each hop (ms).
-
-    ``one_request``: each task with ``FadesClient.run`` (submit and wait in one request)
-    instead of ``submit`` then ``wait``."""
-    client = cluster.client()
-    for _ in range(warm):
-        client.wait(client.submit(make_task())["task_id"], timeout=60)
-    rows: list[dict[str, float]] = []
-    cpu0 = cpu_now(cluster)
-    wall0 = time.perf_counter()
-    with Observer(cluster.hub.url) as obs:
+    """Send ``n`` tasks one at a time through ``cluster``; the median of each hop (ms)."""
+    with Tracer(cluster, make_task, one_request=one_request) as tr:
+        tr.warm(warm)
         for _ in range(n):
-            post = time.time()
-            if one_request:
-                rec = client.run(make_task(), timeout=60)
-                tid = rec["task_id"]
-                answered = returned = time.time()
-            else:
-                tid = client.submit(make_task())["task_id"]
-                answered = time.time()
-                rec = client.wait(tid, timeout=60)
-                returned = time.time()
-            if rec["status"] != "done":
-                raise RuntimeError(f"task failed: {rec['error_kind']}: {rec['error']}")
-            rows.append(
-                {
-                    "tid": tid,  # type: ignore[dict-item]
-                    "post": post,
-                    "answered": answered,
-                    "returned": returned,
-                    "accepted": rec["accepted_at"],
-                    "started": rec["started_at"],
-                    "finished": rec["finished_at"],
-                }
-            )
-        wall = time.perf_counter() - wall0
-        cpu1 = cpu_now(cluster)
-        time.sleep(0.2)  # (the observer's last messages)
-        for r in rows:
-            tid = str(r["tid"])
-            r["task_msg"] = obs.first("fades.task.", tid, r["post"]) or float("nan")
-            r["result_msg"] = obs.first("fades.result.", tid, r["post"]) or float("nan")
-    client.close()
-    db = sqlite3.connect(Path(cluster.controller_home) / "controller.db", timeout=30)
-    try:
-        for r in rows:
-            tid = str(r["tid"])
-            sub = db.execute("SELECT submitted_at FROM tasks_v2 WHERE id = ?", (tid,)).fetchone()
-            got = db.execute("SELECT stored_at FROM outcomes WHERE task_id = ?", (tid,)).fetchone()
-            r["submitted"] = float(sub[0]) if sub else float("nan")
-            r["stored"] = float(got[0]) if got else float("nan")
-    finally:
-        db.close()
-    hops: dict[str, float] = {}
-    for name, a, b in HOPS:
-        vals = [(r[b] - r[a]) * 1e3 for r in rows if r[a] == r[a] and r[b] == r[b]]
-        hops[name] = statistics.median(vals) if vals else float("nan")
-    total = statistics.median((r["returned"] - r["post"]) * 1e3 for r in rows)
-    post_answer = statistics.median((r["answered"] - r["post"]) * 1e3 for r in rows)
-    return {
-        "tasks": n,
-        "hops_p50_ms": hops,
-        "sum_of_hop_medians_ms": sum(v for v in hops.values() if v == v),
-        "end_to_end_p50_ms": total,
-        "post_answer_p50_ms": post_answer,
-        "wall_ms_per_task": wall / n * 1e3,
-        # CPU per task of each process while tasks were sent one at a time (this process
-        # includes the fabric observer; the controller's idle work is in its share)
-        "cpu_ms_per_task": {k: (cpu1[k] - v) / n * 1e3 for k, v in cpu0.items() if k in cpu1},
-    }
+            tr.one()
+        return tr.result()
 
 
 def table(label: str, tr: dict[str, Any]) -> str:

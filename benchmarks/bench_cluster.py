@@ -7,23 +7,27 @@ node agents); the client drives the controller's HTTP API over a loopback socket
 1. Task latency (submit over HTTP -> controller -> JetStream -> node -> result stream ->
    controller -> HTTP answer), p50 and p99, for a core-module mean and a Python min/max/mean
    over 100 readings. Baseline, same run: the same task run in-process on one node
-   (``Node.orchestrator.run``) on a copy of the same node folder.
+   (``Node.orchestrator.run``) on a copy of the same node folder. For the core task, the
+   cluster (submit then wait, and ``FadesClient.run``: one request), the old code's cluster
+   (``--before``) and the in-process node take turns task by task, so all see the same load.
 2. Throughput: the same batch of tasks (one per room, round-robin over six rooms) on a cluster
    of 3 nodes holding 2 rooms each, against 1 node holding all six rooms. Tasks are
    auto-placed by data locality; 8 client threads submit, then every result is awaited.
-3. Where the core task's time goes (``--trace N``, default 200; 0 skips it): N tasks one at a
-   time, and the median of each hop (client POST, controller, fabric, node, sandbox, result,
-   controller, client; see ``_trace_latency.py``).
+3. Where the core task's time goes: the core tasks above (``--trace N`` of them, default
+   200, at least the latency count), the median of each hop (client POST, controller,
+   fabric, node, sandbox, result, controller, client) and each process's CPU per task (see
+   ``_trace_latency.py``).
 
 With ``--before SRC`` (a source tree, e.g. an older checkout's ``src``) the controller and the
 node agent of a second one-node cluster run from SRC, and the core task's latency and trace
-are measured on it too, in the same run (the client and the in-process baseline are this
-tree's).
+are measured on it too, taking turns with the others (the client and the in-process
+baseline are this tree's).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shutil
@@ -45,7 +49,7 @@ from fades.cluster import LocalCluster
 from fades.node import Node
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _trace_latency import table, trace
+from _trace_latency import Tracer, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -129,6 +133,49 @@ def latency(
         return {"samples_cluster_ms": cluster_ms, "timing_p50_ms": timing(parts)}
     local_ms = [x * 1e3 for x in in_process(cluster, artifact, n)]
     return latency_from(cluster_ms, local_ms, timing(parts))
+
+
+def interleaved(
+    cluster: LocalCluster,
+    ways: dict[str, tuple[LocalCluster, bool]],
+    n: int,
+    stack: contextlib.ExitStack,
+) -> dict[str, Any]:
+    """The core task ``n`` times each way (cluster, one request or not), and in-process on a
+    copy of ``cluster``'s node folder, taking turns task by task (the order rotates). Each
+    way's trace (with ``samples_ms``), and ``in-process``: the baseline's samples (ms)."""
+    room = cluster.rooms(cluster.names[0])[0]
+    tracers = {}
+    for label, (cl, one_request) in ways.items():
+        tr = stack.enter_context(Tracer(cl, core_task(cl), one_request=one_request))
+        tr.warm()
+        tracers[label] = tr
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    shutil.copytree(
+        cluster.node_home(cluster.names[0]),
+        tmp / "node",
+        ignore=shutil.ignore_patterns("tasks.db*"),
+    )
+    node = stack.enter_context(Node(tmp / "node"))
+    for _ in range(5):
+        node.orchestrator.run(task("mean_core", room), timeout=60)
+    local: list[float] = []
+
+    def in_proc() -> None:
+        t0 = time.perf_counter()
+        rec = node.orchestrator.run(task("mean_core", room), timeout=60)
+        local.append((time.perf_counter() - t0) * 1e3)
+        assert rec.status == "done", rec.error
+
+    steps = [*(tr.one for tr in tracers.values()), in_proc]
+    for i in range(n):
+        for k in range(len(steps)):
+            steps[(i + k) % len(steps)]()
+    out: dict[str, Any] = {}
+    for label, tr in tracers.items():
+        out[label] = tr.result() | {"samples_ms": tr.samples_ms()}
+    out["in-process"] = local
+    return out
 
 
 def in_process(cluster: LocalCluster, artifact: str, n: int) -> list[float]:
@@ -245,7 +292,7 @@ def say_latency(label: str, lat: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--trace", type=int, default=200, help="tasks traced hop by hop (0: none)")
+    ap.add_argument("--trace", type=int, default=200, help="core tasks traced hop by hop, each way")
     ap.add_argument("--before", help="also run a cluster whose controller and node use this src")
     ap.add_argument(
         "--latency-only", action="store_true", help="skip the throughput part (not written)"
@@ -263,37 +310,35 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        if args.before:
-            OldCluster.src = str(Path(args.before).resolve())
-            res["before_source"] = OldCluster.src
-            with OldCluster(root / "old", nodes=1, days=0.1, sensors=False) as cluster:
-                old = latency(cluster, "mean_core", n_lat, baseline=False)
-                if args.trace:
-                    res["trace"]["before"] = trace(cluster, core_task(cluster), args.trace)
-                    print(table(f"before ({OldCluster.src})", res["trace"]["before"]), flush=True)
-        with LocalCluster(root / "lat", nodes=1, days=0.1, sensors=False) as cluster:
-            for artifact in ("mean_core", "minmaxmean"):
-                res["latency"][artifact] = latency(cluster, artifact, n_lat)
-                say_latency(artifact, res["latency"][artifact])
-            run = latency(cluster, "mean_core", n_lat, baseline=False, one_request=True)
-            if args.trace:
-                res["trace"]["now"] = trace(cluster, core_task(cluster), args.trace)
-                print(table("now", res["trace"]["now"]), flush=True)
-                res["trace"]["now, one request"] = tr = trace(
-                    cluster, core_task(cluster), args.trace, one_request=True
+        with contextlib.ExitStack() as stack:
+            cluster = stack.enter_context(
+                LocalCluster(root / "lat", nodes=1, days=0.1, sensors=False)
+            )
+            old_cluster = None
+            if args.before:
+                OldCluster.src = str(Path(args.before).resolve())
+                res["before_source"] = OldCluster.src
+                old_cluster = stack.enter_context(
+                    OldCluster(root / "old", nodes=1, days=0.1, sensors=False)
                 )
-                print(table("now, one request (FadesClient.run)", tr), flush=True)
-        base = res["latency"]["mean_core"]["samples_local_ms"]
-        res["latency"]["mean_core_one_request"] = run = latency_from(
-            run["samples_cluster_ms"], base, run["timing_p50_ms"]
-        )
-        say_latency("mean_core, one request (FadesClient.run)", run)
-        if args.before:
-            # the old cluster against the in-process baseline measured in this run
-            old_cl = old["samples_cluster_ms"]
-            old = latency_from(old_cl, base, old["timing_p50_ms"])
-            res["latency"]["mean_core_before"] = old
-            say_latency("mean_core, before", old)
+            res["latency"]["minmaxmean"] = latency(cluster, "minmaxmean", n_lat)
+            say_latency("minmaxmean", res["latency"]["minmaxmean"])
+            # the core task: every way takes turns, task by task (the same machine load)
+            ways = {"now": (cluster, False), "now, one request": (cluster, True)}
+            if old_cluster is not None:
+                ways["before"] = (old_cluster, False)
+            n_core = max(n_lat, args.trace)
+            samples = interleaved(cluster, ways, n_core, stack)
+            base = samples.pop("in-process")
+            for label, tr in samples.items():
+                res["trace"][label] = tr
+                print(table(label, tr), flush=True)
+            keys = {"now": "mean_core", "now, one request": "mean_core_one_request"}
+            keys["before"] = "mean_core_before"
+            for label, tr in samples.items():
+                lat = latency_from(tr.pop("samples_ms"), base, {})
+                res["latency"][keys[label]] = lat
+                say_latency(f"mean_core, {label}", lat)
         if args.latency_only:
             print("(latency only: nothing written)")
             return 0
