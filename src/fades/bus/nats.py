@@ -59,6 +59,14 @@ FETCH_TIMEOUT_S = 1.0
 BACKOFF_S = (0.2, 0.5)
 
 
+def _pending(msg: Msg) -> int:
+    """Messages the consumer still holds for us after ``msg`` (0 if unknown)."""
+    try:
+        return int(msg.metadata.num_pending or 0)
+    except Exception:
+        return 0
+
+
 class NatsDelivery:
     """A JetStream message taken from a pull consumer."""
 
@@ -301,6 +309,11 @@ class NatsBus:
         )
         psub: Any = None
         failures = 0
+        # A pull for a whole batch that gets its first message keeps waiting for the rest
+        # (up to FETCH_TIMEOUT_S) unless the server says there is no more; so one message is
+        # pulled at a time (handed over as soon as it arrives), and then as many as the
+        # consumer reports still pending behind it, up to ``batch``, in one pull.
+        want = 1
         try:
             while not self._closed:
                 try:
@@ -313,14 +326,16 @@ class NatsBus:
                         )
                         if failures:
                             log.info("consumer %s: consuming again", durable)
-                    msgs = await psub.fetch(max(1, batch), timeout=FETCH_TIMEOUT_S)
+                    msgs = await psub.fetch(want, timeout=FETCH_TIMEOUT_S)
                 except TimeoutError:
+                    want = 1
                     if failures and self.nc.is_connected:  # answered: nothing waiting
                         log.info("consumer %s: pulling again after %d failures", durable, failures)
                         failures = 0
                     continue  # nothing there (or a reconnect swallowed the pull request)
                 except Exception as exc:
                     failures += 1
+                    want = 1
                     if failures == 1:  # once per outage (a site's cut uplink: many a minute)
                         log.warning("consumer %s: pull failed: %r", durable, exc)
                     if failures >= 3 and psub is not None:
@@ -332,6 +347,7 @@ class NatsBus:
                 if failures:
                     log.info("consumer %s: pulling again after %d failures", durable, failures)
                 failures = 0
+                want = max(1, min(batch, _pending(msgs[-1]))) if msgs else 1
                 for msg in msgs:
                     yield NatsDelivery(msg)
         finally:

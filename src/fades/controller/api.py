@@ -165,6 +165,41 @@ def create_app(controller: Controller) -> FastAPI:
         task = bodies.parse_json_object(raw, "the task")
         return await controller.submit(task, tenant=tenant, node=node, where=where)
 
+    @app.post(
+        "/v1/tasks/run",
+        response_model=TaskInfo,
+        tags=["tasks"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def run_task(
+        tenant: Tenant,
+        request: Request,
+        node: Annotated[
+            str | None,
+            Query(max_length=MAX_NAME, description="run on this node (default: placed)"),
+        ] = None,
+        where: Annotated[
+            Literal["edge", "cloud"], Query(description="at the node, or here on its data")
+        ] = "edge",
+        wait: Annotated[
+            float, Query(description=f"block up to this many seconds (max {MAX_WAIT_S:g})")
+        ] = MAX_WAIT_S,
+    ) -> TaskInfo:
+        """Submit a task and answer once it ended (or as it stands after ``wait`` seconds):
+        one request instead of a submit and a long-poll."""
+        wait = bodies.finite(wait, "wait", 0.0, 1e9)
+        bodies.require_type(request, ("application/json",), "a task")
+        raw = await bodies.read_body(request, bodies.MAX_TASK_BYTES, "a task")
+        task = bodies.parse_json_object(raw, "the task")
+        receipt = await controller.submit(task, tenant=tenant, node=node, where=where)
+        rec = await controller.wait(receipt.task_id, min(wait, MAX_WAIT_S), tenant=tenant)
+        return task_info(rec)
+
     @app.get("/v1/tasks/{task_id}", response_model=TaskInfo, tags=["tasks"])
     async def get_task(
         tenant: Tenant,

@@ -7,7 +7,8 @@ tenant, stores the first outcome per task (through the controller log,
 :mod:`fades.controller.replica`: decided by log order, the same on every controller) and
 wakes whoever waits, including the result streams (``listeners``). The wake-up comes from
 the log being applied (:meth:`Recorder.applied`), so a long-poll on any controller wakes for
-an outcome another controller received.
+an outcome another controller received. A waiter is handed the outcome as it was stored
+(:class:`Waiter`), so a long-poll answers without reading it back from the database.
 
 Every controller reads the results stream through the same durable consumer, so each
 outcome is handled by one of them.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +34,7 @@ from fades.bus.base import Bus, Delivery
 from fades.controller.metrics import Metrics
 from fades.controller.models import Where
 from fades.controller.replica import DirectLog, Log
-from fades.controller.store import ControllerStore, StoredOutcome
+from fades.controller.store import ControllerStore, StoredOutcome, TaskRecord
 from fades.fabric.subjects import RESULTS_STREAM
 from fades.outcome import Outcome
 
@@ -49,6 +51,29 @@ MAX_INFLIGHT = 512
 Listener = Callable[[StoredOutcome], None]
 
 
+class Waiter(asyncio.Event):
+    """Set once the task's outcome is stored (committed); ``stored`` is then that outcome
+    and ``bytes_uplink`` the size it arrived with (None: none measured)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored: StoredOutcome | None = None
+        self.bytes_uplink: int | None = None
+
+    def record(self, rec: TaskRecord) -> TaskRecord:
+        """``rec`` (read before the outcome was stored) as the database now holds it."""
+        if self.stored is None:
+            return rec
+        out = self.stored.outcome
+        return dataclasses.replace(
+            rec,
+            status=out.status,
+            outcome=out,
+            latency_s=self.stored.latency_s,
+            bytes_uplink=self.bytes_uplink,
+        )
+
+
 class Recorder:
     """Stores outcomes (first one wins) and wakes the waiters of a task."""
 
@@ -61,16 +86,16 @@ class Recorder:
         #: called with every newly stored outcome (the result streams)
         self.listeners: list[Listener] = []
         #: (tenant, task id) -> the event set when its outcome is stored, and how many wait
-        self._waiters: dict[tuple[str, str], tuple[asyncio.Event, int]] = {}
+        self._waiters: dict[tuple[str, str], tuple[Waiter, int]] = {}
         #: called with each new outcome once stored (e.g. the placer's measurements)
         self.observers: list[Callable[[Outcome], None]] = []
 
     @contextlib.contextmanager
-    def waiting(self, tenant: str, task_id: str) -> Iterator[asyncio.Event]:
+    def waiting(self, tenant: str, task_id: str) -> Iterator[Waiter]:
         """The event set once the task's outcome is stored; forgotten when nobody waits
         (so waits on unknown or unfinished tasks leave nothing behind)."""
         key = (tenant, task_id)
-        event, n = self._waiters.get(key, (asyncio.Event(), 0))
+        event, n = self._waiters.get(key, (Waiter(), 0))
         self._waiters[key] = (event, n + 1)
         try:
             yield event
@@ -108,9 +133,10 @@ class Recorder:
     def applied(self, op: str, args: dict[str, Any], result: Any) -> None:
         """The log applied ``op`` here (whoever wrote it): wake those waiting for an outcome."""
         if op in ("add_outcome", "node_outcome") and isinstance(result, StoredOutcome):
-            self._stored(result, "cloud" if args.get("where") == "cloud" else "edge")
+            where: Where = "cloud" if args.get("where") == "cloud" else "edge"
+            self._stored(result, where, args.get("bytes_uplink"))
 
-    def _stored(self, stored: StoredOutcome, where: Where) -> None:
+    def _stored(self, stored: StoredOutcome, where: Where, bytes_uplink: int | None = None) -> None:
         out = stored.outcome
         self.metrics.results.labels(where, out.status).inc()
         for observe in self.observers:
@@ -122,6 +148,8 @@ class Recorder:
             self.metrics.latency.labels(where).observe(stored.latency_s)
         waiting = self._waiters.get((out.tenant, out.task_id))
         if waiting is not None:
+            waiting[0].stored = stored
+            waiting[0].bytes_uplink = bytes_uplink
             waiting[0].set()
         for listener in self.listeners:
             try:

@@ -565,6 +565,8 @@ class Controller:
                 return rec
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
+            if event.stored is not None:  # as stored: no need to read it back
+                return event.record(rec)
         return await self.get(task_id, tenant=tenant)
 
     async def cancel(self, task_id: str, *, tenant: str) -> CancelReceipt:

@@ -72,8 +72,8 @@ class Intake:
     """Consumes one agent's tasks, a burst at a time.
 
     A reader task pulls up to :data:`INTAKE_BATCH` messages per request into a bounded queue;
-    the handler takes everything queued (at most :data:`INTAKE_BATCH`), checks for
-    redeliveries with one query, stores the whole burst with one commit
+    the handler takes everything queued (at most :data:`INTAKE_BATCH`), stores the whole
+    burst with one commit
     (:meth:`~fades.node.orchestrator.Orchestrator.submit_many`), and only then acks each."""
 
     def __init__(self, agent: NodeAgent, batch: int | None = None) -> None:
@@ -157,22 +157,10 @@ class Intake:
         if not parsed:
             return
         orc = a.require_node().orchestrator
-        try:
-            ids = [p[2] for p in parsed if p[2]]
-            held = await asyncio.to_thread(orc.store.existing, ids) if ids else set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the task store failed: leave the whole burst for later
-            for d, _, task_id, tenant, digest in parsed:
-                await self._failed(d, task_id, tenant, digest, exc)
-            return
+        # (no look-up of redeliveries first: the store's key refuses a task held already,
+        # and only then is it checked; one thread hop less for every burst)
         todo: list[tuple[Delivery, dict[str, Any], str, str, str | None]] = []
         for d, raw, task_id, tenant, digest in parsed:
-            if task_id in held:
-                a.counters["duplicates"] += 1
-                log.info("node %s: task %s redelivered; already held", a.name, task_id)
-                await self._ack(d)
-                continue
             try:
                 raw = await self._pin(raw, digest, d)
             except asyncio.CancelledError:
@@ -213,8 +201,10 @@ class Intake:
             raise
         except Exception:
             held = False
-        if held:
-            await self._ack(d)  # accepted by an earlier delivery after all
+        if held:  # accepted by an earlier delivery: a redelivery
+            a.counters["duplicates"] += 1
+            log.info("node %s: task %s redelivered; already held", a.name, task_id)
+            await self._ack(d)
         elif not task_id:
             log.warning("node %s: dropping a task without an id: %s", a.name, exc)
             with contextlib.suppress(Exception):
