@@ -32,6 +32,7 @@ FADES = str(Path(sys.executable).with_name("fades"))
         ("capacity: 0\n", r"capacity must be an integer from 1"),
         (f"capacity: {MAX_CAPACITY + 1}\n", r"capacity must be an integer from 1 to 64"),
         ("capacity: [\n", r"node\.yaml: not valid YAML: while parsing"),
+        ("\udcff\udcfebad\n", r"node\.yaml: not valid YAML: 'utf-8' codec can't decode"),
         ("scheduling: [fifo]\n", r"scheduling must be a name"),
         ("connectors: 5\n", r"connectors must map each name to its options"),
         ("connectors: {lab: 5}\n", r"connectors must map each name to its options"),
@@ -40,7 +41,7 @@ FADES = str(Path(sys.executable).with_name("fades"))
 )
 def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "node.yaml"
-    path.write_text(text)
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
     with pytest.raises(OrchestratorError, match=expected) as err:
         NodeConfig.load(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
