@@ -90,3 +90,22 @@ def test_a_down_node_holding_all_of_it_is_named() -> None:
 def test_a_scattered_stage_still_runs_on_every_partial_holder() -> None:
     t = task({"location": ["room1", "room3"]})
     assert [n.name for n in holders(t, [EDGE1, EDGE2], partial=True)] == ["edge1", "edge2"]
+
+
+def test_a_task_is_not_queued_for_a_down_node_that_holds_only_part_of_it() -> None:
+    """edge2 (a site's node) is down: room1+room3 must not wait for it, it lacks room1."""
+    from typing import Any, cast
+
+    from fades.controller.offline import place_offline
+    from fades.controller.registry import NodeEntry, Registry
+
+    registry = Registry(cast(Any, None))
+    now = time.time()
+    down = node("edge2", *rooms("room3", "room4")).model_copy(update={"site": "edge2"})
+    registry.nodes = {"edge1": NodeEntry(EDGE1, now), "edge2": NodeEntry(down, now - 3600)}
+    refused = NoPlacement("refused by the placer")
+    with pytest.raises(NoPlacement, match="refused by the placer"):
+        place_offline(registry, task({"location": ["room1", "room3"]}), None, refused)
+    # a down node that holds all of it is still waited for
+    queued = place_offline(registry, task({"location": ["room3", "room4"]}), None, refused)
+    assert queued.node == "edge2"
