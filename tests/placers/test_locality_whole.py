@@ -109,3 +109,20 @@ def test_a_task_is_not_queued_for_a_down_node_that_holds_only_part_of_it() -> No
     # a down node that holds all of it is still waited for
     queued = place_offline(registry, task({"location": ["room3", "room4"]}), None, refused)
     assert queued.node == "edge2"
+
+
+def test_a_stateful_task_is_not_migrated_to_a_node_that_holds_only_part_of_its_data() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from fades.controller.migrate import check_holds
+    from fades.controller.registry import NodeEntry
+    from fades.errors import MigrationFailed
+
+    half = node("half", *rooms("room1"))
+    nodes = {"half": NodeEntry(half, time.time()), "edge1": NodeEntry(EDGE1, time.time())}
+    ctl = cast(Any, SimpleNamespace(registry=SimpleNamespace(get=nodes.get)))
+    raw = task({"location": ["room1", "room2"]}).model_dump(mode="json", exclude_none=True)
+    with pytest.raises(MigrationFailed, match=r"node 'half' does not hold .*lacks location room2"):
+        check_holds(ctl, "half", raw)
+    check_holds(ctl, "edge1", raw)  # holds both rooms: fine
