@@ -194,7 +194,7 @@ def test_submit_pins_plans_triggers_and_records_runs_once_from_events(
         assert sorted(b.run for b in triggers) == ["r000001", "r000002"]
         assert {(b.from_stage, b.priority) for b in triggers} == {(TRIGGER, 6)}
 
-        with pytest.raises(PipelineExists):
+        with pytest.raises(PipelineExists, match=r"submit it again with --replace"):
             c.submit_pipeline(chain())
         visitor = chain()
         visitor["credentials"]["tenant"] = "visitor"

@@ -115,8 +115,9 @@ class AccessPolicy:
             obj = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise BrokerError(f"cannot read access policy {p}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise BrokerError(f"access policy {p} is not valid YAML: {exc}") from exc
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            why = " ".join(str(exc).split())  # one line: PyYAML's message spans several
+            raise BrokerError(f"access policy {p} is not valid YAML: {why}") from exc
         return cls.from_mapping(obj or {})
 
     @classmethod

@@ -181,17 +181,19 @@ def check_target(ctl: Controller, target: str) -> None:
 def check_holds(ctl: Controller, target: str, task: dict[str, Any]) -> None:
     """The target must hold every data operation the task reads (else each invocation there
     would fail with NoData)."""
-    from fades.placers.locality import describe_op
+    from fades.placers.locality import covers, describe_op, lacking
     from fades.task import parse_task
 
     entry = ctl.registry.get(target)
     if entry is None:
         return
-    missing = [op for op in parse_task(task).data if not entry.info.holds(op)]
+    missing = [op for op in parse_task(task).data if not covers(entry.info, op)]
     if missing:
+        lack = lacking(entry.info, missing[0])
+        why = f" (it lacks {', '.join(lack)})" if lack else ""
         raise MigrationFailed(
-            f"node {target!r} does not hold {describe_op(missing[0])}, which the task reads; "
-            "move it to a node that holds its data"
+            f"node {target!r} does not hold {describe_op(missing[0])}{why}, which the task "
+            "reads; move it to a node that holds its data"
         )
 
 

@@ -21,6 +21,7 @@ import time
 from fades.controller.registry import NodeEntry, Registry
 from fades.errors import FadesError, NodeUnavailable
 from fades.placers.base import Placement
+from fades.placers.locality import covers
 from fades.task import Task
 
 
@@ -49,7 +50,7 @@ def place_offline(
     if node is not None:
         candidates = [e for e in down if e.info.name == node]
     else:
-        candidates = [e for e in down if all(e.info.holds(op) for op in task.data)]
+        candidates = [e for e in down if all(covers(e.info, op) for op in task.data)]
         if not task.data:
             candidates = []  # inputs only: any up node serves it; nothing to wait for
     if not candidates:

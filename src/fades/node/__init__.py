@@ -28,7 +28,10 @@ from fades.functions.store import FunctionStore
 from fades.node.limits import NodeLimits
 from fades.node.orchestrator import Orchestrator
 
-__all__ = ["Node", "NodeConfig", "Orchestrator"]
+__all__ = ["MAX_CAPACITY", "Node", "NodeConfig", "Orchestrator"]
+
+#: the most tasks ``node.yaml``'s ``capacity`` may run at once (each has a sandbox process)
+MAX_CAPACITY = 64
 
 
 @dataclass(slots=True)
@@ -43,19 +46,41 @@ class NodeConfig:
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
+        """Read ``node.yaml``; a mistake in it is one :class:`OrchestratorError` line."""
         if not path.exists():
             return cls()
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            why = " ".join(str(exc).split())
+            raise OrchestratorError(f"{path}: not valid YAML: {why}") from None
         if not isinstance(raw, dict):
             raise OrchestratorError(f"{path}: expected a mapping of settings")
         unknown = set(raw) - {"capacity", "scheduling", "connectors", "python_pool"}
         if unknown:
             raise OrchestratorError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        capacity = raw.get("capacity", 2)
+        if type(capacity) is not int or not 1 <= capacity <= MAX_CAPACITY:
+            raise OrchestratorError(
+                f"{path}: capacity must be an integer from 1 to {MAX_CAPACITY} "
+                f"(tasks run at once, one sandbox process each), not {capacity!r}"
+            )
+        scheduling = raw.get("scheduling", "fifo")
+        if not isinstance(scheduling, str):
+            raise OrchestratorError(f"{path}: scheduling must be a name, not {scheduling!r}")
+        connectors = raw.get("connectors") or {}
+        if not isinstance(connectors, dict) or not all(
+            isinstance(v, dict) for v in connectors.values()
+        ):
+            raise OrchestratorError(
+                f"{path}: connectors must map each name to its options "
+                "(e.g. lab_csv: {kind: csv, path: /data/lab.csv})"
+            )
+        pool = raw.get("python_pool") or {}
+        if not isinstance(pool, dict):
+            raise OrchestratorError(f"{path}: python_pool must be a mapping, not {pool!r}")
         return cls(
-            capacity=int(raw.get("capacity", 2)),
-            scheduling=str(raw.get("scheduling", "fifo")),
-            connectors=dict(raw.get("connectors") or {}),
-            python_pool=dict(raw.get("python_pool") or {}),
+            capacity=capacity, scheduling=scheduling, connectors=connectors, python_pool=pool
         )
 
 

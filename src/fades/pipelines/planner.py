@@ -69,7 +69,7 @@ def _place_data(
         from fades.placers.locality import holders
 
         try:
-            found = sorted(holders(task, up, down), key=lambda n: n.name)
+            found = sorted(holders(task, up, down, partial=True), key=lambda n: n.name)
         except NoPlacement as exc:
             raise unplaceable(stage, exc) from None
         return [

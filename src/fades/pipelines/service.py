@@ -203,7 +203,8 @@ class PipelineService(Views):
             if old is not None and old.state == "active" and not replace:
                 raise PipelineExists(
                     f"pipeline {spec.name!r} is already running (version {old.version}); "
-                    "cancel it first or resubmit with replace"
+                    f"cancel it first ('fades pipeline cancel {spec.name}') or submit it again "
+                    "with --replace (HTTP: ?replace=true)"
                 )
             plan = self.plan(spec)
             if old is not None:

@@ -1,7 +1,8 @@
 """The default placer: data locality (the task goes where its data is).
 
-A task goes to a node that holds the data every one of its operations selects
-(:meth:`NodeInfo.holds <fades.fabric.protocol.NodeInfo.holds>`). Among several such nodes the
+A task goes to a node that holds the data every one of its operations selects: each location
+and sensor type an operation names (:func:`covers`; a node that holds only some of them would
+run the task on part of its data). Among several such nodes the
 least loaded wins (lowest ``load.score``, ties by name). If none is up, the task is refused
 with :class:`~fades.errors.NoPlacement` naming the first operation no up node can serve, its
 selector, and whether a node that is down holds it.
@@ -24,25 +25,59 @@ def describe_op(op: DataOp) -> str:
     return f"data op {op.name!r} ({op.connector}: {', '.join(parts) or 'everything'})"
 
 
-def holders(task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -> list[NodeInfo]:
+def lacking(node: NodeInfo, op: DataOp) -> list[str]:
+    """The locations and sensor types ``op`` names that ``node`` holds no selected data for."""
+    got = node.matching(op)
+    locs = {d.location for d in got}
+    types = {d.sensor_type for d in got}
+    sel = op.select
+    miss = [f"location {x}" for x in dict.fromkeys(sel.locations or ()) if x not in locs]
+    miss += [f"sensor type {x}" for x in dict.fromkeys(sel.sensor_types or ()) if x not in types]
+    return miss
+
+
+def covers(node: NodeInfo, op: DataOp) -> bool:
+    """Whether ``node`` holds data for every location and sensor type ``op`` names."""
+    return node.holds(op) and not lacking(node, op)
+
+
+def holders(
+    task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = (), *, partial: bool = False
+) -> list[NodeInfo]:
     """The up nodes that hold every data operation of ``task`` (at least one).
+
+    A node holds an operation when it holds data for each location and sensor type the
+    operation names (:func:`covers`); with ``partial`` (a scattered pipeline stage, whose
+    instances each serve their own part), some of it is enough.
 
     Raises:
         NoPlacement: none does; the message names the operation and any down holder.
     """
+
+    def fits(n: NodeInfo, op: DataOp) -> bool:
+        return n.holds(op) if partial else covers(n, op)
+
     ops = list(task.data)
     if not ops and not up:
         raise NoPlacement("cannot place task: no node is up", task_id=task.id)
-    found = [n for n in up if all(n.holds(op) for op in ops)]
+    found = [n for n in up if all(fits(n, op) for op in ops)]
     if found:
         return found
     for op in ops:
-        if not any(n.holds(op) for n in up):
-            asleep = sorted(n.name for n in down if n.holds(op))
+        if not any(fits(n, op) for n in up):
+            asleep = sorted(n.name for n in down if fits(n, op))
             if asleep:
                 why = f"node(s) {', '.join(asleep)} hold it but are down"
             elif not up:
                 why = "no node is up"
+            elif any(n.holds(op) for n in up):
+                parts = [f"{n.name} lacks {', '.join(lacking(n, op))}" for n in up if n.holds(op)]
+                raise NoPlacement(
+                    f"cannot place task: no node that is up holds all that {describe_op(op)} "
+                    f"selects ({'; '.join(parts[:8])}); split it into one task per node",
+                    task_id=task.id,
+                    op=op.name,
+                )
             else:
                 why = "no node holds it"
             raise NoPlacement(
@@ -51,7 +86,7 @@ def holders(task: Task, up: Sequence[NodeInfo], down: Sequence[NodeInfo] = ()) -
                 op=op.name,
             )
     where = "; ".join(
-        f"{op.name!r} on {', '.join(sorted(n.name for n in up if n.holds(op)))}" for op in ops
+        f"{op.name!r} on {', '.join(sorted(n.name for n in up if fits(n, op)))}" for op in ops
     )
     raise NoPlacement(
         f"cannot place task: no single node holds all its data ({where}); "
@@ -67,7 +102,7 @@ def draining_refusal(task: Task, refused: NoPlacement, draining: Sequence[NodeIn
     draining node holds the data; the user should hear that, and how to end the drain.
     """
     ops = list(task.data)
-    fit = sorted(n.name for n in draining if all(n.holds(op) for op in ops))
+    fit = sorted(n.name for n in draining if all(covers(n, op) for op in ops))
     if not fit:
         return refused
     names = ", ".join(fit)
