@@ -546,6 +546,27 @@ class LocalCluster(SiteParts):
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+        self._stop_leftovers()
+
+    def _stop_leftovers(self) -> None:
+        """Stop what a killed ``fades up`` left running in this folder (we hold its lock, so
+        no live cluster owns them)."""
+        from fades.leftovers import find_leftovers, stop_leftovers
+
+        found = find_leftovers(self.home)
+        if not found:
+            return
+        pids = [pid for pid, _ in found]
+        self.say(
+            f"stopping {len(pids)} processes an earlier cluster left running in {self.home} "
+            f"(its fades up was killed): pids {' '.join(map(str, pids))}"
+        )
+        stuck = stop_leftovers(pids)
+        if stuck:
+            raise FadesError(
+                f"processes left by an earlier cluster in {self.home} cannot be stopped by us "
+                f"(pids {' '.join(map(str, stuck))}); stop them, or choose another --home"
+            )
 
     def _unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
