@@ -40,6 +40,9 @@ log = logging.getLogger("fades.controller")
 
 #: seconds between re-publish attempts of tasks accepted but not yet in JetStream
 REDISPATCH_S = 1.0
+#: seconds between sweeps while the last one found nothing to re-publish (a submit that
+#: cannot publish, or a new lead, starts one at once)
+REDISPATCH_IDLE_S = 5.0
 #: bytes of a message kept for headers (message id) below the server's max_payload
 HEADER_ROOM = 4096
 
@@ -198,21 +201,28 @@ class Dispatcher:
     async def run(self) -> None:
         """Re-publish tasks accepted but not yet handed over (restart, fabric outage)."""
         while True:
+            busy = True  # something to re-publish (or a failed pass): try again soon
+            self._kick.clear()  # (a kick during the pass starts the next one at once)
             try:
                 pending = (
                     await asyncio.to_thread(self.store.pending, "edge", set(self._inflight))
                     if self.leads()
                     else []
                 )
+                busy = bool(pending)
                 for p in pending:
                     if (p.tenant, p.id) in self._inflight:
                         continue  # its submit is publishing it right now
                     if not await self.dispatch(p):
-                        break  # the fabric is unreachable: wait before trying the rest
+                        # the fabric is unreachable: wait before trying the rest (not woken
+                        # by the kick this failure gave)
+                        self._kick.clear()
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception:  # e.g. the database: log it and try again on the next pass
                 log.exception("dispatcher pass failed")
-            self._kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), REDISPATCH_S)
+                await asyncio.wait_for(
+                    self._kick.wait(), REDISPATCH_S if busy else REDISPATCH_IDLE_S
+                )
