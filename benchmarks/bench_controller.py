@@ -14,7 +14,10 @@ the node's rooms) go through the controller's HTTP API in two ways, in the same 
 
 With ``--before SRC`` (a source tree, e.g. ``/work/main/src``) the same two ways run again, in
 a cluster of their own whose controller AND node agent are started from ``SRC`` (the code
-before), so the old controller and node agent are measured in the same run too.
+before), so the old controller and node agent are measured in the same run too. With
+``--rounds R`` the whole comparison runs R times, the old and new clusters in alternating
+order (the machine's load drifts), and each figure is the median over the rounds (every
+round's figures are in the JSON under ``runs``).
 
 ``FADES_BENCH_PROFILE_NODE=FILE`` runs this run's node agent under yappi (CPU clock, every
 thread) and saves its profile to FILE (``python -m pstats FILE``); its CPU figures are then
@@ -36,6 +39,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -245,13 +249,74 @@ def plot(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def one_cluster(
+    where: Path, src: str | None, n: int, batch: int, with_baseline: bool
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The modes through one cluster (its controller and node agent from ``src``, or this
+    tree), and (``with_baseline``) the in-process baseline on the same node folder, measured
+    before and after the cluster runs (the machine's load drifts)."""
+
+    def wrap(cmd: list[str]) -> list[str]:
+        return ["env", f"PYTHONPATH={src}", *cmd] if "controller" in cmd else cmd
+
+    Cluster.node_src = src  # the node agent from SRC too (None: this tree)
+    modes: dict[str, dict[str, Any]] = {}
+    base: list[dict[str, Any]] = []
+    with Cluster(
+        where, nodes=1, rooms_per_node=6, days=0.1, sensors=False, wrap=wrap if src else None
+    ) as cl:
+        rooms = cl.rooms(cl.names[0])
+        client = cl.client()
+        for r in rooms:  # warm: artifact fetched, sandbox compiled
+            client.wait(client.submit(task(r))["task_id"], timeout=120)
+        names = ["one_by_one", *(["batch_stream"] if hasattr(client, "submit_many") else [])]
+        client.close()
+        node_home = cl.node_home(cl.names[0])
+        if with_baseline:
+            base.append(in_process(node_home, rooms, n))
+        for m in names:
+            run_mode(cl, m, rooms, max(10, n // 10), batch)  # warm this path
+            r = modes[m] = run_mode(cl, m, rooms, n, batch)
+            print(
+                f"{'before, ' if src else ''}{m}: {r['tasks_per_s']:.0f} tasks/s, CPU ms/task "
+                + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_task"].items())
+                + f" ({r['failed']} failed)",
+                flush=True,
+            )
+        if with_baseline:
+            base.append(in_process(node_home, rooms, n))
+    return modes, base
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over ``runs`` (the runs kept under ``runs``)."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for key in ("wall_s", "tasks_per_s", "failed"):
+        out[key] = statistics.median(r[key] for r in runs)
+    out["cpu_ms_per_task"] = {
+        k: statistics.median(r["cpu_ms_per_task"].get(k, 0.0) for r in runs)
+        for k in runs[0]["cpu_ms_per_task"]
+    }
+    out["runs"] = runs
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--tasks", type=int, default=0, help="tasks per mode (default 200, quick 100)")
+    ap.add_argument("--tasks", type=int, default=0, help="tasks per mode (default 400, quick 100)")
     ap.add_argument("--batch", type=int, default=100, help="tasks per batch request")
     ap.add_argument("--out", default="controller", help="result file stem")
     ap.add_argument("--before", help="also run a controller from this source tree (one by one)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat everything this often, the old and new clusters in alternating order; "
+        "each figure is the median over the rounds",
+    )
     args = ap.parse_args(argv)
     n = args.tasks or (100 if args.quick else 400)
     res: dict[str, Any] = {
@@ -260,65 +325,34 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "load_avg_start": os.getloadavg(),
         },
+        "rounds": args.rounds,
         "modes": {},
     }
+    runs: dict[str, list[dict[str, Any]]] = {}
+    base: list[dict[str, Any]] = []
+    src = str(Path(args.before).resolve()) if args.before else None
     with tempfile.TemporaryDirectory() as tmp:
-        with Cluster(Path(tmp) / "c", nodes=1, rooms_per_node=6, days=0.1, sensors=False) as cl:
-            rooms = cl.rooms(cl.names[0])
-            client = cl.client()
-            for r in rooms:  # warm: artifact fetched, sandbox compiled
-                client.wait(client.submit(task(r))["task_id"], timeout=120)
-            has_batch = hasattr(client, "submit_many")
-            client.close()
-            modes = ["one_by_one", *(["batch_stream"] if has_batch else [])]
-            node_home = cl.node_home(cl.names[0])
-            # the baseline is measured before and after the cluster runs (the machine's load
-            # drifts); their mean is what the cluster is compared with
-            base = [in_process(node_home, rooms, n)]
-            for m in modes:
-                run_mode(cl, m, rooms, max(10, n // 10), args.batch)  # warm this path
-                r = res["modes"][m] = run_mode(cl, m, rooms, n, args.batch)
-                print(
-                    f"{m}: {r['tasks_per_s']:.0f} tasks/s, CPU ms/task "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_task"].items())
-                    + f" ({r['failed']} failed)",
-                    flush=True,
-                )
-            base.append(in_process(node_home, rooms, n))
-            res["in_process"] = {
-                "tasks": n,
-                "tasks_per_s": sum(b["tasks_per_s"] for b in base) / len(base),
-                "cpu_ms_per_task": sum(b["cpu_ms_per_task"] for b in base) / len(base),
-                "runs": base,
-            }
-        if args.before:
-            src = str(Path(args.before).resolve())
-
-            def wrap(cmd: list[str]) -> list[str]:
-                return ["env", f"PYTHONPATH={src}", *cmd] if "controller" in cmd else cmd
-
-            Cluster.node_src = src  # the node agent from SRC too
-
-            with Cluster(
-                Path(tmp) / "b", nodes=1, rooms_per_node=6, days=0.1, sensors=False, wrap=wrap
-            ) as cl:
-                client = cl.client()
-                for r in rooms:
-                    client.wait(client.submit(task(r))["task_id"], timeout=120)
-                before = [
-                    "one_by_one",
-                    *(["batch_stream"] if hasattr(client, "submit_many") else []),
-                ]
-                client.close()
-                for m in before:
-                    run_mode(cl, m, rooms, max(10, n // 10), args.batch)
-                    r = res["modes"][f"before_{m}"] = run_mode(cl, m, rooms, n, args.batch)
-                    r["source"] = src
-                    print(
-                        f"before ({src}), {m}: {r['tasks_per_s']:.0f} tasks/s, CPU ms/task "
-                        + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_task"].items()),
-                        flush=True,
-                    )
+        for i in range(max(1, args.rounds)):
+            order: list[str | None] = [None] if src is None else [None, src]
+            if i % 2:
+                order.reverse()  # the machine's load drifts: alternate which goes first
+            for which in order:
+                where = Path(tmp) / f"{'b' if which else 'c'}{i}"
+                modes, b = one_cluster(where, which, n, args.batch, which is None)
+                base += b
+                for m, r in modes.items():
+                    if which is not None:
+                        r["source"] = which
+                    runs.setdefault(f"before_{m}" if which else m, []).append(r)
+    order_names = ("one_by_one", "batch_stream", "before_one_by_one", "before_batch_stream")
+    for m in sorted(runs, key=lambda k: order_names.index(k) if k in order_names else 9):
+        res["modes"][m] = median_run(runs[m])
+    res["in_process"] = {
+        "tasks": n,
+        "tasks_per_s": sum(b["tasks_per_s"] for b in base) / len(base),
+        "cpu_ms_per_task": sum(b["cpu_ms_per_task"] for b in base) / len(base),
+        "runs": base,
+    }
     ip = res["in_process"]["tasks_per_s"]
     print(
         f"in-process: {ip:.0f} tasks/s, CPU {res['in_process']['cpu_ms_per_task']:.2f} ms/task",

@@ -214,3 +214,28 @@ def test_the_lead_moves_to_another_controller_when_the_leader_dies(nats_server: 
                 await bus.close()
 
     asyncio.run(main())
+
+
+def test_a_batch_is_marked_dispatched_on_every_controller(pair: LocalCluster) -> None:
+    """The dispatched marks of a batch travel through the controller log as grouped
+    operations (``mark_dispatched_many``); the other controller applies them too."""
+    import sqlite3
+
+    a, b = _clients(pair)
+    with a, b:
+        receipts = a.submit_many([_task(pair) for _ in range(40)])
+        ids = [r["task_id"] for r in receipts if r["accepted"]]
+        assert len(ids) == 40, receipts[:3]
+        for tid in ids:
+            assert b.wait(tid, timeout=120)["status"] == "done"
+    for i in (1, 2):
+        db = sqlite3.connect(pair.controller_home_of(i) / "controller.db")
+        try:
+            marks = ",".join("?" * len(ids))
+            rows = db.execute(
+                f"SELECT id, dispatched_at FROM tasks_v2 WHERE id IN ({marks})", ids
+            ).fetchall()
+        finally:
+            db.close()
+        assert len(rows) == 40
+        assert all(at is not None for _, at in rows), f"controller {i}: not marked dispatched"

@@ -92,7 +92,9 @@ def start(
                 stop=stop,
             )
 
-        asyncio.run(main())
+        from fades.loops import runner
+
+        runner()(main())
     except FadesError as exc:
         print(f"error ({exc.kind}): {exc}", file=sys.stderr, flush=True)
         raise typer.Exit(2) from None

@@ -6,6 +6,10 @@ node ignores a task id it already holds, so re-publishing is safe). The envelope
 artifact digest chosen at submit, and the task body it carries names that digest as its
 ``function.artifact``, so a node runs exactly that version whatever is uploaded meanwhile.
 
+The tasks of a batch submit are published concurrently (their acknowledgements awaited
+together), and the ``dispatched`` marks of the tasks whose acknowledgements arrived in the same
+event-loop turn are written as one operation (``mark_dispatched_many``).
+
 A task that can never be published (its envelope exceeds the fabric's message limit) fails
 with :class:`~fades.errors.DispatchFailed` naming the limit; it never holds up the tasks
 behind it. A fabric outage leaves tasks ``accepted``; the dispatcher retries them.
@@ -36,6 +40,9 @@ log = logging.getLogger("fades.controller")
 
 #: seconds between re-publish attempts of tasks accepted but not yet in JetStream
 REDISPATCH_S = 1.0
+#: seconds between sweeps while the last one found nothing to re-publish (a submit that
+#: cannot publish, or a new lead, starts one at once)
+REDISPATCH_IDLE_S = 5.0
 #: bytes of a message kept for headers (message id) below the server's max_payload
 HEADER_ROOM = 4096
 
@@ -89,18 +96,25 @@ class Dispatcher:
         self.leads = leads
         self._inflight: set[tuple[str, str]] = set()
         self._kick = asyncio.Event()
+        #: the marks gathered in this event-loop turn and the future their write settles
+        self._marks: tuple[list[list[str]], asyncio.Future[None]] | None = None
+        #: ``dispatched`` writes made (each marks one or more tasks; for tests)
+        self.mark_writes = 0
+        self._writing: set[asyncio.Future[None]] = set()
 
     def kick(self) -> None:
         """Run a dispatcher pass now."""
         self._kick.set()
 
-    async def dispatch(self, p: PendingTask) -> bool:
-        """Publish one recorded task; False if it must be retried (fabric unreachable)."""
+    async def dispatch(self, p: PendingTask, data: bytes | None = None) -> bool:
+        """Publish one recorded task; False if it must be retried (fabric unreachable).
+
+        ``data``: its envelope already encoded (``envelope(p)``), to skip encoding it again."""
         if not self.ready():
             self._kick.set()
             return False  # stays 'accepted'; the dispatcher retries once the fabric is back
         try:
-            data = envelope(p)
+            data = envelope(p) if data is None else data
         except (TypeError, ValueError) as exc:  # a task recorded by an older version, say
             await self.fail(p, f"the task cannot be encoded for its node: {exc}")
             return True
@@ -116,9 +130,7 @@ class Dispatcher:
         self._inflight.add(key)
         try:
             await self.publish(task_subject(p.node), data, p.wire_id)
-            await self.recorder.commits.write(
-                "mark_dispatched", {"tenant": p.tenant, "task_id": p.id, "at": time.time()}
-            )
+            await self._mark(p.tenant, p.id)
             return True
         except FabricError as exc:  # fabric down or slow: stays 'accepted' and is retried
             log.warning("task %s not dispatched yet (%s); retrying", p.id, exc)
@@ -126,6 +138,48 @@ class Dispatcher:
             return False
         finally:
             self._inflight.discard(key)
+
+    async def _mark(self, tenant: str, task_id: str) -> None:
+        """Record the task as dispatched, in one write with the others marked this turn."""
+        if self._marks is None:
+            loop = asyncio.get_running_loop()
+            self._marks = ([], loop.create_future())
+            loop.call_soon(self._write_marks)
+        keys, done = self._marks
+        keys.append([tenant, task_id])
+        await asyncio.shield(done)
+
+    def _write_marks(self) -> None:
+        """(Next loop turn) write the marks gathered; settle their future with the result."""
+        marks, self._marks = self._marks, None
+        if marks is None:
+            return
+        keys, done = marks
+        self.mark_writes += 1
+        if len(keys) == 1:
+            write = self.recorder.commits.write(
+                "mark_dispatched", {"tenant": keys[0][0], "task_id": keys[0][1], "at": time.time()}
+            )
+        else:
+            write = self.recorder.commits.write(
+                "mark_dispatched_many", {"keys": keys, "at": time.time()}
+            )
+
+        async def run() -> None:
+            try:
+                await write
+            except BaseException as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                if not done.done():
+                    done.set_result(None)
+
+        task = asyncio.ensure_future(run())
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
 
     async def fail(self, p: PendingTask, reason: str) -> None:
         """End a task that can never be dispatched, with ``reason``."""
@@ -147,21 +201,28 @@ class Dispatcher:
     async def run(self) -> None:
         """Re-publish tasks accepted but not yet handed over (restart, fabric outage)."""
         while True:
+            busy = True  # something to re-publish (or a failed pass): try again soon
+            self._kick.clear()  # (a kick during the pass starts the next one at once)
             try:
                 pending = (
                     await asyncio.to_thread(self.store.pending, "edge", set(self._inflight))
                     if self.leads()
                     else []
                 )
+                busy = bool(pending)
                 for p in pending:
                     if (p.tenant, p.id) in self._inflight:
                         continue  # its submit is publishing it right now
                     if not await self.dispatch(p):
-                        break  # the fabric is unreachable: wait before trying the rest
+                        # the fabric is unreachable: wait before trying the rest (not woken
+                        # by the kick this failure gave)
+                        self._kick.clear()
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception:  # e.g. the database: log it and try again on the next pass
                 log.exception("dispatcher pass failed")
-            self._kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), REDISPATCH_S)
+                await asyncio.wait_for(
+                    self._kick.wait(), REDISPATCH_S if busy else REDISPATCH_IDLE_S
+                )

@@ -7,7 +7,7 @@ that applies the same operations in the same order holds the same ``controller.d
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +65,9 @@ def _pipe_record(s: ControllerStore, a: Args) -> Any:
 OPS: dict[str, Callable[[ControllerStore, Args], Any]] = {
     "add_task": _add_task,
     "mark_dispatched": lambda s, a: s.mark_dispatched(a["tenant"], a["task_id"], a["at"]),
+    "mark_dispatched_many": lambda s, a: s.mark_dispatched_many(
+        [(k[0], k[1]) for k in a["keys"]], a["at"]
+    ),
     "add_outcome": lambda s, a: s.add_outcome(
         Outcome.model_validate(a["outcome"]),
         bytes_uplink=a["bytes_uplink"],
@@ -92,7 +95,7 @@ OPS: dict[str, Callable[[ControllerStore, Args], Any]] = {
 
 def add_task_args(**kw: Any) -> Args:
     """Arguments of ``add_task`` with its random wire-id suffix chosen now."""
-    return {**kw, "suffix": uuid.uuid4().hex[:16]}
+    return {**kw, "suffix": secrets.token_hex(8)}
 
 
 def run_op(store: ControllerStore, name: str, args: Args) -> Callable[[], Any]:

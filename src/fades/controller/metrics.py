@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -15,6 +16,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.submitted = Counter(
             "fades_tasks_submitted",
             "Tasks accepted by the controller",
@@ -81,6 +83,15 @@ class Metrics:
             "Pipeline re-plans after a node went down or came back",
             registry=self.registry,
         )
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered (label values here come from small fixed
+        sets: where a task ran, its status, an error kind)."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def track_nodes(self, up: Callable[[], int], down: Callable[[], int]) -> None:
         self.nodes_up.set_function(lambda: float(up()))

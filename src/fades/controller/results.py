@@ -138,14 +138,14 @@ class Recorder:
 
     def _stored(self, stored: StoredOutcome, where: Where, bytes_uplink: int | None = None) -> None:
         out = stored.outcome
-        self.metrics.results.labels(where, out.status).inc()
+        self.metrics.child(self.metrics.results, where, out.status).inc()
         for observe in self.observers:
             try:
                 observe(out)
             except Exception:
                 log.exception("an outcome observer failed")
         if stored.latency_s is not None:
-            self.metrics.latency.labels(where).observe(stored.latency_s)
+            self.metrics.child(self.metrics.latency, where).observe(stored.latency_s)
         waiting = self._waiters.get((out.tenant, out.task_id))
         if waiting is not None:
             waiting[0].stored = stored
@@ -165,10 +165,13 @@ class Recorder:
         except ValidationError as exc:
             log.warning("dropping a malformed outcome on %s: %s", subject, exc.errors()[0]["msg"])
             return None
+        # applied here only (no log on the fabric): the validated outcome itself, not its
+        # JSON form validated again by the operation
+        direct = isinstance(self.commits, DirectLog)
         stored = await self.commits.write(
             "node_outcome",
             {
-                "outcome": out.model_dump(mode="json"),
+                "outcome": out if direct else out.model_dump(mode="json"),
                 "bytes_uplink": len(data),
                 "stored_at": time.time(),
                 "where": "edge",

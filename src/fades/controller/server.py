@@ -13,12 +13,36 @@ from fades.controller.api import create_app
 from fades.controller.service import Controller
 from fades.errors import ControllerError
 
+#: seconds between the HTTP server's housekeeping ticks (its Date header, whether to stop);
+#: uvicorn's own loop ticks every 0.1 s, ten wake-ups a second of an idle controller
+TICK_S = 1.0
+
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit = asyncio.Event()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # the caller owns SIGINT/SIGTERM; uvicorn would re-raise them after its shutdown
         yield
+
+    def exit(self) -> None:
+        """Stop serving now (not at the next tick)."""
+        self.should_exit = True
+        self._exit.set()
+
+    async def main_loop(self) -> None:
+        # uvicorn's loop, ticking every TICK_S (each tick refreshes the Date header, as
+        # uvicorn does every tenth of its ticks) and woken at once by exit()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), TICK_S)
+            counter = (counter + 10) % 864000
+            should_exit = await self.on_tick(counter)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -84,7 +108,7 @@ async def serve(
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
-            server.should_exit = True
+            server.exit()
             app.state.closing = True  # open console feeds end (fades.console.live)
         await serving
     finally:

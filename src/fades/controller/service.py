@@ -79,6 +79,8 @@ log = logging.getLogger("fades.controller")
 
 #: the fabric's message limit assumed before the first connection (NATS' default)
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+#: the longest wire id: a task id cut to 47 characters, a dot and 16 hex digits
+WIRE_ID_MAX = 64
 
 # (Controller.list shadows the builtin inside the class body)
 NodeViews = list[NodeView]
@@ -427,9 +429,9 @@ class Controller:
         try:
             receipt = await self._submit(task, tenant=tenant, node=node, where=where)
         except FadesError as exc:
-            self.metrics.refused.labels(exc.kind).inc()
+            self.metrics.child(self.metrics.refused, exc.kind).inc()
             raise
-        self.metrics.submitted.labels(where).inc()
+        self.metrics.child(self.metrics.submitted, where).inc()
         return receipt
 
     async def _submit(
@@ -476,8 +478,7 @@ class Controller:
         pending = PendingTask(
             t.tenant, t.id, t.id, placed.node, loc, t.model_dump(mode="json"), time.time(), digest
         )
-        if loc == "edge":
-            self._check_size(pending)
+        data = self._check_size(pending) if loc == "edge" else None
         wire_id = await self.writes.write(
             "add_task",
             add_task_args(
@@ -500,7 +501,7 @@ class Controller:
         site = "cloud" if loc == "cloud" else placed.node
         self.measure.placed(site, t.tenant, t.id, (placed.decision or {}).get("input_bytes", 0))
         if loc == "edge":
-            await self.dispatcher.dispatch(pending)
+            await self.dispatcher.dispatch(pending, data if wire_id == t.id else None)
         else:
             self._spawn_cloud(pending)
         queued = (placed.decision or {}).get("queued")
@@ -508,16 +509,21 @@ class Controller:
             task_id=t.id, node=placed.node, where=loc, placement=reason, queued=queued
         )
 
-    def _check_size(self, p: PendingTask) -> None:
-        """Refuse a task whose message the fabric would never carry (413)."""
+    def _check_size(self, p: PendingTask) -> bytes:
+        """Refuse a task whose message the fabric would never carry (413); returns the
+        task's envelope as published under its own id (the usual wire id)."""
         limit = self.max_payload - HEADER_ROOM
-        size = len(envelope(dataclasses.replace(p, wire_id=f"{p.id[:47]}.{0:016d}")))
+        data = envelope(dataclasses.replace(p, wire_id=p.id))
+        # a wire id with a suffix (another tenant used the id) is at most 64 characters of
+        # [A-Za-z0-9._-] (nothing to escape): the longest the envelope can be
+        size = len(data) + max(0, WIRE_ID_MAX - len(p.id))
         if size > limit:
             raise PayloadTooLarge(
                 f"the task's message would be {size} bytes; the fabric carries at most "
                 f"{limit} bytes per task: send less in function.params",
                 task_id=p.id,
             )
+        return data
 
     def _place(self, task: Task, node: str | None, loc: str = "edge") -> Placement:
         try:

@@ -217,6 +217,15 @@ class ControllerStore(DeviceAudit):
                 (time.time() if at is None else at, tenant, task_id),
             )
 
+    def mark_dispatched_many(self, keys: Sequence[tuple[str, str]], at: float) -> None:
+        """:meth:`mark_dispatched` for each ``(tenant, task id)`` of ``keys``, in one statement."""
+        with self._lock:
+            self._db.executemany(
+                "UPDATE tasks_v2 SET status = 'dispatched', dispatched_at = ? "
+                "WHERE tenant = ? AND id = ? AND status = 'accepted'",
+                [(at, tenant, task_id) for tenant, task_id in keys],
+            )
+
     def set_node(self, tenant: str, task_id: str, node: str, why: str) -> None:
         """The task runs on ``node`` now (a migration), for reason ``why``."""
         with self._lock:

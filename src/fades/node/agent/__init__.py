@@ -335,4 +335,6 @@ def run_agent(
         finally:
             await agent.stop()
 
-    asyncio.run(main())
+    from fades.loops import runner
+
+    runner()(main())

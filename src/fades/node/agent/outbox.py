@@ -6,7 +6,9 @@ once the fabric acknowledged it. The orchestrator's finish callback (a worker th
 the finished record to the event loop, which publishes whatever has finished meanwhile (at
 most :data:`OUTBOX_INFLIGHT` awaiting the fabric at once) and marks the acknowledged ones
 delivered with one commit; results left undelivered (fabric down, a crash) are re-published
-on start and on every heartbeat. Readers de-duplicate by task id (the message id too).
+on start and on every heartbeat. The heartbeat's sweep skips the results the outbox loop holds
+or is publishing right now (under a burst it would publish them a second time). Readers
+de-duplicate by task id (the message id too).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Outbox:
         # records finished in worker threads, handed to the loop by one wake-up per burst
         self._handed: list[TaskRecord] = []
         self._handing = threading.Lock()
+        # ids of the records handed to the loop and not yet published or given up on (the
+        # sweep leaves them to the loop); guarded by _handing
+        self._held: set[str] = set()
         #: wake-ups of the event loop by finish callbacks (for tests and the benchmark)
         self.wakeups = 0
 
@@ -54,6 +59,7 @@ class Outbox:
         self._loop = asyncio.get_running_loop()
         with self._handing:  # (left by a closed loop: the start sweep re-publishes them)
             self._handed.clear()
+            self._held.clear()
 
     def on_finish(self, rec: TaskRecord) -> None:
         """Orchestrator callback (worker thread): hand the finished record (read after its
@@ -63,6 +69,7 @@ class Outbox:
             return
         with self._handing:
             self._handed.append(rec)
+            self._held.add(rec.id)
             if len(self._handed) > 1:
                 return  # a wake-up is on its way and takes this one too
         self.wakeups += 1
@@ -71,6 +78,7 @@ class Outbox:
         except RuntimeError:  # the loop closed meanwhile; the outbox (the store) has them
             with self._handing:
                 self._handed.clear()
+                self._held.clear()
 
     def _take(self) -> None:
         """(event loop) Queue what the finish callbacks handed over since the last wake-up."""
@@ -154,6 +162,9 @@ class Outbox:
                 raise
             except Exception as exc:  # they stay in the outbox for the sweep
                 log.warning("node %s: results %s: %r", self.agent.name, recs[0].id, exc)
+            finally:
+                with self._handing:  # published, or left to the sweep
+                    self._held.difference_update(r.id for r in recs)
 
     async def flush(self) -> None:
         """Re-publish every undelivered result (stops at the first burst with a failure)."""
@@ -162,6 +173,8 @@ class Outbox:
         async with self._lock:
             store = self.agent.require_node().orchestrator.store
             recs = await asyncio.to_thread(store.undelivered)
+            with self._handing:  # the loop publishes those itself
+                recs = [r for r in recs if r.id not in self._held]
             for i in range(0, len(recs), OUTBOX_BATCH):
                 part = recs[i : i + OUTBOX_BATCH]
                 if await self.publish_many(part) < len(part):
