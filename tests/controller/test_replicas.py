@@ -223,7 +223,7 @@ def test_a_batch_is_marked_dispatched_on_every_controller(pair: LocalCluster) ->
 
     a, b = _clients(pair)
     with a, b:
-        receipts = a.submit_many([_task(pair) for _ in range(40)])
+        receipts = a.submit_many([pair_task(pair) for _ in range(40)])
         ids = [r["task_id"] for r in receipts if r["accepted"]]
         assert len(ids) == 40, receipts[:3]
         for tid in ids:
