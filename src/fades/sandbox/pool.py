@@ -178,7 +178,9 @@ class InstancePool:
                     self.misses += 1
                     self._last_miss = time.monotonic()
                     self.target = min(self.max_size, self.target + 1)
-            self._cond.notify_all()
+                    self._cond.notify_all()  # the refill thread: a higher target
+            # a hit wakes nobody: the refill thread would only find the task running (the
+            # session's release wakes it), and waking it costs the task a thread switch
         return inst
 
     def session(self, artifact: Artifact, limits: Limits) -> PythonSession:
@@ -213,7 +215,6 @@ class InstancePool:
             self._cond.notify_all()
             if not self._closed:
                 self._used.append(inst)
-                self._cond.notify_all()
                 return
         inst.close()
 
@@ -295,7 +296,7 @@ class InstancePool:
                 hot = None
         if hot is not None:
             try:
-                inst.bind(*hot)
+                inst.bind(*hot, warm=self._blob)
             except FadesError:  # e.g. its module needs the task's data: prepare it unbound
                 with self._cond:
                     if len(self._unbindable) < 256:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 from wasmtime import component
@@ -39,6 +40,7 @@ from fades.functions.artifact import Artifact
 from fades.sandbox import engine
 from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult, write_input
 from fades.sandbox.output import clip, parse_json, seconds, size_of, typed_field
+from fades.sandbox.runcall import RunCall, input_written, mark_clean, needs_emptying
 from fades.state.seal import max_state_bytes
 
 #: The runtime cannot run below this much linear memory: its initial heap snapshot takes
@@ -76,6 +78,8 @@ class PythonSandbox:
         # input file in each is overwritten in place, reusing its RAM-backed pages
         self._dirs: list[tempfile.TemporaryDirectory[str]] = []
         self._dirs_lock = threading.Lock()
+        #: the run export's parameter and result types, looked up on the first instance
+        self.run_types: tuple[Any, Any] | None = None
 
     def _take_dir(self) -> tempfile.TemporaryDirectory[str]:
         with self._dirs_lock:
@@ -159,8 +163,10 @@ class RuntimeInstance:
         store.set_wasi(wasi)
         try:
             instance = sandbox._linker.instantiate(store, comp)
-            run = instance.get_func(store, "run")
-            assert run is not None
+            func = instance.get_func(store, "run")
+            assert func is not None
+            run = RunCall(func, store, sandbox.run_types)
+            sandbox.run_types = run.types
             if warm:
                 reply = run(store, base64.b64encode(warm).decode(), "\0warm\0", "fades_warm.py")
                 if getattr(reply, "tag", None) != "ok":
@@ -176,10 +182,12 @@ class RuntimeInstance:
         self.bound: str | None = None
         self.prepare_s = time.perf_counter() - t0
 
-    def bind(self, artifact: Artifact, limits: Limits) -> None:
+    def bind(self, artifact: Artifact, limits: Limits, warm: bytes = b"") -> None:
         """Load ``artifact``'s module now, under ``limits``, so that its task's call starts
         from a loaded function: only a task of the same function may take it afterwards.
-        No input is read: the module's own top-level code runs, nothing else.
+        No input is read: the module's own top-level code runs, nothing else. ``warm``: run
+        the runtime's warm-up call again afterwards (the module's load grew the heap; the
+        warm-up faults in the pages the task's decode and encode then touch).
 
         Raises:
             SandboxError: the module cannot be loaded (the instance is then closed).
@@ -199,6 +207,16 @@ class RuntimeInstance:
         if getattr(reply, "tag", None) != "ok":
             self.close()
             raise SandboxError(f"the function's module did not load: {reply.payload!r:.300}")
+        if warm:
+            try:
+                reply = self.run(store, base64.b64encode(warm).decode(), "\0warm\0", name)
+            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+                self.close()
+                raise _translate_trap(exc, limits) from None
+            if getattr(reply, "tag", None) != "ok":  # e.g. the module patched the SDK
+                self.close()
+                raise SandboxError(f"the warm-up after loading failed: {reply.payload!r:.300}")
+            # (the logs are kept: what the module's top-level code printed is the task's)
         self.bound = artifact.digest
         self.prepare_s += time.perf_counter() - t0
 
@@ -245,6 +263,7 @@ class PythonSession:
         self.artifact, self.limits, self.host = artifact, limits, sandbox.host
         self._source = artifact.payload.decode()
         self._filename = source_filename(artifact.name)
+        self._dir = instance.input_dir
         self._input = os.path.join(instance.input_dir, "data.fds")
         self.logs = instance.logs
         self._store: wasmtime.Store | None = store
@@ -277,9 +296,13 @@ class PythonSession:
         entry = self.artifact.entry
         if blob is not None and len(blob) <= INLINE_MAX_BYTES:
             entry = f"\0inline\0{entry}\0{base64.b64encode(blob).decode()}"
-            _empty(self._input)  # an earlier task's input must not stay readable
-        elif blob is not None:
-            write_input(self._input, blob)
+            if needs_emptying(self._dir):  # an earlier task's input must not stay readable
+                _empty(self._input)
+                mark_clean(self._dir)
+        else:
+            input_written(self._dir)  # written now, or by the caller (blob None)
+            if blob is not None:
+                write_input(self._input, blob)
         t_write = time.perf_counter() - t0
         store, limits = self._store, self.limits
         if store is None:
@@ -383,6 +406,7 @@ class PythonSession:
         """
         if self.invocations:
             raise ValueError("restore() needs a fresh session (this one already ran)")
+        input_written(self._dir)
         write_input(self._input, state)
         self._control(f"\0restore\0{self.artifact.entry}")
 
