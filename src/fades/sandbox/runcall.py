@@ -22,6 +22,7 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
+from wasmtime.component._types import ResultType, String, Variant
 
 
 class RunCall:
@@ -32,7 +33,7 @@ class RunCall:
     component, so every instance of one runtime shares it.
     """
 
-    __slots__ = ("_func", "_params", "_result")
+    __slots__ = ("_func", "_params", "_result", "_strings")
 
     def __init__(self, func: Any, store: wasmtime.Store, types: tuple[Any, Any] | None) -> None:
         if types is None:
@@ -43,6 +44,12 @@ class RunCall:
         self._result: Any = types[1]
         if len(self._params) != 3 or self._result is None:
             raise ValueError("the runtime's run export is not run(string, string, string)")
+        res = self._result  # result<string, string>: lifted here, without its type lookups
+        self._strings = (
+            isinstance(res, ResultType)
+            and isinstance(res.ok, String)
+            and isinstance(res.err, String)
+        )
 
     @property
     def types(self) -> tuple[Any, Any]:
@@ -67,10 +74,30 @@ class RunCall:
                 )
 
             enter_wasm(run)
-            return self._result.convert_from_c(space)
+            if not self._strings:
+                return self._result.convert_from_c(space)
+            return _lift_string_result(space)
         finally:
             for i in range(n):
                 ffi.wasmtime_component_val_delete(ctypes.byref(params[i]))
+
+
+def _lift_string_result(c: Any) -> Variant:
+    """A ``result<string, string>`` value as wasmtime-py's ``ResultType.convert_from_c`` lifts
+    it (``Variant("ok" | "err", str)``, the boxed payload freed), with no type lookups."""
+    if c.kind != ffi.WASMTIME_COMPONENT_RESULT.value:
+        raise wasmtime.WasmtimeError("the runtime's run returned something not a result")
+    tag = "ok" if c.of.result.is_ok else "err"
+    ptr = c.of.result.val
+    inner = ptr.contents
+    if inner.kind != ffi.WASMTIME_COMPONENT_STRING.value:
+        raise wasmtime.WasmtimeError("the runtime's run returned a result not of strings")
+    payload = ffi.to_str(inner.of.string)
+    ffi.wasm_byte_vec_delete(ctypes.byref(inner.of.string))
+    inner.kind = ffi.WASMTIME_COMPONENT_BOOL
+    inner.of.boolean = False
+    ffi.wasmtime_component_val_delete(ptr)
+    return Variant(tag, payload)
 
 
 #: Input directories known to hold no input file (see the module's docstring).
