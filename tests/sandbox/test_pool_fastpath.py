@@ -1,7 +1,8 @@
-"""The tiny-task fast path (fades.sandbox.runcall, the pool's load-then-warm): the call with
-types looked up once answers as wasmtime's own, an input directory is emptied whenever it
-may hold an earlier input, and a function loaded ahead keeps its own output. Real wasmtime,
-the real runtime component, real worker processes.
+"""The tiny-task fast path (fades.sandbox.runcall) and lean preparation under load: the call
+with types looked up once answers as wasmtime's own, an input directory is emptied whenever
+it may hold an earlier input, a function loaded ahead keeps its own output, and a busy pool
+prepares without the warm-up. Real wasmtime, the real runtime component, real worker
+processes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fades.functions.artifact import Artifact, create
 from fades.functions.keys import SigningKey
 from fades.sandbox import HostLimits, Limits, PythonSandbox
 from fades.sandbox.base import write_input
-from fades.sandbox.pool import InstancePool, warm_blob
+from fades.sandbox.pool import BUSY_WINDOW_S, LEAN_BUSY_FRACTION, InstancePool, warm_blob
 from fades.sandbox.procs import WorkerPool
 from fades.sandbox.python import MIN_MEMORY_MIB, RuntimeInstance
 from fades.sandbox.runcall import needs_emptying
@@ -31,16 +32,6 @@ def main(data, params):
             else -1, "v": params.get("v")}
 """
 PRINTS = "print('hello from the top')\ndef main(data, params):\n    return 5\n"
-# the module's top-level code breaks the SDK call the runtime's warm-up makes (codes()),
-# which the function itself never uses
-BREAKS_WARMUP = """
-import fades_sdk
-def _no(self, column):
-    raise RuntimeError("codes() patched away")
-fades_sdk.Dataset.codes = _no
-def main(data, params):
-    return sum(data["t"].values)
-"""
 
 
 def py(name: str, source: str, key: SigningKey) -> Artifact:
@@ -118,29 +109,29 @@ def test_a_loaded_ahead_function_keeps_what_its_module_printed(
 ) -> None:
     sb, art = PythonSandbox(runtime_artifact), py("prints", PRINTS, signing_key)
     inst = RuntimeInstance(sb, None, MIN_MEMORY_MIB << 20, warm=warm_blob())
-    inst.bind(art, Limits(64), warm=warm_blob())
+    inst.bind(art, Limits(64))
     with sb.open(art, Limits(64), None, inst) as s:
         res = s.invoke(_blob())
     assert res.value == 5 and "hello from the top" in res.logs
 
 
-def test_a_module_that_breaks_the_warm_up_is_prepared_plain_and_its_tasks_run(
+def test_a_busy_process_prepares_lean_instances_and_an_idle_one_warms_them(
     runtime_artifact: Artifact, signing_key: SigningKey
 ) -> None:
-    p = InstancePool(PythonSandbox(runtime_artifact), None, min_size=2, max_size=2, max_mib=512)
-    art = py("breaks", BREAKS_WARMUP, signing_key)
+    p = InstancePool(PythonSandbox(runtime_artifact), None, min_size=1, max_size=1, max_mib=512)
+    art = py("size", SIZE, signing_key)
     try:
-        for _ in range(4):
-            assert p.wait_ready(1, timeout=120, usable=art.digest)
-            with p.session(art, Limits(64)) as s:
-                assert s.invoke(_blob()).value == 41.0
-        deadline = time.monotonic() + 60
-        while art.digest not in p._unbindable and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert art.digest in p._unbindable
-        assert p.wait_ready(2, timeout=120)
-        assert all(i.bound is None for i in p._ready)
-        with p.session(art, Limits(64)) as s:  # and it still runs, on a plain instance
-            assert s.invoke(_blob()).value == 41.0
+        assert p.wait_ready(1, timeout=120)
+        assert p.stats()["lean"] == 0  # an idle process: warmed up
+        inst = p.take()
+        assert inst is not None
+        inst.close()
+        with p.busy():  # tasks kept the process busy for most of the last second
+            time.sleep(0.8 * BUSY_WINDOW_S)
+        assert p.busy_fraction() > LEAN_BUSY_FRACTION
+        assert p.wait_ready(1, timeout=120)
+        assert p.stats()["lean"] == 1
+        with p.session(art, Limits(64)) as s:  # a lean instance runs its task as any other
+            assert s.pooled and s.invoke(_blob(v=3)).value["v"] == 3
     finally:
         p.close()

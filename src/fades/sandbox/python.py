@@ -182,12 +182,10 @@ class RuntimeInstance:
         self.bound: str | None = None
         self.prepare_s = time.perf_counter() - t0
 
-    def bind(self, artifact: Artifact, limits: Limits, warm: bytes = b"") -> None:
+    def bind(self, artifact: Artifact, limits: Limits) -> None:
         """Load ``artifact``'s module now, under ``limits``, so that its task's call starts
         from a loaded function: only a task of the same function may take it afterwards.
-        No input is read: the module's own top-level code runs, nothing else. ``warm``: run
-        the runtime's warm-up call again afterwards (the module's load grew the heap; the
-        warm-up faults in the pages the task's decode and encode then touch).
+        No input is read: the module's own top-level code runs, nothing else.
 
         Raises:
             SandboxError: the module cannot be loaded (the instance is then closed).
@@ -207,16 +205,6 @@ class RuntimeInstance:
         if getattr(reply, "tag", None) != "ok":
             self.close()
             raise SandboxError(f"the function's module did not load: {reply.payload!r:.300}")
-        if warm:
-            try:
-                reply = self.run(store, base64.b64encode(warm).decode(), "\0warm\0", name)
-            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-                self.close()
-                raise _translate_trap(exc, limits) from None
-            if getattr(reply, "tag", None) != "ok":  # e.g. the module patched the SDK
-                self.close()
-                raise SandboxError(f"the warm-up after loading failed: {reply.payload!r:.300}")
-            # (the logs are kept: what the module's top-level code printed is the task's)
         self.bound = artifact.digest
         self.prepare_s += time.perf_counter() - t0
 
