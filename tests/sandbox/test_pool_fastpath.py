@@ -135,3 +135,18 @@ def test_a_busy_process_prepares_lean_instances_and_an_idle_one_warms_them(
             assert s.pooled and s.invoke(_blob(v=3)).value["v"] == 3
     finally:
         p.close()
+
+
+def test_a_task_gets_its_own_memory_cap_whatever_the_instance_was_loaded_under(
+    runtime_artifact: Artifact, signing_key: SigningKey
+) -> None:
+    sb = PythonSandbox(runtime_artifact)
+    art = py("big", "def main(data, params):\n    return len(bytearray(40 << 20))\n", signing_key)
+    inst = RuntimeInstance(sb, None, MIN_MEMORY_MIB << 20)
+    inst.bind(art, Limits(128))  # loaded ahead under a larger task's cap
+    with sb.open(art, Limits(32), None, inst) as s, pytest.raises(MemoryLimitExceeded):
+        s.invoke(_blob())
+    again = RuntimeInstance(sb, None, MIN_MEMORY_MIB << 20)
+    again.bind(art, Limits(128))
+    with sb.open(art, Limits(128), None, again) as s:  # the same cap: kept as it is
+        assert s.invoke(_blob()).value == 40 << 20

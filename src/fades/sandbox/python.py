@@ -155,6 +155,8 @@ class RuntimeInstance:
         self.logs = LogBuffer(sandbox.host.max_log_bytes)
         store = wasmtime.Store(engine.engine())
         store.set_limits(memory_size=memory_bytes)
+        #: the store's memory cap now (set_limits costs ~16 us: skipped when unchanged)
+        self.memory_bytes = memory_bytes
         store.set_epoch_deadline(engine.ticks_for(WARM_BUDGET_MS))
         wasi = wasmtime.WasiConfig()
         wasi.preopen_dir(input_dir, "/input", False)
@@ -195,6 +197,7 @@ class RuntimeInstance:
             raise ValueError("only an open, unbound runtime instance can be bound")
         t0 = time.perf_counter()
         store.set_limits(memory_size=limits.memory_bytes)
+        self.memory_bytes = limits.memory_bytes
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
         name = source_filename(artifact.name)
         try:
@@ -241,9 +244,11 @@ class PythonSession:
             raise ValueError("a closed runtime instance cannot be bound")
         if instance.bound not in (None, artifact.digest):
             raise ValueError("a runtime instance bound to one function cannot run another")
-        # the task's own caps, whatever the instance was prepared with
-        store.set_limits(memory_size=limits.memory_bytes)
-        store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
+        # the task's own memory cap, whatever the instance was prepared with (its time
+        # budget is set before each call: invoke(), _control())
+        if instance.memory_bytes != limits.memory_bytes:
+            store.set_limits(memory_size=limits.memory_bytes)
+            instance.memory_bytes = limits.memory_bytes
         self._inst: RuntimeInstance | None = instance
         #: who destroys the instance on close() (the pool sets it); default: close() itself
         self.release: Callable[[RuntimeInstance], None] | None = None
@@ -312,8 +317,9 @@ class PythonSession:
         if tag != "ok":
             raise _translate_guest_error(payload, limits, self.logs.text(), host)
         # the reply holds the result plus a small timing object
-        if size_of(payload) > host.max_result_bytes + 4096:
-            raise ResultTooLarge(host.max_result_bytes, size_of(payload), what="result")
+        size = size_of(payload)
+        if size > host.max_result_bytes + 4096:
+            raise ResultTooLarge(host.max_result_bytes, size, what="result")
         out = parse_json(
             payload, limit=host.max_result_bytes + 4096, max_depth=host.max_result_depth + 1,
             what="reply",
@@ -323,8 +329,8 @@ class PythonSession:
         g = typed_field(out, "timing", dict, "reply")
         read, load = seconds(g, "read"), seconds(g, "load")
         compute, encode = seconds(g, "compute"), seconds(g, "encode")
-        if size_of(payload) > host.max_result_bytes:  # the bound above had room for timing
-            raise ResultTooLarge(host.max_result_bytes, size_of(payload), what="result")
+        if size > host.max_result_bytes:  # the bound above had room for timing
+            raise ResultTooLarge(host.max_result_bytes, size, what="result")
         t3 = time.perf_counter()
         start = (self.start_s if self.invocations == 0 else 0.0) + load
         self.invocations += 1
