@@ -56,7 +56,7 @@ from _common import (
     verdict,
     write_result,
 )
-from bench_throughput import _native_batch, make_node, task
+from bench_throughput import _native_batch, cpu_s, make_node, task
 from fades.functions.artifact import Artifact
 from fades.node import Node
 from fades.sandbox import HostLimits
@@ -223,11 +223,11 @@ def throughput(b: Bench, tasks: int, readings: int) -> dict[str, Any]:
         with concurrent.futures.ProcessPoolExecutor(2) as ex:
             list(ex.map(_native_batch, [str(home)] * 2, [20, 20]))  # start, import, warm
             procs = list(ex._processes)  # the two native processes
-            c0 = _cpu_s(procs)
+            c0 = cpu_s(procs)
             t0 = time.perf_counter()
             list(ex.map(_native_batch, [str(home)] * 2, [tasks // 2] * 2))
             native = tasks / (time.perf_counter() - t0)
-            native_cpu = (_cpu_s(procs) - c0) / tasks
+            native_cpu = (cpu_s(procs) - c0) / tasks
         out["native_2_process_tasks_per_s"] = native
         out["native_cpu_ms_per_task"] = native_cpu * 1e3
         for name, pool in (
@@ -242,12 +242,12 @@ def throughput(b: Bench, tasks: int, readings: int) -> dict[str, Any]:
                     orc.wait(tid, timeout=120)
                 time.sleep(0.5)  # the pools fill
                 pids = [os.getpid(), *node.orchestrator.sandboxes.worker_pids()]
-                c0 = _cpu_s(pids)
+                c0 = cpu_s(pids)
                 t0 = time.perf_counter()
                 ids = [orc.submit(task("bench_mean", 64)) for _ in range(tasks)]
                 recs = [orc.wait(tid, timeout=300) for tid in ids]
                 rate = tasks / (time.perf_counter() - t0)
-                cpu = (_cpu_s(pids) - c0) / tasks
+                cpu = (cpu_s(pids) - c0) / tasks
                 failed = [r.error for r in recs if r.status != "done"]
             out[name] = {
                 "tasks_per_s": rate,
@@ -284,19 +284,6 @@ def _plot_before_after(ax: Any, ba: dict[str, list[float]]) -> None:
                  fontsize=9)  # fmt: skip
     ax.legend(fontsize=8)
     ax.margins(y=0.15)
-
-
-def _cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes so far (threads included)."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
 
 
 def _add(node: Node, arts: tuple[Artifact, ...]) -> None:
