@@ -27,19 +27,17 @@ from wasmtime import component
 from fades.errors import (
     BadFunctionOutput,
     CheckpointRejected,
-    FunctionCrashed,
     MemoryLimitExceeded,
     ResultTooLarge,
     SandboxError,
-    SandboxViolation,
     StateError,
     StateNotCapturable,
-    TimeLimitExceeded,
 )
 from fades.functions.artifact import Artifact
 from fades.sandbox import engine
 from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult, write_input
-from fades.sandbox.output import clip, parse_json, seconds, size_of, typed_field
+from fades.sandbox.output import parse_json, seconds, size_of, typed_field
+from fades.sandbox.pyerrors import translate_guest_error, translate_trap
 from fades.sandbox.runcall import RunCall, input_written, mark_clean, needs_emptying
 from fades.state.seal import max_state_bytes
 
@@ -58,8 +56,6 @@ INLINE_MAX_BYTES = 64 << 10
 
 #: Time allowed for a pooled instance's warm-up call (host code only; normally ~2 ms).
 WARM_BUDGET_MS = 10_000
-
-_NETWORK_MODULES = {"socket", "_socket", "ssl", "_ssl", "select", "selectors", "asyncio"}
 
 
 def _scratch_dir() -> Path:
@@ -177,7 +173,7 @@ class RuntimeInstance:
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             store.close()
             self.close()
-            raise _translate_trap(exc, Limits(memory_bytes >> 20, WARM_BUDGET_MS)) from None
+            raise translate_trap(exc, Limits(memory_bytes >> 20, WARM_BUDGET_MS)) from None
         self.store: wasmtime.Store | None = store
         self.run = run
         #: the digest of the function whose module this instance has loaded (see bind())
@@ -204,7 +200,7 @@ class RuntimeInstance:
             reply = self.run(store, artifact.payload.decode(), f"\0load\0{artifact.entry}", name)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             self.close()
-            raise _translate_trap(exc, limits) from None
+            raise translate_trap(exc, limits) from None
         if getattr(reply, "tag", None) != "ok":
             self.close()
             raise SandboxError(f"the function's module did not load: {reply.payload!r:.300}")
@@ -305,7 +301,7 @@ class PythonSession:
         try:
             reply = self._run(store, self._source, entry, self._filename)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            err = _translate_trap(exc, limits)
+            err = translate_trap(exc, limits)
             if self.logs.text():
                 err.context.setdefault("logs", self.logs.text())
             raise err from None
@@ -315,7 +311,7 @@ class PythonSession:
         if tag not in ("ok", "err") or not isinstance(payload, str):
             raise BadFunctionOutput("the runtime's reply is not a result<string, string>")
         if tag != "ok":
-            raise _translate_guest_error(payload, limits, self.logs.text(), host)
+            raise translate_guest_error(payload, limits, self.logs.text(), host)
         # the reply holds the result plus a small timing object
         size = size_of(payload)
         if size > host.max_result_bytes + 4096:
@@ -359,12 +355,12 @@ class PythonSession:
         try:
             reply = self._run(store, self._source, control, self._filename)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise _translate_trap(exc, self.limits) from None
+            raise translate_trap(exc, self.limits) from None
         tag, payload = getattr(reply, "tag", None), getattr(reply, "payload", None)
         if tag not in ("ok", "err") or not isinstance(payload, str):
             raise BadFunctionOutput("the runtime's reply is not a result<string, string>")
         if tag != "ok":
-            err = _translate_guest_error(payload, self.limits, self.logs.text(), self.host)
+            err = translate_guest_error(payload, self.limits, self.logs.text(), self.host)
             kind = getattr(err, "guest_kind", "")
             if kind == "StateNotCapturable":
                 raise StateNotCapturable(str(err.context.get("guest_message", err)))
@@ -415,56 +411,3 @@ def source_filename(name: str) -> str:
     """The file name a function's tracebacks name: its artifact name, ending in ``.py``."""
     base = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "function"
     return base if base.endswith(".py") else base + ".py"
-
-
-def _translate_trap(exc: wasmtime.WasmtimeError | wasmtime.Trap, limits: Limits) -> SandboxError:
-    text = str(exc)
-    if "interrupt" in text:
-        return TimeLimitExceeded(limits.time_budget_ms)
-    if "exceeds memory limits" in text:
-        return MemoryLimitExceeded(limits.memory_mib)
-    trap = next((ln.strip() for ln in text.splitlines() if "wasm trap" in ln), "")
-    if "abort" in text:
-        # CPython aborts (rather than raising MemoryError) when an allocation fails inside
-        # the interpreter itself; a Python function cannot otherwise call abort().
-        return MemoryLimitExceeded(limits.memory_mib, detail="the interpreter aborted")
-    return FunctionCrashed(f"the sandbox trapped: {trap or text.splitlines()[0]}")
-
-
-def _translate_guest_error(
-    payload: str, limits: Limits, logs: str, host: HostLimits
-) -> SandboxError:
-    bound = host.max_error_chars + host.max_traceback_chars + 4096
-    err = parse_json(payload, limit=bound, max_depth=2, what="error report")
-    kind = clip(typed_field(err, "type", str, "error report"), 100)
-    message = clip(typed_field(err, "message", str, "error report"), host.max_error_chars)
-    tb = clip(
-        typed_field(err, "traceback", str, "error report"), host.max_traceback_chars, tail=True
-    )
-    log = logs or None
-    if kind in ("StateNotCapturable", "StateRestoreError"):  # answers to state requests
-        err = FunctionCrashed(f"{kind}: {message}", guest_message=message)
-        err.guest_kind = kind  # type: ignore[attr-defined]
-        return err
-    if kind == "ResultNotJSON":
-        return BadFunctionOutput(
-            f"the function's return value is not JSON: {message}", traceback=tb, logs=log
-        )
-    if kind == "MemoryError":
-        return MemoryLimitExceeded(limits.memory_mib, traceback=tb, logs=log)
-    if kind == "ModuleNotFoundError" and any(f"'{m}'" in message for m in _NETWORK_MODULES):
-        return SandboxViolation(
-            f"the function tried to use the network ({kind}: {message}); "
-            "sandboxes are granted no network access",
-            traceback=tb,
-            logs=log,
-        )
-    if kind in {"FileNotFoundError", "PermissionError", "OSError", "NotADirectoryError"}:
-        return SandboxViolation(
-            f"the function tried to use the file system ({kind}: {message}); "
-            "sandboxes are granted no file system",
-            traceback=tb,
-            logs=log,
-        )
-    detail = f"{kind}: {message}" if message else kind
-    return FunctionCrashed(f"the function raised {detail}", traceback=tb, logs=log)
