@@ -14,7 +14,13 @@ All from one run:
 3. Memory: PSS (``/proc/<pid>/smaps_rollup``) of a worker holding 4 ready instances vs none.
 4. Tasks/s through one node (capacity 2, mean over 100 readings from SQLite), pool off vs
    on, against a native pool of 2 processes doing the same fetch, encode, decode and call in
-   CPython. Target >= 0.5 of the native pool.
+   CPython. Target >= 0.5 of the native pool. Beside the rates (which on this shared machine
+   depend on how many other processes compete), the CPU time per task of every process
+   involved (the node and its workers; the two native processes), which does not.
+
+With ``--before SRC`` (a source tree, e.g. a checkout of the previous commit's ``src``),
+sections 1 and 4 also run in a child process on that code, in the same run, and the plot
+sets them side by side.
 
 Run ``python benchmarks/bench_pool.py [--quick]``. Writes
 ``benchmarks/results/single_node_pool.json`` and ``single_node_pool.png`` beside it. About
@@ -23,7 +29,11 @@ two minutes; ``--quick`` under a minute.
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,13 +51,12 @@ from _common import (
     Bench,
     dataset,
     log,
-    parse_args,
     session,
     summary,
     verdict,
     write_result,
 )
-from bench_throughput import _native_batch, make_node, task
+from bench_throughput import _native_batch, cpu_s, make_node, task
 from fades.functions.artifact import Artifact
 from fades.node import Node
 from fades.sandbox import HostLimits
@@ -213,10 +222,14 @@ def throughput(b: Bench, tasks: int, readings: int) -> dict[str, Any]:
         make_node(b, home, readings)
         with concurrent.futures.ProcessPoolExecutor(2) as ex:
             list(ex.map(_native_batch, [str(home)] * 2, [20, 20]))  # start, import, warm
+            procs = list(ex._processes)  # the two native processes
+            c0 = cpu_s(procs)
             t0 = time.perf_counter()
             list(ex.map(_native_batch, [str(home)] * 2, [tasks // 2] * 2))
             native = tasks / (time.perf_counter() - t0)
+            native_cpu = (cpu_s(procs) - c0) / tasks
         out["native_2_process_tasks_per_s"] = native
+        out["native_cpu_ms_per_task"] = native_cpu * 1e3
         for name, pool in (
             ("pool_off", {"min": 0, "max": 0}),
             ("pool_on", {}),
@@ -228,21 +241,49 @@ def throughput(b: Bench, tasks: int, readings: int) -> dict[str, Any]:
                 for tid in [orc.submit(task("bench_mean", 64)) for _ in range(10)]:
                     orc.wait(tid, timeout=120)
                 time.sleep(0.5)  # the pools fill
+                pids = [os.getpid(), *node.orchestrator.sandboxes.worker_pids()]
+                c0 = cpu_s(pids)
                 t0 = time.perf_counter()
                 ids = [orc.submit(task("bench_mean", 64)) for _ in range(tasks)]
                 recs = [orc.wait(tid, timeout=300) for tid in ids]
                 rate = tasks / (time.perf_counter() - t0)
+                cpu = (cpu_s(pids) - c0) / tasks
                 failed = [r.error for r in recs if r.status != "done"]
             out[name] = {
                 "tasks_per_s": rate,
                 "ratio_vs_native_2_process": rate / native,
+                "cpu_ms_per_task": cpu * 1e3,
+                "cpu_ratio_native_over_node": native_cpu / cpu,
                 "failed": failed[:3],
             }
-            log(f"   {name}: {rate:.0f} tasks/s = {rate / native:.2f} of native ({native:.0f}/s)")
+            log(
+                f"   {name}: {rate:.0f} tasks/s = {rate / native:.2f} of native ({native:.0f}/s);"
+                f" CPU per task {cpu * 1e3:.2f} ms (native {native_cpu * 1e3:.2f} ms)"
+            )
         out["target"] = verdict(
             out["pool_on"]["ratio_vs_native_2_process"], 0.5, higher_is_better=True
         )
     return out
+
+
+def _plot_before_after(ax: Any, ba: dict[str, list[float]]) -> None:
+    groups = [
+        ("tiny task p50, ms\n(fn loaded ahead)", ba["tiny_p50_ms"]),
+        ("Python CPU per task, ms\n(node + workers)", ba["python_cpu_ms_per_task"]),
+    ]
+    for gi, (_, (old, new)) in enumerate(groups):
+        for k, (v, c) in enumerate(((old, "#d99"), (new, "tab:green"))):
+            x = gi * 3 + k
+            ax.bar(x, v, color=c, label=("before", "after")[k] if gi == 0 else None)
+            ax.annotate(f"{v:.2f}", (x, v), ha="center", fontsize=8,
+                        textcoords="offset points", xytext=(0, 2))  # fmt: skip
+    ax.set_xticks([0.5, 3.5], [g[0] for g in groups], fontsize=8)
+    ax.set_ylabel("ms")
+    r = ba["python_ratio_vs_native"]
+    ax.set_title(f"Before vs after, same run (Python tasks/s ÷ native: {r[0]:.2f} -> {r[1]:.2f})",
+                 fontsize=9)  # fmt: skip
+    ax.legend(fontsize=8)
+    ax.margins(y=0.15)
 
 
 def _add(node: Node, arts: tuple[Artifact, ...]) -> None:
@@ -251,7 +292,12 @@ def _add(node: Node, arts: tuple[Artifact, ...]) -> None:
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13.5, 4.8), width_ratios=[3, 2])
+    ba = res.get("before_vs_after")
+    if ba is None:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13.5, 4.8), width_ratios=[3, 2])
+    else:
+        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18, 4.8), width_ratios=[3, 2, 2])
+        _plot_before_after(ax3, ba)
     ip, wk = res["inprocess"], res["workers"]
     bars = [
         ("fresh\n(in-process)", ip["fresh_ms"], "tab:red"),
@@ -297,8 +343,41 @@ def plot(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _child(quick: bool, out: str) -> int:
+    """``--child OUT``: sections 1 and 4 only, on whatever ``fades`` is first on the path."""
+    with session(quick) as (b, meta):
+        res = {
+            "inprocess": latency_inprocess(b, reps=40 if quick else 200),
+            "throughput": throughput(b, tasks=60 if quick else 300, readings=100),
+        }
+    Path(out).write_text(json.dumps({"meta": meta, "res": res}))
+    return 0
+
+
+def _before(src: str, quick: bool) -> dict[str, Any]:
+    """Sections 1 and 4 in a child process on the code in ``src``."""
+    log(f"-- before: sections 1 and 4 on {src}")
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        env = {**os.environ, "PYTHONPATH": src}
+        cmd = [sys.executable, __file__, "--child", f.name] + (["--quick"] if quick else [])
+        subprocess.run(cmd, env=env, check=True, timeout=3600)
+        got: dict[str, Any] = json.loads(Path(f.name).read_text())
+    got["res"]["src"] = src
+    got["res"]["meta"] = got["meta"]
+    log("-- after: this tree")
+    return dict(got["res"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    q = parse_args(__doc__ or "", argv)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes")
+    ap.add_argument("--before", help="also run sections 1 and 4 on this source tree")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    q = bool(args.quick)
+    if args.child:
+        return _child(q, args.child)
+    before = _before(str(Path(args.before).resolve()), q) if args.before else None
     with session(q) as (b, meta):
         res = {
             "inprocess": latency_inprocess(b, reps=40 if q else 200),
@@ -306,6 +385,20 @@ def main(argv: list[str] | None = None) -> int:
             "memory": pool_memory(b),
             "throughput": throughput(b, tasks=60 if q else 300, readings=100),
         }
+    if before is not None:
+        res["before"] = before
+        bi, ai = before["inprocess"]["pooled_ms"]["p50"], res["inprocess"]["pooled_ms"]["p50"]
+        bt, at = before["throughput"]["pool_on"], res["throughput"]["pool_on"]
+        res["before_vs_after"] = {
+            "tiny_p50_ms": [bi, ai],
+            "python_tasks_per_s": [bt["tasks_per_s"], at["tasks_per_s"]],
+            "python_ratio_vs_native": [
+                bt["ratio_vs_native_2_process"],
+                at["ratio_vs_native_2_process"],
+            ],
+            "python_cpu_ms_per_task": [bt["cpu_ms_per_task"], at["cpu_ms_per_task"]],
+        }
+        log(f"   before -> after: {json.dumps(res['before_vs_after'])}")
     out = write_result("pool", res, meta)
     plot(res, RESULTS / "single_node_pool.png")
     log(f"wrote {out} in {meta['wall_s']:.0f} s")

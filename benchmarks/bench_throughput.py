@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -96,14 +97,32 @@ def _native_batch(home: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def native_rate(home: Path, tasks: int) -> float:
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (all their threads): unlike a
+    rate, CPU time per task hardly depends on how many other processes share the machine."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def native_rate(home: Path, tasks: int) -> tuple[float, float]:
     """Tasks/s of a native pool of 2 CPython processes doing each task's fetch, encode,
-    decode and call (the mean) without a sandbox or an orchestrator."""
+    decode and call (the mean) without a sandbox or an orchestrator, and its CPU seconds
+    per task."""
     with concurrent.futures.ProcessPoolExecutor(2) as ex:
         list(ex.map(_native_batch, [str(home)] * 2, [20, 20]))  # start, import, warm
+        procs = list(ex._processes)
+        c0 = cpu_s(procs)
         t0 = time.perf_counter()
         list(ex.map(_native_batch, [str(home)] * 2, [tasks // 2] * 2))
-        return tasks / (time.perf_counter() - t0)
+        rate = tasks / (time.perf_counter() - t0)
+        return rate, (cpu_s(procs) - c0) / tasks
 
 
 def bench_throughput(b: Bench, tasks: int, readings: int, direct_reps: int) -> dict[str, Any]:
@@ -112,9 +131,13 @@ def bench_throughput(b: Bench, tasks: int, readings: int, direct_reps: int) -> d
     with tempfile.TemporaryDirectory(prefix="fades-bench-node-") as tmp:
         home = Path(tmp)
         make_node(b, home, readings)
-        native = native_rate(home, tasks)
+        native, native_cpu = native_rate(home, tasks)
         out["native_2_process_tasks_per_s"] = native
-        log(f"   native CPython, 2 processes: {native:.0f} tasks/s")
+        out["native_cpu_ms_per_task"] = native_cpu * 1e3
+        log(
+            f"   native CPython, 2 processes: {native:.0f} tasks/s, "
+            f"CPU {native_cpu * 1e3:.2f} ms per task"
+        )
         with Node(home, capacity=2) as node:
             for art in (b.runtime, b.py_mean, b.core_mean):
                 node.functions.add(art.to_bytes())
@@ -147,11 +170,14 @@ def bench_throughput(b: Bench, tasks: int, readings: int, direct_reps: int) -> d
                 for th in threads:
                     th.join()
                 par_rate = 2 * direct_reps / (time.perf_counter() - t0)
+                pids = [os.getpid(), *orc.sandboxes.worker_pids()]
+                c0 = cpu_s(pids)
                 t0 = time.perf_counter()
                 ids = [orc.submit(task(name, mem)) for _ in range(tasks)]
                 t_sub = time.perf_counter()
                 recs = [orc.wait(tid, timeout=120) for tid in ids]
                 wall = time.perf_counter() - t0
+                cpu = (cpu_s(pids) - c0) / tasks
                 ok = [r for r in recs if r.status == "done"]
                 rate = tasks / wall
                 per_stage = {
@@ -174,11 +200,14 @@ def bench_throughput(b: Bench, tasks: int, readings: int, direct_reps: int) -> d
                     "baseline_2_threads_direct_tasks_per_s": par_rate,
                     "ratio_vs_2_threads_direct": rate / par_rate,
                     "ratio_vs_native_2_process": rate / native,
+                    "cpu_ms_per_task": cpu * 1e3,
+                    "cpu_ratio_native_over_node": native_cpu / cpu,
                     "target_half_of_native": verdict(rate / native, 0.5, higher_is_better=True),
                     "target": verdict(rate, 300.0, higher_is_better=True),
                 }
                 log(
-                    f"   {kind}: {rate:.0f} tasks/s = {rate / native:.2f} of native "
+                    f"   {kind}: {rate:.0f} tasks/s = {rate / native:.2f} of native, "
+                    f"CPU {cpu * 1e3:.2f} ms per task (native {native_cpu * 1e3:.2f}) "
                     f"(direct loop: serial {direct_rate:.0f}/s, "
                     f"2 threads {par_rate:.0f}/s; "
                     f"submit {tasks / (t_sub - t0):.0f}/s); median stages "

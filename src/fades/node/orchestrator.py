@@ -124,7 +124,10 @@ class Orchestrator:
         self.max_attempts = max_attempts
         self.queue = ReadyQueue(get_policy(policy))
         self._threads: list[threading.Thread] = []
-        self._done = threading.Condition()
+        #: wait()'s conditions, one per task waited for (with how many waits share it), all
+        #: on one lock: a task's end wakes only its own waiters (a wake-up re-reads the record)
+        self._done = threading.Lock()
+        self._waiting: dict[str, tuple[threading.Condition, int]] = {}
         self._stop = threading.Event()
         self._running = 0
         self._lock = threading.Lock()
@@ -293,14 +296,21 @@ class Orchestrator:
         """Block until the task is done or failed (or ``timeout`` elapses)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._done:
-            while True:
-                rec = self.store.get(task_id)
-                if rec.done:
-                    return rec
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return rec
-                self._done.wait(0.5 if remaining is None else min(0.5, remaining))
+            cond, n = self._waiting.get(task_id) or (threading.Condition(self._done), 0)
+            self._waiting[task_id] = (cond, n + 1)
+            try:
+                while True:  # the 0.5 s poll also sees ends recorded by another process
+                    rec = self.store.get(task_id)
+                    if rec.done:
+                        return rec
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return rec
+                    cond.wait(0.5 if remaining is None else min(0.5, remaining))
+            finally:
+                cond, n = self._waiting.pop(task_id)
+                if n > 1:
+                    self._waiting[task_id] = (cond, n - 1)
 
     def run(
         self,
@@ -425,7 +435,9 @@ class Orchestrator:
 
     def _notify(self, task_id: str) -> None:
         with self._done:
-            self._done.notify_all()
+            waiting = self._waiting.get(task_id)
+            if waiting is not None:
+                waiting[0].notify_all()
         if not self.on_finish:
             return  # nobody to call back: skip re-reading the record on the hot path
         try:

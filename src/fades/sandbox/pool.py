@@ -9,7 +9,9 @@ when demand falls.
 - **Preparation**: the runtime component is instantiated (wasmtime maps its initial memory
   copy-on-write) and then *warmed*: one call of the runtime's own warm-up on a tiny built-in
   input (decode, compile, call, encode) with no function in it. Instantiation alone halves
-  the cost a task sees; the warm-up takes the rest of the first-call faults away.
+  the cost a task sees; the warm-up takes the rest of the first-call faults away. While
+  tasks keep the process busy (:data:`LEAN_BUSY_FRACTION`), instances are prepared without
+  the warm-up: it costs more CPU than it saves the task, and the CPU is what is short then.
 - **Limits**: a pooled instance is prepared under a :data:`~fades.sandbox.python.
   MIN_MEMORY_MIB` cap (below any task's) and gets the task's own memory cap and time
   deadline when a task takes it (:class:`~fades.sandbox.python.PythonSession`).
@@ -51,6 +53,12 @@ MEASURED_PREPARES = 7
 IDLE_S = 0.01
 #: Until the pool has measured one, an instance is assumed to cost this much memory.
 ASSUMED_INSTANCE_BYTES = 8 << 20
+#: When tasks kept the process busy more than this fraction of the last :data:`BUSY_WINDOW_S`,
+#: instances are prepared *lean* (no warm-up call): the warm-up moves about 2 ms of a task's
+#: first-call work ahead but costs about 4 ms of CPU itself, which under sustained load only
+#: competes with the tasks (measured with ``benchmarks/bench_pool.py``).
+LEAN_BUSY_FRACTION = 0.5
+BUSY_WINDOW_S = 1.0
 
 
 POOL_SETTINGS = ("min", "max", "max_mib")
@@ -136,6 +144,9 @@ class InstancePool:
         self._ready: list[RuntimeInstance] = []
         self._used: list[RuntimeInstance] = []
         self._busy = 0
+        self._busy_from = 0.0  # when the current busy stretch began
+        self._spans: list[tuple[float, float]] = []  # recent busy stretches (start, end)
+        self.lean = 0  # instances prepared without the warm-up (the process was busy)
         self._preparing = False
         self._idle_since = 0.0
         self._closed = False
@@ -162,7 +173,7 @@ class InstancePool:
         preferred, one bound to another function is never given."""
         with self._cond:
             if busy and self._thread is not None:
-                self._busy += 1
+                self._enter()
             if not self._ready and self._preparing:
                 # one is on its way with a head start: waiting for it beats making another
                 self._cond.wait_for(
@@ -178,7 +189,9 @@ class InstancePool:
                     self.misses += 1
                     self._last_miss = time.monotonic()
                     self.target = min(self.max_size, self.target + 1)
-            self._cond.notify_all()
+                    self._cond.notify_all()  # the refill thread: a higher target
+            # a hit wakes nobody: the refill thread would only find the task running (the
+            # session's release wakes it), and waking it costs the task a thread switch
         return inst
 
     def session(self, artifact: Artifact, limits: Limits) -> PythonSession:
@@ -196,8 +209,7 @@ class InstancePool:
                 inst.close()
             if self._thread is not None:
                 with self._cond:
-                    self._busy -= 1
-                    self._idle_since = time.monotonic()
+                    self._leave()
                     self._cond.notify_all()
             raise
         if self._thread is not None:
@@ -208,12 +220,10 @@ class InstancePool:
         """A used instance: the refill thread destroys it (at once, busy or not), so the
         task's reply does not wait for its memory to be unmapped."""
         with self._cond:
-            self._busy -= 1
-            self._idle_since = time.monotonic()
+            self._leave()
             self._cond.notify_all()
             if not self._closed:
                 self._used.append(inst)
-                self._cond.notify_all()
                 return
         inst.close()
 
@@ -221,14 +231,36 @@ class InstancePool:
     def busy(self) -> Iterator[None]:
         """Mark a task as running: the pool does not start preparing while one runs."""
         with self._cond:
-            self._busy += 1
+            self._enter()
         try:
             yield
         finally:
             with self._cond:
-                self._busy -= 1
-                self._idle_since = time.monotonic()
+                self._leave()
                 self._cond.notify_all()
+
+    def _enter(self) -> None:  # with self._cond held
+        if self._busy == 0:
+            self._busy_from = time.monotonic()
+        self._busy += 1
+
+    def _leave(self) -> None:  # with self._cond held
+        self._busy -= 1
+        if self._busy == 0:
+            now = self._idle_since = time.monotonic()
+            self._spans.append((self._busy_from, now))
+            while self._spans and self._spans[0][1] < now - BUSY_WINDOW_S:
+                del self._spans[0]
+
+    def busy_fraction(self, now: float | None = None) -> float:
+        """The fraction of the last :data:`BUSY_WINDOW_S` this process spent running tasks."""
+        with self._cond:
+            now = time.monotonic() if now is None else now
+            start = now - BUSY_WINDOW_S
+            spent = sum(max(0.0, b - max(a, start)) for a, b in self._spans)
+            if self._busy:
+                spent += now - max(self._busy_from, start)
+            return min(1.0, spent / BUSY_WINDOW_S)
 
     # --- the refill thread ----------------------------------------------------------------
     def cap(self) -> int:
@@ -283,9 +315,10 @@ class InstancePool:
     def _prepare_one(self) -> bool:
         measure = len(self._grew) < MEASURED_PREPARES  # reading smaps costs ~0.5 ms: a few
         before = _pss_bytes() if measure else 0
+        lean = bool(self._blob) and self.busy_fraction() > LEAN_BUSY_FRACTION
         try:
             inst = RuntimeInstance(
-                self.sandbox, self.input_dir, MIN_MEMORY_MIB << 20, warm=self._blob
+                self.sandbox, self.input_dir, MIN_MEMORY_MIB << 20, warm=b"" if lean else self._blob
             )
         except (FadesError, OSError):
             return False
@@ -310,6 +343,7 @@ class InstancePool:
                 del self._grew[:-15]
                 self.instance_bytes = sorted(self._grew)[len(self._grew) // 2]
             self.prepared += 1
+            self.lean += lean
             self.prepare_s.append(inst.prepare_s)
             del self.prepare_s[:-100]
             if not self._closed:
@@ -350,6 +384,8 @@ class InstancePool:
                 "bound": sum(i.bound is not None for i in self._ready),
                 "misses": self.misses,
                 "prepared": self.prepared,
+                "lean": self.lean,
+                "busy_fraction": round(self.busy_fraction(), 3),
                 "instance_bytes": self.instance_bytes,
             }
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 from wasmtime import component
@@ -26,19 +27,18 @@ from wasmtime import component
 from fades.errors import (
     BadFunctionOutput,
     CheckpointRejected,
-    FunctionCrashed,
     MemoryLimitExceeded,
     ResultTooLarge,
     SandboxError,
-    SandboxViolation,
     StateError,
     StateNotCapturable,
-    TimeLimitExceeded,
 )
 from fades.functions.artifact import Artifact
 from fades.sandbox import engine
 from fades.sandbox.base import HostLimits, Limits, LogBuffer, SandboxResult, write_input
-from fades.sandbox.output import clip, parse_json, seconds, size_of, typed_field
+from fades.sandbox.output import parse_json, seconds, size_of, typed_field
+from fades.sandbox.pyerrors import translate_guest_error, translate_trap
+from fades.sandbox.runcall import RunCall, input_written, mark_clean, needs_emptying
 from fades.state.seal import max_state_bytes
 
 #: The runtime cannot run below this much linear memory: its initial heap snapshot takes
@@ -57,8 +57,6 @@ INLINE_MAX_BYTES = 64 << 10
 #: Time allowed for a pooled instance's warm-up call (host code only; normally ~2 ms).
 WARM_BUDGET_MS = 10_000
 
-_NETWORK_MODULES = {"socket", "_socket", "ssl", "_ssl", "select", "selectors", "asyncio"}
-
 
 def _scratch_dir() -> Path:
     shm = Path("/dev/shm")
@@ -76,6 +74,8 @@ class PythonSandbox:
         # input file in each is overwritten in place, reusing its RAM-backed pages
         self._dirs: list[tempfile.TemporaryDirectory[str]] = []
         self._dirs_lock = threading.Lock()
+        #: the run export's parameter and result types, looked up on the first instance
+        self.run_types: tuple[Any, Any] | None = None
 
     def _take_dir(self) -> tempfile.TemporaryDirectory[str]:
         with self._dirs_lock:
@@ -151,6 +151,8 @@ class RuntimeInstance:
         self.logs = LogBuffer(sandbox.host.max_log_bytes)
         store = wasmtime.Store(engine.engine())
         store.set_limits(memory_size=memory_bytes)
+        #: the store's memory cap now (set_limits costs ~16 us: skipped when unchanged)
+        self.memory_bytes = memory_bytes
         store.set_epoch_deadline(engine.ticks_for(WARM_BUDGET_MS))
         wasi = wasmtime.WasiConfig()
         wasi.preopen_dir(input_dir, "/input", False)
@@ -159,8 +161,10 @@ class RuntimeInstance:
         store.set_wasi(wasi)
         try:
             instance = sandbox._linker.instantiate(store, comp)
-            run = instance.get_func(store, "run")
-            assert run is not None
+            func = instance.get_func(store, "run")
+            assert func is not None
+            run = RunCall(func, store, sandbox.run_types)
+            sandbox.run_types = run.types
             if warm:
                 reply = run(store, base64.b64encode(warm).decode(), "\0warm\0", "fades_warm.py")
                 if getattr(reply, "tag", None) != "ok":
@@ -169,7 +173,7 @@ class RuntimeInstance:
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             store.close()
             self.close()
-            raise _translate_trap(exc, Limits(memory_bytes >> 20, WARM_BUDGET_MS)) from None
+            raise translate_trap(exc, Limits(memory_bytes >> 20, WARM_BUDGET_MS)) from None
         self.store: wasmtime.Store | None = store
         self.run = run
         #: the digest of the function whose module this instance has loaded (see bind())
@@ -189,13 +193,14 @@ class RuntimeInstance:
             raise ValueError("only an open, unbound runtime instance can be bound")
         t0 = time.perf_counter()
         store.set_limits(memory_size=limits.memory_bytes)
+        self.memory_bytes = limits.memory_bytes
         store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
         name = source_filename(artifact.name)
         try:
             reply = self.run(store, artifact.payload.decode(), f"\0load\0{artifact.entry}", name)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             self.close()
-            raise _translate_trap(exc, limits) from None
+            raise translate_trap(exc, limits) from None
         if getattr(reply, "tag", None) != "ok":
             self.close()
             raise SandboxError(f"the function's module did not load: {reply.payload!r:.300}")
@@ -235,9 +240,11 @@ class PythonSession:
             raise ValueError("a closed runtime instance cannot be bound")
         if instance.bound not in (None, artifact.digest):
             raise ValueError("a runtime instance bound to one function cannot run another")
-        # the task's own caps, whatever the instance was prepared with
-        store.set_limits(memory_size=limits.memory_bytes)
-        store.set_epoch_deadline(engine.ticks_for(limits.time_budget_ms))
+        # the task's own memory cap, whatever the instance was prepared with (its time
+        # budget is set before each call: invoke(), _control())
+        if instance.memory_bytes != limits.memory_bytes:
+            store.set_limits(memory_size=limits.memory_bytes)
+            instance.memory_bytes = limits.memory_bytes
         self._inst: RuntimeInstance | None = instance
         #: who destroys the instance on close() (the pool sets it); default: close() itself
         self.release: Callable[[RuntimeInstance], None] | None = None
@@ -245,6 +252,7 @@ class PythonSession:
         self.artifact, self.limits, self.host = artifact, limits, sandbox.host
         self._source = artifact.payload.decode()
         self._filename = source_filename(artifact.name)
+        self._dir = instance.input_dir
         self._input = os.path.join(instance.input_dir, "data.fds")
         self.logs = instance.logs
         self._store: wasmtime.Store | None = store
@@ -277,9 +285,13 @@ class PythonSession:
         entry = self.artifact.entry
         if blob is not None and len(blob) <= INLINE_MAX_BYTES:
             entry = f"\0inline\0{entry}\0{base64.b64encode(blob).decode()}"
-            _empty(self._input)  # an earlier task's input must not stay readable
-        elif blob is not None:
-            write_input(self._input, blob)
+            if needs_emptying(self._dir):  # an earlier task's input must not stay readable
+                _empty(self._input)
+                mark_clean(self._dir)
+        else:
+            input_written(self._dir)  # written now, or by the caller (blob None)
+            if blob is not None:
+                write_input(self._input, blob)
         t_write = time.perf_counter() - t0
         store, limits = self._store, self.limits
         if store is None:
@@ -289,7 +301,7 @@ class PythonSession:
         try:
             reply = self._run(store, self._source, entry, self._filename)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            err = _translate_trap(exc, limits)
+            err = translate_trap(exc, limits)
             if self.logs.text():
                 err.context.setdefault("logs", self.logs.text())
             raise err from None
@@ -299,10 +311,11 @@ class PythonSession:
         if tag not in ("ok", "err") or not isinstance(payload, str):
             raise BadFunctionOutput("the runtime's reply is not a result<string, string>")
         if tag != "ok":
-            raise _translate_guest_error(payload, limits, self.logs.text(), host)
+            raise translate_guest_error(payload, limits, self.logs.text(), host)
         # the reply holds the result plus a small timing object
-        if size_of(payload) > host.max_result_bytes + 4096:
-            raise ResultTooLarge(host.max_result_bytes, size_of(payload), what="result")
+        size = size_of(payload)
+        if size > host.max_result_bytes + 4096:
+            raise ResultTooLarge(host.max_result_bytes, size, what="result")
         out = parse_json(
             payload, limit=host.max_result_bytes + 4096, max_depth=host.max_result_depth + 1,
             what="reply",
@@ -312,8 +325,8 @@ class PythonSession:
         g = typed_field(out, "timing", dict, "reply")
         read, load = seconds(g, "read"), seconds(g, "load")
         compute, encode = seconds(g, "compute"), seconds(g, "encode")
-        if size_of(payload) > host.max_result_bytes:  # the bound above had room for timing
-            raise ResultTooLarge(host.max_result_bytes, size_of(payload), what="result")
+        if size > host.max_result_bytes:  # the bound above had room for timing
+            raise ResultTooLarge(host.max_result_bytes, size, what="result")
         t3 = time.perf_counter()
         start = (self.start_s if self.invocations == 0 else 0.0) + load
         self.invocations += 1
@@ -342,12 +355,12 @@ class PythonSession:
         try:
             reply = self._run(store, self._source, control, self._filename)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise _translate_trap(exc, self.limits) from None
+            raise translate_trap(exc, self.limits) from None
         tag, payload = getattr(reply, "tag", None), getattr(reply, "payload", None)
         if tag not in ("ok", "err") or not isinstance(payload, str):
             raise BadFunctionOutput("the runtime's reply is not a result<string, string>")
         if tag != "ok":
-            err = _translate_guest_error(payload, self.limits, self.logs.text(), self.host)
+            err = translate_guest_error(payload, self.limits, self.logs.text(), self.host)
             kind = getattr(err, "guest_kind", "")
             if kind == "StateNotCapturable":
                 raise StateNotCapturable(str(err.context.get("guest_message", err)))
@@ -383,6 +396,7 @@ class PythonSession:
         """
         if self.invocations:
             raise ValueError("restore() needs a fresh session (this one already ran)")
+        input_written(self._dir)
         write_input(self._input, state)
         self._control(f"\0restore\0{self.artifact.entry}")
 
@@ -397,56 +411,3 @@ def source_filename(name: str) -> str:
     """The file name a function's tracebacks name: its artifact name, ending in ``.py``."""
     base = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "function"
     return base if base.endswith(".py") else base + ".py"
-
-
-def _translate_trap(exc: wasmtime.WasmtimeError | wasmtime.Trap, limits: Limits) -> SandboxError:
-    text = str(exc)
-    if "interrupt" in text:
-        return TimeLimitExceeded(limits.time_budget_ms)
-    if "exceeds memory limits" in text:
-        return MemoryLimitExceeded(limits.memory_mib)
-    trap = next((ln.strip() for ln in text.splitlines() if "wasm trap" in ln), "")
-    if "abort" in text:
-        # CPython aborts (rather than raising MemoryError) when an allocation fails inside
-        # the interpreter itself; a Python function cannot otherwise call abort().
-        return MemoryLimitExceeded(limits.memory_mib, detail="the interpreter aborted")
-    return FunctionCrashed(f"the sandbox trapped: {trap or text.splitlines()[0]}")
-
-
-def _translate_guest_error(
-    payload: str, limits: Limits, logs: str, host: HostLimits
-) -> SandboxError:
-    bound = host.max_error_chars + host.max_traceback_chars + 4096
-    err = parse_json(payload, limit=bound, max_depth=2, what="error report")
-    kind = clip(typed_field(err, "type", str, "error report"), 100)
-    message = clip(typed_field(err, "message", str, "error report"), host.max_error_chars)
-    tb = clip(
-        typed_field(err, "traceback", str, "error report"), host.max_traceback_chars, tail=True
-    )
-    log = logs or None
-    if kind in ("StateNotCapturable", "StateRestoreError"):  # answers to state requests
-        err = FunctionCrashed(f"{kind}: {message}", guest_message=message)
-        err.guest_kind = kind  # type: ignore[attr-defined]
-        return err
-    if kind == "ResultNotJSON":
-        return BadFunctionOutput(
-            f"the function's return value is not JSON: {message}", traceback=tb, logs=log
-        )
-    if kind == "MemoryError":
-        return MemoryLimitExceeded(limits.memory_mib, traceback=tb, logs=log)
-    if kind == "ModuleNotFoundError" and any(f"'{m}'" in message for m in _NETWORK_MODULES):
-        return SandboxViolation(
-            f"the function tried to use the network ({kind}: {message}); "
-            "sandboxes are granted no network access",
-            traceback=tb,
-            logs=log,
-        )
-    if kind in {"FileNotFoundError", "PermissionError", "OSError", "NotADirectoryError"}:
-        return SandboxViolation(
-            f"the function tried to use the file system ({kind}: {message}); "
-            "sandboxes are granted no file system",
-            traceback=tb,
-            logs=log,
-        )
-    detail = f"{kind}: {message}" if message else kind
-    return FunctionCrashed(f"the function raised {detail}", traceback=tb, logs=log)

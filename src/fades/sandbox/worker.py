@@ -173,6 +173,10 @@ class _Worker:
         if op == "run":
             _, digest, runtime, path, limits = msg
             where = self.scratch if isinstance(path, bytes) else os.path.dirname(path)
+            if isinstance(path, str):  # the node wrote an input file there
+                from fades.sandbox.runcall import input_written
+
+                input_written(os.path.dirname(path))
             session = self._open(digest, runtime, where or "", limits)
             try:
                 return self._invoke(session, path)
