@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 from fades.node.agent.outbox import Outbox
@@ -18,7 +19,7 @@ def test_a_burst_of_finished_tasks_wakes_the_loop_once_and_loses_none() -> None:
 
         def finish_all() -> None:
             for i in range(500):
-                outbox.on_finish(i)  # type: ignore[arg-type]
+                outbox.on_finish(SimpleNamespace(id=f"t{i}"))  # type: ignore[arg-type]
             hold.set()
 
         # the loop is busy (blocked) while the worker thread finishes 500 tasks
@@ -30,10 +31,10 @@ def test_a_burst_of_finished_tasks_wakes_the_loop_once_and_loses_none() -> None:
         while len(got) < 500:
             got.append(await asyncio.wait_for(outbox._finished.get(), 60))
         # and later finishes are still handed over
-        threading.Thread(target=outbox.on_finish, args=(500,)).start()
+        threading.Thread(target=outbox.on_finish, args=(SimpleNamespace(id="t500"),)).start()
         got.append(await asyncio.wait_for(outbox._finished.get(), 60))
         return got, outbox.wakeups
 
     got, wakeups = asyncio.run(go())
-    assert got == list(range(501))
+    assert [r.id for r in got] == [f"t{i}" for i in range(501)]
     assert wakeups == 2, wakeups  # one for the burst, one for the late task
