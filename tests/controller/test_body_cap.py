@@ -65,6 +65,11 @@ def test_an_oversized_body_is_refused_before_any_route_reads_it(bed: Bed, make_t
         resp = c.post("/v1/tasks/batch", content=batch, headers=AUTH)
         assert resp.status_code != 413, resp.text
 
+        # a key given twice in a task body is refused, not silently the last one
+        dup = b'{"credentials": {"tenant": "facilities"}, "credentials": {"tenant": "visitor"}}'
+        resp = c.post("/v1/tasks", content=dup, headers=AUTH)
+        assert resp.status_code == 400 and "given twice" in resp.json()["detail"], resp.text
+
         # and the controller serves a good request after all of it
         resp = c.post("/v1/tasks", json=make_task("f"), headers=AUTH, params={"node": "edge"})
         assert resp.status_code in (202, 404, 422), resp.text
