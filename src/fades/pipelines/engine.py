@@ -26,7 +26,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fades.bus.base import Delivery
-from fades.errors import FabricError, FadesError, QueueFull, TaskValidationError
+from fades.errors import (
+    AccessDenied,
+    FabricError,
+    FadesError,
+    InputTooLarge,
+    QueueFull,
+    TaskValidationError,
+)
 from fades.pipelines.bundles import BundleIO, encoded_size
 from fades.pipelines.collect import Arrival, Collector, Gathering, Hold
 from fades.pipelines.protocol import (
@@ -319,10 +326,9 @@ class PipelineEngine:
 
         try:
             rec, fresh = await self.runner.run(task_id, build)
-        except TaskValidationError as exc:  # its inputs can never make a task: fail, not retry
+        except (TaskValidationError, AccessDenied, InputTooLarge) as exc:  # never runnable
             await self._event(pipeline, run, stage, instance, "failed", started, **base,
-                              error_kind=exc.kind, error=f"stage {stage} cannot run on its "
-                              f"inputs: {exc}")  # fmt: skip
+                              error_kind=exc.kind, error=f"stage {stage} cannot run: {exc}")  # fmt: skip
             self.counters["failed"] += 1
             return
         # the stage ended now: its event says so even when a same-node downstream stage,
