@@ -327,8 +327,9 @@ class PipelineEngine:
         try:
             rec, fresh = await self.runner.run(task_id, build)
         except (TaskValidationError, AccessDenied, InputTooLarge) as exc:  # never runnable
+            why = f"stage {stage} cannot run: {exc}"
             await self._event(pipeline, run, stage, instance, "failed", started, **base,
-                              error_kind=exc.kind, error=f"stage {stage} cannot run: {exc}")  # fmt: skip
+                              error_kind=exc.kind, error=why)  # fmt: skip
             self.counters["failed"] += 1
             return
         # the stage ended now: its event says so even when a same-node downstream stage,
