@@ -303,3 +303,19 @@ def test_a_corrupt_cached_compiled_form_is_recompiled(
     assert isinstance(module, wasmtime.Module)
     assert path.read_bytes() != b"garbage"
     eng._memo.pop(("module", digest))
+
+
+@pytest.mark.parametrize("ptr", [65530, -8])
+def test_fades_alloc_pointing_outside_memory_is_a_crash_not_a_memory_limit(
+    ptr: int, blob: bytearray, signing_key: SigningKey
+) -> None:
+    """Found by the hostile review: a pointer past the end of memory (or negative) was
+    reported as "memory limit N MiB exceeded", blaming the task's cap."""
+    wat = (
+        '(module (memory (export "memory") 1)'
+        f' (func (export "fades_alloc") (param i32) (result i32) (i32.const {ptr}))'
+        ' (func (export "fades_run") (param i32 i32) (result i32) (i32.const 0)))'
+    )
+    with pytest.raises(FunctionCrashed, match=r"fades_alloc\(\d+\) returned .* outside its memory"):
+        run(core("badptr", wat, signing_key), blob)
+    assert run(core("rows", ROWS, signing_key), blob).value == {"rows": 4.0}  # and still serves

@@ -6,6 +6,8 @@ bounds each field is held to. :mod:`fades.task` re-exports them; import them fro
 from __future__ import annotations
 
 import re
+import types
+import typing
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -15,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -76,8 +79,34 @@ def _as_list(v: StrOrList) -> list[str] | None:
     return [v] if isinstance(v, str) else list(v)
 
 
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (through ``X | None``, unions, ``Annotated``)."""
+    args = typing.get_args(annotation)
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _kinds(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in args))
+    return {typing.get_origin(annotation)}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, v: Any, info: ValidationInfo) -> Any:
+        """``true`` is not a number and ``1`` is not ``true``: pydantic would take either for
+        the other (``memory_mib: true`` ran with 1 MiB)."""
+        if info.field_name is None:
+            return v
+        kinds = _kinds(cls.model_fields[info.field_name].annotation)
+        if isinstance(v, bool) and bool not in kinds and kinds & {int, float}:
+            raise ValueError(f"must be a number, not {str(v).lower()}")
+        if isinstance(v, int | float) and not isinstance(v, bool) and kinds == {bool}:
+            raise ValueError(f"must be true or false, not {v}")
+        return v
 
 
 class Credentials(Strict):

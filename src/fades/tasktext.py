@@ -10,6 +10,7 @@ or JSON text into plain values while refusing, with a one-line
   (checked while the YAML is composed, so a deep file never reaches Python's recursion limit);
 * more than :data:`MAX_NODES` values with aliases expanded (a "billion laughs" is refused
   after at most that many steps), and NaN or infinity anywhere (:func:`shape_problem`);
+* a key given twice in one mapping or object (parsers keep one of them silently);
 * anything else the YAML/JSON parsers reject (invalid dates, 5000-digit integers, NUL bytes).
 """
 
@@ -106,9 +107,33 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self.fades_depth -= 1
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """Refuse a key given twice in one mapping: YAML keeps the last silently, so a task
+        could show one ``credentials:`` and run as another (merge keys ``<<`` may still be
+        overridden, as YAML says)."""
+        seen: set[str] = set()
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    line = key_node.start_mark.line + 1
+                    raise _Refused(f"key {clip(key_node.value)!r} is given twice (line {line})")
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
 
 def _no_constant(name: str) -> Any:
     raise _Refused(f"{name} is not allowed")
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: a key given twice in one object is
+    refused (JSON parsers disagree on which one wins)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Refused(f"key {clip(k)!r} is given twice")
+        out[k] = v
+    return out
 
 
 def decode_task_text(text: str | bytes, source: str = "task") -> Any:
@@ -122,7 +147,7 @@ def decode_task_text(text: str | bytes, source: str = "task") -> Any:
     try:
         if head in ("{", "["):
             try:
-                return json.loads(text, parse_constant=_no_constant)
+                return json.loads(text, parse_constant=_no_constant, object_pairs_hook=unique_keys)
             except json.JSONDecodeError:
                 pass  # flow-style YAML such as {a: 1}: the YAML loader below decides
         return yaml.load(text, Loader=_BoundedLoader)

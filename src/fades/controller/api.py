@@ -21,6 +21,7 @@ from fades.console import mount as mount_console
 from fades.controller import batchapi, bodies, pipeapi
 from fades.controller.apidocs import mount_docs
 from fades.controller.auth import Tenant
+from fades.controller.bodycap import BodyCap
 from fades.controller.devices import router as devices_router
 from fades.controller.metrics import CONTENT_TYPE_LATEST
 from fades.controller.migrate_routes import router as migrate_router
@@ -101,6 +102,7 @@ def create_app(controller: Controller) -> FastAPI:
     mount_docs(app)
     app.state.controller = controller
     app.add_middleware(ContainErrors)
+    app.add_middleware(BodyCap)  # outermost: no route reads a body past its cap
 
     # --- the one place errors become HTTP answers ----------------------------------------------
     @app.exception_handler(FadesError)
@@ -128,7 +130,10 @@ def create_app(controller: Controller) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
-            {"detail": str(exc.detail), "error_kind": "BadRequest"},
+            {
+                "detail": str(exc.detail),
+                "error_kind": "PayloadTooLarge" if exc.status_code == 413 else "BadRequest",
+            },
             status_code=exc.status_code,
             headers=exc.headers,
         )

@@ -69,6 +69,16 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A key given twice in one object is refused (parsers disagree on which one wins)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k[:64]!r} is given twice in one object")
+        out[k] = v
+    return out
+
+
 def parse_json_object(raw: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     """A JSON object from ``raw``: UTF-8, finite numbers, at most ``max_depth`` deep.
 
@@ -86,7 +96,11 @@ def parse_json_object(raw: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) ->
         problems=[("body", f"deeper than {max_depth} levels")],
     )
     try:
-        value = json.loads(text, parse_constant=_no_constant) if text.strip() else None
+        value = (
+            json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+            if text.strip()
+            else None
+        )
     except RecursionError:  # json.loads recurses once per nesting level
         raise too_deep from None
     except ValueError as exc:

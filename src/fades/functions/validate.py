@@ -233,6 +233,48 @@ def _signature(t: wasmtime.FuncType) -> tuple[list[str], list[str]]:
     return [str(p) for p in t.params], [str(r) for r in t.results]
 
 
+#: largest function body in a core module (bytes): compiling a 7 MB one took about 2 GB and a
+#: minute, before anything ran (found by the hostile review)
+MAX_CORE_FUNCTION_BYTES = 1024 * 1024
+
+
+def _leb(data: bytes, pos: int) -> tuple[int, int]:
+    """An unsigned LEB128 at ``pos``: (value, position after it); ValueError if cut short."""
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 35:
+            raise ValueError("bad LEB128")
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def largest_function_body(wasm: bytes) -> int:
+    """The size of the largest function body in a core module's code section, read without
+    compiling it (0 if the module is malformed: the compiler then says why)."""
+    pos, biggest = 8, 0
+    try:
+        while pos < len(wasm):
+            section, pos = wasm[pos], pos + 1
+            size, pos = _leb(wasm, pos)
+            end = pos + size
+            if section == 10:  # code: count, then (size, body) per function
+                count, at = _leb(wasm, pos)
+                for _ in range(count):
+                    body, at = _leb(wasm, at)
+                    biggest = max(biggest, body)
+                    at += body
+                    if at > end:
+                        break
+            pos = end
+    except ValueError:
+        return biggest
+    return biggest
+
+
 def check_core_module(payload: bytes, *, where: str = "module") -> None:
     """Check that ``payload`` is a core wasm module speaking fades-core/1 and nothing else.
 
@@ -249,6 +291,15 @@ def check_core_module(payload: bytes, *, where: str = "module") -> None:
     if payload[:8] != CORE_MAGIC:
         what = "a component" if payload[:8] == COMPONENT_MAGIC else "not WebAssembly"
         raise reject("payload", f"is {what}", "a core artifact is a core wasm module", where=where)
+    biggest = largest_function_body(payload)
+    if biggest > MAX_CORE_FUNCTION_BYTES:
+        raise reject(
+            "payload",
+            f"has a function body of {biggest} bytes",
+            f"a core module's function is at most {MAX_CORE_FUNCTION_BYTES} bytes "
+            "(compiling larger ones takes minutes and gigabytes)",
+            where=where,
+        )
     if _ENGINE is None:
         _ENGINE = wasmtime.Engine()
     try:

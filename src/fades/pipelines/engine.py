@@ -26,7 +26,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fades.bus.base import Delivery
-from fades.errors import FabricError, FadesError, QueueFull
+from fades.errors import (
+    AccessDenied,
+    FabricError,
+    FadesError,
+    InputTooLarge,
+    QueueFull,
+    TaskValidationError,
+)
 from fades.pipelines.bundles import BundleIO, encoded_size
 from fades.pipelines.collect import Arrival, Collector, Gathering, Hold
 from fades.pipelines.protocol import (
@@ -317,7 +324,14 @@ class PipelineEngine:
         async def build() -> dict[str, Any]:
             return await self.runner.task(plan, spec, stage, instance, run, started, inputs)
 
-        rec, fresh = await self.runner.run(task_id, build)
+        try:
+            rec, fresh = await self.runner.run(task_id, build)
+        except (TaskValidationError, AccessDenied, InputTooLarge) as exc:  # never runnable
+            why = f"stage {stage} cannot run: {exc}"
+            await self._event(pipeline, run, stage, instance, "failed", started, **base,
+                              error_kind=exc.kind, error=why)  # fmt: skip
+            self.counters["failed"] += 1
+            return
         # the stage ended now: its event says so even when a same-node downstream stage,
         # handed the result in process, reports before it does
         ended = time.time()

@@ -14,6 +14,10 @@ from fades.pipelines.checks import subject_problem
 from fades.pipelines.readings import pattern_problem
 from fades.taskparts import Strict
 
+#: shortest ``every_s``: a timer's runs are at most 10 a second (a period of a nanosecond made a
+#: node's trigger loop spin, its float ticks no longer apart than the period)
+MIN_EVERY_S = 0.1
+
 
 class RunSpec(Strict):
     """When runs start and when the pipeline ends."""
@@ -22,7 +26,7 @@ class RunSpec(Strict):
     #: on-demand: how many runs one submit starts
     runs: int = Field(default=1, ge=1, le=10_000)
     #: automatic: start a run every N seconds ...
-    every_s: float | None = Field(default=None, gt=0, le=86_400, allow_inf_nan=False)
+    every_s: float | None = Field(default=None, ge=MIN_EVERY_S, le=86_400, allow_inf_nan=False)
     #: ... or whenever a reading arrives on a sensor subject matching this NATS pattern
     on_reading: str | None = None
     #: the pipeline ends at this time, or this long after it was submitted

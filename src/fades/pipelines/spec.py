@@ -85,8 +85,10 @@ MAX_PROBLEMS = 20
 #: A pipeline or stage name: one NATS subject token and a readable id.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-#: subjects a stage may not publish on: the fabric's own, the server's, reply inboxes
-_RESERVED_PREFIXES = ("fades.", "$", "_INBOX.")
+#: subjects a stage may not publish on: the fabric's own, the server's, reply inboxes, and the
+#: subjects of sensors and actuators (a stage publishing there would forge readings into a
+#: node's store, or command a device without the tenant check and the audit)
+_RESERVED_PREFIXES = ("fades.", "$", "_INBOX.", "sensors.", "actuators.")
 
 Role = Literal["start", "midsection", "finale"]
 Failover = Literal["substitute", "skip", "wait"]

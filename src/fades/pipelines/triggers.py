@@ -118,7 +118,7 @@ class Triggers:
             if self.listening.get(pipeline) != pattern:
                 return
             live = self._live(pipeline)
-            if live is None:
+            if live is None or not self._may_read(live[0].tenant, subject):
                 return
             now = time.time()
             reading: Any
@@ -139,6 +139,19 @@ class Triggers:
             if self.listening.get(pipeline) == pattern:
                 del self.listening[pipeline]
             log.warning("pipeline %s: cannot subscribe to %s: %s", pipeline, pattern, exc)
+
+    def _may_read(self, tenant: str, subject: str) -> bool:
+        """Whether this node's access policy lets ``tenant`` read the reading on ``subject``
+        (``sensors.<node>.<location>.<sensor_type>``): a trigger hands the reading to the
+        start stage, so it is held to the same policy as a data operation."""
+        agent = self.engine.agent
+        policy = agent.node.broker.policy if agent.node is not None else None
+        parts = subject.split(".")
+        rule = policy.rule(tenant) if policy is not None else None
+        if len(parts) == 4 and rule is not None and rule.allows(parts[2], parts[3]):
+            return True
+        self.engine.counters["trigger_refused"] = self.engine.counters.get("trigger_refused", 0) + 1
+        return False
 
     async def fire(
         self, plan: Plan, spec: PipelineSpec, run: str, started: float, value: Any

@@ -216,8 +216,13 @@ class CoreSession:
         size = len(blob) if blob is not None else _file_size(path)
         try:
             ptr = self._alloc(store, size)
-            if not isinstance(ptr, int) or ptr <= 0 or ptr + size > mem.data_len(store):
+            if ptr == 0:  # fades_alloc says it cannot: its memory is capped
                 raise MemoryLimitExceeded(limits.memory_mib, stage="transfer", bytes=size)
+            if not isinstance(ptr, int) or ptr < 0 or ptr + size > mem.data_len(store):
+                raise FunctionCrashed(
+                    f"function {self.artifact.name!r}: fades_alloc({size}) returned {ptr!r}, "
+                    f"outside its memory of {mem.data_len(store)} bytes (fades-core/1)"
+                )
             if blob is not None:
                 mem.write(store, blob, ptr)
             else:
