@@ -24,6 +24,7 @@ OWN_READERS: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/v1/tasks"),
         ("POST", "/v1/tasks/batch"),
+        ("POST", "/v1/tasks/run"),
         ("POST", "/v1/functions"),
         ("POST", "/v1/pipelines"),
         ("POST", "/v1/pipelines/plan"),
