@@ -146,3 +146,19 @@ def test_a_reader_that_does_not_read_never_blocks_submits_and_is_told_it_fell_be
         rest = list(c.results(ids, since=behind["last_event_id"], timeout=60))
     early = ids[:delivered]
     assert sorted(o["task_id"] for o in rest) == sorted(set(ids) - set(early))
+
+
+def test_a_resume_point_past_any_row_id_is_refused_and_the_stream_still_serves(
+    bed: Bed, signing_key: SigningKey
+) -> None:
+    """``since`` (or ``Last-Event-ID``) beyond SQLite's largest row id is a 4xx naming the
+    limit, not a stream that can never send anything."""
+    setup(bed, signing_key)
+    auth = {"Authorization": f"Bearer {FACILITIES}"}
+    url = bed.url + "/v1/results/stream"
+    huge = str(10**29)
+    r = httpx.get(url, params={"since": huge}, headers=auth, timeout=10)
+    assert r.status_code == 400 and "less than or equal" in r.text, r.text
+    r = httpx.get(url, headers={**auth, "Last-Event-ID": huge}, timeout=10)
+    assert r.status_code == 400 and "at most" in r.json()["detail"], r.text
+    assert httpx.get(bed.url + "/healthz", timeout=10).status_code == 200  # still serving

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 MAX_BATCH_TASKS = 1000
 #: largest batch request body (bytes)
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+#: the largest event id a stream resumes after (SQLite's largest row id)
+MAX_EVENT_ID = 2**63 - 1
 #: longest node name or task id taken in a query
 MAX_NAME = 256
 
@@ -132,7 +134,8 @@ def router(controller: Controller) -> APIRouter:
             Query(description=f"only these tasks (at most {MAX_STREAM_IDS}); ends when all sent"),
         ] = None,
         since: Annotated[
-            int | None, Query(ge=0, description="resume after this event id (Last-Event-ID)")
+            int | None,
+            Query(ge=0, le=MAX_EVENT_ID, description="resume after this event id (Last-Event-ID)"),
         ] = None,
     ) -> StreamingResponse:
         """Server-sent events: each of your outcomes once, as it is stored (resumable)."""
@@ -145,6 +148,8 @@ def router(controller: Controller) -> APIRouter:
             if not last.strip().isdigit():
                 raise BadRequest(f"Last-Event-ID must be an event id (a number), not {last!r}")
             since = int(last)
+            if since > MAX_EVENT_ID:
+                raise BadRequest(f"Last-Event-ID is at most {MAX_EVENT_ID}, not {since}")
         return StreamingResponse(
             hub.events(
                 tenant,
