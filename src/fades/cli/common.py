@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -29,8 +29,34 @@ from fades.errors import FadesError, TaskValidationError
 
 # Wide enough for the timing tables when output goes to a file or a pipe. No emoji codes:
 # ":smile:" in a function's output stays ":smile:".
-console = Console(width=None if sys.stdout.isatty() else 120, emoji=False)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
+
+
+#: exit status when stdout's reader has gone (128 + SIGPIPE, what a shell shows for ``yes``)
+BROKEN_PIPE_STATUS = 141
+
+
+def quiet_exit_on_broken_pipe() -> NoReturn:
+    """Stdout's reader went away (``fades ... | head -1``): stop quietly with status 141,
+    as a Unix tool killed by SIGPIPE. Stdout is pointed at /dev/null first so that the
+    interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no usable stdout at all: nothing left to protect
+        pass
+    sys.exit(BROKEN_PIPE_STATUS)
+
+
+class _Console(Console):
+    """A rich console that leaves on a broken pipe like the rest of the CLI (rich's own
+    handler exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        quiet_exit_on_broken_pipe()
+
+
+console = _Console(width=None if sys.stdout.isatty() else 120, emoji=False)
+err = _Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 HomeOpt = Annotated[
     Path | None,
@@ -51,7 +77,54 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def home_dir(home: Path | None) -> Path:
-    return home if home is not None else paths.home()
+    """The node folder's path (``--home``, else ``$FADES_HOME`` or ``~/.fades``), unchecked."""
+    return home.expanduser() if home is not None else paths.home()
+
+
+def node_folder(home: Path | None, *, create: bool = False) -> Path:
+    """The node folder a command works on, checked before anything is read or written.
+
+    A command that reads or changes an existing node (``create=False``) refuses a folder
+    that does not exist rather than making an empty node at a mistyped path; one that sets
+    a node up (``keys generate``, ``keys trust``, ``data generate``, ``data load``) makes
+    it, parents included. A path that is a file, or a folder that cannot be made, is one
+    :class:`~fades.errors.NodeFolderError` line.
+    """
+    from fades.errors import NodeFolderError
+
+    h = home_dir(home)
+    where = "--home" if home is not None else "$FADES_HOME" if os.environ.get("FADES_HOME") else ""
+    named = f"{h} ({where})" if where else str(h)
+    if h.exists() and not h.is_dir():
+        raise NodeFolderError(f"{named} is a file, not a node folder: give a folder")
+    if h.is_dir():
+        return h
+    if not create:
+        raise NodeFolderError(
+            f"no node at {named}; create one with 'fades keys generate --home {h}' "
+            "(or fix the path)"
+        )
+    try:
+        h.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NodeFolderError(
+            f"cannot create the node folder {named}: {exc.strerror or exc}"
+        ) from None
+    return h
+
+
+def output_file(out: Path, option: str = "--out") -> Path:
+    """``out`` if a file can be written there: its folder exists and it is not a folder."""
+    from fades.errors import UsageError
+
+    out = out.expanduser()
+    if out.is_dir():
+        raise UsageError(f"{option} {out} is a folder: give a file name")
+    if not out.parent.is_dir():
+        raise UsageError(
+            f"{option} {out}: the folder {out.parent} does not exist; create it or pick another"
+        )
+    return out
 
 
 def debug_enabled() -> bool:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fades.cli.common import ControllerOpt, HomeOpt, JsonOpt, TokenOpt, console, home_dir
+from fades.cli.common import ControllerOpt, HomeOpt, JsonOpt, TokenOpt, console, err, node_folder
 from fades.cli.render import print_json, show_outcome
 from fades.cli.safe import markup
 
@@ -39,15 +39,37 @@ def run(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 300.0,
     home: HomeOpt = None,
 ) -> None:
-    """Offload one task to this node and print its result and timing breakdown."""
-    from fades.node import Node
-    from fades.task import load_task
+    """Offload one task to this node and print its result and timing breakdown.
 
-    task = load_task(task_file)
-    with Node(home_dir(home)) as node:
-        # one_shot: this process is the node that runs the task, so a persistent task ends
-        # (cancelled) with it and is never revived by a later, unrelated run on the folder
-        rec = node.orchestrator.run(task, timeout=timeout, one_shot=True)
+    Ctrl-C cancels the task (a persistent one after its current invocation), says so and
+    exits 130."""
+    task_id: str | None = None
+    try:
+        from fades.node import Node
+        from fades.task import load_task
+
+        task = load_task(task_file)
+        h = node_folder(home)
+        with Node(h) as node:
+            # one_shot: this process is the node that runs the task, so a persistent task
+            # ends (cancelled) with it and is never revived by a later, unrelated run on the
+            # folder; on Ctrl-C run() cancels it and closing the node waits for that
+            try:
+                rec = node.orchestrator.run(task, timeout=timeout, one_shot=True)
+            except KeyboardInterrupt:
+                task_id = task.id if node.orchestrator.exists(task.id) else None
+                raise
+    except KeyboardInterrupt:
+        if task_id is not None:
+            err.print(
+                f"interrupted: task {markup(task_id)} cancelled; nothing left running "
+                f"(see 'fades task get {markup(task_id)}')",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            err.print("interrupted before the task was accepted; nothing was started")
+        raise typer.Exit(130) from None
     if json_out:
         print_json(rec.to_dict())
     else:
@@ -246,7 +268,7 @@ def _task(task_id: str, controller: str | None, token: str | None, home: Path | 
             return client.get(task_id)
     from fades.node import Node
 
-    with Node(home_dir(home), autostart=False) as node:
+    with Node(node_folder(home), autostart=False) as node:
         return node.orchestrator.get(task_id).to_dict()
 
 
@@ -369,7 +391,7 @@ def list_tasks(
     else:
         from fades.node import Node
 
-        with Node(home_dir(home), autostart=False) as node:
+        with Node(node_folder(home), autostart=False) as node:
             rows = [rec.to_dict() for rec in node.orchestrator.store.list(limit=limit)]
     if json_out:
         print_json(rows)
@@ -401,7 +423,7 @@ def cancel(
     else:
         from fades.node import Node
 
-        with Node(home_dir(home), autostart=False) as node:
+        with Node(node_folder(home), autostart=False) as node:
             node.orchestrator.cancel(task_id)
     console.print(f"task {markup(task_id)}: cancel requested", highlight=False)
 
