@@ -71,10 +71,10 @@ def build(
     With --no-install and no --out the artifact is written to ./NAME.fart."""
     from fades.functions.build import build_function
 
-    h = _folder_for(home, key, install_it)
+    h, signer = _signer(home, key, install_it)
     if out is not None:
         out = output_file(out)  # before signing: a bad path is not found after the work
-    art = build_function(source, key=signing_key(key, h), name=name, entry=entry)
+    art = build_function(source, key=signer, name=name, entry=entry)
     if out is None and not install_it:  # else it would be signed and thrown away
         out = output_file(Path(f"{art.name}.fart"))
     if out is not None:
@@ -90,10 +90,15 @@ def build(
         install(h, art.to_bytes())
 
 
-def _folder_for(home: Path | None, key: Path | None, install_it: bool) -> Path:
-    """The node folder build and runtime need: checked when they install into it or take
-    its signing key, else just its path (``--key K --no-install`` needs no node)."""
-    return node_folder(home) if install_it or key is None else home_dir(home)
+def _signer(home: Path | None, key: Path | None, install_it: bool) -> tuple[Path, Any]:
+    """The node folder and signing key build and runtime use: a folder that is a file is
+    refused first, then a missing key (saying how to make one), then, when installing, a
+    folder with no node in it (``--key K --no-install`` needs no node)."""
+    h = home_dir(home)
+    if h.exists() and not h.is_dir():
+        node_folder(home)  # raises: names the file
+    signer = signing_key(key, h)
+    return (node_folder(home) if install_it else h), signer
 
 
 @fn_app.command("runtime")
@@ -111,13 +116,13 @@ def runtime(
     """Build and sign the shared Python runtime (once per fades version; takes seconds)."""
     from fades.functions.build import build_runtime
 
-    h = _folder_for(home, key, install_it)
+    h, signer = _signer(home, key, install_it)
     if out is None and not install_it:  # else it would be signed and thrown away
         out = Path("runtime.fart")
     if out is not None:
         out = output_file(out)
     with spinner("building the Python runtime with componentize-py"):
-        art = build_runtime(key=signing_key(key, h))
+        art = build_runtime(key=signer)
     console.print(f"runtime {art.digest} ({len(art) / 2**20:.1f} MiB)", markup=False)
     if out is not None:
         out.write_bytes(art.to_bytes())
