@@ -95,7 +95,7 @@ def test_upload_signed_by_a_stranger_says_the_controller_and_how_to_trust(
     assert "which the controller does not trust" in line, line
     assert "this node" not in line, line
     assert f"fades keys trust KEY.pub --home {cluster.controller_home}" in " ".join(line.split())
-    listed = fades("fn", "list", cwd=tmp_path, env=env)
+    listed = fades("fn", "list", "--home", str(other), cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed
 
 
