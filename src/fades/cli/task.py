@@ -126,7 +126,7 @@ def submit(
                 {o["task_id"]: o for o in client.results(ids, timeout=timeout)} if wait else {}
             )
         except KeyboardInterrupt:
-            console.print(
+            err.print(
                 f"stopped waiting; the {len(ids)} accepted task(s) go on: see 'fades task list'",
                 highlight=False,
             )
@@ -157,18 +157,18 @@ def batch_status(
 
 
 def _wait_one(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
-    """The task once it ended, or as it stands after ``timeout`` (said on the console);
-    Ctrl-C stops waiting, not the task."""
+    """The task once it ended, or as it stands after ``timeout`` (said on stderr, so that
+    ``--json`` output stays JSON); Ctrl-C stops waiting, not the task."""
     try:
         info: dict[str, Any] = client.wait(task_id, timeout=timeout)
     except KeyboardInterrupt:
-        console.print(
+        err.print(
             f"stopped waiting; task {markup(task_id)} goes on: 'fades task get {markup(task_id)}'",
             highlight=False,
         )
         raise typer.Exit(130) from None
-    if info.get("status") in ("accepted", "dispatched"):
-        console.print(
+    if info.get("status") in ("accepted", "dispatched"):  # a notice: stdout stays JSON
+        err.print(
             f"[yellow]task {markup(task_id)} is still {markup(info.get('status'))} after "
             f"{timeout:g} s[/]; it goes on: 'fades task get {markup(task_id)}'",
             highlight=False,
