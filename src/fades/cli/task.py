@@ -23,6 +23,7 @@ import typer
 from fades.cli.common import ControllerOpt, HomeOpt, JsonOpt, TokenOpt, console, err, node_folder
 from fades.cli.render import print_json, show_outcome
 from fades.cli.safe import markup
+from fades.cli.waiting import run_one, wait_one
 
 task_app = typer.Typer(
     help="Run tasks on this node, or submit them to the controller.", no_args_is_help=True
@@ -107,11 +108,17 @@ def submit(
     where = "cloud" if cloud else "edge"
     tasks = [load_task(f).model_dump(mode="json") for f in task_files]
     with FadesClient(controller, token) as client:
+        if len(tasks) == 1 and wait and json_out:  # nothing to show before the end
+            ran = run_one(client, tasks[0], node, where, timeout)
+            print_json(ran)
+            if ran.get("status") not in ENDED_WELL:
+                raise typer.Exit(1)
+            return
         if len(tasks) == 1:
             receipt = client.submit(tasks[0], node=node, where=where)
             if not json_out:
                 _show_receipt(receipt)
-            info = _wait_one(client, receipt["task_id"], timeout) if wait else None
+            info = wait_one(client, receipt["task_id"], timeout) if wait else None
             if json_out:
                 print_json(info or receipt)
             elif info is not None:
@@ -154,27 +161,6 @@ def batch_status(
             if r.get("status") != "local" and (out is None or out.get("status") != "done"):
                 return 1
     return 0
-
-
-def _wait_one(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
-    """The task once it ended, or as it stands after ``timeout`` (said on stderr, so that
-    ``--json`` output stays JSON); Ctrl-C stops waiting, not the task."""
-    try:
-        info: dict[str, Any] = client.wait(task_id, timeout=timeout)
-    except KeyboardInterrupt:
-        err.print(
-            f"stopped waiting; task {markup(task_id)} goes on: 'fades task get {markup(task_id)}'",
-            highlight=False,
-        )
-        raise typer.Exit(130) from None
-    if info.get("status") in ("accepted", "dispatched"):  # a notice: stdout stays JSON
-        err.print(
-            f"[yellow]task {markup(task_id)} is still {markup(info.get('status'))} after "
-            f"{timeout:g} s[/]; it goes on: 'fades task get {markup(task_id)}'",
-            highlight=False,
-            soft_wrap=True,
-        )
-    return info
 
 
 def _show_receipt(receipt: dict[str, Any]) -> None:
@@ -289,7 +275,7 @@ def get(
         )
     if wait:
         with _client(str(controller), token) as client:
-            info = _wait_one(client, task_id, timeout)
+            info = wait_one(client, task_id, timeout)
     else:
         info = _task(task_id, controller, token, home)
     if json_out:
