@@ -248,7 +248,17 @@ def test_controller_start_on_a_port_in_use_writes_nothing(
     assert line.startswith(f"error (ControllerError): cannot listen on 127.0.0.1:{busy_port}: ")
     assert "pass another --http" in line, line
     assert refused.stdout == "", refused.stdout  # no "created tokens.yaml"
-    assert not (home / "tokens.yaml").exists()
+    assert not home.exists()  # nothing written: not even the folder
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    refused = fades("controller", "start", "--home", str(a_file), "--nats", nats_server.url)
+    assert refused.returncode == 2, refused
+    line = one_line(refused)
+    assert line == (
+        f"error (NodeFolderError): {a_file} (--home) is a file, not a controller folder: "
+        "give a folder"
+    ), line
 
     proc = subprocess.Popen(  # the same command on a free port serves
         [sys.executable, "-m", "fades", *args, "--http", f"127.0.0.1:{free_port()}"],

@@ -81,7 +81,7 @@ def home_dir(home: Path | None) -> Path:
     return home.expanduser() if home is not None else paths.home()
 
 
-def node_folder(home: Path | None, *, create: bool = False) -> Path:
+def node_folder(home: Path | None, *, create: bool = False, what: str = "node") -> Path:
     """The node folder a command works on, checked before anything is read or written.
 
     A command that reads or changes an existing node (``create=False``) refuses a folder
@@ -96,7 +96,7 @@ def node_folder(home: Path | None, *, create: bool = False) -> Path:
     where = "--home" if home is not None else "$FADES_HOME" if os.environ.get("FADES_HOME") else ""
     named = f"{h} ({where})" if where else str(h)
     if h.exists() and not h.is_dir():
-        raise NodeFolderError(f"{named} is a file, not a node folder: give a folder")
+        raise NodeFolderError(f"{named} is a file, not a {what} folder: give a folder")
     if h.is_dir():
         return h
     if not create:
@@ -108,7 +108,7 @@ def node_folder(home: Path | None, *, create: bool = False) -> Path:
         h.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NodeFolderError(
-            f"cannot create the node folder {named}: {exc.strerror or exc}"
+            f"cannot create the {what} folder {named}: {exc.strerror or exc}"
         ) from None
     return h
 
@@ -163,6 +163,13 @@ def _problems(exc: TaskValidationError) -> None:
         err.print(f"  - and {total - 20} more")
 
 
+def _os_error(exc: OSError) -> str:
+    """``strerror: 'file'`` without the ``[Errno N]`` prefix."""
+    if exc.strerror and exc.filename is not None:
+        return markup(f"{exc.strerror}: {os.fsdecode(exc.filename)!r}", oneline=True)
+    return markup(exc, oneline=True)
+
+
 def report(exc: BaseException) -> int:
     """Print ``exc`` as one line on stderr and return the exit status for it."""
     if isinstance(exc, FadesError):
@@ -179,7 +186,8 @@ def report(exc: BaseException) -> int:
         )
         status = 2
     elif isinstance(exc, (FileExistsError, FileNotFoundError, PermissionError)):
-        err.print(f"[bold red]error[/]: {markup(exc, oneline=True)}", soft_wrap=True)
+        kind = markup(type(exc).__name__)
+        err.print(f"[bold red]error[/] ({kind}): {_os_error(exc)}", soft_wrap=True)
         status = 2
     else:
         err.print(

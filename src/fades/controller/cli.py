@@ -50,7 +50,7 @@ def start(
     Prints 'controller ready http://HOST:PORT' once serving; stops on SIGINT or SIGTERM.
     A port already in use is refused before the folder is touched (no tokens.yaml made).
     """
-    from fades import paths
+    from fades.cli.common import node_folder
     from fades.controller.auth import Tokens, create_tokens_file
     from fades.controller.server import bind, parse_listen, serve
     from fades.controller.service import Controller
@@ -68,9 +68,9 @@ def start(
         )
         raise typer.Exit(2)
     try:
-        h = (home or paths.home()).expanduser()
         host, port = parse_listen(http)
         _check_port(bind, host, port, http)  # before anything is written in the folder
+        h = node_folder(home, create=True, what="controller")
         path = tokens or h / "tokens.yaml"
         if tokens is None and not path.exists():
             create_tokens_file(path)
