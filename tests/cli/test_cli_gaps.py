@@ -149,6 +149,17 @@ def test_commands_that_set_a_node_up_still_make_its_folder(tmp_path: Path) -> No
     assert "Errno" not in line
 
 
+def test_node_start_on_a_data_path_that_is_a_file_says_so_before_dialling(tmp_path: Path) -> None:
+    a_file = tmp_path / "data"
+    a_file.write_text("")
+    args = ("node", "start", "--name", "edge9", "--nats", "nats://127.0.0.1:9")
+    refused = fades(*args, "--data", str(a_file), "--connect-timeout", "1")
+    assert refused.returncode == 2, refused
+    assert one_line(refused) == (
+        f"error (NodeFolderError): {a_file} (--data) is a file, not a node folder: give a folder"
+    )
+
+
 # --- F4: a reader that goes away -----------------------------------------------------------------
 @pytest.mark.parametrize(
     "command",

@@ -81,7 +81,9 @@ def home_dir(home: Path | None) -> Path:
     return home.expanduser() if home is not None else paths.home()
 
 
-def node_folder(home: Path | None, *, create: bool = False, what: str = "node") -> Path:
+def node_folder(
+    home: Path | None, *, create: bool = False, what: str = "node", option: str = "--home"
+) -> Path:
     """The node folder a command works on, checked before anything is read or written.
 
     A command that reads or changes an existing node (``create=False``) refuses a folder
@@ -93,7 +95,7 @@ def node_folder(home: Path | None, *, create: bool = False, what: str = "node") 
     from fades.errors import NodeFolderError
 
     h = home_dir(home)
-    where = "--home" if home is not None else "$FADES_HOME" if os.environ.get("FADES_HOME") else ""
+    where = option if home is not None else "$FADES_HOME" if os.environ.get("FADES_HOME") else ""
     named = f"{h} ({where})" if where else str(h)
     if h.exists() and not h.is_dir():
         raise NodeFolderError(f"{named} is a file, not a {what} folder: give a folder")
