@@ -4,8 +4,11 @@ helpers, and the one place where errors are translated at the CLI boundary.
 :func:`report` turns any exception that escapes a command into one line on stderr: a
 :class:`~fades.errors.FadesError` is ``error (kind): message`` with exit status 2, a failure
 to reach a server names the URL (exit 2), anything else is one line with a hint (exit 1),
-the traceback only with ``fades --debug`` or ``FADES_DEBUG=1``. Every message is cleaned by
-:mod:`fades.cli.safe` first: it may quote a function's output.
+the traceback only with ``fades --debug`` or ``FADES_DEBUG=1``. :func:`node_folder` is where
+``--home`` is checked (a file, or no node at a mistyped path, is one ``NodeFolderError``
+line), and :func:`quiet_exit_on_broken_pipe` how a closed stdout ends a command (status
+141). Every message is cleaned by :mod:`fades.cli.safe` first: it may quote a function's
+output.
 """
 
 from __future__ import annotations
@@ -26,10 +29,6 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from fades import paths
 from fades.cli.safe import markup
 from fades.errors import FadesError, TaskValidationError
-
-# Wide enough for the timing tables when output goes to a file or a pipe. No emoji codes:
-# ":smile:" in a function's output stays ":smile:".
-
 
 #: exit status when stdout's reader has gone (128 + SIGPIPE, what a shell shows for ``yes``)
 BROKEN_PIPE_STATUS = 141
@@ -55,6 +54,8 @@ class _Console(Console):
         quiet_exit_on_broken_pipe()
 
 
+# Wide enough for the timing tables when output goes to a file or a pipe. No emoji codes:
+# ":smile:" in a function's output stays ":smile:".
 console = _Console(width=None if sys.stdout.isatty() else 120, emoji=False)
 err = _Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
