@@ -400,3 +400,9 @@ class UsageError(FadesError):
     """A command line that cannot run as typed: an unknown command or option, a missing
     argument, a value out of range. The message names the command, what to fix and where
     its help is."""
+
+
+# --- the command line: node folders (NAME=clifix) ---------------------------------------------
+class NodeFolderError(FadesError):
+    """``--home`` (or ``$FADES_HOME``) names no usable node folder: a file, a folder that
+    cannot be created, or, for a command that reads a node, a folder that does not exist."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,7 +96,7 @@ def test_upload_signed_by_a_stranger_says_the_controller_and_how_to_trust(
     assert "which the controller does not trust" in line, line
     assert "this node" not in line, line
     assert f"fades keys trust KEY.pub --home {cluster.controller_home}" in " ".join(line.split())
-    listed = fades("fn", "list", cwd=tmp_path, env=env)
+    listed = fades("fn", "list", "--home", str(other), cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed
 
 
@@ -242,3 +243,26 @@ def test_task_submit_exit_status_is_2_when_nothing_was_accepted_and_1_when_some_
     assert fine.returncode == 0, fine
     missing = fades("task", "submit", "absent.yaml", good, cwd=tmp_path, env=env)
     assert missing.returncode == 2, missing  # a file that does not load: nothing sent
+
+
+def test_submit_wait_json_that_gives_up_prints_only_json_on_stdout(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """The "still dispatched after N s" notice goes to stderr: stdout stays one JSON value."""
+    env = _env(cluster)
+    task = yaml.safe_load((REPO / "examples" / "tasks" / "mean_core.yaml").read_text())
+    task["credentials"]["task_id"] = "gives-up-1"
+    task["function"] |= {"mode": "persistent", "period_s": 1}
+    (tmp_path / "endless.yaml").write_text(yaml.safe_dump(task))
+    waited = fades(
+        "task", "submit", "endless.yaml", "--wait", "--timeout", "1", "--json",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    try:
+        assert waited.returncode == 1, waited  # still going when the wait gave up
+        info = json.loads(waited.stdout)
+        assert info["task_id"] == "gives-up-1" and info["status"] == "dispatched", info
+        assert "task gives-up-1 is still dispatched after 1 s" in waited.stderr, waited.stderr
+    finally:
+        cancelled = fades("task", "cancel", "gives-up-1", cwd=tmp_path, env=env)
+    assert cancelled.returncode == 0, cancelled

@@ -13,7 +13,8 @@ Errors are translated in one place, :meth:`FadesApp.__call__` with
 usage panel into a :class:`fades.errors.UsageError`, see :mod:`fades.cli.usage`): one line on
 stderr, exit status 2 for bad input (and 1 for a task that ran and failed, or for a bug), a
 traceback only with ``--debug`` or ``FADES_DEBUG=1``. What a function or a remote party said
-is printed through :mod:`fades.cli.safe`.
+is printed through :mod:`fades.cli.safe`. When stdout's reader goes away (``fades ... |
+head -1``) the command stops quietly with status 141, as a Unix tool killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import typer
 from typer import _click as tclick  # typer >= 0.29 vendors click; its group uses these
 from typer.core import TyperCommand, TyperGroup
 
-from fades.cli.common import report
+from fades.cli.common import quiet_exit_on_broken_pipe, report
 from fades.cli.usage import command_path, usage_error
 from fades.errors import MissingExtra
 
@@ -86,6 +87,11 @@ class LazyRoot(TyperGroup):
         self._argv = tuple(args)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
+        except BrokenPipeError:  # --version or --help into a closed pipe
+            quiet_exit_on_broken_pipe()
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            raise typer.Exit(130) from None
         except tclick.exceptions.NoArgsIsHelpError:
             raise
         except tclick.exceptions.UsageError as exc:  # a bad root option: one line
@@ -94,6 +100,11 @@ class LazyRoot(TyperGroup):
     def invoke(self, ctx: tclick.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # before typer's own handler, which exits 1
+            quiet_exit_on_broken_pipe()
+        except KeyboardInterrupt:  # typer's own handler exits 130 without a word
+            sys.stderr.write("interrupted\n")
+            raise typer.Exit(130) from None
         except tclick.exceptions.NoArgsIsHelpError:
             raise
         except tclick.exceptions.UsageError as exc:  # any command's usage error: one line
@@ -144,8 +155,19 @@ class FadesApp(typer.Typer):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().__call__(*args, **kwargs)
+            return self._call(*args, **kwargs)
+        except BrokenPipeError:  # `fades ... | head -1`: stop quietly, as Unix tools do
+            quiet_exit_on_broken_pipe()
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:  # a reader that left shows here, not as a warning at interpreter exit
+                sys.stdout.flush()
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except BrokenPipeError:
             raise
         except KeyboardInterrupt:
             sys.stderr.write("interrupted\n")

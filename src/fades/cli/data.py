@@ -10,19 +10,19 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fades.cli.common import HomeOpt, console, home_dir, progress_bar
+from fades.cli.common import HomeOpt, console, node_folder, progress_bar
 from fades.cli.safe import markup
 
 data_app = typer.Typer(help="The node's local sensor data.", no_args_is_help=True)
 
 
 @contextmanager
-def readings(home: Path | None) -> Iterator[tuple[Path, Any]]:
-    """The node's SQLite store, opened (folder created) and closed around a command."""
+def readings(home: Path | None, *, create: bool = False) -> Iterator[tuple[Path, Any]]:
+    """The node's SQLite store, opened and closed around a command; ``create``: a command
+    that adds data may set a new node folder up, the others need an existing one."""
     from fades.broker import SQLiteConnector
 
-    h = home_dir(home)
-    h.mkdir(parents=True, exist_ok=True)
+    h = node_folder(home, create=create)
     store = SQLiteConnector(h / "readings.db")
     try:
         yield h / "readings.db", store
@@ -68,7 +68,7 @@ def generate(
         from fades.testbed.road import RoadSim, populate_road, write_truth
 
         sim = RoadSim(days, seed, start, segments=segments, lampposts=lampposts)
-        with readings(home) as (path, store):
+        with readings(home, create=True) as (path, store):
             n = populate_road(store, sim, rate, lamp or None)
             truth = write_truth(path.parent, sim)
             console.print(
@@ -79,7 +79,7 @@ def generate(
         return
     if testbed != "office":
         raise DatasetError(f"unknown testbed {testbed!r}; known: office, road")
-    with readings(home) as (path, store):
+    with readings(home, create=True) as (path, store):
         with progress_bar() as (progress, task_bar):
             n = populate(
                 store,
@@ -125,7 +125,7 @@ def load(
     """Load a real data set into the node's store."""
     from fades.broker import CSVConnector
 
-    with readings(home) as (path, store):
+    with readings(home, create=True) as (path, store):
         if dataset == "river-occupancy":
             from fades.testbed import load_river_occupancy
 

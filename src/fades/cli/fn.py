@@ -15,6 +15,8 @@ from fades.cli.common import (
     TokenOpt,
     console,
     home_dir,
+    node_folder,
+    output_file,
     spinner,
 )
 from fades.cli.render import print_json
@@ -55,17 +57,26 @@ def build(
     key: KeyOpt = None,
     name: Annotated[str | None, typer.Option(help="function name (default: file stem)")] = None,
     entry: Annotated[str, typer.Option(help="entry function of a Python source")] = "main",
-    out: Annotated[Path | None, typer.Option(help="write the artifact here")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write the artifact here (with --no-install, default: ./NAME.fart)"),
+    ] = None,
     install_it: Annotated[
         bool, typer.Option("--install/--no-install", help="install into this node")
     ] = True,
     home: HomeOpt = None,
 ) -> None:
-    """Build and sign a function artifact (and install it on this node)."""
+    """Build and sign a function artifact (and install it on this node).
+
+    With --no-install and no --out the artifact is written to ./NAME.fart."""
     from fades.functions.build import build_function
 
-    h = home_dir(home)
-    art = build_function(source, key=signing_key(key, h), name=name, entry=entry)
+    h, signer = _signer(home, key, install_it)
+    if out is not None:
+        out = output_file(out)  # before signing: a bad path is not found after the work
+    art = build_function(source, key=signer, name=name, entry=entry)
+    if out is None and not install_it:  # else it would be signed and thrown away
+        out = output_file(Path(f"{art.name}.fart"))
     if out is not None:
         out.write_bytes(art.to_bytes())
     console.print(
@@ -79,10 +90,24 @@ def build(
         install(h, art.to_bytes())
 
 
+def _signer(home: Path | None, key: Path | None, install_it: bool) -> tuple[Path, Any]:
+    """The node folder and signing key build and runtime use: a folder that is a file is
+    refused first, then a missing key (saying how to make one), then, when installing, a
+    folder with no node in it (``--key K --no-install`` needs no node)."""
+    h = home_dir(home)
+    if h.exists() and not h.is_dir():
+        node_folder(home)  # raises: names the file
+    signer = signing_key(key, h)
+    return (node_folder(home) if install_it else h), signer
+
+
 @fn_app.command("runtime")
 def runtime(
     key: KeyOpt = None,
-    out: Annotated[Path | None, typer.Option(help="write the artifact here")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write the artifact here (with --no-install, default: ./runtime.fart)"),
+    ] = None,
     install_it: Annotated[
         bool, typer.Option("--install/--no-install", help="install into this node")
     ] = True,
@@ -91,12 +116,17 @@ def runtime(
     """Build and sign the shared Python runtime (once per fades version; takes seconds)."""
     from fades.functions.build import build_runtime
 
-    h = home_dir(home)
+    h, signer = _signer(home, key, install_it)
+    if out is None and not install_it:  # else it would be signed and thrown away
+        out = Path("runtime.fart")
+    if out is not None:
+        out = output_file(out)
     with spinner("building the Python runtime with componentize-py"):
-        art = build_runtime(key=signing_key(key, h))
+        art = build_runtime(key=signer)
     console.print(f"runtime {art.digest} ({len(art) / 2**20:.1f} MiB)", markup=False)
     if out is not None:
         out.write_bytes(art.to_bytes())
+        console.print(f"wrote {markup(out)}", highlight=False)
     if install_it:
         install(h, art.to_bytes())
 
@@ -111,7 +141,7 @@ def add(artifact: Path, home: HomeOpt = None) -> None:
         data = read_artifact(artifact).to_bytes()  # bounded: size checked before reading
     except OSError as exc:
         raise ArtifactFormatError(f"cannot read {artifact}: {exc.strerror}") from None
-    install(home_dir(home), data)
+    install(node_folder(home), data)
 
 
 @fn_app.command("list")
@@ -120,7 +150,7 @@ def list_functions(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     from fades.functions.keys import TrustStore
     from fades.functions.store import FunctionStore
 
-    h = home_dir(home)
+    h = node_folder(home)
     store = FunctionStore(h / "artifacts", TrustStore.from_dir(h / "trusted"))
     if json_out:
         rows = []
@@ -201,7 +231,7 @@ def remove(
     from fades.functions.keys import TrustStore
     from fades.functions.store import FunctionStore
 
-    h = home_dir(home)
+    h = node_folder(home)
 
     def store() -> FunctionStore:
         return FunctionStore(h / "artifacts", TrustStore.from_dir(h / "trusted"))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fades.cli.common import HomeOpt, console, home_dir
+from fades.cli.common import HomeOpt, console, home_dir, node_folder
 
 keys_app = typer.Typer(help="Signing keys and trust.", no_args_is_help=True)
 
@@ -30,7 +30,8 @@ def generate(
     """Generate an Ed25519 key pair for signing functions."""
     from fades.functions.keys import SigningKey
 
-    h = home_dir(home)
+    # sets a node up: its folder is made, unless only --out is written (--no-trust)
+    h = node_folder(home, create=True) if trusted or out is None else home_dir(home)
     key = SigningKey.generate(name)
     priv, pub = key.save(out or h / "keys")
     console.print(
@@ -46,7 +47,7 @@ def generate(
 @keys_app.command("trust")
 def trust_key(public_key: Path, home: HomeOpt = None) -> None:
     """Make the node accept artifacts signed by PUBLIC_KEY."""
-    kid = trust(home_dir(home), public_key)
+    kid = trust(node_folder(home, create=True), public_key)
     console.print(f"trusted key {kid}", markup=False)
 
 
@@ -55,7 +56,7 @@ def list_keys(home: HomeOpt = None) -> None:
     """The keys this node trusts (key id and file) and its own signing keys."""
     from fades.functions.keys import key_id, load_public
 
-    h = home_dir(home)
+    h = node_folder(home)
     for label, folder, pattern in (
         ("trusted", h / "trusted", "*"),
         ("signing", h / "keys", "*.pub"),

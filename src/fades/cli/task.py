@@ -20,9 +20,10 @@ from typing import Annotated, Any
 
 import typer
 
-from fades.cli.common import ControllerOpt, HomeOpt, JsonOpt, TokenOpt, console, home_dir
+from fades.cli.common import ControllerOpt, HomeOpt, JsonOpt, TokenOpt, console, err, node_folder
 from fades.cli.render import print_json, show_outcome
 from fades.cli.safe import markup
+from fades.cli.waiting import run_one, wait_one
 
 task_app = typer.Typer(
     help="Run tasks on this node, or submit them to the controller.", no_args_is_help=True
@@ -39,15 +40,37 @@ def run(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 300.0,
     home: HomeOpt = None,
 ) -> None:
-    """Offload one task to this node and print its result and timing breakdown."""
-    from fades.node import Node
-    from fades.task import load_task
+    """Offload one task to this node and print its result and timing breakdown.
 
-    task = load_task(task_file)
-    with Node(home_dir(home)) as node:
-        # one_shot: this process is the node that runs the task, so a persistent task ends
-        # (cancelled) with it and is never revived by a later, unrelated run on the folder
-        rec = node.orchestrator.run(task, timeout=timeout, one_shot=True)
+    Ctrl-C cancels the task (a persistent one after its current invocation), says so and
+    exits 130."""
+    task_id: str | None = None
+    try:
+        from fades.node import Node
+        from fades.task import load_task
+
+        task = load_task(task_file)
+        h = node_folder(home)
+        with Node(h) as node:
+            # one_shot: this process is the node that runs the task, so a persistent task
+            # ends (cancelled) with it and is never revived by a later, unrelated run on the
+            # folder; on Ctrl-C run() cancels it and closing the node waits for that
+            try:
+                rec = node.orchestrator.run(task, timeout=timeout, one_shot=True)
+            except KeyboardInterrupt:
+                task_id = task.id if node.orchestrator.exists(task.id) else None
+                raise
+    except KeyboardInterrupt:
+        if task_id is not None:
+            err.print(
+                f"interrupted: task {markup(task_id)} cancelled; nothing left running "
+                f"(see 'fades task get {markup(task_id)}')",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            err.print("interrupted before the task was accepted; nothing was started")
+        raise typer.Exit(130) from None
     if json_out:
         print_json(rec.to_dict())
     else:
@@ -85,11 +108,17 @@ def submit(
     where = "cloud" if cloud else "edge"
     tasks = [load_task(f).model_dump(mode="json") for f in task_files]
     with FadesClient(controller, token) as client:
+        if len(tasks) == 1 and wait and json_out:  # nothing to show before the end
+            ran = run_one(client, tasks[0], node, where, timeout)
+            print_json(ran)
+            if ran.get("status") not in ENDED_WELL:
+                raise typer.Exit(1)
+            return
         if len(tasks) == 1:
             receipt = client.submit(tasks[0], node=node, where=where)
             if not json_out:
                 _show_receipt(receipt)
-            info = _wait_one(client, receipt["task_id"], timeout) if wait else None
+            info = wait_one(client, receipt["task_id"], timeout) if wait else None
             if json_out:
                 print_json(info or receipt)
             elif info is not None:
@@ -104,7 +133,7 @@ def submit(
                 {o["task_id"]: o for o in client.results(ids, timeout=timeout)} if wait else {}
             )
         except KeyboardInterrupt:
-            console.print(
+            err.print(
                 f"stopped waiting; the {len(ids)} accepted task(s) go on: see 'fades task list'",
                 highlight=False,
             )
@@ -132,27 +161,6 @@ def batch_status(
             if r.get("status") != "local" and (out is None or out.get("status") != "done"):
                 return 1
     return 0
-
-
-def _wait_one(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
-    """The task once it ended, or as it stands after ``timeout`` (said on the console);
-    Ctrl-C stops waiting, not the task."""
-    try:
-        info: dict[str, Any] = client.wait(task_id, timeout=timeout)
-    except KeyboardInterrupt:
-        console.print(
-            f"stopped waiting; task {markup(task_id)} goes on: 'fades task get {markup(task_id)}'",
-            highlight=False,
-        )
-        raise typer.Exit(130) from None
-    if info.get("status") in ("accepted", "dispatched"):
-        console.print(
-            f"[yellow]task {markup(task_id)} is still {markup(info.get('status'))} after "
-            f"{timeout:g} s[/]; it goes on: 'fades task get {markup(task_id)}'",
-            highlight=False,
-            soft_wrap=True,
-        )
-    return info
 
 
 def _show_receipt(receipt: dict[str, Any]) -> None:
@@ -246,7 +254,7 @@ def _task(task_id: str, controller: str | None, token: str | None, home: Path | 
             return client.get(task_id)
     from fades.node import Node
 
-    with Node(home_dir(home), autostart=False) as node:
+    with Node(node_folder(home), autostart=False) as node:
         return node.orchestrator.get(task_id).to_dict()
 
 
@@ -267,7 +275,7 @@ def get(
         )
     if wait:
         with _client(str(controller), token) as client:
-            info = _wait_one(client, task_id, timeout)
+            info = wait_one(client, task_id, timeout)
     else:
         info = _task(task_id, controller, token, home)
     if json_out:
@@ -369,7 +377,7 @@ def list_tasks(
     else:
         from fades.node import Node
 
-        with Node(home_dir(home), autostart=False) as node:
+        with Node(node_folder(home), autostart=False) as node:
             rows = [rec.to_dict() for rec in node.orchestrator.store.list(limit=limit)]
     if json_out:
         print_json(rows)
@@ -401,7 +409,7 @@ def cancel(
     else:
         from fades.node import Node
 
-        with Node(home_dir(home), autostart=False) as node:
+        with Node(node_folder(home), autostart=False) as node:
             node.orchestrator.cancel(task_id)
     console.print(f"task {markup(task_id)}: cancel requested", highlight=False)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -46,10 +48,11 @@ def start(
     """Serve the HTTP API, watch the node registry, dispatch tasks and collect results.
 
     Prints 'controller ready http://HOST:PORT' once serving; stops on SIGINT or SIGTERM.
+    A port already in use is refused before the folder is touched (no tokens.yaml made).
     """
-    from fades import paths
+    from fades.cli.common import node_folder
     from fades.controller.auth import Tokens, create_tokens_file
-    from fades.controller.server import parse_listen, serve
+    from fades.controller.server import bind, parse_listen, serve
     from fades.controller.service import Controller
     from fades.fabric.connect import FabricSettings
     from fades.placers import PLACERS
@@ -65,8 +68,9 @@ def start(
         )
         raise typer.Exit(2)
     try:
-        h = (home or paths.home()).expanduser()
         host, port = parse_listen(http)
+        _check_port(bind, host, port, http)  # before anything is written in the folder
+        h = node_folder(home, create=True, what="controller")
         path = tokens or h / "tokens.yaml"
         if tokens is None and not path.exists():
             create_tokens_file(path)
@@ -98,3 +102,15 @@ def start(
     except FadesError as exc:
         print(f"error ({exc.kind}): {exc}", file=sys.stderr, flush=True)
         raise typer.Exit(2) from None
+
+
+def _check_port(bind: Callable[[str, int], socket.socket], host: str, port: int, http: str) -> None:
+    """Refuse, naming the address, when ``--http`` cannot be listened on: bind it, let go."""
+    from fades.errors import ControllerError
+
+    try:
+        bind(host, port).close()
+    except ControllerError as exc:
+        raise ControllerError(
+            f"{exc}; stop what uses it, or pass another --http than {http} (port 0: any free port)"
+        ) from None

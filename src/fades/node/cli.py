@@ -58,6 +58,7 @@ def start(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log more")] = False,
 ) -> None:
     """Register this node, serve its tasks and queries, and heartbeat until Ctrl-C."""
+    from fades.cli.common import node_folder
     from fades.fabric.connect import FabricSettings
     from fades.node.agent import NodeAgent, run_agent
 
@@ -67,6 +68,11 @@ def start(
         stream=sys.stderr,
     )
     labels = _labels(label or [])
+    try:  # a folder that is a file is said before the fabric is dialled
+        data = node_folder(data, create=True, option="--data")
+    except FadesError as exc:
+        print(f"error ({exc.kind}): {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(2) from None
     settings = FabricSettings.from_env(nats, str(nats_creds) if nats_creds else None)
 
     def ready(agent: NodeAgent) -> None:
