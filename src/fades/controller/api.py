@@ -90,6 +90,15 @@ class ContainErrors:
             await JSONResponse(body, status_code=500)(scope, receive, send)
 
 
+#: the OpenAPI description of a task body (the routes read it themselves, in chunks)
+TASK_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
 def create_app(controller: Controller) -> FastAPI:
     """The HTTP API over ``controller`` (which must be started in the serving loop)."""
     app = FastAPI(
@@ -141,17 +150,18 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(batchapi.router(controller))  # batch submit + result stream
 
     # --- tasks -----------------------------------------------------------------------------------
+    async def read_task(request: Request) -> dict[str, Any]:
+        """The request's task: JSON, an object, within the task body limit."""
+        bodies.require_type(request, ("application/json",), "a task")
+        raw = await bodies.read_body(request, bodies.MAX_TASK_BYTES, "a task")
+        return bodies.parse_json_object(raw, "the task")
+
     @app.post(
         "/v1/tasks",
         status_code=202,
         response_model=SubmitReceipt,
         tags=["tasks"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
+        openapi_extra=TASK_BODY_DOC,
     )
     async def submit_task(
         tenant: Tenant,
@@ -165,21 +175,14 @@ def create_app(controller: Controller) -> FastAPI:
         ] = "edge",
     ) -> SubmitReceipt:
         """Submit a task (JSON: credentials, data, function), to a named node or placed."""
-        bodies.require_type(request, ("application/json",), "a task")
-        raw = await bodies.read_body(request, bodies.MAX_TASK_BYTES, "a task")
-        task = bodies.parse_json_object(raw, "the task")
+        task = await read_task(request)
         return await controller.submit(task, tenant=tenant, node=node, where=where)
 
     @app.post(
         "/v1/tasks/run",
         response_model=TaskInfo,
         tags=["tasks"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
+        openapi_extra=TASK_BODY_DOC,
     )
     async def run_task(
         tenant: Tenant,
@@ -198,9 +201,7 @@ def create_app(controller: Controller) -> FastAPI:
         """Submit a task and answer once it ended (or as it stands after ``wait`` seconds):
         one request instead of a submit and a long-poll."""
         wait = bodies.finite(wait, "wait", 0.0, 1e9)
-        bodies.require_type(request, ("application/json",), "a task")
-        raw = await bodies.read_body(request, bodies.MAX_TASK_BYTES, "a task")
-        task = bodies.parse_json_object(raw, "the task")
+        task = await read_task(request)
         receipt = await controller.submit(task, tenant=tenant, node=node, where=where)
         rec = await controller.wait(receipt.task_id, min(wait, MAX_WAIT_S), tenant=tenant)
         return task_info(rec)
