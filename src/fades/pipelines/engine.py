@@ -25,6 +25,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from fades.aiostop import cancel_all
 from fades.bus.base import Delivery
 from fades.errors import (
     AccessDenied,
@@ -122,9 +123,7 @@ class PipelineEngine:
         self.stopping = True
         self.triggers.stop_all()
         tasks = [*self._loops, *self.consumers.values(), *self._tasks]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         self.consumers.clear()
 
     def spawn(self, coro: Any) -> None:

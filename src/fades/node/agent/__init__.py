@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fades import paths
+from fades.aiostop import cancel_all
 from fades.bus.base import Bus
 from fades.bus.nats import NatsBus
 from fades.devices.registry import node_devices
@@ -292,10 +293,7 @@ class NodeAgent:
 
 
 async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
-    live = [t for t in tasks if t is not None]
-    for t in live:
-        t.cancel()
-    await asyncio.gather(*live, return_exceptions=True)
+    await cancel_all(tasks)
 
 
 def run_agent(

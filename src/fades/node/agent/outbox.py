@@ -172,9 +172,12 @@ class Outbox:
             return  # a sweep is already running
         async with self._lock:
             store = self.agent.require_node().orchestrator.store
+            with self._handing:  # held before the read: the loop may deliver them meanwhile
+                held = set(self._held)
             recs = await asyncio.to_thread(store.undelivered)
             with self._handing:  # the loop publishes those itself
-                recs = [r for r in recs if r.id not in self._held]
+                held |= self._held
+            recs = [r for r in recs if r.id not in held]
             for i in range(0, len(recs), OUTBOX_BATCH):
                 part = recs[i : i + OUTBOX_BATCH]
                 if await self.publish_many(part) < len(part):
