@@ -90,6 +90,15 @@ class ContainErrors:
             await JSONResponse(body, status_code=500)(scope, receive, send)
 
 
+#: ``?node=``: the node a task runs on (default: placed)
+NodeQuery = Annotated[
+    str | None, Query(max_length=MAX_NAME, description="run on this node (default: placed)")
+]
+#: ``?where=``: at the node, or at the controller on the node's data
+WhereQuery = Annotated[
+    Literal["edge", "cloud"], Query(description="at the node, or here on its data")
+]
+
 #: the OpenAPI description of a task body (the routes read it themselves, in chunks)
 TASK_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -166,13 +175,8 @@ def create_app(controller: Controller) -> FastAPI:
     async def submit_task(
         tenant: Tenant,
         request: Request,
-        node: Annotated[
-            str | None,
-            Query(max_length=MAX_NAME, description="run on this node (default: placed)"),
-        ] = None,
-        where: Annotated[
-            Literal["edge", "cloud"], Query(description="at the node, or here on its data")
-        ] = "edge",
+        node: NodeQuery = None,
+        where: WhereQuery = "edge",
     ) -> SubmitReceipt:
         """Submit a task (JSON: credentials, data, function), to a named node or placed."""
         task = await read_task(request)
@@ -187,13 +191,8 @@ def create_app(controller: Controller) -> FastAPI:
     async def run_task(
         tenant: Tenant,
         request: Request,
-        node: Annotated[
-            str | None,
-            Query(max_length=MAX_NAME, description="run on this node (default: placed)"),
-        ] = None,
-        where: Annotated[
-            Literal["edge", "cloud"], Query(description="at the node, or here on its data")
-        ] = "edge",
+        node: NodeQuery = None,
+        where: WhereQuery = "edge",
         wait: Annotated[
             float, Query(description=f"block up to this many seconds (max {MAX_WAIT_S:g})")
         ] = MAX_WAIT_S,
