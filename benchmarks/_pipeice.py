@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fades.aiostop import wait_for
 from fades.broker import SQLiteConnector
 from fades.functions.artifact import Artifact
 from fades.functions.build import build_python
@@ -92,7 +93,7 @@ async def black_ice(
                 finally:
                     store.close()
             before = len(heard)
-            ev = await asyncio.wait_for(await bed.trigger(plan, f"i{k:04d}"), 120)
+            ev = await wait_for(await bed.trigger(plan, f"i{k:04d}"), 120)
             warned = ev.status == "done"
             got = None
             if warned:

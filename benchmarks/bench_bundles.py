@@ -37,6 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from fades.aiostop import wait_for
 from fades.bus.nats import NatsBus
 from fades.fabric import EmbeddedNats, FabricSettings
 from fades.pipelines import bundles as bundles_mod
@@ -125,7 +126,7 @@ async def fabric_part(server: EmbeddedNats, n_small: int, n_large: int) -> dict[
         for _ in range(n):
             t0 = time.perf_counter()
             await bus.send("bench.core", data)
-            xs.append(await asyncio.wait_for(got.get(), 10) - t0)
+            xs.append(await wait_for(got.get(), 10) - t0)
         out[name]["core_hop"] = lat(xs)
     await bus.close()
     return out

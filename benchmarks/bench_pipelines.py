@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, log, parse_args, pct, summary, verdict, write_json
 from _pipeplots import costs_plot, ecdf_plot, slope_plot
+from fades.aiostop import wait_for
 from fades.bus.nats import NatsBus
 from fades.fabric import EmbeddedNats, FabricSettings
 from fades.functions.build import build_python, build_runtime
@@ -230,7 +231,7 @@ async def sequential(bed: Bed, plan: Plan, runs: int, warm: int = 3) -> list[flo
     await bed.put(plan)
     out = []
     for i in range(warm + runs):
-        ev = await asyncio.wait_for(await bed.trigger(plan, f"r{i:05d}"), 40)
+        ev = await wait_for(await bed.trigger(plan, f"r{i:05d}"), 40)
         if ev.status != "done":
             raise RuntimeError(f"{plan.pipeline} run {i}: {ev.status} {ev.error}")
         if i >= warm:
@@ -422,7 +423,7 @@ async def bench(quick: bool, root: Path) -> dict[str, Any]:
         await bed.put(thr)
         t0 = time.time()
         futs = [await bed.trigger(thr, f"t{i:05d}") for i in range(n)]
-        done = await asyncio.wait_for(asyncio.gather(*futs), 600)
+        done = await wait_for(asyncio.gather(*futs), 600)
         wall = max(e.at for e in done) - t0
         execs = [e for e in bed.events if e.pipeline == "thr" and e.status == "done"]
         stage_s = statistics.median(

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import fades.functions.artifact as artifact_module
+from fades.aiostop import wait_for
 from fades.bus.base import Bus
 from fades.bus.memory import MemoryBus, MemoryFabric
 from fades.errors import AccessDenied, NodeUnavailable
@@ -91,7 +92,7 @@ class Controller:
         while task_id not in self.seen:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no outcome for {task_id}; saw {list(self.seen)}")
-            d = await asyncio.wait_for(self._it.__anext__(), timeout)
+            d = await wait_for(self._it.__anext__(), timeout)
             out = Outcome.decode(d.data)
             self.seen.setdefault(out.task_id, out)
             await d.ack()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from tests.bus.conftest import Connect
 
+from fades.aiostop import wait_for
 from fades.bus.base import Delivery, KvEntry
 from fades.bus.memory import matches
 from fades.bus.nats import NatsBus
@@ -30,11 +31,11 @@ from fades.errors import (
 
 def run(coro: Awaitable[Any]) -> Any:
     # generous: a loaded 2-core CI machine can take many seconds to connect and route
-    return asyncio.run(asyncio.wait_for(coro, 240))  # type: ignore[arg-type]
+    return asyncio.run(wait_for(coro, 240))  # type: ignore[arg-type]
 
 
 async def take(it: Any, timeout: float = 10.0) -> Any:
-    return await asyncio.wait_for(anext(it), timeout)
+    return await wait_for(anext(it), timeout)
 
 
 async def only_sentinels(it: Any, span: float) -> list[bytes]:
@@ -258,8 +259,8 @@ def test_subscribe_and_send(connect: Connect) -> None:
             await b.send("sensors.n1.lab.temp", b"21.5")
             await b.send("sensors.n1.lab.hum", b"40")  # not matched
             await b.send("sensors.n1.hall.temp", b"19")
-            assert await asyncio.wait_for(got.get(), 60) == ("sensors.n1.lab.temp", b"21.5")
-            assert await asyncio.wait_for(got.get(), 60) == ("sensors.n1.hall.temp", b"19")
+            assert await wait_for(got.get(), 60) == ("sensors.n1.lab.temp", b"21.5")
+            assert await wait_for(got.get(), 60) == ("sensors.n1.hall.temp", b"19")
         finally:
             await a.close()
             await b.close()
@@ -276,7 +277,7 @@ def test_a_closed_bus_refuses_work_and_ends_its_consumers(connect: Connect) -> N
         await asyncio.sleep(0.1)
         await bus.close()
         with pytest.raises((StopAsyncIteration, FabricError)):
-            await asyncio.wait_for(pending, 10)
+            await wait_for(pending, 10)
         with pytest.raises(FabricError):
             await bus.publish("c.x", b"x")
 

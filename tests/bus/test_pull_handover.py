@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import Any
 
+from fades.aiostop import wait_for
 from fades.bus.nats import NatsBus
 from fades.fabric.connect import FabricSettings
 
@@ -47,14 +48,14 @@ def test_a_lone_message_is_pulled_alone_and_a_backlog_in_batches(nats_server: An
 
             reader = asyncio.create_task(read())
             for _ in range(40):
-                await asyncio.wait_for(got.get(), 30)
+                await wait_for(got.get(), 30)
             pulls_for_backlog = len(asked)
             assert max(asked) == 16 and pulls_for_backlog <= 6, asked  # 1, then 16, 16, 7
             # a lone message: asked for alone, so nothing waits for a batch to fill
             await asyncio.sleep(0.2)
             before = len(asked)
             await pub.publish("wq.a", b"y", msg_id="lone")
-            await asyncio.wait_for(got.get(), 30)
+            await wait_for(got.get(), 30)
             assert asked[before:] and all(n == 1 for n in asked[before:]), asked
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)

@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from fades.aiostop import wait_for
 from fades.bus.nats import NatsBus
 from fades.controller.replica import StreamLog
 from fades.controller.store import ControllerStore
@@ -27,10 +28,10 @@ def test_records_written_after_a_resubscribe_are_applied(nats_server: Any, tmp_p
         log = StreamLog(store, bus)
         await log.start()
         try:
-            await asyncio.wait_for(log.write("publish_function", _fn("a")), 20)
+            await wait_for(log.write("publish_function", _fn("a")), 20)
             await asyncio.sleep(0.2)  # the apply loop now waits on the (old) inbox
             await log._resubscribe()  # what the watchdog does when it thinks the reader stalled
-            await asyncio.wait_for(log.write("publish_function", _fn("b")), 20)
+            await wait_for(log.write("publish_function", _fn("b")), 20)
             assert store.function_owner("b") is not None
         finally:
             await log.stop()

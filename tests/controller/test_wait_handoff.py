@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fades.aiostop import wait_for
 from fades.bus.memory import MemoryBus, MemoryFabric
 from fades.controller import Controller
 from fades.controller.logops import add_task_args
@@ -62,7 +63,7 @@ def test_a_woken_wait_answers_the_stored_outcome_without_a_read_back(tmp_path: P
                 finished_at=time.time(),
             )
             assert await ctl.recorder.from_node(out.encode(), "fades.result.edge") is True
-            rec = await asyncio.wait_for(waiting, 30)
+            rec = await wait_for(waiting, 30)
             assert len(reads) == 1  # only the read before the outcome arrived
             ctl.store.get = get  # type: ignore[method-assign]
             assert rec == await ctl.get("t1", tenant="facilities")

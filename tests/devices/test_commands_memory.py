@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from fades.aiostop import wait_for
 from fades.bus.memory import MemoryBus, MemoryFabric
 from fades.controller import Controller
 from fades.node.agent import NodeAgent
@@ -75,7 +76,7 @@ def test_commands_are_sent_once_per_id(tmp_path: Path) -> None:
             svc.actuate(ev, spec)
             pending = list(svc._tasks)
             assert len(pending) == 2  # both deliveries were taken up ...
-            await asyncio.wait_for(asyncio.gather(*pending), 60)  # ... and have ended
+            await wait_for(asyncio.gather(*pending), 60)  # ... and have ended
             audit = await svc.audit("facilities")
             from_pipeline = [a for a in audit if a["source"] == "pipeline"]
             assert len(from_pipeline) == 1 and from_pipeline[0]["command_id"] == "p-vent-r1-go-_"

@@ -15,6 +15,7 @@ import pytest
 from tests.guests import SLOW
 from tests.waiting import wait_until as _wait_until
 
+from fades.aiostop import wait_for
 from fades.bus.nats import NatsBus
 from fades.errors import NodeUnavailable
 from fades.fabric.connect import FabricSettings
@@ -49,7 +50,7 @@ async def _drain(bus: NatsBus, want: int, timeout: float) -> dict[str, int]:
             if len(seen) >= want:
                 return
 
-    await asyncio.wait_for(run(), max(1.0, deadline - time.monotonic()))
+    await wait_for(run(), max(1.0, deadline - time.monotonic()))
     return seen
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import wasmtime
 
+from fades.aiostop import wait_for
 from fades.errors import ArtifactFormatError, ArtifactRejected
 from fades.functions.artifact import create
 from fades.functions.keys import SigningKey, public_pem
@@ -66,4 +67,4 @@ def test_upload_refuses_what_breaks_a_rule_and_a_restart_survives_a_bad_file(
         finally:
             await again.stop()
 
-    asyncio.run(asyncio.wait_for(go(), 120))
+    asyncio.run(wait_for(go(), 120))

@@ -8,6 +8,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
+from fades.aiostop import wait_for
 from fades.node.agent.outbox import Outbox
 
 
@@ -29,10 +30,10 @@ def test_a_burst_of_finished_tasks_wakes_the_loop_once_and_loses_none() -> None:
         t.join(60)
         got: list[Any] = []
         while len(got) < 500:
-            got.append(await asyncio.wait_for(outbox._finished.get(), 60))
+            got.append(await wait_for(outbox._finished.get(), 60))
         # and later finishes are still handed over
         threading.Thread(target=outbox.on_finish, args=(SimpleNamespace(id="t500"),)).start()
-        got.append(await asyncio.wait_for(outbox._finished.get(), 60))
+        got.append(await wait_for(outbox._finished.get(), 60))
         return got, outbox.wakeups
 
     got, wakeups = asyncio.run(go())

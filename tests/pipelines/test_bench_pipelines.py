@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fades.aiostop import wait_for
 from fades.functions.artifact import Artifact
 from fades.functions.keys import SigningKey
 from fades.functions.store import FunctionStore
@@ -47,7 +48,7 @@ def test_two_pipelines_with_the_same_run_ids_each_deliver_their_finales_and_hops
         finally:
             await bed.stop()
 
-    asyncio.run(asyncio.wait_for(main(), 300))
+    asyncio.run(wait_for(main(), 300))
 
 
 def test_the_native_baseline_runs_the_same_functions_in_order() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.waiting import await_until as wait_for
 
+from fades.aiostop import wait_for as within
 from fades.bus.nats import NatsBus
 from fades.fabric import EmbeddedNats, FabricSettings
 from fades.node.agent import NodeAgent
@@ -52,7 +53,7 @@ def main(data, params):
 
 
 def run(coro: Any, timeout: float = 300) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    return asyncio.run(within(coro, timeout))
 
 
 def stage(name: str, fn: str, after: list[str] | None = None, **kw: Any) -> dict[str, Any]:

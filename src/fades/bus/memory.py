@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fades import errors
+from fades.aiostop import cancel_all, wait_for
 from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Discard, Handler, Listener
 from fades.bus.memory_stores import MemoryKv, MemoryObjects, matches
 from fades.errors import FabricError, FadesError, NodeUnavailable, QueueFull
@@ -257,7 +258,7 @@ class MemoryBus:
             wait = min((at for at, _ in con.pending.values()), default=now + 1.0) - now
             st.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(st.changed.wait(), max(0.01, min(wait, 1.0)))
+                await wait_for(st.changed.wait(), max(0.01, min(wait, 1.0)))
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> MemoryKv:
         self._check()
@@ -279,9 +280,7 @@ class MemoryBus:
             await asyncio.sleep(0.05)  # a responder may be (re)starting
         handler = found[0][2]
         try:
-            return await asyncio.wait_for(
-                handler(bytes(data)), max(0.0, deadline - time.monotonic())
-            )
+            return await wait_for(handler(bytes(data)), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise NodeUnavailable(
                 f"request: no answer on {subject} within {timeout:.1f} s"
@@ -321,10 +320,7 @@ class MemoryBus:
         f.listeners = [r for r in f.listeners if r[2] is not self]
         for st in f.streams.values():
             st.changed.set()  # wake consumers so they see the close
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(list(self._tasks))
 
 
 if TYPE_CHECKING:

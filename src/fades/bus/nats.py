@@ -37,6 +37,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
+from fades.aiostop import cancel_all, wait_for
 from fades.bus.base import DUPLICATE_WINDOW_S, Bus, Discard, Handler, Listener
 from fades.bus.nats_domain import DomainWrites
 from fades.bus.nats_stores import (
@@ -174,7 +175,7 @@ class NatsBus:
         policy = DiscardPolicy.NEW if discard == "new" else DiscardPolicy.OLD
         existing: Any = None
         try:
-            existing = (await asyncio.wait_for(self.js.stream_info(name), OP_TIMEOUT_S)).config
+            existing = (await wait_for(self.js.stream_info(name), OP_TIMEOUT_S)).config
         except NotFoundError:
             pass
         except Exception as exc:
@@ -202,15 +203,15 @@ class NatsBus:
         )
         try:
             if existing is None:
-                await asyncio.wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
+                await wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
             else:
-                await asyncio.wait_for(self.js.update_stream(cfg), OP_TIMEOUT_S)
+                await wait_for(self.js.update_stream(cfg), OP_TIMEOUT_S)
         except Exception as exc:
             raise fabric_error(f"creating stream {name}", exc) from exc
 
     async def pending(self, stream: str, durable: str) -> int | None:
         try:
-            info = await asyncio.wait_for(self.js.consumer_info(stream, durable), OP_TIMEOUT_S)
+            info = await wait_for(self.js.consumer_info(stream, durable), OP_TIMEOUT_S)
         except NotFoundError:
             return None
         except Exception as exc:
@@ -240,10 +241,10 @@ class NatsBus:
         cfg = up_stream_config(site)
         try:
             try:
-                await asyncio.wait_for(self.js.stream_info(UP_STREAM), OP_TIMEOUT_S)
-                await asyncio.wait_for(self.js.update_stream(cfg), OP_TIMEOUT_S)
+                await wait_for(self.js.stream_info(UP_STREAM), OP_TIMEOUT_S)
+                await wait_for(self.js.update_stream(cfg), OP_TIMEOUT_S)
             except NotFoundError:
-                await asyncio.wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
+                await wait_for(self.js.add_stream(cfg), OP_TIMEOUT_S)
         except Exception as exc:
             raise fabric_error(f"site stream {UP_STREAM} at {site}", exc) from exc
         self._up_ready = True
@@ -284,7 +285,7 @@ class NatsBus:
                 stream = self._stream_of.get(subject, "?")
                 if stream == "?":
                     with contextlib.suppress(Exception):
-                        stream = await asyncio.wait_for(
+                        stream = await wait_for(
                             self.js.find_stream_name_by_subject(subject), OP_TIMEOUT_S
                         )
                         if len(self._stream_of) >= 1024:
@@ -318,7 +319,7 @@ class NatsBus:
             while not self._closed:
                 try:
                     if psub is None:
-                        psub = await asyncio.wait_for(
+                        psub = await wait_for(
                             self.js.pull_subscribe(
                                 subject, durable=durable, stream=stream, config=config
                             ),
@@ -340,7 +341,7 @@ class NatsBus:
                         log.warning("consumer %s: pull failed: %r", durable, exc)
                     if failures >= 3 and psub is not None:
                         with contextlib.suppress(Exception):
-                            await asyncio.wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
+                            await wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
                         psub = None
                     await asyncio.sleep(BACKOFF_S[0] if failures < 3 else BACKOFF_S[1])
                     continue
@@ -355,7 +356,7 @@ class NatsBus:
                 # bounded: while the server is away an unsubscribe can wait for a reconnect,
                 # and a consumer being cancelled (an agent stopping) must not hang on it
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
+                    await wait_for(psub.unsubscribe(), OP_TIMEOUT_S)
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> NatsKv:
         cfg = KeyValueConfig(
@@ -456,14 +457,11 @@ class NatsBus:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs = []
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(list(self._tasks))
         if self._parent is not None:
             return  # a local() view: the connection belongs to its bus
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.close(), 5.0)
+            await wait_for(self.nc.close(), 5.0)
 
 
 if TYPE_CHECKING:

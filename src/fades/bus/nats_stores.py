@@ -3,7 +3,6 @@ with nats-py's exceptions translated into :mod:`fades.errors` at this boundary."
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -17,6 +16,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue as NatsKeyValue
 from nats.js.object_store import ObjectStore as NatsObjectStore
 
+from fades.aiostop import wait_for
 from fades.bus.base import KvEntry
 from fades.errors import FabricConflict, FabricError
 
@@ -35,13 +35,13 @@ def fabric_error(what: str, exc: BaseException) -> FabricError:
 async def open_or_create(what: str, opening: Awaitable[T], create: Callable[[], Awaitable[T]]) -> T:
     """Open a bucket, creating it if the server has none of that name."""
     try:
-        return await asyncio.wait_for(opening, OP_TIMEOUT_S)
+        return await wait_for(opening, OP_TIMEOUT_S)
     except (NotFoundError, ObjectNotFoundError):
         pass
     except Exception as exc:
         raise fabric_error(what, exc) from exc
     try:
-        return await asyncio.wait_for(create(), OP_TIMEOUT_S)
+        return await wait_for(create(), OP_TIMEOUT_S)
     except Exception as exc:
         raise fabric_error(f"creating {what}", exc) from exc
 
@@ -55,7 +55,7 @@ class NatsKv:
 
     async def get(self, key: str) -> KvEntry | None:
         try:
-            e = await asyncio.wait_for(self._kv.get(key), OP_TIMEOUT_S)
+            e = await wait_for(self._kv.get(key), OP_TIMEOUT_S)
         except KeyNotFoundError:  # also a deleted key
             return None
         except Exception as exc:
@@ -66,13 +66,13 @@ class NatsKv:
 
     async def put(self, key: str, value: bytes) -> int:
         try:
-            return int(await asyncio.wait_for(self._kv.put(key, value), OP_TIMEOUT_S))
+            return int(await wait_for(self._kv.put(key, value), OP_TIMEOUT_S))
         except Exception as exc:
             raise fabric_error(f"KV {self.bucket} put {key}", exc) from exc
 
     async def create(self, key: str, value: bytes) -> int:
         try:
-            return int(await asyncio.wait_for(self._kv.create(key, value), OP_TIMEOUT_S))
+            return int(await wait_for(self._kv.create(key, value), OP_TIMEOUT_S))
         except KeyWrongLastSequenceError:
             raise FabricConflict(f"KV {self.bucket}: {key} already exists") from None
         except Exception as exc:
@@ -80,9 +80,7 @@ class NatsKv:
 
     async def update(self, key: str, value: bytes, revision: int) -> int:
         try:
-            return int(
-                await asyncio.wait_for(self._kv.update(key, value, last=revision), OP_TIMEOUT_S)
-            )
+            return int(await wait_for(self._kv.update(key, value, last=revision), OP_TIMEOUT_S))
         except KeyWrongLastSequenceError:
             raise FabricConflict(
                 f"KV {self.bucket}: {key} changed since revision {revision}"
@@ -92,7 +90,7 @@ class NatsKv:
 
     async def delete(self, key: str) -> None:
         try:
-            await asyncio.wait_for(self._kv.delete(key), OP_TIMEOUT_S)
+            await wait_for(self._kv.delete(key), OP_TIMEOUT_S)
         except Exception as exc:
             raise fabric_error(f"KV {self.bucket} delete {key}", exc) from exc
 
@@ -102,7 +100,7 @@ class NatsKv:
         # counts are exact; a subject whose last entry is a delete marker is not a key.
         pre = self._kv._pre
         try:
-            info = await asyncio.wait_for(
+            info = await wait_for(
                 self._kv._js.stream_info(self._kv._stream, subjects_filter=f"{pre}>"),
                 OP_TIMEOUT_S,
             )
@@ -114,7 +112,7 @@ class NatsKv:
 
     async def watch(self, key: str = ">") -> AsyncIterator[KvEntry | None]:
         try:
-            watcher = await asyncio.wait_for(self._kv.watch(key), OP_TIMEOUT_S)
+            watcher = await wait_for(self._kv.watch(key), OP_TIMEOUT_S)
         except Exception as exc:
             raise fabric_error(f"KV {self.bucket} watch {key}", exc) from exc
         try:
@@ -139,13 +137,13 @@ class NatsObjects:
 
     async def put(self, name: str, data: bytes) -> None:
         try:
-            await asyncio.wait_for(self._store.put(name, data), 4 * OP_TIMEOUT_S)
+            await wait_for(self._store.put(name, data), 4 * OP_TIMEOUT_S)
         except Exception as exc:
             raise fabric_error(f"object {self.bucket}/{name} put", exc) from exc
 
     async def get(self, name: str) -> bytes | None:
         try:
-            res = await asyncio.wait_for(self._store.get(name), 4 * OP_TIMEOUT_S)
+            res = await wait_for(self._store.get(name), 4 * OP_TIMEOUT_S)
         except (ObjectNotFoundError, NotFoundError):
             return None
         except Exception as exc:
@@ -154,7 +152,7 @@ class NatsObjects:
 
     async def delete(self, name: str) -> None:
         try:
-            await asyncio.wait_for(self._store.delete(name), OP_TIMEOUT_S)
+            await wait_for(self._store.delete(name), OP_TIMEOUT_S)
         except (ObjectNotFoundError, NotFoundError):
             return
         except Exception as exc:
@@ -162,7 +160,7 @@ class NatsObjects:
 
     async def names(self) -> list[str]:
         try:
-            infos = await asyncio.wait_for(self._store.list(), OP_TIMEOUT_S)
+            infos = await wait_for(self._store.list(), OP_TIMEOUT_S)
         except (ObjectNotFoundError, NotFoundError):
             return []
         except Exception as exc:

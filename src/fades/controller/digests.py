@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from fades.aiostop import cancel_all
 from fades.bus.base import KeyValue, KvEntry
 
 log = logging.getLogger("fades.controller")
@@ -49,11 +50,7 @@ class DigestCache:
         return self
 
     async def stop(self) -> None:
-        for t in (self._keeper, self._task):
-            if t is not None:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        await cancel_all((self._keeper, self._task))
         self._keeper = self._task = None
         self.ready = False
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fades.aiostop import wait_for
 from fades.controller.results import Recorder
 from fades.controller.store import ControllerStore, PendingTask
 from fades.errors import DispatchFailed, FabricError
@@ -223,6 +224,4 @@ class Dispatcher:
             except Exception:  # e.g. the database: log it and try again on the next pass
                 log.exception("dispatcher pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._kick.wait(), REDISPATCH_S if busy else REDISPATCH_IDLE_S
-                )
+                await wait_for(self._kick.wait(), REDISPATCH_S if busy else REDISPATCH_IDLE_S)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fades.aiostop import cancel_all, wait_for
 from fades.errors import FabricConflict
 
 log = logging.getLogger("fades.controller")
@@ -53,17 +54,14 @@ class Leadership:
         self._task = asyncio.create_task(self._run(), name="fades-leader")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_all([self._task])
+        self._task = None
         if self.is_leader and self._kv is not None:
             self.is_leader = False
             with contextlib.suppress(Exception):
-                cur = await asyncio.wait_for(self._kv.get(LEADER_KEY), 2.0)
+                cur = await wait_for(self._kv.get(LEADER_KEY), 2.0)
                 if cur is not None and cur.value.decode() == self.me:
-                    await asyncio.wait_for(self._kv.delete(LEADER_KEY), 2.0)
+                    await wait_for(self._kv.delete(LEADER_KEY), 2.0)
 
     async def _run(self) -> None:
         while True:
@@ -78,20 +76,16 @@ class Leadership:
             self.is_leader = False
         try:
             if self.is_leader:
-                self._revision = await asyncio.wait_for(
-                    kv.update(LEADER_KEY, me, self._revision), RENEW_S
-                )
+                self._revision = await wait_for(kv.update(LEADER_KEY, me, self._revision), RENEW_S)
                 self._renewed = time.monotonic()
                 return
-            cur = await asyncio.wait_for(kv.get(LEADER_KEY), 5.0)
+            cur = await wait_for(kv.get(LEADER_KEY), 5.0)
             if cur is not None and cur.value != me:
                 return
             if cur is None:
-                self._revision = await asyncio.wait_for(kv.create(LEADER_KEY, me), 5.0)
+                self._revision = await wait_for(kv.create(LEADER_KEY, me), 5.0)
             else:  # ours from before a restart
-                self._revision = await asyncio.wait_for(
-                    kv.update(LEADER_KEY, me, cur.revision), 5.0
-                )
+                self._revision = await wait_for(kv.update(LEADER_KEY, me, cur.revision), 5.0)
             self._renewed = time.monotonic()
         except FabricConflict:
             if self.is_leader:
@@ -125,6 +119,4 @@ async def while_leading(leads: Callable[[], bool], job: Callable[[], Awaitable[N
             while leads() and not task.done():
                 await asyncio.sleep(0.5)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_all([task])

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from fades.aiostop import wait_for
 from fades.controller.models import FunctionInfo
 from fades.controller.signers import check_signer
 from fades.controller.store import ControllerStore, FunctionOwner
@@ -142,8 +143,8 @@ class Publisher:
         try:
             if not self.connected():
                 raise FabricError("not connected to NATS")
-            digest = await asyncio.wait_for(self.repository.resolve(ref), REPOSITORY_TIMEOUT_S)
-            await asyncio.wait_for(self.repository.record(digest), REPOSITORY_TIMEOUT_S)
+            digest = await wait_for(self.repository.resolve(ref), REPOSITORY_TIMEOUT_S)
+            await wait_for(self.repository.record(digest), REPOSITORY_TIMEOUT_S)
             return digest
         except ArtifactError:
             raise ArtifactError(
@@ -163,7 +164,7 @@ class Publisher:
     async def list(self) -> list[FunctionInfo]:
         """Artifacts in the repository, newest first (FabricError: unreachable)."""
         try:
-            records = await asyncio.wait_for(self.repository.list(), REPOSITORY_TIMEOUT_S)
+            records = await wait_for(self.repository.list(), REPOSITORY_TIMEOUT_S)
         except FadesError:
             raise
         except TimeoutError as exc:

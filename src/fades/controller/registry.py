@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fades.aiostop import cancel_all, wait_for
 from fades.bus.base import KeyValue, KvEntry
 from fades.controller.models import NodeView
 from fades.errors import FabricError
@@ -88,14 +89,11 @@ class Registry:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="fades-registry")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            await wait_for(self._ready.wait(), timeout)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all([task])
 
     # --- queries -----------------------------------------------------------------------------
     def get(self, name: str) -> NodeEntry | None:
@@ -199,7 +197,7 @@ class Registry:
                         pump.result()  # raises why the watch ended
                         break
                     try:
-                        entry = await asyncio.wait_for(queue.get(), 0.5)
+                        entry = await wait_for(queue.get(), 0.5)
                     except TimeoutError:
                         quiet = time.monotonic() - last_update
                         if (initial or self.nodes) and quiet > quiet_limit:

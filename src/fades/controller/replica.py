@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from fades.aiostop import cancel_all, wait_for
 from fades.controller.commits import GroupCommitter
 from fades.controller.logops import OPS, Args, run_op
 from fades.controller.store import ControllerStore
@@ -182,16 +183,12 @@ class StreamLog:
                 )
             self._progress.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), 1.0)
+                await wait_for(self._progress.wait(), 1.0)
         log.info("controller log: applied up to record %d", self.applied_seq)
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_all(tasks)
         await self._unsubscribe()
         for futs in self._waiting.values():
             for f in futs:
@@ -216,7 +213,7 @@ class StreamLog:
         self._queue.append((name, args, encoded, fut))
         self._wake.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), APPLY_TIMEOUT_S)
+            return await wait_for(asyncio.shield(fut), APPLY_TIMEOUT_S)
         except TimeoutError:
             raise FabricError(
                 f"the controller log did not apply a {name} within {APPLY_TIMEOUT_S:g} s"
@@ -296,7 +293,7 @@ class StreamLog:
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(sub.unsubscribe(), 5.0)
+                await wait_for(sub.unsubscribe(), 5.0)
 
     async def _apply_loop(self) -> None:
         while True:
@@ -386,7 +383,7 @@ class StreamLog:
         while True:
             await asyncio.sleep(WATCHDOG_S)
             try:
-                info = await asyncio.wait_for(self.bus.js.stream_info(LOG_STREAM), 5.0)
+                info = await wait_for(self.bus.js.stream_info(LOG_STREAM), 5.0)
             except Exception:
                 continue
             last = int(info.state.last_seq or 0)

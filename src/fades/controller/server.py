@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
+from fades.aiostop import wait_for
 from fades.controller.api import create_app
 from fades.controller.service import Controller
 from fades.errors import ControllerError
@@ -40,7 +41,7 @@ class _Server(uvicorn.Server):
         should_exit = await self.on_tick(counter)
         while not should_exit:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit.wait(), TICK_S)
+                await wait_for(self._exit.wait(), TICK_S)
             counter = (counter + 10) % 864000
             should_exit = await self.on_tick(counter)
 

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fades.aiostop import cancel_all, wait_for
 from fades.bus.base import Bus
 from fades.bus.nats import NatsBus
 from fades.controller.auth import Tokens
@@ -276,11 +277,7 @@ class Controller:
         """Stop consuming and close. Unfinished cloud tasks re-run on the next start."""
         loops, self._loops = self._loops, []
         cloud = list(self._cloud_tasks.values())
-        for t in [*loops, *cloud]:
-            t.cancel()
-        for t in [*loops, *cloud]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_all([*loops, *cloud])
         await self.pipelines.stop()
         await self.devices.stop()
         if self._leader is not None:
@@ -570,7 +567,7 @@ class Controller:
             if rec.done or timeout <= 0:
                 return rec
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+                await wait_for(event.wait(), timeout)
             if event.stored is not None:  # as stored: no need to read it back
                 return event.record(rec)
         return await self.get(task_id, tenant=tenant)

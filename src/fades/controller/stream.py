@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fades.aiostop import wait_for
 from fades.controller.store import StoredOutcome
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ class StreamHub:
                         return
                     step = min(CLOSE_POLL_S, keepalive - silent)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(sub.wake.wait(), step)
+                        await wait_for(sub.wake.wait(), step)
                     silent += step
                     if not sub.wake.is_set() and silent >= keepalive:
                         yield ": keepalive\n\n"

@@ -23,7 +23,6 @@ and counts in ``fades_device_commands_total{outcome,source}`` on ``/metrics``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter
 
+from fades.aiostop import cancel_all, wait_for
 from fades.devices.actuate import command_id, command_of
 from fades.devices.registry import find_device, visible_devices
 from fades.devices.spec import actuator_subject
@@ -113,11 +113,7 @@ class DeviceService:
 
     async def stop(self) -> None:
         tasks, self._tasks = list(self._tasks), set()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_all(tasks)
         for fut in self._waiting.values():
             fut.cancel()
         self._waiting.clear()
@@ -223,7 +219,7 @@ class DeviceService:
                 await self.controller.bus.send(
                     actuator_subject(node, device, "set"), json.dumps(message).encode()
                 )
-                report = await asyncio.wait_for(fut, self.timeout_s)
+                report = await wait_for(fut, self.timeout_s)
             except TimeoutError:
                 report = None
                 detail = f"no state report from {node}/{device} within {self.timeout_s:g} s"

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import nats
 from nats.aio.client import Client as NATS
 
+from fades.aiostop import wait_for
 from fades.errors import FabricError
 from fades.fabric.server import port_open
 
@@ -173,9 +174,7 @@ async def connect(
     # nats-py retries a refused handshake (bad credentials) forever when reconnecting is
     # allowed, so the first connection gets a deadline of its own.
     try:
-        client.append(
-            await asyncio.wait_for(nats.connect(**opts), max(2.0, deadline - time.monotonic()))
-        )
+        client.append(await wait_for(nats.connect(**opts), max(2.0, deadline - time.monotonic())))
         return client[0]
     except TimeoutError:
         # the server's own refusal says more than the connection resets that follow it

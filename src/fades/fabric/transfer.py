@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from fades import errors
+from fades.aiostop import wait_for
 from fades.errors import FabricError, FadesError, NodeUnavailable
 
 H_SEQ = "Fades-Seq"
@@ -72,7 +73,7 @@ async def send_chunks(
         for i in range(parts + 1):
             while outstanding >= window:
                 try:
-                    await asyncio.wait_for(acks.get(), idle_timeout)
+                    await wait_for(acks.get(), idle_timeout)
                 except TimeoutError:
                     raise FabricError(
                         f"receiver stopped acknowledging after part {i} of {parts}"
@@ -123,7 +124,7 @@ async def request_chunks(
         t0 = time.monotonic()
         while True:
             try:
-                msg = await asyncio.wait_for(queue.get(), wait)
+                msg = await wait_for(queue.get(), wait)
             except TimeoutError:
                 where = "no answer" if expected == 0 else f"stalled after {len(buf)} bytes"
                 raise NodeUnavailable(

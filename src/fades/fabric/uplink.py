@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from fades.aiostop import wait_for
 from fades.errors import FabricError
 from fades.fabric.server import free_port, port_open
 
@@ -58,7 +59,7 @@ async def _serve(listen: str, targets: list[str]) -> None:
     async def _client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for th, tp in dests:
             try:
-                up_r, up_w = await asyncio.wait_for(asyncio.open_connection(th, tp), 5.0)
+                up_r, up_w = await wait_for(asyncio.open_connection(th, tp), 5.0)
                 break
             except (OSError, TimeoutError):
                 continue

@@ -16,6 +16,7 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fades.aiostop import wait_for
 from fades.errors import TaskNotFound
 from fades.node.taskstore import TaskRecord
 from fades.pipelines.protocol import Plan, stage_task_id
@@ -107,7 +108,7 @@ class StageRunner:
                 if rec.done:
                     return rec, fresh
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(fut), 5.0)  # callback, or a re-check
+                    await wait_for(asyncio.shield(fut), 5.0)  # callback, or a re-check
                 if fut.done():
                     fut = asyncio.get_running_loop().create_future()
                     self._waiting.setdefault(task_id, []).append(fut)

@@ -25,6 +25,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from fades.aiostop import cancel_all, wait_for
 from fades.errors import FabricError, FadesError
 from fades.pipelines.protocol import (
     EVENTS_STREAM,
@@ -78,11 +79,7 @@ class Tracker:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_all(tasks)
 
     def spec_of(self, plan: Plan) -> tuple[PipelineSpec, dict[str, set[str]]]:
         """The plan's spec and its finale instances (stage -> instance names), cached."""
@@ -259,7 +256,7 @@ class Tracker:
             bus = pipeline_bus(self.controller.bus, plan)
             for a in plan.assignments:
                 with contextlib.suppress(Exception):
-                    depth = await asyncio.wait_for(
+                    depth = await wait_for(
                         bus.pending(bundle_stream(name), bundle_durable(a.stage, a.instance)),
                         2.0,
                     )

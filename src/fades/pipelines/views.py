@@ -9,6 +9,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from fades.aiostop import wait_for
 from fades.controller.pipestore import RUN_ENDED, PipelineRow, PipelineStore
 from fades.errors import PipelineNotFound
 from fades.pipelines.protocol import Plan, bundle_durable, bundle_stream
@@ -104,7 +105,7 @@ class Views:
                 depth = None
                 with contextlib.suppress(Exception):
                     if reachable:  # (an unreachable site's queue would only time out)
-                        depth = await asyncio.wait_for(
+                        depth = await wait_for(
                             bus.pending(stream, bundle_durable(a.stage, a.instance)), 2.0
                         )
                 queues.append(

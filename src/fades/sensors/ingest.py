@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from fades.aiostop import cancel_all, wait_for
 from fades.errors import ConnectorError
 from fades.fabric.subjects import SENSORS_PREFIX, check_token
 from fades.sensors.units import UNITS
@@ -126,15 +127,12 @@ class Ingestor:
         sub, self._sub = self._sub, None
         if sub is not None:
             try:
-                await asyncio.wait_for(sub.drain(), timeout=5.0)  # type: ignore[no-untyped-call]
+                await wait_for(sub.drain(), timeout=5.0)  # type: ignore[no-untyped-call]
             except Exception:  # closed or disconnected connection: nothing more will arrive
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all([task])
         try:
             await self.flush()
         except Exception as exc:  # counted, like a failed periodic write

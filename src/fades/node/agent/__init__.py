@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fades import paths
-from fades.aiostop import cancel_all
+from fades.aiostop import cancel_all, wait_for
 from fades.bus.base import Bus
 from fades.bus.nats import NatsBus
 from fades.devices.registry import node_devices
@@ -188,7 +188,7 @@ class NodeAgent:
             # (a hub server restarting or electing leaders: tried again for a while)
             self.checkpoints = await retrying(
                 f"node {self.name}: the checkpoint bucket",
-                lambda: asyncio.wait_for(self._open_checkpoints(), START_TIMEOUT_S),
+                lambda: wait_for(self._open_checkpoints(), START_TIMEOUT_S),
                 log,
             )
             self.node = await asyncio.to_thread(self._open_node)
@@ -196,7 +196,7 @@ class NodeAgent:
             try:
                 await retrying(
                     f"node {self.name}: the fabric's streams and repository",
-                    lambda: asyncio.wait_for(self.open_fabric(), START_TIMEOUT_S),
+                    lambda: wait_for(self.open_fabric(), START_TIMEOUT_S),
                     log,
                 )
             except TimeoutError as exc:
@@ -260,7 +260,7 @@ class NodeAgent:
             await asyncio.to_thread(self.node.orchestrator.drain)
         if self.bus is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.outbox.flush(), 10.0)
+                await wait_for(self.outbox.flush(), 10.0)
         await _cancel(outbox_loop)
         await self.registry.last_beat()  # final entry: stopping, load drained
         await self._teardown()
@@ -278,7 +278,7 @@ class NodeAgent:
         await self.ingest.stop(5.0)
         if self.bus is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.bus.close(), 5.0)
+                await wait_for(self.bus.close(), 5.0)
         if self.node is not None:
             node, self.node = self.node, None
             await asyncio.to_thread(node.close)

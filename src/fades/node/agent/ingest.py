@@ -7,10 +7,11 @@ over any bus (NATS, or :class:`~fades.bus.memory.MemoryBus` in tests).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
+
+from fades.aiostop import wait_for
 
 if TYPE_CHECKING:
     from fades.node.agent import NodeAgent
@@ -53,7 +54,7 @@ class Ingest:
         if ingestor is None:
             return
         try:
-            await asyncio.wait_for(ingestor.stop(), timeout)
+            await wait_for(ingestor.stop(), timeout)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 log.warning("node %s: ingest did not stop cleanly: %s", self.agent.name, exc)

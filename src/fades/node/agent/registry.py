@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fades import __version__
+from fades.aiostop import wait_for
 from fades.bus.base import KeyValue
 from fades.errors import FadesError
 from fades.fabric.protocol import DataHeld, NodeInfo, NodeLoad
@@ -127,7 +128,7 @@ class Registry:
         if self.agent.bus is None or not getattr(self.agent.bus, "connected", True):
             return
         try:
-            await asyncio.wait_for(self.beat(), 10.0)
+            await wait_for(self.beat(), 10.0)
         except Exception as exc:
             log.warning("node %s: could not put its stopping entry: %r", self.agent.name, exc)
 
