@@ -25,8 +25,9 @@ T = TypeVar("T")
 
 #: how long a stop waits for its cancelled tasks to end
 CANCEL_TIMEOUT_S = 10.0
-#: how often a stop repeats the cancellation of a task that has not ended yet
-RECANCEL_S = 0.25
+#: how often a stop repeats the cancellation of a task that has not ended yet (long enough for
+#: a task's own clean-up after the first cancellation to finish undisturbed)
+RECANCEL_S = 2.0
 
 
 async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:

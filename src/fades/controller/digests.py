@@ -103,10 +103,7 @@ class DigestCache:
         while True:
             epoch = self.reconnects()
             if self._task is None or self._task.done() or (epoch != self._epoch and self.ready):
-                if self._task is not None:
-                    self._task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await self._task
+                await cancel_all([self._task])
                 self.ready = False
                 self._task = asyncio.create_task(self._watch(epoch), name="fades-digest-watch")
             await asyncio.sleep(CHECK_S)

@@ -33,6 +33,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from fades.aiostop import cancel_all
 from fades.errors import FabricError
 from fades.fabric.upstream import UP_PREFIX, UP_STREAM
 
@@ -103,9 +104,7 @@ class UpForwarder:
                                 self.site, exc)  # fmt: skip
                     await asyncio.sleep(RETRY_MAX_S)
         finally:
-            for task in flying:
-                task.cancel()
-            await asyncio.gather(*flying, return_exceptions=True)
+            await cancel_all(list(flying))
 
     async def forward(self, d: Delivery) -> None:
         """Publish one message to the hub until it is stored, then ack it at the site."""

@@ -108,9 +108,7 @@ class Tracker:
             ):
                 await queue.put(d)
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await cancel_all([writer])
 
     async def _store_batches(self, queue: asyncio.Queue[Delivery]) -> None:
         while True:
