@@ -98,6 +98,9 @@ class Worker:
         self.input = os.path.join(self.scratch, "data.fds")
         self.known: set[str] = set()
         self.tasks = 0
+        #: the peak resident memory the worker reported with its last answer (bytes; None:
+        #: unknown): below the idle bound, the current resident memory is too
+        self.peak_rss: int | None = None
         self.dead = False
         self._pending = 2  # "ready", then the answer to "config"
         self._send(("config", host, self.scratch))
@@ -232,7 +235,10 @@ class Worker:
             self.dead
             or self.proc.poll() is not None
             or self.tasks >= h.worker_max_tasks
-            or self.anon_rss() > h.worker_max_idle_rss_mib << 20
+            or (
+                (self.peak_rss is None or self.peak_rss > h.worker_max_idle_rss_mib << 20)
+                and self.anon_rss() > h.worker_max_idle_rss_mib << 20
+            )
         )
 
 
@@ -345,10 +351,13 @@ class WorkerPool:
                 where = bytes(blob)  # in the request itself: no file to write and read back
             else:
                 _write_blob(w.input, blob)
+            w.peak_rss = None  # unknown unless this task's answer says
             reply = w.call(
                 ("run", artifact.digest, rt, where, limits), _deadline(limits, self.host), limits
             )
             w.tasks += 1
+            peak = reply.get("maxrss")
+            w.peak_rss = peak if isinstance(peak, int) else None
             return _result(reply, self.host.max_result_bytes)
         except FunctionCrashed:
             if self._closed:  # close() killed it: say so, not "crashed"
