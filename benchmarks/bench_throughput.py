@@ -5,18 +5,24 @@ core. Baseline: the same work in a plain single-thread loop (fetch + encode + sa
 Also a native pool of 2 CPython processes doing the same fetch, encode, decode and mean
 (``native_2_process_tasks_per_s``); target: the node at >= 0.5 of it.
 
-Run ``python benchmarks/bench_throughput.py [--quick]`` (``make bench`` runs it through
-``run_all.py``). Writes ``benchmarks/results/single_node_throughput.json`` and its PNG.
+With ``--before SRC`` (a source tree, e.g. a ``git archive`` of the previous commit's
+``src``) the same section first runs in a child process on that code, in the same run, and
+the plot sets the two side by side.
+
+Run ``python benchmarks/bench_throughput.py [--quick] [--before SRC]`` (``make bench`` runs
+it through ``run_all.py``). Writes ``benchmarks/results/single_node_throughput.json`` and its PNG.
 Also draws ``single_node_breakdown.png`` (a representative task per function kind) when
 ``bench_mean.py`` has written its result.
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +42,6 @@ from _common import (
     Bench,
     dataset,
     log,
-    parse_args,
     session,
     verdict,
     write_result,
@@ -217,8 +222,35 @@ def bench_throughput(b: Bench, tasks: int, readings: int, direct_reps: int) -> d
     return out
 
 
-def plot_throughput(tp: dict[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def _plot_before_after(ax: Any, tp: dict[str, Any], before: dict[str, Any]) -> None:
+    kinds = ("python", "core")
+    groups = [
+        (f"{k}: tasks/s ÷ native", before[k]["ratio_vs_native_2_process"],
+         tp[k]["ratio_vs_native_2_process"]) for k in kinds
+    ] + [
+        (f"{k}: native CPU ÷ node CPU", before[k]["cpu_ratio_native_over_node"],
+         tp[k]["cpu_ratio_native_over_node"]) for k in kinds
+    ]  # fmt: skip
+    for gi, (_, old, new) in enumerate(groups):
+        for k, (v, c) in enumerate(((old, "#d99"), (new, "tab:green"))):
+            x = gi * 3 + k
+            ax.bar(x, v, color=c, label=("before", "after")[k] if gi == 0 else None)
+            ax.annotate(f"{v:.2f}", (x, v), ha="center", fontsize=8,
+                        textcoords="offset points", xytext=(0, 2))  # fmt: skip
+    ax.axhline(0.5, ls="--", color="red", lw=1, label="target 0.5")
+    ax.set_xticks([gi * 3 + 0.5 for gi in range(len(groups))], [g[0] for g in groups],
+                  fontsize=7)  # fmt: skip
+    ax.set_title("Before vs after, same run (ratios against native)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.margins(y=0.15)
+
+
+def plot_throughput(tp: dict[str, Any], path: Path, before: dict[str, Any] | None = None) -> None:
+    if before is None:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+    else:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+        _plot_before_after(ax2, tp, before)
     kinds = ("python", "core")
     x = np.arange(len(kinds))
     w = 0.27
@@ -293,12 +325,47 @@ def plot_breakdown(tp: dict[str, Any], mean: dict[str, Any], path: Path) -> None
     plt.close(fig)
 
 
+def _sizes(q: bool) -> tuple[int, int, int]:
+    return (200 if q else 500, 100, 30 if q else 100)
+
+
+def _before(src: str, quick: bool) -> dict[str, Any]:
+    """The same section in a child process on the code in ``src``."""
+    log(f"-- before: {src}")
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        env = {**os.environ, "PYTHONPATH": src}
+        cmd = [sys.executable, __file__, "--child", f.name] + (["--quick"] if quick else [])
+        subprocess.run(cmd, env=env, check=True, timeout=3600)
+        got: dict[str, Any] = json.loads(Path(f.name).read_text())
+    log("-- after: this tree")
+    return {**got["res"], "src": src, "meta": got["meta"]}
+
+
 def main(argv: list[str] | None = None) -> int:
-    q = parse_args(__doc__ or "", argv)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes")
+    ap.add_argument("--before", help="also run on this source tree, first, in the same run")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    q = bool(args.quick)
+    if args.child:
+        with session(q) as (b, meta):
+            res = bench_throughput(b, *_sizes(q))
+        Path(args.child).write_text(json.dumps({"meta": meta, "res": res}))
+        return 0
+    before = _before(str(Path(args.before).resolve()), q) if args.before else None
     with session(q) as (b, meta):
-        res = bench_throughput(b, 200 if q else 500, 100, 30 if q else 100)
+        res = bench_throughput(b, *_sizes(q))
+    if before is not None:
+        res["before"] = before
+        res["before_vs_after"] = {
+            f"{k}_{m}": [before[k][m], res[k][m]]
+            for k in ("python", "core")
+            for m in ("tasks_per_s", "ratio_vs_native_2_process", "cpu_ms_per_task")
+        }
+        log(f"   before -> after: {json.dumps(res['before_vs_after'])}")
     out = write_result("throughput", res, meta)
-    plot_throughput(res, RESULTS / "single_node_throughput.png")
+    plot_throughput(res, RESULTS / "single_node_throughput.png", before)
     mean_json = RESULTS / "single_node_mean_1m.json"
     if mean_json.exists():  # written by bench_mean.py, which run_all.py runs first
         mean = json.loads(mean_json.read_text())["mean_1m"]

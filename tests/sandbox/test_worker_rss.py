@@ -95,3 +95,17 @@ def test_a_failed_task_leaves_the_peak_unknown(art: Artifact, blob: bytearray) -
         with pytest.raises(FunctionCrashed):
             pool.run(art, None, blob, Limits(4, 2000))
         assert w.peak_rss is None
+
+
+def test_the_kept_memory_file_is_closed_with_its_worker(art: Artifact, blob: bytearray) -> None:
+    import os
+
+    before = set(os.listdir("/proc/self/fd"))
+    for pool in _pool(4096):
+        assert pool.run(art, None, blob, Limits(4, 2000)).value == {"rows": 4.0}
+        [w] = pool._idle
+        assert w.anon_rss() > 0
+        assert w.anon_rss() > 0  # read again in place
+        assert w._statm is not None
+    assert w._statm is None and w.anon_rss() == 0
+    assert set(os.listdir("/proc/self/fd")) <= before
