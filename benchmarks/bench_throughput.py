@@ -5,18 +5,29 @@ core. Baseline: the same work in a plain single-thread loop (fetch + encode + sa
 Also a native pool of 2 CPython processes doing the same fetch, encode, decode and mean
 (``native_2_process_tasks_per_s``); target: the node at >= 0.5 of it.
 
-Run ``python benchmarks/bench_throughput.py [--quick]`` (``make bench`` runs it through
-``run_all.py``). Writes ``benchmarks/results/single_node_throughput.json`` and its PNG.
+``--cpu-rounds N --before SRC``: instead, the CPU per task of the node process and of its
+sandbox workers apart (``/proc/<pid>/stat``), old code and this tree alternating N times,
+each in a fresh child process (CPU time per task depends much less on the machine's load
+than tasks/s does). Writes ``single_node_cpu_split.json``.
+
+With ``--before SRC`` (a source tree, e.g. a ``git archive`` of the previous commit's
+``src``) the same section first runs in a child process on that code, in the same run, and
+the plot sets the two side by side.
+
+Run ``python benchmarks/bench_throughput.py [--quick] [--before SRC]`` (``make bench`` runs
+it through ``run_all.py``). Writes ``benchmarks/results/single_node_throughput.json`` and its PNG.
 Also draws ``single_node_breakdown.png`` (a representative task per function kind) when
 ``bench_mean.py`` has written its result.
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,9 +47,9 @@ from _common import (
     Bench,
     dataset,
     log,
-    parse_args,
     session,
     verdict,
+    write_json,
     write_result,
 )
 from fades.functions.artifact import Artifact
@@ -217,8 +228,35 @@ def bench_throughput(b: Bench, tasks: int, readings: int, direct_reps: int) -> d
     return out
 
 
-def plot_throughput(tp: dict[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def _plot_before_after(ax: Any, tp: dict[str, Any], before: dict[str, Any]) -> None:
+    kinds = ("python", "core")
+    groups = [
+        (f"{k}:\ntasks/s ÷ native", before[k]["ratio_vs_native_2_process"],
+         tp[k]["ratio_vs_native_2_process"]) for k in kinds
+    ] + [
+        (f"{k}:\nnative CPU ÷ node CPU", before[k]["cpu_ratio_native_over_node"],
+         tp[k]["cpu_ratio_native_over_node"]) for k in kinds
+    ]  # fmt: skip
+    for gi, (_, old, new) in enumerate(groups):
+        for k, (v, c) in enumerate(((old, "#d99"), (new, "tab:green"))):
+            x = gi * 3 + k
+            ax.bar(x, v, color=c, label=("before", "after")[k] if gi == 0 else None)
+            ax.annotate(f"{v:.2f}", (x, v), ha="center", fontsize=8,
+                        textcoords="offset points", xytext=(0, 2))  # fmt: skip
+    ax.axhline(0.5, ls="--", color="red", lw=1, label="target 0.5")
+    ax.set_xticks([gi * 3 + 0.5 for gi in range(len(groups))], [g[0] for g in groups],
+                  fontsize=7)  # fmt: skip
+    ax.set_title("Before vs after, same run (ratios against native)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.margins(y=0.15)
+
+
+def plot_throughput(tp: dict[str, Any], path: Path, before: dict[str, Any] | None = None) -> None:
+    if before is None:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+    else:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+        _plot_before_after(ax2, tp, before)
     kinds = ("python", "core")
     x = np.arange(len(kinds))
     w = 0.27
@@ -293,12 +331,110 @@ def plot_breakdown(tp: dict[str, Any], mean: dict[str, Any], path: Path) -> None
     plt.close(fig)
 
 
+def _cpu_child(kind: str, n: int, out: str) -> int:
+    """One node on whatever ``fades`` is first on the path: n tasks of ``kind``; writes the
+    CPU ms per task of the node process and of its workers."""
+    name, mem = {"python": ("bench_mean", 64), "core": ("mean_core", 16)}[kind]
+    with session(True) as (b, _), tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        make_node(b, home, 100)
+        with Node(home, capacity=2) as node:
+            for art in (b.runtime, b.py_mean, b.core_mean):
+                node.functions.add(art.to_bytes())
+            orc = node.orchestrator
+            for tid in [orc.submit(task(name, mem)) for _ in range(10)]:
+                orc.wait(tid, timeout=120)
+            workers = orc.sandboxes.worker_pids()
+            c0 = [cpu_s([os.getpid()]), cpu_s(workers)]
+            t0 = time.perf_counter()
+            recs = [
+                orc.wait(t, timeout=300) for t in [orc.submit(task(name, mem)) for _ in range(n)]
+            ]
+            wall = time.perf_counter() - t0
+            node_ms = (cpu_s([os.getpid()]) - c0[0]) / n * 1e3
+            work_ms = (cpu_s(workers) - c0[1]) / n * 1e3
+    res = {"node_ms": node_ms, "workers_ms": work_ms, "total_ms": node_ms + work_ms,
+           "tasks_per_s": n / wall, "done": sum(r.status == "done" for r in recs)}  # fmt: skip
+    Path(out).write_text(json.dumps(res))
+    return 0
+
+
+def cpu_split(src: str, rounds: int, quick: bool) -> dict[str, Any]:
+    """Old (``src``) and new code alternating: CPU ms per task, node process and workers."""
+    sizes = {"core": 300 if quick else 1000, "python": 100 if quick else 300}
+    out: dict[str, Any] = {"src": src, "tasks": sizes, "rounds": rounds}
+    for kind, n in sizes.items():
+        runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+        for r in range(rounds):
+            for label, path in (("before", src), ("after", str(Path(__file__).parents[1] / "src"))):
+                with tempfile.NamedTemporaryFile(suffix=".json") as f:
+                    env = {**os.environ, "PYTHONPATH": path}
+                    cmd = [sys.executable, __file__, "--cpu-child", f"{kind},{n},{f.name}"]
+                    subprocess.run(cmd, env=env, check=True, timeout=1800)
+                    runs[label].append(json.loads(Path(f.name).read_text()))
+                got = runs[label][-1]
+                log(f"   {kind} round {r + 1} {label}: node {got['node_ms']:.2f} + workers "
+                    f"{got['workers_ms']:.2f} = {got['total_ms']:.2f} ms CPU per task")  # fmt: skip
+        out[kind] = {
+            label: {k: statistics.median(x[k] for x in xs) for k in xs[0]} | {"runs": xs}
+            for label, xs in runs.items()
+        }
+    return out
+
+
+def _sizes(q: bool) -> tuple[int, int, int]:
+    return (200 if q else 500, 100, 30 if q else 100)
+
+
+def _before(src: str, quick: bool) -> dict[str, Any]:
+    """The same section in a child process on the code in ``src``."""
+    log(f"-- before: {src}")
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        env = {**os.environ, "PYTHONPATH": src}
+        cmd = [sys.executable, __file__, "--child", f.name] + (["--quick"] if quick else [])
+        subprocess.run(cmd, env=env, check=True, timeout=3600)
+        got: dict[str, Any] = json.loads(Path(f.name).read_text())
+    log("-- after: this tree")
+    return {**got["res"], "src": src, "meta": got["meta"]}
+
+
 def main(argv: list[str] | None = None) -> int:
-    q = parse_args(__doc__ or "", argv)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes")
+    ap.add_argument("--before", help="also run on this source tree, first, in the same run")
+    ap.add_argument("--cpu-rounds", type=int, help="CPU split, old and new alternating")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--cpu-child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    q = bool(args.quick)
+    if args.cpu_child:
+        kind, n, out = args.cpu_child.split(",", 2)
+        return _cpu_child(kind, int(n), out)
+    if args.cpu_rounds:
+        if not args.before:
+            ap.error("--cpu-rounds needs --before SRC")
+        with session(q) as (_, meta):
+            res = cpu_split(str(Path(args.before).resolve()), args.cpu_rounds, q)
+        log(f"wrote {write_json(RESULTS / 'single_node_cpu_split.json', {'meta': meta, **res})}")
+        return 0
+    if args.child:
+        with session(q) as (b, meta):
+            res = bench_throughput(b, *_sizes(q))
+        Path(args.child).write_text(json.dumps({"meta": meta, "res": res}))
+        return 0
+    before = _before(str(Path(args.before).resolve()), q) if args.before else None
     with session(q) as (b, meta):
-        res = bench_throughput(b, 200 if q else 500, 100, 30 if q else 100)
+        res = bench_throughput(b, *_sizes(q))
+    if before is not None:
+        res["before"] = before
+        res["before_vs_after"] = {
+            f"{k}_{m}": [before[k][m], res[k][m]]
+            for k in ("python", "core")
+            for m in ("tasks_per_s", "ratio_vs_native_2_process", "cpu_ms_per_task")
+        }
+        log(f"   before -> after: {json.dumps(res['before_vs_after'])}")
     out = write_result("throughput", res, meta)
-    plot_throughput(res, RESULTS / "single_node_throughput.png")
+    plot_throughput(res, RESULTS / "single_node_throughput.png", before)
     mean_json = RESULTS / "single_node_mean_1m.json"
     if mean_json.exists():  # written by bench_mean.py, which run_all.py runs first
         mean = json.loads(mean_json.read_text())["mean_1m"]

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime._func import enter_wasm
 
 from fades.errors import (
     BadFunctionOutput,
@@ -100,16 +102,71 @@ class _Sink:
         self.logs.write(self.read(caller, ptr, length, room + 1) + b"\n")
 
 
+#: Modules (payload digest, export name) whose export was found to have the right type: an
+#: export's type is fixed by the module, so each instance need not ask wasmtime again (that
+#: look-up builds type objects, about 20 us per export).
+_TYPED: set[tuple[str, str]] = set()
+_TYPED_KEEP = 4096
+
+
+class I32Call:
+    """A call of a core export checked to take ``n`` i32 and return one i32, without the
+    per-call work of wasmtime-py's ``Func.__call__`` (it asks the engine for the function's
+    type and converts every value through ``Val`` on each call: about half of a small core
+    task's time in its worker). The call itself, and how a trap or a host function's error
+    comes back, is wasmtime-py's own (``wasmtime_func_call`` inside its ``enter_wasm``)."""
+
+    __slots__ = ("_func", "_n", "_params", "_result")
+
+    def __init__(self, func: wasmtime.Func, n: int) -> None:
+        self._func = func
+        self._n = n
+        self._params = (ffi.wasmtime_val_t * max(1, n))()
+        for i in range(n):
+            self._params[i].kind = ffi.WASMTIME_I32.value  # type: ignore[assignment]
+        self._result = (ffi.wasmtime_val_t * 1)()
+
+    def __call__(self, store: wasmtime.Store, *args: int) -> int:
+        if len(args) != self._n:
+            raise TypeError(f"this export takes {self._n} arguments, not {len(args)}")
+        params = self._params
+        for i, a in enumerate(args):
+            if not isinstance(a, int):
+                raise TypeError("expected an integer")
+            params[i].of.i32 = a  # wraps to 32 bits, as wasmtime-py's Val.i32 does
+        with enter_wasm(store) as trap:
+            error = ffi.wasmtime_func_call(
+                store._context(),
+                ctypes.byref(self._func._func),
+                params,
+                self._n,
+                self._result,
+                1,
+                trap,
+            )
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
+        return int(self._result[0].of.i32)
+
+
 def _check_export(obj: Any, name: str, ty: tuple[list[wasmtime.ValType], list[wasmtime.ValType]],
-                  store: wasmtime.Store) -> wasmtime.Func:  # fmt: skip
+                  store: wasmtime.Store, module: str | None = None) -> I32Call:  # fmt: skip
+    """``obj`` as a fast call, after checking that it is a function of type ``ty`` (all i32
+    with one i32 result); ``module``: the module's payload digest, to check once per module."""
     if not isinstance(obj, wasmtime.Func):
         raise BadFunctionOutput(_abi(f"export {name!r} is not a function"))
+    if module is not None and (module, name) in _TYPED:
+        return I32Call(obj, len(ty[0]))
     ft = obj.type(store)
     if [str(p) for p in ft.params] != [str(p) for p in ty[0]] or [str(r) for r in ft.results] != [
         str(r) for r in ty[1]
     ]:
         raise BadFunctionOutput(_abi(f"export {name!r} has the wrong signature"))
-    return obj
+    if module is not None:
+        if len(_TYPED) >= _TYPED_KEEP:
+            _TYPED.clear()
+        _TYPED.add((module, name))
+    return I32Call(obj, len(ty[0]))
 
 
 def _abi(detail: str) -> str:
@@ -179,9 +236,12 @@ class CoreSession:
             if not isinstance(mem, wasmtime.Memory):
                 what = "missing" if mem is None else f"a {type(mem).__name__.lower()}"
                 raise BadFunctionOutput(_abi(f"export 'memory' is {what}, not a memory"))
-            self._alloc = _check_export(exports.get("fades_alloc"), "fades_alloc", _ALLOC_T, store)
-            self._run = _check_export(exports.get("fades_run"), "fades_run", _RUN_T, store)
-            self._globals = core_state.mutable_globals(store, exports)
+            sha = artifact.payload_sha256
+            alloc = exports.get("fades_alloc")
+            self._alloc = _check_export(alloc, "fades_alloc", _ALLOC_T, store, sha)
+            self._run = _check_export(exports.get("fades_run"), "fades_run", _RUN_T, store, sha)
+            self._exports = exports  # its mutable globals are looked up when a state needs them
+            self._globals_memo: dict[str, wasmtime.Global] | None = None
         except BaseException:
             self.close()
             raise
@@ -253,6 +313,14 @@ class CoreSession:
             compiled_cached=self.cached,
             logs=self.logs.text(),
         )
+
+    @property
+    def _globals(self) -> dict[str, wasmtime.Global]:
+        """The instance's exported mutable globals (only states need them: looked up then)."""
+        if self._globals_memo is None:
+            assert self._store is not None
+            self._globals_memo = core_state.mutable_globals(self._store, self._exports)
+        return self._globals_memo
 
     def snapshot(self, limit: int | None = None) -> bytes:
         """The module's state at an invocation boundary: the memory chunks that changed since

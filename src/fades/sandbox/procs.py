@@ -98,6 +98,10 @@ class Worker:
         self.input = os.path.join(self.scratch, "data.fds")
         self.known: set[str] = set()
         self.tasks = 0
+        #: the peak resident memory the worker reported with its last answer (bytes; None:
+        #: unknown): below the idle bound, the current resident memory is too
+        self.peak_rss: int | None = None
+        self._statm: int | None = None  # the open /proc/<pid>/statm (see anon_rss)
         self.dead = False
         self._pending = 2  # "ready", then the answer to "config"
         self._send(("config", host, self.scratch))
@@ -107,10 +111,16 @@ class Worker:
         return self.proc.pid
 
     def anon_rss(self) -> int:
-        """Anonymous resident memory (resident minus file-backed and shared), in bytes."""
+        """Anonymous resident memory (resident minus file-backed and shared), in bytes.
+
+        ``/proc/<pid>/statm`` stays open and is re-read in place (one system call: the
+        watchdog reads it every :data:`POLL_S` while a task runs)."""
+        if self.dead:
+            return 0
         try:
-            with open(f"/proc/{self.proc.pid}/statm", "rb") as f:
-                fields = f.read().split()
+            if self._statm is None:
+                self._statm = os.open(f"/proc/{self.proc.pid}/statm", os.O_RDONLY)
+            fields = os.pread(self._statm, 256, 0).split()
             return (int(fields[1]) - int(fields[2])) * _PAGE
         except (OSError, IndexError, ValueError):
             return 0
@@ -220,9 +230,11 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.proc.wait()
-        for fd in (self._r, self._w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        statm, self._statm = self._statm, None
+        for fd in (self._r, self._w, statm):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def stale(self) -> bool:
@@ -232,7 +244,10 @@ class Worker:
             self.dead
             or self.proc.poll() is not None
             or self.tasks >= h.worker_max_tasks
-            or self.anon_rss() > h.worker_max_idle_rss_mib << 20
+            or (
+                (self.peak_rss is None or self.peak_rss > h.worker_max_idle_rss_mib << 20)
+                and self.anon_rss() > h.worker_max_idle_rss_mib << 20
+            )
         )
 
 
@@ -345,10 +360,13 @@ class WorkerPool:
                 where = bytes(blob)  # in the request itself: no file to write and read back
             else:
                 _write_blob(w.input, blob)
+            w.peak_rss = None  # unknown unless this task's answer says
             reply = w.call(
                 ("run", artifact.digest, rt, where, limits), _deadline(limits, self.host), limits
             )
             w.tasks += 1
+            peak = reply.get("maxrss")
+            w.peak_rss = peak if isinstance(peak, int) else None
             return _result(reply, self.host.max_result_bytes)
         except FunctionCrashed:
             if self._closed:  # close() killed it: say so, not "crashed"

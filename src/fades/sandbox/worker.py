@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import pickle
+import resource
 import struct
 import sys
 import threading
@@ -145,6 +146,9 @@ class _Worker:
             "compiled_cached": res.compiled_cached,
             "logs": res.logs,
             "start_s": session.start_s,
+            # the process's peak resident memory (bytes): while it stays under the node's
+            # idle bound, the node need not read the current one after the task
+            "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10,
         }
 
     def handle(self, msg: tuple[Any, ...]) -> Any:
