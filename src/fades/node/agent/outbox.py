@@ -67,7 +67,7 @@ class Outbox:
         self.wakeups = 0
         # a result was not delivered since the last sweep (the next sweep must look)
         self._missed = False
-        self._swept = 0.0  # time.monotonic() of the last sweep's read
+        self._swept = time.monotonic()  # of the last sweep's read (start flushes)
         #: sweeps the heartbeat skipped while the loop was publishing (for tests)
         self.sweeps_skipped = 0
 
