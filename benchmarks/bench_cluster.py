@@ -268,10 +268,12 @@ def plot(res: dict[str, Any], path: Path) -> None:
     if traces:
         ax = axes[2]
         hops = list(next(iter(traces.values()))["hops_p50_ms"])
+        if res.get("trace_in_process"):  # the in-process node's own hops, same run
+            traces = {**traces, "in-process node": res["trace_in_process"]}
         y = np.arange(len(hops))
         h = 0.8 / len(traces)
         for i, (label, tr) in enumerate(traces.items()):
-            vals = [tr["hops_p50_ms"][k] for k in hops]
+            vals = [tr["hops_p50_ms"].get(k, 0.0) for k in hops]
             ax.barh(y + i * h, vals, h, label=f"{label} (end to end {tr['end_to_end_p50_ms']:.1f})")
         ax.set_yticks(y + h * (len(traces) - 1) / 2, [k.replace(" -> ", "\n-> ") for k in hops])
         ax.tick_params(axis="y", labelsize=6)
