@@ -177,6 +177,7 @@ class Tracer:
                 "accepted": rec["accepted_at"],
                 "started": rec["started_at"],
                 "finished": rec["finished_at"],
+                "phases": dict(rec.get("timing") or {}),
             }
         )
 
@@ -218,10 +219,34 @@ class Tracer:
                 (r["answered"] - r["post"]) * 1e3 for r in rows
             ),
             "wall_ms_per_task": self.busy / n * 1e3,
+            "phases_p50_ms": phases_p50([r["phases"] for r in rows]),
             # CPU per task of each process, counted while its tasks ran (this process
             # includes the fabric observers; a controller's idle work is in its share)
             "cpu_ms_per_task": {k: v / n * 1e3 for k, v in self.cpu.items()},
         }
+
+
+def phases_p50(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each phase the node timed inside "the run" (ms): data retrieval,
+    transfer, the sandbox's start, compute and result, and their total as the node saw it.
+    "(outside the phases)" is "the run" hop minus that total: the claim's commit, reading
+    the artifact, the hand-off to the sandbox process and back."""
+    out: dict[str, float] = {}
+    for key in ("retrieval", "transfer", "start", "compute", "result", "total"):
+        vals = [r[key] * 1e3 for r in rows if key in r]
+        if vals:
+            out[key] = statistics.median(vals)
+    return out
+
+
+def node_hops(recs: list[tuple[float, float, float]]) -> dict[str, float]:
+    """The node's own two hops (ms) from (accepted_at, started_at, finished_at) triples, with
+    the same names as in :data:`HOPS` (an in-process node has only these)."""
+    names = [h[0] for h in HOPS[3:5]]
+    return {
+        names[0]: statistics.median((s - a) * 1e3 for a, s, _ in recs),
+        names[1]: statistics.median((f - s) * 1e3 for _, s, f in recs),
+    }
 
 
 def trace(
@@ -248,6 +273,9 @@ def table(label: str, tr: dict[str, Any]) -> str:
     lines.append(f"  {'(sum of the medians)':<55} {tr['sum_of_hop_medians_ms']:8.3f}")
     lines.append(f"  {'end to end, p50':<55} {tr['end_to_end_p50_ms']:8.3f}")
     lines.append(f"  {'  of which the POST answered after':<55} {tr['post_answer_p50_ms']:8.3f}")
+    ph = tr.get("phases_p50_ms") or {}
+    if ph:
+        lines.append("  inside the run: " + ", ".join(f"{k} {v:.3f}" for k, v in ph.items()))
     cpu = tr.get("cpu_ms_per_task") or {}
     if cpu:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())

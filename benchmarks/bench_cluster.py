@@ -49,7 +49,7 @@ from fades.cluster import LocalCluster
 from fades.node import Node
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _trace_latency import Tracer, table
+from _trace_latency import Tracer, node_hops, phases_p50, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -160,12 +160,17 @@ def interleaved(
     for _ in range(5):
         node.orchestrator.run(task("mean_core", room), timeout=60)
     local: list[float] = []
+    stamps: list[tuple[float, float, float]] = []
+    phases: list[dict[str, float]] = []
 
     def in_proc() -> None:
         t0 = time.perf_counter()
         rec = node.orchestrator.run(task("mean_core", room), timeout=60)
         local.append((time.perf_counter() - t0) * 1e3)
         assert rec.status == "done", rec.error
+        assert rec.accepted_at and rec.started_at and rec.finished_at
+        stamps.append((rec.accepted_at, rec.started_at, rec.finished_at))
+        phases.append(rec.timing)
 
     steps = [*(tr.one for tr in tracers.values()), in_proc]
     for i in range(n):
@@ -175,6 +180,12 @@ def interleaved(
     for label, tr in tracers.items():
         out[label] = tr.result() | {"samples_ms": tr.samples_ms()}
     out["in-process"] = local
+    out["in-process hops"] = {
+        "tasks": len(local),
+        "hops_p50_ms": node_hops(stamps),
+        "phases_p50_ms": phases_p50(phases),
+        "end_to_end_p50_ms": statistics.median(local),
+    }
     return out
 
 
@@ -257,10 +268,12 @@ def plot(res: dict[str, Any], path: Path) -> None:
     if traces:
         ax = axes[2]
         hops = list(next(iter(traces.values()))["hops_p50_ms"])
+        if res.get("trace_in_process"):  # the in-process node's own hops, same run
+            traces = {**traces, "in-process node": res["trace_in_process"]}
         y = np.arange(len(hops))
         h = 0.8 / len(traces)
         for i, (label, tr) in enumerate(traces.items()):
-            vals = [tr["hops_p50_ms"][k] for k in hops]
+            vals = [tr["hops_p50_ms"].get(k, 0.0) for k in hops]
             ax.barh(y + i * h, vals, h, label=f"{label} (end to end {tr['end_to_end_p50_ms']:.1f})")
         ax.set_yticks(y + h * (len(traces) - 1) / 2, [k.replace(" -> ", "\n-> ") for k in hops])
         ax.tick_params(axis="y", labelsize=6)
@@ -330,6 +343,14 @@ def main(argv: list[str] | None = None) -> int:
             n_core = max(n_lat, args.trace)
             samples = interleaved(cluster, ways, n_core, stack)
             base = samples.pop("in-process")
+            res["trace_in_process"] = own = samples.pop("in-process hops")
+            print(
+                "in-process: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in own["hops_p50_ms"].items())
+                + "; inside the run: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in own["phases_p50_ms"].items()),
+                flush=True,
+            )
             for label, tr in samples.items():
                 res["trace"][label] = tr
                 print(table(label, tr), flush=True)

@@ -7,8 +7,10 @@ the finished record to the event loop, which publishes whatever has finished mea
 most :data:`OUTBOX_INFLIGHT` awaiting the fabric at once) and marks the acknowledged ones
 delivered with one commit; results left undelivered (fabric down, a crash) are re-published
 on start and on every heartbeat. The heartbeat's sweep skips the results the outbox loop holds
-or is publishing right now (under a burst it would publish them a second time). Readers
-de-duplicate by task id (the message id too).
+or is publishing right now (under a burst it would publish them a second time), and is not
+run at all while the loop is publishing and nothing failed (at most every
+:data:`SWEEP_BUSY_EVERY_S` then). A lone result is published straight away and marked
+delivered on the loop itself. Readers de-duplicate by task id (the message id too).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from fades.errors import Fenced, OrchestratorError
@@ -35,6 +38,12 @@ HEADROOM = 4096
 OUTBOX_INFLIGHT = 32
 #: the most finished tasks read, published and marked delivered (one commit) together
 OUTBOX_BATCH = 128
+#: at most this many results are marked delivered on the event loop itself (one small
+#: commit); more go to a thread
+INLINE_MARK_MAX = 8
+#: while the loop is publishing and nothing failed, the heartbeat's sweep (a read of every
+#: undelivered result) runs at most this often
+SWEEP_BUSY_EVERY_S = 10.0
 
 
 class Outbox:
@@ -51,8 +60,16 @@ class Outbox:
         # ids of the records handed to the loop and not yet published or given up on (the
         # sweep leaves them to the loop); guarded by _handing
         self._held: set[str] = set()
+        # while a sweep reads the store: ids the loop finished with meanwhile (it may have
+        # published one after the sweep's read and before its second look at _held)
+        self._left: set[str] | None = None
         #: wake-ups of the event loop by finish callbacks (for tests and the benchmark)
         self.wakeups = 0
+        # a result was not delivered since the last sweep (the next sweep must look)
+        self._missed = False
+        self._swept = time.monotonic()  # of the last sweep's read (start flushes)
+        #: sweeps the heartbeat skipped while the loop was publishing (for tests)
+        self.sweeps_skipped = 0
 
     def bind(self) -> None:
         """Remember the running loop (callbacks from worker threads post to it)."""
@@ -134,11 +151,18 @@ class Outbox:
                 done.append(rec.id)
             else:
                 send.append(rec)
-        for i in range(0, len(send), OUTBOX_INFLIGHT):
-            part = send[i : i + OUTBOX_INFLIGHT]
-            acked = await asyncio.gather(*(self._send_one(r) for r in part))
-            done.extend(r.id for r, ok in zip(part, acked, strict=True) if ok)
-        if done:
+        if len(send) == 1:  # a lone result goes straight out (no task for the gather)
+            if await self._send_one(send[0]):
+                done.append(send[0].id)
+        else:
+            for i in range(0, len(send), OUTBOX_INFLIGHT):
+                part = send[i : i + OUTBOX_INFLIGHT]
+                acked = await asyncio.gather(*(self._send_one(r) for r in part))
+                done.extend(r.id for r, ok in zip(part, acked, strict=True) if ok)
+        if len(done) <= INLINE_MARK_MAX:
+            if done:  # one small commit: cheaper here than two thread hand-offs
+                store.mark_delivered_many(done)
+        else:
             await asyncio.to_thread(store.mark_delivered_many, done)
         return len(done)
 
@@ -146,6 +170,7 @@ class Outbox:
         try:
             await self.send(rec.outcome(self.agent.name))
         except Exception as exc:
+            self._missed = True
             log.debug("node %s: result %s not delivered yet: %r", self.agent.name, rec.id, exc)
             return False
         self.agent.counters["published"] += 1
@@ -161,22 +186,42 @@ class Outbox:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # they stay in the outbox for the sweep
+                self._missed = True
                 log.warning("node %s: results %s: %r", self.agent.name, recs[0].id, exc)
             finally:
                 with self._handing:  # published, or left to the sweep
                     self._held.difference_update(r.id for r in recs)
+                    if self._left is not None:
+                        self._left.update(r.id for r in recs)
+
+    async def sweep(self) -> None:
+        """The heartbeat's :meth:`flush`, skipped while the loop holds results to publish and
+        none failed since the last sweep (then every undelivered result is one the loop is
+        about to publish), but at least every :data:`SWEEP_BUSY_EVERY_S`."""
+        with self._handing:
+            busy = bool(self._held)
+        if busy and not self._missed and time.monotonic() - self._swept < SWEEP_BUSY_EVERY_S:
+            self.sweeps_skipped += 1
+            return
+        await self.flush()
 
     async def flush(self) -> None:
         """Re-publish every undelivered result (stops at the first burst with a failure)."""
         if self._lock.locked():
             return  # a sweep is already running
         async with self._lock:
+            self._missed = False  # (a failure from now on is seen by the next sweep)
+            self._swept = time.monotonic()
             store = self.agent.require_node().orchestrator.store
             with self._handing:  # held before the read: the loop may deliver them meanwhile
                 held = set(self._held)
-            recs = await asyncio.to_thread(store.undelivered)
-            with self._handing:  # the loop publishes those itself
-                held |= self._held
+                self._left = set()
+            try:
+                recs = await asyncio.to_thread(store.undelivered)
+            finally:
+                with self._handing:  # the loop publishes those itself, or did meanwhile
+                    held |= self._held | (self._left or set())
+                    self._left = None
             recs = [r for r in recs if r.id not in held]
             for i in range(0, len(recs), OUTBOX_BATCH):
                 part = recs[i : i + OUTBOX_BATCH]

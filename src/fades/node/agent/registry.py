@@ -156,4 +156,4 @@ class Registry:
                 if failures == 1:  # once per outage (the resume is logged too)
                     log.warning("node %s: heartbeat failed (hub unreachable?): %s", a.name, exc)
                 continue
-            await a.outbox.flush()
+            await a.outbox.sweep()
