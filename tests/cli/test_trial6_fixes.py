@@ -1,0 +1,113 @@
+"""What the second fresh-clone trial (trial6) found, met where the user meets it: ``fades``
+as a subprocess, real nats-server, real sandboxes. Each test fails without its fix."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FADES = [sys.executable, "-m", "fades"]
+
+
+def start_agent(home: Path, url: str, name: str = "edge1") -> subprocess.Popen[str]:
+    """``fades node start`` on HOME; returns once it says ready."""
+    proc = subprocess.Popen(
+        [
+            *FADES,
+            "node",
+            "start",
+            "--name",
+            name,
+            "--nats",
+            url,
+            "--data",
+            str(home),
+            "--no-ingest",
+            "--capacity",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until ready (or the process dies)
+    if line.strip() != f"node {name} ready":
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"node did not start: {line!r} {err}")
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def test_a_second_agent_on_a_node_folder_is_refused_and_a_killed_one_frees_it(
+    tmp_path: Path, nats_server: Any
+) -> None:
+    home = tmp_path / "edge1"
+    first = start_agent(home, nats_server.url)
+    try:
+        second = subprocess.run(
+            [
+                *FADES,
+                "node",
+                "start",
+                "--name",
+                "edge2",
+                "--nats",
+                nats_server.url,
+                "--data",
+                str(home),
+                "--no-ingest",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert second.returncode == 2, second
+        assert second.stderr.strip() == (
+            f"error (NodeFolderError): {home} (--data) is in use by node edge1 "
+            f"(pid {first.pid}); stop it, or pass another --data"
+        )
+        assert first.poll() is None  # the node that holds the folder goes on
+        # a SIGKILLed agent leaves no stale lock: its restart on the folder starts
+        first.kill()
+        first.wait(timeout=30)
+        again = start_agent(home, nats_server.url)
+        stop(again)
+        assert again.returncode == 0, again.stderr.read() if again.stderr else ""
+    finally:
+        stop(first)
+
+
+def test_the_node_lock_is_not_inherited_by_the_agents_sandbox_workers(
+    tmp_path: Path, nats_server: Any
+) -> None:
+    """A worker process that outlives its SIGKILLed agent must not hold the folder."""
+    home = tmp_path / "edge1"
+    first = start_agent(home, nats_server.url)
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(first.pid)], capture_output=True, text=True
+        ).stdout.split()
+        for pid in out:
+            fds = Path(f"/proc/{pid}/fd")
+            if fds.exists():
+                held = {os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()}
+                assert str(home / "node.lock") not in held
+    finally:
+        stop(first)
