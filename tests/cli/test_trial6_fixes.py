@@ -111,3 +111,60 @@ def test_the_node_lock_is_not_inherited_by_the_agents_sandbox_workers(
                 assert str(home / "node.lock") not in held
     finally:
         stop(first)
+
+
+COUNTER = """
+count = 0
+
+def main(data, params):
+    global count
+    count += 1
+    return {"count": count}
+"""
+
+
+def persistent_task(path: Path, sensor_type: str) -> Path:
+    path.write_text(
+        "credentials: {tenant: facilities}\n"
+        "data:\n"
+        f"  - {{name: t, select: {{location: room1, sensor_type: {sensor_type}, last: 5}}}}\n"
+        "function: {artifact: counter, mode: persistent, period_s: 0.2, invocations: 2}\n"
+    )
+    return path
+
+
+def test_a_persistent_task_whose_invocations_all_failed_says_why_and_exits_1(
+    tmp_path: Path, prepare_home: Any
+) -> None:
+    home = prepare_home(functions={"counter": COUNTER})
+    typo = persistent_task(tmp_path / "typo.yaml", "temprature")  # matches no rows
+    ran = subprocess.run(
+        [*FADES, "task", "run", str(typo), "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 1, ran
+    assert '"failed": 2' in ran.stdout
+    assert "2 of 2 invocation(s) failed; the last (invocation 1): NoData: no rows matched" in (
+        " ".join(ran.stderr.split())
+    ), ran.stderr
+    task_id = ran.stdout.split(" task ", 1)[1].split(":", 1)[0]
+    got = subprocess.run(
+        [*FADES, "task", "get", task_id, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert got.returncode == 0, got
+    assert "2 of 2 invocation(s) failed" in got.stderr
+    # the same task on a selection that matches: no note, exit 0
+    good = persistent_task(tmp_path / "good.yaml", "temperature")
+    ok = subprocess.run(
+        [*FADES, "task", "run", str(good), "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok
+    assert '"failed": 0' in ok.stdout and "invocation(s) failed" not in ok.stderr
