@@ -168,3 +168,49 @@ def test_a_persistent_task_whose_invocations_all_failed_says_why_and_exits_1(
     )
     assert ok.returncode == 0, ok
     assert '"failed": 0' in ok.stdout and "invocation(s) failed" not in ok.stderr
+
+
+def test_a_second_fades_up_on_a_running_clusters_folder_is_refused_before_its_imports(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+
+    from fades.cli.local import CLUSTER_LOCK
+    from fades.cluster import LOCK
+
+    assert CLUSTER_LOCK == LOCK
+    home = tmp_path / "up"
+    home.mkdir()
+    fd = os.open(home / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # this test process plays the running cluster, as LocalCluster._lock does
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                "fades",
+                "up",
+                "--home",
+                str(home),
+                "--nodes",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(fd)
+    assert second.returncode == 2, second
+    lines = [ln for ln in second.stderr.splitlines() if not ln.startswith("import time:")]
+    assert lines == [
+        f"error (ClusterInUse): {home} is in use by a running cluster (pid {os.getpid()}); "
+        "stop it (Ctrl-C) or choose another folder with --home"
+    ]
+    # refused before the cluster's own imports (scipy, the testbed: seconds on a busy machine)
+    imported = second.stderr
+    assert "scipy" not in imported and "fades.cluster" not in imported
+    assert sorted(p.name for p in home.iterdir()) == [LOCK]  # nothing made or replaced
