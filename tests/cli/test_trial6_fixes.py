@@ -214,3 +214,44 @@ def test_a_second_fades_up_on_a_running_clusters_folder_is_refused_before_its_im
     imported = second.stderr
     assert "scipy" not in imported and "fades.cluster" not in imported
     assert sorted(p.name for p in home.iterdir()) == [LOCK]  # nothing made or replaced
+
+
+def test_a_wat_syntax_error_names_its_line_and_column(tmp_path: Path) -> None:
+    home = tmp_path / "node"
+    keys = subprocess.run(
+        [*FADES, "keys", "generate", "--home", str(home)], capture_output=True, text=True
+    )
+    assert keys.returncode == 0, keys
+    bad = tmp_path / "bad.wat"
+    bad.write_text('(module\n  (memory (export "memory") 1)\n  (func (export "f") i32.bogus)\n)\n')
+    built = subprocess.run(
+        [*FADES, "fn", "build", str(bad), "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 2, built
+    assert built.stderr.startswith(
+        f"error (BuildError): {bad}:3:22: neither a wasm binary nor valid WAT: "
+    ), built.stderr
+    assert len(built.stderr.strip().splitlines()) == 1
+    # the next good build works
+    good = tmp_path / "good.wat"
+    good.write_text(bad.read_text().replace("i32.bogus", "nop"))
+    ok = subprocess.run(
+        [
+            *FADES,
+            "fn",
+            "build",
+            str(good),
+            "--home",
+            str(home),
+            "--no-install",
+            "--out",
+            str(tmp_path / "good.fart"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 2 and "lacks the export(s)" in ok.stderr  # parsed: ABI checked
