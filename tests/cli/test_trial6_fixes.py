@@ -255,3 +255,25 @@ def test_a_wat_syntax_error_names_its_line_and_column(tmp_path: Path) -> None:
         timeout=120,
     )
     assert ok.returncode == 2 and "lacks the export(s)" in ok.stderr  # parsed: ABI checked
+
+
+def test_an_ephemeral_result_shaped_like_a_summary_gets_no_invocation_note(
+    tmp_path: Path, prepare_home: Any
+) -> None:
+    home = prepare_home(
+        functions={"looks": "def main(data, params):\n    return {'invocations': 2, 'failed': 2}\n"}
+    )
+    task = tmp_path / "t.yaml"
+    task.write_text(
+        "credentials: {tenant: facilities}\n"
+        "data: [{name: t, select: {location: room1, sensor_type: temperature, last: 5}}]\n"
+        "function: {artifact: looks}\n"
+    )
+    ran = subprocess.run(
+        [*FADES, "task", "run", str(task), "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran
+    assert "invocation(s) failed" not in ran.stderr

@@ -60,7 +60,7 @@ def run(
             except KeyboardInterrupt:
                 task_id = task.id if node.orchestrator.exists(task.id) else None
                 raise
-            note = invocation_note(node.orchestrator, rec.id, rec.result)
+            note = invocation_note(node.orchestrator, rec)
     except KeyboardInterrupt:
         if task_id is not None:
             err.print(
@@ -82,10 +82,13 @@ def run(
         raise typer.Exit(1)
 
 
-def invocation_note(orc: Any, task_id: str, result: Any) -> tuple[str, bool] | None:
+def invocation_note(orc: Any, rec: Any) -> tuple[str, bool] | None:
     """For a persistent task some of whose invocations failed: one line naming how many and
     the last failure's error (its summary has only counts), and whether every one failed.
-    None for any other task."""
+    None for any other task (an ephemeral function's own result is never read as one)."""
+    result, task_id = rec.result, rec.id
+    if (rec.task.get("function") or {}).get("mode") != "persistent":
+        return None
     if not isinstance(result, dict) or not isinstance(result.get("invocations"), int):
         return None
     failed = result.get("failed")
@@ -273,8 +276,9 @@ def _task(task_id: str, controller: str | None, token: str | None, home: Path | 
     from fades.node import Node
 
     with Node(node_folder(home), autostart=False) as node:
-        info = node.orchestrator.get(task_id).to_dict()
-        note = invocation_note(node.orchestrator, task_id, info.get("result"))
+        rec = node.orchestrator.get(task_id)
+        info = rec.to_dict()
+        note = invocation_note(node.orchestrator, rec)
     if note is not None:
         err.print(markup(note[0]), highlight=False, soft_wrap=True)
     return info
