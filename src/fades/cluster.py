@@ -39,7 +39,7 @@ import yaml
 
 from fades.cluster_sites import SiteParts
 from fades.cluster_start import StartRetries, wait_fabric
-from fades.errors import FadesError
+from fades.errors import ClusterInUse, FadesError
 from fades.fabric.hub import EmbeddedHub
 from fades.fabric.leaf import HUB_DOMAIN, EmbeddedLeaf
 from fades.fabric.server import EmbeddedNats, free_port
@@ -539,7 +539,7 @@ class LocalCluster(SiteParts):
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise FadesError(
+            raise ClusterInUse(
                 f"{self.home} is in use by a running cluster (pid {holder}); stop it "
                 "(Ctrl-C) or choose another folder with --home"
             ) from None

@@ -406,3 +406,9 @@ class UsageError(FadesError):
 class NodeFolderError(FadesError):
     """``--home`` (or ``$FADES_HOME``) names no usable node folder: a file, a folder that
     cannot be created, or, for a command that reads a node, a folder that does not exist."""
+
+
+# --- the command line: a cluster folder in use (NAME=trial6) ---------------------------------
+class ClusterInUse(FadesError):
+    """``fades up`` (or the demo) on a folder from which a running cluster is served; the
+    message names the holder's pid."""

@@ -90,8 +90,10 @@ def up(
             f"must be more than 0 seconds, not {duration:g} (leave it out to run until Ctrl-C)",
             param_hint="--duration",
         )
+    home = home or Path(".fades") / "up"
+    refuse_a_running_cluster(home)
     run_up(
-        home or Path(".fades") / "up",
+        home,
         hub=hub,
         nodes=nodes,
         controllers=controllers,
@@ -102,6 +104,37 @@ def up(
         sites=sites,
         say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
     )
+
+
+CLUSTER_LOCK = ".fades-lock"  # fades.cluster.LOCK, named here to spare its imports
+
+
+def refuse_a_running_cluster(home: Path) -> None:
+    """Refuse at once, before the seconds of imports a cluster needs, a folder whose
+    cluster is running (the cluster checks again when it takes the lock).
+
+    Raises:
+        ClusterInUse: a live process holds the folder's lock; names its pid.
+    """
+    import fcntl
+    import os
+
+    from fades.errors import ClusterInUse
+
+    try:
+        fd = os.open(home / CLUSTER_LOCK, os.O_RDONLY)
+    except OSError:  # no cluster ever ran here (or not a folder: the cluster says so)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        raise ClusterInUse(
+            f"{home} is in use by a running cluster (pid {holder}); stop it "
+            "(Ctrl-C) or choose another folder with --home"
+        ) from None
+    finally:
+        os.close(fd)
 
 
 def run_up(

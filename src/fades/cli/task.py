@@ -60,6 +60,7 @@ def run(
             except KeyboardInterrupt:
                 task_id = task.id if node.orchestrator.exists(task.id) else None
                 raise
+            note = invocation_note(node.orchestrator, rec)
     except KeyboardInterrupt:
         if task_id is not None:
             err.print(
@@ -75,8 +76,28 @@ def run(
         print_json(rec.to_dict())
     else:
         show_outcome(rec.to_dict(), title=str(task_file))
-    if rec.status != "done":
+    if note is not None:
+        err.print(markup(note[0]), highlight=False, soft_wrap=True)
+    if rec.status != "done" or (note is not None and note[1]):
         raise typer.Exit(1)
+
+
+def invocation_note(orc: Any, rec: Any) -> tuple[str, bool] | None:
+    """For a persistent task some of whose invocations failed: one line naming how many and
+    the last failure's error (its summary has only counts), and whether every one failed.
+    None for any other task (an ephemeral function's own result is never read as one)."""
+    result, task_id = rec.result, rec.id
+    if (rec.task.get("function") or {}).get("mode") != "persistent":
+        return None
+    if not isinstance(result, dict) or not isinstance(result.get("invocations"), int):
+        return None
+    failed = result.get("failed")
+    if not isinstance(failed, int) or failed <= 0:
+        return None
+    bad = [i for i in orc.invocations(task_id) if not i["ok"]]
+    last = f"; the last (invocation {bad[-1]['seq']}): {bad[-1]['error']}" if bad else ""
+    line = f"{failed} of {result['invocations']} invocation(s) failed{last}"
+    return line, failed >= result["invocations"]
 
 
 @task_app.command("submit")
@@ -255,7 +276,12 @@ def _task(task_id: str, controller: str | None, token: str | None, home: Path | 
     from fades.node import Node
 
     with Node(node_folder(home), autostart=False) as node:
-        return node.orchestrator.get(task_id).to_dict()
+        rec = node.orchestrator.get(task_id)
+        info = rec.to_dict()
+        note = invocation_note(node.orchestrator, rec)
+    if note is not None:
+        err.print(markup(note[0]), highlight=False, soft_wrap=True)
+    return info
 
 
 @task_app.command("get")

@@ -138,8 +138,10 @@ def wasm_bytes(path: str | Path) -> bytes:
     try:
         return bytes(wasmtime.wat2wasm(data.decode()))
     except (wasmtime.WasmtimeError, UnicodeDecodeError) as exc:
-        first = (str(exc).strip().splitlines() or ["invalid"])[0]
-        raise BuildError(f"{p} is neither a wasm binary nor valid WAT: {first}") from None
+        lines = str(exc).strip().splitlines() or ["invalid"]
+        at = next((ln.split("<anon>:", 1)[1] for ln in lines if "--> <anon>:" in ln), None)
+        where = f"{p}:{at.strip()}" if at else str(p)  # line:column, when wasmtime says it
+        raise BuildError(f"{where}: neither a wasm binary nor valid WAT: {lines[0]}") from None
 
 
 def check_core_abi(wasm: bytes, *, where: str = "module") -> None:

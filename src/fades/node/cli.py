@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +26,34 @@ def _labels(items: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"expected k=v, got {item!r}", param_hint="--label")
         out[key.strip()] = value.strip()
     return out
+
+
+FOLDER_LOCK = "node.lock"  # flock()ed by the `fades node start` that serves the folder
+
+
+def _hold_folder(folder: Path, name: str) -> int:
+    """Lock the node folder for this process's life (the kernel drops the lock when it
+    exits, even by SIGKILL): a second agent on one folder would resume and run the tasks
+    the first holds. Returns the lock's descriptor, to keep open.
+
+    Raises:
+        NodeFolderError: another live process holds the folder; names it and its pid.
+    """
+    from fades.errors import NodeFolderError
+
+    fd = os.open(folder / FOLDER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 256, 0).decode(errors="replace").split() or ["?"]
+        os.close(fd)
+        who = f"node {holder[1]} (pid {holder[0]})" if len(holder) > 1 else f"pid {holder[0]}"
+        raise NodeFolderError(
+            f"{folder} (--data) is in use by {who}; stop it, or pass another --data"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {name}\n".encode(), 0)
+    return fd
 
 
 @node_app.command("start")
@@ -70,6 +100,7 @@ def start(
     labels = _labels(label or [])
     try:  # a folder that is a file is said before the fabric is dialled
         data = node_folder(data, create=True, option="--data")
+        lock = _hold_folder(data, name)  # held until this process exits
     except FadesError as exc:
         print(f"error ({exc.kind}): {exc}", file=sys.stderr, flush=True)
         raise typer.Exit(2) from None
@@ -96,3 +127,5 @@ def start(
     except ValueError as exc:  # a bad option value (e.g. --capacity 0)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise typer.Exit(2) from None
+    finally:
+        os.close(lock)
