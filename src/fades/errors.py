@@ -412,3 +412,9 @@ class NodeFolderError(FadesError):
 class ClusterInUse(FadesError):
     """``fades up`` (or the demo) on a folder from which a running cluster is served; the
     message names the holder's pid."""
+
+
+# --- node names (NAME=lead) --------------------------------------------------------------------
+class NodeNameInUse(FadesError):
+    """A node agent started under the name of a node that is still running: its registry entry
+    kept being renewed while the new one watched it. The message names the running one."""

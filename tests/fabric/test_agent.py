@@ -474,14 +474,14 @@ def test_query_returns_the_blob_a_local_task_gets_and_the_policy_still_applies(
 FADES = str(Path(sys.executable).parent / "fades")
 
 
-def start_node_process(home: Path, url: str) -> subprocess.Popen[str]:
+def start_node_process(home: Path, url: str, name: str = "edge1") -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [
             FADES,
             "node",
             "start",
             "--name",
-            "edge1",
+            name,
             "--nats",
             url,
             "--data",
@@ -498,7 +498,7 @@ def start_node_process(home: Path, url: str) -> subprocess.Popen[str]:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # blocks until ready (or the process dies)
-    if line.strip() != "node edge1 ready":
+    if line.strip() != f"node {name} ready":
         proc.kill()
         _, err = proc.communicate(timeout=10)
         pytest.fail(f"node did not start: {line!r} {err}")

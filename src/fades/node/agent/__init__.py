@@ -204,6 +204,7 @@ class NodeAgent:
                     f"node {self.name}: the fabric at {self.where} did not answer a JetStream "
                     "request; is JetStream enabled on that server?"
                 ) from exc
+            await self.registry.claim_name()  # before taking any of that name's tasks
             await self.query.start()
             await self.ingest.start()
             await self.registry.refresh_data()

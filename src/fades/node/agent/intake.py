@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from fades.aiostop import cancel_all
 from fades.bus.base import Delivery
 from fades.errors import ArtifactError, BrokerError, FabricError, FadesError, TaskError
 from fades.fabric.protocol import TaskEnvelope
@@ -115,9 +116,7 @@ class Intake:
                 elif exc is not None:
                     raise exc
             finally:
-                reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await reader
+                await cancel_all([reader])
             await asyncio.sleep(BACKOFF_S)
 
     @staticmethod

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fades import __version__
 from fades.aiostop import wait_for
 from fades.bus.base import KeyValue
-from fades.errors import FadesError
+from fades.errors import FadesError, NodeNameInUse
 from fades.fabric.protocol import DataHeld, NodeInfo, NodeLoad
 from fades.fabric.streams import nodes_bucket
 
@@ -33,6 +33,11 @@ log = logging.getLogger("fades.node.agent")
 
 #: the data summary is refreshed at least every this many heartbeats
 DATA_EVERY = 5
+#: a starting node watches a fresh entry under its name for this many of that entry's
+#: heartbeats (plus a second) before it takes the name; renewed meanwhile: the name is in use
+CLAIM_BEATS = 3
+#: ... but never longer than this many seconds
+CLAIM_MAX_S = 30.0
 
 
 def memory_mib() -> int:
@@ -95,6 +100,64 @@ class Registry:
             site=a.site,
         )
 
+    async def claim_name(self) -> None:
+        """Refuse to start under the name of a node that is still running.
+
+        A fresh entry under this name that is not ``stopping`` is either a node that runs or
+        one that was killed moments ago. It is watched for :data:`CLAIM_BEATS` of its
+        heartbeats: renewed meanwhile, the name is in use; silent, its holder is gone.
+
+        Raises:
+            NodeNameInUse: another node agent is running under this name.
+        """
+        a = self.agent
+        kv = await self._bucket()
+        first = await kv.get(a.name)
+        if first is None or not first.value:
+            return
+        try:
+            held = NodeInfo.decode(first.value)
+        except Exception:  # an unreadable entry: ours to overwrite
+            return
+        if held.stopping:
+            return
+        beat = max(held.heartbeat_s, 0.05)
+        window = min(CLAIM_MAX_S, CLAIM_BEATS * beat + 1.0)
+        age = time.time() - held.heartbeat_at
+        if age > window:
+            return  # silent for longer than a live node ever is
+        log.info(
+            "node %s: an entry under this name was renewed %.1f s ago; watching it for up to "
+            "%.1f s before taking the name",
+            a.name,
+            max(age, 0.0),
+            window,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window - max(age, 0.0)
+        while loop.time() < deadline:
+            await asyncio.sleep(min(beat / 2, 0.5))
+            now = await kv.get(a.name)
+            if now is None or now.revision == first.revision:
+                continue
+            try:
+                renewed = NodeInfo.decode(now.value) if now.value else None
+            except Exception:
+                renewed = None
+            if renewed is None or renewed.stopping:
+                return  # it stopped meanwhile
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(renewed.started_at))
+            raise NodeNameInUse(
+                f"node {a.name} is already running (started {started}, heartbeat every "
+                f"{renewed.heartbeat_s:g} s, still renewing its entry); stop it, or start "
+                "this one under another --name"
+            )
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await nodes_bucket(self.agent.require_bus())
+        return self._kv
+
     async def refresh_data(self) -> None:
         t0 = time.perf_counter()
         try:
@@ -116,9 +179,7 @@ class Registry:
         self.seq += 1
         entry = self.info().encode()
         try:
-            if self._kv is None:
-                self._kv = await nodes_bucket(self.agent.require_bus())
-            await self._kv.put(self.agent.name, entry)
+            await (await self._bucket()).put(self.agent.name, entry)
         except Exception:
             self._kv = None  # re-open the bucket next time (the server may have restarted)
             raise
