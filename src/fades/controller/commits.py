@@ -5,8 +5,12 @@ more than the write itself, so :class:`GroupCommitter` keeps one writer thread: 
 while it is busy queue up and the next pass runs them all in one transaction
 (:meth:`ControllerStore.group <fades.controller.store.ControllerStore.group>`), each in its
 own savepoint (one failing call is undone alone and raises to its own caller), then wakes
-every caller at once. A lone call costs about what ``asyncio.to_thread`` did; a burst of N
-costs one commit.
+every caller at once. A burst of N costs one commit.
+
+A lone call goes straight through: the calls of one event-loop turn are gathered, and when
+a turn made exactly one and the writer thread is idle, that one commits right there on the
+loop (``controller.db`` is in WAL mode with ``synchronous=NORMAL``: a commit does not wait
+for the disk), without the two thread hops. Batching happens only when there is a queue.
 """
 
 from __future__ import annotations
@@ -34,13 +38,23 @@ _Item = tuple[Callable[[], Any], asyncio.Future[Any]]
 class GroupCommitter:
     """One writer thread for a store; :meth:`call` from any event loop."""
 
-    def __init__(self, store: ControllerStore, max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self, store: ControllerStore, max_group: int = MAX_GROUP, *, inline: bool = True
+    ) -> None:
         if max_group < 1:
             raise ValueError("max_group must be at least 1")
         self.store = store
         self.max_group = max_group
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._closed = False
+        #: a lone call of a loop turn commits on the loop (False: always in the thread)
+        self.inline = inline
+        #: the calls made in the current turn of each loop (flushed at the turn's end)
+        self._turn: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+        #: the writer thread holds a group (set and cleared by that thread)
+        self._busy = False
+        #: lone calls committed on the loop (for tests and the benchmark)
+        self.inlined = 0
         #: groups committed and calls run (for tests and the benchmark)
         self.groups = 0
         self.calls = 0
@@ -51,9 +65,49 @@ class GroupCommitter:
         """``fn(*args, **kwargs)`` (a store method) in the writer thread, in the next group."""
         if self._closed:
             raise RuntimeError("the controller's store writer is closed")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._q.put((lambda: fn(*args, **kwargs), fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        item: _Item = (lambda: fn(*args, **kwargs), fut)
+        if not self.inline:
+            self._q.put(item)
+            return await fut
+        turn = self._turn.get(loop)
+        if turn is None:
+            turn = self._turn[loop] = []
+            loop.call_soon(self._end_of_turn, loop)
+        turn.append(item)
         return await fut
+
+    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(On ``loop``) the calls of the turn that ended: a lone one while the writer is
+        idle commits here, the rest join the writer's queue."""
+        items = self._turn.pop(loop, [])
+        if self._closed:  # closed during this turn: the writer takes nothing more
+            closed = RuntimeError("the controller's store writer is closed")
+            _settle([(f, (False, closed)) for _, f in items])
+            return
+        if len(items) == 1 and not self._closed and self._q.empty() and not self._busy:
+            lock = self.store._lock
+            if lock.acquire(blocking=False):  # never waits: a reader or the writer holds it
+                try:
+                    results = self._commit(items)
+                finally:
+                    lock.release()
+                self.inlined += 1
+                _settle(list(zip((f for _, f in items), results, strict=True)))
+                return
+        for item in items:
+            self._q.put(item)
+
+    def _commit(self, batch: list[_Item]) -> list[tuple[bool, Any]]:
+        try:
+            results = self.store.group([fn for fn, _ in batch])
+        except BaseException as exc:  # the commit failed: every caller hears it
+            log.warning("a group of %d controller.db writes failed: %r", len(batch), exc)
+            results = [(False, exc)] * len(batch)
+        self.groups += 1
+        self.calls += len(batch)
+        return results
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -69,6 +123,7 @@ class GroupCommitter:
             first = self._q.get()
             if first is None:
                 break
+            self._busy = True
             batch = [first]
             while len(batch) < self.max_group:
                 try:
@@ -79,13 +134,8 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(item)
-            try:
-                results = self.store.group([fn for fn, _ in batch])
-            except BaseException as exc:  # the commit failed: every caller hears it
-                log.warning("a group of %d controller.db writes failed: %r", len(batch), exc)
-                results = [(False, exc)] * len(batch)
-            self.groups += 1
-            self.calls += len(batch)
+            results = self._commit(batch)
+            self._busy = False
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
             for (_, fut), res in zip(batch, results, strict=True):
                 by_loop.setdefault(fut.get_loop(), []).append((fut, res))
