@@ -143,3 +143,39 @@ def test_a_write_of_a_turn_in_which_the_writer_closed_is_refused(tmp_path: Path)
         asyncio.run(main())
     finally:
         store.close()
+
+
+def test_a_lone_id_lookup_is_answered_on_the_loop_unless_the_store_is_held(
+    tmp_path: Path,
+) -> None:
+    from fades.controller.lookups import ExistsLookup
+
+    store = ControllerStore(tmp_path / "controller.db")
+    _add(store, "seen")
+    lookup = ExistsLookup(store.existing, store._lock)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with store._lock:
+            held.set()
+            release.wait(60)
+
+    async def main() -> None:
+        assert await lookup("t", "seen") is True
+        assert await lookup("t", "new") is False
+        assert lookup.inline == 2
+        t = threading.Thread(target=holder)
+        t.start()
+        assert held.wait(60)
+        asked = asyncio.ensure_future(lookup("t", "seen"))
+        await asyncio.sleep(0.05)
+        assert not asked.done()  # in a worker thread, waiting for the store
+        release.set()
+        assert await asked is True
+        assert lookup.inline == 2 and lookup.queries == 3
+        t.join(60)
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
