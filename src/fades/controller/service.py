@@ -488,7 +488,10 @@ class Controller:
                 submitted_at=pending.submitted_at,
                 digest=digest,
                 decision=placed.decision,
-            ),
+            )
+            # a lone controller's write is not sent anywhere: the task's JSON from pydantic's
+            # own encoder (faster than json.dumps of the dict)
+            | ({"task_text": t.model_dump_json()} if isinstance(self.writes, DirectLog) else {}),
         )
         pending = dataclasses.replace(pending, wire_id=wire_id)
         if loc == "device":  # "run it locally": nothing runs here or on a node
