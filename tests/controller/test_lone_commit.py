@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -178,4 +179,39 @@ def test_a_lone_id_lookup_is_answered_on_the_loop_unless_the_store_is_held(
     try:
         asyncio.run(main())
     finally:
+        store.close()
+
+
+def test_checkpoints_of_lone_commits_run_in_the_writer_thread(tmp_path: Path) -> None:
+    """A commit on the loop never copies the write-ahead log into the database (that waits
+    for the disk): the writer thread does, every CHECKPOINT_EVERY commits."""
+    from fades.controller import commits
+
+    store = ControllerStore(tmp_path / "controller.db")
+    gc = GroupCommitter(store)
+    where: list[str] = []
+    original = store.checkpoint
+
+    def spy() -> None:
+        where.append(threading.current_thread().name)
+        original()
+
+    store.checkpoint = spy  # type: ignore[method-assign]
+    n = commits.CHECKPOINT_EVERY * 2 + 5
+
+    async def main() -> None:
+        for i in range(n):
+            await gc.call(_add, store, f"w{i}")
+
+    try:
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        asyncio.run(main())
+        assert gc.calls == n and gc.inlined > n // 2  # (a few wait behind a checkpoint)
+        deadline = time.monotonic() + 60
+        while gc.checkpoints < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gc.checkpoints >= 2
+        assert set(where) == {"fades-commits"}
+    finally:
+        gc.close()
         store.close()

@@ -11,6 +11,8 @@ A lone call goes straight through: the calls of one event-loop turn are gathered
 a turn made exactly one and the writer thread is idle, that one commits right there on the
 loop (``controller.db`` is in WAL mode with ``synchronous=NORMAL``: a commit does not wait
 for the disk), without the two thread hops. Batching happens only when there is a queue.
+The write-ahead log's checkpoints (which do wait for the disk) then run in the writer thread,
+every :data:`CHECKPOINT_EVERY` commits, never on the loop.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ T = TypeVar("T")
 
 #: most calls run in one transaction
 MAX_GROUP = 512
+#: commits between two checkpoints of the write-ahead log (run by the writer thread)
+CHECKPOINT_EVERY = 200
+#: a queue item: checkpoint now
+_CHECKPOINT = "checkpoint"
 
 _Item = tuple[Callable[[], Any], asyncio.Future[Any]]
 
@@ -45,7 +51,7 @@ class GroupCommitter:
             raise ValueError("max_group must be at least 1")
         self.store = store
         self.max_group = max_group
-        self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[_Item | str | None] = queue.SimpleQueue()
         self._closed = False
         #: a lone call of a loop turn commits on the loop (False: always in the thread)
         self.inline = inline
@@ -55,6 +61,11 @@ class GroupCommitter:
         self._busy = False
         #: lone calls committed on the loop (for tests and the benchmark)
         self.inlined = 0
+        #: commits since the last checkpoint, and checkpoints run
+        self._uncheckpointed = 0
+        self.checkpoints = 0
+        if inline:  # a commit on the loop must not wait for the disk
+            store.checkpoints_by_caller()
         #: groups committed and calls run (for tests and the benchmark)
         self.groups = 0
         self.calls = 0
@@ -95,6 +106,9 @@ class GroupCommitter:
                     lock.release()
                 self.inlined += 1
                 _settle(list(zip((f for _, f in items), results, strict=True)))
+                if self._uncheckpointed >= CHECKPOINT_EVERY:
+                    self._uncheckpointed = 0
+                    self._q.put(_CHECKPOINT)
                 return
         for item in items:
             self._q.put(item)
@@ -107,7 +121,15 @@ class GroupCommitter:
             results = [(False, exc)] * len(batch)
         self.groups += 1
         self.calls += len(batch)
+        self._uncheckpointed += 1
         return results
+
+    def _checkpoint(self) -> None:
+        try:
+            self.store.checkpoint()
+            self.checkpoints += 1
+        except Exception as exc:  # the next one tries again; SQLite keeps the log meanwhile
+            log.warning("a checkpoint of controller.db failed: %r", exc)
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -123,6 +145,9 @@ class GroupCommitter:
             first = self._q.get()
             if first is None:
                 break
+            if isinstance(first, str):  # _CHECKPOINT
+                self._checkpoint()
+                continue
             self._busy = True
             batch = [first]
             while len(batch) < self.max_group:
@@ -133,9 +158,15 @@ class GroupCommitter:
                 if item is None:
                     stop = True
                     break
+                if isinstance(item, str):  # _CHECKPOINT
+                    self._uncheckpointed = CHECKPOINT_EVERY  # (after this group)
+                    continue
                 batch.append(item)
             results = self._commit(batch)
             self._busy = False
+            if self.inline and self._uncheckpointed >= CHECKPOINT_EVERY:
+                self._uncheckpointed = 0
+                self._checkpoint()
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
             for (_, fut), res in zip(batch, results, strict=True):
                 by_loop.setdefault(fut.get_loop(), []).append((fut, res))

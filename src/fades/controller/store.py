@@ -118,6 +118,18 @@ class ControllerStore(DeviceAudit):
         with self._lock:
             self._db.close()
 
+    def checkpoints_by_caller(self) -> None:
+        """Commits no longer copy the write-ahead log into the database file (SQLite's
+        automatic checkpoint, which waits for the disk): the caller runs :meth:`checkpoint`."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds into the database file (waits for the disk;
+        never for readers)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def log_position(self) -> tuple[int, str | None]:
         """``(sequence, log id)`` of the last controller-log record applied (0, None: none)."""
         with self._lock:
