@@ -99,7 +99,7 @@ class Strict(BaseModel):
     def _no_bool_as_number(cls, v: Any, info: ValidationInfo) -> Any:
         """``true`` is not a number and ``1`` is not ``true``: pydantic would take either for
         the other (``memory_mib: true`` ran with 1 MiB)."""
-        if info.field_name is None:
+        if info.field_name is None or not isinstance(v, int | float):  # (most values)
             return v
         kinds = _kinds(cls.model_fields[info.field_name].annotation)
         if isinstance(v, bool) and bool not in kinds and kinds & {int, float}:

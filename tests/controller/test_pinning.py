@@ -123,5 +123,7 @@ def test_the_store_is_never_called_on_the_event_loop(
         assert [t["task_id"] for t in c.tasks()] == [tid]
     names = {n for n, _ in calls}
     assert {"add_task", "add_outcome", "mark_dispatched", "get", "list", "existing"} <= names
+    # a lone write or an indexed read runs on the loop when the store is free (it never
+    # waits for the store: test_lone_commit.py); listing and the dispatch sweep never do
     on_loop = [n for n, ident in calls if ident == bed.thread.ident]
-    assert on_loop == [], f"store calls on the event loop: {on_loop}"
+    assert not {"list", "pending"} & set(on_loop), f"store calls on the event loop: {on_loop}"

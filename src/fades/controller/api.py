@@ -40,6 +40,12 @@ MAX_WAIT_S = 60.0
 MAX_NAME = 256
 
 
+def task_json(rec: TaskRecord) -> Response:
+    """A task's :class:`TaskInfo` as the JSON answer, serialized once (a route that returns
+    the model has FastAPI validate it against its response model again first)."""
+    return Response(task_info(rec).model_dump_json(), media_type="application/json")
+
+
 def task_info(rec: TaskRecord) -> TaskInfo:
     """The HTTP view of a stored task: its outcome (if any) and the controller's fields."""
     ended = rec.outcome.model_dump() if rec.outcome is not None else {}
@@ -177,10 +183,11 @@ def create_app(controller: Controller) -> FastAPI:
         request: Request,
         node: NodeQuery = None,
         where: WhereQuery = "edge",
-    ) -> SubmitReceipt:
+    ) -> Response:
         """Submit a task (JSON: credentials, data, function), to a named node or placed."""
         task = await read_task(request)
-        return await controller.submit(task, tenant=tenant, node=node, where=where)
+        receipt = await controller.submit(task, tenant=tenant, node=node, where=where)
+        return Response(receipt.model_dump_json(), 202, media_type="application/json")
 
     @app.post(
         "/v1/tasks/run",
@@ -196,14 +203,14 @@ def create_app(controller: Controller) -> FastAPI:
         wait: Annotated[
             float, Query(description=f"block up to this many seconds (max {MAX_WAIT_S:g})")
         ] = MAX_WAIT_S,
-    ) -> TaskInfo:
+    ) -> Response:
         """Submit a task and answer once it ended (or as it stands after ``wait`` seconds):
         one request instead of a submit and a long-poll."""
         wait = bodies.finite(wait, "wait", 0.0, 1e9)
         task = await read_task(request)
         receipt = await controller.submit(task, tenant=tenant, node=node, where=where)
         rec = await controller.wait(receipt.task_id, min(wait, MAX_WAIT_S), tenant=tenant)
-        return task_info(rec)
+        return task_json(rec)
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskInfo, tags=["tasks"])
     async def get_task(
@@ -212,11 +219,11 @@ def create_app(controller: Controller) -> FastAPI:
         wait: Annotated[
             float, Query(description=f"block up to this many seconds (max {MAX_WAIT_S:g})")
         ] = 0.0,
-    ) -> TaskInfo:
+    ) -> Response:
         """A task: status, placement, pinned digest and, once it ended, its outcome."""
         wait = bodies.finite(wait, "wait", 0.0, 1e9)
         rec = await controller.wait(task_id, min(wait, MAX_WAIT_S), tenant=tenant)
-        return task_info(rec)
+        return task_json(rec)
 
     @app.post("/v1/tasks/{task_id}/cancel", response_model=CancelReceipt, tags=["tasks"])
     async def cancel_task(

@@ -37,6 +37,7 @@ def _add_task(s: ControllerStore, a: Args) -> str:
         digest=a["digest"],
         decision=a["decision"],
         suffix=a["suffix"],
+        task_text=a.get("task_text"),  # (only on a lone controller's direct writes)
     )
 
 

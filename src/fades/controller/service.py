@@ -42,7 +42,7 @@ from fades.controller.dispatch import HEADER_ROOM, Dispatcher, envelope
 from fades.controller.failover import run_failover
 from fades.controller.leader import Leadership, while_leading
 from fades.controller.logops import add_task_args
-from fades.controller.lookups import ExistsLookup
+from fades.controller.lookups import ExistsLookup, read
 from fades.controller.measure import Measurements
 from fades.controller.metrics import Metrics
 from fades.controller.migrate import moving
@@ -175,7 +175,7 @@ class Controller:
         if self._bus is not None:
             return self
         store = self._store = await asyncio.to_thread(ControllerStore, self.home / "controller.db")
-        self._exists = ExistsLookup(store.existing)
+        self._exists = ExistsLookup(store.existing, store._lock)
         try:
             bus = self._given_bus or await NatsBus.connect(self.settings, name=self.name)
         except BaseException:
@@ -488,7 +488,10 @@ class Controller:
                 submitted_at=pending.submitted_at,
                 digest=digest,
                 decision=placed.decision,
-            ),
+            )
+            # a lone controller's write is not sent anywhere: the task's JSON from pydantic's
+            # own encoder (faster than json.dumps of the dict)
+            | ({"task_text": t.model_dump_json()} if isinstance(self.writes, DirectLog) else {}),
         )
         pending = dataclasses.replace(pending, wire_id=wire_id)
         if loc == "device":  # "run it locally": nothing runs here or on a node
@@ -558,7 +561,7 @@ class Controller:
 
     async def get(self, task_id: str, *, tenant: str) -> TaskRecord:
         """One of ``tenant``'s tasks (TaskNotFound for any other)."""
-        return await asyncio.to_thread(self.store.get, task_id, tenant)
+        return await read(self.store._lock, self.store.get, task_id, tenant)
 
     async def wait(self, task_id: str, timeout: float, *, tenant: str) -> TaskRecord:
         """The task once it is done or failed, or as it stands after ``timeout`` seconds."""

@@ -58,6 +58,15 @@ __all__ = [
 ]
 
 
+#: a task was handed to its node: ``accepted`` becomes ``dispatched``; the time is kept even
+#: when its outcome was stored first (a fast node can beat the mark)
+_MARK = (
+    "UPDATE tasks_v2 SET dispatched_at = ?,"
+    " status = CASE status WHEN 'accepted' THEN 'dispatched' ELSE status END"
+    " WHERE tenant = ? AND id = ? AND (dispatched_at IS NULL OR status = 'accepted')"
+)
+
+
 class ControllerStore(DeviceAudit):
     """Tasks, outcomes and function owners in one SQLite file (safe from several threads)."""
 
@@ -109,6 +118,18 @@ class ControllerStore(DeviceAudit):
         with self._lock:
             self._db.close()
 
+    def checkpoints_by_caller(self) -> None:
+        """Commits no longer copy the write-ahead log into the database file (SQLite's
+        automatic checkpoint, which waits for the disk): the caller runs :meth:`checkpoint`."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds into the database file (waits for the disk;
+        never for readers)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def log_position(self) -> tuple[int, str | None]:
         """``(sequence, log id)`` of the last controller-log record applied (0, None: none)."""
         with self._lock:
@@ -129,10 +150,12 @@ class ControllerStore(DeviceAudit):
         digest: str | None = None,
         decision: dict[str, Any] | None = None,
         suffix: str | None = None,
+        task_text: str | None = None,
     ) -> str:
         """Record an accepted task; returns its wire id (the task id unless another tenant
         already used that id, then the id with ``suffix``, default random). A task placed on its
         device (``where='device'``) is recorded as ``local``: it is over for the cluster.
+        ``task_text``: ``task`` as JSON, when the caller has it already.
 
         Raises:
             DuplicateTask: this tenant recorded a task with this id before.
@@ -154,7 +177,7 @@ class ControllerStore(DeviceAudit):
                         node,
                         where,
                         "local" if where == "device" else "accepted",
-                        json.dumps(task),
+                        json.dumps(task) if task_text is None else task_text,
                         placement,
                         digest,
                         submitted_at,
@@ -211,20 +234,12 @@ class ControllerStore(DeviceAudit):
 
     def mark_dispatched(self, tenant: str, task_id: str, at: float | None = None) -> None:
         with self._lock:
-            self._db.execute(
-                "UPDATE tasks_v2 SET status = 'dispatched', dispatched_at = ? "
-                "WHERE tenant = ? AND id = ? AND status = 'accepted'",
-                (time.time() if at is None else at, tenant, task_id),
-            )
+            self._db.execute(_MARK, (time.time() if at is None else at, tenant, task_id))
 
     def mark_dispatched_many(self, keys: Sequence[tuple[str, str]], at: float) -> None:
         """:meth:`mark_dispatched` for each ``(tenant, task id)`` of ``keys``, in one statement."""
         with self._lock:
-            self._db.executemany(
-                "UPDATE tasks_v2 SET status = 'dispatched', dispatched_at = ? "
-                "WHERE tenant = ? AND id = ? AND status = 'accepted'",
-                [(at, tenant, task_id) for tenant, task_id in keys],
-            )
+            self._db.executemany(_MARK, [(at, tenant, task_id) for tenant, task_id in keys])
 
     def set_node(self, tenant: str, task_id: str, node: str, why: str) -> None:
         """The task runs on ``node`` now (a migration), for reason ``why``."""
@@ -261,21 +276,27 @@ class ControllerStore(DeviceAudit):
         bytes_uplink: int | None = None,
         stored_at: float | None = None,
         task_id: str | None = None,
+        submitted_at: float | None = None,
     ) -> StoredOutcome | None:
         """Store the first outcome of ``(out.tenant, out.task_id)``; None for a duplicate.
 
         The timing breakdown gains ``dispatch`` (submit -> the node accepted it) and
         ``latency`` (submit -> outcome stored) when the task was submitted here.
-        ``task_id``: the task's id when ``out`` names it by another (its wire id).
+        ``task_id``: the task's id when ``out`` names it by another (its wire id);
+        ``submitted_at``: when it was submitted, if the caller read it already.
         """
         now = time.time() if stored_at is None else stored_at
         update: dict[str, Any] = {} if task_id is None else {"task_id": task_id}
         task_id = out.task_id if task_id is None else task_id
         with self._lock:
-            row = self._db.execute(
-                "SELECT submitted_at FROM tasks_v2 WHERE tenant = ? AND id = ?",
-                (out.tenant, task_id),
-            ).fetchone()
+            row = (
+                (submitted_at,)
+                if submitted_at is not None
+                else self._db.execute(
+                    "SELECT submitted_at FROM tasks_v2 WHERE tenant = ? AND id = ?",
+                    (out.tenant, task_id),
+                ).fetchone()
+            )
             latency = None
             if row is not None:
                 submitted = float(row[0])
@@ -317,10 +338,19 @@ class ControllerStore(DeviceAudit):
     ) -> StoredOutcome | bool | None:
         """Store an outcome a node published (naming the task by its wire id): False if it
         names no task of its tenant, else as :meth:`add_outcome`."""
-        key = self.by_wire_id(out.task_id)
-        if key is None or key[0] != out.tenant:
+        with self._lock:  # (one lookup: the task and when it was submitted)
+            row = self._db.execute(
+                "SELECT tenant, id, submitted_at FROM tasks_v2 WHERE wire_id = ?", (out.task_id,)
+            ).fetchone()
+        if row is None or row[0] != out.tenant:
             return False
-        return self.add_outcome(out, bytes_uplink=bytes_uplink, stored_at=stored_at, task_id=key[1])
+        return self.add_outcome(
+            out,
+            bytes_uplink=bytes_uplink,
+            stored_at=stored_at,
+            task_id=str(row[1]),
+            submitted_at=float(row[2]),
+        )
 
     def outcomes_since(
         self, tenant: str, after: int, task_ids: Sequence[str] | None = None, limit: int = 500

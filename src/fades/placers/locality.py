@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fades.errors import NoPlacement
-from fades.fabric.protocol import NodeInfo
+from fades.fabric.protocol import DataHeld, NodeInfo
 from fades.placers.base import Placement
 from fades.task import DataOp, Task
 
@@ -25,9 +25,10 @@ def describe_op(op: DataOp) -> str:
     return f"data op {op.name!r} ({op.connector}: {', '.join(parts) or 'everything'})"
 
 
-def lacking(node: NodeInfo, op: DataOp) -> list[str]:
-    """The locations and sensor types ``op`` names that ``node`` holds no selected data for."""
-    got = node.matching(op)
+def lacking(node: NodeInfo, op: DataOp, got: list[DataHeld] | None = None) -> list[str]:
+    """The locations and sensor types ``op`` names that ``node`` holds no selected data for
+    (``got``: ``node.matching(op)`` if already known)."""
+    got = node.matching(op) if got is None else got
     locs = {d.location for d in got}
     types = {d.sensor_type for d in got}
     sel = op.select
@@ -38,7 +39,8 @@ def lacking(node: NodeInfo, op: DataOp) -> list[str]:
 
 def covers(node: NodeInfo, op: DataOp) -> bool:
     """Whether ``node`` holds data for every location and sensor type ``op`` names."""
-    return node.holds(op) and not lacking(node, op)
+    got = node.matching(op)  # (once: the selector's window is worked out per call)
+    return bool(got) and not lacking(node, op, got)
 
 
 def holders(
