@@ -406,3 +406,9 @@ class UsageError(FadesError):
 class NodeFolderError(FadesError):
     """``--home`` (or ``$FADES_HOME``) names no usable node folder: a file, a folder that
     cannot be created, or, for a command that reads a node, a folder that does not exist."""
+
+
+# --- node storage (NAME=hostile) ---------------------------------------------------------------
+class NodeStorageFull(FadesError):
+    """A node's SQLite file could not be written: the disk is full, or the process's file-size
+    limit is reached. The message names the file; nothing was recorded by that write."""
