@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -57,7 +58,8 @@ MAX_DEVICE_CHARS = 128
 #: longest ``unit`` a reading may carry
 MAX_UNIT_CHARS = 32
 #: sensors (sensor type, location, device) a node takes at most; a new one beyond is rejected
-MAX_SENSORS = 1000
+#: (``FADES_INGEST_MAX_SENSORS``)
+MAX_SENSORS = int(os.environ.get("FADES_INGEST_MAX_SENSORS", "1000"))
 #: ``stats["last_error"]`` is cut to this many characters
 MAX_ERROR_CHARS = 300
 
