@@ -49,3 +49,15 @@ def test_last_error_is_cut(tmp_path: Path) -> None:
     ing = _ingestor(tmp_path)
     ing._write([("sensors.edge1.r.t", json.dumps({"value": "x" * 100_000}).encode(), 1.0)])
     assert len(ing.stats["last_error"]) <= ingest.MAX_ERROR_CHARS
+
+
+def test_a_huge_payload_is_refused_before_it_is_buffered(tmp_path: Path) -> None:
+    import asyncio
+
+    ing = _ingestor(tmp_path)
+    big = json.dumps({"value": 1.0, "pad": "x" * 1_000_000}).encode()
+    asyncio.run(ing._take("sensors.edge1.r.t", big))
+    assert ing.pending == 0 and ing.stats["rejected"] == 1
+    assert "1,000,025 bytes refused (a reading is at most 4,096)" in ing.stats["last_error"]
+    asyncio.run(ing._take("sensors.edge1.r.t", b"21.5"))  # a good one afterwards is taken
+    assert ing.pending == 1

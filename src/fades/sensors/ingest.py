@@ -17,7 +17,8 @@ in ``stats["rejected"]`` with the reason in ``stats["last_error"]``; the others 
 
 Every name is bounded (:data:`MAX_NAME_CHARS`, :data:`MAX_DEVICE_CHARS`, :data:`MAX_UNIT_CHARS`),
 a node takes at most :data:`MAX_SENSORS` sensors (a reading of a new sensor beyond that is
-rejected), and ``last_error`` at most :data:`MAX_ERROR_CHARS` characters: the node's registry
+rejected), a payload at most :data:`MAX_READING_BYTES` (refused before it is buffered), and
+``last_error`` at most :data:`MAX_ERROR_CHARS` characters: the node's registry
 entry carries these, and one huge or a flood of odd readings must not make it too big to send.
 """
 
@@ -62,6 +63,8 @@ MAX_UNIT_CHARS = 32
 MAX_SENSORS = int(os.environ.get("FADES_INGEST_MAX_SENSORS", "1000"))
 #: ``stats["last_error"]`` is cut to this many characters
 MAX_ERROR_CHARS = 300
+#: a reading's payload is refused above this many bytes, before it is buffered
+MAX_READING_BYTES = 4096
 
 _Raw = tuple[str, bytes, float]  # subject, payload, arrival time
 _Key = tuple[str, str, str]  # sensor_type, location, device
@@ -180,6 +183,12 @@ class Ingestor:
             await self._take(subject, data)
 
     async def _take(self, subject: str, data: bytes) -> None:
+        if len(data) > MAX_READING_BYTES:
+            self._reject(
+                f"{subject}: payload of {len(data):,} bytes refused (a reading is at most "
+                f"{MAX_READING_BYTES:,})"
+            )
+            return
         if len(self._pending) >= self.max_pending:
             self._reject(f"ingest backlog full ({self.max_pending} readings): reading dropped")
             return
