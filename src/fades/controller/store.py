@@ -353,18 +353,40 @@ class ControllerStore(DeviceAudit):
         )
 
     def outcomes_since(
-        self, tenant: str, after: int, task_ids: Sequence[str] | None = None, limit: int = 500
+        self,
+        tenant: str,
+        after: int,
+        task_ids: Sequence[str] | None = None,
+        limit: int = 500,
+        max_bytes: int | None = None,
     ) -> list[tuple[int, str, str]]:
         """``(event id, task id, outcome JSON)`` of ``tenant``'s outcomes stored after event
-        ``after`` (only of ``task_ids`` if given), oldest first, at most ``limit``."""
-        sql = "SELECT rowid, task_id, outcome FROM outcomes WHERE tenant = ? AND rowid > ?"
+        ``after`` (only of ``task_ids`` if given), oldest first, at most ``limit``; with
+        ``max_bytes``, also no more rows after the one that reaches that much JSON."""
+        # the event ids first (small rows to order), then the texts one by one up to
+        # max_bytes; without ids, the rows are walked in rowid order from ``after`` ("+tenant":
+        # not through the (tenant, task_id) index, which sorted ALL the tenant's outcomes)
+        tenant_is = "tenant = ?" if task_ids is not None else "+tenant = ?"
+        sql = f"SELECT rowid FROM outcomes WHERE {tenant_is} AND rowid > ?"
         args: list[Any] = [tenant, after]
         if task_ids is not None:
             sql += f" AND task_id IN ({','.join('?' * len(task_ids))})"
             args += list(task_ids)
+        out: list[tuple[int, str, str]] = []
+        size = 0
         with self._lock:
-            rows = self._db.execute(sql + " ORDER BY rowid LIMIT ?", (*args, limit)).fetchall()
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+            eids = [r[0] for r in self._db.execute(sql + " ORDER BY rowid LIMIT ?", (*args, limit))]
+            for eid in eids:
+                r = self._db.execute(
+                    "SELECT task_id, outcome FROM outcomes WHERE rowid = ?", (eid,)
+                ).fetchone()
+                if r is None:  # removed meanwhile by another connection
+                    continue
+                out.append((int(eid), str(r[0]), str(r[1])))
+                size += len(out[-1][2])
+                if max_bytes is not None and size >= max_bytes:
+                    break
+        return out
 
     def ended_by(self, tenant: str, task_ids: Sequence[str], event_id: int) -> set[str]:
         """Those of ``task_ids`` whose outcome was stored at or before ``event_id``."""

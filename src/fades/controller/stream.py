@@ -17,7 +17,10 @@ sent first) and ends with ``event: end`` once every one of them was sent; withou
 and without ``since`` it starts at the newest outcome.
 
 A slow reader never holds up submits or outcomes: each stream has a bounded buffer
-(:data:`STREAM_BUFFER` events). When it fills, the stream sends what it holds, then
+(:data:`STREAM_BUFFER` events, :data:`STREAM_BUFFER_BYTES` bytes), and what it holds or reads
+from the database at once is bounded by bytes too (:data:`CATCHUP_BYTES`, :data:`CHUNK_BYTES`):
+outcomes may be close to 1 MiB each, and a client that never reads holds only that much.
+When the buffer fills, the stream sends what it holds, then
 ``event: behind`` with the last event id it delivered, and ends; the client reconnects with
 that id and catches up from the database. A comment line (``: keepalive``) goes out every
 :data:`KEEPALIVE_S` seconds of silence.
@@ -49,6 +52,12 @@ CLOSE_POLL_S = 0.5
 MAX_STREAM_IDS = 1000
 #: outcomes read from the database per catch-up query
 CATCHUP_ROWS = 500
+#: ... and no more than this many bytes of them (an outcome may be close to 1 MiB)
+CATCHUP_BYTES = 4 * 1024 * 1024
+#: bytes of outcomes buffered per stream before it is told it fell behind
+STREAM_BUFFER_BYTES = 16 * 1024 * 1024
+#: one write to the client carries about this many bytes at most
+CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,15 +77,22 @@ class Subscriber:
     queue: deque[Event] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     behind: bool = False
+    queued_bytes: int = 0
 
     def offer(self, ev: Event) -> None:
         if self.behind or (self.ids is not None and ev.task_id not in self.ids):
             return
-        if len(self.queue) >= self.buffer:
+        if len(self.queue) >= self.buffer or self.queued_bytes >= STREAM_BUFFER_BYTES:
             self.behind = True  # dropped from here on: the client catches up from the db
         else:
             self.queue.append(ev)
+            self.queued_bytes += len(ev.json)
         self.wake.set()
+
+    def take(self) -> Event:
+        ev = self.queue.popleft()
+        self.queued_bytes -= len(ev.json)
+        return ev
 
 
 class StreamHub:
@@ -150,32 +166,41 @@ class StreamHub:
             id_list = sorted(ids) if ids is not None else None
             while True:
                 rows = await asyncio.to_thread(
-                    store.outcomes_since, tenant, last, id_list, CATCHUP_ROWS
+                    store.outcomes_since, tenant, last, id_list, CATCHUP_ROWS, CATCHUP_BYTES
                 )
-                chunk: list[str] = []  # one write per query, not one per outcome
+                chunk: list[str] = []  # few writes per query, not one per outcome
+                size = 0
                 for eid, tid, text in rows:
                     sent.add(eid)
                     last = max(last, eid)
                     if remaining is not None:
                         remaining.discard(tid)
                     chunk.append(_message(eid, "outcome", text))
+                    size += len(text)
+                    if size >= CHUNK_BYTES:
+                        yield "".join(chunk)
+                        chunk, size = [], 0
                 if chunk:
                     yield "".join(chunk)
-                if len(rows) < CATCHUP_ROWS:
+                if not rows:
                     break
             while True:
                 if remaining is not None and not remaining:
                     yield _message(None, "end", json.dumps({"last_event_id": last}))
                     return
-                chunk = []  # what arrived meanwhile goes out in one write
+                chunk, size = [], 0  # what arrived meanwhile goes out in few writes
                 while sub.queue:
-                    ev = sub.queue.popleft()
+                    ev = sub.take()
                     if ev.id in sent or ev.id <= since:
                         continue
                     last = max(last, ev.id)
                     if remaining is not None:
                         remaining.discard(ev.task_id)
                     chunk.append(_message(ev.id, "outcome", ev.json))
+                    size += len(ev.json)
+                    if size >= CHUNK_BYTES:
+                        yield "".join(chunk)
+                        chunk, size = [], 0
                 if chunk:
                     yield "".join(chunk)
                 if sub.behind:

@@ -13,14 +13,16 @@ what the agent publishes and the controller stores.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fades.errors import TaskNotFound
+from fades.errors import NodeStorageFull, TaskNotFound
 from fades.node.taskrecord import TaskRecord, _loads, record_from_row
 
 __all__ = ["ACTIVE", "SCHEMA", "TaskRecord", "TaskStore", "open_sqlite"]
@@ -66,6 +68,9 @@ OUTBOX_INDEX = (
 )
 
 ACTIVE = ("accepted", "running")
+
+#: what SQLite says when a write cannot extend its file (a full disk, a file-size limit)
+_FULL = ("disk I/O error", "database or disk is full")
 
 #: columns added after the first release: (name, SQL type), added by :meth:`TaskStore._migrate`
 LATER_COLUMNS = (("digest", "TEXT"), ("traceback", "TEXT"), ("logs", "TEXT"))
@@ -126,8 +131,21 @@ class TaskStore:
         with self._lock:
             self._db.close()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write that fails because the file cannot grow raises :class:`NodeStorageFull`."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if str(exc) not in _FULL:
+                raise
+            raise NodeStorageFull(
+                f"the node's task store {self.path} cannot be written: {exc} (is the disk "
+                "full, or a file-size limit reached?)"
+            ) from exc
+
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        with self._lock:
+        with self._lock, self._writing():
             return self._db.execute(sql, args)
 
     def accept(self, task_id: str, tenant: str, task_json: str) -> None:
@@ -155,7 +173,7 @@ class TaskStore:
             return []
         now = time.time()
         out: list[bool] = []
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for task_id, tenant, task_json in rows:
@@ -167,7 +185,8 @@ class TaskStore:
                     out.append(cur.rowcount == 1)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                    self._db.execute("ROLLBACK")
                 raise
         return out
 

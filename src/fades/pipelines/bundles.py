@@ -44,6 +44,23 @@ def encoded_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":")).encode())
 
 
+#: bytes of a stage event besides a final stage's result (its names, timing, counts)
+EVENT_HEADROOM = 4096
+
+
+def finale_too_big(value: Any, max_payload: int, stage: str) -> str | None:
+    """Why a final stage's result cannot travel in its event (one fabric message), or None."""
+    limit = max_payload - EVENT_HEADROOM
+    size = encoded_size(value)
+    if size <= limit:
+        return None
+    return (
+        f"stage {stage!r}: its result is {size:,} bytes of JSON; a final stage's result "
+        f"travels in its event, at most {limit:,} bytes (the fabric's largest message less "
+        f"{EVENT_HEADROOM:,})"
+    )
+
+
 def object_name(bundle: Bundle) -> str:
     return f"{bundle.pipeline}/{bundle.msg_id()}"
 

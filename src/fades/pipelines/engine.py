@@ -35,7 +35,7 @@ from fades.errors import (
     QueueFull,
     TaskValidationError,
 )
-from fades.pipelines.bundles import BundleIO, encoded_size
+from fades.pipelines.bundles import BundleIO, encoded_size, finale_too_big
 from fades.pipelines.collect import Arrival, Collector, Gathering, Hold
 from fades.pipelines.protocol import (
     PLANS_BUCKET,
@@ -83,10 +83,10 @@ class PipelineEngine:
         #: a site pipeline's bundles, per JetStream domain (its events still go up)
         self.site_io: dict[str, BundleIO] = {}
         #: bundles_in, handovers, bundles_out, executed, reused, skipped, failed, dropped,
-        #: events, triggered (runs started here by automatic triggers)
+        #: events, triggered (runs started here by automatic triggers), publish_failed
         self.counters: dict[str, int] = dict.fromkeys(
             ("bundles_in", "handovers", "bundles_out", "executed", "reused", "skipped",
-             "failed", "dropped", "events", "triggered"),
+             "failed", "dropped", "events", "triggered", "publish_failed"),
             0,
         )  # fmt: skip
         self._exec = asyncio.Semaphore(MAX_EXECUTIONS)
@@ -344,13 +344,25 @@ class PipelineEngine:
                               error=rec.error, at=ended)  # fmt: skip
             self.counters["failed"] += 1
             return
+        finale = spec.is_finale(stage)
+        max_payload = self.agent.require_bus().max_payload
+        too_big = finale_too_big(rec.result, max_payload, stage) if finale else None
+        if too_big:  # its event could never be stored: fail it once, say why
+            await self._event(pipeline, run, stage, instance, "failed", started, timing=timing,
+                              bytes_in=bytes_in, error_kind="ResultTooLarge", error=too_big,
+                              at=ended)  # fmt: skip
+            self.counters["failed"] += 1
+            return
         out = await self._forward(plan, spec, g, rec.result, None, started)
         if st.publish:
             note = {"pipeline": pipeline, "run": run, "stage": stage, "node": self.name,
                     "value": rec.result}  # fmt: skip
-            with contextlib.suppress(FadesError):
+            try:
                 await self.agent.require_bus().send(st.publish, json.dumps(note).encode())
-        finale = spec.is_finale(stage)
+            except FadesError as exc:  # the stage itself is done; say the copy was not sent
+                self.counters["publish_failed"] += 1
+                log.warning("node %s: %s/%s: publish on %s failed: %s", self.name, pipeline,
+                            stage, st.publish, exc)  # fmt: skip
         if finale:  # its result leaves in its event: the run's result
             out += encoded_size(rec.result)
         await self._event(pipeline, run, stage, instance, "done", started, timing=timing,

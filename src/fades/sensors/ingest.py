@@ -14,6 +14,12 @@ Readings are buffered in the event loop and written every ``batch_s`` seconds in
 transaction, in a worker thread (SQLite never blocks the loop). A malformed reading (bad
 subject, not JSON, no finite value, a unit that contradicts the stored one, ...) is counted
 in ``stats["rejected"]`` with the reason in ``stats["last_error"]``; the others still land.
+
+Every name is bounded (:data:`MAX_NAME_CHARS`, :data:`MAX_DEVICE_CHARS`, :data:`MAX_UNIT_CHARS`),
+a node takes at most :data:`MAX_SENSORS` sensors (a reading of a new sensor beyond that is
+rejected), a payload at most :data:`MAX_READING_BYTES` (refused before it is buffered), and
+``last_error`` at most :data:`MAX_ERROR_CHARS` characters: the node's registry
+entry carries these, and one huge or a flood of odd readings must not make it too big to send.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -45,9 +52,28 @@ log = logging.getLogger("fades.sensors")
 
 #: timestamps above this are taken for milliseconds and refused (year 5138 in seconds)
 MAX_TS = 1e11
+#: longest location or sensor type (a topic level) a reading may name
+MAX_NAME_CHARS = 64
+#: longest ``device`` name a reading may carry
+MAX_DEVICE_CHARS = 128
+#: longest ``unit`` a reading may carry
+MAX_UNIT_CHARS = 32
+#: sensors (sensor type, location, device) a node takes at most; a new one beyond is rejected
+#: (``FADES_INGEST_MAX_SENSORS``)
+MAX_SENSORS = int(os.environ.get("FADES_INGEST_MAX_SENSORS", "1000"))
+#: ``stats["last_error"]`` is cut to this many characters
+MAX_ERROR_CHARS = 300
+#: a reading's payload is refused above this many bytes, before it is buffered
+MAX_READING_BYTES = 4096
 
 _Raw = tuple[str, bytes, float]  # subject, payload, arrival time
 _Key = tuple[str, str, str]  # sensor_type, location, device
+
+
+def _short(v: object, limit: int = 80) -> str:
+    """``repr(v)``, cut to ``limit`` characters."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class BadReading(ValueError):
@@ -157,6 +183,12 @@ class Ingestor:
             await self._take(subject, data)
 
     async def _take(self, subject: str, data: bytes) -> None:
+        if len(data) > MAX_READING_BYTES:
+            self._reject(
+                f"{subject}: payload of {len(data):,} bytes refused (a reading is at most "
+                f"{MAX_READING_BYTES:,})"
+            )
+            return
         if len(self._pending) >= self.max_pending:
             self._reject(f"ingest backlog full ({self.max_pending} readings): reading dropped")
             return
@@ -184,6 +216,8 @@ class Ingestor:
 
     # --- parsing and writing (worker thread) -------------------------------------------------
     def _reject(self, reason: str, count: int = 1) -> None:
+        if len(reason) > MAX_ERROR_CHARS:
+            reason = reason[: MAX_ERROR_CHARS - 3] + "..."
         with self._stats_lock:
             self.stats["rejected"] += count
             self.stats["last_error"] = reason
@@ -210,6 +244,11 @@ class Ingestor:
                 f"subject {subject!r} is not {SENSORS_PREFIX}.{self.node}.<location>.<type>"
             )
         location, sensor_type = parts
+        if max(len(location), len(sensor_type)) > MAX_NAME_CHARS:
+            raise BadReading(
+                f"{_short(subject)}: a location or sensor type is longer than "
+                f"{MAX_NAME_CHARS} characters"
+            )
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -225,14 +264,20 @@ class Ingestor:
             unit = obj.get("unit")
             if not isinstance(device, str) or not device:
                 raise BadReading(f"{subject}: 'device' must be a non-empty string")
+            if len(device) > MAX_DEVICE_CHARS:
+                raise BadReading(
+                    f"{subject}: 'device' is longer than {MAX_DEVICE_CHARS} characters"
+                )
             if unit is not None and not isinstance(unit, str):
                 raise BadReading(f"{subject}: 'unit' must be a string")
+            if unit is not None and len(unit) > MAX_UNIT_CHARS:
+                raise BadReading(f"{subject}: 'unit' is longer than {MAX_UNIT_CHARS} characters")
         else:
             value = obj
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BadReading(f"{subject}: value {value!r} is not a number")
+            raise BadReading(f"{subject}: value {_short(value)} is not a number")
         if isinstance(ts, bool) or not isinstance(ts, int | float):
-            raise BadReading(f"{subject}: ts {ts!r} is not a number (epoch seconds)")
+            raise BadReading(f"{subject}: ts {_short(ts)} is not a number (epoch seconds)")
         value, ts = float(value), float(ts)
         if not math.isfinite(value):
             raise BadReading(f"{subject}: value {value} is not finite")
@@ -247,6 +292,11 @@ class Ingestor:
             raise BadReading(
                 f"{subject}: unit {unit!r} differs from the unit {stored!r} stored for "
                 f"device {device!r}"
+            )
+        if stored is None and len(known) >= MAX_SENSORS:
+            raise BadReading(
+                f"{subject}: new sensor {device!r} refused: node {self.node} has "
+                f"{len(known)} sensors (at most {MAX_SENSORS})"
             )
         known.setdefault(key, unit)  # the first unit of a new sensor wins within a batch
         return key, unit, ts, value

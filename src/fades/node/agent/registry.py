@@ -25,6 +25,7 @@ from fades.bus.base import KeyValue
 from fades.errors import FadesError, NodeNameInUse
 from fades.fabric.protocol import DataHeld, NodeInfo, NodeLoad
 from fades.fabric.streams import nodes_bucket
+from fades.node.entryfit import fit_entry
 
 if TYPE_CHECKING:
     from fades.node.agent import NodeAgent
@@ -177,7 +178,9 @@ class Registry:
             self._ingest_written = written
             await self.refresh_data()
         self.seq += 1
-        entry = self.info().encode()
+        entry, left_out = fit_entry(self.info())
+        if left_out and self.seq % 60 == 1:
+            log.warning("node %s: entry too big: %d data lines left out", self.agent.name, left_out)
         try:
             await (await self._bucket()).put(self.agent.name, entry)
         except Exception:
