@@ -418,6 +418,8 @@ class ClusterInUse(FadesError):
 class NodeNameInUse(FadesError):
     """A node agent started under the name of a node that is still running: its registry entry
     kept being renewed while the new one watched it. The message names the running one."""
+
+
 # --- node storage (NAME=hostile) ---------------------------------------------------------------
 class NodeStorageFull(FadesError):
     """A node's SQLite file could not be written: the disk is full, or the process's file-size
