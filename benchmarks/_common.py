@@ -117,6 +117,14 @@ def head(ds: Dataset, n: int) -> Dataset:
     )
 
 
+def fades_from(src: str) -> list[str]:
+    """The command that runs ``python -m fades`` from the source tree ``src`` (an older
+    version's ``src`` for same-run before/after comparisons)."""
+    import sys
+
+    return ["env", f"PYTHONPATH={src}", sys.executable, "-m", "fades"]
+
+
 def readings_for_bytes(nbytes: int) -> int:
     return max(1, nbytes // BYTES_PER_READING)
 

@@ -49,6 +49,7 @@ from fades.cluster import LocalCluster
 from fades.node import Node
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fades_from
 from _trace_latency import Tracer, node_hops, phases_p50, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,7 +70,7 @@ class OldCluster(LocalCluster):
         **kw: Any,
     ) -> Any:
         if exe is None and args[:1] in (["controller"], ["node"]):
-            exe = ["env", f"PYTHONPATH={self.src}", sys.executable, "-m", "fades"]
+            exe = fades_from(self.src)
         return super()._spawn(label, args, cloud=cloud, exe=exe, **kw)
 
 

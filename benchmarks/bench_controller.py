@@ -52,6 +52,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from _common import fades_from
 from fades.cluster import LocalCluster
 from fades.node import Node
 
@@ -80,7 +81,7 @@ class Cluster(LocalCluster):
             helper = Path(__file__).resolve().parent / "_profile_node.py"
             exe = [sys.executable, str(helper), PROFILE_NODE]
         elif self.node_src and exe is None and args[:2] == ["node", "start"]:
-            exe = ["env", f"PYTHONPATH={self.node_src}", sys.executable, "-m", "fades"]
+            exe = fades_from(self.node_src)
         return super()._spawn(label, args, cloud=cloud, exe=exe, **kw)
 
 
