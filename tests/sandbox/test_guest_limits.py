@@ -58,8 +58,9 @@ def test_too_deep_walks_iteratively_and_once_over_shared_data() -> None:
     assert fades_capture.too_deep({"a": [collections.deque([{"b": 1}])]}, 3)
     assert fades_capture.too_deep({(((1,),),): 1}, 3)  # keys count too
     loop: list[object] = []
-    loop.append(loop)
-    assert fades_capture.too_deep(loop, 200)
+    loop.append([loop])  # a cycle is not depth: the encoders stop at it themselves
+    assert not fades_capture.too_deep(loop, 200)
+    assert fades_capture.too_deep([loop, deep], 200)
     shared: list[object] = []
     for _ in range(150):  # 2**150 paths, 150 containers: walked once each
         shared = [shared, shared]

@@ -78,24 +78,30 @@ def too_deep(value: object, limit: int, kinds: tuple[type, ...] = NESTING) -> bo
 
     Iterative: the sandbox's call stack gives out near 1,000 levels of the C encoder or
     pickler, as a trap that ends the instance rather than an exception, so this runs before
-    any recursive encoder. A container of scalars only is passed at C speed; a container
-    reached again no deeper than before is skipped (shared data is walked once; a cycle
-    goes deeper each time round, so it counts as too deep).
+    any recursive encoder. A container of scalars only is passed at C speed. A container
+    already on the current path (a cycle: the encoders stop there themselves) or reached
+    before at least as deep (shared data) is not walked again.
     """
     if not isinstance(value, kinds):
         return False
     best: dict[int, int] = {}
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    on_path: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(value, 1, False)]
     while stack:
-        v, depth = stack.pop()
+        v, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(v))
+            continue
         if depth > limit:
             return True
-        if best.get(id(v), 0) >= depth:
+        if id(v) in on_path or best.get(id(v), 0) >= depth:
             continue
         best[id(v)] = depth
+        on_path.add(id(v))
+        stack.append((v, depth, True))
         for part in (v.keys(), v.values()) if isinstance(v, dict) else (v,):
             if not _SCALARS.issuperset(set(map(type, part))):
-                stack.extend((x, depth + 1) for x in part if isinstance(x, kinds))
+                stack.extend((x, depth + 1, False) for x in part if isinstance(x, kinds))
     return False
 
 
