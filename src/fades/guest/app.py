@@ -41,8 +41,15 @@ _escape = json.encoder.encode_basestring
 _RecursionError = RecursionError
 _capture = fades_capture.capture
 _restore = fades_capture.restore
-_too_deep = fades_capture.too_deep
 _release = fades_capture.release
+_referents = __import__("gc").get_referents
+_compress = __import__("itertools").compress
+_map = map
+_set = set
+_list = list
+_zip = zip
+_id = id
+_issubclass = issubclass
 _max_digits = __import__("sys").get_int_max_str_digits
 _urandom = os.urandom
 _a2b_base64 = binascii.a2b_base64
@@ -130,6 +137,32 @@ MAX_TRACEBACK = 16384
 #: on results (HostLimits.max_result_depth) is lower still
 MAX_DEPTH = fades_capture.MAX_DEPTH
 _JSON_NESTING = (dict, list, tuple)
+_JSON_TYPES = frozenset(_JSON_NESTING)
+
+
+def _too_deep(value: object) -> bool:
+    """True if ``value`` nests dicts, lists and tuples more than :data:`MAX_DEPTH` levels.
+
+    One level at a time, each in a few C calls over all of the level's items (the
+    collector's list of what the level's containers refer to, filtered by type, shared
+    containers counted once): a Python loop per container costs more than encoding. A
+    cycle never ends, so it counts as too deep (:func:`_deep_problem` then names it).
+    """
+    if not _isinstance(value, _JSON_NESTING):
+        return False
+    level: list[object] = [value]
+    for _ in range(MAX_DEPTH):
+        refs = _referents(*level)
+        types = _set(_map(_type, refs))
+        kinds = _JSON_TYPES
+        others = types - kinds
+        if others:  # a subclass of dict or list nests as deep (few types: a short loop)
+            kinds = kinds | {t for t in others if _issubclass(t, _JSON_NESTING)}
+        if types.isdisjoint(kinds):
+            return False
+        level = _list(_compress(refs, _map(kinds.__contains__, _map(_type, refs))))
+        level = _list(dict(_zip(_map(_id, level), level)).values())
+    return True
 
 
 def _no_default(o: object) -> object:
@@ -399,7 +432,7 @@ class WitWorld(wit_world.WitWorld):
         if report is not None:
             raise report from None
         sealed = _clock() - t_seal
-        if _too_deep(result, MAX_DEPTH):
+        if _too_deep(result):
             problem = _deep_problem(result)
             holder, result = [result], None
             _release(holder)  # freed from the outside in: a deep value's own free recurses

@@ -111,17 +111,17 @@ def release(holder: list[Any]) -> None:
     on its way out: CPython frees a container's items from inside its own deallocation, one
     C call deeper per level. Each container is dropped while this loop still holds its
     items, so every deallocation is one level deep."""
-    stack = holder[:]
+    stack: list[Any] = holder[:]
     holder.clear()
     while stack:
-        v = stack.pop()
+        v: Any = stack.pop()
         # held elsewhere too (shared, or still in use): dropping this reference frees nothing
         if isinstance(v, NESTING) and _refcount(v) <= _SOLE:
             if isinstance(v, dict):
                 stack.extend(x for x in v if isinstance(x, NESTING))
                 stack.extend(x for x in v.values() if isinstance(x, NESTING))
-            else:
-                stack.extend(x for x in v if isinstance(x, NESTING))
+            else:  # (no second name for v: it would keep v alive past ``del v``)
+                stack.extend(x for x in v if isinstance(x, NESTING))  # type: ignore[attr-defined]
         del v
 
 
