@@ -5,8 +5,9 @@ Run:  PYTHONPATH=src:. python tests/sandbox/measure_depth_check.py OLD_HASH [N]
 
 OLD_HASH names a runtime in FADES_CACHE/runtime (``runtime-OLD_HASH.wasm``; build it from a
 checkout of the baseline with ``python -c "from fades.functions.build import runtime_wasm;
-runtime_wasm()"`` and ``runtime_source_hash()``). Prints the p50 wall time of ``invoke`` for
-three results: a number, 10,000 small records, 100,000 floats.
+runtime_wasm()"`` and ``runtime_source_hash()``). Prints the p50 wall time of ``invoke`` and of
+its result stage (the check, the encoding and the host's parse) for three results: a
+number, 10,000 small records, 100,000 floats.
 """
 
 from __future__ import annotations
@@ -48,18 +49,22 @@ def main() -> None:
         fn = art("m", src, key)
         sessions = {k: sb.open(fn, limits) for k, sb in runtimes.items()}
         times: dict[str, list[float]] = {k: [] for k in sessions}
+        results: dict[str, list[float]] = {k: [] for k in sessions}
         for s in sessions.values():
             s.invoke(blob)  # warm
         for i in range(n):
             for k in sorted(sessions, reverse=bool(i % 2)):
                 t0 = time.perf_counter()
-                sessions[k].invoke(blob)
+                res = sessions[k].invoke(blob)
                 times[k].append(time.perf_counter() - t0)
+                results[k].append(res.timing["result"])
         for s in sessions.values():
             s.close()
         old, new = (statistics.median(times[k]) for k in ("main", "branch"))
         ms = f"p50 main {old * 1e3:8.3f} ms  branch {new * 1e3:8.3f} ms"
-        print(f"{name:12s} {ms}  x{new / old:.2f}")
+        ro, rn = (statistics.median(results[k]) for k in ("main", "branch"))
+        enc = f"result stage main {ro * 1e3:8.3f} ms  branch {rn * 1e3:8.3f} ms"
+        print(f"{name:12s} invoke {ms}  x{new / old:.2f};  {enc}  x{rn / ro:.2f}")
 
 
 if __name__ == "__main__":

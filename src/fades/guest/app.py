@@ -145,7 +145,8 @@ def _too_deep(value: object) -> bool:
 
     One level at a time, each in a few C calls over all of the level's items (the
     collector's list of what the level's containers refer to, filtered by type, shared
-    containers counted once): a Python loop per container costs more than encoding. A
+    containers counted once where a level grows): a Python loop per container costs more
+    than encoding. A
     cycle never ends, so it counts as too deep (:func:`_deep_problem` then names it).
     """
     if not _isinstance(value, _JSON_NESTING):
@@ -153,15 +154,18 @@ def _too_deep(value: object) -> bool:
     level: list[object] = [value]
     for _ in range(MAX_DEPTH):
         refs = _referents(*level)
-        types = _set(_map(_type, refs))
+        type_of = _list(_map(_type, refs))
+        types = _set(type_of)
         kinds = _JSON_TYPES
         others = types - kinds
         if others:  # a subclass of dict or list nests as deep (few types: a short loop)
             kinds = kinds | {t for t in others if _issubclass(t, _JSON_NESTING)}
         if types.isdisjoint(kinds):
             return False
-        level = _list(_compress(refs, _map(kinds.__contains__, _map(_type, refs))))
-        level = _list(dict(_zip(_map(_id, level), level)).values())
+        below = _list(_compress(refs, _map(kinds.__contains__, type_of)))
+        if _len(below) > _len(level) and _len(below) > 64:  # shared ones must not multiply
+            below = _list(dict(_zip(_map(_id, below), below)).values())
+        level = below
     return True
 
 
