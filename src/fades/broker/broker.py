@@ -32,6 +32,7 @@ from fades.broker.base import (
     DataSummary,
     FetchLimits,
 )
+from fades.broker.explain import sensor_keys, why_empty
 from fades.broker.policy import AccessPolicy
 from fades.errors import (
     BrokerError,
@@ -345,6 +346,20 @@ class DataBroker:
         if time.monotonic() > deadline + _GRACE_S:
             raise RetrievalTimeLimitExceeded(lim.seconds, tenant=tenant)
         return out, stats
+
+    def explain_empty(self, tenant: str, op: DataOp) -> str | None:
+        """Why ``op`` selected no rows when it names a location or sensor type this node does
+        not hold (with the nearest it does), in one line; None when the names are all known
+        or the connector cannot list its sensors cheaply. Never raises: it only words an
+        error that is raised anyway."""
+        conn = self.connectors.get(op.connector)
+        if conn is None:
+            return None
+        try:
+            keys = sensor_keys(conn)
+            return None if keys is None else why_empty(op, keys, self.policy.rule(tenant))
+        except Exception:  # an explanation must not replace the error it explains
+            return None
 
     def describe(self, tenant: str | None = None) -> dict[str, list[DataSummary]]:
         """Summaries per connector name; only what ``tenant`` may read if one is given."""

@@ -1,4 +1,4 @@
-"""The ``fades`` command line (console script ``fades = "fades.cli:app"``).
+"""The ``fades`` command line (console script ``fades = "fades.__main__:main"``, which imports it).
 
 One module per command group: :mod:`~fades.cli.keys`, :mod:`~fades.cli.fn`,
 :mod:`~fades.cli.data`, :mod:`~fades.cli.task`, :mod:`~fades.cli.pipeline`,

@@ -41,6 +41,16 @@ _escape = json.encoder.encode_basestring
 _RecursionError = RecursionError
 _capture = fades_capture.capture
 _restore = fades_capture.restore
+_release = fades_capture.release
+_referents = __import__("gc").get_referents
+_compress = __import__("itertools").compress
+_map = map
+_set = set
+_list = list
+_zip = zip
+_id = id
+_issubclass = issubclass
+_max_digits = __import__("sys").get_int_max_str_digits
 _urandom = os.urandom
 _a2b_base64 = binascii.a2b_base64
 
@@ -122,6 +132,41 @@ _reseed = random.seed
 
 MAX_MESSAGE = 4096
 MAX_TRACEBACK = 16384
+#: a result nested deeper is refused before encoding (the C encoder would exhaust the
+#: sandbox's call stack near 1,000 levels: a trap, not an exception); the host's own limit
+#: on results (HostLimits.max_result_depth) is lower still
+MAX_DEPTH = fades_capture.MAX_DEPTH
+_JSON_NESTING = (dict, list, tuple)
+_JSON_TYPES = frozenset(_JSON_NESTING)
+
+
+def _too_deep(value: object) -> bool:
+    """True if ``value`` nests dicts, lists and tuples more than :data:`MAX_DEPTH` levels.
+
+    One level at a time, each in a few C calls over all of the level's items (the
+    collector's list of what the level's containers refer to, filtered by type, shared
+    containers counted once where a level grows): a Python loop per container costs more
+    than encoding. A
+    cycle never ends, so it counts as too deep (:func:`_deep_problem` then names it).
+    """
+    if not _isinstance(value, _JSON_NESTING):
+        return False
+    level: list[object] = [value]
+    for _ in range(MAX_DEPTH):
+        refs = _referents(*level)
+        type_of = _list(_map(_type, refs))
+        types = _set(type_of)
+        kinds = _JSON_TYPES
+        others = types - kinds
+        if others:  # a subclass of dict or list nests as deep (few types: a short loop)
+            kinds = kinds | {t for t in others if _issubclass(t, _JSON_NESTING)}
+        if types.isdisjoint(kinds):
+            return False
+        below = _list(_compress(refs, _map(kinds.__contains__, type_of)))
+        if _len(below) > _len(level) and _len(below) > 64:  # shared ones must not multiply
+            below = _list(dict(_zip(_map(_id, below), below)).values())
+        level = below
+    return True
 
 
 def _no_default(o: object) -> object:
@@ -174,6 +219,32 @@ class ResultNotJSON(ValueError):
     """The function's return value (not its code) cannot be encoded as JSON."""
 
 
+class ResultTooDeep(ValueError):
+    """The function's return value nests more than :data:`MAX_DEPTH` levels deep."""
+
+
+def _deep_problem(value: object) -> BaseException:
+    """Why ``value`` (known to be too deep) is refused: a container inside itself (named as
+    such), else the depth. Depth-first with the containers on the current path; stops at the
+    first level past the limit."""
+    on_path: set[int] = set()
+    stack: list[tuple[object, int, bool]] = [(value, 0, False)]
+    while stack:
+        v, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(v))
+            continue
+        if id(v) in on_path:
+            return ResultNotJSON("result: a container that contains itself is not JSON")
+        if depth >= MAX_DEPTH:
+            break
+        on_path.add(id(v))
+        stack.append((v, depth, True))
+        items = v.values() if _isinstance(v, dict) else v  # type: ignore[attr-defined]
+        stack.extend((x, depth + 1, False) for x in items if _isinstance(x, _JSON_NESTING))  # type: ignore[attr-defined]
+    return ResultTooDeep(f"result: nested more than {MAX_DEPTH} levels deep")
+
+
 def _bad_path(value: object) -> str:
     """Where in ``value`` JSON fails: ``result["rooms"][2]: set is not JSON``."""
     stack: list[tuple[str, object]] = [("result", value)]
@@ -181,7 +252,17 @@ def _bad_path(value: object) -> str:
     while stack:
         path, v = stack.pop()
         t = _type(v)
-        if v is None or _isinstance(v, (bool, int, str)):
+        if _isinstance(v, int) and not _isinstance(v, bool):
+            try:
+                _str(v)
+            except ValueError:
+                return (
+                    f"{path}: an integer of more than {_max_digits()} digits cannot be written "
+                    f"as JSON (Python's limit on converting an int to text, "
+                    f"sys.set_int_max_str_digits)"
+                )
+            continue
+        if v is None or _isinstance(v, (bool, str)):
             continue
         if _isinstance(v, float):
             if v != v or v in (float("inf"), float("-inf")):
@@ -355,6 +436,11 @@ class WitWorld(wit_world.WitWorld):
         if report is not None:
             raise report from None
         sealed = _clock() - t_seal
+        if _too_deep(result):
+            problem = _deep_problem(result)
+            holder, result = [result], None
+            _release(holder)  # freed from the outside in: a deep value's own free recurses
+            raise _error(problem) from None
         try:
             out = _encode({"result": result})
         except _RecursionError as exc:

@@ -41,6 +41,7 @@ import fractions
 import io
 import json
 import pickle
+import sys
 import types
 from typing import Any, NoReturn
 
@@ -55,6 +56,74 @@ _BIG = 2**53  # larger ints travel as strings (JSON readers may round them)
 #: classes captured through their ``__fades_state__`` / ``__fades_restore__`` (top-level only)
 _GRAPHS: tuple[type, ...] = (_graph_module.StepGraph,)
 MAX_DEPTH = 200
+_refcount = sys.getrefcount
+
+
+def _sole_count() -> int:
+    """What :func:`sys.getrefcount` reads for a local that holds the only reference (2, or
+    less where the interpreter borrows references onto its stack)."""
+    v: list[object] = []
+    return _refcount(v)
+
+
+_SOLE = _sole_count()
+#: containers :func:`too_deep` descends into (with their subclasses: OrderedDict, Counter ...)
+NESTING: tuple[type, ...] = (list, tuple, dict, set, frozenset, collections.deque)
+#: types that never hold anything (a container of these only is passed without a loop)
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
+def too_deep(value: object, limit: int, kinds: tuple[type, ...] = NESTING) -> bool:
+    """True if ``value`` nests containers of ``kinds`` more than ``limit`` levels deep.
+
+    Iterative: the sandbox's call stack gives out near 1,000 levels of the C encoder or
+    pickler, as a trap that ends the instance rather than an exception, so this runs before
+    any recursive encoder. A container of scalars only is passed at C speed. A container
+    already on the current path (a cycle: the encoders stop there themselves) or reached
+    before at least as deep (shared data) is not walked again.
+    """
+    if not isinstance(value, kinds):
+        return False
+    best: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(value, 1, False)]
+    while stack:
+        v, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(v))
+            continue
+        if depth > limit:
+            return True
+        if id(v) in on_path or best.get(id(v), 0) >= depth:
+            continue
+        best[id(v)] = depth
+        on_path.add(id(v))
+        stack.append((v, depth, True))
+        for part in (v.keys(), v.values()) if isinstance(v, dict) else (v,):
+            if not _SCALARS.issuperset(set(map(type, part))):
+                stack.extend((x, depth + 1, False) for x in part if isinstance(x, kinds))
+    return False
+
+
+def release(holder: list[Any]) -> None:
+    """Free the values in ``holder`` (which must hold the only references to them) from the
+    outside in, so that a value nested 100,000 levels deep does not exhaust the call stack
+    on its way out: CPython frees a container's items from inside its own deallocation, one
+    C call deeper per level. Each container is dropped while this loop still holds its
+    items, so every deallocation is one level deep."""
+    stack: list[Any] = holder[:]
+    holder.clear()
+    while stack:
+        v: Any = stack.pop()
+        # held elsewhere too (shared, or still in use): dropping this reference frees nothing
+        if isinstance(v, NESTING) and _refcount(v) <= _SOLE:
+            if isinstance(v, dict):
+                stack.extend(x for x in v if isinstance(x, NESTING))
+                stack.extend(x for x in v.values() if isinstance(x, NESTING))
+            else:  # (no second name for v: it would keep v alive past ``del v``)
+                stack.extend(x for x in v if isinstance(x, NESTING))  # type: ignore[attr-defined]
+        del v
+
 
 _FACTORIES = {
     t.__name__: t for t in (int, float, str, bytes, list, dict, set, tuple, frozenset, bool)
@@ -291,7 +360,8 @@ def capture(namespace: dict[str, Any], limit: int) -> str:
     """
     data = {k: v for k, v in namespace.items() if type(k) is str and not _is_code(k, v)}
     text = None
-    if not any(type(v) in _GRAPHS for v in data.values()):
+    # the pickler recurses in C: deep data goes to the tagged encoder, which names it
+    if not any(type(v) in _GRAPHS for v in data.values()) and not too_deep(data, MAX_DEPTH + 1):
         text = _fast(data)
     if text is None:
         try:

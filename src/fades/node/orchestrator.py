@@ -470,10 +470,16 @@ class Orchestrator:
             )
         empty = [op.name for op in task.data if not op.allow_empty and not len(datasets[op.name])]
         if empty:
+            why = [
+                f"{op.name}: {reason}"
+                for op in task.data
+                if op.name in empty and (reason := self.broker.explain_empty(task.tenant, op))
+            ]
             raise NoData(
-                f"no rows matched data operation(s) {', '.join(empty)}; check the selection "
-                f"(location, sensor type, time window), or set 'allow_empty: true' on the "
-                f"operation to run the function on empty data"
+                f"no rows matched data operation(s) {', '.join(empty)}"
+                + (f" ({'; '.join(why)})" if why else "")
+                + "; check the selection (location, sensor type, time window), or set "
+                "'allow_empty: true' on the operation to run the function on empty data"
             )
         t1 = time.perf_counter()
         blob = encode(datasets, task.function.params, task.inputs)

@@ -18,6 +18,9 @@ from fades.errors import (
 from fades.sandbox.base import HostLimits, Limits
 from fades.sandbox.output import clip, parse_json, typed_field
 
+#: the runtime refuses a result nested deeper than this before encoding it (its
+#: fades_capture.MAX_DEPTH; a test keeps the two equal)
+GUEST_MAX_DEPTH = 200
 _NETWORK_MODULES = {"socket", "_socket", "ssl", "_ssl", "select", "selectors", "asyncio"}
 
 
@@ -53,6 +56,11 @@ def translate_guest_error(
     if kind == "ResultNotJSON":
         return BadFunctionOutput(
             f"the function's return value is not JSON: {message}", traceback=tb, logs=log
+        )
+    if kind == "ResultTooDeep":  # refused in the guest before its encoder ran out of stack
+        depth = min(host.max_result_depth, GUEST_MAX_DEPTH)
+        return BadFunctionOutput(
+            f"the function's result is nested more than {depth} levels deep", logs=log
         )
     if kind == "MemoryError":
         return MemoryLimitExceeded(limits.memory_mib, traceback=tb, logs=log)

@@ -253,6 +253,8 @@ class Ingestor:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadReading(f"{subject}: payload is not JSON or a number ({exc})") from None
+        except RecursionError:  # escaping, it would drop the whole batch's good readings
+            raise BadReading(f"{subject}: payload JSON is nested too deeply") from None
         device, unit = f"{location}-{sensor_type}", None
         ts: Any = arrived
         if isinstance(obj, dict):

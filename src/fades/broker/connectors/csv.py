@@ -25,6 +25,7 @@ from fades.broker.base import CATEGORICAL, Dataset, DataSummary
 from fades.broker.connectors.memory import (
     check_deadline,
     count_columns,
+    keys_of,
     select_columns,
     summarise,
 )
@@ -79,6 +80,7 @@ class CSVConnector:
         self.defaults = dict(defaults or {})
         self.delimiter = delimiter
         self._data: Dataset | None = None
+        self._keys: set[tuple[str, str]] | None = None
         self._lock = threading.Lock()
 
     def load(self) -> Dataset:
@@ -172,6 +174,12 @@ class CSVConnector:
 
     def describe(self) -> list[DataSummary]:
         return summarise(self.load())
+
+    def sensor_keys(self) -> set[tuple[str, str]]:
+        """The (location, sensor type) pairs in the file (found once, after parsing it)."""
+        if self._keys is None:
+            self._keys = keys_of(self.load())
+        return set(self._keys)
 
     def count(self) -> int:
         return len(self.load())

@@ -132,6 +132,15 @@ def concat(a: Dataset, b: Dataset) -> Dataset:
     )
 
 
+def keys_of(ds: Dataset) -> set[tuple[str, str]]:
+    """The (location, sensor type) pairs present in ``ds`` (one vectorised pass)."""
+    if len(ds) == 0:
+        return set()
+    key = ds.codes["location"].astype(np.int64) * 65536 + ds.codes["sensor_type"]
+    loc, st = ds.labels["location"], ds.labels["sensor_type"]
+    return {(loc[int(k) // 65536], st[int(k) % 65536]) for k in np.unique(key)}
+
+
 def summarise(ds: Dataset) -> list[DataSummary]:
     """One :class:`DataSummary` per (location, sensor type) present in ``ds``."""
     out: list[DataSummary] = []
@@ -171,6 +180,8 @@ class MemoryConnector:
         self._pending: list[tuple[float, float, str, str, str]] = []
         self._pending_units: dict[str, str] = {}
         self._lock = threading.Lock()
+        #: (location, sensor type) pairs held, kept up to date as readings are added
+        self._keys = keys_of(self._data)
 
     @classmethod
     def from_records(
@@ -196,12 +207,14 @@ class MemoryConnector:
         with self._lock:
             self._pending.append((float(ts), float(value), sensor_type, location, device))
             self._pending_units[sensor_type] = unit
+            self._keys.add((location, sensor_type))
 
     def extend(self, dataset: Dataset) -> None:
         """Append all readings of ``dataset``."""
         with self._lock:
             self._flush()
             self._data = concat(self._data, dataset)
+            self._keys |= keys_of(dataset)
 
     def _flush(self) -> None:
         if self._pending:
@@ -231,6 +244,11 @@ class MemoryConnector:
 
     def describe(self) -> list[DataSummary]:
         return summarise(self.snapshot())
+
+    def sensor_keys(self) -> set[tuple[str, str]]:
+        """The (location, sensor type) pairs held (no pass over the readings)."""
+        with self._lock:
+            return set(self._keys)
 
     def count(self) -> int:
         return len(self.snapshot())

@@ -35,6 +35,7 @@ from fades.broker.base import Dataset, DataSummary
 from fades.broker.connectors.memory import (
     check_deadline,
     count_columns,
+    keys_of,
     select_columns,
     summarise,
     take,
@@ -108,6 +109,8 @@ def read_capture(path: Path, max_packets: int = MAX_PACKETS) -> Dataset:
                 rec = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise _bad(path, n, f"not JSON ({exc.msg})") from exc
+            except RecursionError:
+                raise _bad(path, n, "JSON nested too deeply for a packet") from None
             if not isinstance(rec, dict):
                 raise _bad(path, n, "expected an object with " + ", ".join(_FIELDS))
             missing = [k for k in _FIELDS if k not in rec]
@@ -174,6 +177,10 @@ class PacketConnector:
 
     def describe(self) -> list[DataSummary]:
         return summarise(self._visible())
+
+    def sensor_keys(self) -> set[tuple[str, str]]:
+        """The (location, sensor type) pairs in the capture."""
+        return keys_of(self._data)
 
     def count(self) -> int:
         return len(self._visible())

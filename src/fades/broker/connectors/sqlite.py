@@ -382,6 +382,12 @@ class SQLiteConnector:
             for r in rows
         ]
 
+    def sensor_keys(self) -> set[tuple[str, str]]:
+        """The (location, sensor type) pairs of the sensors table (written on ingest, pruned
+        by :meth:`clear`): a read of the small sensors table, not of the readings."""
+        rows = self._conn().execute("SELECT DISTINCT location, sensor_type FROM sensors")
+        return {(str(r[0]), str(r[1])) for r in rows}
+
     def count(self) -> int:
         """Number of readings stored."""
         return int(self._conn().execute("SELECT COUNT(*) FROM readings").fetchone()[0])
