@@ -114,3 +114,38 @@ def test_the_sweep_waits_while_the_loop_publishes_and_looks_after_a_failure(
 
     asyncio.run(go())
     store.close()
+
+
+def test_a_result_whose_finish_callback_comes_after_the_sweep_is_published_once(
+    tmp_path: Path,
+) -> None:
+    # the worker thread committed the end; before its finish callback ran, a sweep read the
+    # result and published it; then the callback hands it to the loop (seen once in CI)
+    store = TaskStore(tmp_path / "tasks.db")
+    outbox = Outbox(_agent(store))
+    sent: list[str] = []
+
+    async def send(outcome: Outcome) -> None:
+        sent.append(outcome.task_id)
+
+    outbox.send = send  # type: ignore[method-assign]
+
+    async def go() -> None:
+        outbox.bind()
+        loop_task = asyncio.create_task(outbox.loop())
+        try:
+            _finished(store, "t1")
+            ended = store.get("t1")  # what the worker read right after committing the end
+            await wait_for(outbox.flush(), 60)  # the sweep publishes it
+            outbox.on_finish(ended)  # the late callback
+            _finished(store, "t2")
+            outbox.on_finish(store.get("t2"))  # and a later result: the loop serves it
+            deadline = time.monotonic() + 60
+            while "t2" not in sent and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            await cancel_all([loop_task])
+
+    asyncio.run(go())
+    assert sent == ["t1", "t2"], f"published {sent}"
+    store.close()

@@ -7,7 +7,9 @@ the finished record to the event loop, which publishes whatever has finished mea
 most :data:`OUTBOX_INFLIGHT` awaiting the fabric at once) and marks the acknowledged ones
 delivered with one commit; results left undelivered (fabric down, a crash) are re-published
 on start and on every heartbeat. The heartbeat's sweep skips the results the outbox loop holds
-or is publishing right now (under a burst it would publish them a second time), and is not
+or is publishing right now (under a burst it would publish them a second time); what it
+publishes is claimed, so that a finish callback arriving after the sweep's read (the end was
+committed just before it) does not make the loop publish it again. The sweep is not
 run at all while the loop is publishing and nothing failed (at most every
 :data:`SWEEP_BUSY_EVERY_S` then). A lone result is published straight away and marked
 delivered on the loop itself. Readers de-duplicate by task id (the message id too).
@@ -44,6 +46,9 @@ INLINE_MARK_MAX = 8
 #: while the loop is publishing and nothing failed, the heartbeat's sweep (a read of every
 #: undelivered result) runs at most this often
 SWEEP_BUSY_EVERY_S = 10.0
+#: how long a sweep's claim on a result it publishes is kept for a finish callback that may
+#: still hand the same result to the loop (the callback runs just after the end's commit)
+CLAIM_KEEP_S = 60.0
 
 
 class Outbox:
@@ -63,6 +68,10 @@ class Outbox:
         # while a sweep reads the store: ids the loop finished with meanwhile (it may have
         # published one after the sweep's read and before its second look at _held)
         self._left: set[str] | None = None
+        # ids a sweep publishes (or published), with when it claimed them: a finish callback
+        # that comes after the sweep read the result (its end was committed just before) must
+        # not make the loop publish it again; guarded by _handing
+        self._claimed: dict[str, float] = {}
         #: wake-ups of the event loop by finish callbacks (for tests and the benchmark)
         self.wakeups = 0
         # a result was not delivered since the last sweep (the next sweep must look)
@@ -181,8 +190,10 @@ class Outbox:
             recs = [await self._finished.get()]
             while len(recs) < OUTBOX_BATCH and not self._finished.empty():
                 recs.append(self._finished.get_nowait())
+            with self._handing:  # the ones a sweep claimed are its own
+                mine = [r for r in recs if self._claimed.pop(r.id, None) is None]
             try:
-                await self.publish_many([r for r in recs if r.done and not r.delivered])
+                await self.publish_many([r for r in mine if r.done and not r.delivered])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # they stay in the outbox for the sweep
@@ -216,14 +227,21 @@ class Outbox:
             with self._handing:  # held before the read: the loop may deliver them meanwhile
                 held = set(self._held)
                 self._left = set()
+            recs: list[TaskRecord] = []
             try:
                 recs = await asyncio.to_thread(store.undelivered)
             finally:
                 with self._handing:  # the loop publishes those itself, or did meanwhile
                     held |= self._held | (self._left or set())
                     self._left = None
-            recs = [r for r in recs if r.id not in held]
+                    recs = [r for r in recs if r.id not in held]
+                    now = time.monotonic()
+                    self._claimed = {
+                        k: t for k, t in self._claimed.items() if now - t < CLAIM_KEEP_S
+                    }
+                    self._claimed.update((r.id, now) for r in recs)  # ours from here on
             for i in range(0, len(recs), OUTBOX_BATCH):
                 part = recs[i : i + OUTBOX_BATCH]
                 if await self.publish_many(part) < len(part):
+                    self._missed = True  # the next sweep looks again, claims or not
                     break
