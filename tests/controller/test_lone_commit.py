@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fades.aiostop import wait_for
 from fades.controller.commits import GroupCommitter
 from fades.controller.store import ControllerStore
 from fades.errors import DuplicateTask
@@ -213,5 +214,39 @@ def test_checkpoints_of_lone_commits_run_in_the_writer_thread(tmp_path: Path) ->
         assert gc.checkpoints >= 2
         assert set(where) == {"fades-commits"}
     finally:
+        gc.close()
+        store.close()
+
+
+def test_a_lone_write_never_waits_on_the_loop_for_another_connections_write_lock(
+    tmp_path: Path,
+) -> None:
+    # the pipelines' store writes controller.db through a second connection: while it holds
+    # the write lock, a lone write goes to the writer thread instead of SQLite's busy handler
+    # blocking the event loop (up to 5 s, then "database is locked")
+    import sqlite3
+
+    store = ControllerStore(tmp_path / "controller.db")
+    gc = GroupCommitter(store)
+    other = sqlite3.connect(tmp_path / "controller.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+
+    async def main() -> tuple[str, int]:
+        call = asyncio.ensure_future(gc.call(_add, store, "held"))
+        ticks = 0
+        while ticks < 20:  # the loop keeps turning while the write waits
+            await asyncio.sleep(0)
+            ticks += 1
+        assert not call.done()
+        other.execute("COMMIT")  # the other writer finishes: the queued write goes through
+        return await wait_for(call, 60), ticks
+
+    try:
+        got, ticks = asyncio.run(main())
+        assert got == "held" and ticks == 20
+        assert gc.inlined == 0
+        assert store.exists("t", "held")
+    finally:
+        other.close()
         gc.close()
         store.close()

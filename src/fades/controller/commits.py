@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from fades.controller.store import ControllerStore
 
@@ -101,21 +101,35 @@ class GroupCommitter:
             lock = self.store._lock
             if lock.acquire(blocking=False):  # never waits: a reader or the writer holds it
                 try:
-                    results = self._commit(items)
+                    results = self._commit(items, now=True)
                 finally:
                     lock.release()
-                self.inlined += 1
-                _settle(list(zip((f for _, f in items), results, strict=True)))
-                if self._uncheckpointed >= CHECKPOINT_EVERY:
-                    self._uncheckpointed = 0
-                    self._q.put(_CHECKPOINT)
-                return
+                if results is not None:  # (None: another connection is writing; the writer)
+                    self.inlined += 1
+                    _settle(list(zip((f for _, f in items), results, strict=True)))
+                    if self._uncheckpointed >= CHECKPOINT_EVERY:
+                        self._uncheckpointed = 0
+                        self._q.put(_CHECKPOINT)
+                    return
         for item in items:
             self._q.put(item)
 
-    def _commit(self, batch: list[_Item]) -> list[tuple[bool, Any]]:
+    @overload
+    def _commit(self, batch: list[_Item]) -> list[tuple[bool, Any]]: ...
+    @overload
+    def _commit(self, batch: list[_Item], now: bool) -> list[tuple[bool, Any]] | None: ...
+    def _commit(self, batch: list[_Item], now: bool = False) -> list[tuple[bool, Any]] | None:
+        """One transaction for ``batch``; ``now``: only if the database can be written at
+        once (None when another connection holds its write lock: nothing was run)."""
+        ops = [fn for fn, _ in batch]
         try:
-            results = self.store.group([fn for fn, _ in batch])
+            if now:
+                got = self.store.group_now(ops)
+                if got is None:
+                    return None
+                results = got
+            else:
+                results = self.store.group(ops)
         except BaseException as exc:  # the commit failed: every caller hears it
             log.warning("a group of %d controller.db writes failed: %r", len(batch), exc)
             results = [(False, exc)] * len(batch)

@@ -58,6 +58,9 @@ __all__ = [
 ]
 
 
+#: how long a write waits for another connection's write lock (sqlite3's default, 5 s); the
+#: event loop's own commits never wait (:meth:`ControllerStore.group_now`)
+BUSY_TIMEOUT_MS = 5000
 #: a task was handed to its node: ``accepted`` becomes ``dispatched``; the time is kept even
 #: when its outcome was stored first (a fast node can beat the mark)
 _MARK = (
@@ -88,9 +91,32 @@ class ControllerStore(DeviceAudit):
 
         ``applied``: ``(sequence, log id)`` of the controller log's last record these ops
         come from, stored in the same transaction (see :mod:`fades.controller.replica`)."""
-        out: list[tuple[bool, Any]] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            return self._in_group(ops, applied)
+
+    def group_now(self, ops: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]] | None:
+        """:meth:`group` if the database can be written at once; None (nothing run) if
+        another connection holds its write lock (the pipelines' store shares the file):
+        an event loop calling this never waits on SQLite's busy handler."""
+        with self._lock:
+            self._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return None
+                raise
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            return self._in_group(ops, None)
+
+    def _in_group(
+        self, ops: Sequence[Callable[[], Any]], applied: tuple[int, str] | None
+    ) -> list[tuple[bool, Any]]:
+        """(lock held, transaction begun) the body of :meth:`group`."""
+        out: list[tuple[bool, Any]] = []
+        try:
             if applied is not None:
                 self._db.execute(
                     "INSERT INTO replica (id, applied_seq, log_id) VALUES (1, ?, ?)"
@@ -98,20 +124,19 @@ class ControllerStore(DeviceAudit):
                     " log_id = excluded.log_id",
                     applied,
                 )
-            try:
-                for op in ops:
-                    self._db.execute("SAVEPOINT fades_op")
-                    try:
-                        out.append((True, op()))
-                    except Exception as exc:
-                        self._db.execute("ROLLBACK TO fades_op")
-                        out.append((False, exc))
-                    self._db.execute("RELEASE fades_op")
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            for op in ops:
+                self._db.execute("SAVEPOINT fades_op")
+                try:
+                    out.append((True, op()))
+                except Exception as exc:
+                    self._db.execute("ROLLBACK TO fades_op")
+                    out.append((False, exc))
+                self._db.execute("RELEASE fades_op")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
         return out
 
     def close(self) -> None:
