@@ -11,8 +11,8 @@ or is publishing right now (under a burst it would publish them a second time); 
 publishes is claimed, so that a finish callback arriving after the sweep's read (the end was
 committed just before it) does not make the loop publish it again. The sweep is not
 run at all while the loop is publishing and nothing failed (at most every
-:data:`SWEEP_BUSY_EVERY_S` then). A lone result is published straight away and marked
-delivered on the loop itself. Readers de-duplicate by task id (the message id too).
+:data:`SWEEP_BUSY_EVERY_S` then). A lone result is published straight away. Readers
+de-duplicate by task id (the message id too).
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ HEADROOM = 4096
 OUTBOX_INFLIGHT = 32
 #: the most finished tasks read, published and marked delivered (one commit) together
 OUTBOX_BATCH = 128
-#: at most this many results are marked delivered on the event loop itself (one small
-#: commit); more go to a thread
-INLINE_MARK_MAX = 8
 #: while the loop is publishing and nothing failed, the heartbeat's sweep (a read of every
 #: undelivered result) runs at most this often
 SWEEP_BUSY_EVERY_S = 10.0
@@ -168,10 +165,7 @@ class Outbox:
                 part = send[i : i + OUTBOX_INFLIGHT]
                 acked = await asyncio.gather(*(self._send_one(r) for r in part))
                 done.extend(r.id for r, ok in zip(part, acked, strict=True) if ok)
-        if len(done) <= INLINE_MARK_MAX:
-            if done:  # one small commit: cheaper here than two thread hand-offs
-                store.mark_delivered_many(done)
-        else:
+        if done:  # (in a thread: the store's lock and its checkpoints may wait)
             await asyncio.to_thread(store.mark_delivered_many, done)
         return len(done)
 
