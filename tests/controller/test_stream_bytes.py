@@ -80,3 +80,26 @@ def test_a_catch_up_query_never_sorts_the_tenants_outcome_texts(tmp_path: Any) -
             plan = " ".join(str(r) for r in store._db.execute("EXPLAIN QUERY PLAN " + sql))
             assert "TEMP B-TREE" not in plan, (sql, plan)
     store.close()
+
+
+def test_a_catch_up_walks_only_the_tenants_own_newer_outcomes(tmp_path: Any) -> None:
+    """The ids query searches the (tenant) index from ``after``: another tenant's rows are
+    not walked (with 300k of them, a catch-up took 0.3 s per query holding the store)."""
+    from fades.controller.store import ControllerStore
+    from fades.outcome import Outcome
+
+    store = ControllerStore(tmp_path / "c.db")
+    for i in range(30):
+        tenant = "a" if i % 10 == 0 else "b"
+        store.add_outcome(Outcome(task_id=f"t{i}", tenant=tenant, node="n", status="done"))
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)
+    try:
+        rows = store.outcomes_since("a", 0, None, 500, None)
+    finally:
+        store._db.set_trace_callback(None)
+    assert [r[1] for r in rows] == ["t0", "t10", "t20"]
+    ids_query = next(s for s in seen if s.lstrip().upper().startswith("SELECT ROWID"))
+    plan = " ".join(str(r) for r in store._db.execute("EXPLAIN QUERY PLAN " + ids_query))
+    assert "(tenant=? AND rowid>?)" in plan, plan
+    store.close()

@@ -388,11 +388,9 @@ class ControllerStore(DeviceAudit):
         """``(event id, task id, outcome JSON)`` of ``tenant``'s outcomes stored after event
         ``after`` (only of ``task_ids`` if given), oldest first, at most ``limit``; with
         ``max_bytes``, also no more rows after the one that reaches that much JSON."""
-        # the event ids first (small rows to order), then the texts one by one up to
-        # max_bytes; without ids, the rows are walked in rowid order from ``after`` ("+tenant":
-        # not through the (tenant, task_id) index, which sorted ALL the tenant's outcomes)
-        tenant_is = "tenant = ?" if task_ids is not None else "+tenant = ?"
-        sql = f"SELECT rowid FROM outcomes WHERE {tenant_is} AND rowid > ?"
+        # the event ids first (from the (tenant) index, in rowid order from ``after``: only
+        # this tenant's newer rows, no sort), then the texts one by one up to max_bytes
+        sql = "SELECT rowid FROM outcomes WHERE tenant = ? AND rowid > ?"
         args: list[Any] = [tenant, after]
         if task_ids is not None:
             sql += f" AND task_id IN ({','.join('?' * len(task_ids))})"

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
     bytes_uplink INTEGER,
     PRIMARY KEY (tenant, task_id)
 );
+-- a tenant's outcomes in event (rowid) order: a result stream's catch-up walks only them
+CREATE INDEX IF NOT EXISTS outcomes_by_tenant_event ON outcomes (tenant);
 CREATE TABLE IF NOT EXISTS replica (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     applied_seq INTEGER NOT NULL,
