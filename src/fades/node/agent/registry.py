@@ -37,7 +37,8 @@ DATA_EVERY = 5
 #: a starting node watches a fresh entry under its name for this many of that entry's
 #: heartbeats (plus a second) before it takes the name; renewed meanwhile: the name is in use
 CLAIM_BEATS = 3
-#: ... but never longer than this many seconds
+#: ... but never longer than this many seconds (or one of its heartbeats and a second, if
+#: that is longer)
 CLAIM_MAX_S = 30.0
 
 
@@ -104,9 +105,9 @@ class Registry:
     async def claim_name(self) -> None:
         """Refuse to start under the name of a node that is still running.
 
-        A fresh entry under this name that is not ``stopping`` is either a node that runs or
-        one that was killed moments ago. It is watched for :data:`CLAIM_BEATS` of its
-        heartbeats: renewed meanwhile, the name is in use; silent, its holder is gone.
+        An entry under this name that is not ``stopping`` is either a node that runs or one
+        that was killed. It is watched for :data:`CLAIM_BEATS` of its heartbeats: renewed
+        meanwhile, the name is in use; silent, its holder is gone.
 
         Raises:
             NodeNameInUse: another node agent is running under this name.
@@ -122,20 +123,17 @@ class Registry:
             return
         if held.stopping:
             return
+        # watched whatever its age says: its heartbeat time is the other host's clock
         beat = max(held.heartbeat_s, 0.05)
-        window = min(CLAIM_MAX_S, CLAIM_BEATS * beat + 1.0)
-        age = time.time() - held.heartbeat_at
-        if age > window:
-            return  # silent for longer than a live node ever is
+        window = min(max(CLAIM_MAX_S, beat + 1.0), CLAIM_BEATS * beat + 1.0)
         log.info(
-            "node %s: an entry under this name was renewed %.1f s ago; watching it for up to "
-            "%.1f s before taking the name",
+            "node %s: an entry under this name is not marked stopped; watching it for %.1f s "
+            "before taking the name",
             a.name,
-            max(age, 0.0),
             window,
         )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + window - max(age, 0.0)
+        deadline = loop.time() + window
         while loop.time() < deadline:
             await asyncio.sleep(min(beat / 2, 0.5))
             now = await kv.get(a.name)
