@@ -14,9 +14,12 @@ from typing import Any
 from fades.broker import AccessPolicy, DataBroker, MemoryConnector, SQLiteConnector
 from fades.broker.base import Dataset
 from fades.broker.explain import why_empty
+from fades.broker.policy import TenantRule
 from fades.task import DataOp
 
 KEYS = {("kitchen", "temperature"), ("kitchen", "humidity"), ("hall", "co2")}
+#: a tenant that may read everything
+ALL = TenantRule(locations=None, sensor_types=None)
 
 
 def op(**select: Any) -> DataOp:
@@ -24,19 +27,23 @@ def op(**select: Any) -> DataOp:
 
 
 def test_an_unknown_location_is_named_with_the_nearest_known() -> None:
-    why = why_empty(op(location="kitchn"), KEYS, None)
+    why = why_empty(op(location="kitchn"), KEYS, ALL)
     assert why == "location 'kitchn' is not on this node (nearest: 'kitchen')"
-    why = why_empty(op(location="zzz", sensor_type="tempreature"), KEYS, None)
+    why = why_empty(op(location="zzz", sensor_type="tempreature"), KEYS, ALL)
     assert why is not None and "\n" not in why
     assert "location 'zzz' is not on this node (it holds 'hall', 'kitchen')" in why
     assert "sensor type 'tempreature' is not on this node (nearest: 'temperature')" in why
 
 
+def test_a_tenant_that_may_read_nothing_is_told_nothing() -> None:
+    assert why_empty(op(location="kitchn"), KEYS, None) is None
+
+
 def test_known_names_without_a_sensor_having_both_say_so() -> None:
-    why = why_empty(op(location="hall", sensor_type="humidity"), KEYS, None)
+    why = why_empty(op(location="hall", sensor_type="humidity"), KEYS, ALL)
     assert why == "no 'humidity' sensor at 'hall' on this node (sensor types there: 'co2')"
     # all names known and a sensor has them: the time window or device selected nothing
-    assert why_empty(op(location="kitchen", sensor_type="humidity"), KEYS, None) is None
+    assert why_empty(op(location="kitchen", sensor_type="humidity"), KEYS, ALL) is None
 
 
 def test_only_what_the_tenant_may_read_is_offered() -> None:

@@ -61,3 +61,35 @@ def test_a_huge_payload_is_refused_before_it_is_buffered(tmp_path: Path) -> None
     assert "1,000,025 bytes refused (a reading is at most 4,096)" in ing.stats["last_error"]
     asyncio.run(ing._take("sensors.edge1.r.t", b"21.5"))  # a good one afterwards is taken
     assert ing.pending == 1
+
+
+def test_the_backlog_is_bounded_by_payload_bytes_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    monkeypatch.setattr(ingest, "MAX_PENDING_BYTES", 10_000)
+    ing = _ingestor(tmp_path)
+    payload = json.dumps({"value": 1.0, "device": "d" * 100}).encode()
+
+    async def go() -> int:
+        for _ in range(200):  # ~24 KB: over the 10 KB budget, under the count
+            await ing._take("sensors.edge1.r.temperature", payload)
+        taken = ing.stats["received"]
+        written = await ing.flush()
+        await ing._take("sensors.edge1.r.temperature", payload)  # room again after a write
+        assert ing.stats["received"] == taken + 1
+        return written
+
+    written = asyncio.run(go())
+    assert written == 10_000 // len(payload)
+    assert ing.stats["rejected"] == 200 - written
+    assert "ingest backlog full (10,000 bytes of payloads)" in ing.stats["last_error"]
+
+
+def test_a_bad_sensor_cap_in_the_environment_falls_back_to_the_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FADES_INGEST_MAX_SENSORS", "many")
+    assert ingest._env_count("FADES_INGEST_MAX_SENSORS", 1000) == 1000
+    assert "FADES_INGEST_MAX_SENSORS='many' is not a positive whole number" in caplog.text

@@ -53,7 +53,9 @@ def _known(value: str, known: set[str]) -> str:
 def why_empty(op: DataOp, keys: set[tuple[str, str]], rule: TenantRule | None) -> str | None:
     """The unknown locations and sensor types ``op`` names, or that no sensor has both, in
     one line; None when every name is known (the time window or device selected nothing)."""
-    visible = {k for k in keys if rule is None or rule.allows(*k)}
+    if rule is None:  # the tenant may read nothing: name nothing the node holds
+        return None
+    visible = {k for k in keys if rule.allows(*k)}
     locations = {loc for loc, _ in visible}
     types = {st for _, st in visible}
     problems = []

@@ -102,6 +102,7 @@ class Worker:
         #: unknown): below the idle bound, the current resident memory is too
         self.peak_rss: int | None = None
         self._statm: int | None = None  # the open /proc/<pid>/statm (see anon_rss)
+        self._statm_lock = threading.Lock()
         self.dead = False
         self._pending = 2  # "ready", then the answer to "config"
         self._send(("config", host, self.scratch))
@@ -118,9 +119,15 @@ class Worker:
         if self.dead:
             return 0
         try:
-            if self._statm is None:
-                self._statm = os.open(f"/proc/{self.proc.pid}/statm", os.O_RDONLY)
-            fields = os.pread(self._statm, 256, 0).split()
+            fd = self._statm
+            if fd is None:
+                fd = os.open(f"/proc/{self.proc.pid}/statm", os.O_RDONLY)
+                with self._statm_lock:  # kill() (another thread) closes what it finds here
+                    if self.dead:
+                        os.close(fd)
+                        return 0
+                    self._statm = fd
+            fields = os.pread(fd, 256, 0).split()
             return (int(fields[1]) - int(fields[2])) * _PAGE
         except (OSError, IndexError, ValueError):
             return 0
@@ -230,7 +237,8 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.proc.wait()
-        statm, self._statm = self._statm, None
+        with self._statm_lock:
+            statm, self._statm = self._statm, None
         for fd in (self._r, self._w, statm):
             if fd is not None:
                 with contextlib.suppress(OSError):

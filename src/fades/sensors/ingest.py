@@ -58,13 +58,35 @@ MAX_NAME_CHARS = 64
 MAX_DEVICE_CHARS = 128
 #: longest ``unit`` a reading may carry
 MAX_UNIT_CHARS = 32
+
+
 #: sensors (sensor type, location, device) a node takes at most; a new one beyond is rejected
 #: (``FADES_INGEST_MAX_SENSORS``)
-MAX_SENSORS = int(os.environ.get("FADES_INGEST_MAX_SENSORS", "1000"))
+def _env_count(name: str, default: int) -> int:
+    """A positive whole number from the environment; a bad value is named in the log and the
+    default used (a node still starts)."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+        if value < 1:
+            raise ValueError
+    except ValueError:
+        logging.getLogger("fades").warning(
+            "%s=%r is not a positive whole number; using %d", name, text, default
+        )
+        return default
+    return value
+
+
+MAX_SENSORS = _env_count("FADES_INGEST_MAX_SENSORS", 1000)
 #: ``stats["last_error"]`` is cut to this many characters
 MAX_ERROR_CHARS = 300
 #: a reading's payload is refused above this many bytes, before it is buffered
 MAX_READING_BYTES = 4096
+#: payload bytes buffered at most between two writes (beside ``max_pending`` readings)
+MAX_PENDING_BYTES = 32 << 20
 
 _Raw = tuple[str, bytes, float]  # subject, payload, arrival time
 _Key = tuple[str, str, str]  # sensor_type, location, device
@@ -125,6 +147,7 @@ class Ingestor:
             "batches": 0,
         }
         self._pending: list[_Raw] = []
+        self._pending_bytes = 0
         self._sub: Subscription | None = None
         self._listening = False  # over a Bus: readings are taken while True
         self._on_bus = False  # subscribed on the Bus (it has no unsubscribe: once only)
@@ -192,7 +215,13 @@ class Ingestor:
         if len(self._pending) >= self.max_pending:
             self._reject(f"ingest backlog full ({self.max_pending} readings): reading dropped")
             return
+        if self._pending_bytes + len(data) > MAX_PENDING_BYTES:
+            self._reject(
+                f"ingest backlog full ({MAX_PENDING_BYTES:,} bytes of payloads): reading dropped"
+            )
+            return
         self._pending.append((subject, data, time.time()))
+        self._pending_bytes += len(data)
         self.stats["received"] += 1
 
     async def _writer(self) -> None:
@@ -210,6 +239,7 @@ class Ingestor:
         """Write everything received so far now; returns the number of readings written."""
         async with self._flush_lock:
             batch, self._pending = self._pending, []
+            self._pending_bytes = 0
             if not batch:
                 return 0
             return await asyncio.to_thread(self._write, batch)
