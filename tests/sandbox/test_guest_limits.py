@@ -98,6 +98,26 @@ def test_a_result_of_tuples_and_dicts_just_past_the_runtime_limit_is_refused_in_
     _good(sandbox, blob, signing_key)
 
 
+def test_a_deep_result_with_much_shared_data_is_refused_without_walking_every_path(
+    sandbox: PythonSandbox, blob: bytearray, signing_key: SigningKey
+) -> None:
+    # 150 levels of [v, v] hold 2**150 paths; walked path by path (no memory of what was
+    # seen at which depth) the explanation ran into the time budget instead of naming depth
+    src = """
+    def main(data, params):
+        shared = []
+        for _ in range(150):
+            shared = [shared, shared]
+        deep = []
+        for _ in range(300):
+            deep = [deep]
+        return [deep, shared]
+    """
+    with pytest.raises(BadFunctionOutput, match=r"nested more than 100 levels deep"):
+        sandbox.run(art("shared", src, signing_key), blob, LIMITS)
+    _good(sandbox, blob, signing_key)
+
+
 def test_a_result_that_contains_itself_is_named_as_such(
     sandbox: PythonSandbox, blob: bytearray, signing_key: SigningKey
 ) -> None:

@@ -228,6 +228,9 @@ def _deep_problem(value: object) -> BaseException:
     such), else the depth. Depth-first with the containers on the current path; stops at the
     first level past the limit."""
     on_path: set[int] = set()
+    # the deepest level each container was entered at: one met again no deeper is not walked
+    # again (shared containers would make the walk exponential)
+    deepest: dict[int, int] = {}
     stack: list[tuple[object, int, bool]] = [(value, 0, False)]
     while stack:
         v, depth, leaving = stack.pop()
@@ -238,6 +241,9 @@ def _deep_problem(value: object) -> BaseException:
             return ResultNotJSON("result: a container that contains itself is not JSON")
         if depth >= MAX_DEPTH:
             break
+        if deepest.get(id(v), -1) >= depth:
+            continue
+        deepest[id(v)] = depth
         on_path.add(id(v))
         stack.append((v, depth, True))
         items = v.values() if _isinstance(v, dict) else v  # type: ignore[attr-defined]
