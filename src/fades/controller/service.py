@@ -560,8 +560,10 @@ class Controller:
         return Placement(node, "node named by the client")
 
     async def get(self, task_id: str, *, tenant: str) -> TaskRecord:
-        """One of ``tenant``'s tasks (TaskNotFound for any other)."""
-        return await read(self.store._lock, self.store.get, task_id, tenant)
+        """One of ``tenant``'s tasks (TaskNotFound for any other). In a worker thread: its
+        outcome (up to the fabric's message size) is parsed and validated there, not on the
+        event loop."""
+        return await read(None, self.store.get, task_id, tenant)
 
     async def wait(self, task_id: str, timeout: float, *, tenant: str) -> TaskRecord:
         """The task once it is done or failed, or as it stands after ``timeout`` seconds."""
