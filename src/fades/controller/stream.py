@@ -162,7 +162,6 @@ class StreamHub:
         last = since
         with self.subscribed(tenant, ids) as sub:
             yield _message(None, "open", json.dumps({"last_event_id": since}))
-            sent: set[int] = set()  # ids sent from the database (live copies are skipped)
             id_list = sorted(ids) if ids is not None else None
             while True:
                 rows = await asyncio.to_thread(
@@ -171,7 +170,6 @@ class StreamHub:
                 chunk: list[str] = []  # few writes per query, not one per outcome
                 size = 0
                 for eid, tid, text in rows:
-                    sent.add(eid)
                     last = max(last, eid)
                     if remaining is not None:
                         remaining.discard(tid)
@@ -184,6 +182,9 @@ class StreamHub:
                     yield "".join(chunk)
                 if not rows:
                     break
+            # outcomes are stored in event-id order, so the catch-up sent every one up to
+            # ``caught_up``: live copies of those are skipped (no set of sent ids to grow)
+            caught_up = last
             while True:
                 if remaining is not None and not remaining:
                     yield _message(None, "end", json.dumps({"last_event_id": last}))
@@ -191,7 +192,7 @@ class StreamHub:
                 chunk, size = [], 0  # what arrived meanwhile goes out in few writes
                 while sub.queue:
                     ev = sub.take()
-                    if ev.id in sent or ev.id <= since:
+                    if ev.id <= caught_up:
                         continue
                     last = max(last, ev.id)
                     if remaining is not None:
