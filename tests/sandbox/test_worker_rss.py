@@ -100,12 +100,19 @@ def test_a_failed_task_leaves_the_peak_unknown(art: Artifact, blob: bytearray) -
 def test_the_kept_memory_file_is_closed_with_its_worker(art: Artifact, blob: bytearray) -> None:
     import os
 
-    before = set(os.listdir("/proc/self/fd"))
     for pool in _pool(4096):
         assert pool.run(art, None, blob, Limits(4, 2000)).value == {"rows": 4.0}
         [w] = pool._idle
         assert w.anon_rss() > 0
         assert w.anon_rss() > 0  # read again in place
-        assert w._statm is not None
+        fd = w._statm
+        assert fd is not None
+        path = f"/proc/{w.pid}/statm"
+        assert os.readlink(f"/proc/self/fd/{fd}") == path
     assert w._statm is None and w.anon_rss() == 0
-    assert set(os.listdir("/proc/self/fd")) <= before
+    # closed: the descriptor is gone, or (another thread reused its number) is another file
+    try:
+        now = os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:
+        now = None
+    assert now != path
